@@ -1,0 +1,1 @@
+# bench: targets of this part (see Makefile.am)

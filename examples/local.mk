@@ -1,0 +1,1 @@
+# examples: targets of this part (see Makefile.am)

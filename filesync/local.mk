@@ -1,0 +1,1 @@
+# filesync: targets of this part (see Makefile.am)

@@ -1,0 +1,9 @@
+/* r3: remote, migratable memory. The umbrella header. */
+#ifndef R3_R3_H
+#define R3_R3_H
+#include <r3/error.h>
+#include <r3/source.h>
+#include <r3/stage.h>
+#include <r3/region.h>
+#define R3_VERSION "0.1.0"
+#endif

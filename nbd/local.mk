@@ -1,0 +1,1 @@
+# nbd: targets of this part (see Makefile.am)

@@ -1,0 +1,1 @@
+# src/cmd: targets of this part (included from Makefile.am)

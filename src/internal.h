@@ -1,0 +1,65 @@
+/* Internal interfaces of libr3 shared by its parts (not installed). */
+#ifndef R3_INTERNAL_H
+#define R3_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <r3/r3.h>
+
+#define R3_DEFAULT_CHUNK (64u * 1024u)
+
+/* ---- URIs (src/uri.c) */
+struct r3_uri_param { char *key, *val; };
+struct r3_uri {
+    char *scheme;        /* lower case, without ':' */
+    char *user, *password;
+    char *host;          /* without brackets for IPv6; NULL if no authority */
+    int port;            /* 0 if absent */
+    char *path;          /* percent-decoded, "" if absent */
+    struct r3_uri_param *params;
+    size_t nparams;
+};
+int  r3_uri_parse(const char *s, struct r3_uri *u);
+void r3_uri_free(struct r3_uri *u);
+const char *r3_uri_param(const struct r3_uri *u, const char *key);   /* NULL if absent */
+/* Size parameter with K/M/G/T suffix; dflt if absent. -EINVAL names the key. */
+int r3_uri_param_size(const struct r3_uri *u, const char *key, uint64_t dflt, uint64_t *out);
+/* Unsigned integer parameter; dflt if absent. */
+int r3_uri_param_uint(const struct r3_uri *u, const char *key, uint64_t dflt, uint64_t *out);
+/* -EINVAL naming the first parameter not in allowed (NULL-terminated). */
+int r3_uri_check_params(const struct r3_uri *u, const char *const *allowed);
+/* size= and chunk= validated together (chunk power of two >= 4 KiB, size a
+ * multiple of chunk); size_required makes a missing size an error. */
+int r3_uri_size_chunk(const struct r3_uri *u, bool size_required, uint64_t *size, uint32_t *chunk);
+
+/* ---- registry (src/registry.c) */
+struct r3_scheme {
+    const char *scheme;
+    int (*open)(const struct r3_uri *u, struct r3_source **out);
+};
+const struct r3_scheme *r3_scheme_find(const char *scheme);
+
+/* ---- sources */
+int r3_mem_open(const struct r3_uri *u, struct r3_source **out);
+int r3_file_open(const struct r3_uri *u, struct r3_source **out);
+int r3_dir_open(const struct r3_uri *u, struct r3_source **out);
+/* A mem source of size bytes, without a URI (used by the pipeline builder). */
+int r3_mem_create(uint64_t size, struct r3_source **out);
+
+/* ---- small helpers (src/util.c) */
+static inline uint64_t r3_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static inline bool r3_is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
+/* Read/write all of len at off, retrying EINTR and short counts. 0 or -errno. */
+int r3_pread_all(int fd, void *buf, size_t len, uint64_t off);
+int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* Human size "64 KiB", "1 GiB" into buf. */
+const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
+
+#endif

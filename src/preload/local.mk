@@ -1,0 +1,1 @@
+# src/preload: targets of this part (included from Makefile.am)

@@ -1,0 +1,37 @@
+/* The one table of source schemes and strategies (no constructors). Parts
+ * that add a scheme or a strategy add one line here. */
+#include <string.h>
+#include "internal.h"
+
+static const struct r3_scheme schemes[] = {
+    { "mem", r3_mem_open },
+    { "file", r3_file_open },
+    { "dir", r3_dir_open },
+    /* schemes: add new entries above this line */
+};
+
+static const struct r3_strategy_ops *const strategies[] = {
+    /* strategies: add new entries above this line */
+    NULL,
+};
+
+const struct r3_scheme *r3_scheme_find(const char *scheme)
+{
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+        if (strcmp(schemes[i].scheme, scheme) == 0)
+            return &schemes[i];
+    return NULL;
+}
+
+const struct r3_strategy_ops *r3_strategy_find(const char *name)
+{
+    for (size_t i = 0; strategies[i]; i++)
+        if (strcmp(strategies[i]->name, name) == 0)
+            return strategies[i];
+    return NULL;
+}
+
+const struct r3_strategy_ops *const *r3_strategy_list(void)
+{
+    return strategies;
+}

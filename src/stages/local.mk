@@ -1,0 +1,1 @@
+# src/stages: targets of this part (included from Makefile.am)

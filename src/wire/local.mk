@@ -1,0 +1,1 @@
+# src/wire: targets of this part (included from Makefile.am)

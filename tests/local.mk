@@ -1,0 +1,11 @@
+# Check unit tests (tests/unit/) and integration tests (tests/integration/).
+noinst_HEADERS += tests/unit/testutil.h
+
+check_PROGRAMS += tests/unit/test_uri tests/unit/test_sources
+tests_unit_test_uri_SOURCES = tests/unit/test_uri.c
+tests_unit_test_uri_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_uri_LDADD = $(UNIT_LDADD)
+tests_unit_test_sources_SOURCES = tests/unit/test_sources.c
+tests_unit_test_sources_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_sources_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_uri tests/unit/test_sources

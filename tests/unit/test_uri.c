@@ -1,0 +1,119 @@
+/* URI parser and size suffixes. */
+#include <errno.h>
+#include "internal.h"
+#include "testutil.h"
+
+START_TEST(test_sizes)
+{
+    uint64_t v;
+    ck_assert_int_eq(r3_parse_size("4096", &v), 0);
+    ck_assert_uint_eq(v, 4096);
+    ck_assert_int_eq(r3_parse_size("64K", &v), 0);
+    ck_assert_uint_eq(v, 65536);
+    ck_assert_int_eq(r3_parse_size("1G", &v), 0);
+    ck_assert_uint_eq(v, 1ull << 30);
+    ck_assert_int_eq(r3_parse_size("2TiB", &v), 0);
+    ck_assert_uint_eq(v, 2ull << 40);
+    ck_assert_int_eq(r3_parse_size("1m", &v), 0);
+    ck_assert_uint_eq(v, 1ull << 20);
+    ck_assert_int_eq(r3_parse_size("", &v), -EINVAL);
+    ck_assert_int_eq(r3_parse_size("-1", &v), -EINVAL);
+    ck_assert_int_eq(r3_parse_size("12X", &v), -EINVAL);
+    ck_assert_int_eq(r3_parse_size("99999999999T", &v), -EINVAL);
+    ck_assert_int_eq(r3_parse_size("1KK", &v), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_full)
+{
+    struct r3_uri u;
+    ck_assert_int_eq(r3_uri_parse("redis://me:s%40cret@127.0.0.1:6379/pre/fix?size=1G&chunk=64K", &u), 0);
+    ck_assert_str_eq(u.scheme, "redis");
+    ck_assert_str_eq(u.user, "me");
+    ck_assert_str_eq(u.password, "s@cret");
+    ck_assert_str_eq(u.host, "127.0.0.1");
+    ck_assert_int_eq(u.port, 6379);
+    ck_assert_str_eq(u.path, "/pre/fix");
+    ck_assert_str_eq(r3_uri_param(&u, "size"), "1G");
+    ck_assert_ptr_null(r3_uri_param(&u, "nope"));
+    uint64_t size;
+    uint32_t chunk;
+    ck_assert_int_eq(r3_uri_size_chunk(&u, true, &size, &chunk), 0);
+    ck_assert_uint_eq(size, 1ull << 30);
+    ck_assert_uint_eq(chunk, 65536);
+    r3_uri_free(&u);
+
+    ck_assert_int_eq(r3_uri_parse("nbd+unix:///exp?socket=/tmp/s.sock", &u), 0);
+    ck_assert_str_eq(u.scheme, "nbd+unix");
+    ck_assert_str_eq(u.host, "");
+    ck_assert_str_eq(u.path, "/exp");
+    ck_assert_str_eq(r3_uri_param(&u, "socket"), "/tmp/s.sock");
+    r3_uri_free(&u);
+
+    ck_assert_int_eq(r3_uri_parse("r3://[::1]:9000/x", &u), 0);
+    ck_assert_str_eq(u.host, "::1");
+    ck_assert_int_eq(u.port, 9000);
+    r3_uri_free(&u);
+
+    ck_assert_int_eq(r3_uri_parse("MEM:?size=1M", &u), 0);
+    ck_assert_str_eq(u.scheme, "mem");
+    ck_assert_ptr_null(u.host);
+    ck_assert_str_eq(u.path, "");
+    r3_uri_free(&u);
+}
+END_TEST
+
+START_TEST(test_bad)
+{
+    struct r3_uri u;
+    static const char *const bad[] = {
+        "", "nocolon", "1abc:x", "redis://h:99999/", "redis://h:/", "redis://h:12a/",
+        "r3://[::1/", "mem:?size", "mem:?=3", "file:///a%zz", "mem:?a=1&a=2", "x://h/#frag",
+        "file:///a%00b", NULL,
+    };
+    for (int i = 0; bad[i]; i++) {
+        r3_error_clear();
+        ck_assert_msg(r3_uri_parse(bad[i], &u) == -EINVAL, "accepted %s", bad[i]);
+        ck_assert_msg(r3_last_error()[0] != '\0', "no sentence for %s", bad[i]);
+    }
+    ck_assert_int_eq(r3_uri_parse("mem:?size=1000", &u), 0);
+    uint64_t s;
+    uint32_t c;
+    ck_assert_int_eq(r3_uri_size_chunk(&u, true, &s, &c), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "multiple"));
+    r3_uri_free(&u);
+    ck_assert_int_eq(r3_uri_parse("mem:?size=1M&chunk=3000", &u), 0);
+    ck_assert_int_eq(r3_uri_size_chunk(&u, true, &s, &c), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "chunk"));
+    r3_uri_free(&u);
+    ck_assert_int_eq(r3_uri_parse("mem:", &u), 0);
+    ck_assert_int_eq(r3_uri_size_chunk(&u, true, &s, &c), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "size"));
+    r3_uri_free(&u);
+}
+END_TEST
+
+START_TEST(test_open_errors)
+{
+    struct r3_source *s;
+    ck_assert_int_eq(r3_source_open("bogus://x/y", &s), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "unknown scheme 'bogus'"));
+    ck_assert_int_eq(r3_source_open("mem:?size=1M&colour=red", &s), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "colour"));
+    ck_assert_int_eq(r3_source_open("mem://host?size=1M", &s), -EINVAL);
+    ck_assert_int_eq(r3_source_open("mem:?size=abc", &s), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "abc"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("uri");
+    TCase *tc = tcase_create("uri");
+    tcase_add_test(tc, test_sizes);
+    tcase_add_test(tc, test_full);
+    tcase_add_test(tc, test_bad);
+    tcase_add_test(tc, test_open_errors);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,1 @@
+# uffd: targets of this part (see Makefile.am)
