@@ -2,3 +2,14 @@
 noinst_HEADERS += src/internal.h
 libr3_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c \
 	src/sources/mem.c src/sources/file.c src/sources/dir.c
+
+# Remote chunk sources: Redis (+ Cluster) and S3 (issue 4, branch stores).
+noinst_HEADERS += src/sources/redis.h
+libr3_la_SOURCES += src/sources/redis.c src/sources/redis_cluster.c src/sources/s3.c
+noinst_PROGRAMS += tests/srccheck
+tests_srccheck_SOURCES = tests/srccheck.c
+tests_srccheck_LDADD = libr3.la
+TESTS += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
+	tests/integration/sources_bad.sh
+EXTRA_DIST += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
+	tests/integration/sources_bad.sh

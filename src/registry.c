@@ -7,6 +7,8 @@ static const struct r3_scheme schemes[] = {
     { "mem", r3_mem_open },
     { "file", r3_file_open },
     { "dir", r3_dir_open },
+    { "redis", r3_redis_open },
+    { "s3", r3_s3_open },
     /* schemes: add new entries above this line */
 };
 

@@ -1,0 +1,550 @@
+/* redis: one key per chunk, "<prefix>:<chunk index>", binary-safe values.
+ *   redis://[[user:]password@]host:port/prefix?size=&chunk=&db=N&conns=N&timeout=MS[&cluster=1]
+ * A missing key reads as zeros. Whole-chunk writes are SET; partial ones are
+ * SETRANGE, which the server applies atomically, so concurrent writers to
+ * different bytes of one chunk never lose each other's bytes (no client-side
+ * read-modify-write). A value shorter than a chunk (made by SETRANGE) reads
+ * as zero-padded. Requests that span several chunks are pipelined on one
+ * connection per node; each node has a pool of up to conns connections, so
+ * calls run in parallel (R3_SRC_PARALLEL). Every command is idempotent, so a
+ * broken connection is dropped and the command retried on a new one.
+ * "<prefix>:meta" records "r3 SIZE CHUNK" so a URI without size can reopen.
+ * flush: every write was acknowledged by the server before it returned;
+ * durability beyond that is the server's persistence (appendfsync). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "sources/redis.h"
+
+#define BATCH_PIECES 128                 /* bound on one pipeline */
+#define BATCH_BYTES  (16u << 20)
+#define CONN_RETRIES 4                   /* reconnect attempts per call */
+#define ROUNDS       32                  /* redirection rounds per call */
+
+enum { OP_GET, OP_GETRANGE, OP_SET, OP_SETRANGE, OP_META_GET, OP_META_SET };
+
+struct piece {
+    int op;
+    uint64_t idx;
+    uint32_t in, n;              /* byte range inside the chunk */
+    char *buf;
+    int ask;                     /* node to send ASKING + command to, -1 none */
+    bool done;
+};
+
+static int conn_errno(const redisContext *c)
+{
+    if (c->err == REDIS_ERR_IO && strstr(c->errstr, "refused"))
+        return -ECONNREFUSED;
+    if (strstr(c->errstr, "timed out") || strstr(c->errstr, "Timeout") ||
+        strstr(c->errstr, "temporarily unavailable"))
+        return -ETIMEDOUT;
+    return -EIO;
+}
+
+static int node_connect(struct redis_source *r, struct redis_node *n, redisContext **out)
+{
+    redisContext *c = redisConnectWithTimeout(n->host, n->port, r->timeout);
+    if (!c)
+        return r3_error(-ENOMEM, "redis %s:%d: out of memory", n->host, n->port);
+    if (c->err) {
+        int rc = conn_errno(c);
+        r3_error(rc, "redis %s:%d: cannot connect: %s", n->host, n->port, c->errstr);
+        redisFree(c);
+        return rc;
+    }
+    redisSetTimeout(c, r->timeout);
+    redisEnableKeepAlive(c);
+    int rc = 0;
+    redisReply *rep = NULL;
+    if (r->password) {
+        rep = r->user ? redisCommand(c, "AUTH %s %s", r->user, r->password)
+                      : redisCommand(c, "AUTH %s", r->password);
+        if (!rep)
+            rc = r3_error(conn_errno(c), "redis %s:%d: AUTH: %s", n->host, n->port, c->errstr);
+        else if (rep->type == REDIS_REPLY_ERROR)
+            rc = r3_error(-EACCES, "redis %s:%d: authentication failed: %s", n->host, n->port,
+                          rep->str);
+        freeReplyObject(rep);
+    }
+    if (rc == 0 && r->db) {
+        rep = redisCommand(c, "SELECT %u", r->db);
+        if (!rep)
+            rc = r3_error(conn_errno(c), "redis %s:%d: SELECT: %s", n->host, n->port, c->errstr);
+        else if (rep->type == REDIS_REPLY_ERROR)
+            rc = r3_error(-EINVAL, "redis %s:%d: cannot select database %u: %s", n->host,
+                          n->port, r->db, rep->str);
+        freeReplyObject(rep);
+    }
+    if (rc < 0) {
+        redisFree(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int r3_redis_node_get(struct redis_source *r, struct redis_node *n, redisContext **out)
+{
+    pthread_mutex_lock(&n->lock);
+    while (n->nidle == 0 && n->nopen >= r->conns)
+        pthread_cond_wait(&n->cv, &n->lock);
+    if (n->nidle > 0) {
+        *out = n->idle[--n->nidle];
+        pthread_mutex_unlock(&n->lock);
+        return 0;
+    }
+    n->nopen++;
+    pthread_mutex_unlock(&n->lock);
+    int rc = node_connect(r, n, out);
+    if (rc < 0) {
+        pthread_mutex_lock(&n->lock);
+        n->nopen--;
+        pthread_cond_signal(&n->cv);
+        pthread_mutex_unlock(&n->lock);
+    }
+    return rc;
+}
+
+void r3_redis_node_put(struct redis_node *n, redisContext *c, bool broken)
+{
+    pthread_mutex_lock(&n->lock);
+    if (broken) {
+        redisFree(c);
+        n->nopen--;
+    } else {
+        n->idle[n->nidle++] = c;
+    }
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->lock);
+}
+
+static int piece_key(const struct redis_source *r, const struct piece *p, char *key, size_t cap)
+{
+    if (p->op == OP_META_GET || p->op == OP_META_SET)
+        return snprintf(key, cap, "%s:meta", r->prefix);
+    return snprintf(key, cap, "%s:%" PRIu64, r->prefix, p->idx);
+}
+
+static int piece_append(redisContext *c, const char *key, const struct piece *p)
+{
+    switch (p->op) {
+    case OP_GET:
+    case OP_META_GET:
+        return redisAppendCommand(c, "GET %s", key);
+    case OP_GETRANGE:
+        return redisAppendCommand(c, "GETRANGE %s %u %u", key, p->in, p->in + p->n - 1);
+    case OP_SET:
+        return redisAppendCommand(c, "SET %s %b", key, p->buf, (size_t)p->n);
+    case OP_SETRANGE:
+        return redisAppendCommand(c, "SETRANGE %s %u %b", key, p->in, p->buf, (size_t)p->n);
+    default:
+        return redisAppendCommand(c, "SET %s %b NX", key, p->buf, (size_t)p->n);
+    }
+}
+
+/* 0 = done, 1 = redirected or busy (run again), <0 = error. */
+static int piece_reply(struct redis_source *r, struct piece *p, const char *key, redisReply *rep)
+{
+    if (rep->type == REDIS_REPLY_ERROR) {
+        unsigned slot, node;
+        int rd = r->cluster ? r3_redis_redirect(r, rep->str, &slot, &node) : 0;
+        if (rd < 0)
+            return rd;
+        if (rd == 1) {                       /* MOVED: the slot lives elsewhere now */
+            pthread_rwlock_wrlock(&r->maplock);
+            r->slot[slot] = (uint16_t)node;
+            pthread_rwlock_unlock(&r->maplock);
+            return 1;
+        }
+        if (rd == 2) {                       /* ASK: this key only, this once */
+            p->ask = (int)node;
+            return 1;
+        }
+        if (strncmp(rep->str, "TRYAGAIN", 8) == 0 || strncmp(rep->str, "CLUSTERDOWN", 11) == 0 ||
+            strncmp(rep->str, "LOADING", 7) == 0)
+            return 1;
+        if (strncmp(rep->str, "NOAUTH", 6) == 0)
+            return r3_error(-EACCES, "%s: the server needs a password "
+                            "(redis://:PASSWORD@host:port/prefix): %s", r->name, rep->str);
+        if (strncmp(rep->str, "MOVED", 5) == 0)
+            return r3_error(-EINVAL, "%s: the server is a Redis Cluster node (add cluster=1): %s",
+                            r->name, rep->str);
+        return r3_error(-EIO, "%s: key %s: %s", r->name, key, rep->str);
+    }
+    switch (p->op) {
+    case OP_GET:
+    case OP_GETRANGE:
+        if (rep->type == REDIS_REPLY_NIL) {
+            memset(p->buf, 0, p->n);
+            return 0;
+        }
+        if (rep->type != REDIS_REPLY_STRING)
+            break;
+        if (rep->len > (p->op == OP_GET ? r->chunk : p->n))
+            return r3_error(-EIO, "%s: key %s holds %zu bytes, more than the %u-byte chunk",
+                            r->name, key, rep->len, r->chunk);
+        memcpy(p->buf, rep->str, rep->len);
+        memset(p->buf + rep->len, 0, p->n - rep->len);
+        return 0;
+    case OP_META_GET:
+        p->buf[0] = '\0';
+        if (rep->type == REDIS_REPLY_NIL)
+            return 0;
+        if (rep->type != REDIS_REPLY_STRING)
+            break;
+        snprintf(p->buf, p->n, "%.*s", (int)(rep->len < p->n ? rep->len : p->n - 1), rep->str);
+        return 0;
+    case OP_SET:
+    case OP_META_SET:
+        if (rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_NIL)
+            return 0;
+        break;
+    case OP_SETRANGE:
+        if (rep->type == REDIS_REPLY_INTEGER)
+            return 0;
+        break;
+    }
+    return r3_error(-EIO, "%s: key %s: unexpected reply type %d", r->name, key, rep->type);
+}
+
+static struct redis_node *node_at(struct redis_source *r, unsigned i)
+{
+    pthread_rwlock_rdlock(&r->maplock);
+    struct redis_node *n = r->nodes[i];
+    pthread_rwlock_unlock(&r->maplock);
+    return n;
+}
+
+/* Pipeline ps[0..k) on node ni. *again counts pieces to run again. Returns 0,
+ * a server error (<0, final), or a connection error with *conn set. */
+static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, unsigned k,
+                      bool asking, unsigned *again, bool *conn)
+{
+    struct redis_node *n = node_at(r, ni);
+    redisContext *c;
+    char key[320];
+    int rc = r3_redis_node_get(r, n, &c);
+    if (rc < 0) {
+        *conn = rc != -EACCES && rc != -EINVAL && rc != -ENOMEM;
+        return rc;
+    }
+    bool broken = false;
+    for (unsigned i = 0; i < k && !broken; i++) {
+        piece_key(r, ps[i], key, sizeof key);
+        if ((asking && redisAppendCommand(c, "ASKING") != REDIS_OK) ||
+            piece_append(c, key, ps[i]) != REDIS_OK)
+            broken = true;
+    }
+    int err = 0;
+    for (unsigned i = 0; i < k && !broken; i++) {
+        redisReply *rep = NULL;
+        if (asking) {
+            if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+                broken = true;
+                break;
+            }
+            freeReplyObject(rep);
+        }
+        if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+            broken = true;
+            break;
+        }
+        piece_key(r, ps[i], key, sizeof key);
+        ps[i]->ask = -1;
+        int pr = piece_reply(r, ps[i], key, rep);
+        freeReplyObject(rep);
+        if (pr == 0)
+            ps[i]->done = true;
+        else if (pr == 1)
+            (*again)++;
+        else if (err == 0)
+            err = pr;                        /* keep reading: the connection stays in step */
+    }
+    if (broken) {
+        *conn = true;
+        err = r3_error(conn_errno(c), "redis %s:%d: %s", n->host, n->port,
+                       c->errstr[0] ? c->errstr : "connection lost");
+    }
+    r3_redis_node_put(n, c, broken);
+    return err;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* Run every piece to completion: group by node, pipeline, follow redirections,
+ * reconnect on broken connections. */
+static int run_pieces(struct redis_source *r, struct piece *ps, unsigned np)
+{
+    struct piece *group[BATCH_PIECES];
+    int target[BATCH_PIECES];
+    char key[320];
+    unsigned conn_fail = 0;
+    for (unsigned i = 0; i < np; i++) {
+        ps[i].ask = -1;
+        ps[i].done = false;
+    }
+    for (unsigned round = 0;; round++) {
+        unsigned pending = 0;
+        pthread_rwlock_rdlock(&r->maplock);
+        for (unsigned i = 0; i < np; i++) {
+            if (ps[i].done)
+                continue;
+            pending++;
+            if (ps[i].ask >= 0) {
+                target[i] = (int)(REDIS_MAXNODES + ps[i].ask);
+            } else {
+                int kl = piece_key(r, &ps[i], key, sizeof key);
+                target[i] = (int)r3_redis_route(r, key, (size_t)kl);
+            }
+        }
+        pthread_rwlock_unlock(&r->maplock);
+        if (pending == 0)
+            return 0;
+        if (round >= ROUNDS)
+            return r3_error(-EIO, "%s: still redirected after %u rounds (cluster resharding?)",
+                            r->name, ROUNDS);
+        unsigned again = 0;
+        bool conn = false;
+        int err = 0;
+        for (unsigned i = 0; i < np && err == 0; i++) {
+            if (ps[i].done || target[i] < 0)
+                continue;
+            int t = target[i];
+            unsigned k = 0;
+            for (unsigned j = i; j < np; j++) {
+                if (!ps[j].done && target[j] == t) {
+                    group[k++] = &ps[j];
+                    target[j] = -1;
+                }
+            }
+            bool asking = t >= REDIS_MAXNODES;
+            bool c = false;
+            err = node_batch(r, asking ? (unsigned)(t - REDIS_MAXNODES) : (unsigned)t, group, k,
+                             asking, &again, &c);
+            if (c) {
+                conn = true;
+                if (++conn_fail > CONN_RETRIES)
+                    return err;
+                err = 0;
+            }
+        }
+        if (err < 0)
+            return err;
+        if (conn) {
+            sleep_ms(20u << (conn_fail < 6 ? conn_fail : 6));
+            if (r->cluster)
+                r3_redis_refresh(r);         /* a master may have failed over */
+        } else if (again && round > 2) {
+            sleep_ms(round < 10 ? round : 10);  /* TRYAGAIN / migration in progress */
+        }
+    }
+}
+
+static int redis_io(struct r3_source *s, void *buf, size_t len, uint64_t off, bool wr)
+{
+    struct redis_source *r = (struct redis_source *)s;
+    struct piece ps[BATCH_PIECES];
+    char *p = buf;
+    while (len > 0) {
+        unsigned np = 0;
+        size_t bytes = 0;
+        while (len > 0 && np < BATCH_PIECES && (np == 0 || bytes + r->chunk <= BATCH_BYTES)) {
+            uint64_t in = off % r->chunk;
+            size_t n = r->chunk - in < len ? r->chunk - in : len;
+            bool whole = n == r->chunk;
+            ps[np++] = (struct piece){
+                .op = wr ? (whole ? OP_SET : OP_SETRANGE) : (whole ? OP_GET : OP_GETRANGE),
+                .idx = off / r->chunk, .in = (uint32_t)in, .n = (uint32_t)n, .buf = p,
+            };
+            p += n;
+            off += n;
+            len -= n;
+            bytes += n;
+        }
+        int rc = run_pieces(r, ps, np);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int redis_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    return redis_io(s, buf, len, off, false);
+}
+
+static int redis_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    return redis_io(s, (void *)buf, len, off, true);
+}
+
+/* Every write was acknowledged before it returned; persistence is the
+ * server's (appendonly/appendfsync). A round-trip proves the server is up. */
+static int redis_flush(struct r3_source *s)
+{
+    struct redis_source *r = (struct redis_source *)s;
+    char meta[64];
+    struct piece p = { .op = OP_META_GET, .buf = meta, .n = sizeof meta };
+    return run_pieces(r, &p, 1);
+}
+
+static void node_free(struct redis_node *n)
+{
+    if (!n)
+        return;
+    for (unsigned i = 0; i < n->nidle; i++)
+        redisFree(n->idle[i]);
+    free(n->idle);
+    free(n->host);
+    pthread_mutex_destroy(&n->lock);
+    pthread_cond_destroy(&n->cv);
+    free(n);
+}
+
+static void redis_close(struct r3_source *s)
+{
+    struct redis_source *r = (struct redis_source *)s;
+    for (unsigned i = 0; i < r->nnodes; i++)
+        node_free(r->nodes[i]);
+    pthread_rwlock_destroy(&r->maplock);
+    free(r->prefix);
+    free(r->user);
+    free(r->password);
+    free(r);
+}
+
+static const struct r3_source_ops redis_ops = {
+    .scheme = "redis", .read = redis_read, .write = redis_write, .flush = redis_flush,
+    .close = redis_close,
+};
+
+int r3_redis_node_index(struct redis_source *r, const char *host, int port)
+{
+    for (unsigned i = 0; i < r->nnodes; i++)
+        if (r->nodes[i]->port == port && strcmp(r->nodes[i]->host, host) == 0)
+            return (int)i;
+    if (r->nnodes >= REDIS_MAXNODES)
+        return r3_error(-ENOSPC, "%s: more than %d cluster nodes", r->name, REDIS_MAXNODES);
+    struct redis_node *n = calloc(1, sizeof *n);
+    if (!n || !(n->host = strdup(host)) || !(n->idle = calloc(r->conns, sizeof *n->idle))) {
+        if (n)
+            free(n->host);
+        free(n);
+        return r3_error(-ENOMEM, "%s: out of memory", r->name);
+    }
+    n->port = port;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    r->nodes[r->nnodes] = n;
+    return (int)r->nnodes++;
+}
+
+/* Check or record "<prefix>:meta"; fills size/chunk when the URI has none. */
+static int meta_sync(struct redis_source *r, bool have_size, bool have_chunk)
+{
+    char meta[64];
+    struct piece p = { .op = OP_META_GET, .buf = meta, .n = sizeof meta };
+    int rc = run_pieces(r, &p, 1);
+    if (rc < 0)
+        return rc;
+    unsigned long long ms, mc;
+    if (meta[0]) {
+        if (sscanf(meta, "r3 %llu %llu", &ms, &mc) != 2 || !r3_is_pow2(mc) || mc < 4096 ||
+            mc > (1u << 30) || ms == 0 || ms % mc)
+            return r3_error(-EINVAL, "%s: key %s:meta is not r3 metadata ('%s')", r->name,
+                            r->prefix, meta);
+        if (have_size && ms != r->src.size)
+            return r3_error(-EINVAL, "%s: holds %llu bytes, not size=%llu", r->name, ms,
+                            (unsigned long long)r->src.size);
+        if (have_chunk && mc != r->chunk)
+            return r3_error(-EINVAL, "%s: uses chunk %llu, not chunk=%u", r->name, mc, r->chunk);
+        r->src.size = ms;
+        r->chunk = (uint32_t)mc;
+        return 0;
+    }
+    if (!have_size)
+        return r3_error(-EINVAL, "%s: the URI needs a size (add ?size=1G); no r3 data under "
+                        "prefix '%s' yet", r->name, r->prefix);
+    int n = snprintf(meta, sizeof meta, "r3 %llu %u", (unsigned long long)r->src.size, r->chunk);
+    p = (struct piece){ .op = OP_META_SET, .buf = meta, .n = (uint32_t)n };
+    return run_pieces(r, &p, 1);
+}
+
+int r3_redis_open(const struct r3_uri *u, struct r3_source **out)
+{
+    static const char *const allowed[] = { "size", "chunk", "db", "conns", "cluster", "timeout", NULL };
+    uint64_t size, db, conns, cluster, tmo;
+    uint32_t chunk;
+    int rc = r3_uri_check_params(u, allowed);
+    if (rc == 0)
+        rc = r3_uri_size_chunk(u, false, &size, &chunk);
+    if (rc == 0)
+        rc = r3_uri_param_uint(u, "db", 0, &db);
+    if (rc == 0)
+        rc = r3_uri_param_uint(u, "conns", 16, &conns);
+    if (rc == 0)
+        rc = r3_uri_param_uint(u, "cluster", 0, &cluster);
+    if (rc == 0)
+        rc = r3_uri_param_uint(u, "timeout", 5000, &tmo);
+    if (rc < 0)
+        return rc;
+    if (!u->host || !u->host[0])
+        return r3_error(-EINVAL, "redis: the URI needs a host (redis://host:port/prefix?size=1G)");
+    if (conns < 1 || conns > 1024)
+        return r3_error(-EINVAL, "redis: conns=%llu is not between 1 and 1024",
+                        (unsigned long long)conns);
+    if (cluster > 1 || (cluster && db))
+        return r3_error(-EINVAL, "redis: cluster=%llu%s", (unsigned long long)cluster,
+                        cluster > 1 ? " is not 0 or 1" : " with db: a cluster has only database 0");
+    if (db > 100000 || tmo < 1 || tmo > 3600000)
+        return r3_error(-EINVAL, "redis: db or timeout out of range");
+    const char *prefix = u->path[0] == '/' ? u->path + 1 : u->path;
+    if (!prefix[0])
+        prefix = "r3";
+    if (strlen(prefix) > 256)
+        return r3_error(-EINVAL, "redis: key prefix longer than 256 bytes");
+
+    struct redis_source *r = calloc(1, sizeof *r);
+    if (!r)
+        return r3_error(-ENOMEM, "redis: out of memory");
+    pthread_rwlock_init(&r->maplock, NULL);
+    r->chunk = chunk;
+    r->db = (unsigned)db;
+    r->conns = (unsigned)conns;
+    r->cluster = cluster;
+    r->timeout = (struct timeval){ (time_t)(tmo / 1000), (suseconds_t)(tmo % 1000) * 1000 };
+    int port = u->port ? u->port : 6379;
+    snprintf(r->name, sizeof r->name, "redis %s:%d/%s", u->host, port, prefix);
+    r->prefix = strdup(prefix);
+    /* redis://password@host (no colon) is a password, as in redis-cli -u */
+    if (u->password) {
+        r->password = strdup(u->password);
+        if (u->user && u->user[0])
+            r->user = strdup(u->user);
+    } else if (u->user && u->user[0]) {
+        r->password = strdup(u->user);
+    }
+    r->src.ops = &redis_ops;
+    r->src.size = size;
+    r->src.align = 1;
+    r->src.flags = R3_SRC_PARALLEL;
+    rc = r->prefix ? r3_redis_node_index(r, u->host, port) : r3_error(-ENOMEM, "redis: out of memory");
+    if (rc >= 0 && cluster)
+        rc = r3_redis_refresh(r);
+    if (rc >= 0)
+        rc = meta_sync(r, r3_uri_param(u, "size") != NULL, r3_uri_param(u, "chunk") != NULL);
+    if (rc < 0) {
+        redis_close(&r->src);
+        return rc;
+    }
+    *out = &r->src;
+    return 0;
+}

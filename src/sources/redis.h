@@ -1,0 +1,59 @@
+/* Internal to the redis source (redis.c) and its cluster routing
+ * (redis_cluster.c). */
+#ifndef R3_SOURCES_REDIS_H
+#define R3_SOURCES_REDIS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/time.h>
+#include <hiredis/hiredis.h>
+#include "internal.h"
+
+#define REDIS_SLOTS     16384
+#define REDIS_MAXNODES  256      /* nodes are only added, never freed before close */
+
+/* One server and its pool of connections (at most conns open). */
+struct redis_node {
+    char *host;
+    int port;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    redisContext **idle;        /* capacity conns */
+    unsigned nidle, nopen;
+};
+
+struct redis_source {
+    struct r3_source src;
+    char *prefix;               /* keys are "<prefix>:<chunk index>" */
+    uint32_t chunk;
+    char *user, *password;      /* AUTH [user] password, NULL = none */
+    unsigned db, conns;
+    struct timeval timeout;     /* connect and command timeout */
+    bool cluster;
+    char name[300];             /* "redis host:port/prefix" for error sentences */
+
+    pthread_rwlock_t maplock;   /* guards nodes[]/nnodes/slot[] */
+    struct redis_node *nodes[REDIS_MAXNODES];
+    unsigned nnodes;
+    uint16_t slot[REDIS_SLOTS]; /* cluster: node index serving each slot */
+    uint64_t map_gen;           /* bumped by every full refresh */
+};
+
+/* redis.c */
+int  r3_redis_node_get(struct redis_source *r, struct redis_node *n, redisContext **out);
+void r3_redis_node_put(struct redis_node *n, redisContext *c, bool broken);
+
+/* redis_cluster.c */
+unsigned r3_redis_keyslot(const char *key, size_t len);       /* CRC16 with {hashtag} */
+/* Index of host:port in nodes[], adding it; -ENOSPC if full. Caller holds maplock for write. */
+int  r3_redis_node_index(struct redis_source *r, const char *host, int port);
+/* Parse "MOVED 3999 127.0.0.1:6381" / "ASK ..." into slot and node index
+ * (adding the node). 1 = MOVED, 2 = ASK, 0 = not a redirection, <0 error. */
+int  r3_redis_redirect(struct redis_source *r, const char *err, unsigned *slot, unsigned *node);
+/* Reload the slot map with CLUSTER SLOTS from any reachable node. */
+int  r3_redis_refresh(struct redis_source *r);
+/* The node serving key (cluster) or node 0 (single server). */
+unsigned r3_redis_route(struct redis_source *r, const char *key, size_t len);
+
+#endif
