@@ -13,3 +13,8 @@ TESTS += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/int
 	tests/integration/sources_bad.sh
 EXTRA_DIST += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
 	tests/integration/sources_bad.sh
+check_PROGRAMS += tests/unit/test_redis_slot
+tests_unit_test_redis_slot_SOURCES = tests/unit/test_redis_slot.c
+tests_unit_test_redis_slot_CFLAGS = $(UNIT_CFLAGS) $(HIREDIS_CFLAGS)
+tests_unit_test_redis_slot_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_redis_slot

@@ -4,6 +4,7 @@
  *   srccheck [-t THREADS] [-s SEED] [-p MAXPIECE] verify URI     read back (other piece sizes), compare
  *   srccheck [-t THREADS] [-s SEED] -n SECONDS loop URI          random reads + compare until time is up
  *   srccheck -s SEED gen OFF LEN                                 the pattern bytes to stdout
+ *   srccheck read URI OFF LEN                                    the source's bytes to stdout
  *   srccheck [-w MS] fail URI WORDS                              open (and a write) must fail within
  *                                                               MS (default 10000) with a sentence containing WORDS
  * Byte o of the pattern depends only on (seed, o), so any range can be checked. */
@@ -195,6 +196,29 @@ static int expect_fail(const char *uri, const char *words, double limit)
     return 0;
 }
 
+static int dump(const char *uri, uint64_t off, uint64_t len)
+{
+    struct r3_source *src;
+    if (r3_source_open(uri, &src) < 0) {
+        fprintf(stderr, "srccheck: open %s: %s\n", uri, r3_last_error());
+        return 1;
+    }
+    static unsigned char b[1 << 20];
+    int rc = 0;
+    while (len > 0 && rc == 0) {
+        size_t k = len < sizeof b ? (size_t)len : sizeof b;
+        rc = r3_source_read(src, b, k, off);
+        if (rc == 0)
+            fwrite(b, 1, k, stdout);
+        off += k;
+        len -= k;
+    }
+    if (rc < 0)
+        fprintf(stderr, "srccheck: read: %s\n", r3_last_error());
+    r3_source_close(src);
+    return rc < 0;
+}
+
 int main(int argc, char **argv)
 {
     int opt;
@@ -225,6 +249,8 @@ int main(int argc, char **argv)
         return run(uri, 2);
     if (strcmp(cmd, "fail") == 0)
         return expect_fail(uri, optind + 2 < argc ? argv[optind + 2] : NULL, limit);
+    if (strcmp(cmd, "read") == 0 && optind + 4 <= argc)
+        return dump(uri, strtoull(argv[optind + 2], NULL, 0), strtoull(argv[optind + 3], NULL, 0));
     if (strcmp(cmd, "gen") == 0 && optind + 3 <= argc) {
         uint64_t off = strtoull(argv[optind + 1], NULL, 0), len = strtoull(argv[optind + 2], NULL, 0);
         unsigned char b[65536];

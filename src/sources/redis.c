@@ -45,14 +45,25 @@ static int conn_errno(const redisContext *c)
     return -EIO;
 }
 
+/* The sentence for a broken or silent connection. */
+int r3_redis_conn_fail(const struct redis_source *r, const struct redis_node *n,
+                     const redisContext *c, const char *what)
+{
+    int e = conn_errno(c);
+    if (e == -ETIMEDOUT)
+        return r3_error(e, "redis %s:%d: %s: no answer within %ld ms (timeout=)", n->host, n->port,
+                        what, (long)r->timeout.tv_sec * 1000 + (long)r->timeout.tv_usec / 1000);
+    return r3_error(e, "redis %s:%d: %s: %s", n->host, n->port, what,
+                    c->errstr[0] ? c->errstr : "connection lost");
+}
+
 static int node_connect(struct redis_source *r, struct redis_node *n, redisContext **out)
 {
     redisContext *c = redisConnectWithTimeout(n->host, n->port, r->timeout);
     if (!c)
         return r3_error(-ENOMEM, "redis %s:%d: out of memory", n->host, n->port);
     if (c->err) {
-        int rc = conn_errno(c);
-        r3_error(rc, "redis %s:%d: cannot connect: %s", n->host, n->port, c->errstr);
+        int rc = r3_redis_conn_fail(r, n, c, "cannot connect");
         redisFree(c);
         return rc;
     }
@@ -64,7 +75,7 @@ static int node_connect(struct redis_source *r, struct redis_node *n, redisConte
         rep = r->user ? redisCommand(c, "AUTH %s %s", r->user, r->password)
                       : redisCommand(c, "AUTH %s", r->password);
         if (!rep)
-            rc = r3_error(conn_errno(c), "redis %s:%d: AUTH: %s", n->host, n->port, c->errstr);
+            rc = r3_redis_conn_fail(r, n, c, "AUTH");
         else if (rep->type == REDIS_REPLY_ERROR)
             rc = r3_error(-EACCES, "redis %s:%d: authentication failed: %s", n->host, n->port,
                           rep->str);
@@ -73,7 +84,10 @@ static int node_connect(struct redis_source *r, struct redis_node *n, redisConte
     if (rc == 0 && r->db) {
         rep = redisCommand(c, "SELECT %u", r->db);
         if (!rep)
-            rc = r3_error(conn_errno(c), "redis %s:%d: SELECT: %s", n->host, n->port, c->errstr);
+            rc = r3_redis_conn_fail(r, n, c, "SELECT");
+        else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOAUTH", 6) == 0)
+            rc = r3_error(-EACCES, "redis %s:%d: the server needs a password "
+                          "(redis://:PASSWORD@host:port/prefix)", n->host, n->port);
         else if (rep->type == REDIS_REPLY_ERROR)
             rc = r3_error(-EINVAL, "redis %s:%d: cannot select database %u: %s", n->host,
                           n->port, r->db, rep->str);
@@ -169,7 +183,7 @@ static int piece_reply(struct redis_source *r, struct piece *p, const char *key,
             return 1;
         if (strncmp(rep->str, "NOAUTH", 6) == 0)
             return r3_error(-EACCES, "%s: the server needs a password "
-                            "(redis://:PASSWORD@host:port/prefix): %s", r->name, rep->str);
+                            "(redis://:PASSWORD@host:port/prefix)", r->name);
         if (strncmp(rep->str, "MOVED", 5) == 0)
             return r3_error(-EINVAL, "%s: the server is a Redis Cluster node (add cluster=1): %s",
                             r->name, rep->str);
@@ -229,7 +243,7 @@ static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, un
     char key[320];
     int rc = r3_redis_node_get(r, n, &c);
     if (rc < 0) {
-        *conn = rc != -EACCES && rc != -EINVAL && rc != -ENOMEM;
+        *conn = rc == -ECONNREFUSED || rc == -EIO;   /* a timeout already waited long enough */
         return rc;
     }
     bool broken = false;
@@ -265,9 +279,8 @@ static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, un
             err = pr;                        /* keep reading: the connection stays in step */
     }
     if (broken) {
-        *conn = true;
-        err = r3_error(conn_errno(c), "redis %s:%d: %s", n->host, n->port,
-                       c->errstr[0] ? c->errstr : "connection lost");
+        err = r3_redis_conn_fail(r, n, c, "connection");
+        *conn = err != -ETIMEDOUT;
     }
     r3_redis_node_put(n, c, broken);
     return err;

@@ -43,6 +43,9 @@ struct redis_source {
 /* redis.c */
 int  r3_redis_node_get(struct redis_source *r, struct redis_node *n, redisContext **out);
 void r3_redis_node_put(struct redis_node *n, redisContext *c, bool broken);
+/* The error sentence (and -errno) for a broken or silent connection. */
+int  r3_redis_conn_fail(const struct redis_source *r, const struct redis_node *n,
+                        const redisContext *c, const char *what);
 
 /* redis_cluster.c */
 unsigned r3_redis_keyslot(const char *key, size_t len);       /* CRC16 with {hashtag} */

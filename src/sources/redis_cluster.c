@@ -116,7 +116,7 @@ int r3_redis_refresh(struct redis_source *r)
             continue;                            /* try the next known node */
         redisReply *rep = redisCommand(c, "CLUSTER SLOTS");
         if (!rep) {
-            rc = r3_error(-EIO, "redis %s:%d: CLUSTER SLOTS: %s", node->host, node->port, c->errstr);
+            rc = r3_redis_conn_fail(r, node, c, "CLUSTER SLOTS");
             r3_redis_node_put(node, c, true);
             continue;
         }

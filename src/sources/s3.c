@@ -264,6 +264,23 @@ static const char *s3_why(struct xfer *x, char *out, size_t n)
     return out;
 }
 
+static int retry_error(struct xfer *x, int tries)
+{
+    struct s3_source *s = x->s;
+    char why[400];
+    if (x->cc == CURLE_OK)
+        return r3_error(-EIO, "%s: %s: %s after %d tries", s->name, x->url,
+                        s3_why(x, why, sizeof why), tries);
+    if (x->cc == CURLE_OPERATION_TIMEDOUT)
+        return r3_error(-ETIMEDOUT, "%s: %s: no answer within %ld ms (timeout=)", s->name, x->url,
+                        s->timeout_ms);
+    int e = x->cc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
+          : x->cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+          : x->cc == CURLE_COULDNT_RESOLVE_HOST ? -EHOSTUNREACH : -EIO;
+    return r3_error(e, "%s: %s: %s (%d tries)", s->name, x->url,
+                    x->curlerr[0] ? x->curlerr : curl_easy_strerror(x->cc), tries);
+}
+
 /* 0 = done, 1 = retry, <0 = final error. */
 static int xfer_result(struct xfer *x)
 {
@@ -273,6 +290,8 @@ static int xfer_result(struct xfer *x)
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->code);
     if (x->overflow)
         return r3_error(-EIO, "%s: %s is larger than the %u-byte chunk", s->name, x->url, s->chunk);
+    if (x->cc == CURLE_OPERATION_TIMEDOUT)       /* already waited timeout= */
+        return retry_error(x, 1);
     if (x->cc != CURLE_OK)
         return 1;
     if (x->code >= 500 || x->code == 429 || x->code == 408)
@@ -294,20 +313,6 @@ static int xfer_result(struct xfer *x)
     if (x->code == 404)
         return r3_error(-ENOENT, "%s: %s: %s", s->name, x->url, s3_why(x, why, sizeof why));
     return r3_error(-EIO, "%s: %s: %s", s->name, x->url, s3_why(x, why, sizeof why));
-}
-
-static int retry_error(struct xfer *x)
-{
-    struct s3_source *s = x->s;
-    char why[400];
-    if (x->cc == CURLE_OK)
-        return r3_error(-EIO, "%s: %s: %s after %d tries", s->name, x->url,
-                        s3_why(x, why, sizeof why), RETRIES);
-    int e = x->cc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
-          : x->cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
-          : x->cc == CURLE_COULDNT_RESOLVE_HOST ? -EHOSTUNREACH : -EIO;
-    return r3_error(e, "%s: %s: %s", s->name, x->url,
-                    x->curlerr[0] ? x->curlerr : curl_easy_strerror(x->cc));
 }
 
 /* Run xs[0..n) to completion on one lane, LANE_PAR at a time, retrying. */
@@ -394,7 +399,7 @@ static int run_xfers(struct s3_source *s, struct xfer *xs, size_t n)
         return rc;
     for (size_t i = 0; i < n; i++)
         if (!xs[i].done)
-            return retry_error(&xs[i]);
+            return retry_error(&xs[i], RETRIES);
     return 0;
 }
 

@@ -1,0 +1,67 @@
+#!/bin/bash
+# redis://...?cluster=1 against a real 3-master Redis Cluster: 64 MiB in
+# unaligned pieces, verify after reopen, cross-check with redis-cli -c, then
+# move slots (redis-cli --cluster reshard = SETSLOT MIGRATING/IMPORTING +
+# MIGRATE) while readers and rewriters run: every read must be correct, the
+# MOVED/ASK redirections are followed.
+source "$top_srcdir/tests/integration/lib.sh"
+t_need redis-server
+t_need redis-cli
+SC="$top_builddir/tests/srccheck"
+PORTS=""
+for i in 1 2 3; do
+    p=$(t_free_port)
+    mkdir -p "$T_DIR/$p"
+    t_bg redis-server --port "$p" --cluster-port "$(t_free_port)" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file "$T_DIR/$p/nodes.conf" --cluster-node-timeout 5000 \
+        --dir "$T_DIR/$p" --save '' --appendonly no --logfile "$T_DIR/$p/redis.log"
+    PORTS="$PORTS $p"
+done
+for p in $PORTS; do t_wait_port "$p"; done
+set -- $PORTS
+P1=$1 P2=$2 P3=$3
+t_timeout 30 redis-cli --cluster create 127.0.0.1:$P1 127.0.0.1:$P2 127.0.0.1:$P3 \
+    --cluster-replicas 0 --cluster-yes > "$T_DIR/create.log" 2>&1 || { cat "$T_DIR/create.log" >&2; t_fail "cluster create"; }
+for i in $(seq 100); do
+    ok=0
+    for p in $PORTS; do redis-cli -p "$p" CLUSTER INFO | grep -q 'cluster_state:ok' && ok=$((ok + 1)); done
+    [ "$ok" = 3 ] && break
+    sleep 0.1
+done
+[ "$ok" = 3 ] || t_fail "cluster did not become ok"
+U="redis://127.0.0.1:$P2/vm"
+
+t_log "write 64 MiB across 3 masters, verify after reopen"
+t_timeout 60 "$SC" -s 21 write "$U?size=64M&chunk=64K&cluster=1" || t_fail "write"
+t_timeout 60 "$SC" -s 21 -p 500000 verify "$U?cluster=1" || t_fail "verify"
+for p in $PORTS; do
+    n=$(redis-cli -p "$p" DBSIZE)
+    t_log "127.0.0.1:$p holds $n keys"
+    [ "$n" -gt 200 ] || t_fail "keys are not spread over the masters"
+done
+redis-cli -c -p "$P1" --raw GET vm:5 | head -c 65536 | cmp - <("$SC" -s 21 gen $((5 * 65536)) 65536) || t_fail "GET vm:5"
+redis-cli -c -p "$P3" --raw GET vm:777 | head -c 65536 | cmp - <("$SC" -s 21 gen $((777 * 65536)) 65536) || t_fail "GET vm:777"
+
+id() { redis-cli -p "$1" CLUSTER MYID; }
+ID1=$(id "$P1") ID2=$(id "$P2") ID3=$(id "$P3")
+before=$(redis-cli -p "$P1" DBSIZE)
+
+t_log "reshard while reading and rewriting"
+t_bg t_timeout 60 "$SC" -s 21 -t 6 -p 200000 -n 12 loop "$U?cluster=1"
+LOOP=$T_LAST_PID
+t_bg t_timeout 60 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
+REWRITE=$T_LAST_PID
+sleep 0.5
+t_timeout 60 redis-cli --cluster reshard 127.0.0.1:$P1 --cluster-from "$ID1" --cluster-to "$ID2" \
+    --cluster-slots 3000 --cluster-yes --cluster-pipeline 7 > "$T_DIR/reshard1.log" 2>&1 || { tail "$T_DIR/reshard1.log" >&2; t_fail "reshard 1"; }
+t_timeout 60 redis-cli --cluster reshard 127.0.0.1:$P1 --cluster-from "$ID2" --cluster-to "$ID3" \
+    --cluster-slots 3000 --cluster-yes --cluster-pipeline 7 > "$T_DIR/reshard2.log" 2>&1 || { tail "$T_DIR/reshard2.log" >&2; t_fail "reshard 2"; }
+touch "$T_DIR/done"
+wait "$LOOP" || t_fail "a read during resharding failed or returned wrong data"
+wait "$REWRITE" || t_fail "a write during resharding failed"
+after=$(redis-cli -p "$P1" DBSIZE)
+t_log "127.0.0.1:$P1 held $before keys, now $after"
+[ "$after" -lt "$before" ] || t_fail "no keys moved"
+t_timeout 60 "$SC" -s 21 verify "$U?cluster=1" || t_fail "verify after resharding"
+[ "$(redis-cli -c -p "$P1" GET vm:meta)" = "r3 67108864 65536" ] || t_fail "meta"
+exit 0
