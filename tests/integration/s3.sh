@@ -42,6 +42,18 @@ rm -f "$T_DIR/s3/bk/vm/b/5._S3rver_"*
 "$SC" read "s3://bk/vm/b?$E" $((5 << 20)) $((1 << 20)) | cmp - <(head -c $((1 << 20)) /dev/zero) \
     || t_fail "a missing object does not read as zeros"
 
+t_log "SigV4 checked like AWS does (s3rver does not): through sigv4proxy.py"
+python3 "$top_srcdir/tests/integration/sigv4proxy.py" 0 "$P" S3RVER S3RVER us-east-1 \
+    > "$T_DIR/proxy.port" 2> "$T_DIR/proxy.log" &
+T_PIDS="$T_PIDS $!"
+for i in $(seq 100); do [ -s "$T_DIR/proxy.port" ] && break; sleep 0.05; done
+V="s3://bk/vm/sig?endpoint=http://127.0.0.1:$(cat "$T_DIR/proxy.port")"
+t_timeout 60 "$SC" -s 33 write "$V&size=4M&chunk=64K" || { cat "$T_DIR/proxy.log" >&2; t_fail "signed write"; }
+t_timeout 60 "$SC" -s 33 -p 100000 verify "$V" || { cat "$T_DIR/proxy.log" >&2; t_fail "signed verify"; }
+AWS_SECRET_ACCESS_KEY=wrong "$SC" fail "$V" "access denied" || t_fail "wrong secret accepted"
+grep -q SignatureDoesNotMatch "$T_DIR/proxy.log" || t_fail "the proxy did not see the bad signature"
+[ "$(grep -c . "$T_DIR/proxy.log")" = 1 ] || { cat "$T_DIR/proxy.log" >&2; t_fail "the proxy refused good requests"; }
+
 t_log "bad inputs: one sentence each, nothing written"
 "$SC" fail "s3://nobucket/x?$E&size=1M" "does not exist" || t_fail "missing bucket"
 [ ! -e "$T_DIR/s3/nobucket" ] || t_fail "a bucket was created"
