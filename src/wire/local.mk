@@ -1,1 +1,3 @@
-# src/wire: targets of this part (included from Makefile.am)
+# src/wire: the r3 wire protocol (frames, server, r3:// client) and the TLS layer.
+noinst_HEADERS += src/wire/tls.h
+libr3_la_SOURCES += src/wire/tls.c
