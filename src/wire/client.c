@@ -158,6 +158,13 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     io->rtimeout_ms = io->wtimeout_ms = cl->connect_ms;
     rc = r3_io_write_all(io, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+    if (rc < 0 && r3_io_is_tls(io)) {
+        /* TLS 1.3 servers check client certificates after the handshake and
+         * send an alert: read it, it says why better than EPIPE does. */
+        uint8_t b;
+        if (r3_io_read_some(io, &b, 1) == -EPROTO)
+            rc = -EACCES;
+    }
     uint8_t hdr[R3_WIRE_HDR];
     uint32_t len = 0;
     char *f = NULL;
@@ -175,8 +182,11 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         if (rc == -ETIMEDOUT)
             return r3_error(rc, "%s: no hello from the server within %d ms (is it an r3serve?)",
                             cl->name, cl->connect_ms);
-        if (rc == -EPROTO && r3_last_error()[0] == 'T')     /* TLS alert: say it */
-            return r3_error_prefix(rc, "%s: refused during the hello: ", cl->name);
+        if ((rc == -EPROTO || rc == -EACCES) && strncmp(r3_last_error(), "TLS", 3) == 0)
+            return r3_error_prefix(-EACCES, "%s: the server refused the connection: ", cl->name);
+        if (rc == -EPIPE && !cl->tls)
+            return r3_error(rc, "%s: the server closed the connection during the hello "
+                            "(is it a TLS server? then use r3s://)", cl->name);
         return r3_error_prefix(rc, "%s: hello failed: ", cl->name);
     }
     msgpack_unpacked up;
@@ -647,7 +657,7 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out)
     uint64_t conns, chunk, insecure;
     int rc = r3_uri_check_params(u, allowed);
     if (rc == 0)
-        rc = r3_uri_param_uint(u, "conns", 4, &conns);
+        rc = r3_uri_param_uint(u, "conns", 8, &conns);
     if (rc == 0)
         rc = r3_uri_param_size(u, "chunk", R3_DEFAULT_CHUNK, &chunk);
     if (rc == 0)

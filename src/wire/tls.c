@@ -45,6 +45,9 @@ static int ctx_common(struct r3_tls_ctx *c, const struct r3_tls_opts *o, const c
     if (!SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION))
         return r3_error(-EINVAL, "%s: cannot set TLS 1.2 as the minimum", who);
     SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* A peer that closes without close_notify is an end of stream, not an error:
+     * frames are length-prefixed, so truncation is detected above this layer. */
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     if (o->cert || o->key) {
         if (!o->cert || !o->key)
             return r3_error(-EINVAL, "%s: a certificate needs both a cert and a key file", who);
