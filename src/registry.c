@@ -9,6 +9,10 @@ static const struct r3_scheme schemes[] = {
     { "dir", r3_dir_open },
     { "redis", r3_redis_open },
     { "s3", r3_s3_open },
+    { "r3", r3_wire_open },
+    { "r3s", r3_wire_open },
+    { "r3+unix", r3_wire_open },
+    { "r3s+unix", r3_wire_open },
     /* schemes: add new entries above this line */
 };
 
