@@ -19,3 +19,7 @@ tests_unit_test_redis_slot_SOURCES = tests/unit/test_redis_slot.c
 tests_unit_test_redis_slot_CFLAGS = $(UNIT_CFLAGS) $(HIREDIS_CFLAGS)
 tests_unit_test_redis_slot_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/test_redis_slot
+# bench/sources: every source side by side (CSV; run by hand, never a test).
+noinst_PROGRAMS += bench/sources
+bench_sources_SOURCES = bench/sources.c
+bench_sources_LDADD = libr3.la

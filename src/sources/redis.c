@@ -57,6 +57,34 @@ int r3_redis_conn_fail(const struct redis_source *r, const struct redis_node *n,
                     c->errstr[0] ? c->errstr : "connection lost");
 }
 
+/* createString: a top-level bulk string goes straight to the sink. */
+static void *sink_string(const redisReadTask *t, char *str, size_t len)
+{
+    struct redis_sink *k = t->privdata;
+    if (!k->dst || t->parent || t->type != REDIS_REPLY_STRING)
+        return k->dflt->createString(t, str, len);
+    redisReply *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->type = REDIS_REPLY_STRING;
+    r->len = len;                        /* r->str stays NULL: the bytes are in dst */
+    k->used = true;
+    if (len > k->cap) {
+        k->too_long = true;
+        return r;
+    }
+    memcpy(k->dst, str, len);
+    k->got = len;
+    return r;
+}
+
+static void ctx_free(redisContext *c)
+{
+    if (c->reader)
+        free(c->reader->privdata);
+    redisFree(c);
+}
+
 static int node_connect(struct redis_source *r, struct redis_node *n, redisContext **out)
 {
     redisContext *c = redisConnectWithTimeout(n->host, n->port, r->timeout);
@@ -67,6 +95,15 @@ static int node_connect(struct redis_source *r, struct redis_node *n, redisConte
         redisFree(c);
         return rc;
     }
+    struct redis_sink *k = calloc(1, sizeof *k);
+    if (!k) {
+        redisFree(c);
+        return r3_error(-ENOMEM, "redis %s:%d: out of memory", n->host, n->port);
+    }
+    k->dflt = &r->dflt;
+    c->reader->privdata = k;
+    c->reader->fn = &r->fns;
+    c->reader->maxbuf = 0;                   /* keep the read buffer: no regrowth per reply */
     redisSetTimeout(c, r->timeout);
     redisEnableKeepAlive(c);
     int rc = 0;
@@ -94,7 +131,7 @@ static int node_connect(struct redis_source *r, struct redis_node *n, redisConte
         freeReplyObject(rep);
     }
     if (rc < 0) {
-        redisFree(c);
+        ctx_free(c);
         return rc;
     }
     *out = c;
@@ -127,7 +164,7 @@ void r3_redis_node_put(struct redis_node *n, redisContext *c, bool broken)
 {
     pthread_mutex_lock(&n->lock);
     if (broken) {
-        redisFree(c);
+        ctx_free(c);
         n->nopen--;
     } else {
         n->idle[n->nidle++] = c;
@@ -263,11 +300,30 @@ static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, un
             }
             freeReplyObject(rep);
         }
-        if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+        struct redis_sink *sk = c->reader->privdata;
+        bool get = ps[i]->op == OP_GET || ps[i]->op == OP_GETRANGE;
+        *sk = (struct redis_sink){ .dflt = sk->dflt, .dst = get ? ps[i]->buf : NULL,
+                                   .cap = ps[i]->op == OP_GET ? r->chunk : ps[i]->n };
+        int gr = redisGetReply(c, (void **)&rep);
+        sk->dst = NULL;
+        if (gr != REDIS_OK) {
             broken = true;
             break;
         }
         piece_key(r, ps[i], key, sizeof key);
+        if (sk->used) {                      /* the bytes are already in the buffer */
+            freeReplyObject(rep);
+            ps[i]->ask = -1;
+            if (sk->too_long) {
+                if (err == 0)
+                    err = r3_error(-EIO, "%s: key %s holds more than the %u-byte chunk",
+                                   r->name, key, r->chunk);
+                continue;
+            }
+            memset(ps[i]->buf + sk->got, 0, ps[i]->n - sk->got);
+            ps[i]->done = true;
+            continue;
+        }
         ps[i]->ask = -1;
         int pr = piece_reply(r, ps[i], key, rep);
         freeReplyObject(rep);
@@ -414,7 +470,7 @@ static void node_free(struct redis_node *n)
     if (!n)
         return;
     for (unsigned i = 0; i < n->nidle; i++)
-        redisFree(n->idle[i]);
+        ctx_free(n->idle[i]);
     free(n->idle);
     free(n->host);
     pthread_mutex_destroy(&n->lock);
@@ -529,6 +585,15 @@ int r3_redis_open(const struct r3_uri *u, struct r3_source **out)
     if (!r)
         return r3_error(-ENOMEM, "redis: out of memory");
     pthread_rwlock_init(&r->maplock, NULL);
+    redisReader *rd = redisReaderCreate();   /* to learn hiredis' default reply builders */
+    if (!rd) {
+        free(r);
+        return r3_error(-ENOMEM, "redis: out of memory");
+    }
+    r->dflt = *rd->fn;
+    redisReaderFree(rd);
+    r->fns = r->dflt;
+    r->fns.createString = sink_string;
     r->chunk = chunk;
     r->db = (unsigned)db;
     r->conns = (unsigned)conns;

@@ -23,6 +23,16 @@ struct redis_node {
     unsigned nidle, nopen;
 };
 
+/* Per connection (reader->privdata): where the next top-level bulk string
+ * goes. hiredis would copy it into a fresh reply object first; the sink lets
+ * GET replies land in the caller's buffer with one copy. */
+struct redis_sink {
+    const redisReplyObjectFunctions *dflt;
+    char *dst;                  /* NULL = build a normal reply */
+    size_t cap, got;
+    bool used, too_long;
+};
+
 struct redis_source {
     struct r3_source src;
     char *prefix;               /* keys are "<prefix>:<chunk index>" */
@@ -38,6 +48,7 @@ struct redis_source {
     unsigned nnodes;
     uint16_t slot[REDIS_SLOTS]; /* cluster: node index serving each slot */
     uint64_t map_gen;           /* bumped by every full refresh */
+    redisReplyObjectFunctions dflt, fns;   /* hiredis' reply builders; ours with the sink */
 };
 
 /* redis.c */
