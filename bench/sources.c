@@ -1,7 +1,9 @@
 /* bench/sources: every chunk source side by side. For each source and chunk
  * size: fill SIZE bytes, then read them sequentially through cache+pull
- * (16 pull workers plus one sequential reader), then the median latency of
- * 100 first-chunk reads (a cache miss each) next to the study's numbers.
+ * (16 pull workers plus one sequential reader), the same read straight from
+ * the source by 16 threads (no cache: the shape redis-benchmark measures),
+ * then the median latency of 100 first-chunk reads, through the cache (a
+ * miss each) and straight from the source, next to the study's numbers.
  * Redis rows also run `redis-benchmark -t set,get` at the same value size
  * and concurrency, in the same run, and print our/peer throughput.
  * The bench starts its own servers on 127.0.0.1 (redis-server, a 3-master
@@ -280,6 +282,58 @@ static int seq_read(struct bench *b, struct r3_source *remote, uint32_t chunk, d
     return rc;
 }
 
+/* Sequential read straight from the source: workers threads take the next
+ * chunk in ascending order, as pull workers do, with no cache: the shape
+ * redis-benchmark measures. */
+struct direct {
+    struct r3_source *src;
+    uint32_t chunk;
+    uint64_t next;
+    pthread_mutex_t mu;
+    int rc;
+};
+
+static void *direct_worker(void *arg)
+{
+    struct direct *d = arg;
+    uint64_t *buf = malloc(d->chunk), want[8];
+    while (buf) {
+        pthread_mutex_lock(&d->mu);
+        uint64_t off = d->next;
+        d->next += d->chunk;
+        pthread_mutex_unlock(&d->mu);
+        if (off >= d->src->size || d->rc)
+            break;
+        int rc = r3_source_read(d->src, buf, d->chunk, off);
+        stamp(want, sizeof want, off);
+        if (rc == 0 && memcmp(buf, want, sizeof want) != 0)
+            rc = -EIO;
+        if (rc < 0)
+            d->rc = rc;
+    }
+    free(buf);
+    return NULL;
+}
+
+static int direct_read(struct bench *b, struct r3_source *src, uint32_t chunk, double *secs)
+{
+    struct direct d = { .src = src, .chunk = chunk };
+    pthread_mutex_init(&d.mu, NULL);
+    unsigned n = (src->flags & R3_SRC_PARALLEL) ? b->workers : 1;
+    pthread_t *th = calloc(n, sizeof *th);
+    uint64_t t0 = r3_now_ns();
+    for (unsigned i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, direct_worker, &d);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    *secs = (double)(r3_now_ns() - t0) / 1e9;
+    free(th);
+    pthread_mutex_destroy(&d.mu);
+    if (d.rc)
+        fprintf(stderr, "sources: direct read: %s\n", d.rc == -EIO ? "wrong data" : r3_last_error());
+    return d.rc;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -354,7 +408,7 @@ static const char *study_us(const char *name)
 static void row(struct bench *b, const char *name, const char *uri, uint32_t chunk, int peer_port)
 {
     struct r3_source *src;
-    double fill_mbps = 0, secs = 0, lat_cache = 0, lat_direct = 0, peer = 0;
+    double fill_mbps = 0, secs = 0, dsecs = 0, lat_cache = 0, lat_direct = 0, peer = 0;
     if (r3_source_open(uri, &src) < 0) {
         fprintf(stderr, "sources: %s: %s\n", uri, r3_last_error());
         return;
@@ -367,6 +421,8 @@ static void row(struct bench *b, const char *name, const char *uri, uint32_t chu
     }
     if (rc == 0)
         rc = latency(b, src, chunk, false, &lat_direct);
+    if (rc == 0)
+        rc = direct_read(b, src, chunk, &dsecs);
     if (rc == 0)
         rc = seq_read(b, src, chunk, &secs);   /* the pipeline closes src */
     if (rc == 0 && (rc = r3_source_open(uri, &src)) == 0) {
@@ -383,13 +439,14 @@ static void row(struct bench *b, const char *name, const char *uri, uint32_t chu
     }
     if (peer_port)
         peer = redis_peer(b, peer_port, chunk);
-    double mbps = (double)b->size / 1e6 / secs;
-    printf("%s,%u,%" PRIu64 ",%u,%.0f,%.3f,%.0f,%.0f,%.0f,%s,", name, chunk, b->size, b->workers,
-           fill_mbps, secs, mbps, lat_cache, lat_direct, study_us(name));
+    double mbps = (double)b->size / 1e6 / secs, dmbps = (double)b->size / 1e6 / dsecs;
+    printf("%s,%u,%" PRIu64 ",%u,%.0f,%.3f,%.0f,%.0f,%.0f,%.0f,%s,", name, chunk, b->size, b->workers,
+           fill_mbps, secs, mbps, dmbps, lat_cache, lat_direct, study_us(name));
     if (peer > 0)
-        printf("redis-benchmark -t get -c %u,%.0f,%.2f\n", b->workers, peer, mbps / peer);
+        printf("redis-benchmark -t get -c %u,%.0f,%.2f,%.2f\n", b->workers, peer, mbps / peer,
+               dmbps / peer);
     else
-        printf(",,\n");
+        printf(",,,\n");
     fflush(stdout);
 }
 
@@ -448,8 +505,9 @@ int main(int argc, char **argv)
             goto usage;
         cs[nc++] = (uint32_t)v;
     }
-    printf("source,chunk_bytes,bytes,pull_workers,fill_mb_s,seq_read_s,seq_read_mb_s,"
-           "first_chunk_median_us,direct_chunk_median_us,study_first_chunk_us,peer,peer_mb_s,ratio\n");
+    printf("source,chunk_bytes,bytes,workers,fill_mb_s,seq_read_s,seq_read_mb_s,direct_read_mb_s,"
+           "first_chunk_median_us,direct_chunk_median_us,study_first_chunk_us,peer,peer_mb_s,"
+           "ratio_pipeline,ratio_direct\n");
     fflush(stdout);
     char uri[1024];
     uint64_t S = b.size;
