@@ -21,7 +21,7 @@
 
 #define BATCH_PIECES 128                 /* bound on one pipeline */
 #define BATCH_BYTES  (16u << 20)
-#define CONN_RETRIES 4                   /* reconnect attempts per call */
+#define CONN_RETRIES 6                   /* reconnects per call: ~2.5 s of backoff */
 #define ROUNDS       32                  /* redirection rounds per call */
 
 enum { OP_GET, OP_GETRANGE, OP_SET, OP_SETRANGE, OP_META_GET, OP_META_SET };
@@ -163,9 +163,13 @@ int r3_redis_node_get(struct redis_source *r, struct redis_node *n, redisContext
 void r3_redis_node_put(struct redis_node *n, redisContext *c, bool broken)
 {
     pthread_mutex_lock(&n->lock);
-    if (broken) {
+    if (broken) {                        /* its idle siblings likely died with it */
         ctx_free(c);
         n->nopen--;
+        while (n->nidle > 0) {
+            ctx_free(n->idle[--n->nidle]);
+            n->nopen--;
+        }
     } else {
         n->idle[n->nidle++] = c;
     }

@@ -31,7 +31,7 @@
 
 #define LANE_PAR  8                     /* requests in flight per call */
 #define STRIPES   64                    /* partial-write locks */
-#define RETRIES   5
+#define RETRIES   6                     /* ~3 s of backoff in all */
 #define EMPTY_SHA "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 enum { M_GET, M_PUT, M_HEAD };

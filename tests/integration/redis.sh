@@ -49,9 +49,13 @@ DB=5 cli DEL img:7 >/dev/null
     || t_fail "a deleted key does not read as zeros"
 "$SC" -s 13 verify "$U?db=5" 2>/dev/null && t_fail "verify should fail after DEL (test cannot fail otherwise)"
 
-t_log "server SIGKILL + restart: flushed data survives"
+t_log "server SIGKILL + restart under a running reader: it reconnects, flushed data survives"
+t_bg t_timeout 60 "$SC" -s 11 -t 4 -n 5 loop "$U?db=3"
+LOOP=$T_LAST_PID
+sleep 1.5
 kill -9 "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
 start_redis
+wait "$LOOP" || t_fail "reads across a server restart failed"
 t_timeout 60 "$SC" -s 11 verify "$U?db=3" || t_fail "verify after restart"
 
 t_log "bad inputs: one sentence each, nothing written"
