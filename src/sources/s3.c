@@ -2,9 +2,11 @@
  *   s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&size=&chunk=&conns=N&timeout=MS
  * Path-style URLs (endpoint/bucket/key), SigV4 by libcurl (CURLOPT_AWS_SIGV4)
  * with the x-amz-content-sha256 header set to the body's real SHA-256, so
- * servers that check payloads (s3rver, MinIO, AWS) accept it. Credentials
- * come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. A missing object (404)
- * reads as zeros.
+ * servers that check payloads (MinIO, AWS; s3rver checks only the format)
+ * accept it. Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+ * (+ AWS_SESSION_TOKEN for temporary ones). A missing object (404) reads as
+ * zeros. "<prefix>/r3.meta" records "r3 SIZE CHUNK" so a URI without size
+ * can reopen.
  * Parallelism: a pool of `conns` lanes, each a curl multi handle with up to
  * LANE_PAR easy handles; a call takes one lane and runs its chunks in
  * parallel on it. A lane's multi handle keeps its connections alive between
@@ -45,6 +47,7 @@ struct s3_source {
     struct r3_source src;
     char *endpoint, *bucket, *prefix;   /* prefix: "" or "a/b" (no slashes at the ends) */
     char *userpwd;                      /* "key:secret" */
+    char *token;                        /* "x-amz-security-token: ..." or NULL */
     char sigv4[160];
     uint32_t chunk;
     unsigned conns;
@@ -219,6 +222,8 @@ static int xfer_setup(struct xfer *x, CURL *h)
         l = curl_slist_append(l, "Content-Type: application/octet-stream");
         l = l ? curl_slist_append(l, "Expect:") : NULL;
     }
+    if (l && s->token)                       /* temporary credentials (STS) */
+        l = curl_slist_append(l, s->token);
     if (l && x->ranged) {
         snprintf(hdr, sizeof hdr, "Range: bytes=%u-%llu", x->in,
                  (unsigned long long)x->in + x->cap - 1);
@@ -499,6 +504,7 @@ static void s3_close(struct r3_source *src)
     if (s->userpwd)
         memset(s->userpwd, 0, strlen(s->userpwd));
     free(s->userpwd);
+    free(s->token);
     free(s);
     curl_global_cleanup();
 }
@@ -613,6 +619,12 @@ int r3_s3_open(const struct r3_uri *u, struct r3_source **out)
         return r3_error(-ENOMEM, "s3: out of memory");
     }
     snprintf(s->userpwd, kl, "%s:%s", key, secret);
+    const char *tok = getenv("AWS_SESSION_TOKEN");
+    if (tok && *tok && strlen(tok) < 4096 && !strpbrk(tok, "\r\n")) {
+        size_t tl = strlen(tok) + 32;
+        if ((s->token = malloc(tl)))
+            snprintf(s->token, tl, "x-amz-security-token: %s", tok);
+    }
     size_t el = strlen(s->endpoint);
     while (el > 0 && s->endpoint[el - 1] == '/')
         s->endpoint[--el] = '\0';

@@ -51,6 +51,8 @@ V="s3://bk/vm/sig?endpoint=http://127.0.0.1:$(cat "$T_DIR/proxy.port")"
 t_timeout 60 "$SC" -s 33 write "$V&size=4M&chunk=64K" || { cat "$T_DIR/proxy.log" >&2; t_fail "signed write"; }
 t_timeout 60 "$SC" -s 33 -p 100000 verify "$V" || { cat "$T_DIR/proxy.log" >&2; t_fail "signed verify"; }
 AWS_SECRET_ACCESS_KEY=wrong "$SC" fail "$V" "access denied" || t_fail "wrong secret accepted"
+AWS_SESSION_TOKEN=tok3n t_timeout 60 "$SC" -s 33 -p 100000 verify "$V" || t_fail "signed verify with a session token"
+grep -q "x-amz-security-token is not signed" "$T_DIR/proxy.log" && t_fail "session token not signed"
 grep -q SignatureDoesNotMatch "$T_DIR/proxy.log" || t_fail "the proxy did not see the bad signature"
 [ "$(grep -c . "$T_DIR/proxy.log")" = 1 ] || { cat "$T_DIR/proxy.log" >&2; t_fail "the proxy refused good requests"; }
 

@@ -67,6 +67,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for need in ('host', 'x-amz-date', 'x-amz-content-sha256'):
             if need not in signed:
                 return self.deny('AccessDenied', f'{need} is not signed')
+        if 'x-amz-security-token' in h and 'x-amz-security-token' not in signed:
+            return self.deny('AccessDenied', 'x-amz-security-token is not signed')
         payload = h.get('x-amz-content-sha256')
         if payload != 'UNSIGNED-PAYLOAD' and payload != hashlib.sha256(body).hexdigest():
             return self.deny('XAmzContentSHA256Mismatch', 'x-amz-content-sha256 is not the body hash')
