@@ -4,8 +4,8 @@
  * the source by 16 threads (no cache: the shape redis-benchmark measures),
  * then the median latency of 100 first-chunk reads, through the cache (a
  * miss each) and straight from the source, next to the study's numbers.
- * Redis rows also run `redis-benchmark -t set,get` at the same value size
- * and concurrency, in the same run, and print our/peer throughput.
+ * Redis rows also run `redis-benchmark -t get` at the same value size and
+ * concurrency, in the same run (best of 3), and print our/peer throughput.
  * The bench starts its own servers on 127.0.0.1 (redis-server, a 3-master
  * Redis Cluster, s3rver, r3serve plain and TLS) and stops them. One CSV run;
  * not a test.
@@ -372,25 +372,32 @@ static int latency(struct bench *b, struct r3_source *remote, uint32_t chunk, bo
     return rc;
 }
 
-/* redis-benchmark GET throughput (MB/s) at value size chunk, workers clients. */
+/* redis-benchmark GET throughput (MB/s) at value size chunk with workers
+ * clients: the key is SET once, then the best of three GET runs (the peer
+ * gets the benefit of the noise). */
 static double redis_peer(struct bench *b, int port, uint32_t chunk)
 {
     uint64_t n = b->size / chunk;
     if (n < 1000)
         n = 1000;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "redis-benchmark -h 127.0.0.1 -p %d -t set,get -d %u -c %u -n %" PRIu64
-             " --csv 2>/dev/null", port, chunk, b->workers, n);
-    FILE *f = popen(cmd, "r");
-    if (!f)
+    if (sh("redis-benchmark -h 127.0.0.1 -p %d -t set -d %u -c 1 -n 10 -q >/dev/null 2>&1",
+           port, chunk) < 0)
         return 0;
-    char line[512];
-    double rps = 0;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "\"GET\",\"", 7) == 0)
-            rps = atof(line + 7);
-    pclose(f);
-    return rps * chunk / 1e6;
+    double best = 0;
+    for (int run = 0; run < 3; run++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "redis-benchmark -h 127.0.0.1 -p %d -t get -d %u -c %u -n %" PRIu64
+                 " --csv 2>/dev/null", port, chunk, b->workers, n);
+        FILE *f = popen(cmd, "r");
+        if (!f)
+            return 0;
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "\"GET\",\"", 7) == 0 && atof(line + 7) * chunk / 1e6 > best)
+                best = atof(line + 7) * chunk / 1e6;
+        pclose(f);
+    }
+    return best;
 }
 
 static const char *study_us(const char *name)

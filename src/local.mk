@@ -9,7 +9,7 @@ libr3_la_SOURCES += src/sources/redis.c src/sources/redis_cluster.c src/sources/
 noinst_PROGRAMS += tests/srccheck
 tests_srccheck_SOURCES = tests/srccheck.c
 tests_srccheck_LDADD = libr3.la
-EXTRA_DIST += tests/integration/sigv4proxy.py
+EXTRA_DIST += tests/integration/sigv4proxy.py tests/integration/sources_lib.sh
 TESTS += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
 	tests/integration/sources_bad.sh
 EXTRA_DIST += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \

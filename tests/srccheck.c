@@ -5,6 +5,10 @@
  *   srccheck [-t THREADS] [-s SEED] -n SECONDS loop URI          random reads + compare until time is up
  *   srccheck -s SEED gen OFF LEN                                 the pattern bytes to stdout
  *   srccheck read URI OFF LEN                                    the source's bytes to stdout
+ *   srccheck -s SEED -S NEWSEED region URI                       open a uffd region on URI: its
+ *                                                               memory must hold pattern SEED; write
+ *                                                               NEWSEED into it in unaligned pieces,
+ *                                                               sync, close (77 = no uffd strategy)
  *   srccheck [-w MS] fail URI WORDS                              open (and a write) must fail within
  *                                                               MS (default 10000) with a sentence containing WORDS
  * Byte o of the pattern depends only on (seed, o), so any range can be checked. */
@@ -19,7 +23,7 @@
 #include <unistd.h>
 #include <r3/r3.h>
 
-static uint64_t seed = 1, maxpiece = 300000;
+static uint64_t seed = 1, newseed = 2, maxpiece = 300000;
 static unsigned nthreads = 4;
 static double seconds = 5;
 
@@ -219,14 +223,73 @@ static int dump(const char *uri, uint64_t off, uint64_t len)
     return rc < 0;
 }
 
+/* The same bytes seen through a uffd region, and written back through it. */
+static int region(const char *uri)
+{
+    if (!r3_strategy_find("uffd")) {
+        fprintf(stderr, "srccheck: the uffd strategy is not built into this libr3\n");
+        return 77;
+    }
+    struct r3_source *src;
+    struct r3_region *reg;
+    struct r3_region_opts o;
+    if (r3_source_open(uri, &src) < 0) {
+        fprintf(stderr, "srccheck: open %s: %s\n", uri, r3_last_error());
+        return 1;
+    }
+    r3_region_opts_init(&o);
+    o.strategy = "uffd";
+    o.pull_workers = 4;
+    int rc = r3_region_open(&o, src, &reg);
+    if (rc == -ENOSYS || rc == -EPERM) {
+        fprintf(stderr, "srccheck: userfaultfd unavailable: %s\n", r3_last_error());
+        return 77;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "srccheck: region on %s: %s\n", uri, r3_last_error());
+        return 1;
+    }
+    unsigned char *base = reg->base, *want = malloc(1 << 20);
+    uint64_t size = reg->len, st = seed * 31;
+    int bad = !want;
+    for (uint64_t off = 0; off < size && !bad; off += 1 << 20) {   /* faults fill chunks */
+        size_t n = size - off < (1u << 20) ? (size_t)(size - off) : (1u << 20);
+        pattern(want, off, n);
+        if (memcmp(base + off, want, n) != 0) {
+            fprintf(stderr, "srccheck: region MISMATCH in [%" PRIu64 ", +%zu)\n", off, n);
+            bad = 1;
+        }
+    }
+    seed = newseed;
+    for (uint64_t off = 0; off < size && !bad;) {                   /* write through memory */
+        size_t n = 1 + rnd(&st) % maxpiece;
+        if (n > size - off)
+            n = (size_t)(size - off);
+        pattern(base + off, off, n);
+        off += n;
+    }
+    if (!bad && r3_region_sync(reg) < 0) {
+        fprintf(stderr, "srccheck: region sync: %s\n", r3_last_error());
+        bad = 1;
+    }
+    if (r3_region_close(reg) < 0 && !bad) {
+        fprintf(stderr, "srccheck: region close: %s\n", r3_last_error());
+        bad = 1;
+    }
+    free(want);
+    fprintf(stderr, "srccheck: region %s: %s\n", uri, bad ? "FAILED" : "ok");
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
     int opt;
     double limit = 10;
-    while ((opt = getopt(argc, argv, "t:s:p:n:w:")) != -1) {
+    while ((opt = getopt(argc, argv, "t:s:S:p:n:w:")) != -1) {
         switch (opt) {
         case 't': nthreads = (unsigned)atoi(optarg); break;
         case 's': seed = strtoull(optarg, NULL, 0); break;
+        case 'S': newseed = strtoull(optarg, NULL, 0); break;
         case 'p': maxpiece = strtoull(optarg, NULL, 0); break;
         case 'n': seconds = atof(optarg); break;
         case 'w': limit = atof(optarg) / 1000; break;
@@ -249,6 +312,8 @@ int main(int argc, char **argv)
         return run(uri, 2);
     if (strcmp(cmd, "fail") == 0)
         return expect_fail(uri, optind + 2 < argc ? argv[optind + 2] : NULL, limit);
+    if (strcmp(cmd, "region") == 0)
+        return region(uri);
     if (strcmp(cmd, "read") == 0 && optind + 4 <= argc)
         return dump(uri, strtoull(argv[optind + 2], NULL, 0), strtoull(argv[optind + 3], NULL, 0));
     if (strcmp(cmd, "gen") == 0 && optind + 3 <= argc) {

@@ -4,6 +4,7 @@
 # size, read back and compare; cross-check keys with redis-cli; survive a
 # server SIGKILL + restart (appendfsync always); bad inputs.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need redis-server
 t_need redis-cli
 SC="$top_builddir/tests/srccheck"
@@ -67,4 +68,6 @@ before=$(cli DBSIZE)
 "$SC" fail "$U?db=3&colour=red" "unknown URI parameter" || t_fail "bad parameter"
 "$SC" fail "redis://:s3cret@127.0.0.1:$P/bad?size=1M&cluster=1" "not a cluster node" || t_fail "cluster=1 on a plain server"
 [ "$(cli DBSIZE)" = "$before" ] || t_fail "a bad open wrote keys"
+t_log "through a uffd region"
+region_step 11 15 "$U?db=3"
 exit 0

@@ -5,6 +5,7 @@
 # MIGRATE) while readers and rewriters run: every read must be correct, the
 # MOVED/ASK redirections are followed.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need redis-server
 t_need redis-cli
 SC="$top_builddir/tests/srccheck"
@@ -64,4 +65,6 @@ t_log "127.0.0.1:$P1 held $before keys, now $after"
 [ "$after" -lt "$before" ] || t_fail "no keys moved"
 t_timeout 60 "$SC" -s 21 verify "$U?cluster=1" || t_fail "verify after resharding"
 [ "$(redis-cli -c -p "$P1" GET vm:meta)" = "r3 67108864 65536" ] || t_fail "meta"
+t_log "through a uffd region"
+region_step 21 25 "$U?cluster=1"
 exit 0

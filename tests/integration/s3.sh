@@ -4,6 +4,7 @@
 # size, compare; cross-check objects with curl (its own SigV4) and in the
 # s3rver directory; bad credentials, missing bucket, a dead server.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need curl
 command -v s3rver >/dev/null 2>&1 || npm install -g s3rver@3 >/dev/null 2>&1 || true
 t_need s3rver
@@ -70,4 +71,6 @@ kill -9 "$S3_PID"; wait "$S3_PID" 2>/dev/null
 "$SC" -w 8000 fail "$U&timeout=1000" "failed to connect" || t_fail "dead server"
 start_s3
 t_timeout 60 "$SC" -s 31 verify "$U" || t_fail "verify after restart"
+t_log "through a uffd region"
+region_step 31 35 "$U"
 exit 0
