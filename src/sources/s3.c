@@ -384,16 +384,13 @@ static int run_xfers(struct s3_source *s, struct xfer *xs, size_t n)
                 else if (rc == 0)
                     rc = r;
             }
-            if (rc < 0) {                    /* abandon what is still in flight */
-                for (int k = 0; k < LANE_PAR; k++) {
-                    if (slot[k]) {
-                        curl_multi_remove_handle(l->multi, l->easy[k]);
-                        curl_slist_free_all(slot[k]->hdrs);
-                        slot[k]->hdrs = NULL;
-                        slot[k] = NULL;
-                    }
-                }
-                active = 0;
+        }
+        for (int k = 0; k < LANE_PAR; k++) {     /* after an error: abandon what is in flight */
+            if (slot[k]) {
+                curl_multi_remove_handle(l->multi, l->easy[k]);
+                curl_slist_free_all(slot[k]->hdrs);
+                slot[k]->hdrs = NULL;
+                slot[k] = NULL;
             }
         }
         if (!failed)
