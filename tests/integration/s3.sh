@@ -6,7 +6,6 @@
 source "$top_srcdir/tests/integration/lib.sh"
 source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need curl
-command -v s3rver >/dev/null 2>&1 || npm install -g s3rver@3 >/dev/null 2>&1 || true
 t_need s3rver
 SC="$top_builddir/tests/srccheck"
 P=$(t_free_port)
