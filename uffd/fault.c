@@ -193,6 +193,11 @@ static size_t read_more(struct r3u_handler *h)
     return k;
 }
 
+bool r3u_in_handler(struct r3u_region *r)
+{
+    return tl_handler && tl_handler->r == r;
+}
+
 void r3u_layout_wait(struct r3u_region *r)
 {
     struct r3u_handler *h = tl_handler;

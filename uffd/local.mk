@@ -2,3 +2,11 @@
 pkginclude_HEADERS += include/r3/uffd.h
 noinst_HEADERS += uffd/compat.h uffd/uffd.h
 libr3_la_SOURCES += uffd/probe.c uffd/region.c uffd/view.c uffd/fault.c uffd/track.c uffd/access.c
+
+# Tests of this part.
+noinst_HEADERS += tests/uffd/pattern.h
+check_PROGRAMS += tests/unit/test_uffd
+tests_unit_test_uffd_SOURCES = tests/unit/test_uffd.c
+tests_unit_test_uffd_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_uffd_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_uffd

@@ -20,20 +20,6 @@
 #include "internal.h"
 #include "uffd/uffd.h"
 
-static void on_fill(void *arg, uint64_t chunk, int why)
-{
-    struct r3u_region *r = arg;
-    if (chunk >= r->nchunks)
-        return;
-    if (why == R3_FETCH_PULL)
-        atomic_fetch_add_explicit(&r->chunks_prefetch, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&r->chunks_fault, 1, memory_order_relaxed);
-    uint64_t off = chunk << r->chunk_shift;
-    uint64_t n = r->remote_size - off < r->r.chunk ? r->remote_size - off : r->r.chunk;
-    atomic_fetch_add_explicit(&r->bytes_pulled, n, memory_order_relaxed);
-}
-
 static void after_push(void *arg, const uint64_t *chunks, size_t n)
 {
     struct r3u_region *r = arg;
@@ -128,7 +114,9 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         r->uffd = -1;
         goto fail_src;
     }
-    r->poison = r->features & UFFD_FEATURE_POISON;
+    /* R3_UFFD_NO_POISON=1 tests the path of kernels without UFFDIO_POISON. */
+    const char *np = getenv("R3_UFFD_NO_POISON");
+    r->poison = (r->features & UFFD_FEATURE_POISON) && !(np && *np && strcmp(np, "0") != 0);
     r->thread_id = r->features & UFFD_FEATURE_THREAD_ID;
     if (wp_ok && r->pagemap >= 0 && (r->features & UFFD_FEATURE_WP_ASYNC) &&
         (r->features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
@@ -222,7 +210,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         .push_interval_ms = o->push_interval_ms,
         .priority = r3u_priority, .priority_arg = r,
         .local = &r->view, .borrow_local = true,
-        .on_fill = on_fill, .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
+        .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
     };
     /* Handlers first: pull workers start filling as soon as the pipeline opens. */
     if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)

@@ -96,6 +96,8 @@ void r3u_handlers_stop(struct r3u_region *r);
 /* A fill met a changing layout: read pending events if this thread is a
  * handler (else let the handlers do it), then back off briefly. */
 void r3u_layout_wait(struct r3u_region *r);
+/* Is this thread one of r's fault handlers? (fills by handlers are faults) */
+bool r3u_in_handler(struct r3u_region *r);
 uint64_t r3u_wait_percentile(struct r3u_region *r, double pct);
 
 /* uffd/track.c: the push stage's collect callback. */

@@ -23,7 +23,7 @@ static int wake(struct r3u_region *r, uint64_t off, size_t len)
  * zero progress with EAGAIN means the layout is changing. *n_new counts
  * bytes really installed. */
 static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, size_t len,
-                      size_t *n_new)
+                      size_t *n_new, uint64_t mode)
 {
     size_t done = 0;
     unsigned again = 0;
@@ -32,7 +32,7 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
             .dst = (uintptr_t)r->r.base + off + done,
             .src = (uintptr_t)(src + done),
             .len = len - done,
-            .mode = r->track_wp ? UFFDIO_COPY_MODE_WP : 0,
+            .mode = mode | (r->track_wp ? UFFDIO_COPY_MODE_WP : 0),
         };
         if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0) {
             *n_new += len - done;
@@ -72,8 +72,12 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
     return 0;
 }
 
+/* Installs without waking: the caller publishes the chunk as filled first,
+ * then wakes (a woken thread may write and sync at once, and sync only
+ * looks at filled chunks). */
 int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
 {
+    const uint64_t dw = UFFDIO_COPY_MODE_DONTWAKE;
     size_t n_new = 0;
     uint64_t p0 = off >> r->page_shift, p1 = (off + len + r->pagesz - 1) >> r->page_shift;
     size_t whole = len & ~(r->pagesz - 1);
@@ -81,13 +85,13 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
     int rc = 0;
     if (!r3u_bits_any(r->zpage, p0, p1)) {
         if (whole)
-            rc = copy_range(r, off, b, whole, &n_new);
+            rc = copy_range(r, off, b, whole, &n_new, dw);
     } else {
         /* Pages removed before their chunk was ever filled read as zeros. */
         for (uint64_t pg = p0; rc == 0 && pg < p0 + (whole >> r->page_shift); pg++) {
             uint64_t o = pg << r->page_shift;
             bool z = r3u_bit(r->zpage, pg);
-            rc = copy_range(r, o, z ? r->zeros : b + (o - off), r->pagesz, &n_new);
+            rc = copy_range(r, o, z ? r->zeros : b + (o - off), r->pagesz, &n_new, dw);
             if (z)
                 r3u_bit_clear(r->zpage, pg);
         }
@@ -101,7 +105,7 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
         if (!r3u_bit(r->zpage, o >> r->page_shift))
             memcpy(tail, b + whole, len - whole);
         r3u_bit_clear(r->zpage, o >> r->page_shift);
-        rc = copy_range(r, o, tail, r->pagesz, &n_new);
+        rc = copy_range(r, o, tail, r->pagesz, &n_new, dw);
         free(tail);
     }
     return rc;
@@ -110,7 +114,7 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
 int r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed)
 {
     size_t n_new = 0;
-    int rc = copy_range(r, off, r->zeros, r->pagesz, &n_new);
+    int rc = copy_range(r, off, r->zeros, r->pagesz, &n_new, 0);
     r3u_bit_clear(r->zpage, off >> r->page_shift);
     *installed = n_new > 0;
     return rc;
@@ -132,12 +136,18 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         return 0;
     }
     int rc = r3u_install(r, off, buf, len);
-    if (rc < 0)
-        return rc;
-    if (!r->track_wp)
-        r3u_track_filled(r, idx, buf, len);
-    atomic_store_explicit(&r->filled[idx], 1, memory_order_release);
-    return 0;
+    if (rc == 0) {
+        if (!r->track_wp)
+            r3u_track_filled(r, idx, buf, len);
+        /* Counted before the wake, so a woken thread reads exact stats. */
+        atomic_fetch_add_explicit(r3u_in_handler(r) ? &r->chunks_fault : &r->chunks_prefetch, 1,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+        atomic_store_explicit(&r->filled[idx], 1, memory_order_release);
+    }
+    /* Wake also after a failure: the waiters fault again and see the error. */
+    int rc2 = wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+    return rc < 0 ? rc : rc2;
 }
 
 static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
