@@ -10,3 +10,9 @@ tests_unit_test_uffd_SOURCES = tests/unit/test_uffd.c
 tests_unit_test_uffd_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_uffd_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/test_uffd
+
+check_PROGRAMS += tests/uffd/uffd_rw
+tests_uffd_uffd_rw_SOURCES = tests/uffd/uffd_rw.c
+tests_uffd_uffd_rw_LDADD = libr3.la
+dist_check_SCRIPTS += tests/integration/uffd_two_procs.sh
+TESTS += tests/integration/uffd_two_procs.sh
