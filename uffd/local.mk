@@ -16,3 +16,9 @@ tests_uffd_uffd_rw_SOURCES = tests/uffd/uffd_rw.c
 tests_uffd_uffd_rw_LDADD = libr3.la
 dist_check_SCRIPTS += tests/integration/uffd_two_procs.sh
 TESTS += tests/integration/uffd_two_procs.sh
+
+# Benchmark (prints CSV; not a test): bench/uffd --help
+noinst_PROGRAMS += bench/uffd
+bench_uffd_SOURCES = bench/uffd.c
+bench_uffd_CFLAGS = $(AM_CFLAGS) $(XXHASH_CFLAGS)
+bench_uffd_LDADD = libr3.la $(XXHASH_LIBS)

@@ -52,6 +52,7 @@ static void destroy(struct r3u_region *r)
     free(r->zpage);
     free(r->gone);
     free(r->pdirty);
+    free(r->ahead);
     free(r->seen);
     free(r->order);
     free(r->prio);
@@ -98,6 +99,9 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->nchunks = len >> r->chunk_shift;
     r->npages = len >> r->page_shift;
     int rc = 0;
+    /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
+    const char *ra = getenv("R3_UFFD_READAHEAD");
+    r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
@@ -160,6 +164,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->zpage = calloc(pwords, 8);
     r->gone = calloc(pwords, 8);
     r->pdirty = calloc(cwords, 8);
+    r->ahead = calloc(cwords, 8);
     if (!r->track_wp) {
         r->hash = calloc(r->nchunks, sizeof *r->hash);
         r->scratch = malloc(chunk);
@@ -167,7 +172,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         r->scan_cap = 4096;
         r->scan = malloc(r->scan_cap * sizeof *r->scan);
     }
-    if (!r->filled || !r->zpage || !r->gone || !r->pdirty ||
+    if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead ||
         (!r->track_wp && (!r->hash || !r->scratch)) || (r->track_wp && !r->scan)) {
         rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
         goto fail_src;

@@ -135,15 +135,37 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         /* Installed already (a fetch after invalidate): pages present win. */
         return 0;
     }
-    int rc = r3u_install(r, off, buf, len);
+    const uint8_t *b = buf;
+    if (!r->track_wp)
+        r3u_track_filled(r, idx, buf, len);     /* before any page can be written */
+    struct r3u_handler *h = r3u_current(r);
+    int rc = 0;
+    if (h && !h->ra && h->fault_off >= off && h->fault_off < off + len) {
+        /* The faulting page first: its thread runs on while the rest of
+         * the chunk goes in. The chunk counts as filled from here on (a
+         * write to that page must be seen by the next sync); faults on
+         * its other pages wait for the final wake. */
+        uint64_t po = h->fault_off, in = po - off;
+        size_t n = len - in < r->pagesz ? len - in : r->pagesz;
+        rc = r3u_install(r, po, b + in, n);
+        if (rc == 0) {
+            atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
+            wake(r, po, r->pagesz);
+            r3u_fault_woken(h);
+            if (in)
+                rc = r3u_install(r, off, b, in);
+            if (rc == 0 && in + n < len)
+                rc = r3u_install(r, po + n, b + in + n, len - in - n);
+        }
+    } else {
+        rc = r3u_install(r, off, buf, len);
+    }
     if (rc == 0) {
-        if (!r->track_wp)
-            r3u_track_filled(r, idx, buf, len);
         /* Counted before the wake, so a woken thread reads exact stats. */
-        atomic_fetch_add_explicit(r3u_in_handler(r) ? &r->chunks_fault : &r->chunks_prefetch, 1,
+        atomic_fetch_add_explicit(h && !h->ra ? &r->chunks_fault : &r->chunks_prefetch, 1,
                                   memory_order_relaxed);
         atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
-        atomic_store_explicit(&r->filled[idx], 1, memory_order_release);
+        atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
     }
     /* Wake also after a failure: the waiters fault again and see the error. */
     int rc2 = wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));

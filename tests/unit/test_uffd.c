@@ -89,7 +89,8 @@ START_TEST(test_fill_write_sync)
     ck_assert_int_eq(up_check(r->base, r->len, 0, 11), -1);
     struct r3_region_stats st;
     ck_assert_int_eq(r3_region_stats(r, &st), 0);
-    ck_assert_uint_eq(st.chunks_fault, 64 * MiB / r->chunk);
+    ck_assert_uint_eq(st.chunks_fault + st.chunks_prefetch, 64 * MiB / r->chunk);
+    ck_assert_uint_gt(st.chunks_fault, 0);
     ck_assert_uint_ge(st.faults, st.chunks_fault);
     ck_assert_uint_eq(st.bytes_pulled, 64 * MiB);
     ck_assert_uint_gt(st.fault_wait_p50_ns, 0);
