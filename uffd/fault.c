@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -111,6 +112,9 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
         r3u_access_note(r, idx);
     h->t0 = t0;
     h->waited = false;
+    /* Sequential: this fault is in the chunk after the previous fault's. */
+    uint64_t prev = atomic_exchange_explicit(&r->last_fault, idx, memory_order_relaxed);
+    h->seq = prev + 1 == idx;
     uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
     if (st == R3U_INSTALLING) {
         /* Being installed right now: the installer wakes the whole chunk.
@@ -248,8 +252,7 @@ static bool pending(struct r3u_region *r)
 static void fill_ahead(struct r3u_handler *h, uint64_t idx)
 {
     struct r3u_region *r = h->r;
-    if (!r->readahead || idx == 0 ||
-        atomic_load_explicit(&r->filled[idx - 1], memory_order_acquire) != R3U_FILLED)
+    if (!r->readahead || !h->seq)
         return;
     h->ra = true;
     for (uint64_t j = idx + 1; j <= idx + r->readahead && j < r->nchunks; j++) {
@@ -280,27 +283,52 @@ static void *handler_main(void *arg)
     struct r3u_handler *h = arg;
     struct r3u_region *r = h->r;
     tl_handler = h;
-    struct pollfd pf[2] = { { .fd = r->uffd, .events = POLLIN }, { .fd = r->stopfd, .events = POLLIN } };
+    /* One epoll set per handler with the uffd added EPOLLEXCLUSIVE: a fault
+     * wakes one handler, not all of them (a herd costs a fault a context
+     * switch on small machines). */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e1 = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
+    struct epoll_event e2 = { .events = EPOLLIN, .data.u32 = 1 };
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->uffd, &e1) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, r->stopfd, &e2) < 0) {
+        fprintf(stderr, "r3: uffd: handler cannot set up epoll: %s\n", strerror(errno));
+        if (ep >= 0)
+            close(ep);
+        tl_handler = NULL;
+        return NULL;
+    }
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire)) {
-        int n = poll(pf, 2, -1);
+        struct epoll_event ev[2];
+        int n = epoll_wait(ep, ev, 2, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (pf[1].revents)
+        bool stop = false, in = false;
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 == 1)
+                stop = true;
+            else
+                in = true;
+        }
+        if (stop)
             break;
-        if (!(pf[0].revents & POLLIN))
+        if (!in)
             continue;
-        h->qlen = 0;
-        if (!read_more(h))
-            continue;
-        uint64_t t0 = r3_now_ns();
-        /* q may grow while we work (read_more from a fill meeting EAGAIN). */
-        for (size_t i = 0; i < h->qlen; i++)
-            if (h->q[i].event == UFFD_EVENT_PAGEFAULT)
-                handle_fault(h, &h->q[i], t0);
+        /* Drain: keep reading while messages come, then sleep again. */
+        for (;;) {
+            h->qlen = 0;
+            if (!read_more(h))
+                break;
+            uint64_t t0 = r3_now_ns();
+            /* q may grow while we work (read_more from a fill meeting EAGAIN). */
+            for (size_t i = 0; i < h->qlen; i++)
+                if (h->q[i].event == UFFD_EVENT_PAGEFAULT)
+                    handle_fault(h, &h->q[i], t0);
+        }
     }
+    close(ep);
     tl_handler = NULL;
     return NULL;
 }

@@ -102,6 +102,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
     const char *ra = getenv("R3_UFFD_READAHEAD");
     r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
+    atomic_store(&r->last_fault, UINT64_MAX - 1);
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |

@@ -41,7 +41,7 @@ struct r3u_handler {
     /* the fault being served: its page offset (UINT64_MAX: none), when its
      * message was read, whether its wait is recorded; readahead fills */
     uint64_t fault_off, t0;
-    bool waited, ra;
+    bool waited, ra, seq;
 };
 
 struct r3u_region {
@@ -83,6 +83,7 @@ struct r3u_region {
     struct r3u_handler *h;
     unsigned nh;
     unsigned readahead;           /* chunks filled ahead of a sequential fault */
+    _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
     _Atomic int reported;         /* source-error message printed once */
     /* stats */

@@ -72,12 +72,12 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
     return 0;
 }
 
-/* Installs without waking: the caller publishes the chunk as filled first,
- * then wakes (a woken thread may write and sync at once, and sync only
- * looks at filled chunks). */
+/* Each UFFDIO_COPY wakes the threads waiting in its range; the caller has
+ * published the chunk as R3U_INSTALLING before, so a woken thread that
+ * writes and syncs at once has its chunk looked at by the sync. */
 int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
 {
-    const uint64_t dw = UFFDIO_COPY_MODE_DONTWAKE;
+    const uint64_t dw = 0;
     size_t n_new = 0;
     uint64_t p0 = off >> r->page_shift, p1 = (off + len + r->pagesz - 1) >> r->page_shift;
     size_t whole = len & ~(r->pagesz - 1);
@@ -139,37 +139,41 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     if (!r->track_wp)
         r3u_track_filled(r, idx, buf, len);     /* before any page can be written */
     struct r3u_handler *h = r3u_current(r);
+    bool fault = h && !h->ra;
+    /* Published (and counted, so a woken thread reads exact stats) before
+     * the first page goes in: see r3u_install. */
+    atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
+    _Atomic uint64_t *ctr = fault ? &r->chunks_fault : &r->chunks_prefetch;
+    atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
     int rc = 0;
-    if (h && !h->ra && h->fault_off >= off && h->fault_off < off + len) {
+    if (fault && h->fault_off >= off && h->fault_off < off + len && len > r->pagesz) {
         /* The faulting page first: its thread runs on while the rest of
-         * the chunk goes in. The chunk counts as filled from here on (a
-         * write to that page must be seen by the next sync); faults on
-         * its other pages wait for the final wake. */
+         * the chunk goes in; faults on the other pages wait for their
+         * copies, which wake them. */
         uint64_t po = h->fault_off, in = po - off;
         size_t n = len - in < r->pagesz ? len - in : r->pagesz;
         rc = r3u_install(r, po, b + in, n);
-        if (rc == 0) {
-            atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
-            wake(r, po, r->pagesz);
-            r3u_fault_woken(h);
-            if (in)
-                rc = r3u_install(r, off, b, in);
-            if (rc == 0 && in + n < len)
-                rc = r3u_install(r, po + n, b + in + n, len - in - n);
-        }
+        r3u_fault_woken(h);
+        if (rc == 0 && in)
+            rc = r3u_install(r, off, b, in);
+        if (rc == 0 && in + n < len)
+            rc = r3u_install(r, po + n, b + in + n, len - in - n);
     } else {
         rc = r3u_install(r, off, buf, len);
+        if (fault)
+            r3u_fault_woken(h);
     }
     if (rc == 0) {
-        /* Counted before the wake, so a woken thread reads exact stats. */
-        atomic_fetch_add_explicit(h && !h->ra ? &r->chunks_fault : &r->chunks_prefetch, 1,
-                                  memory_order_relaxed);
-        atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
         atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+        return 0;
     }
-    /* Wake also after a failure: the waiters fault again and see the error. */
-    int rc2 = wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
-    return rc < 0 ? rc : rc2;
+    atomic_fetch_sub_explicit(ctr, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+    atomic_store_explicit(&r->filled[idx], 0, memory_order_release);
+    /* Wake after a failure: the waiters fault again and see the error. */
+    wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+    return rc;
 }
 
 static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
