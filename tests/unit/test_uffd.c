@@ -461,6 +461,7 @@ static void sigbus_case(bool poison)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         alarm(20);                          /* a hang ends as SIGALRM, not SIGBUS */
+        signal(SIGBUS, SIG_DFL);            /* sanitizers catch it otherwise */
         if (!poison)
             setenv("R3_UFFD_NO_POISON", "1", 1);
         struct bad_source *b = calloc(1, sizeof *b);
@@ -487,6 +488,59 @@ END_TEST
 START_TEST(test_source_error_sigbus_nopoison)
 {
     sigbus_case(false);
+}
+END_TEST
+
+/* Fork: the region is MADV_DONTFORK. A child that does not touch it runs
+ * normally (fork+exec, system()); one that touches it gets SIGSEGV, never
+ * zeros; the parent's region keeps working and syncing. */
+START_TEST(test_fork)
+{
+    char *path = make_file("f.img", 8 * MiB, 71);
+    struct r3_region *r = open_region(path, NULL);
+    uint8_t *b = r->base;
+    ck_assert_int_eq(up_check(b, MiB, 0, 71), -1);
+    ck_assert_int_eq(system("true"), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        signal(SIGSEGV, SIG_DFL);
+        _exit(b[4096] == 0 ? 5 : 6);        /* must not get here: SIGSEGV */
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV, "child status 0x%x", st);
+    b[5 * MiB] = 0x77;
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t c;
+    file_read(path, &c, 1, 5 * MiB);
+    ck_assert_uint_eq(c, 0x77);
+    free(path);
+}
+END_TEST
+
+/* The program unmaps part of the region: sync and close go on; the
+ * unmapped chunk keeps its source bytes. */
+START_TEST(test_unmap)
+{
+    char *path = make_file("u.img", 8 * MiB, 81);
+    struct r3_region *r = open_region(path, NULL);
+    uint8_t *b = r->base;
+    size_t ch = r->chunk;
+    ck_assert_int_eq(up_check(b, 8 * ch, 0, 81), -1);
+    b[2 * ch] = 1;
+    b[6 * ch] = 2;
+    ck_assert_int_eq(munmap(b + 2 * ch, 2 * ch), 0);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    b[7 * ch] = 3;
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t *f = malloc(8 * ch);
+    file_read(path, f, 8 * ch, 0);
+    ck_assert_int_eq(up_check(f + 2 * ch, 2 * ch, 2 * ch, 81), -1);
+    ck_assert_uint_eq(f[6 * ch], 2);
+    ck_assert_uint_eq(f[7 * ch], 3);
+    free(f);
+    free(path);
 }
 END_TEST
 
@@ -562,6 +616,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_source_error_sigbus);
     tcase_add_test(tc, test_source_error_sigbus_nopoison);
     tcase_add_test(tc, test_bad_opts);
+    tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);
     suite_add_tcase(s, tc);
     return s;
