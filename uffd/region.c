@@ -218,15 +218,17 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         .local = &r->view, .borrow_local = true,
         .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
     };
-    /* Handlers first: pull workers start filling as soon as the pipeline opens. */
-    if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
-        goto fail_src;
     rc = r3_pipeline_open(src, &po, &r->p);
     src = NULL;                       /* the pipeline owns it now, also on failure */
     if (rc < 0) {
         r->p = NULL;
         goto fail;
     }
+    /* Handlers after the pipeline: they read r->p (thread creation orders
+     * that for them). Nothing faults before open returns; pull workers
+     * fill without handlers. */
+    if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
+        goto fail;
     *out = &r->r;
     return 0;
 
@@ -258,11 +260,15 @@ static int uffd_close(struct r3_region *rr)
         r->hooks.before_close(r->hooks.arg, rr);
     if (r->p->pull)
         r3_pull_stop(r->p->pull);
-    /* The pipeline's workers may still read the region (and fault on a
-     * removed page): stop them while the handlers still run. */
+    /* Handlers stop before the pipeline closes (they use its cache). Then
+     * the range is unregistered, which also wakes any fault still waiting
+     * (a push round reading a page removed after the final sync gets an
+     * ordinary zero page, which is what a removed page holds). */
+    r3u_handlers_stop(r);
+    struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
+    ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
     r3_pipeline_close(r->p);
     r->p = NULL;
-    r3u_handlers_stop(r);
     int rc2 = r3u_access_write(r);
     destroy(r);
     return rc < 0 ? rc : rc2;

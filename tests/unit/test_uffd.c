@@ -587,7 +587,7 @@ START_TEST(test_mem_interval)
     ck_assert_uint_eq(r->len, 4 * MiB);
     up_fill(r->base, 4 * MiB, 0, 61);
     struct r3_region_stats st;
-    for (int i = 0; i < 2000; i++) {
+    for (int i = 0; i < 10000; i++) {
         r3_region_stats(r, &st);
         if (st.chunks_pushed >= 64)
             break;
