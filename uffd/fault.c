@@ -14,6 +14,7 @@
  * see it and no FORK event is asked for. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,37 @@ static void fail_fault(struct r3u_region *r, uint64_t off, uint64_t idx, int rc,
 
 static void fill_ahead(struct r3u_handler *h, uint64_t idx);
 
+/* On a memory-speed source (mem, file) the faulting page is read and
+ * installed on its own before the chunk: the thread runs on after one page
+ * instead of after a whole chunk's copy. The chunk is published as
+ * installing first (a write to that page must be seen by the next sync),
+ * and only if nobody else has started on it. */
+static void first_page(struct r3u_handler *h, uint64_t off, uint64_t idx)
+{
+    struct r3u_region *r = h->r;
+    uint8_t zero = 0;
+    if (off + r->pagesz > r->r.src->size ||
+        !atomic_compare_exchange_strong(&r->filled[idx], &zero, R3U_INSTALLING))
+        return;
+    uint64_t pg = off >> r->page_shift;
+    const void *src = r->zeros;
+    if (!r3u_bit(r->zpage, pg)) {
+        if (r3_source_read(r->r.src, h->page, r->pagesz, off) < 0) {
+            uint8_t inst = R3U_INSTALLING;
+            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            return;                   /* the chunk fetch reports the error */
+        }
+        src = h->page;
+    }
+    if (r3u_install_page(r, off, src) == 0) {
+        r3u_bit_clear(r->zpage, pg);
+        h->first_done = true;
+        r3u_fault_woken(h);
+        if (r->yield)
+            sched_yield();            /* let the woken thread have this CPU */
+    }
+}
+
 static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64_t t0)
 {
     struct r3u_region *r = h->r;
@@ -139,8 +171,12 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
         }
     } else {
         h->fault_off = off;
+        h->first_done = false;
+        if (r->first_page)
+            first_page(h, off, idx);
         int rc = r3_cache_fetch(r->p->cache, idx, R3_FETCH_FAULT);
         h->fault_off = UINT64_MAX;
+        h->first_done = false;
         if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire))
             rc = r3_error(-EIO, "uffd: chunk %llu is local in the cache but was never installed",
                           (unsigned long long)idx);
@@ -342,6 +378,9 @@ int r3u_handlers_start(struct r3u_region *r, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         r->h[i].r = r;
         r->h[i].fault_off = UINT64_MAX;
+        r->h[i].page = aligned_alloc(r->pagesz, r->pagesz);
+        if (!r->h[i].page)
+            return r3_error(-ENOMEM, "uffd: out of memory");
         int rc = r3_thread_create(&r->h[i].thread, handler_main, &r->h[i]);
         if (rc < 0)
             return rc;
@@ -360,6 +399,8 @@ void r3u_handlers_stop(struct r3u_region *r)
     for (unsigned i = 0; i < r->nh; i++)
         if (r->h[i].started)
             pthread_join(r->h[i].thread, NULL);
+    for (unsigned i = 0; i < r->nh; i++)
+        free(r->h[i].page);
     free(r->h);
     r->h = NULL;
     r->nh = 0;

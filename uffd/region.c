@@ -103,6 +103,14 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     const char *ra = getenv("R3_UFFD_READAHEAD");
     r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
     atomic_store(&r->last_fault, UINT64_MAX - 1);
+    /* Sources read at memory speed: fill the faulting page before its chunk
+     * (R3_UFFD_FIRST_PAGE=0 turns it off). A remote source would pay a
+     * second round trip for it, so only these. */
+    const char *fp = getenv("R3_UFFD_FIRST_PAGE"), *yl = getenv("R3_UFFD_YIELD");
+    r->yield = yl && strcmp(yl, "1") == 0;
+    r->first_page = (!fp || strcmp(fp, "0") != 0) && (src->flags & R3_SRC_PARALLEL) &&
+                    (uint64_t)pg % (src->align ? src->align : 1) == 0 &&
+                    (strcmp(src->ops->scheme, "mem") == 0 || strcmp(src->ops->scheme, "file") == 0);
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |

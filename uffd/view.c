@@ -111,6 +111,12 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
     return rc;
 }
 
+int r3u_install_page(struct r3u_region *r, uint64_t off, const void *page)
+{
+    size_t n_new = 0;
+    return copy_range(r, off, page, r->pagesz, &n_new, 0);
+}
+
 int r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed)
 {
     size_t n_new = 0;
@@ -131,7 +137,7 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     if ((off & (r->r.chunk - 1)) != 0 || len > r->r.chunk)
         return r3_error(-EINVAL, "uffd: the region takes whole chunks (offset %llu, %zu bytes)",
                         (unsigned long long)off, len);
-    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire)) {
+    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire) == R3U_FILLED) {
         /* Installed already (a fetch after invalidate): pages present win. */
         return 0;
     }
@@ -153,7 +159,8 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
          * copies, which wake them. */
         uint64_t po = h->fault_off, in = po - off;
         size_t n = len - in < r->pagesz ? len - in : r->pagesz;
-        rc = r3u_install(r, po, b + in, n);
+        if (!h->first_done)           /* else fault.c installed it already */
+            rc = r3u_install(r, po, b + in, n);
         r3u_fault_woken(h);
         if (rc == 0 && in)
             rc = r3u_install(r, off, b, in);
