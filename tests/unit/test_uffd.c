@@ -129,6 +129,12 @@ START_TEST(test_write_first)
     struct r3_region *r = open_region(path, NULL);
     up_fill((char *)r->base + 3 * MiB, 2 * MiB, 3 * MiB, 5);
     ck_assert_int_eq(r3_region_sync(r), 0);
+    /* A system call writing into a never-touched chunk (a kernel-mode
+     * fault, as read(2) into a malloc'ed buffer under r3run). */
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_eq(pread(fd, (char *)r->base + 9 * MiB, 8192, 3 * MiB), 8192);
+    close(fd);
+    ck_assert_int_eq(up_check((char *)r->base + 9 * MiB, 8192, 3 * MiB, 5), -1);
     void *buf = malloc(2 * MiB);
     file_read(path, buf, 2 * MiB, 3 * MiB);
     ck_assert_int_eq(up_check(buf, 2 * MiB, 3 * MiB, 5), -1);
