@@ -102,6 +102,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
     const char *ra = getenv("R3_UFFD_READAHEAD");
     r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
+    if (o->prefetch == R3_PREFETCH_NONE)
+        r->readahead = 0;             /* "none" means no prefetch of any kind */
     atomic_store(&r->last_fault, UINT64_MAX - 1);
     /* Sources read at memory speed: fill the faulting page before its chunk
      * (R3_UFFD_FIRST_PAGE=0 turns it off). A remote source would pay a
