@@ -62,15 +62,17 @@ static struct r3_source *mem_source(uint64_t size)
     return s;
 }
 
-static struct r3_region *region(struct r3_source *src, uint32_t chunk, unsigned pull,
-                                unsigned fault_threads)
+/* pull: background pull workers; none: prefetch "none" (no pull, no
+ * fault readahead: every chunk is filled by its own fault). */
+static struct r3_region *region_p(struct r3_source *src, uint32_t chunk, unsigned pull,
+                                  unsigned fault_threads, bool none)
 {
     struct r3_region_opts o;
     struct r3_region *r;
     r3_region_opts_init(&o);
     o.chunk = chunk;
     o.pull_workers = pull;
-    o.prefetch = pull ? R3_PREFETCH_SEQUENTIAL : R3_PREFETCH_NONE;
+    o.prefetch = none ? R3_PREFETCH_NONE : R3_PREFETCH_SEQUENTIAL;
     if (fault_threads)
         o.fault_threads = fault_threads;
     if (r3_region_open(&o, src, &r) < 0) {
@@ -78,6 +80,12 @@ static struct r3_region *region(struct r3_source *src, uint32_t chunk, unsigned 
         exit(2);
     }
     return r;
+}
+
+static struct r3_region *region(struct r3_source *src, uint32_t chunk, unsigned pull,
+                                unsigned fault_threads)
+{
+    return region_p(src, chunk, pull, fault_threads, false);
 }
 
 static uint64_t sink;
@@ -224,6 +232,9 @@ int main(int argc, char **argv)
         struct r3_region_stats st;
         r3_region_stats(r, &st);
         row("seq_read_fault_wait_p50", "uffd", chunk, size, (double)st.fault_wait_p50_ns / 1e3, "us");
+        r3_region_close(r);
+        r = region_p(mem_source(size), chunk, 0, 0, true);
+        row("seq_read", "uffd-prefetch_none", chunk, size, (double)size / 1e6 / read_all(r->base, size), "MB/s");
         r3_region_close(r);
         r = region(mem_source(size), chunk, 2, 0);
         row("seq_read", "uffd+pull2", chunk, size, (double)size / 1e6 / read_all(r->base, size), "MB/s");

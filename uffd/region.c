@@ -38,7 +38,20 @@ static void destroy(struct r3u_region *r)
             struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
             ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
         }
-        munmap(r->r.base, r->maplen);
+        if (!atomic_load(&r->any_gone)) {
+            munmap(r->r.base, r->maplen);
+        } else {
+            /* Leave alone what the program unmapped (it may hold other
+             * mappings now): unmap only the runs still ours. */
+            for (uint64_t pg = 0; pg < r->npages;) {
+                uint64_t end = pg;
+                while (end < r->npages && !r3u_bit(r->gone, end))
+                    end++;
+                if (end > pg)
+                    munmap((char *)r->r.base + (pg << r->page_shift), (end - pg) << r->page_shift);
+                pg = end + 1;
+            }
+        }
     }
     if (r->uffd >= 0)
         close(r->uffd);
