@@ -176,10 +176,18 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             first_page(h, off, idx);
         int rc = r3_cache_fetch(r->p->cache, idx, R3_FETCH_FAULT);
         h->fault_off = UINT64_MAX;
-        h->first_done = false;
         if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire))
             rc = r3_error(-EIO, "uffd: chunk %llu is local in the cache but was never installed",
                           (unsigned long long)idx);
+        if (rc < 0 && h->first_done) {
+            /* The chunk never came: undo "installing" and wake whoever
+             * waits on its other pages, so they fault again and see it. */
+            uint8_t inst = R3U_INSTALLING;
+            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            struct uffdio_range w = { .start = base + (idx << r->chunk_shift), .len = r->r.chunk };
+            ioctl(r->uffd, UFFDIO_WAKE, &w);
+        }
+        h->first_done = false;
         if (rc < 0)
             fail_fault(r, off, idx, rc, m->arg.pagefault.feat.ptid);
         r3u_fault_woken(h);

@@ -461,7 +461,13 @@ static const struct r3_source_ops bad_ops = {
     .scheme = "bad", .read = bad_read, .write = bad_write, .flush = bad_flush, .close = bad_close,
 };
 
-static void sigbus_case(bool poison)
+/* The same failing source, named like a memory-speed one, so the fault
+ * takes the faulting-page-first path. */
+static const struct r3_source_ops bad_mem_ops = {
+    .scheme = "mem", .read = bad_read, .write = bad_write, .flush = bad_flush, .close = bad_close,
+};
+
+static void sigbus_case(bool poison, const struct r3_source_ops *ops)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -471,7 +477,7 @@ static void sigbus_case(bool poison)
         if (!poison)
             setenv("R3_UFFD_NO_POISON", "1", 1);
         struct bad_source *b = calloc(1, sizeof *b);
-        b->src = (struct r3_source){ .ops = &bad_ops, .size = 8 * MiB, .align = 1,
+        b->src = (struct r3_source){ .ops = ops, .size = 8 * MiB, .align = 1,
                                      .flags = R3_SRC_PARALLEL };
         struct r3_region *r;
         if (r3_region_open(NULL, &b->src, &r) != 0)
@@ -487,13 +493,15 @@ static void sigbus_case(bool poison)
 
 START_TEST(test_source_error_sigbus)
 {
-    sigbus_case(true);
+    sigbus_case(true, &bad_ops);
+    sigbus_case(true, &bad_mem_ops);
 }
 END_TEST
 
 START_TEST(test_source_error_sigbus_nopoison)
 {
-    sigbus_case(false);
+    sigbus_case(false, &bad_ops);
+    sigbus_case(false, &bad_mem_ops);
 }
 END_TEST
 
