@@ -150,8 +150,9 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
     if (st == R3U_INSTALLING) {
         /* Being installed right now: the installer wakes the whole chunk.
-         * The reader caught up with the fills: keep ahead of it. */
-        r3u_fault_woken(h);
+         * The reader caught up with the fills: keep ahead of it. (Not
+         * timed: the wake is not ours.) */
+        h->waited = true;
         fill_ahead(h, idx);
         return;
     } else if (st == R3U_FILLED) {
@@ -164,8 +165,9 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
         else if (installed)
             r3u_bit_set(r->pdirty, idx);
         else {
-            /* Stale: the page came in meanwhile (readahead beat the message). */
-            r3u_fault_woken(h);
+            /* Stale: the page came in meanwhile (readahead beat the message);
+             * its thread was woken by that fill, so this one is not timed. */
+            h->waited = true;
             fill_ahead(h, idx);
             return;
         }
