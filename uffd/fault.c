@@ -14,7 +14,6 @@
  * see it and no FORK event is asked for. */
 #include <errno.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,8 +119,6 @@ static void first_page(struct r3u_handler *h, uint64_t off, uint64_t idx)
         r3u_bit_clear(r->zpage, pg);
         h->first_done = true;
         r3u_fault_woken(h);
-        if (r->yield)
-            sched_yield();            /* let the woken thread have this CPU */
     }
 }
 

@@ -121,8 +121,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Sources read at memory speed: fill the faulting page before its chunk
      * (R3_UFFD_FIRST_PAGE=0 turns it off). A remote source would pay a
      * second round trip for it, so only these. */
-    const char *fp = getenv("R3_UFFD_FIRST_PAGE"), *yl = getenv("R3_UFFD_YIELD");
-    r->yield = yl && strcmp(yl, "1") == 0;
+    const char *fp = getenv("R3_UFFD_FIRST_PAGE");
     r->first_page = (!fp || strcmp(fp, "0") != 0) && chunk > (uint32_t)pg &&
                     (src->flags & R3_SRC_PARALLEL) &&
                     (uint64_t)pg % (src->align ? src->align : 1) == 0 &&

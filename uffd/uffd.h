@@ -85,7 +85,6 @@ struct r3u_region {
     struct r3u_handler *h;
     unsigned nh;
     unsigned readahead;           /* chunks filled ahead of a sequential fault */
-    bool yield;                   /* R3_UFFD_YIELD=1: yield after an early wake */
     bool first_page;              /* memory-speed source: faulting page before its chunk */
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
