@@ -14,6 +14,7 @@
  * see it and no FORK event is asked for. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,13 +313,17 @@ static void fill_ahead(struct r3u_handler *h, uint64_t idx)
     h->ra = false;
 }
 
-void r3u_layout_wait(struct r3u_region *r)
+void r3u_layout_wait(struct r3u_region *r, unsigned tries)
 {
     struct r3u_handler *h = tl_handler;
     if (h && h->r == r)
         read_more(h);
-    struct timespec ts = { 0, 20000 };
-    nanosleep(&ts, NULL);
+    if (tries % 256 == 0) {
+        struct timespec ts = { 0, 50000 };
+        nanosleep(&ts, NULL);         /* now and then, really step aside */
+    } else {
+        sched_yield();
+    }
 }
 
 static void *handler_main(void *arg)

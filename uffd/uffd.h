@@ -108,7 +108,7 @@ int  r3u_handlers_start(struct r3u_region *r, unsigned n);
 void r3u_handlers_stop(struct r3u_region *r);
 /* A fill met a changing layout: read pending events if this thread is a
  * handler (else let the handlers do it), then back off briefly. */
-void r3u_layout_wait(struct r3u_region *r);
+void r3u_layout_wait(struct r3u_region *r, unsigned tries);
 /* Is this thread one of r's fault handlers? (fills by handlers are faults) */
 bool r3u_in_handler(struct r3u_region *r);
 /* The handler serving a fault on this thread (NULL if none). */

@@ -27,6 +27,7 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
 {
     size_t done = 0;
     unsigned again = 0;
+    uint64_t t_first = 0;
     while (done < len) {
         struct uffdio_copy c = {
             .dst = (uintptr_t)r->r.base + off + done,
@@ -54,10 +55,17 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
             continue;
         }
         if (e == EAGAIN) {
-            if (++again > 200000)
-                return r3_error(-EAGAIN, "uffd: the address space kept changing while filling"
-                                " offset %llu", (unsigned long long)(off + done));
-            r3u_layout_wait(r);
+            /* Zero progress: an event (REMOVE, UNMAP, ...) is pending or its
+             * thread has not resumed yet. Read events, let that thread run,
+             * retry at once: the window between two events of a thread
+             * that keeps calling madvise() is a few microseconds. */
+            uint64_t t = r3_now_ns();
+            if (again++ == 0)
+                t_first = t;
+            else if (t - t_first > 10ull * 1000 * 1000 * 1000)
+                return r3_error(-EAGAIN, "uffd: the address space kept changing for 10 s while"
+                                " filling offset %llu", (unsigned long long)(off + done));
+            r3u_layout_wait(r, again);
             continue;
         }
         if (e == ENOENT || e == ESRCH) {
