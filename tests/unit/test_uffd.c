@@ -600,6 +600,57 @@ START_TEST(test_unmap)
 }
 END_TEST
 
+/* Hooks: before_sync runs first (and can veto), after_sync gets the chunks
+ * written back, before_close runs once. */
+struct hookrec { int before, close; uint64_t chunks[8]; size_t n; int veto; };
+
+static int h_before(void *arg, struct r3_region *r)
+{
+    (void)r;
+    struct hookrec *h = arg;
+    h->before++;
+    return h->veto;
+}
+
+static void h_after(void *arg, struct r3_region *r, const uint64_t *dirty, size_t n)
+{
+    (void)r;
+    struct hookrec *h = arg;
+    for (size_t i = 0; i < n && h->n < 8; i++)
+        h->chunks[h->n++] = dirty[i];
+}
+
+static void h_close(void *arg, struct r3_region *r)
+{
+    (void)r;
+    ((struct hookrec *)arg)->close++;
+}
+
+START_TEST(test_hooks)
+{
+    char *path = make_file("k.img", 4 * MiB, 0);
+    struct hookrec h = { 0 };
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.hooks = (struct r3_region_hooks){ h_before, h_after, h_close, &h };
+    struct r3_region *r = open_region(path, &o);
+    uint8_t *b = r->base;
+    b[5 * r->chunk + 9] = 1;
+    b[2 * r->chunk] = 1;
+    h.veto = -EBUSY;
+    ck_assert_int_eq(r3_region_sync(r), -EBUSY);
+    ck_assert_uint_eq(h.n, 0);
+    h.veto = 0;
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(h.before, 2);
+    ck_assert_uint_eq(h.n, 2);
+    ck_assert_uint_eq(h.chunks[0] + h.chunks[1], 7);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ck_assert_int_eq(h.close, 1);
+    free(path);
+}
+END_TEST
+
 /* Bad options are clear errors. */
 START_TEST(test_bad_opts)
 {
@@ -674,6 +725,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_source_error_sigbus_nopoison);
     tcase_add_test(tc, test_bad_opts);
     tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);
     suite_add_tcase(s, tc);
