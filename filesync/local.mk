@@ -1,1 +1,10 @@
-# filesync: targets of this part (see Makefile.am)
+# filesync: mmap + hash delta sync (hasher, tracker, hub, advertiser,
+# receiver, strategy) and the r3sync tool, tests and benchmark.
+noinst_HEADERS += filesync/filesync.h filesync/compat.h
+libr3_la_SOURCES += filesync/hash.c filesync/track.c filesync/tls.c filesync/conn.c \
+	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/progress.c
+
+bin_PROGRAMS += r3sync
+r3sync_SOURCES = src/cmd/r3sync.c
+r3sync_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
+r3sync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
