@@ -287,19 +287,11 @@ static void disconnect(struct adv *a)
         atomic_store(&a->o->stats->connected, 0);
 }
 
-static int connect_hub(struct adv *a, SSL_CTX *ctx)
+static int connect_hub(struct adv *a, struct r3_tls_ctx *ctx)
 {
-    int fd;
-    SSL *ssl;
-    int rc = fs_tls_connect(ctx, a->o->hub, 5000, &fd, &ssl);
+    int rc = fs_conn_connect(ctx, a->o->hub, 5000, &a->c);
     if (rc < 0)
         return rc;
-    a->c = fs_conn_new(fd, ssl);
-    if (!a->c) {
-        SSL_free(ssl);
-        close(fd);
-        return r3_error(-ENOMEM, "out of memory");
-    }
     a->io_done = false;
     rc = r3_thread_create(&a->io, io_main, a);
     if (rc < 0) {
@@ -555,8 +547,10 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
         return r3_error(-EINVAL, "block size %u: must be a power of two from 4 KiB to 4 MiB", a.block);
     if (o->nfiles + o->nmaps == 0)
         return r3_error(-EINVAL, "nothing to advertise");
-    SSL_CTX *ctx;
-    int rc = fs_tls_ctx(&o->tls, false, &ctx);
+    struct r3_tls_ctx *ctx;
+    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
+        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
+    int rc = r3_tls_client_ctx(&o->tls, &ctx);
     if (rc < 0)
         return rc;
     pthread_mutex_init(&a.mu, NULL);
@@ -641,7 +635,7 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
         disconnect(&a);
     }
     files_close(&a);
-    SSL_CTX_free(ctx);
+    r3_tls_ctx_free(ctx);
     pthread_mutex_destroy(&a.mu);
     pthread_cond_destroy(&a.cv);
     return rc;

@@ -1,19 +1,19 @@
-/* Framed msgpack messages over one TLS connection. One thread runs the I/O
- * loop (an SSL object must not be read and written from two threads at
- * once); other threads queue frames, which are shared by reference so the
+/* Framed msgpack messages over one TLS connection (r3_io of src/wire/tls.h,
+ * frames as in src/wire/frame.h: 4-byte big-endian length + one msgpack
+ * array, the length bounded before allocation). One thread reads, a writer
+ * thread drains a queue of frames; frames are shared by reference so the
  * hub relays one copy of a block to every receiver. */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/eventfd.h>
-#include <openssl/err.h>
+#include <sys/socket.h>
+#include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
+#include "wire/frame.h"
 
 struct fs_qent {
     struct fs_qent *next;
@@ -48,22 +48,62 @@ void fs_frame_put(struct fs_frame *f)
         free(f);
 }
 
-struct fs_conn *fs_conn_new(int fd, SSL *ssl)
+static struct fs_conn *conn_alloc(void)
 {
     struct fs_conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (c->efd < 0) {
-        free(c);
-        return NULL;
-    }
-    c->fd = fd;
-    c->ssl = ssl;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c->io.fd = -1;
     return c;
+}
+
+int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out)
+{
+    *out = NULL;
+    char host[256];
+    int port;
+    int rc = fs_parse_addr(addr, host, sizeof host, &port);
+    if (rc < 0)
+        return rc;
+    int fd = fs_tcp_connect(addr, timeout_ms);
+    if (fd < 0)
+        return fd;
+    struct fs_conn *c = conn_alloc();
+    if (!c) {
+        close(fd);
+        return r3_error(-ENOMEM, "out of memory");
+    }
+    rc = r3_io_init(&c->io, fd);
+    if (rc == 0)
+        rc = r3_tls_connect(ctx, &c->io, host, timeout_ms);
+    if (rc < 0) {
+        r3_error_prefix(rc, "%s: ", addr);
+        fs_conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out)
+{
+    *out = NULL;
+    struct fs_conn *c = conn_alloc();
+    if (!c) {
+        close(fd);
+        return r3_error(-ENOMEM, "out of memory");
+    }
+    int rc = r3_io_init(&c->io, fd);
+    if (rc == 0)
+        rc = r3_tls_accept(ctx, &c->io, timeout_ms);
+    if (rc < 0) {
+        fs_conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
 }
 
 static void q_clear(struct fs_conn *c)
@@ -76,7 +116,6 @@ static void q_clear(struct fs_conn *c)
     }
     c->qt = NULL;
     c->qbytes = 0;
-    c->qoff = 0;
 }
 
 void fs_conn_free(struct fs_conn *c)
@@ -84,28 +123,16 @@ void fs_conn_free(struct fs_conn *c)
     if (!c)
         return;
     q_clear(c);
-    if (c->ssl)
-        SSL_free(c->ssl);
-    if (c->fd >= 0)
-        close(c->fd);
-    close(c->efd);
+    r3_io_close(&c->io);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
-    free(c->rbuf);
     free(c);
 }
 
-static void wake(struct fs_conn *c)
-{
-    uint64_t one = 1;
-    if (write(c->efd, &one, sizeof one) < 0) {
-        /* counter saturated: the loop is awake anyway */
-    }
-}
-
+static void die_locked(struct fs_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void die_locked(struct fs_conn *c, const char *fmt, ...)
 {
-    if (!c->dead && fmt) {
+    if (!c->dead && !c->err[0]) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(c->err, sizeof c->err, fmt, ap);
@@ -118,12 +145,12 @@ static void die_locked(struct fs_conn *c, const char *fmt, ...)
 void fs_conn_kill(struct fs_conn *c, const char *why)
 {
     pthread_mutex_lock(&c->mu);
-    if (!c->dead && why)
+    if (!c->dead && !c->err[0] && why)
         snprintf(c->err, sizeof c->err, "%s", why);
     c->stop = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    wake(c);
+    r3_io_shutdown(&c->io);     /* wakes the reader */
 }
 
 static void deadline(struct timespec *ts, int ms)
@@ -169,8 +196,8 @@ int fs_conn_send(struct fs_conn *c, struct fs_frame *f, size_t limit, int timeou
         c->qh = e;
     c->qt = e;
     c->qbytes += f->len;
+    pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    wake(c);
     return 0;
 }
 
@@ -190,7 +217,7 @@ int fs_conn_drain(struct fs_conn *c, int timeout_ms)
     deadline(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&c->mu);
-    while (!c->dead && c->qh)
+    while (!c->dead && (c->qh || c->writing))
         if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT) {
             rc = -ETIMEDOUT;
             break;
@@ -201,173 +228,117 @@ int fs_conn_drain(struct fs_conn *c, int timeout_ms)
     return rc;
 }
 
-static const char *ssl_why(int e)
+/* The writer: takes up to 16 frames at a time off the queue and writes them
+ * with one writev. */
+static void *writer_main(void *p)
 {
-    static const char *const why[] = { "", "ssl error", "want read", "want write", "", "I/O error",
-                                       "peer closed" };
-    return e >= 0 && e < 7 ? why[e] : "error";
-}
-
-/* Parse and dispatch every complete frame in rbuf. <0 ends the connection. */
-static int dispatch(struct fs_conn *c, fs_msg_fn fn, void *arg)
-{
-    size_t off = 0;
-    int rc = 0;
-    while (c->rlen - off >= 4) {
-        const unsigned char *h = c->rbuf + off;
-        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-        if (len == 0 || (size_t)len + 4 > FS_MAX_FRAME) {
-            rc = r3_error(-EPROTO, "frame of %u bytes (limit %u)", len, FS_MAX_FRAME - 4);
+    struct fs_conn *c = p;
+    struct fs_qent *batch[16];
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while (!c->qh && !c->dead && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->dead || (c->stop && !c->qh)) {
+            pthread_mutex_unlock(&c->mu);
             break;
         }
-        if (c->rlen - off < (size_t)len + 4)
-            break;
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        size_t used = 0;
-        msgpack_unpack_return ur = msgpack_unpack_next(&u, (const char *)h + 4, len, &used);
-        if (ur != MSGPACK_UNPACK_SUCCESS || used != len || u.data.type != MSGPACK_OBJECT_ARRAY ||
-            u.data.via.array.size < 1) {
-            msgpack_unpacked_destroy(&u);
-            rc = r3_error(-EPROTO, "malformed frame");
-            break;
+        int n = 0;
+        while (c->qh && n < 16) {
+            batch[n++] = c->qh;
+            c->qh = c->qh->next;
         }
-        atomic_fetch_add(&c->bytes_in, (uint64_t)len + 4);
-        rc = fn(arg, c, &u.data, h + 4, len);
-        msgpack_unpacked_destroy(&u);
-        off += (size_t)len + 4;
+        if (!c->qh)
+            c->qt = NULL;
+        c->writing = true;
+        pthread_mutex_unlock(&c->mu);
+        struct iovec iov[16];
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            iov[i] = (struct iovec){ batch[i]->f->data, batch[i]->f->len };
+            total += batch[i]->f->len;
+        }
+        int rc = r3_io_writev_all(&c->io, iov, n);
+        for (int i = 0; i < n; i++) {
+            fs_frame_put(batch[i]->f);
+            free(batch[i]);
+        }
+        pthread_mutex_lock(&c->mu);
+        c->writing = false;
+        c->qbytes -= total;
         if (rc < 0)
+            die_locked(c, "%s", r3_last_error());
+        else
+            atomic_fetch_add(&c->bytes_out, total);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        if (rc < 0) {
+            r3_io_shutdown(&c->io);
             break;
+        }
     }
-    if (off) {
-        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-        c->rlen -= off;
-    }
-    return rc;
+    return NULL;
 }
 
 void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
 {
-    bool want_out = false;          /* the last SSL call needs POLLOUT */
-    for (;;) {
+    pthread_t wt;
+    if (r3_thread_create(&wt, writer_main, c) < 0) {
         pthread_mutex_lock(&c->mu);
-        bool stop = c->stop || c->dead;
+        die_locked(c, "cannot start the writer thread");
         pthread_mutex_unlock(&c->mu);
-        if (stop)
-            break;
-        /* read everything available */
-        bool read_blocked_on_write = false, fail = false;
-        for (;;) {
-            if (c->rcap - c->rlen < 65536 && c->rcap < FS_MAX_FRAME + 65536) {
-                size_t ncap = c->rcap ? c->rcap * 2 : 262144;
-                if (ncap > FS_MAX_FRAME + 65536)
-                    ncap = FS_MAX_FRAME + 65536;
-                unsigned char *nb = realloc(c->rbuf, ncap);
-                if (!nb) {
-                    pthread_mutex_lock(&c->mu);
-                    die_locked(c, "out of memory");
-                    pthread_mutex_unlock(&c->mu);
-                    fail = true;
-                    break;
-                }
-                c->rbuf = nb;
-                c->rcap = ncap;
+        return;
+    }
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    for (;;) {
+        unsigned char hdr[4];
+        uint32_t len;
+        int rc = r3_io_read_all(&c->io, hdr, 4);
+        if (rc == 0 && (rc = r3_wire_frame_len(hdr, FS_MAX_FRAME - 4, &len)) < 0)
+            r3_error(rc, "frame of %u bytes refused (limit %u)",
+                     (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
+                     FS_MAX_FRAME - 4);
+        if (rc == 0 && len > cap) {
+            size_t ncap = cap ? cap : 65536;
+            while (ncap < len)
+                ncap *= 2;
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb)
+                rc = r3_error(-ENOMEM, "out of memory");
+            else {
+                buf = nb;
+                cap = ncap;
             }
-            ERR_clear_error();
-            int n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(c->rcap - c->rlen));
-            if (n > 0) {
-                c->rlen += (size_t)n;
-                if (dispatch(c, fn, arg) < 0) {
-                    pthread_mutex_lock(&c->mu);
-                    die_locked(c, "%s", r3_last_error());
-                    pthread_mutex_unlock(&c->mu);
-                    fail = true;
-                    break;
-                }
-                continue;
-            }
-            int e = SSL_get_error(c->ssl, n);
-            if (e == SSL_ERROR_WANT_READ)
-                break;
-            if (e == SSL_ERROR_WANT_WRITE) {
-                read_blocked_on_write = true;
-                break;
-            }
-            pthread_mutex_lock(&c->mu);
-            die_locked(c, "connection %s", ssl_why(e));
-            pthread_mutex_unlock(&c->mu);
-            fail = true;
-            break;
         }
-        if (fail)
-            break;
-        /* write what is queued */
-        want_out = read_blocked_on_write;
-        for (;;) {
-            pthread_mutex_lock(&c->mu);
-            struct fs_qent *e = c->qh;
-            size_t qoff = c->qoff;
-            pthread_mutex_unlock(&c->mu);
-            if (!e)
-                break;
-            ERR_clear_error();
-            int n = SSL_write(c->ssl, e->f->data + qoff, (int)(e->f->len - qoff));
-            if (n > 0) {
-                atomic_fetch_add(&c->bytes_out, (uint64_t)n);
-                pthread_mutex_lock(&c->mu);
-                c->qoff += (size_t)n;
-                if (c->qoff == e->f->len) {
-                    c->qh = e->next;
-                    if (!c->qh)
-                        c->qt = NULL;
-                    c->qbytes -= e->f->len;
-                    c->qoff = 0;
-                    pthread_cond_broadcast(&c->cv);
-                } else
-                    e = NULL;
-                pthread_mutex_unlock(&c->mu);
-                if (e) {
-                    fs_frame_put(e->f);
-                    free(e);
-                }
-                continue;
+        if (rc == 0)
+            rc = r3_io_read_all(&c->io, buf, len);
+        if (rc == 0) {
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            size_t used = 0;
+            msgpack_unpack_return ur = msgpack_unpack_next(&u, (const char *)buf, len, &used);
+            if (ur != MSGPACK_UNPACK_SUCCESS || used != len || u.data.type != MSGPACK_OBJECT_ARRAY ||
+                u.data.via.array.size < 1)
+                rc = r3_error(-EPROTO, "malformed frame");
+            else {
+                atomic_fetch_add(&c->bytes_in, (uint64_t)len + 4);
+                rc = fn(arg, c, &u.data, buf, len);
             }
-            int se = SSL_get_error(c->ssl, n);
-            if (se == SSL_ERROR_WANT_WRITE) {
-                want_out = true;
-                break;
-            }
-            if (se == SSL_ERROR_WANT_READ)
-                break;
-            pthread_mutex_lock(&c->mu);
-            die_locked(c, "connection %s", ssl_why(se));
-            pthread_mutex_unlock(&c->mu);
-            fail = true;
-            break;
+            msgpack_unpacked_destroy(&u);
         }
-        if (fail)
-            break;
-        struct pollfd p[2] = { { c->fd, POLLIN | (want_out ? POLLOUT : 0), 0 },
-                               { c->efd, POLLIN, 0 } };
-        if (poll(p, 2, 1000) < 0 && errno != EINTR) {
+        if (rc < 0) {
             pthread_mutex_lock(&c->mu);
-            die_locked(c, "poll: %s", strerror(errno));
+            if (c->stop)
+                die_locked(c, "closed");
+            else
+                die_locked(c, "%s", rc == -EPIPE ? "the peer closed the connection" : r3_last_error());
             pthread_mutex_unlock(&c->mu);
             break;
-        }
-        if (p[1].revents & POLLIN) {
-            uint64_t v;
-            if (read(c->efd, &v, sizeof v) < 0) {
-                /* EAGAIN: someone else drained it */
-            }
         }
     }
-    pthread_mutex_lock(&c->mu);
-    die_locked(c, c->stop ? "closed" : NULL);
-    pthread_mutex_unlock(&c->mu);
-    /* Best effort close_notify; the socket is non-blocking so this never hangs. */
-    SSL_shutdown(c->ssl);
-    shutdown(c->fd, SHUT_RDWR);
+    free(buf);
+    r3_io_shutdown(&c->io);
+    pthread_join(wt, NULL);
 }
 
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v)

@@ -2,7 +2,7 @@
  * Internal to libr3 and r3sync (not installed). Parts:
  *   hash.c      XXH3-128 per fixed block, several threads
  *   track.c     change tracking of a mapping: uffd WP_ASYNC + PAGEMAP_SCAN
- *   conn.c      framed msgpack messages over a non-blocking TLS connection
+ *   net.c, conn.c  TCP, and framed msgpack messages over a TLS r3_io (src/wire/tls.h)
  *   hub.c, advertise.c, receive.c   the three r3sync roles
  *   strategy.c  the "filesync" region strategy */
 #ifndef R3_FILESYNC_H
@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <msgpack.h>
-#include <openssl/ssl.h>
+#include "wire/tls.h"
 
 #define FS_DEFAULT_BLOCK   (64u * 1024u)
 #define FS_MAX_BLOCK       (4u << 20)           /* largest block size accepted */
@@ -50,16 +50,14 @@ int  fs_track_open(void *base, size_t len, struct fs_track **out);
 long fs_track_scan(struct fs_track *t, uint32_t block, uint8_t *dirty);
 void fs_track_close(struct fs_track *t);
 
-/* ---- TLS (tls.c) */
-struct fs_tls_opts { const char *cert, *key, *ca; };
-/* server: requires and verifies a client certificate. 0 or -errno. */
-int  fs_tls_ctx(const struct fs_tls_opts *o, bool server, SSL_CTX **out);
-/* The verified peer certificate's common name into cn. 0 or -errno. */
-int  fs_tls_peer_cn(SSL *ssl, char *cn, size_t n);
-/* Connect host:port (TCP), TLS handshake (verifying the hub's name/IP). */
-int  fs_tls_connect(SSL_CTX *ctx, const char *addr, int timeout_ms, int *fd_out, SSL **ssl_out);
+/* ---- TLS: the shared layer of src/wire/tls.h (contexts, r3_io, peer CN);
+ * net.c adds TCP connect/listen for "host:port" addresses. */
 /* Split "host:port" ("[v6]:port"); 0 or -EINVAL. */
 int  fs_parse_addr(const char *addr, char *host, size_t hn, int *port);
+/* A connected TCP socket, or -errno. */
+int  fs_tcp_connect(const char *addr, int timeout_ms);
+/* A listening TCP socket, or -errno. */
+int  fs_tcp_listen(const char *addr);
 
 /* ---- frames and connections (conn.c) */
 /* A frame: 4-byte big-endian length + one msgpack array. Shared by reference
@@ -75,22 +73,20 @@ void fs_frame_put(struct fs_frame *f);
 
 struct fs_qent;
 struct fs_conn {
-    int fd;
-    SSL *ssl;
-    int efd;                   /* eventfd: wakes the I/O loop (queued frames, stop) */
+    struct r3_io io;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fs_qent *qh, *qt;
-    size_t qbytes, qoff;
-    bool dead, stop;
+    size_t qbytes;
+    bool dead, stop, writing;
     uint64_t id;               /* hub: connection id */
     atomic_uint_fast64_t bytes_out, bytes_in;   /* framed bytes */
-    unsigned char *rbuf;
-    size_t rlen, rcap;
     char err[256];             /* why the connection died */
 };
-/* Takes fd and ssl (handshake done). NULL on ENOMEM. */
-struct fs_conn *fs_conn_new(int fd, SSL *ssl);
+/* Dial addr and do the TLS handshake (client certificate from ctx). */
+int  fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out);
+/* TLS accept on an accepted socket (owned from now on, also on failure). */
+int  fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out);
 void fs_conn_free(struct fs_conn *c);
 /* Queue a frame (takes a reference). Blocks while more than limit bytes are
  * queued, up to timeout_ms (<0 = until the connection dies). 0, -EPIPE (dead),
@@ -103,9 +99,10 @@ void fs_conn_kill(struct fs_conn *c, const char *why);
 int  fs_conn_drain(struct fs_conn *c, int timeout_ms);
 typedef int (*fs_msg_fn)(void *arg, struct fs_conn *c, const msgpack_object *msg,
                          const unsigned char *raw, size_t rawlen);
-/* The I/O loop: reads frames (bounded by FS_MAX_FRAME) and calls fn for
- * each; writes the queue. Returns when the peer goes away, fn returns < 0,
- * or fs_conn_kill. Marks the connection dead. */
+/* Runs the connection: a writer thread drains the queue while this thread
+ * reads frames (bounded by FS_MAX_FRAME before allocation) and calls fn for
+ * each. Returns when the peer goes away, fn returns < 0, or fs_conn_kill;
+ * the connection is dead then. */
 void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg);
 
 /* msgpack helpers: pull typed fields out of an array message. */
@@ -136,7 +133,7 @@ int fs_name_check(const char *name, uint32_t n);
 /* ---- roles (hub.c, advertise.c, receive.c); each runs until *stop */
 struct fs_hub_opts {
     const char *listen;
-    struct fs_tls_opts tls;
+    struct r3_tls_opts tls;
     size_t queue_limit;        /* per receiver; 0 = 64 MiB */
     bool verbose;
 };
@@ -155,7 +152,7 @@ struct fs_adv_stats {          /* updated by the advertiser, read by anyone */
 };
 struct fs_adv_opts {
     const char *hub;
-    struct fs_tls_opts tls;
+    struct r3_tls_opts tls;
     const char *const *files;  /* paths; the advertised name is the path if relative, else its basename */
     size_t nfiles;
     const struct fs_adv_map *maps;
@@ -173,7 +170,7 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
 
 struct fs_recv_opts {
     const char *hub;
-    struct fs_tls_opts tls;
+    struct r3_tls_opts tls;
     const char *dir;
     unsigned threads;
     bool progress;

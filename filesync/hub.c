@@ -15,7 +15,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <openssl/err.h>
 #include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
@@ -28,7 +27,6 @@ struct hconn {
     struct hub *hub;
     struct fs_conn *c;
     int fd;
-    SSL *ssl;
     int refs;                       /* under hub->mu */
     int role;
     char sid[256];
@@ -44,7 +42,7 @@ struct hfile {
 };
 
 struct hub {
-    SSL_CTX *ctx;
+    struct r3_tls_ctx *ctx;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct hconn *conns;
@@ -460,35 +458,14 @@ static void *conn_main(void *p)
 {
     struct hconn *hc = p;
     struct hub *h = hc->hub;
-    struct timeval tv = { 10, 0 };
-    setsockopt(hc->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(hc->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    SSL *ssl = SSL_new(h->ctx);
-    ERR_clear_error();
-    if (!ssl || !SSL_set_fd(ssl, hc->fd) || SSL_accept(ssl) != 1) {
-        unsigned long e = ERR_get_error();
-        char es[256] = "handshake failed";
-        if (e)
-            ERR_error_string_n(e, es, sizeof es);
-        hlog(h, "%s: refused: %s", hc->peer, es);
-        ERR_clear_error();
-        SSL_free(ssl);
-        close(hc->fd);
-        goto out_free;
-    }
-    if (fs_tls_peer_cn(ssl, hc->sid, sizeof hc->sid) < 0) {
+    /* a client that does not finish the handshake in 10 s is dropped */
+    if (fs_conn_accept(h->ctx, hc->fd, 10000, &hc->c) < 0) {
         hlog(h, "%s: refused: %s", hc->peer, r3_last_error());
-        SSL_free(ssl);
-        close(hc->fd);
         goto out_free;
     }
-    struct timeval zero = { 0, 0 };
-    setsockopt(hc->fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof zero);
-    setsockopt(hc->fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
-    hc->c = fs_conn_new(hc->fd, ssl);
-    if (!hc->c) {
-        SSL_free(ssl);
-        close(hc->fd);
+    if (r3_tls_peer_cn(&hc->c->io, hc->sid, sizeof hc->sid) < 0 || !hc->sid[0]) {
+        hlog(h, "%s: refused: the client certificate has no common name", hc->peer);
+        fs_conn_free(hc->c);
         goto out_free;
     }
     pthread_mutex_lock(&h->mu);
@@ -547,42 +524,17 @@ out_free:
     return NULL;
 }
 
-static int listen_on(const char *addr)
-{
-    char host[256], ports[16];
-    int port;
-    int rc = fs_parse_addr(addr, host, sizeof host, &port);
-    if (rc < 0)
-        return rc;
-    snprintf(ports, sizeof ports, "%d", port);
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
-    int g = getaddrinfo(host, ports, &hints, &ai);
-    if (g)
-        return r3_error(-EINVAL, "listen %s: %s", addr, gai_strerror(g));
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-        rc = -errno;
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return r3_error(rc, "listen %s: %s", addr, strerror(-rc));
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
 int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
 {
     struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose };
-    int rc = fs_tls_ctx(&o->tls, true, &h.ctx);
+    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
+        return r3_error(-EINVAL, "the hub needs --tls-cert, --tls-key and --tls-ca (mTLS only)");
+    int rc = r3_tls_server_ctx(&o->tls, &h.ctx);
     if (rc < 0)
         return rc;
-    int lfd = listen_on(o->listen);
+    int lfd = fs_tcp_listen(o->listen);
     if (lfd < 0) {
-        SSL_CTX_free(h.ctx);
+        r3_tls_ctx_free(h.ctx);
         return lfd;
     }
     pthread_mutex_init(&h.mu, NULL);
@@ -597,8 +549,6 @@ int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct hconn *hc = calloc(1, sizeof *hc);
         if (!hc) {
             close(fd);
@@ -631,7 +581,7 @@ int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
     while (h.nthreads > 0)
         pthread_cond_wait(&h.cv, &h.mu);
     pthread_mutex_unlock(&h.mu);
-    SSL_CTX_free(h.ctx);
+    r3_tls_ctx_free(h.ctx);
     pthread_mutex_destroy(&h.mu);
     pthread_cond_destroy(&h.cv);
     hlog(&h, "stopped");

@@ -357,8 +357,10 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
     r.dirfd = open(o->dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
     if (r.dirfd < 0)
         return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
-    SSL_CTX *ctx;
-    int rc = fs_tls_ctx(&o->tls, false, &ctx);
+    struct r3_tls_ctx *ctx;
+    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
+        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
+    int rc = r3_tls_client_ctx(&o->tls, &ctx);
     if (rc < 0) {
         close(r.dirfd);
         return rc;
@@ -367,9 +369,7 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
     unsigned backoff = 100;
     bool warned = false;
     while (!*stop) {
-        int fd;
-        SSL *ssl;
-        rc = fs_tls_connect(ctx, o->hub, 5000, &fd, &ssl);
+        rc = fs_conn_connect(ctx, o->hub, 5000, &r.c);
         if (rc < 0) {
             if (!warned)
                 fprintf(stderr, "r3sync receive: %s (retrying)\n", r3_last_error());
@@ -381,13 +381,6 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
         }
         warned = false;
         backoff = 100;
-        r.c = fs_conn_new(fd, ssl);
-        if (!r.c) {
-            SSL_free(ssl);
-            close(fd);
-            rc = r3_error(-ENOMEM, "out of memory");
-            break;
-        }
         msgpack_sbuffer b;
         msgpack_sbuffer_init(&b);
         msgpack_packer pk;
@@ -436,7 +429,7 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
         free(f->name);
         free(f);
     }
-    SSL_CTX_free(ctx);
+    r3_tls_ctx_free(ctx);
     close(r.dirfd);
     pthread_mutex_destroy(&r.mu);
     return rc;

@@ -55,7 +55,7 @@ int main(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *listen = NULL, *hub = NULL;
-    struct fs_tls_opts stls = { 0 }, ctls = { 0 };
+    struct r3_tls_opts stls = { 0 }, ctls = { 0 };
     unsigned long interval = 1000, threads = 2, rounds = 0;
     uint64_t block = FS_DEFAULT_BLOCK;
     bool quiet = false, verbose = false, progress = isatty(2);
