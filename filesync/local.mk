@@ -2,9 +2,14 @@
 # receiver, strategy) and the r3sync tool, tests and benchmark.
 noinst_HEADERS += filesync/filesync.h filesync/compat.h
 libr3_la_SOURCES += filesync/hash.c filesync/track.c filesync/net.c filesync/conn.c \
-	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/progress.c
+	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/progress.c filesync/strategy.c
 
 bin_PROGRAMS += r3sync
 r3sync_SOURCES = src/cmd/r3sync.c
 r3sync_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
 r3sync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
+
+TESTS += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh
+EXTRA_DIST += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
+	tests/integration/filesync_lib.sh tests/integration/filesync_client.py \
+	tests/integration/filesync_writer.py
