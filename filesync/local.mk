@@ -9,7 +9,10 @@ r3sync_SOURCES = src/cmd/r3sync.c
 r3sync_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
 r3sync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
 
-TESTS += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh
+TESTS += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
+	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
+	tests/integration/filesync_badinput.sh
 EXTRA_DIST += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
-	tests/integration/filesync_lib.sh tests/integration/filesync_client.py \
+	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
+	tests/integration/filesync_badinput.sh tests/integration/filesync_lib.sh tests/integration/filesync_client.py \
 	tests/integration/filesync_writer.py

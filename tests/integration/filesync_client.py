@@ -5,7 +5,7 @@ prints what the hub sends, one decoded message per line.
 
 usage: filesync_client.py ADDR CA [--cert C --key K] [--role recv|adv]
           [--send KIND ...] [--read SECONDS]
-KIND: hello | file:NAME:SIZE | blk:FID:IDX:LEN | oversize | truncated | garbage
+KIND: hello | file:NAME:SIZE | filehex:HEXNAME:SIZE | blk:FID:IDX:LEN | oversize | truncated | garbage
 """
 import argparse, socket, ssl, struct, sys, time
 
@@ -89,6 +89,9 @@ def main():
             p = k.split(':')
             if p[0] == 'hello': t.sendall(frame([1, 'r3sync', 1, a.role]))
             elif p[0] == 'file': t.sendall(frame([2, 7777, p[1], int(p[2]), 65536]))
+            elif p[0] == 'filehex':
+                name = bytes.fromhex(p[1]).decode('utf-8', 'surrogateescape')
+                t.sendall(frame([2, 7778, name, int(p[2]), 65536]))
             elif p[0] == 'blk': t.sendall(frame([4, int(p[1]), int(p[2]), b'x' * int(p[3])]))
             elif p[0] == 'oversize': t.sendall(struct.pack('>I', 0x7fffffff) + b'\x93\x01\x02\x03')
             elif p[0] == 'truncated': t.sendall(struct.pack('>I', 1000) + b'\x94\x04')
