@@ -16,3 +16,9 @@ EXTRA_DIST += tests/integration/filesync_rounds.sh tests/integration/filesync_la
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_lib.sh tests/integration/filesync_client.py \
 	tests/integration/filesync_writer.py
+
+check_PROGRAMS += tests/unit/test_filesync
+tests_unit_test_filesync_SOURCES = tests/unit/test_filesync.c
+tests_unit_test_filesync_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
+tests_unit_test_filesync_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_filesync
