@@ -475,7 +475,7 @@ static int do_round(struct adv *a)
         if (!f->size)
             continue;
         /* the writer's pages reach the file before we read them */
-        msync(f->map, f->maplen, f->owned_map ? MS_SYNC : MS_ASYNC);
+        msync(f->map, f->maplen, MS_ASYNC);
         memset(f->changed, 0, f->nblocks);
         if (f->track) {
             long n = fs_track_scan(f->track, a->block, f->changed);

@@ -22,3 +22,9 @@ tests_unit_test_filesync_SOURCES = tests/unit/test_filesync.c
 tests_unit_test_filesync_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
 tests_unit_test_filesync_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/test_filesync
+
+# Benchmark (CSV, not a test): bench/filesync [--size 1G] [--r3sync ./r3sync]
+noinst_PROGRAMS += bench/filesync
+bench_filesync_SOURCES = bench/filesync.c
+bench_filesync_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
+bench_filesync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include "internal.h"
 #include "filesync/compat.h"
@@ -70,6 +71,12 @@ int fs_track_open(void *base, size_t len, struct fs_track **out)
     t->base = (uintptr_t)base;
     t->len = len;
     t->pagemap = -1;
+    /* A PMD-mapped large folio (ext4 has them) loses its PTE-level state
+     * when a write splits it: the whole 2 MiB would then read as written.
+     * Keep the mapping at page granularity and drop existing PMDs (for a
+     * shared file mapping MADV_DONTNEED only unmaps; the data stays). */
+    madvise(base, len, MADV_NOHUGEPAGE);
+    madvise(base, len, MADV_DONTNEED);
     t->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     if (t->uffd < 0)
         t->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
