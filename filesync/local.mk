@@ -11,10 +11,11 @@ r3sync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
 
 TESTS += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
-	tests/integration/filesync_badinput.sh
+	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh
 EXTRA_DIST += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
-	tests/integration/filesync_badinput.sh tests/integration/filesync_lib.sh tests/integration/filesync_client.py \
+	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
+	tests/integration/filesync_lib.sh tests/integration/filesync_client.py \
 	tests/integration/filesync_writer.py
 
 check_PROGRAMS += tests/unit/test_filesync
@@ -28,3 +29,8 @@ noinst_PROGRAMS += bench/filesync
 bench_filesync_SOURCES = bench/filesync.c
 bench_filesync_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
 bench_filesync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
+
+check_PROGRAMS += tests/filesync_region
+tests_filesync_region_SOURCES = tests/filesync_region.c
+tests_filesync_region_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS)
+tests_filesync_region_LDADD = libr3.la $(OPENSSL_LIBS)
