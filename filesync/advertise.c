@@ -61,8 +61,8 @@ static uint64_t nblocks_of(uint64_t size, uint32_t block)
 
 static int file_resize_state(struct adv *a, struct afile *f, uint64_t size)
 {
-    uint64_t nb = nblocks_of(size, a->block);
-    if (nb != f->nblocks || !f->last) {
+    uint64_t nb = nblocks_of(size, a->block), oldnb = f->nblocks;
+    if (nb != oldnb || !f->last) {
         struct fs_hash *l = realloc(f->last, (nb ? nb : 1) * sizeof *l);
         uint8_t *ch = realloc(f->changed, nb ? nb : 1);
         if (l)
@@ -71,15 +71,17 @@ static int file_resize_state(struct adv *a, struct afile *f, uint64_t size)
             f->changed = ch;
         if (!l || !ch)
             return r3_error(-ENOMEM, "out of memory");
-        for (uint64_t b = f->nblocks; b < nb; b++)
+        for (uint64_t b = oldnb; b < nb; b++)
             f->last[b] = (struct fs_hash){ 0, 0 };   /* new blocks: always sent */
         memset(f->changed, 0, nb ? nb : 1);
     }
-    /* the old last block may have grown or shrunk: its hash is stale */
-    if (f->nblocks && f->size != size && f->size % a->block)
-        f->last[f->nblocks - 1] = (struct fs_hash){ 0, 0 };
-    if (nb && size % a->block)
-        f->last[nb - 1].lo ^= 1;   /* force the new tail block out */
+    /* a partial tail block changes length with the size: resend it */
+    if (size != f->size) {
+        if (oldnb && oldnb <= nb && f->size % a->block)
+            f->last[oldnb - 1] = (struct fs_hash){ 0, 0 };
+        if (nb && size % a->block)
+            f->last[nb - 1] = (struct fs_hash){ 0, 0 };
+    }
     f->nblocks = nb;
     f->size = size;
     return 0;

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <openssl/crypto.h>
 #include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
@@ -511,12 +512,18 @@ static void *conn_main(void *p)
         }
     }
     unref_locked(hc);
+    pthread_mutex_unlock(&h->mu);
+    /* free this thread's OpenSSL state now: the process may exit as soon
+     * as nthreads reaches 0, before thread-exit destructors run */
+    OPENSSL_thread_stop();
+    pthread_mutex_lock(&h->mu);
     h->nthreads--;
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
     return NULL;
 out_free:
     free(hc);
+    OPENSSL_thread_stop();
     pthread_mutex_lock(&h->mu);
     h->nthreads--;
     pthread_cond_broadcast(&h->cv);

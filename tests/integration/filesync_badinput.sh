@@ -71,4 +71,4 @@ else
     t_log "not root: disk-full case not run"
 fi
 kill -0 "$HUB_PID" || t_fail "the hub died"
-exit 0
+fs_finish

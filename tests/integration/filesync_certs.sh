@@ -52,4 +52,4 @@ cmp "$T_DIR/src/secret.bin" "$T_DIR/good/secret.bin" || t_fail "the right receiv
 [ -z "$(ls -A "$T_DIR/wrongca")" ] || t_fail "receiver that does not trust the hub wrote files"
 grep -q "certificate" "$T_DIR/wrongca.log" || { cat "$T_DIR/wrongca.log"; t_fail "no certificate error for an untrusted hub"; }
 grep -q "refused" "$T_DIR/hub.log" || t_fail "the hub did not log refusals"
-exit 0
+fs_finish

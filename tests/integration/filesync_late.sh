@@ -51,4 +51,4 @@ fs_wait "$T_DIR/r1.log" "^round 2 done" 2
 fs_wait "$T_DIR/late.log" "^round 2 done" 2
 cmp sub/b.bin "$T_DIR/r1/sub/b.bin" || t_fail "shrunk file differs (receiver 1)"
 cmp sub/b.bin "$T_DIR/late/sub/b.bin" || t_fail "shrunk file differs (late receiver)"
-exit 0
+fs_finish

@@ -48,3 +48,21 @@ fs_wait() {
     echo "---- $1" >&2; tail -20 "$1" >&2
     t_fail "timed out waiting for $3 × '$2' in $(basename "$1")"
 }
+
+# fs_finish: stop every background process with SIGTERM (so sanitizers get
+# to report at exit), then fail on any sanitizer report in the logs.
+fs_finish() {
+    local p
+    for p in $T_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in $T_PIDS; do
+        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    T_PIDS=""
+    if grep -l -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$T_DIR"/*.log "$T_DIR"/*.err 2>/dev/null; then
+        grep -h -A30 -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$T_DIR"/*.log "$T_DIR"/*.err >&2
+        t_fail "sanitizer report"
+    fi
+    exit 0
+}

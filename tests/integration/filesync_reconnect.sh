@@ -40,4 +40,4 @@ fs_wait "$T_DIR/r1.log" "^round 2 done" 1
 fs_wait "$T_DIR/r2.log" "^round 2 done" 1
 cmp data.bin "$T_DIR/r1/data.bin" || t_fail "receiver 1 not repaired"
 cmp data.bin "$T_DIR/r2/data.bin" || t_fail "receiver 2 not repaired"
-exit 0
+fs_finish

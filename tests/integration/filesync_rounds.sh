@@ -49,4 +49,4 @@ for round in 1 2 3 4; do
         t_fail "round $round: $wire bytes on the wire for $expect changed bytes"
     t_log "round $round: $n changed blocks, $wire bytes sent ($line)"
 done
-exit 0
+fs_finish
