@@ -154,10 +154,7 @@ static void teardown(struct fsr *f)
         munmap(f->r.base, f->r.len);
     if (f->fd >= 0)
         close(f->fd);
-    if (f->path) {
-        unlink(f->path);
-        free(f->path);
-    }
+    free(f->path);
     r3_source_close(f->r.src);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->wmu);
@@ -195,6 +192,18 @@ static int fsr_stats(struct r3_region *r, struct r3_region_stats *st)
     return 0;
 }
 
+static bool all_zero(const unsigned char *p, size_t n)
+{
+    const uint64_t *q = (const uint64_t *)p;
+    for (size_t i = 0; i < n / 8; i++)
+        if (q[i])
+            return false;
+    for (size_t i = n & ~(size_t)7; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
 static int precopy(struct fsr *f)
 {
     struct fs_progress pr;
@@ -206,7 +215,9 @@ static int precopy(struct fsr *f)
     for (uint64_t off = 0; off < f->r.len && rc == 0; off += PRECOPY_IO) {
         size_t n = (size_t)(f->r.len - off < PRECOPY_IO ? f->r.len - off : PRECOPY_IO);
         rc = r3_source_read(f->r.src, buf, n, off);
-        if (rc == 0)
+        /* the local file starts as zeros: zero ranges (sparse images) need
+         * no write, which saves page cache and disk writeback */
+        if (rc == 0 && !all_zero(buf, n))
             rc = r3_pwrite_all(f->fd, buf, n, off);
         if (rc < 0)
             r3_error_prefix(rc, "filesync: pre-copy at %llu: ", (unsigned long long)off);
@@ -272,6 +283,9 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
         f->path = NULL;
         goto fail;
     }
+    /* unlinked at once: the mapping keeps it alive and no crash (or a
+     * process that exits without closing the region) leaves it behind */
+    unlink(f->path);
     if (ftruncate(f->fd, (off_t)f->r.len) < 0) {
         rc = r3_error(-errno, "filesync: %s: %s", f->path, strerror(errno));
         goto fail;
