@@ -323,9 +323,18 @@ static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m,
                 fs_frame_put(fr);
             }
         }
+        bool other = f && !mine;
         pthread_mutex_unlock(&h->mu);
-        if (!mine)
+        if (other)
             return refuse(hc, "message for a file this advertiser does not own");
+        if (!f) {
+            /* unknown (e.g. its name was taken over by another advertiser
+             * of this id): dropped, so two advertisers never fight */
+            if (h->verbose)
+                hlog(h, "%s (%s): message for unknown file %llu dropped", hc->peer, hc->sid,
+                     (unsigned long long)fid);
+            return 0;
+        }
         if (type == FS_SIZE)
             return 0;
         if (type != FS_TDONE) {

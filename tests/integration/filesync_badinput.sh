@@ -33,7 +33,7 @@ bad adv "file:/tmp/abs-r3sync-escape.bin:4096"
 bad adv "file:a/../../escape.bin:4096"
 bad adv "filehex:$(printf 'nul' | od -An -tx1 | tr -d ' \n')0078:4096"   # "nul\0x"
 bad adv "file:ok.bin:4096" "blk:7777:5:65536"          # a block past the end
-bad adv "blk:1234:0:65536"                            # a file it does not own
+bad adv "blk:1234:0:65536"                            # a file that does not exist: dropped
 bad recv "file:recv-may-not.bin:4096"                # receivers may not advertise
 grep -q "refused\|frame" "$T_DIR/hub.log" || t_fail "the hub did not refuse anything"
 grep -q "frame of" "$T_DIR/hub.log" || t_fail "oversized frame not reported"
