@@ -185,6 +185,59 @@ END_TEST
 START_TEST(test_strategy_interval) { strategy_roundtrip(NULL, 30); }
 END_TEST
 
+/* A source whose writes fail while `fail` is set: a failed sync loses
+ * nothing, the next one pushes it. */
+struct flaky {
+    struct r3_source src;
+    unsigned char *data;
+    bool fail;
+};
+static int flaky_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    memcpy(buf, ((struct flaky *)s)->data + off, len);
+    return 0;
+}
+static int flaky_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct flaky *f = (struct flaky *)s;
+    if (f->fail)
+        return r3_error(-EIO, "flaky: write refused");
+    memcpy(f->data + off, buf, len);
+    return 0;
+}
+static int flaky_flush(struct r3_source *s) { (void)s; return 0; }
+static void flaky_close(struct r3_source *s) { (void)s; }
+static const struct r3_source_ops flaky_ops = {
+    .scheme = "flaky", .read = flaky_read, .write = flaky_write, .flush = flaky_flush,
+    .close = flaky_close,
+};
+
+START_TEST(test_strategy_retry)
+{
+    static struct flaky fl;
+    size_t len = 1 << 20;
+    fl = (struct flaky){ .src = { .ops = &flaky_ops, .size = len, .align = 1 }, .data = calloc(1, len) };
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, &fl.src, &r) == 0, "%s", r3_last_error());
+    unsigned char *b = r->base;
+    b[70000] = 7;
+    b[len - 1] = 9;
+    fl.fail = true;
+    ck_assert_int_eq(r3_region_sync(r), -EIO);
+    ck_assert_int_eq(fl.data[70000], 0);
+    fl.fail = false;
+    ck_assert_int_eq(r3_region_sync(r), 0);       /* nothing was written since: still pushed */
+    ck_assert_int_eq(fl.data[70000], 7);
+    ck_assert_int_eq(fl.data[len - 1], 9);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(fl.data);
+}
+END_TEST
+
 START_TEST(test_strategy_errors)
 {
     struct r3_source *src;
@@ -211,6 +264,7 @@ int main(void)
     tcase_add_test(tc, test_strategy_pagemap);
     tcase_add_test(tc, test_strategy_hash);
     tcase_add_test(tc, test_strategy_interval);
+    tcase_add_test(tc, test_strategy_retry);
     tcase_add_test(tc, test_strategy_errors);
     suite_add_tcase(s, tc);
     return tu_run(s);
