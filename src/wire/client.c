@@ -458,7 +458,7 @@ static struct rconn *pick(struct client *cl, uint64_t deadline)
     }
     bool up = c->up;
     if (!up)
-        r3_error(-EIO, "%s: not connected: %s", cl->name, c->err[0] ? c->err : "closing");
+        r3_error(-EIO, "%s (not connected for %d ms)", c->err[0] ? c->err : cl->name, cl->timeout_ms);
     pthread_mutex_unlock(&c->mu);
     return up ? c : NULL;
 }
