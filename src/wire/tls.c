@@ -54,6 +54,9 @@ static int ctx_common(struct r3_tls_ctx *c, const struct r3_tls_opts *o, const c
     /* A peer that closes without close_notify is an end of stream, not an error:
      * frames are length-prefixed, so truncation is detected above this layer. */
     SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Bulk transfers: read several records per read(2). */
+    SSL_CTX_set_read_ahead(c->ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(c->ctx, 256 * 1024);
     if (o->cert || o->key) {
         if (!o->cert || !o->key)
             return r3_error(-EINVAL, "%s: a certificate needs both a cert and a key file", who);
