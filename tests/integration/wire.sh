@@ -95,6 +95,8 @@ FREE=$(t_free_port)
 expect_fail "connection refused" "^r3cat: r3 127.0.0.1:$FREE: connection refused$" \
     "$CAT" get "r3://127.0.0.1:$FREE/x" "$D/none"
 expect_fail "wrong export" "no export 'nope'" "$CAT" get "r3://127.0.0.1:$P1/nope" "$D/none"
+expect_fail "TLS client to a plain server" "does the server speak TLS" \
+    "$CAT" get "r3s://127.0.0.1:$P1/disk?ca=$D/A/ca.pem" "$D/none"
 expect_fail "missing port" "needs a port" "$CAT" get "r3://127.0.0.1/x" "$D/none"
 expect_fail "bad CA file" "cannot read CA file .*missing.pem: No such file" "$CAT" get "r3s://127.0.0.1:$PT/x?ca=$D/missing.pem" "$D/none"
 # a server that accepts but never speaks: the connect timeout bounds the wait
@@ -110,6 +112,16 @@ expect_fail "silent server" "no hello from the server within 1000 ms" \
     "$CAT" get "r3://127.0.0.1:$SILENT/x?connect_timeout=1" "$D/none"
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$ms" -lt 5000 ] || t_fail "the silent server took $ms ms to be reported (connect_timeout=1)"
+
+# IPv6 loopback, where the kernel has it
+if python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0))' 2>/dev/null; then
+    start_serve "$D/v6.log" --listen "[::1]:0" --source "mem:?size=1M"
+    P6=$(sed -n 's/.*listening on \[::1\]:\([0-9]*\).*/\1/p' "$D/v6.log")
+    [ "$(t_timeout 30 "$CAT" size "r3://[::1]:$P6/x")" = 1048576 ] || t_fail "r3://[::1]:$P6"
+    kill "$SERVE_PID"
+else
+    t_log "no IPv6 loopback here: [::1] not checked"
+fi
 
 # ---- 5. garbage, truncated, oversized frames, unknown method, a client vanishing mid-request
 python3 - "$P1" <<'EOF' || t_fail "raw-socket checks"
@@ -189,7 +201,6 @@ cmp "$D/data" "$D/back" || t_fail "data changed after the bad frames"
 grep -q "dropped: frame of 2147483647 bytes" "$D/plain.log" || t_fail "no log line for the oversized frame"
 
 # ---- 6. SIGKILL mid-transfer and restart on the same port
-kill -9 "$SERVE_PID" 2>/dev/null || true      # the TLS server: not needed any more
 start_serve "$D/k1.log" --listen 127.0.0.1:0 --source "file://$D/killed?size=64M"
 PK=$PORT
 UK="r3://127.0.0.1:$PK/x?timeout=10&chunk=64K"
