@@ -113,6 +113,31 @@ expect_fail "silent server" "no hello from the server within 1000 ms" \
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$ms" -lt 5000 ] || t_fail "the silent server took $ms ms to be reported (connect_timeout=1)"
 
+# a server that answers the hello, then replies with an oversized frame: the
+# client refuses it before allocating, retries the read, and gives up at its timeout
+EVIL=$(t_free_port)
+t_bg python3 -c "
+import socket, struct, threading
+def mp_hello():
+    m = b'\x84' + b'\xa4size' + b'\xce' + struct.pack('>I', 1 << 20) + b'\xa5align\x01' + b'\xa5flags\x02' \
+        + b'\xabmax_request\xce' + struct.pack('>I', 1 << 20)
+    return b'\x93\xa2r3\x01' + m
+def serve(c):
+    try:
+        n = struct.unpack('>I', c.recv(4))[0]; c.recv(n)
+        h = mp_hello(); c.sendall(struct.pack('>I', len(h)) + h)
+        while c.recv(65536):
+            c.sendall(struct.pack('>I', 0x7ffffff0) + b'\x94\x01')
+    except OSError:
+        pass
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $EVIL)); s.listen(16)
+while True:
+    c = s.accept()[0]; threading.Thread(target=serve, args=(c,), daemon=True).start()"
+t_wait_port "$EVIL"
+expect_fail "oversized reply from a bad server" "protocol error: a reply of 2147483632 bytes" \
+    "$CAT" get "r3://127.0.0.1:$EVIL/x?timeout=2&conns=2" "$D/none" -l 64K
+
 # IPv6 loopback, where the kernel has it
 if python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0))' 2>/dev/null; then
     start_serve "$D/v6.log" --listen "[::1]:0" --source "mem:?size=1M"
