@@ -258,7 +258,11 @@ int r3_wire_peek_data_reply(const void *pv, size_t n, uint64_t *id, size_t *hdr,
     i++;
     uint32_t l;
     switch (p[i]) {
-    case 0xc4: l = p[i + 1]; i += 2; break;
+    case 0xc4:
+        if (n < i + 2) return -EAGAIN;
+        l = p[i + 1];
+        i += 2;
+        break;
     case 0xc5:
         if (n < i + 3) return -EAGAIN;
         l = (uint32_t)p[i + 1] << 8 | p[i + 2];

@@ -70,7 +70,8 @@ static void send_frame(struct conn *c, msgpack_sbuffer *sb, const void *data, si
     pthread_mutex_lock(&c->wmu);
     if (!c->wdead && r3_io_writev_all(&c->io, v, data ? 2 : 1) < 0) {
         c->wdead = true;
-        snprintf(c->why, sizeof c->why, "reply not delivered: %s", r3_last_error());
+        if (!c->why[0])
+            snprintf(c->why, sizeof c->why, "reply not delivered: %s", r3_last_error());
         r3_io_shutdown(&c->io);
     }
     pthread_mutex_unlock(&c->wmu);
@@ -292,7 +293,7 @@ static void serve(struct conn *c, msgpack_sbuffer *sb)
         }
         if (rc < 0) {
             snprintf(c->why, sizeof c->why, "dropped: %s", r3_last_error());
-            if (rc == -EMSGSIZE || rc == -EPROTO)
+            if (rc == -EMSGSIZE)     /* tell the client why before hanging up */
                 reply(c, sb, 0, rc, c->why + 9, false, 0, NULL, 0);
             return;
         }
