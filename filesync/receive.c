@@ -419,6 +419,8 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
         r.c = NULL;
         rc = 0;
     }
+    if (*stop)
+        rc = 0;             /* a failed dial while stopping is no error */
     while (r.files) {
         struct rfile *f = r.files;
         r.files = f->next;

@@ -19,10 +19,15 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: r3sync hub --listen HOST:PORT --tls-cert PEM --tls-key PEM --tls-ca PEM [--verbose]\n"
 "       r3sync advertise FILE... --hub HOST:PORT --cert PEM --key PEM --ca PEM\n"
-"                        [--interval MS] [--block SIZE] [--threads N] [--rounds N] [--quiet]\n"
-"       r3sync receive DIR --hub HOST:PORT --cert PEM --key PEM --ca PEM [--threads N]\n"
-"The client certificate's common name is the sync id. advertise runs a round\n"
-"every --interval ms (0 = only on SIGUSR1); SIGINT/SIGTERM stop cleanly.\n");
+"                        [--interval MS] [--block SIZE] [--threads N] [--rounds N]\n"
+"                        [--quiet] [--no-progress]\n"
+"       r3sync receive DIR --hub HOST:PORT --cert PEM --key PEM --ca PEM\n"
+"                        [--threads N] [--no-progress]\n"
+"mTLS only: the client certificate's common name is the sync id. advertise runs\n"
+"a round every --interval ms (default 1000; 0 = only on SIGUSR1); --block is the\n"
+"block size (default 64K, 4K..4M); --rounds N exits after N rounds; --threads\n"
+"is the number of hashing threads (default 2). Progress (bytes, rate, ETA) is\n"
+"shown when stderr is a terminal. SIGINT/SIGTERM stop cleanly.\n");
 }
 
 enum { O_LISTEN = 256, O_TCERT, O_TKEY, O_TCA, O_HUB, O_CERT, O_KEY, O_CA, O_INTERVAL, O_BLOCK,
