@@ -7,11 +7,16 @@ static const struct r3_scheme schemes[] = {
     { "mem", r3_mem_open },
     { "file", r3_file_open },
     { "dir", r3_dir_open },
+    { "r3", r3_wire_open },
+    { "r3s", r3_wire_open },
+    { "r3+unix", r3_wire_open },
+    { "r3s+unix", r3_wire_open },
     /* schemes: add new entries above this line */
 };
 
 static const struct r3_strategy_ops *const strategies[] = {
     &r3_uffd_strategy,
+    &r3_strategy_filesync,
     /* strategies: add new entries above this line */
     NULL,
 };
