@@ -52,6 +52,9 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 
+/* ---- strategies */
+extern const struct r3_strategy_ops r3_uffd_strategy;
+
 /* ---- stages: like r3_cache_fetch, but 1 when this call did the fetch. */
 int r3_cache_fetch_counted(struct r3_source *cache, uint64_t idx, int why);
 
@@ -68,5 +71,10 @@ int r3_pread_all(int fd, void *buf, size_t len, uint64_t off);
 int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Human size "64 KiB", "1 GiB" into buf. */
 const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
+
+/* ---- strategies */
+extern const struct r3_strategy_ops r3_strategy_filesync;   /* filesync/strategy.c */
+/* "pagemap" or "hash": how a filesync region finds changed blocks. */
+const char *r3_filesync_detect(const struct r3_region *r);
 
 #endif

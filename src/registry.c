@@ -17,6 +17,8 @@ static const struct r3_scheme schemes[] = {
 };
 
 static const struct r3_strategy_ops *const strategies[] = {
+    &r3_uffd_strategy,
+    &r3_strategy_filesync,
     /* strategies: add new entries above this line */
     NULL,
 };
