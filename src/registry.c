@@ -11,6 +11,7 @@ static const struct r3_scheme schemes[] = {
 };
 
 static const struct r3_strategy_ops *const strategies[] = {
+    &r3_uffd_strategy,
     /* strategies: add new entries above this line */
     NULL,
 };
