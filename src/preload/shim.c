@@ -18,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
 #include "preload/palloc.h"
@@ -45,6 +48,7 @@ static struct {
     struct r3_preload_env env;
     atomic_ulong fallbacks;       /* region full: glibc served a large block */
     size_t (*libc_usable)(void *);
+    int errfd;                    /* our own stderr: programs close theirs at exit */
 } S;
 
 /* Set while this thread is inside the shim's own setup or teardown. */
@@ -260,9 +264,30 @@ static void at_parent(void)
 
 static void at_child(void)
 {
-    if (S.len)
-        r3_palloc_unlock(&S.pa);
+    if (!S.len)
+        return;
+    r3_palloc_unlock(&S.pa);
     atomic_store(&S.active, 0);
+    /* A uffd region is MADV_DONTFORK: the range is empty in the child, and
+     * glibc's next mmap could land in it, which free() would then route to
+     * the region. Reserve it (touching a region block in the child faults,
+     * as without the shim); a strategy whose mapping is inherited keeps it
+     * (NOREPLACE fails). */
+    mmap((void *)S.lo, S.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+         MAP_FIXED_NOREPLACE, -1, 0);
+}
+
+/* A message on the stderr the program started with (even if it closed fd 2). */
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
+{
+    char b[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof b - 1)
+        n = (int)sizeof b - 1;
+    if (n > 0 && write(S.errfd >= 0 ? S.errfd : 2, b, (size_t)n) < 0) { /* nowhere to tell */ }
 }
 
 static double mib(uint64_t b)
@@ -273,33 +298,35 @@ static double mib(uint64_t b)
 static void print_stats(const struct r3_region_stats *st)
 {
     char b1[32], b2[32];
-    fprintf(stderr, "r3run: %s region of %s on %s, chunk %s, min-alloc %zu\n",
+    say("r3run: %s region of %s on %s, chunk %s, min-alloc %zu\n",
             S.env.strategy, r3_fmt_size(S.len, b1, sizeof b1), S.env.source,
             r3_fmt_size(S.region->chunk, b2, sizeof b2), S.min_alloc);
-    fprintf(stderr, "r3run: faults %llu, chunks filled by fault %llu, by prefetch %llu, "
+    say("r3run: faults %llu, chunks filled by fault %llu, by prefetch %llu, "
             "pulled %.1f MiB\n", (unsigned long long)st->faults,
             (unsigned long long)st->chunks_fault, (unsigned long long)st->chunks_prefetch,
             mib(st->bytes_pulled));
-    fprintf(stderr, "r3run: chunks pushed %llu (%.1f MiB), syncs %llu, "
+    say("r3run: chunks pushed %llu (%.1f MiB), syncs %llu, "
             "fault wait p50 %.1f us, p99 %.1f us\n", (unsigned long long)st->chunks_pushed,
             mib(st->bytes_pushed), (unsigned long long)st->syncs,
             (double)st->fault_wait_p50_ns / 1e3, (double)st->fault_wait_p99_ns / 1e3);
     r3_palloc_lock(&S.pa);
     unsigned long long na = S.pa.nalloc, in_use = S.pa.in_use, peak = S.pa.peak;
     r3_palloc_unlock(&S.pa);
-    fprintf(stderr, "r3run: blocks placed in the region %llu (peak %.1f MiB, %.1f MiB at exit), "
+    say("r3run: blocks placed in the region %llu (peak %.1f MiB, %.1f MiB at exit), "
             "large blocks left to glibc because the region was full %lu\n", na, mib(peak),
             mib(in_use), atomic_load(&S.fallbacks));
 }
 
-static void shim_exit(void)
+/* Sync (and report) once, from exit() or _exit(), in the owning process. */
+static int shim_final(void)
 {
-    if (!atomic_load(&S.active) || getpid() != S.pid)
-        return;
+    static atomic_int done;
+    if (!atomic_load(&S.active) || getpid() != S.pid || atomic_exchange(&done, 1))
+        return 0;
     busy = 1;
     int rc = r3_region_sync(S.region);
     if (rc < 0)
-        fprintf(stderr, "r3run: the final sync of the region failed: %s\n", r3_last_error());
+        say("r3run: the final sync of the region failed: %s\n", r3_last_error());
     if (S.env.stats) {
         struct r3_region_stats st;
         if (r3_region_stats(S.region, &st) == 0)
@@ -314,33 +341,55 @@ static void shim_exit(void)
         atomic_store(&S.active, 0);
         rc = r3_region_close(S.region);
         if (rc < 0)
-            fprintf(stderr, "r3run: closing the region failed: %s\n", r3_last_error());
+            say("r3run: closing the region failed: %s\n", r3_last_error());
         /* Keep the range mapped so a late access reads zeros, not SIGSEGV. */
         mmap(base, len, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     }
     busy = 0;
-    if (rc < 0) {
+    return rc;
+}
+
+static void shim_exit(void)
+{
+    if (shim_final() < 0) {
         fflush(NULL);
-        _exit(R3_PRELOAD_EXIT);
+        syscall(SYS_exit_group, R3_PRELOAD_EXIT);
     }
+}
+
+/* Programs that leave with _exit (dash, many servers) skip atexit: sync here
+ * too. A forked child's _exit is not ours (pid check in shim_final). */
+EXPORT __attribute__((noreturn)) void _exit(int status)
+{
+    if (shim_final() < 0)
+        status = R3_PRELOAD_EXIT;
+    for (;;)
+        syscall(SYS_exit_group, status);
+}
+
+EXPORT __attribute__((noreturn)) void _Exit(int status)
+{
+    _exit(status);
 }
 
 static void fail(const char *what)
 {
-    fprintf(stderr, "r3run: %s: %s\n", what, r3_last_error());
+    say("r3run: %s: %s\n", what, r3_last_error());
     fflush(stderr);
     _exit(R3_PRELOAD_EXIT);
 }
 
 __attribute__((constructor)) static void shim_init(void)
 {
+    S.errfd = -1;
     if (!getenv("R3_SOURCE"))
         return;                   /* not under r3run: glibc for everything */
     const char *owner = getenv("R3_PID");
     if (owner && strtol(owner, NULL, 10) != getpid())
         return;                   /* a child of the program: glibc only */
     busy = 1;
+    S.errfd = fcntl(2, F_DUPFD_CLOEXEC, 64);
     S.libc_usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
     if (r3_preload_env_parse(&S.env) < 0)
         fail("bad environment");
