@@ -22,6 +22,24 @@ for prog in alloc_check forker; do
     t_log "$prog: $(cat "$prog.r3"), $blocks region blocks, $faults faults"
 done
 
+# Options reach the region: record the access order, then replay it with
+# pull workers (chunks arrive by prefetch), write back on an interval, with
+# another chunk size; the output stays the same.
+fill="$top_srcdir/examples/fill.py"
+want=$(python3 "$fill" 64)
+got=$(t_timeout 120 "$R3RUN" --stats --size 1G --chunk 128K --record-access acc.log -- python3 "$fill" 64 2>rec.err) ||
+    t_fail "record-access run: $(cat rec.err)"
+[ "$got" = "$want" ] || t_fail "record-access run: output differs"
+[ -s acc.log ] || t_fail "--record-access wrote no access log"
+got=$(t_timeout 120 "$R3RUN" --stats --size 1G --prefetch hot --record-access acc.log --pull-workers 4 \
+    --push-interval 100ms --push-workers 2 --fault-threads 3 --chunk 128K -- python3 "$fill" 64 2>hot.err) ||
+    t_fail "hot prefetch run: $(cat hot.err)"
+[ "$got" = "$want" ] || t_fail "hot prefetch run: output differs"
+pref=$(sed -n 's/^r3run: faults [0-9]*, .* by prefetch \([0-9]*\),.*/\1/p' hot.err)
+[ "${pref:-0}" -gt 0 ] || t_fail "hot prefetch: no chunk came by prefetch: $(cat hot.err)"
+grep -q "chunk 128 KiB" hot.err || t_fail "--chunk did not reach the region: $(cat hot.err)"
+t_log "record/replay: $(wc -c < acc.log) bytes of access log, $pref chunks by prefetch"
+
 # The libr3 API example: write a table through a uffd region, sync, read it
 # back in a new process; then the reading half alone, in yet another one.
 uri="file://$T_DIR/demo.img?size=64M"
