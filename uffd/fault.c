@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -90,8 +91,11 @@ static void fail_fault(struct r3u_region *r, uint64_t off, uint64_t idx, int rc,
         kill(getpid(), SIGBUS);
 }
 
-static void handle_fault(struct r3u_region *r, const struct uffd_msg *m, uint64_t t0)
+static void fill_ahead(struct r3u_handler *h, uint64_t idx);
+
+static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64_t t0)
 {
+    struct r3u_region *r = h->r;
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(r->pagesz - 1);
     uint64_t base = (uintptr_t)r->r.base;
     atomic_fetch_add_explicit(&r->faults, 1, memory_order_relaxed);
@@ -106,7 +110,19 @@ static void handle_fault(struct r3u_region *r, const struct uffd_msg *m, uint64_
     }
     if (r->seen)
         r3u_access_note(r, idx);
-    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire)) {
+    h->t0 = t0;
+    h->waited = false;
+    /* Sequential: this fault is in the chunk after the previous fault's. */
+    uint64_t prev = atomic_exchange_explicit(&r->last_fault, idx, memory_order_relaxed);
+    h->seq = prev + 1 == idx;
+    uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    if (st == R3U_INSTALLING) {
+        /* Being installed right now: the installer wakes the whole chunk.
+         * The reader caught up with the fills: keep ahead of it. */
+        r3u_fault_woken(h);
+        fill_ahead(h, idx);
+        return;
+    } else if (st == R3U_FILLED) {
         /* A missing page in a filled chunk was removed (MADV_DONTNEED or
          * reclaimed MADV_FREE): it reads as zeros, and the zeros are data. */
         bool installed = false;
@@ -115,16 +131,27 @@ static void handle_fault(struct r3u_region *r, const struct uffd_msg *m, uint64_
             fail_fault(r, off, idx, rc, m->arg.pagefault.feat.ptid);
         else if (installed)
             r3u_bit_set(r->pdirty, idx);
+        else {
+            /* Stale: the page came in meanwhile (readahead beat the message). */
+            r3u_fault_woken(h);
+            fill_ahead(h, idx);
+            return;
+        }
     } else {
+        h->fault_off = off;
         int rc = r3_cache_fetch(r->p->cache, idx, R3_FETCH_FAULT);
+        h->fault_off = UINT64_MAX;
         if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire))
             rc = r3_error(-EIO, "uffd: chunk %llu is local in the cache but was never installed",
                           (unsigned long long)idx);
         if (rc < 0)
             fail_fault(r, off, idx, rc, m->arg.pagefault.feat.ptid);
+        r3u_fault_woken(h);
+        if (rc == 0)
+            fill_ahead(h, idx);
+        return;
     }
-    uint64_t dt = r3_now_ns() - t0;
-    atomic_fetch_add_explicit(&r->wait_hist[hist_bucket(dt)], 1, memory_order_relaxed);
+    r3u_fault_woken(h);
 }
 
 static void mark_range(struct r3u_region *r, _Atomic uint64_t *map, uint64_t start, uint64_t end,
@@ -193,6 +220,55 @@ static size_t read_more(struct r3u_handler *h)
     return k;
 }
 
+bool r3u_in_handler(struct r3u_region *r)
+{
+    return tl_handler && tl_handler->r == r;
+}
+
+struct r3u_handler *r3u_current(struct r3u_region *r)
+{
+    return tl_handler && tl_handler->r == r && tl_handler->fault_off != UINT64_MAX ? tl_handler : NULL;
+}
+
+void r3u_fault_woken(struct r3u_handler *h)
+{
+    if (h->waited)
+        return;
+    h->waited = true;
+    uint64_t dt = r3_now_ns() - h->t0;
+    atomic_fetch_add_explicit(&h->r->wait_hist[hist_bucket(dt)], 1, memory_order_relaxed);
+}
+
+/* Is a message waiting on the uffd? (readahead yields to faults) */
+static bool pending(struct r3u_region *r)
+{
+    struct pollfd pf = { .fd = r->uffd, .events = POLLIN };
+    return poll(&pf, 1, 0) > 0;
+}
+
+/* A sequential fault (the chunk before is filled): fill the next chunks
+ * too. With one handler, stop when a new message arrives (faults first);
+ * with more, the others serve faults meanwhile. */
+static void fill_ahead(struct r3u_handler *h, uint64_t idx)
+{
+    struct r3u_region *r = h->r;
+    if (!r->readahead || !h->seq)
+        return;
+    h->ra = true;
+    for (uint64_t j = idx + 1; j <= idx + r->readahead && j < r->nchunks; j++) {
+        /* Each chunk is read ahead by one handler only, so several handlers
+         * fill disjoint chunks in parallel instead of waiting on each other. */
+        if (atomic_load_explicit(&r->filled[j], memory_order_acquire) ||
+            r3u_bit(r->ahead, j) || r3_cache_is_local(r->p->cache, j))
+            continue;
+        if (atomic_fetch_or(&r->ahead[j >> 6], UINT64_C(1) << (j & 63)) & (UINT64_C(1) << (j & 63)))
+            continue;
+        if ((r->nh == 1 && pending(r)) || r3_cache_fetch(r->p->cache, j, R3_FETCH_PULL) < 0)
+            break;
+    }
+    h->ra = false;
+}
+
 void r3u_layout_wait(struct r3u_region *r)
 {
     struct r3u_handler *h = tl_handler;
@@ -207,27 +283,52 @@ static void *handler_main(void *arg)
     struct r3u_handler *h = arg;
     struct r3u_region *r = h->r;
     tl_handler = h;
-    struct pollfd pf[2] = { { .fd = r->uffd, .events = POLLIN }, { .fd = r->stopfd, .events = POLLIN } };
+    /* One epoll set per handler with the uffd added EPOLLEXCLUSIVE: a fault
+     * wakes one handler, not all of them (a herd costs a fault a context
+     * switch on small machines). */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e1 = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
+    struct epoll_event e2 = { .events = EPOLLIN, .data.u32 = 1 };
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->uffd, &e1) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, r->stopfd, &e2) < 0) {
+        fprintf(stderr, "r3: uffd: handler cannot set up epoll: %s\n", strerror(errno));
+        if (ep >= 0)
+            close(ep);
+        tl_handler = NULL;
+        return NULL;
+    }
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire)) {
-        int n = poll(pf, 2, -1);
+        struct epoll_event ev[2];
+        int n = epoll_wait(ep, ev, 2, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (pf[1].revents)
+        bool stop = false, in = false;
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 == 1)
+                stop = true;
+            else
+                in = true;
+        }
+        if (stop)
             break;
-        if (!(pf[0].revents & POLLIN))
+        if (!in)
             continue;
-        h->qlen = 0;
-        if (!read_more(h))
-            continue;
-        uint64_t t0 = r3_now_ns();
-        /* q may grow while we work (read_more from a fill meeting EAGAIN). */
-        for (size_t i = 0; i < h->qlen; i++)
-            if (h->q[i].event == UFFD_EVENT_PAGEFAULT)
-                handle_fault(r, &h->q[i], t0);
+        /* Drain: keep reading while messages come, then sleep again. */
+        for (;;) {
+            h->qlen = 0;
+            if (!read_more(h))
+                break;
+            uint64_t t0 = r3_now_ns();
+            /* q may grow while we work (read_more from a fill meeting EAGAIN). */
+            for (size_t i = 0; i < h->qlen; i++)
+                if (h->q[i].event == UFFD_EVENT_PAGEFAULT)
+                    handle_fault(h, &h->q[i], t0);
+        }
     }
+    close(ep);
     tl_handler = NULL;
     return NULL;
 }
@@ -240,6 +341,7 @@ int r3u_handlers_start(struct r3u_region *r, unsigned n)
     r->nh = n;
     for (unsigned i = 0; i < n; i++) {
         r->h[i].r = r;
+        r->h[i].fault_off = UINT64_MAX;
         int rc = r3_thread_create(&r->h[i].thread, handler_main, &r->h[i]);
         if (rc < 0)
             return rc;

@@ -20,20 +20,6 @@
 #include "internal.h"
 #include "uffd/uffd.h"
 
-static void on_fill(void *arg, uint64_t chunk, int why)
-{
-    struct r3u_region *r = arg;
-    if (chunk >= r->nchunks)
-        return;
-    if (why == R3_FETCH_PULL)
-        atomic_fetch_add_explicit(&r->chunks_prefetch, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&r->chunks_fault, 1, memory_order_relaxed);
-    uint64_t off = chunk << r->chunk_shift;
-    uint64_t n = r->remote_size - off < r->r.chunk ? r->remote_size - off : r->r.chunk;
-    atomic_fetch_add_explicit(&r->bytes_pulled, n, memory_order_relaxed);
-}
-
 static void after_push(void *arg, const uint64_t *chunks, size_t n)
 {
     struct r3u_region *r = arg;
@@ -66,6 +52,7 @@ static void destroy(struct r3u_region *r)
     free(r->zpage);
     free(r->gone);
     free(r->pdirty);
+    free(r->ahead);
     free(r->seen);
     free(r->order);
     free(r->prio);
@@ -112,6 +99,10 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->nchunks = len >> r->chunk_shift;
     r->npages = len >> r->page_shift;
     int rc = 0;
+    /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
+    const char *ra = getenv("R3_UFFD_READAHEAD");
+    r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
+    atomic_store(&r->last_fault, UINT64_MAX - 1);
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
@@ -128,7 +119,9 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         r->uffd = -1;
         goto fail_src;
     }
-    r->poison = r->features & UFFD_FEATURE_POISON;
+    /* R3_UFFD_NO_POISON=1 tests the path of kernels without UFFDIO_POISON. */
+    const char *np = getenv("R3_UFFD_NO_POISON");
+    r->poison = (r->features & UFFD_FEATURE_POISON) && !(np && *np && strcmp(np, "0") != 0);
     r->thread_id = r->features & UFFD_FEATURE_THREAD_ID;
     if (wp_ok && r->pagemap >= 0 && (r->features & UFFD_FEATURE_WP_ASYNC) &&
         (r->features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
@@ -172,6 +165,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->zpage = calloc(pwords, 8);
     r->gone = calloc(pwords, 8);
     r->pdirty = calloc(cwords, 8);
+    r->ahead = calloc(cwords, 8);
     if (!r->track_wp) {
         r->hash = calloc(r->nchunks, sizeof *r->hash);
         r->scratch = malloc(chunk);
@@ -179,7 +173,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         r->scan_cap = 4096;
         r->scan = malloc(r->scan_cap * sizeof *r->scan);
     }
-    if (!r->filled || !r->zpage || !r->gone || !r->pdirty ||
+    if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead ||
         (!r->track_wp && (!r->hash || !r->scratch)) || (r->track_wp && !r->scan)) {
         rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
         goto fail_src;
@@ -222,7 +216,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         .push_interval_ms = o->push_interval_ms,
         .priority = r3u_priority, .priority_arg = r,
         .local = &r->view, .borrow_local = true,
-        .on_fill = on_fill, .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
+        .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
     };
     /* Handlers first: pull workers start filling as soon as the pipeline opens. */
     if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)

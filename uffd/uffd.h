@@ -24,7 +24,9 @@ bool r3_uffd_wp_async_disabled(void);
 #include <r3/r3.h>
 
 #define R3U_BATCH 64             /* fault messages read per read() */
-#define R3U_HIST 256             /* fault-wait histogram: 4 buckets per power of two */
+#define R3U_HIST 256
+#define R3U_INSTALLING 1         /* the faulting page is in, the rest is coming */
+#define R3U_FILLED 2             /* every page of the chunk was installed */             /* fault-wait histogram: 4 buckets per power of two */
 
 struct r3u_region;
 
@@ -36,6 +38,10 @@ struct r3u_handler {
     bool started;
     struct uffd_msg q[R3U_BATCH * 2];
     size_t qlen;
+    /* the fault being served: its page offset (UINT64_MAX: none), when its
+     * message was read, whether its wait is recorded; readahead fills */
+    uint64_t fault_off, t0;
+    bool waited, ra, seq;
 };
 
 struct r3u_region {
@@ -54,10 +60,11 @@ struct r3u_region {
     uint64_t npages;
     unsigned chunk_shift, page_shift;
     const uint8_t *zeros;         /* one chunk of zeros (source for zero fills) */
-    _Atomic uint8_t *filled;      /* per chunk: installed in the region */
+    _Atomic uint8_t *filled;      /* per chunk: R3U_INSTALLING, R3U_FILLED, or 0 */
     _Atomic uint64_t *zpage;      /* per page: must read as zeros (REMOVE/DONTNEED) */
     _Atomic uint64_t *gone;       /* per page: no longer mapped (UNMAP/REMAP) */
     _Atomic bool any_gone;
+    _Atomic uint64_t *ahead;      /* per chunk: claimed by a handler's readahead */
     _Atomic uint64_t *pdirty;     /* per chunk: dirty, not yet told to the push stage */
     /* access log (record_access) */
     char *record_path;
@@ -75,6 +82,8 @@ struct r3u_region {
     /* handler threads */
     struct r3u_handler *h;
     unsigned nh;
+    unsigned readahead;           /* chunks filled ahead of a sequential fault */
+    _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
     _Atomic int reported;         /* source-error message printed once */
     /* stats */
@@ -96,6 +105,12 @@ void r3u_handlers_stop(struct r3u_region *r);
 /* A fill met a changing layout: read pending events if this thread is a
  * handler (else let the handlers do it), then back off briefly. */
 void r3u_layout_wait(struct r3u_region *r);
+/* Is this thread one of r's fault handlers? (fills by handlers are faults) */
+bool r3u_in_handler(struct r3u_region *r);
+/* The handler serving a fault on this thread (NULL if none). */
+struct r3u_handler *r3u_current(struct r3u_region *r);
+/* Record the time the current fault's thread was blocked (once). */
+void r3u_fault_woken(struct r3u_handler *h);
 uint64_t r3u_wait_percentile(struct r3u_region *r, double pct);
 
 /* uffd/track.c: the push stage's collect callback. */

@@ -23,7 +23,7 @@ static int wake(struct r3u_region *r, uint64_t off, size_t len)
  * zero progress with EAGAIN means the layout is changing. *n_new counts
  * bytes really installed. */
 static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, size_t len,
-                      size_t *n_new)
+                      size_t *n_new, uint64_t mode)
 {
     size_t done = 0;
     unsigned again = 0;
@@ -32,7 +32,7 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
             .dst = (uintptr_t)r->r.base + off + done,
             .src = (uintptr_t)(src + done),
             .len = len - done,
-            .mode = r->track_wp ? UFFDIO_COPY_MODE_WP : 0,
+            .mode = mode | (r->track_wp ? UFFDIO_COPY_MODE_WP : 0),
         };
         if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0) {
             *n_new += len - done;
@@ -72,8 +72,12 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
     return 0;
 }
 
+/* Each UFFDIO_COPY wakes the threads waiting in its range; the caller has
+ * published the chunk as R3U_INSTALLING before, so a woken thread that
+ * writes and syncs at once has its chunk looked at by the sync. */
 int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
 {
+    const uint64_t dw = 0;
     size_t n_new = 0;
     uint64_t p0 = off >> r->page_shift, p1 = (off + len + r->pagesz - 1) >> r->page_shift;
     size_t whole = len & ~(r->pagesz - 1);
@@ -81,13 +85,13 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
     int rc = 0;
     if (!r3u_bits_any(r->zpage, p0, p1)) {
         if (whole)
-            rc = copy_range(r, off, b, whole, &n_new);
+            rc = copy_range(r, off, b, whole, &n_new, dw);
     } else {
         /* Pages removed before their chunk was ever filled read as zeros. */
         for (uint64_t pg = p0; rc == 0 && pg < p0 + (whole >> r->page_shift); pg++) {
             uint64_t o = pg << r->page_shift;
             bool z = r3u_bit(r->zpage, pg);
-            rc = copy_range(r, o, z ? r->zeros : b + (o - off), r->pagesz, &n_new);
+            rc = copy_range(r, o, z ? r->zeros : b + (o - off), r->pagesz, &n_new, dw);
             if (z)
                 r3u_bit_clear(r->zpage, pg);
         }
@@ -101,7 +105,7 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
         if (!r3u_bit(r->zpage, o >> r->page_shift))
             memcpy(tail, b + whole, len - whole);
         r3u_bit_clear(r->zpage, o >> r->page_shift);
-        rc = copy_range(r, o, tail, r->pagesz, &n_new);
+        rc = copy_range(r, o, tail, r->pagesz, &n_new, dw);
         free(tail);
     }
     return rc;
@@ -110,7 +114,7 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
 int r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed)
 {
     size_t n_new = 0;
-    int rc = copy_range(r, off, r->zeros, r->pagesz, &n_new);
+    int rc = copy_range(r, off, r->zeros, r->pagesz, &n_new, 0);
     r3u_bit_clear(r->zpage, off >> r->page_shift);
     *installed = n_new > 0;
     return rc;
@@ -131,13 +135,45 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         /* Installed already (a fetch after invalidate): pages present win. */
         return 0;
     }
-    int rc = r3u_install(r, off, buf, len);
-    if (rc < 0)
-        return rc;
+    const uint8_t *b = buf;
     if (!r->track_wp)
-        r3u_track_filled(r, idx, buf, len);
-    atomic_store_explicit(&r->filled[idx], 1, memory_order_release);
-    return 0;
+        r3u_track_filled(r, idx, buf, len);     /* before any page can be written */
+    struct r3u_handler *h = r3u_current(r);
+    bool fault = h && !h->ra;
+    /* Published (and counted, so a woken thread reads exact stats) before
+     * the first page goes in: see r3u_install. */
+    atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
+    _Atomic uint64_t *ctr = fault ? &r->chunks_fault : &r->chunks_prefetch;
+    atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+    int rc = 0;
+    if (fault && h->fault_off >= off && h->fault_off < off + len && len > r->pagesz) {
+        /* The faulting page first: its thread runs on while the rest of
+         * the chunk goes in; faults on the other pages wait for their
+         * copies, which wake them. */
+        uint64_t po = h->fault_off, in = po - off;
+        size_t n = len - in < r->pagesz ? len - in : r->pagesz;
+        rc = r3u_install(r, po, b + in, n);
+        r3u_fault_woken(h);
+        if (rc == 0 && in)
+            rc = r3u_install(r, off, b, in);
+        if (rc == 0 && in + n < len)
+            rc = r3u_install(r, po + n, b + in + n, len - in - n);
+    } else {
+        rc = r3u_install(r, off, buf, len);
+        if (fault)
+            r3u_fault_woken(h);
+    }
+    if (rc == 0) {
+        atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+        return 0;
+    }
+    atomic_fetch_sub_explicit(ctr, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+    atomic_store_explicit(&r->filled[idx], 0, memory_order_release);
+    /* Wake after a failure: the waiters fault again and see the error. */
+    wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+    return rc;
 }
 
 static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
