@@ -40,6 +40,12 @@ pref=$(sed -n 's/^r3run: faults [0-9]*, .* by prefetch \([0-9]*\),.*/\1/p' hot.e
 grep -q "chunk 128 KiB" hot.err || t_fail "--chunk did not reach the region: $(cat hot.err)"
 t_log "record/replay: $(wc -c < acc.log) bytes of access log, $pref chunks by prefetch"
 
+# A region too small for a block: glibc serves it, the output is unchanged,
+# and --stats says so.
+got=$(t_timeout 120 "$R3RUN" --stats --size 64M -- python3 "$fill" 96 2>full.err) || t_fail "full region: $(cat full.err)"
+[ "$got" = "$(python3 "$fill" 96)" ] || t_fail "full region: output differs"
+grep -q "region was full [1-9]" full.err || t_fail "full region: no fallback counted: $(cat full.err)"
+
 # The libr3 API example: write a table through a uffd region, sync, read it
 # back in a new process; then the reading half alone, in yet another one.
 uri="file://$T_DIR/demo.img?size=64M"
