@@ -375,6 +375,7 @@ int main(int argc, char **argv)
             die("cannot get the current directory: %s", strerror(errno));
         if (!have_size)
             size = opt_size("size", DEFAULT_SIZE);
+        have_size = true;         /* an older, larger image keeps its size */
         if (asprintf(&uri, "file://%s/" DEFAULT_IMAGE "?size=%llu", cwd,
                      (unsigned long long)size) < 0)
             die("out of memory");

@@ -72,6 +72,8 @@ out=$(t_timeout 60 "$R3RUN" echo --stats) || t_fail "echo under r3run failed"
 [ "$out" = "--stats" ] || t_fail "options did not stop at the program: '$out'"
 "$R3RUN" --help | grep -q -- "--record-access" || t_fail "--help lacks options"
 "$R3RUN" --version | grep -q "^r3run (r3) " || t_fail "--version"
+"$R3RUN" --probe > probe.out || t_fail "--probe failed"
+grep -q "userfaultfd" probe.out && grep -q "uffd" probe.out || t_fail "--probe: $(cat probe.out)"
 
 # The shim itself refuses a region it cannot open: same program, clear
 # message, non-zero exit, no silent run on glibc.
