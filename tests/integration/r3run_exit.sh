@@ -61,12 +61,20 @@ expect_fail 125 "cannot open the source" -- --source 'file:///no/such/dir/r3.img
 # A source smaller than --size.
 head -c 1048576 /dev/zero > small.img
 expect_fail 125 "less than --size" -- --source "file://$T_DIR/small.img" --size 64M true
-# An unreachable server: nothing listens on this port.
+# An unreachable server: nothing listens on this port. Every network scheme
+# this build has must give a clear error, quickly, and exit non-zero.
 port=$(t_free_port)
-rc=0; t_timeout 60 "$R3RUN" --source "redis://127.0.0.1:$port/x?size=64M" -- true 2>err || rc=$?
-[ $rc -eq 125 ] || t_fail "unreachable source: exit $rc"
-grep -q "cannot open the source" err || t_fail "unreachable source: $(cat err)"
-t_log "unreachable source -> $rc: $(cat err)"
+reached=0
+for uri in "redis://127.0.0.1:$port/x?size=64M&chunk=64K" "r3://127.0.0.1:$port/x" \
+           "nbd://127.0.0.1:$port/x" "s3://b/x?endpoint=http://127.0.0.1:$port&size=64M&chunk=64K"; do
+    rc=0; t_timeout 60 "$R3RUN" --size 64M --source "$uri" -- true 2>err || rc=$?
+    [ $rc -eq 125 ] || t_fail "unreachable $uri: exit $rc: $(cat err)"
+    grep -q "cannot open the source" err || t_fail "unreachable $uri: $(cat err)"
+    grep -q "unknown scheme" err || reached=$((reached + 1))
+    t_log "unreachable source -> $rc: $(cat err)"
+done
+t_log "$reached network schemes in this build refused an unreachable server"
+
 # Options stop at the first non-option: --stats here belongs to the program.
 out=$(t_timeout 60 "$R3RUN" echo --stats) || t_fail "echo under r3run failed"
 [ "$out" = "--stats" ] || t_fail "options did not stop at the program: '$out'"
