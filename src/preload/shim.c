@@ -249,6 +249,43 @@ EXPORT size_t malloc_usable_size(void *p)
     return p ? usable(p) : 0;
 }
 
+/* ---- threads started by r3's threads (a FUSE or NBD server's workers, a
+ * library's helper threads) or while the shim opens the region are r3's
+ * too: they serve the region, so they must never allocate from it. */
+struct start { void *(*fn)(void *); void *arg; };
+
+static void *internal_start(void *p)
+{
+    struct start s = *(struct start *)p;
+    __libc_free(p);
+    r3_thread_mark_internal();
+    return s.fn(s.arg);
+}
+
+EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    if (!real) {
+        busy++;
+        real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))
+            dlsym(RTLD_NEXT, "pthread_create");
+        busy--;
+        if (!real)
+            return EAGAIN;
+    }
+    if (!busy && !r3_thread_is_internal())
+        return real(t, attr, fn, arg);
+    struct start *s = __libc_malloc(sizeof *s);
+    if (!s)
+        return EAGAIN;
+    s->fn = fn;
+    s->arg = arg;
+    int rc = real(t, attr, internal_start, s);
+    if (rc)
+        __libc_free(s);
+    return rc;
+}
+
 /* ---- fork: the lock is held across it; the child never serves the region */
 static void at_prepare(void)
 {
