@@ -369,10 +369,13 @@ static int shim_final(void)
         if (r3_region_stats(S.region, &st) == 0)
             print_stats(&st);
     }
-    /* The access log is written at close. Close only when asked for it: a
-     * late destructor or thread may still read its blocks after us, and
-     * the kernel reclaims everything anyway. */
-    if (rc == 0 && S.env.record_access) {
+    /* uffd: the kernel reclaims everything, and a late destructor or thread
+     * may still read its blocks after us, so close only when the access log
+     * (written at close) is wanted. Strategies that serve their mapping
+     * from threads of this process (a FUSE/NBD mount) must be torn down
+     * here: exit would otherwise wait for their dead server forever. */
+    bool close_it = S.env.record_access || strcmp(S.env.strategy, "uffd") != 0;
+    if (rc == 0 && close_it) {
         void *base = S.region->base;
         size_t len = S.region->len;
         atomic_store(&S.active, 0);
