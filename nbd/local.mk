@@ -1,1 +1,11 @@
-# nbd: targets of this part (see Makefile.am)
+# nbd: NBD server + client, mounts (kernel /dev/nbdX, FUSE file), strategies.
+noinst_HEADERS += nbd/proto.h nbd/io.h nbd/server.h nbd/client.h
+libr3_la_SOURCES += nbd/io.c nbd/server.c nbd/client.c nbd/source.c
+
+noinst_PROGRAMS += nbd/r3nbdserve
+nbd_r3nbdserve_SOURCES = nbd/serve_main.c
+nbd_r3nbdserve_LDADD = libr3.la
+
+check_PROGRAMS += nbd/test/nbdcheck
+nbd_test_nbdcheck_SOURCES = nbd/test/nbdcheck.c
+nbd_test_nbdcheck_LDADD = libr3.la

@@ -45,6 +45,8 @@ const struct r3_scheme *r3_scheme_find(const char *scheme);
 int r3_mem_open(const struct r3_uri *u, struct r3_source **out);
 int r3_file_open(const struct r3_uri *u, struct r3_source **out);
 int r3_dir_open(const struct r3_uri *u, struct r3_source **out);
+/* nbd://, nbds://, nbd+unix://, nbds+unix:// (nbd/source.c) */
+int r3_nbd_open(const struct r3_uri *u, struct r3_source **out);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 

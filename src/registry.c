@@ -7,6 +7,10 @@ static const struct r3_scheme schemes[] = {
     { "mem", r3_mem_open },
     { "file", r3_file_open },
     { "dir", r3_dir_open },
+    { "nbd", r3_nbd_open },
+    { "nbds", r3_nbd_open },
+    { "nbd+unix", r3_nbd_open },
+    { "nbds+unix", r3_nbd_open },
     /* schemes: add new entries above this line */
 };
 
