@@ -50,6 +50,9 @@ int r3_nbd_open(const struct r3_uri *u, struct r3_source **out);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 
+/* ---- stages: like r3_cache_fetch, but 1 when this call did the fetch. */
+int r3_cache_fetch_counted(struct r3_source *cache, uint64_t idx, int why);
+
 /* ---- small helpers (src/util.c) */
 static inline uint64_t r3_now_ns(void)
 {

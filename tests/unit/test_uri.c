@@ -106,6 +106,52 @@ START_TEST(test_open_errors)
 }
 END_TEST
 
+START_TEST(test_errors_and_helpers)
+{
+    r3_error_clear();
+    ck_assert_str_eq(r3_last_error(), "");
+    ck_assert_int_eq(r3_error(-EIO, "disk %d failed", 3), -EIO);
+    ck_assert_str_eq(r3_last_error(), "disk 3 failed");
+    ck_assert_int_eq(r3_error_prefix(-EIO, "redis %s: ", "127.0.0.1:1"), -EIO);
+    ck_assert_str_eq(r3_last_error(), "redis 127.0.0.1:1: disk 3 failed");
+    r3_error_clear();
+    ck_assert_int_eq(r3_error_prefix(-ENOENT, "x: "), -ENOENT);
+    ck_assert_str_eq(r3_last_error(), "x: No such file or directory");
+    char b[32];
+    ck_assert_str_eq(r3_fmt_size(65536, b, sizeof b), "64 KiB");
+    ck_assert_str_eq(r3_fmt_size(3ull << 30, b, sizeof b), "3 GiB");
+    ck_assert_str_eq(r3_fmt_size(1000, b, sizeof b), "1000 B");
+    ck_assert(r3_is_pow2(4096) && !r3_is_pow2(0) && !r3_is_pow2(12));
+    uint64_t v;
+    struct r3_uri u;
+    ck_assert_int_eq(r3_uri_parse("x:?n=12&bad=1x", &u), 0);
+    ck_assert_int_eq(r3_uri_param_uint(&u, "n", 5, &v), 0);
+    ck_assert_uint_eq(v, 12);
+    ck_assert_int_eq(r3_uri_param_uint(&u, "missing", 5, &v), 0);
+    ck_assert_uint_eq(v, 5);
+    ck_assert_int_eq(r3_uri_param_uint(&u, "bad", 5, &v), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "bad"));
+    r3_uri_free(&u);
+    /* Region dispatch refuses unknown strategies and bad sizes and closes the source. */
+    struct r3_source *s;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "no-such";
+    ck_assert_int_eq(r3_source_open("mem:?size=1M", &s), 0);
+    ck_assert_int_eq(r3_region_open(&o, s, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "no-such"));
+    r3_region_opts_init(&o);
+    o.size = 2u << 20;
+    ck_assert_int_eq(r3_source_open("mem:?size=1M", &s), 0);
+    ck_assert_int_eq(r3_region_open(&o, s, &r), -EINVAL);
+    r3_region_opts_init(&o);
+    o.chunk = 1000;
+    ck_assert_int_eq(r3_source_open("mem:?size=1M", &s), 0);
+    ck_assert_int_eq(r3_region_open(&o, s, &r), -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("uri");
@@ -114,6 +160,7 @@ int main(void)
     tcase_add_test(tc, test_full);
     tcase_add_test(tc, test_bad);
     tcase_add_test(tc, test_open_errors);
+    tcase_add_test(tc, test_errors_and_helpers);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -1,0 +1,350 @@
+/* cache stage: a local source plus the state of every chunk (absent,
+ * fetching, local). A miss fetches the whole chunk from the remote into the
+ * local source exactly once, however many threads miss it together: the
+ * first claims it (absent -> fetching), the others wait for it. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+enum { ABSENT = 0, FETCHING = 1, LOCAL = 2 };
+#define CACHE_STRIPES 64       /* wait queues, by chunk index */
+#define CACHE_POOL 64          /* spare fetch buffers kept */
+
+struct cache_stage {
+    struct r3_source src;
+    struct r3_source *remote, *local;
+    uint32_t chunk;
+    uint64_t nchunks;
+    int mode;
+    bool borrow_local;
+    bool remote_serial, local_serial;
+    pthread_mutex_t remote_lock, local_lock;
+    _Atomic uint8_t *state;
+    _Atomic uint64_t nlocal;
+    struct { pthread_mutex_t m; pthread_cond_t c; } stripe[CACHE_STRIPES];
+    pthread_mutex_t pool_lock;
+    void *pool[CACHE_POOL];
+    int npool;
+    void (*on_fill)(void *arg, uint64_t chunk, int why);
+    void *arg;
+};
+
+static const struct r3_source_ops cache_ops;
+
+static struct cache_stage *as_cache(struct r3_source *s)
+{
+    return s && s->ops == &cache_ops ? (struct cache_stage *)s : NULL;
+}
+
+static int side_io(struct r3_source *s, bool serial, pthread_mutex_t *m, void *buf, size_t len,
+                   uint64_t off, bool wr)
+{
+    if (serial)
+        pthread_mutex_lock(m);
+    int rc = wr ? r3_source_write(s, buf, len, off) : r3_source_read(s, buf, len, off);
+    if (serial)
+        pthread_mutex_unlock(m);
+    return rc;
+}
+
+static int remote_io(struct cache_stage *c, void *buf, size_t len, uint64_t off, bool wr)
+{
+    return side_io(c->remote, c->remote_serial, &c->remote_lock, buf, len, off, wr);
+}
+
+static int local_io(struct cache_stage *c, void *buf, size_t len, uint64_t off, bool wr)
+{
+    return side_io(c->local, c->local_serial, &c->local_lock, buf, len, off, wr);
+}
+
+static void *buf_get(struct cache_stage *c)
+{
+    void *b = NULL;
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->npool > 0)
+        b = c->pool[--c->npool];
+    pthread_mutex_unlock(&c->pool_lock);
+    return b ? b : malloc(c->chunk);
+}
+
+static void buf_put(struct cache_stage *c, void *b)
+{
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->npool < CACHE_POOL) {
+        c->pool[c->npool++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    free(b);
+}
+
+static size_t chunk_len(struct cache_stage *c, uint64_t idx)
+{
+    uint64_t off = idx * c->chunk;
+    return c->src.size - off < c->chunk ? (size_t)(c->src.size - off) : c->chunk;
+}
+
+/* Publish a new state for idx and wake its waiters. */
+static void set_state(struct cache_stage *c, uint64_t idx, uint8_t st)
+{
+    int s = (int)(idx % CACHE_STRIPES);
+    pthread_mutex_lock(&c->stripe[s].m);
+    atomic_store_explicit(&c->state[idx], st, memory_order_release);
+    pthread_cond_broadcast(&c->stripe[s].c);
+    pthread_mutex_unlock(&c->stripe[s].m);
+}
+
+/* Claim idx for filling: 1 = claimed (state now FETCHING), 0 = already
+ * local. Waits while another thread fetches it. */
+static int claim(struct cache_stage *c, uint64_t idx)
+{
+    for (;;) {
+        uint8_t st = atomic_load_explicit(&c->state[idx], memory_order_acquire);
+        if (st == LOCAL)
+            return 0;
+        if (st == ABSENT) {
+            uint8_t exp = ABSENT;
+            if (atomic_compare_exchange_strong(&c->state[idx], &exp, FETCHING))
+                return 1;
+            continue;
+        }
+        int s = (int)(idx % CACHE_STRIPES);
+        pthread_mutex_lock(&c->stripe[s].m);
+        while (atomic_load_explicit(&c->state[idx], memory_order_acquire) == FETCHING)
+            pthread_cond_wait(&c->stripe[s].c, &c->stripe[s].m);
+        pthread_mutex_unlock(&c->stripe[s].m);
+    }
+}
+
+/* Finish a claim: LOCAL on success, back to ABSENT on failure. */
+static void finish(struct cache_stage *c, uint64_t idx, int rc, int why)
+{
+    if (rc == 0) {
+        atomic_fetch_add(&c->nlocal, 1);
+        set_state(c, idx, LOCAL);
+        if (c->on_fill)
+            c->on_fill(c->arg, idx, why);
+    } else {
+        set_state(c, idx, ABSENT);
+    }
+}
+
+/* Fetch idx; 1 if this call fetched it, 0 if it was already local, -errno. */
+int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
+{
+    struct cache_stage *c = as_cache(s);
+    if (!c || idx >= c->nchunks)
+        return r3_error(-EINVAL, "cache: chunk %llu out of range", (unsigned long long)idx);
+    if (atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL || !claim(c, idx))
+        return 0;
+    size_t len = chunk_len(c, idx);
+    void *b = buf_get(c);
+    int rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
+    if (rc == 0)
+        rc = remote_io(c, b, len, idx * c->chunk, false);
+    if (rc == 0)
+        rc = local_io(c, b, len, idx * c->chunk, true);
+    if (b)
+        buf_put(c, b);
+    finish(c, idx, rc, why);
+    return rc < 0 ? rc : 1;
+}
+
+int r3_cache_fetch(struct r3_source *s, uint64_t idx, int why)
+{
+    int rc = r3_cache_fetch_counted(s, idx, why);
+    return rc < 0 ? rc : 0;
+}
+
+bool r3_cache_is_local(struct r3_source *s, uint64_t idx)
+{
+    struct cache_stage *c = as_cache(s);
+    return c && idx < c->nchunks &&
+           atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL;
+}
+
+void r3_cache_invalidate(struct r3_source *s, uint64_t idx)
+{
+    struct cache_stage *c = as_cache(s);
+    if (!c || idx >= c->nchunks)
+        return;
+    uint8_t exp = LOCAL;
+    if (atomic_compare_exchange_strong(&c->state[idx], &exp, ABSENT))
+        atomic_fetch_sub(&c->nlocal, 1);
+}
+
+void r3_cache_mark_local(struct r3_source *s, uint64_t idx)
+{
+    struct cache_stage *c = as_cache(s);
+    if (!c || idx >= c->nchunks)
+        return;
+    if (claim(c, idx))
+        finish(c, idx, 0, R3_FETCH_READ);
+}
+
+uint64_t r3_cache_nchunks(struct r3_source *s)
+{
+    struct cache_stage *c = as_cache(s);
+    return c ? c->nchunks : 0;
+}
+
+uint32_t r3_cache_chunk(struct r3_source *s)
+{
+    struct cache_stage *c = as_cache(s);
+    return c ? c->chunk : 0;
+}
+
+uint64_t r3_cache_nlocal(struct r3_source *s)
+{
+    struct cache_stage *c = as_cache(s);
+    return c ? atomic_load(&c->nlocal) : 0;
+}
+
+struct r3_source *r3_cache_remote(struct r3_source *s)
+{
+    struct cache_stage *c = as_cache(s);
+    return c ? c->remote : NULL;
+}
+
+struct r3_source *r3_cache_local(struct r3_source *s)
+{
+    struct cache_stage *c = as_cache(s);
+    return c ? c->local : NULL;
+}
+
+static int cache_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    struct cache_stage *c = (struct cache_stage *)s;
+    char *p = buf;
+    while (len > 0) {
+        uint64_t idx = off / c->chunk;
+        size_t n = (idx + 1) * c->chunk - off < len ? (size_t)((idx + 1) * c->chunk - off) : len;
+        int rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
+        if (rc == 0)
+            rc = local_io(c, p, n, off, false);
+        if (rc < 0)
+            return rc;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct cache_stage *c = (struct cache_stage *)s;
+    const char *p = buf;
+    uint64_t off0 = off;
+    size_t len0 = len;
+    while (len > 0) {
+        uint64_t idx = off / c->chunk;
+        size_t clen = chunk_len(c, idx);
+        uint64_t in = off - idx * c->chunk;
+        size_t n = clen - in < len ? clen - in : len;
+        int rc;
+        if (in == 0 && n == clen) {
+            /* A whole chunk: no need to fetch the old bytes. */
+            if (claim(c, idx)) {
+                rc = local_io(c, (void *)p, n, off, true);
+                finish(c, idx, rc, R3_FETCH_READ);
+            } else {
+                rc = local_io(c, (void *)p, n, off, true);
+            }
+        } else {
+            rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
+            if (rc == 0)
+                rc = local_io(c, (void *)p, n, off, true);
+        }
+        if (rc < 0)
+            return rc;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    if (c->mode == R3_CACHE_WRITE_THROUGH)
+        return remote_io(c, (void *)buf, len0, off0, true);
+    return 0;
+}
+
+static int cache_flush(struct r3_source *s)
+{
+    struct cache_stage *c = (struct cache_stage *)s;
+    int rc = r3_source_flush(c->local);
+    if (rc == 0 && c->mode == R3_CACHE_WRITE_THROUGH)
+        rc = r3_source_flush(c->remote);
+    return rc;
+}
+
+static void cache_close(struct r3_source *s)
+{
+    struct cache_stage *c = (struct cache_stage *)s;
+    r3_source_close(c->remote);
+    if (!c->borrow_local)
+        r3_source_close(c->local);
+    for (int i = 0; i < c->npool; i++)
+        free(c->pool[i]);
+    for (int i = 0; i < CACHE_STRIPES; i++) {
+        pthread_mutex_destroy(&c->stripe[i].m);
+        pthread_cond_destroy(&c->stripe[i].c);
+    }
+    pthread_mutex_destroy(&c->pool_lock);
+    pthread_mutex_destroy(&c->remote_lock);
+    pthread_mutex_destroy(&c->local_lock);
+    free((void *)c->state);
+    free(c);
+}
+
+static const struct r3_source_ops cache_ops = {
+    .scheme = "cache", .read = cache_read, .write = cache_write, .flush = cache_flush,
+    .close = cache_close,
+};
+
+int r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
+                        const struct r3_cache_opts *o, struct r3_source **out)
+{
+    uint32_t chunk = o && o->chunk ? o->chunk : R3_DEFAULT_CHUNK;
+    if (!r3_is_pow2(chunk) || chunk < 512)
+        return r3_error(-EINVAL, "cache: chunk %u is not a power of two of at least 512", chunk);
+    if (local->size < remote->size)
+        return r3_error(-EINVAL, "cache: the local source (%llu bytes) is smaller than the remote (%llu)",
+                        (unsigned long long)local->size, (unsigned long long)remote->size);
+    if (local->flags & R3_SRC_RDONLY)
+        return r3_error(-EINVAL, "cache: the local source is read-only");
+    struct cache_stage *c = calloc(1, sizeof *c);
+    if (!c)
+        return r3_error(-ENOMEM, "cache: out of memory");
+    c->nchunks = (remote->size + chunk - 1) / chunk;
+    c->state = calloc(c->nchunks ? c->nchunks : 1, 1);
+    if (!c->state) {
+        uint64_t n = c->nchunks;
+        free(c);
+        return r3_error(-ENOMEM, "cache: out of memory for %llu chunk states",
+                        (unsigned long long)n);
+    }
+    c->remote = remote;
+    c->local = local;
+    c->chunk = chunk;
+    c->mode = o ? o->mode : R3_CACHE_WRITE_THROUGH;
+    c->borrow_local = o && o->borrow_local;
+    c->on_fill = o ? o->on_fill : NULL;
+    c->arg = o ? o->arg : NULL;
+    c->remote_serial = !(remote->flags & R3_SRC_PARALLEL);
+    c->local_serial = !(local->flags & R3_SRC_PARALLEL);
+    pthread_mutex_init(&c->remote_lock, NULL);
+    pthread_mutex_init(&c->local_lock, NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    for (int i = 0; i < CACHE_STRIPES; i++) {
+        pthread_mutex_init(&c->stripe[i].m, NULL);
+        pthread_cond_init(&c->stripe[i].c, NULL);
+    }
+    c->src.ops = &cache_ops;
+    c->src.size = remote->size;
+    c->src.align = 1;
+    c->src.flags = R3_SRC_PARALLEL | (remote->flags & R3_SRC_RDONLY);
+    *out = &c->src;
+    return 0;
+}

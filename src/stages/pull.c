@@ -1,0 +1,228 @@
+/* pull stage: background workers make every chunk of a cache local, in
+ * priority order (lowest first; negative = never). The order is fixed when
+ * the stage opens; chunks that became local meanwhile are skipped. Reads
+ * and writes pass straight to the cache, so a read of a chunk being pulled
+ * waits for that pull instead of fetching it twice. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include "internal.h"
+
+struct pull_stage {
+    struct r3_source src;
+    struct r3_source *cache;
+    uint64_t *order;              /* chunk indices, in pull order */
+    uint64_t norder;
+    _Atomic uint64_t next;        /* cursor into order */
+    _Atomic uint64_t pulled, bytes;
+    _Atomic int error;
+    _Atomic bool stop;
+    unsigned nworkers;
+    pthread_t *workers;
+    pthread_mutex_t m;
+    pthread_cond_t done_cv;
+    unsigned running;             /* workers not yet finished (under m) */
+    bool joined;
+};
+
+static const struct r3_source_ops pull_ops;
+
+static struct pull_stage *as_pull(struct r3_source *s)
+{
+    return s && s->ops == &pull_ops ? (struct pull_stage *)s : NULL;
+}
+
+static void *pull_worker(void *arg)
+{
+    struct pull_stage *p = arg;
+    uint32_t chunk = r3_cache_chunk(p->cache);
+    while (!atomic_load(&p->stop)) {
+        uint64_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->norder)
+            break;
+        uint64_t idx = p->order[i];
+        if (r3_cache_is_local(p->cache, idx))
+            continue;
+        int rc = r3_cache_fetch_counted(p->cache, idx, R3_FETCH_PULL);
+        if (rc == 1) {
+            atomic_fetch_add(&p->pulled, 1);
+            atomic_fetch_add(&p->bytes, chunk);
+        } else if (rc < 0) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&p->error, &zero, rc);
+        }
+    }
+    pthread_mutex_lock(&p->m);
+    if (--p->running == 0)
+        pthread_cond_broadcast(&p->done_cv);
+    pthread_mutex_unlock(&p->m);
+    return NULL;
+}
+
+struct prio { int64_t prio; uint64_t idx; };
+
+static int prio_cmp(const void *a, const void *b)
+{
+    const struct prio *x = a, *y = b;
+    if (x->prio != y->prio)
+        return x->prio < y->prio ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static int build_order(struct pull_stage *p, const struct r3_pull_opts *o)
+{
+    uint64_t n = r3_cache_nchunks(p->cache);
+    p->order = malloc((n ? n : 1) * sizeof *p->order);
+    if (!p->order)
+        return r3_error(-ENOMEM, "pull: out of memory");
+    if (!o->priority) {
+        for (uint64_t i = 0; i < n; i++)
+            p->order[i] = i;
+        p->norder = n;
+        return 0;
+    }
+    struct prio *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return r3_error(-ENOMEM, "pull: out of memory");
+    uint64_t k = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t pr = o->priority(o->arg, i);
+        if (pr >= 0)
+            v[k++] = (struct prio){ pr, i };
+    }
+    qsort(v, k, sizeof *v, prio_cmp);
+    for (uint64_t i = 0; i < k; i++)
+        p->order[i] = v[i].idx;
+    p->norder = k;
+    free(v);
+    return 0;
+}
+
+void r3_pull_progress(struct r3_source *s, struct r3_pull_progress *pr)
+{
+    struct pull_stage *p = as_pull(s);
+    *pr = (struct r3_pull_progress){ 0 };
+    if (!p)
+        return;
+    pr->chunks_total = r3_cache_nchunks(p->cache);
+    pr->chunks_local = r3_cache_nlocal(p->cache);
+    pr->chunks_pulled = atomic_load(&p->pulled);
+    pr->bytes_pulled = atomic_load(&p->bytes);
+    pr->error = atomic_load(&p->error);
+    pthread_mutex_lock(&p->m);
+    pr->done = p->running == 0 && pr->error == 0 && !atomic_load(&p->stop);
+    pthread_mutex_unlock(&p->m);
+}
+
+int r3_pull_wait(struct r3_source *s)
+{
+    struct pull_stage *p = as_pull(s);
+    if (!p)
+        return r3_error(-EINVAL, "pull: not a pull stage");
+    pthread_mutex_lock(&p->m);
+    while (p->running > 0)
+        pthread_cond_wait(&p->done_cv, &p->m);
+    pthread_mutex_unlock(&p->m);
+    int e = atomic_load(&p->error);
+    if (e < 0)
+        return r3_error(e, "pull: a background fetch failed");
+    return 0;
+}
+
+void r3_pull_stop(struct r3_source *s)
+{
+    struct pull_stage *p = as_pull(s);
+    if (!p)
+        return;
+    atomic_store(&p->stop, true);
+    pthread_mutex_lock(&p->m);
+    bool join = !p->joined;
+    p->joined = true;
+    pthread_mutex_unlock(&p->m);
+    if (join)
+        for (unsigned i = 0; i < p->nworkers; i++)
+            pthread_join(p->workers[i], NULL);
+}
+
+static int pull_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    return r3_source_read(((struct pull_stage *)s)->cache, buf, len, off);
+}
+
+static int pull_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    return r3_source_write(((struct pull_stage *)s)->cache, buf, len, off);
+}
+
+static int pull_flush(struct r3_source *s)
+{
+    return r3_source_flush(((struct pull_stage *)s)->cache);
+}
+
+static void pull_close(struct r3_source *s)
+{
+    struct pull_stage *p = (struct pull_stage *)s;
+    r3_pull_stop(s);
+    r3_source_close(p->cache);
+    pthread_mutex_destroy(&p->m);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->workers);
+    free(p->order);
+    free(p);
+}
+
+static const struct r3_source_ops pull_ops = {
+    .scheme = "pull", .read = pull_read, .write = pull_write, .flush = pull_flush,
+    .close = pull_close,
+};
+
+int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
+                       struct r3_source **out)
+{
+    static const struct r3_pull_opts none = { 0 };
+    if (!o)
+        o = &none;
+    if (r3_cache_nchunks(cache) == 0)
+        return r3_error(-EINVAL, "pull: the inner source must be a cache stage");
+    struct pull_stage *p = calloc(1, sizeof *p);
+    if (!p)
+        return r3_error(-ENOMEM, "pull: out of memory");
+    p->cache = cache;
+    pthread_mutex_init(&p->m, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    p->src.ops = &pull_ops;
+    p->src.size = cache->size;
+    p->src.align = 1;
+    p->src.flags = cache->flags;
+    int rc = o->workers ? build_order(p, o) : 0;
+    if (rc == 0 && o->workers && !(p->workers = calloc(o->workers, sizeof *p->workers)))
+        rc = r3_error(-ENOMEM, "pull: out of memory");
+    for (unsigned i = 0; rc == 0 && i < o->workers; i++) {
+        pthread_mutex_lock(&p->m);
+        p->running++;
+        pthread_mutex_unlock(&p->m);
+        rc = r3_thread_create(&p->workers[i], pull_worker, p);
+        if (rc < 0) {
+            pthread_mutex_lock(&p->m);
+            p->running--;
+            pthread_mutex_unlock(&p->m);
+        } else {
+            p->nworkers++;
+        }
+    }
+    if (rc < 0) {
+        p->cache = NULL;                    /* the caller keeps the cache */
+        atomic_store(&p->stop, true);
+        for (unsigned i = 0; i < p->nworkers; i++)
+            pthread_join(p->workers[i], NULL);
+        pthread_mutex_destroy(&p->m);
+        pthread_cond_destroy(&p->done_cv);
+        free(p->workers);
+        free(p->order);
+        free(p);
+        return rc;
+    }
+    *out = &p->src;
+    return 0;
+}

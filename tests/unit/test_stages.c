@@ -1,0 +1,478 @@
+/* Stages: chunk, cache, pull, push, lock, delay, stats, and the pipeline. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include "internal.h"
+#include "testutil.h"
+
+#define MiB (1u << 20)
+#define CH (64u * 1024u)
+
+/* A recording source over mem: counts requests, remembers whether any was
+ * not a whole aligned chunk of `want`, and can be told to fail. */
+struct rec {
+    struct r3_source src;
+    struct r3_source *mem;
+    uint32_t want;
+    _Atomic int reads, writes, misaligned, fail;
+    _Atomic int per_chunk[1024];
+};
+
+static int rec_read(struct r3_source *s, void *b, size_t len, uint64_t off)
+{
+    struct rec *r = (struct rec *)s;
+    atomic_fetch_add(&r->reads, 1);
+    if (r->want && (off % r->want || (len % r->want && off + len != s->size)))
+        atomic_fetch_add(&r->misaligned, 1);
+    if (r->want && off / r->want < 1024)
+        atomic_fetch_add(&r->per_chunk[off / r->want], 1);
+    if (atomic_load(&r->fail))
+        return -EIO;
+    return r3_source_read(r->mem, b, len, off);
+}
+
+static int rec_write(struct r3_source *s, const void *b, size_t len, uint64_t off)
+{
+    struct rec *r = (struct rec *)s;
+    atomic_fetch_add(&r->writes, 1);
+    if (r->want && (off % r->want || (len % r->want && off + len != s->size)))
+        atomic_fetch_add(&r->misaligned, 1);
+    if (atomic_load(&r->fail))
+        return -EIO;
+    return r3_source_write(r->mem, b, len, off);
+}
+
+static int rec_flush(struct r3_source *s)
+{
+    return r3_source_flush(((struct rec *)s)->mem);
+}
+
+static void rec_close(struct r3_source *s)
+{
+    r3_source_close(((struct rec *)s)->mem);
+    free(s);
+}
+
+static const struct r3_source_ops rec_ops = { "rec", rec_read, rec_write, rec_flush, rec_close };
+
+/* A rec over a mem source of size bytes holding pattern seed (0 = zeros). */
+static struct rec *rec_new(uint64_t size, uint32_t want, uint32_t seed)
+{
+    struct rec *r = calloc(1, sizeof *r);
+    ck_assert_int_eq(r3_mem_create(size, &r->mem), 0);
+    if (seed) {
+        char *b = malloc(MiB);
+        for (uint64_t off = 0; off < size; off += MiB) {
+            size_t n = size - off < MiB ? size - off : MiB;
+            tu_fill(b, n, off, seed);
+            ck_assert_int_eq(r3_source_write(r->mem, b, n, off), 0);
+        }
+        free(b);
+    }
+    r->want = want;
+    r->src.ops = &rec_ops;
+    r->src.size = size;
+    r->src.align = 1;
+    r->src.flags = R3_SRC_PARALLEL;
+    return r;
+}
+
+static void expect_pattern(struct r3_source *s, uint64_t off, size_t len, uint32_t seed)
+{
+    char *b = malloc(len);
+    ck_assert_int_eq(r3_source_read(s, b, len, off), 0);
+    long bad = tu_check(b, len, off, seed);
+    ck_assert_msg(bad < 0, "byte %llu differs", (unsigned long long)(off + (uint64_t)bad));
+    free(b);
+}
+
+START_TEST(test_chunk)
+{
+    struct rec *r = rec_new(4 * MiB + 4096, CH, 3);   /* last chunk is short */
+    struct r3_source *c;
+    ck_assert_int_eq(r3_stage_chunk_open(&r->src, CH, &c), 0);
+    expect_pattern(c, 1, 10, 3);
+    expect_pattern(c, CH - 5, 10, 3);
+    expect_pattern(c, 4 * MiB + 100, 3996, 3);
+    expect_pattern(c, 0, 4 * MiB + 4096, 3);
+    /* Partial writes at odd places: read-modify-write, whole chunks below. */
+    char buf[100000];
+    tu_fill(buf, sizeof buf, 12345, 5);
+    ck_assert_int_eq(r3_source_write(c, buf, sizeof buf, 12345), 0);
+    tu_fill(buf, 10, 4 * MiB + 4086, 5);
+    ck_assert_int_eq(r3_source_write(c, buf, 10, 4 * MiB + 4086), 0);
+    ck_assert_int_eq(atomic_load(&r->misaligned), 0);
+    expect_pattern(r->mem, 12345, sizeof buf, 5);
+    expect_pattern(r->mem, 0, 12345, 3);
+    expect_pattern(r->mem, 12345 + sizeof buf, CH * 2 - 12345 - sizeof buf, 3);
+    expect_pattern(r->mem, 4 * MiB + 4086, 10, 5);
+    /* Past the end, and bad chunk sizes. */
+    ck_assert_int_eq(r3_source_read(c, buf, 2, c->size - 1), -EINVAL);
+    ck_assert_int_eq(r3_source_write(c, buf, 2, c->size - 1), -ENOSPC);
+    struct r3_source *bad;
+    ck_assert_int_eq(r3_stage_chunk_open(&r->src, 3000, &bad), -EINVAL);
+    r3_source_close(c);
+}
+END_TEST
+
+START_TEST(test_cache_read_once)
+{
+    struct rec *r = rec_new(4 * MiB, CH, 11);
+    struct r3_source *local, *c;
+    ck_assert_int_eq(r3_mem_create(4 * MiB, &local), 0);
+    struct r3_cache_opts o = { .chunk = CH };
+    ck_assert_int_eq(r3_stage_cache_open(&r->src, local, &o, &c), 0);
+    ck_assert_uint_eq(r3_cache_nchunks(c), 64);
+    expect_pattern(c, 100, 3 * CH, 11);            /* touches chunks 0..3 */
+    ck_assert_int_eq(atomic_load(&r->reads), 4);
+    ck_assert_uint_eq(r3_cache_nlocal(c), 4);
+    expect_pattern(c, 0, 4 * CH, 11);
+    ck_assert_int_eq(atomic_load(&r->reads), 4);   /* all local now */
+    ck_assert(r3_cache_is_local(c, 3));
+    ck_assert(!r3_cache_is_local(c, 4));
+    /* Local holds the bytes (read it directly). */
+    expect_pattern(local, 0, 4 * CH, 11);
+    /* Invalidate: fetched again. */
+    r3_cache_invalidate(c, 2);
+    expect_pattern(c, 2 * CH, 10, 11);
+    ck_assert_int_eq(atomic_load(&r->reads), 5);
+    ck_assert_int_eq(atomic_load(&r->misaligned), 0);
+    r3_source_close(c);
+}
+END_TEST
+
+START_TEST(test_cache_write_through)
+{
+    struct rec *r = rec_new(2 * MiB, 0, 0);
+    struct r3_source *local, *c;
+    ck_assert_int_eq(r3_mem_create(2 * MiB, &local), 0);
+    ck_assert_int_eq(r3_stage_cache_open(&r->src, local, NULL, &c), 0);
+    char buf[200000];
+    tu_fill(buf, sizeof buf, 777, 2);
+    ck_assert_int_eq(r3_source_write(c, buf, sizeof buf, 777), 0);
+    ck_assert_int_eq(r3_source_flush(c), 0);
+    expect_pattern(r->mem, 777, sizeof buf, 2);      /* remote has it */
+    expect_pattern(local, 777, sizeof buf, 2);       /* and local */
+    /* A whole-chunk write does not fetch. */
+    int before = atomic_load(&r->reads);
+    tu_fill(buf, CH, 10 * CH, 4);
+    ck_assert_int_eq(r3_source_write(c, buf, CH, 10 * CH), 0);
+    ck_assert_int_eq(atomic_load(&r->reads), before);
+    expect_pattern(c, 10 * CH, CH, 4);
+    /* A failing remote: an error, not a crash. */
+    atomic_store(&r->fail, 1);
+    ck_assert_int_eq(r3_source_read(c, buf, 10, 20 * CH), -EIO);
+    ck_assert(!r3_cache_is_local(c, 20));
+    atomic_store(&r->fail, 0);
+    ck_assert_int_eq(r3_source_read(c, buf, 10, 20 * CH), 0);
+    r3_source_close(c);
+}
+END_TEST
+
+struct racer { struct r3_source *s; uint64_t size; unsigned seed; int bad; };
+
+static void *race_reader(void *arg)
+{
+    struct racer *rc = arg;
+    char *b = malloc(300000);
+    for (int i = 0; i < 200; i++) {
+        uint64_t off = (uint64_t)rand_r(&rc->seed) % (rc->size - 300000);
+        size_t len = 1 + (size_t)rand_r(&rc->seed) % 299999;
+        if (r3_source_read(rc->s, b, len, off) != 0 || tu_check(b, len, off, 21) >= 0)
+            rc->bad++;
+    }
+    free(b);
+    return NULL;
+}
+
+START_TEST(test_pull_races_readers)
+{
+    uint64_t size = 32 * MiB;
+    struct rec *r = rec_new(size, CH, 21);
+    struct r3_source *d, *local, *c, *p;
+    ck_assert_int_eq(r3_stage_delay_open(&r->src, 200, &d), 0);
+    ck_assert_int_eq(r3_mem_create(size, &local), 0);
+    struct r3_cache_opts co = { .chunk = CH };
+    ck_assert_int_eq(r3_stage_cache_open(d, local, &co, &c), 0);
+    struct r3_pull_opts po = { .workers = 8 };
+    ck_assert_int_eq(r3_stage_pull_open(c, &po, &p), 0);
+    pthread_t t[4];
+    struct racer rc[4];
+    for (int i = 0; i < 4; i++) {
+        rc[i] = (struct racer){ p, size, (unsigned)i + 1, 0 };
+        pthread_create(&t[i], NULL, race_reader, &rc[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(rc[i].bad, 0);
+    }
+    ck_assert_int_eq(r3_pull_wait(p), 0);
+    struct r3_pull_progress pr;
+    r3_pull_progress(p, &pr);
+    ck_assert(pr.done);
+    ck_assert_uint_eq(pr.chunks_local, size / CH);
+    ck_assert_uint_eq(pr.chunks_total, size / CH);
+    /* Each chunk was fetched exactly once, by a worker or by a reader. */
+    for (uint64_t i = 0; i < size / CH; i++)
+        ck_assert_msg(atomic_load(&r->per_chunk[i]) == 1, "chunk %llu fetched %d times",
+                      (unsigned long long)i, atomic_load(&r->per_chunk[i]));
+    ck_assert_int_eq(atomic_load(&r->reads), (int)(size / CH));
+    expect_pattern(p, 0, size, 21);
+    ck_assert_int_eq(atomic_load(&r->reads), (int)(size / CH));
+    r3_source_close(p);
+}
+END_TEST
+
+struct order_log { _Atomic int n; uint64_t idx[64]; };
+
+static void log_fill(void *arg, uint64_t chunk, int why)
+{
+    struct order_log *l = arg;
+    int i = atomic_fetch_add(&l->n, 1);
+    if (i < 64)
+        l->idx[i] = chunk;
+    ck_assert_int_eq(why, R3_FETCH_PULL);
+}
+
+static int64_t reverse_odd(void *arg, uint64_t chunk)
+{
+    return chunk % 2 ? (int64_t)(100 - chunk) : -1;        /* odd chunks, descending */
+}
+
+START_TEST(test_pull_priority)
+{
+    struct rec *r = rec_new(16 * CH, CH, 5);
+    struct r3_source *local, *c, *p;
+    struct order_log log = { 0 };
+    ck_assert_int_eq(r3_mem_create(16 * CH, &local), 0);
+    struct r3_cache_opts co = { .chunk = CH, .on_fill = log_fill, .arg = &log };
+    ck_assert_int_eq(r3_stage_cache_open(&r->src, local, &co, &c), 0);
+    struct r3_pull_opts po = { .workers = 1, .priority = reverse_odd };
+    ck_assert_int_eq(r3_stage_pull_open(c, &po, &p), 0);
+    ck_assert_int_eq(r3_pull_wait(p), 0);
+    ck_assert_int_eq(atomic_load(&log.n), 8);
+    for (int i = 0; i < 8; i++)
+        ck_assert_uint_eq(log.idx[i], (uint64_t)(15 - 2 * i));
+    ck_assert(!r3_cache_is_local(c, 0));
+    struct r3_pull_progress pr;
+    r3_pull_progress(p, &pr);
+    ck_assert_uint_eq(pr.chunks_pulled, 8);
+    ck_assert_uint_eq(pr.bytes_pulled, 8 * CH);
+    r3_source_close(p);
+    /* A pull over something that is not a cache is refused. */
+    struct r3_source *m;
+    ck_assert_int_eq(r3_mem_create(CH, &m), 0);
+    ck_assert_int_eq(r3_stage_pull_open(m, &po, &p), -EINVAL);
+    r3_source_close(m);
+}
+END_TEST
+
+static int collect_calls;
+static int mark_chunk_7(void *arg, struct r3_source *push)
+{
+    collect_calls++;
+    r3_push_mark(push, 7);
+    return 0;
+}
+
+START_TEST(test_push)
+{
+    struct rec *remote = rec_new(4 * MiB, CH, 0);
+    struct r3_source *inner, *p;
+    ck_assert_int_eq(r3_mem_create(4 * MiB, &inner), 0);
+    struct r3_push_opts o = { .chunk = CH, .workers = 3, .collect = mark_chunk_7 };
+    ck_assert_int_eq(r3_stage_push_open(inner, &remote->src, &o, &p), 0);
+    char *buf = malloc(MiB);
+    tu_fill(buf, 300000, 5000, 8);
+    ck_assert_int_eq(r3_source_write(p, buf, 300000, 5000), 0);
+    struct r3_push_progress pr;
+    r3_push_progress(p, &pr);
+    ck_assert_uint_eq(pr.chunks_dirty, 5);                  /* chunks 0..4 */
+    ck_assert_int_eq(atomic_load(&remote->writes), 0);      /* nothing pushed yet */
+    ck_assert_int_eq(r3_source_flush(p), 0);
+    expect_pattern(remote->mem, 5000, 300000, 8);
+    r3_push_progress(p, &pr);
+    ck_assert_uint_eq(pr.chunks_pushed, 6);                 /* 0..4 + collected 7 */
+    ck_assert_uint_eq(pr.chunks_dirty, 0);
+    ck_assert_int_eq(collect_calls, 1);
+    ck_assert_int_eq(atomic_load(&remote->misaligned), 0);
+    /* A failing remote: flush fails, the chunks stay dirty, a later flush succeeds. */
+    tu_fill(buf, 10, 2 * MiB, 9);
+    ck_assert_int_eq(r3_source_write(p, buf, 10, 2 * MiB), 0);
+    atomic_store(&remote->fail, 1);
+    ck_assert_int_lt(r3_source_flush(p), 0);
+    atomic_store(&remote->fail, 0);
+    ck_assert_int_eq(r3_source_flush(p), 0);
+    expect_pattern(remote->mem, 2 * MiB, 10, 9);
+    r3_source_close(p);
+    r3_source_close(&remote->src);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_push_interval)
+{
+    struct rec *remote = rec_new(MiB, CH, 0);
+    struct r3_source *inner, *p;
+    ck_assert_int_eq(r3_mem_create(MiB, &inner), 0);
+    struct r3_push_opts o = { .chunk = CH, .workers = 2, .interval_ms = 20 };
+    ck_assert_int_eq(r3_stage_push_open(inner, &remote->src, &o, &p), 0);
+    char buf[100];
+    tu_fill(buf, sizeof buf, 70000, 6);
+    ck_assert_int_eq(r3_source_write(p, buf, sizeof buf, 70000), 0);
+    struct r3_push_progress pr = { 0 };
+    for (int i = 0; i < 500 && pr.chunks_pushed == 0; i++) {
+        usleep(10000);
+        r3_push_progress(p, &pr);
+    }
+    ck_assert_uint_eq(pr.chunks_pushed, 1);
+    expect_pattern(remote->mem, 70000, sizeof buf, 6);
+    r3_source_close(p);
+    r3_source_close(&remote->src);
+}
+END_TEST
+
+struct locker { struct r3_source *s; _Atomic int done; };
+
+static void *lock_reader(void *arg)
+{
+    struct locker *l = arg;
+    char b[16];
+    ck_assert_int_eq(r3_source_read(l->s, b, sizeof b, 0), 0);
+    atomic_store(&l->done, 1);
+    return NULL;
+}
+
+START_TEST(test_lock)
+{
+    struct r3_source *m, *l;
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_stage_lock_open(m, &l), 0);
+    r3_lock_acquire(l);
+    struct locker lk = { l, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, lock_reader, &lk);
+    usleep(100000);
+    ck_assert_int_eq(atomic_load(&lk.done), 0);             /* blocked while held */
+    r3_lock_release(l);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(atomic_load(&lk.done), 1);
+    r3_source_close(l);
+}
+END_TEST
+
+static void *delay_reader(void *arg)
+{
+    char b[16];
+    ck_assert_int_eq(r3_source_read(arg, b, sizeof b, 0), 0);
+    return NULL;
+}
+
+START_TEST(test_delay_stats)
+{
+    struct r3_source *m, *d, *st;
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_stage_delay_open(m, 50000, &d), 0);
+    ck_assert_int_eq(r3_stage_stats_open(d, &st), 0);
+    uint64_t t0 = r3_now_ns();
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, delay_reader, st);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    uint64_t el = r3_now_ns() - t0;
+    ck_assert_uint_ge(el, 50000000u);
+    ck_assert_msg(el < 300000000u, "8 delayed reads took %llu ns: not concurrent",
+                  (unsigned long long)el);
+    char b[4096];
+    ck_assert_int_eq(r3_source_write(st, b, sizeof b, 0), 0);
+    ck_assert_int_eq(r3_source_read(st, b, 1, MiB), -EINVAL);   /* bounded before the stage */
+    struct r3_stats s;
+    r3_stats_get(st, &s);
+    ck_assert_uint_eq(s.reads, 8);
+    ck_assert_uint_eq(s.writes, 1);
+    ck_assert_uint_eq(s.bytes_read, 8 * 16);
+    ck_assert_uint_eq(s.bytes_written, 4096);
+    uint64_t p50 = r3_stats_percentile_ns(&s, 50);
+    ck_assert_uint_ge(p50, 50000000u);
+    ck_assert_uint_le(p50, 1u << 30);
+    ck_assert_int_eq(r3_stage_delay_open(m, 61000000ull, &d), -EINVAL);
+    r3_source_close(st);
+}
+END_TEST
+
+START_TEST(test_pipeline)
+{
+    uint64_t size = 16 * MiB;
+    struct rec *r = rec_new(size, 256 * 1024, 13);
+    struct r3_pipeline *p;
+    struct r3_pipeline_opts o = {
+        .chunk = 256 * 1024, .pull_workers = 4, .push_workers = 2, .stats = true, .delay_us = 100,
+    };
+    ck_assert_int_eq(r3_pipeline_open(&r->src, &o, &p), 0);
+    ck_assert_ptr_nonnull(p->cache);
+    ck_assert_ptr_nonnull(p->pull);
+    ck_assert_ptr_eq(p->top, p->push);
+    expect_pattern(p->top, 12345, 3 * MiB, 13);
+    ck_assert_int_eq(r3_pull_wait(p->pull), 0);
+    ck_assert_int_eq(atomic_load(&r->reads), (int)(size / (256 * 1024)));
+    /* Write pieces, flush: the remote equals what was written. */
+    char *buf = malloc(MiB);
+    tu_fill(buf, MiB, 5 * MiB + 3, 14);
+    ck_assert_int_eq(r3_source_write(p->top, buf, MiB, 5 * MiB + 3), 0);
+    ck_assert_int_eq(atomic_load(&r->writes), 0);              /* write-back, not through */
+    ck_assert_int_eq(r3_source_flush(p->top), 0);
+    expect_pattern(r->mem, 5 * MiB + 3, MiB, 14);
+    expect_pattern(r->mem, 0, 5 * MiB + 3, 13);
+    ck_assert_int_eq(atomic_load(&r->misaligned), 0);
+    struct r3_stats s;
+    r3_stats_get(p->stats, &s);
+    ck_assert_uint_eq(s.writes, 5);                              /* 5 chunks touched */
+    r3_pipeline_close(p);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_pipeline_dir_reopen)
+{
+    char *tmp = tu_tmpdir(), uri[600];
+    snprintf(uri, sizeof uri, "dir://%s/d?size=8M&chunk=64K", tmp);
+    struct r3_source *s;
+    struct r3_pipeline *p;
+    TU_OPEN(uri, &s);
+    struct r3_pipeline_opts o = { .chunk = CH, .push_workers = 2 };
+    ck_assert_int_eq(r3_pipeline_open(s, &o, &p), 0);
+    char *buf = malloc(MiB);
+    tu_fill(buf, MiB, 3 * MiB - 7, 15);
+    ck_assert_int_eq(r3_source_write(p->top, buf, MiB, 3 * MiB - 7), 0);
+    ck_assert_int_eq(r3_source_flush(p->top), 0);
+    r3_pipeline_close(p);
+    snprintf(uri, sizeof uri, "dir://%s/d", tmp);
+    TU_OPEN(uri, &s);
+    expect_pattern(s, 3 * MiB - 7, MiB, 15);
+    r3_source_close(s);
+    free(buf);
+    tu_rmrf(tmp);
+    free(tmp);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("stages");
+    TCase *tc = tcase_create("stages");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_chunk);
+    tcase_add_test(tc, test_cache_read_once);
+    tcase_add_test(tc, test_cache_write_through);
+    tcase_add_test(tc, test_pull_races_readers);
+    tcase_add_test(tc, test_pull_priority);
+    tcase_add_test(tc, test_push);
+    tcase_add_test(tc, test_push_interval);
+    tcase_add_test(tc, test_lock);
+    tcase_add_test(tc, test_delay_stats);
+    tcase_add_test(tc, test_pipeline);
+    tcase_add_test(tc, test_pipeline_dir_reopen);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
