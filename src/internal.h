@@ -47,6 +47,8 @@ int r3_file_open(const struct r3_uri *u, struct r3_source **out);
 int r3_dir_open(const struct r3_uri *u, struct r3_source **out);
 /* nbd://, nbds://, nbd+unix://, nbds+unix:// (nbd/source.c) */
 int r3_nbd_open(const struct r3_uri *u, struct r3_source **out);
+/* r3://, r3s://, r3+unix://, r3s+unix:// (src/wire/client.c) */
+int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 

@@ -11,6 +11,10 @@ static const struct r3_scheme schemes[] = {
     { "nbds", r3_nbd_open },
     { "nbd+unix", r3_nbd_open },
     { "nbds+unix", r3_nbd_open },
+    { "r3", r3_wire_open },
+    { "r3s", r3_wire_open },
+    { "r3+unix", r3_wire_open },
+    { "r3s+unix", r3_wire_open },
     /* schemes: add new entries above this line */
 };
 

@@ -1,0 +1,109 @@
+/* bench/wire: sequential read throughput and one-chunk latency of any source
+ * URI (made for r3:// and r3s:// against a running r3serve). Prints CSV:
+ *   uri,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us
+ * usage: wire [-c CHUNK] [-w WORKERS] [-t TOTAL] URI...
+ * WORKERS threads take the next chunk in ascending order, as the pull stage's
+ * workers do. Not a test: run it by hand, one run per row. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <r3/r3.h>
+
+struct run {
+    struct r3_source *src;
+    uint64_t chunk, total;
+    atomic_uint_fast64_t next;
+    atomic_int err;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *worker(void *arg)
+{
+    struct run *r = arg;
+    char *buf = malloc(r->chunk);
+    for (;;) {
+        uint64_t off = atomic_fetch_add(&r->next, r->chunk);
+        if (off >= r->total || !buf)
+            break;
+        if (r3_source_read(r->src, buf, r->chunk, off) < 0) {
+            fprintf(stderr, "wire: %s\n", r3_last_error());
+            atomic_store(&r->err, 1);
+            break;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t chunk = 1 << 20, total = 1ull << 30, workers = 16;
+    int o;
+    while ((o = getopt(argc, argv, "c:w:t:")) != -1) {
+        switch (o) {
+        case 'c': r3_parse_size(optarg, &chunk); break;
+        case 'w': workers = strtoull(optarg, NULL, 10); break;
+        case 't': r3_parse_size(optarg, &total); break;
+        default: return 2;
+        }
+    }
+    if (workers < 1 || workers > 256 || chunk == 0) {
+        fprintf(stderr, "wire: bad -w or -c\n");
+        return 2;
+    }
+    printf("uri,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us\n");
+    int status = 0;
+    for (int i = optind; i < argc; i++) {
+        struct run r = { .chunk = chunk };
+        if (r3_source_open(argv[i], &r.src) < 0) {
+            fprintf(stderr, "wire: %s\n", r3_last_error());
+            status = 1;
+            continue;
+        }
+        r.total = total < r.src->size ? total : r.src->size;
+        r.total -= r.total % chunk;
+        /* latency: 100 single-chunk reads, one at a time */
+        double lat[100];
+        char *buf = malloc(chunk);
+        uint64_t nchunks = r.src->size / chunk;
+        for (int k = 0; k < 100 && buf && nchunks; k++) {
+            double t0 = now_s();
+            if (r3_source_read(r.src, buf, chunk, ((uint64_t)k * 7919 % nchunks) * chunk) < 0)
+                atomic_store(&r.err, 1);
+            lat[k] = (now_s() - t0) * 1e6;
+        }
+        free(buf);
+        qsort(lat, 100, sizeof lat[0], cmp_d);
+        pthread_t t[256];
+        double t0 = now_s();
+        for (uint64_t k = 0; k < workers; k++)
+            pthread_create(&t[k], NULL, worker, &r);
+        for (uint64_t k = 0; k < workers; k++)
+            pthread_join(t[k], NULL);
+        double secs = now_s() - t0;
+        if (atomic_load(&r.err))
+            status = 1;
+        printf("%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%.0f,%.0f\n", argv[i], chunk, workers, r.total,
+               secs, (double)r.total / secs / 1e6, (lat[49] + lat[50]) / 2);
+        fflush(stdout);
+        r3_source_close(r.src);
+    }
+    return status;
+}

@@ -1,0 +1,66 @@
+/* The r3 wire protocol: serve a source to r3:// and r3s:// clients.
+ *
+ * Protocol (version 1). Over TCP, a Unix socket, or TLS on either:
+ *   frame   = u32 big-endian length L, then L bytes holding one msgpack array.
+ *             Receivers reject L above their maximum before allocating
+ *             (the server's maximum is max_request + 4 KiB).
+ *   hello   client → ["r3", 1, {"export": NAME}]
+ *           server → ["r3", 1, {"size": BYTES, "align": A, "flags": F, "max_request": M}]
+ *                 or ["r3", 1, {"error": [ERRNO, "sentence"]}] and the connection closes.
+ *           Unknown feature keys are ignored (later versions add some).
+ *   request [0, ID, METHOD, ARGS]          (ID: any uint the client picks, unique among its
+ *                                           requests in flight on that connection)
+ *   reply   [1, ID, nil | [ERRNO, "sentence"], RESULT]   (in any order)
+ *   methods size  []            → uint size
+ *           read  [OFF, LEN]    → bin (LEN bytes; LEN ≤ max_request)
+ *           write [OFF, bin]    → nil
+ *           flush []            → nil (every write answered before the flush was sent is durable)
+ *           track, finalize, close: reserved for migration (answer ENOTSUP today)
+ *   An unknown method gets an ENOSYS reply and the connection stays up; a frame that is
+ *   too long, not msgpack, or of the wrong shape gets a reply with ID 0 (EMSGSIZE/EPROTO)
+ *   and the connection is closed.
+ * Flags: 1 = read-only, 2 = the source takes parallel requests (R3_SRC_*).
+ */
+#ifndef R3_WIRE_H
+#define R3_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <r3/source.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct r3_tls_ctx;              /* src/wire/tls.h */
+struct r3_wire_server;
+
+struct r3_wire_server_opts {
+    struct r3_source *src;      /* served (not owned; flush/close it after r3_wire_server_free) */
+    const char *export_name;    /* clients must ask for this export; NULL or "" accepts any */
+    bool read_only;             /* refuse writes with EROFS */
+    struct r3_tls_ctx *tls;     /* server TLS context, or NULL for plain connections */
+    size_t max_request;         /* largest read/write in bytes; 0 = 32 MiB */
+    unsigned workers;           /* threads running requests, shared by all connections; 0 = 8 */
+    unsigned max_inflight;      /* requests queued per connection before it stops reading; 0 = 64 */
+    /* One line per connection when it ends (peer, TLS, counts, why it ended);
+     * NULL: no logging. Called from the connection's thread. */
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
+};
+
+/* Start the worker threads. 0 or -errno. */
+int  r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_server **out);
+/* Serve one accepted connection (TLS handshake, hello, requests) on its own
+ * thread. Takes ownership of fd in every case. peer names it in the log. */
+int  r3_wire_server_add_conn(struct r3_wire_server *s, int fd, const char *peer);
+/* Number of connections being served. */
+unsigned r3_wire_server_conns(struct r3_wire_server *s);
+/* Stop: close every connection (requests being run finish first), join the
+ * workers and free. The caller then flushes and closes the source. */
+void r3_wire_server_free(struct r3_wire_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,746 @@
+/* r3:// r3s:// r3+unix:// — the client source of the r3 protocol.
+ *
+ * A pool of connections (?conns=N). Callers pick a connection round-robin,
+ * register a call under a fresh id and send their request themselves (under
+ * the connection's write lock, data as a second iovec: no copy). One reader
+ * thread per connection matches replies by id and reads a read reply's bytes
+ * straight into the caller's buffer. When a connection breaks, its reader
+ * fails the calls in flight and reconnects with backoff; reads, flushes and
+ * writes of whole chunks are retried, other writes fail with -EIO. A flush
+ * after a lost connection reports -EIO once: acknowledged writes may be gone. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "internal.h"
+#include "wire/frame.h"
+#include "wire/tls.h"
+
+#define MAX_CONNS 64
+#define HEAD 32            /* bytes read before deciding where a reply's data goes */
+
+struct call {
+    struct call *next;
+    uint64_t id;
+    void *buf;             /* read: destination */
+    size_t len;
+    int rc;
+    bool done, lost, claimed;
+    char msg[512];
+    pthread_cond_t cv;
+};
+
+struct client;
+
+struct rconn {
+    struct client *cl;
+    pthread_mutex_t mu;        /* up, gen, io lifetime, pending */
+    pthread_cond_t cv;         /* up changed */
+    pthread_mutex_t wmu;       /* one request frame at a time */
+    struct r3_io io;
+    bool up, have_io;
+    struct call *pending;
+    uint64_t next_id;
+    msgpack_sbuffer sb;        /* under wmu */
+    pthread_t reader;
+    bool reader_started;
+    char err[512];             /* why it is down */
+};
+
+struct client {
+    struct r3_source src;
+    char name[160];            /* "r3 127.0.0.1:7001" for sentences */
+    char *host, *unix_path, *export_name;
+    int port;
+    struct r3_tls_ctx *tls;
+    int connect_ms, timeout_ms;
+    uint32_t chunk;
+    uint64_t max_request;
+    unsigned nconns;
+    struct rconn *conns;
+    atomic_uint rr;
+    atomic_bool closing;
+    atomic_bool lost_writes;   /* a connection broke with acknowledged, unflushed writes */
+    atomic_uint_fast64_t acked_writes;
+    pthread_mutex_t sleep_mu;
+    pthread_cond_t sleep_cv;   /* wakes reconnect backoff sleeps at close */
+};
+
+/* ---- connecting */
+
+static int sock_connect(struct client *cl, int *out)
+{
+    uint64_t deadline = r3_now_ns() + (uint64_t)cl->connect_ms * 1000000u;
+    if (cl->unix_path) {
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        if (strlen(cl->unix_path) >= sizeof a.sun_path)
+            return r3_error(-EINVAL, "%s: socket path too long", cl->name);
+        strcpy(a.sun_path, cl->unix_path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            return r3_error(-e, "%s: %s", cl->name, e == ENOENT ? "no such socket" : strerror(e));
+        }
+        *out = fd;
+        return 0;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", cl->port);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
+    int g = getaddrinfo(cl->host, port, &hints, &ai);
+    if (g)
+        return r3_error(-EHOSTUNREACH, "%s: cannot resolve host '%s': %s", cl->name, cl->host,
+                        gai_strerror(g));
+    int rc = -ECONNREFUSED;
+    for (a = ai; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) < 0 && errno != EINPROGRESS) {
+            rc = -errno;
+            close(fd);
+            continue;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        uint64_t now = r3_now_ns();
+        int n = now >= deadline ? 0 : poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (n <= 0) {
+            rc = n == 0 ? -ETIMEDOUT : -errno;
+        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
+            rc = -(soerr ? soerr : errno);
+        } else {
+            freeaddrinfo(ai);
+            *out = fd;
+            return 0;
+        }
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    if (rc == -ETIMEDOUT)
+        return r3_error(rc, "%s: connect timed out after %d ms", cl->name, cl->connect_ms);
+    return r3_error(rc, "%s: %s", cl->name, rc == -ECONNREFUSED ? "connection refused" : strerror(-rc));
+}
+
+/* Connect, TLS, hello. On success io is ready and the hello fields are stored. */
+static int dial(struct client *cl, struct r3_io *io, bool first)
+{
+    int fd = -1, rc = sock_connect(cl, &fd);
+    if (rc < 0)
+        return rc;
+    if ((rc = r3_io_init(io, fd)) < 0) {
+        r3_io_close(io);
+        return rc;
+    }
+    if (cl->tls && (rc = r3_tls_connect(cl->tls, io, cl->host, cl->connect_ms)) < 0) {
+        r3_io_close(io);
+        return r3_error_prefix(rc, "%s: ", cl->name);
+    }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    r3_wire_start(&sb, &pk);
+    r3_wire_pack_client_hello(&pk, cl->export_name);
+    r3_wire_finish(&sb, 0);
+    io->rtimeout_ms = io->wtimeout_ms = cl->connect_ms;
+    rc = r3_io_write_all(io, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0 && r3_io_is_tls(io)) {
+        /* TLS 1.3 servers check client certificates after the handshake and
+         * send an alert: read it, it says why better than EPIPE does. */
+        uint8_t b;
+        if (r3_io_read_some(io, &b, 1) == -EPROTO)
+            rc = -EACCES;
+    }
+    uint8_t hdr[R3_WIRE_HDR];
+    uint32_t len = 0;
+    char *f = NULL;
+    if (rc == 0)
+        rc = r3_io_read_all(io, hdr, sizeof hdr);
+    if (rc == 0 && r3_wire_frame_len(hdr, R3_WIRE_HELLO_MAX, &len) < 0)
+        rc = r3_error(-EPROTO, "the server's hello is %" PRIu32 " bytes long", len);
+    if (rc == 0 && !(f = malloc(len)))
+        rc = r3_error(-ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = r3_io_read_all(io, f, len);
+    if (rc < 0) {
+        free(f);
+        r3_io_close(io);
+        if (rc == -ETIMEDOUT)
+            return r3_error(rc, "%s: no hello from the server within %d ms (is it an r3serve?)",
+                            cl->name, cl->connect_ms);
+        if ((rc == -EPROTO || rc == -EACCES) && strncmp(r3_last_error(), "TLS", 3) == 0)
+            return r3_error_prefix(-EACCES, "%s: the server refused the connection: ", cl->name);
+        if (rc == -EPIPE && !cl->tls)
+            return r3_error(rc, "%s: the server closed the connection during the hello "
+                            "(is it a TLS server? then use r3s://)", cl->name);
+        return r3_error_prefix(rc, "%s: hello failed: ", cl->name);
+    }
+    msgpack_unpacked up;
+    struct r3_wire_msg m;
+    rc = r3_wire_decode(f, len, &up, &m);
+    if (rc < 0 || m.type != R3_WIRE_HELLO) {
+        rc = r3_error(-EPROTO, "%s: the server's hello is not an r3 hello", cl->name);
+    } else if (m.err) {
+        rc = r3_error(m.err, "%s: %.*s", cl->name, (int)m.errmsg_len, m.errmsg);
+    } else if (m.version != R3_WIRE_VERSION) {
+        rc = r3_error(-EPROTONOSUPPORT, "%s: the server speaks protocol version %" PRIu64, cl->name, m.version);
+    } else if (m.size == 0 || m.max_request < 4096 || m.max_request > (1u << 30) ||
+               (m.align && !r3_is_pow2(m.align))) {
+        rc = r3_error(-EPROTO, "%s: the server's hello has a bad size, alignment or max_request", cl->name);
+    } else if (first) {
+        cl->src.size = m.size;
+        cl->src.align = m.align ? (uint32_t)m.align : 1;
+        cl->src.flags = R3_SRC_PARALLEL | ((m.flags & R3_SRC_RDONLY) ? R3_SRC_RDONLY : 0);
+        cl->max_request = m.max_request;
+    } else if (m.size != cl->src.size) {
+        rc = r3_error(-EIO, "%s: the export changed size (%" PRIu64 " bytes, was %" PRIu64 ")",
+                      cl->name, m.size, cl->src.size);
+    }
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    if (rc < 0) {
+        r3_io_close(io);
+        return rc;
+    }
+    io->rtimeout_ms = -1;       /* the reader idles; calls time out on their own */
+    io->wtimeout_ms = cl->timeout_ms;
+    return 0;
+}
+
+/* ---- the reader */
+
+static struct call *find_call(struct rconn *c, uint64_t id, bool unlink)
+{
+    for (struct call **pp = &c->pending; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            struct call *k = *pp;
+            if (unlink)
+                *pp = k->next;
+            return k;
+        }
+    }
+    return NULL;
+}
+
+static void complete(struct rconn *c, struct call *k, int rc)
+{
+    /* under c->mu, k already unlinked */
+    k->rc = rc;
+    k->done = true;
+    pthread_cond_signal(&k->cv);
+    (void)c;
+}
+
+/* The connection broke: fail every call in flight and drop the socket. */
+static void conn_fail(struct rconn *c, const char *why)
+{
+    struct client *cl = c->cl;
+    pthread_mutex_lock(&c->wmu);          /* no sender inside the io */
+    pthread_mutex_lock(&c->mu);
+    c->up = false;
+    snprintf(c->err, sizeof c->err, "%s", why);
+    while (c->pending) {
+        struct call *k = c->pending;
+        c->pending = k->next;
+        k->lost = true;
+        snprintf(k->msg, sizeof k->msg, "%s", why);
+        complete(c, k, -EIO);
+    }
+    if (c->have_io) {
+        r3_io_close(&c->io);
+        c->have_io = false;
+    }
+    if (atomic_load(&cl->acked_writes) > 0)
+        atomic_store(&cl->lost_writes, true);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->wmu);
+}
+
+/* Read and dispatch one reply frame. 0, or -errno with the reason in why. */
+static int read_reply(struct rconn *c, char *why, size_t whyn)
+{
+    struct client *cl = c->cl;
+    uint8_t hdr[R3_WIRE_HDR], head[HEAD];
+    uint32_t len;
+    int rc = r3_io_read_all(&c->io, hdr, sizeof hdr);
+    if (rc < 0) {
+        snprintf(why, whyn, "%s: %s", cl->name,
+                 rc == -EPIPE ? "the server closed the connection" : r3_last_error());
+        return rc;
+    }
+    size_t max = cl->max_request + R3_WIRE_OVERHEAD;
+    if (r3_wire_frame_len(hdr, max, &len) < 0) {
+        snprintf(why, whyn, "%s: protocol error: a reply of %" PRIu32 " bytes (the maximum is %zu)",
+                 cl->name, len, max);
+        return -EPROTO;
+    }
+    size_t hn = len < HEAD ? len : HEAD;
+    if ((rc = r3_io_read_all(&c->io, head, hn)) < 0)
+        goto ioerr;
+    uint64_t id;
+    size_t hl;
+    uint32_t dlen;
+    int p = r3_wire_peek_data_reply(head, hn, &id, &hl, &dlen);
+    if (p == 0 && hl + dlen == len) {
+        pthread_mutex_lock(&c->mu);
+        struct call *k = find_call(c, id, false);
+        bool ok = k && k->buf && k->len == dlen;
+        if (ok)
+            k->claimed = true;
+        pthread_mutex_unlock(&c->mu);
+        if (!ok) {
+            snprintf(why, whyn, "%s: protocol error: a reply of %" PRIu32 " bytes to request %" PRIu64
+                     " that does not expect it", cl->name, dlen, id);
+            return -EPROTO;
+        }
+        /* k cannot go away: only this thread completes claimed calls */
+        memcpy(k->buf, head + hl, hn - hl);
+        if ((rc = r3_io_read_all(&c->io, (char *)k->buf + (hn - hl), dlen - (hn - hl))) < 0)
+            goto ioerr;
+        pthread_mutex_lock(&c->mu);
+        find_call(c, id, true);
+        complete(c, k, 0);
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    if (p < 0 && p != -EAGAIN) {
+        snprintf(why, whyn, "%s: protocol error: a reply that is not msgpack", cl->name);
+        return -EPROTO;
+    }
+    char *f = malloc(len);
+    if (!f) {
+        snprintf(why, whyn, "%s: out of memory for a %" PRIu32 " byte reply", cl->name, len);
+        return -ENOMEM;
+    }
+    memcpy(f, head, hn);
+    if ((rc = r3_io_read_all(&c->io, f + hn, len - hn)) < 0) {
+        free(f);
+        goto ioerr;
+    }
+    msgpack_unpacked up;
+    struct r3_wire_msg m;
+    rc = r3_wire_decode(f, len, &up, &m);
+    if (rc < 0 || m.type != R3_WIRE_REPLY) {
+        snprintf(why, whyn, "%s: protocol error: a frame that is not a reply", cl->name);
+        rc = -EPROTO;
+    } else {
+        pthread_mutex_lock(&c->mu);
+        struct call *k = find_call(c, m.id, true);
+        if (k) {
+            int r = m.err;
+            if (r) {
+                snprintf(k->msg, sizeof k->msg, "%.*s", (int)m.errmsg_len, m.errmsg);
+            } else if (k->buf && (!m.has_data || m.len != k->len)) {
+                r = -EPROTO;
+                snprintf(k->msg, sizeof k->msg, "%s: protocol error: a read reply of the wrong length", cl->name);
+            } else if (k->buf) {
+                memcpy(k->buf, m.data, k->len);
+            }
+            complete(c, k, r);
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!k) {
+            if (m.err && m.id == 0)
+                snprintf(why, whyn, "%s: the server dropped the connection: %.*s", cl->name,
+                         (int)m.errmsg_len, m.errmsg);
+            else
+                snprintf(why, whyn, "%s: protocol error: a reply to unknown request %" PRIu64, cl->name, m.id);
+            rc = -EPROTO;
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    return rc;
+ioerr:
+    snprintf(why, whyn, "%s: %s", cl->name,
+             rc == -EPIPE ? "the server closed the connection in the middle of a reply" : r3_last_error());
+    return rc;
+}
+
+static void backoff_sleep(struct client *cl, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&cl->sleep_mu);
+    if (!atomic_load(&cl->closing))
+        pthread_cond_timedwait(&cl->sleep_cv, &cl->sleep_mu, &ts);
+    pthread_mutex_unlock(&cl->sleep_mu);
+}
+
+static void *reader_main(void *arg)
+{
+    struct rconn *c = arg;
+    struct client *cl = c->cl;
+    char why[400];
+    int backoff = 20;
+    while (!atomic_load(&cl->closing)) {
+        pthread_mutex_lock(&c->mu);
+        bool up = c->up;
+        pthread_mutex_unlock(&c->mu);
+        if (!up) {
+            struct r3_io io;
+            if (dial(cl, &io, false) < 0) {
+                pthread_mutex_lock(&c->mu);
+                snprintf(c->err, sizeof c->err, "%s", r3_last_error());
+                pthread_mutex_unlock(&c->mu);
+                backoff_sleep(cl, backoff);
+                backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+                continue;
+            }
+            pthread_mutex_lock(&c->mu);
+            c->io = io;
+            c->have_io = true;
+            c->up = !atomic_load(&cl->closing);
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+            backoff = 20;
+            continue;
+        }
+        if (read_reply(c, why, sizeof why) < 0)
+            conn_fail(c, atomic_load(&cl->closing) ? "the source is being closed" : why);
+    }
+    return NULL;
+}
+
+/* ---- calls */
+
+static bool idempotent(struct client *cl, const char *method, size_t len, uint64_t off)
+{
+    if (strcmp(method, "write") != 0)
+        return true;        /* read, flush */
+    return off % cl->chunk == 0 && len % cl->chunk == 0;
+}
+
+/* A connection that is up, waiting until the deadline. */
+static struct rconn *pick(struct client *cl, uint64_t deadline)
+{
+    unsigned start = atomic_fetch_add(&cl->rr, 1);
+    for (unsigned i = 0; i < cl->nconns; i++) {
+        struct rconn *c = &cl->conns[(start + i) % cl->nconns];
+        pthread_mutex_lock(&c->mu);
+        bool up = c->up;
+        pthread_mutex_unlock(&c->mu);
+        if (up)
+            return c;
+    }
+    struct rconn *c = &cl->conns[start % cl->nconns];
+    pthread_mutex_lock(&c->mu);
+    while (!c->up && !atomic_load(&cl->closing) && r3_now_ns() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;       /* re-check other connections and the deadline */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    bool up = c->up;
+    if (!up)
+        r3_error(-EIO, "%s: not connected: %s", cl->name, c->err[0] ? c->err : "closing");
+    pthread_mutex_unlock(&c->mu);
+    return up ? c : NULL;
+}
+
+/* One request/reply on one connection. -EAGAIN: the connection was lost. */
+static int call_once(struct client *cl, struct rconn *c, const char *method, void *rbuf,
+                     const void *wbuf, size_t len, uint64_t off, uint64_t deadline)
+{
+    struct call k = { .buf = rbuf, .len = len };
+    pthread_cond_init(&k.cv, NULL);
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_lock(&c->mu);
+    if (!c->up) {
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&c->wmu);
+        pthread_cond_destroy(&k.cv);
+        return -EAGAIN;
+    }
+    k.id = ++c->next_id;
+    k.next = c->pending;
+    c->pending = &k;
+    pthread_mutex_unlock(&c->mu);
+    msgpack_packer pk;
+    r3_wire_start(&c->sb, &pk);
+    r3_wire_pack_request(&pk, k.id, method, off, len, wbuf != NULL);
+    r3_wire_finish(&c->sb, wbuf ? len : 0);
+    struct iovec v[2] = { { c->sb.data, c->sb.size }, { (void *)wbuf, wbuf ? len : 0 } };
+    if (r3_io_writev_all(&c->io, v, 2) < 0)
+        r3_io_shutdown(&c->io);           /* the reader fails the calls */
+    pthread_mutex_unlock(&c->wmu);
+
+    pthread_mutex_lock(&c->mu);
+    bool timed_out = false;
+    while (!k.done) {
+        struct timespec ts;
+        uint64_t now = r3_now_ns();
+        if (now >= deadline && !timed_out) {
+            timed_out = true;                  /* unblock the reader: it fails the calls */
+            if (c->have_io)
+                r3_io_shutdown(&c->io);
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t wait = timed_out ? 100000000u : deadline - now;
+        if (wait > 100000000u)
+            wait = 100000000u;
+        ts.tv_sec += (time_t)(wait / 1000000000u);
+        ts.tv_nsec += (long)(wait % 1000000000u);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&k.cv, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    pthread_cond_destroy(&k.cv);
+    if (timed_out)
+        return r3_error(-ETIMEDOUT, "%s: %s of %zu bytes at %" PRIu64 " timed out after %d ms", cl->name,
+                        method, len, off, cl->timeout_ms);
+    if (k.lost) {
+        r3_error(-EIO, "%s", k.msg);
+        return -EAGAIN;
+    }
+    if (k.rc < 0)
+        return r3_error(k.rc, "%s", k.msg[0] ? k.msg : strerror(-k.rc));
+    return 0;
+}
+
+static int call(struct client *cl, const char *method, void *rbuf, const void *wbuf, size_t len, uint64_t off)
+{
+    uint64_t deadline = r3_now_ns() + (uint64_t)cl->timeout_ms * 1000000u;
+    for (;;) {
+        if (atomic_load(&cl->closing))
+            return r3_error(-EIO, "%s: the source is closed", cl->name);
+        struct rconn *c = pick(cl, deadline);
+        if (!c)
+            return -EIO;
+        int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline);
+        if (rc != -EAGAIN)
+            return rc;
+        if (!idempotent(cl, method, len, off))
+            return r3_error_prefix(-EIO, "%s of %zu bytes at %" PRIu64 " may not have been applied: ",
+                                   method, len, off);
+        if (r3_now_ns() >= deadline)
+            return r3_error_prefix(-EIO, "%s: gave up after %d ms: ", cl->name, cl->timeout_ms);
+    }
+}
+
+static int r3c_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    struct client *cl = (struct client *)s;
+    while (len > 0) {
+        size_t n = len > cl->max_request ? cl->max_request : len;
+        int rc = call(cl, "read", buf, NULL, n, off);
+        if (rc < 0)
+            return rc;
+        buf = (char *)buf + n;
+        len -= n;
+        off += n;
+    }
+    return 0;
+}
+
+static int r3c_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct client *cl = (struct client *)s;
+    while (len > 0) {
+        size_t n = len > cl->max_request ? cl->max_request : len;
+        int rc = call(cl, "write", NULL, buf, n, off);
+        if (rc < 0)
+            return rc;
+        atomic_fetch_add(&cl->acked_writes, 1);
+        buf = (const char *)buf + n;
+        len -= n;
+        off += n;
+    }
+    return 0;
+}
+
+static int r3c_flush(struct r3_source *s)
+{
+    struct client *cl = (struct client *)s;
+    uint64_t acked = atomic_exchange(&cl->acked_writes, 0);
+    int rc = call(cl, "flush", NULL, NULL, 0, 0);
+    if (rc < 0) {
+        atomic_fetch_add(&cl->acked_writes, acked);
+        return rc;
+    }
+    if (atomic_exchange(&cl->lost_writes, false))
+        return r3_error(-EIO, "%s: the connection was lost since the last flush; writes acknowledged "
+                        "before that may be lost", cl->name);
+    return 0;
+}
+
+static void r3c_close(struct r3_source *s)
+{
+    struct client *cl = (struct client *)s;
+    atomic_store(&cl->closing, true);
+    pthread_mutex_lock(&cl->sleep_mu);
+    pthread_cond_broadcast(&cl->sleep_cv);
+    pthread_mutex_unlock(&cl->sleep_mu);
+    for (unsigned i = 0; cl->conns && i < cl->nconns; i++) {
+        struct rconn *c = &cl->conns[i];
+        pthread_mutex_lock(&c->mu);
+        if (c->have_io)
+            r3_io_shutdown(&c->io);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    for (unsigned i = 0; cl->conns && i < cl->nconns; i++) {
+        struct rconn *c = &cl->conns[i];
+        if (c->reader_started)
+            pthread_join(c->reader, NULL);
+        if (c->have_io)
+            r3_io_close(&c->io);
+        msgpack_sbuffer_destroy(&c->sb);
+        pthread_mutex_destroy(&c->mu);
+        pthread_mutex_destroy(&c->wmu);
+        pthread_cond_destroy(&c->cv);
+    }
+    free(cl->conns);
+    r3_tls_ctx_free(cl->tls);
+    pthread_mutex_destroy(&cl->sleep_mu);
+    pthread_cond_destroy(&cl->sleep_cv);
+    free(cl->host);
+    free(cl->unix_path);
+    free(cl->export_name);
+    free(cl);
+}
+
+static const struct r3_source_ops r3c_ops = {
+    .scheme = "r3", .read = r3c_read, .write = r3c_write, .flush = r3c_flush, .close = r3c_close,
+};
+
+static int ms_param(const struct r3_uri *u, const char *key, double dflt, int *out)
+{
+    const char *v = r3_uri_param(u, key);
+    double d = dflt;
+    if (v) {
+        char *end;
+        d = strtod(v, &end);
+        if (end == v || *end || !(d > 0) || d > 86400)
+            return r3_error(-EINVAL, "%s: bad %s '%s' (seconds, e.g. 5 or 0.5)", u->scheme, key, v);
+    }
+    *out = (int)(d * 1000);
+    if (*out < 1)
+        *out = 1;
+    return 0;
+}
+
+int r3_wire_open(const struct r3_uri *u, struct r3_source **out)
+{
+    static const char *const allowed[] = { "conns", "timeout", "connect_timeout", "ca", "cert", "key",
+                                           "insecure", "chunk", "socket", NULL };
+    bool is_unix = strcmp(u->scheme, "r3+unix") == 0 || strcmp(u->scheme, "r3s+unix") == 0;
+    bool is_tls = strncmp(u->scheme, "r3s", 3) == 0;
+    uint64_t conns, chunk, insecure;
+    int rc = r3_uri_check_params(u, allowed);
+    if (rc == 0)
+        rc = r3_uri_param_uint(u, "conns", 8, &conns);
+    if (rc == 0)
+        rc = r3_uri_param_size(u, "chunk", R3_DEFAULT_CHUNK, &chunk);
+    if (rc == 0)
+        rc = r3_uri_param_uint(u, "insecure", 0, &insecure);
+    if (rc < 0)
+        return rc;
+    if (conns < 1 || conns > MAX_CONNS)
+        return r3_error(-EINVAL, "%s: conns must be between 1 and %d", u->scheme, MAX_CONNS);
+    if (!r3_is_pow2(chunk) || chunk < 4096 || chunk > (1u << 30))
+        return r3_error(-EINVAL, "%s: chunk %" PRIu64 " is not a power of two between 4K and 1G", u->scheme, chunk);
+    if (is_unix && !r3_uri_param(u, "socket"))
+        return r3_error(-EINVAL, "%s: needs ?socket=PATH (%s:///export?socket=/run/r3.sock)", u->scheme, u->scheme);
+    if (!is_unix && (!u->host || !u->host[0]))
+        return r3_error(-EINVAL, "%s: needs a host (%s://host:port/export)", u->scheme, u->scheme);
+    if (!is_unix && !u->port)
+        return r3_error(-EINVAL, "%s: needs a port (%s://%s:PORT/export)", u->scheme, u->scheme, u->host);
+    if (!is_tls && (r3_uri_param(u, "ca") || r3_uri_param(u, "cert") || r3_uri_param(u, "key")))
+        return r3_error(-EINVAL, "%s: ca/cert/key are TLS parameters: use r3s://", u->scheme);
+
+    struct client *cl = calloc(1, sizeof *cl);
+    if (!cl)
+        return r3_error(-ENOMEM, "%s: out of memory", u->scheme);
+    pthread_mutex_init(&cl->sleep_mu, NULL);
+    pthread_cond_init(&cl->sleep_cv, NULL);
+    cl->src.ops = &r3c_ops;
+    cl->chunk = (uint32_t)chunk;
+    cl->nconns = (unsigned)conns;
+    const char *path = u->path ? u->path : "";
+    while (*path == '/')
+        path++;
+    cl->export_name = strdup(path);
+    if (is_unix) {
+        cl->unix_path = strdup(r3_uri_param(u, "socket"));
+        cl->host = strdup("localhost");
+        snprintf(cl->name, sizeof cl->name, "%s %s", u->scheme, cl->unix_path);
+    } else {
+        cl->host = strdup(u->host);
+        cl->port = u->port;
+        snprintf(cl->name, sizeof cl->name, strchr(u->host, ':') ? "%s [%s]:%d" : "%s %s:%d",
+                 u->scheme, u->host, u->port);
+    }
+    rc = (!cl->export_name || !cl->host || (is_unix && !cl->unix_path)) ? r3_error(-ENOMEM, "out of memory") : 0;
+    if (rc == 0)
+        rc = ms_param(u, "connect_timeout", 5, &cl->connect_ms);
+    if (rc == 0)
+        rc = ms_param(u, "timeout", 30, &cl->timeout_ms);
+    if (rc == 0 && is_tls) {
+        struct r3_tls_opts to = { .ca = r3_uri_param(u, "ca"), .cert = r3_uri_param(u, "cert"),
+                                  .key = r3_uri_param(u, "key"), .insecure = insecure != 0 };
+        rc = r3_tls_client_ctx(&to, &cl->tls);
+        if (rc < 0)
+            r3_error_prefix(rc, "%s: ", cl->name);
+    }
+    if (rc == 0 && !(cl->conns = calloc(cl->nconns, sizeof *cl->conns)))
+        rc = r3_error(-ENOMEM, "out of memory");
+    for (unsigned i = 0; rc == 0 && i < cl->nconns; i++) {
+        struct rconn *c = &cl->conns[i];
+        c->cl = cl;
+        pthread_mutex_init(&c->mu, NULL);
+        pthread_mutex_init(&c->wmu, NULL);
+        pthread_cond_init(&c->cv, NULL);
+        msgpack_sbuffer_init(&c->sb);
+    }
+    /* Connect every connection now, so a bad address/CA/export is one clear error at open. */
+    for (unsigned i = 0; rc == 0 && i < cl->nconns; i++) {
+        struct rconn *c = &cl->conns[i];
+        rc = dial(cl, &c->io, i == 0);
+        if (rc == 0) {
+            c->have_io = c->up = true;
+            rc = r3_thread_create(&c->reader, reader_main, c);
+            c->reader_started = rc == 0;
+            if (rc < 0)
+                r3_error(rc, "%s: cannot start a reader thread", cl->name);
+        }
+    }
+    if (rc < 0) {
+        char keep[512];
+        snprintf(keep, sizeof keep, "%s", r3_last_error());
+        if (!cl->conns)
+            cl->nconns = 0;
+        r3c_close(&cl->src);
+        return r3_error(rc, "%s", keep);
+    }
+    *out = &cl->src;
+    return 0;
+}
