@@ -1,6 +1,6 @@
 # nbd: NBD server + client, mounts (kernel /dev/nbdX, FUSE file), strategies.
-noinst_HEADERS += nbd/proto.h nbd/io.h nbd/server.h nbd/client.h
-libr3_la_SOURCES += nbd/io.c nbd/server.c nbd/client.c nbd/source.c
+noinst_HEADERS += nbd/proto.h nbd/io.h nbd/server.h nbd/client.h nbd/fuse.h nbd/kernel.h nbd/mount.h
+libr3_la_SOURCES += nbd/io.c nbd/server.c nbd/client.c nbd/source.c nbd/fuse.c nbd/kernel.c nbd/mount.c nbd/strategy.c
 
 noinst_PROGRAMS += nbd/r3nbdserve
 nbd_r3nbdserve_SOURCES = nbd/serve_main.c
@@ -9,3 +9,7 @@ nbd_r3nbdserve_LDADD = libr3.la
 check_PROGRAMS += nbd/test/nbdcheck
 nbd_test_nbdcheck_SOURCES = nbd/test/nbdcheck.c
 nbd_test_nbdcheck_LDADD = libr3.la
+
+check_PROGRAMS += nbd/test/nbdregion
+nbd_test_nbdregion_SOURCES = nbd/test/nbdregion.c
+nbd_test_nbdregion_LDADD = libr3.la

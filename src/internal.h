@@ -46,6 +46,7 @@ int r3_mem_open(const struct r3_uri *u, struct r3_source **out);
 int r3_file_open(const struct r3_uri *u, struct r3_source **out);
 int r3_dir_open(const struct r3_uri *u, struct r3_source **out);
 /* nbd://, nbds://, nbd+unix://, nbds+unix:// (nbd/source.c) */
+extern const struct r3_strategy_ops r3_strategy_nbd_direct, r3_strategy_nbd_managed;   /* nbd/strategy.c */
 int r3_nbd_open(const struct r3_uri *u, struct r3_source **out);
 /* r3://, r3s://, r3+unix://, r3s+unix:// (src/wire/client.c) */
 int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
