@@ -2,10 +2,6 @@
 noinst_HEADERS += nbd/proto.h nbd/io.h nbd/server.h nbd/client.h nbd/fuse.h nbd/kernel.h nbd/mount.h
 libr3_la_SOURCES += nbd/io.c nbd/server.c nbd/client.c nbd/source.c nbd/fuse.c nbd/kernel.c nbd/mount.c nbd/strategy.c
 
-noinst_PROGRAMS += nbd/r3nbdserve
-nbd_r3nbdserve_SOURCES = nbd/serve_main.c
-nbd_r3nbdserve_LDADD = libr3.la
-
 check_PROGRAMS += nbd/test/nbdcheck
 nbd_test_nbdcheck_SOURCES = nbd/test/nbdcheck.c
 nbd_test_nbdcheck_LDADD = libr3.la
