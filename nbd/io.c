@@ -229,6 +229,29 @@ static unsigned psk_server_cb(SSL *ssl, const char *identity, unsigned char *psk
     return 0;
 }
 
+/* TLS 1.3 PSK (GnuTLS clients such as libnbd use it): a session made from
+ * the key, with a SHA-256 cipher as the PSK binder hash. */
+static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESSION **sess)
+{
+    struct psk_store *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    *sess = NULL;
+    for (size_t i = 0; s && i < s->n; i++) {
+        if (strlen(s->e[i].id) != idlen || memcmp(s->e[i].id, id, idlen) != 0)
+            continue;
+        static const unsigned char aes128gcm_sha256[2] = { 0x13, 0x01 };
+        const SSL_CIPHER *c = SSL_CIPHER_find(ssl, aes128gcm_sha256);
+        SSL_SESSION *ns = c ? SSL_SESSION_new() : NULL;
+        if (!ns || !SSL_SESSION_set1_master_key(ns, s->e[i].key, s->e[i].keylen) ||
+            !SSL_SESSION_set_cipher(ns, c) || !SSL_SESSION_set_protocol_version(ns, TLS1_3_VERSION)) {
+            SSL_SESSION_free(ns);
+            return 0;
+        }
+        *sess = ns;
+        return 1;
+    }
+    return 1;                     /* unknown identity: no PSK, the handshake goes on without */
+}
+
 static unsigned psk_client_cb(SSL *ssl, const char *hint, char *identity, unsigned max_id,
                               unsigned char *psk, unsigned max)
 {
@@ -284,8 +307,10 @@ static int ctx_new(const struct nbd_tls_opts *o, bool server, void **out)
             goto fail;
         psk->want = o->psk_identity;
         SSL_CTX_set_app_data(ctx, psk);
-        if (server)
+        if (server) {
             SSL_CTX_set_psk_server_callback(ctx, psk_server_cb);
+            SSL_CTX_set_psk_find_session_callback(ctx, psk_find_cb);
+        }
         else
             SSL_CTX_set_psk_client_callback(ctx, psk_client_cb);
         SSL_CTX_set_cipher_list(ctx, "PSK:DHEPSK:ECDHEPSK:HIGH:@SECLEVEL=0");
