@@ -314,6 +314,12 @@ static int ctx_new(const struct nbd_tls_opts *o, bool server, void **out)
         else
             SSL_CTX_set_psk_client_callback(ctx, psk_client_cb);
         SSL_CTX_set_cipher_list(ctx, "PSK:DHEPSK:ECDHEPSK:HIGH:@SECLEVEL=0");
+        /* External PSKs use SHA-256 binders (GnuTLS' default): a SHA-384
+         * suite chosen first would make the server drop the PSK. */
+        SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
+                                      "TLS_AES_256_GCM_SHA384");
+        if (server)
+            SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     }
     if (server && !psk && (!cert || !key)) {
         rc = r3_error(-EINVAL, "nbd: TLS needs a certificate and key (or a PSK file)%s%s",

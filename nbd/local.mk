@@ -9,3 +9,7 @@ nbd_test_nbdcheck_LDADD = libr3.la
 check_PROGRAMS += nbd/test/nbdregion
 nbd_test_nbdregion_SOURCES = nbd/test/nbdregion.c
 nbd_test_nbdregion_LDADD = libr3.la
+
+# Integration tests (tests/integration/lib.sh): real clients and servers.
+TESTS += tests/integration/nbd_server.sh tests/integration/nbd_tls.sh
+EXTRA_DIST += tests/integration/nbd_server.sh tests/integration/nbd_tls.sh
