@@ -496,11 +496,49 @@ static void wbuf_trim(struct wbuf *b)
     }
 }
 
+/* Is a DISC still waiting in our input buffer? Walks the buffered requests
+ * (recv_mu held). */
+static bool disc_buffered(struct conn *c)
+{
+    size_t p = c->rpos;
+    while (c->rlen - p >= NBD_REQUEST_SIZE) {
+        const unsigned char *h = c->rbuf + p;
+        if (nbd_get32(h) != NBD_REQUEST_MAGIC)
+            return false;
+        if (nbd_get16(h + 6) == NBD_CMD_DISC)
+            return true;
+        uint64_t skip = NBD_REQUEST_SIZE + (nbd_get16(h + 6) == NBD_CMD_WRITE ? nbd_get32(h + 24) : 0);
+        if (skip > c->rlen - p)
+            return false;
+        p += (size_t)skip;
+    }
+    return false;
+}
+
+/* Has the client gone away (reset, or closed without NBD_CMD_DISC)? Writes
+ * it left behind in our buffers must not land after newer writes from
+ * other connections, so each write asks before it starts. */
+static bool peer_gone(struct conn *c)
+{
+    char b;
+    ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+        return false;
+    if (n < 0)
+        return true;
+    pthread_mutex_lock(&c->recv_mu);
+    bool gone = !atomic_load(&c->disc) && !disc_buffered(c);
+    pthread_mutex_unlock(&c->recv_mu);
+    return gone;
+}
+
 /* Run one mutating request under the connection's gate; -ESHUTDOWN if the
- * connection is already dead (the write is dropped, nothing is replied). */
+ * connection is dead (the write is dropped, nothing is replied). */
 static int gated(struct conn *c, int (*fn)(struct conn *, void *, size_t, uint64_t, uint16_t),
                  void *buf, size_t len, uint64_t off, uint16_t flags)
 {
+    if (!atomic_load(&c->dead) && peer_gone(c))
+        conn_kill(c);
     pthread_rwlock_rdlock(&c->gate);
     int rc = atomic_load(&c->dead) ? -ESHUTDOWN : fn(c, buf, len, off, flags);
     pthread_rwlock_unlock(&c->gate);

@@ -33,6 +33,7 @@ struct opts {
     const char *nbd, *tls_psk;    /* --nbd ADDR: also serve NBD there */
     bool tls_required;
     unsigned nbd_workers;
+    uint64_t delay_us;            /* --delay-us: a delay stage over the source */
 };
 
 struct server {
@@ -67,6 +68,7 @@ static void usage(FILE *f)
         "      --tls-psk FILE       NBD: TLS with pre-shared keys (\"identity:hexkey\" lines)\n"
         "      --tls-required       NBD: refuse clients that do not STARTTLS\n"
         "      --nbd-workers N      NBD: request threads per connection (default 4)\n"
+        "      --delay-us US        add US microseconds to every source request (RTT injection)\n"
         "  -h, --help               this text\n");
 }
 
@@ -82,7 +84,7 @@ static void log_line(void *arg, const char *line)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    enum { O_CERT = 256, O_KEY, O_CA, O_MAXREQ, O_NBD, O_PSK, O_TLSREQ, O_NBDW };
+    enum { O_CERT = 256, O_KEY, O_CA, O_MAXREQ, O_NBD, O_PSK, O_TLSREQ, O_NBDW, O_DELAY };
     static const struct option lo[] = {
         { "listen", required_argument, NULL, 'l' },
         { "source", required_argument, NULL, 's' },
@@ -97,6 +99,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         { "tls-psk", required_argument, NULL, O_PSK },
         { "tls-required", no_argument, NULL, O_TLSREQ },
         { "nbd-workers", required_argument, NULL, O_NBDW },
+        { "delay-us", required_argument, NULL, O_DELAY },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -130,6 +133,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case O_NBD: o->nbd = optarg; break;
         case O_PSK: o->tls_psk = optarg; break;
         case O_TLSREQ: o->tls_required = true; break;
+        case O_DELAY: {
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (*end || v > 10000000) {
+                fprintf(stderr, "r3serve: bad --delay-us '%s' (0 to 10000000)\n", optarg);
+                return -1;
+            }
+            o->delay_us = v;
+            break;
+        }
         case O_NBDW: {
             unsigned long v = strtoul(optarg, &end, 10);
             if (*end || v == 0 || v > 64) {
@@ -298,6 +310,14 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = 1;
+    if (sv.o.delay_us) {
+        struct r3_source *d;
+        if (r3_stage_delay_open(sv.src, sv.o.delay_us, &d) < 0) {
+            fprintf(stderr, "r3serve: %s\n", r3_last_error());
+            goto out;
+        }
+        sv.src = d;
+    }
     if (sv.o.tls_cert) {
         struct r3_tls_opts to = { .cert = sv.o.tls_cert, .key = sv.o.tls_key, .ca = sv.o.tls_ca };
         if (r3_tls_server_ctx(&to, &sv.tls) < 0) {
