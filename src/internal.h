@@ -53,6 +53,9 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 
+/* ---- strategies */
+extern const struct r3_strategy_ops r3_uffd_strategy;
+
 /* ---- stages: like r3_cache_fetch, but 1 when this call did the fetch. */
 int r3_cache_fetch_counted(struct r3_source *cache, uint64_t idx, int why);
 

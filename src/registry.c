@@ -19,6 +19,7 @@ static const struct r3_scheme schemes[] = {
 };
 
 static const struct r3_strategy_ops *const strategies[] = {
+    &r3_uffd_strategy,
     &r3_strategy_nbd_direct,
     &r3_strategy_nbd_managed,
     /* strategies: add new entries above this line */

@@ -1,0 +1,573 @@
+/* The uffd strategy: fills, write-back (PAGEMAP_SCAN and the hashing
+ * fallback), REMOVE events, prefetch orders and access logs, source errors,
+ * concurrency, and a huge sparse region. Data written through a region is
+ * checked by reading the backing file directly. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include "internal.h"
+#include "testutil.h"
+#include "tests/uffd/pattern.h"
+
+#define MiB (1024ull * 1024)
+#define GiB (1024 * MiB)
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = tu_tmpdir();
+    ck_assert_ptr_nonnull(tmp);
+}
+
+static void teardown(void)
+{
+    tu_rmrf(tmp);
+    free(tmp);
+}
+
+/* A file of size bytes holding the pattern for seed (seed 0: sparse zeros). */
+static char *make_file(const char *name, uint64_t size, uint32_t seed)
+{
+    char *path;
+    ck_assert_int_ge(asprintf(&path, "%s/%s", tmp, name), 0);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)size), 0);
+    if (seed) {
+        size_t bl = 4 * MiB;
+        void *b = malloc(bl);
+        for (uint64_t off = 0; off < size; off += bl) {
+            size_t n = size - off < bl ? (size_t)(size - off) : bl;
+            up_fill(b, n, off, seed);
+            ck_assert_int_eq(r3_pwrite_all(fd, b, n, off), 0);
+        }
+        free(b);
+    }
+    close(fd);
+    return path;
+}
+
+static struct r3_region *open_region(const char *path, const struct r3_region_opts *o0)
+{
+    char *uri;
+    struct r3_source *src;
+    struct r3_region *r;
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    TU_OPEN(uri, &src);
+    free(uri);
+    struct r3_region_opts o;
+    if (o0)
+        o = *o0;
+    else
+        r3_region_opts_init(&o);
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "region: %s", r3_last_error());
+    return r;
+}
+
+static void file_read(const char *path, void *buf, size_t len, uint64_t off)
+{
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(r3_pread_all(fd, buf, len, off), 0);
+    close(fd);
+}
+
+/* Reads fill from the source; writes in three chunks are pushed by sync as
+ * exactly three chunks; the file holds them. */
+START_TEST(test_fill_write_sync)
+{
+    char *path = make_file("a.img", 64 * MiB, 11);
+    struct r3_region *r = open_region(path, NULL);
+    ck_assert_uint_eq(r->len, 64 * MiB);
+    ck_assert_int_eq((uintptr_t)r->base % r->chunk, 0);
+    ck_assert_int_eq(up_check(r->base, r->len, 0, 11), -1);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_fault + st.chunks_prefetch, 64 * MiB / r->chunk);
+    ck_assert_uint_gt(st.chunks_fault, 0);
+    ck_assert_uint_ge(st.faults, st.chunks_fault);
+    ck_assert_uint_eq(st.bytes_pulled, 64 * MiB);
+    ck_assert_uint_gt(st.fault_wait_p50_ns, 0);
+    ck_assert_uint_ge(st.fault_wait_p99_ns, st.fault_wait_p50_ns);
+
+    uint8_t *b = r->base;
+    uint64_t offs[] = { 0, 5 * MiB + 4096 + 17, 64 * MiB - 1 };
+    for (int i = 0; i < 3; i++)
+        b[offs[i]] = (uint8_t)(0xA0 + i);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 3);
+    ck_assert_uint_eq(st.syncs, 1);
+    for (int i = 0; i < 3; i++) {
+        uint8_t c;
+        file_read(path, &c, 1, offs[i]);
+        ck_assert_uint_eq(c, 0xA0 + i);
+    }
+    /* Nothing written since: nothing pushed. One more write: one chunk. */
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 3);
+    b[7 * MiB] = 0x55;
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t c;
+    file_read(path, &c, 1, 7 * MiB);
+    ck_assert_uint_eq(c, 0x55);
+    free(path);
+}
+END_TEST
+
+/* Writes to never-read chunks (write faults) are written back too. */
+START_TEST(test_write_first)
+{
+    char *path = make_file("w.img", 32 * MiB, 0);
+    struct r3_region *r = open_region(path, NULL);
+    up_fill((char *)r->base + 3 * MiB, 2 * MiB, 3 * MiB, 5);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    void *buf = malloc(2 * MiB);
+    file_read(path, buf, 2 * MiB, 3 * MiB);
+    ck_assert_int_eq(up_check(buf, 2 * MiB, 3 * MiB, 5), -1);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(buf);
+    free(path);
+}
+END_TEST
+
+/* The fallback for kernels without WP_ASYNC: hashing finds the writes. */
+START_TEST(test_no_wp_async)
+{
+    setenv("R3_UFFD_NO_WP_ASYNC", "1", 1);
+    char *path = make_file("h.img", 32 * MiB, 21);
+    struct r3_region *r = open_region(path, NULL);
+    ck_assert_int_eq(up_check(r->base, r->len, 0, 21), -1);
+    uint8_t *b = r->base;
+    b[100] = 1;
+    b[20 * MiB + 3] = 2;
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 2);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 2);
+    up_fill(b + 8 * MiB, MiB, 8 * MiB, 22);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t c[2];
+    file_read(path, &c[0], 1, 100);
+    file_read(path, &c[1], 1, 20 * MiB + 3);
+    ck_assert_uint_eq(c[0], 1);
+    ck_assert_uint_eq(c[1], 2);
+    void *buf = malloc(MiB);
+    file_read(path, buf, MiB, 8 * MiB);
+    ck_assert_int_eq(up_check(buf, MiB, 8 * MiB, 22), -1);
+    file_read(path, buf, MiB, 9 * MiB);
+    ck_assert_int_eq(up_check(buf, MiB, 9 * MiB, 21), -1);
+    free(buf);
+    free(path);
+    unsetenv("R3_UFFD_NO_WP_ASYNC");
+}
+END_TEST
+
+/* MADV_DONTNEED: the range reads as zeros (filled, partly filled and never
+ * filled chunks) and sync writes the zeros back. */
+static void remove_case(bool no_wp)
+{
+    if (no_wp)
+        setenv("R3_UFFD_NO_WP_ASYNC", "1", 1);
+    char *path = make_file("r.img", 16 * MiB, 31);
+    struct r3_region *r = open_region(path, NULL);
+    uint8_t *b = r->base;
+    size_t ch = r->chunk;
+    /* Fill chunks 0..7; chunk 20 and 21 are never touched before removal. */
+    ck_assert_int_eq(up_check(b, 8 * ch, 0, 31), -1);
+    ck_assert_int_eq(madvise(b + ch + 4096, 2 * 4096, MADV_DONTNEED), 0);   /* part of chunk 1 */
+    ck_assert_int_eq(madvise(b + 3 * ch, ch, MADV_DONTNEED), 0);            /* all of chunk 3 */
+    ck_assert_int_eq(madvise(b + 20 * ch, ch + 4096, MADV_DONTNEED), 0);    /* never filled */
+    uint8_t *z = calloc(1, 2 * ch);
+    ck_assert_int_eq(memcmp(b + ch + 4096, z, 2 * 4096), 0);
+    ck_assert_int_eq(up_check(b + ch, 4096, ch, 31), -1);
+    ck_assert_int_eq(up_check(b + ch + 3 * 4096, ch - 3 * 4096, ch + 3 * 4096, 31), -1);
+    ck_assert_int_eq(memcmp(b + 3 * ch, z, ch), 0);
+    ck_assert_int_eq(memcmp(b + 20 * ch, z, ch + 4096), 0);
+    ck_assert_int_eq(up_check(b + 21 * ch + 4096, ch - 4096, 21 * ch + 4096, 31), -1);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t *f = malloc(32 * ch);
+    file_read(path, f, 32 * ch, 0);
+    ck_assert_int_eq(memcmp(f + ch + 4096, z, 2 * 4096), 0);
+    ck_assert_int_eq(up_check(f + ch + 3 * 4096, ch - 3 * 4096, ch + 3 * 4096, 31), -1);
+    ck_assert_int_eq(memcmp(f + 3 * ch, z, ch), 0);
+    ck_assert_int_eq(memcmp(f + 20 * ch, z, ch + 4096), 0);
+    ck_assert_int_eq(up_check(f + 21 * ch + 4096, ch - 4096, 21 * ch + 4096, 31), -1);
+    ck_assert_int_eq(up_check(f + 4 * ch, 16 * ch, 4 * ch, 31), -1);
+    free(f);
+    free(z);
+    free(path);
+    unsetenv("R3_UFFD_NO_WP_ASYNC");
+}
+
+START_TEST(test_remove)
+{
+    remove_case(false);
+}
+END_TEST
+
+START_TEST(test_remove_no_wp)
+{
+    remove_case(true);
+}
+END_TEST
+
+/* 8 threads fault random pages of a 1 GiB region at once. */
+struct rnd { uint8_t *base; uint64_t len; unsigned seed; long bad; };
+
+static void *rnd_main(void *arg)
+{
+    struct rnd *t = arg;
+    uint64_t x = t->seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int i = 0; i < 4000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint64_t off = (x % (t->len / 4096)) * 4096 + (x >> 50) % 512 * 8;
+        if (*(uint64_t *)(t->base + off) != up_word(off, 41))
+            t->bad++;
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_random)
+{
+    char *path = make_file("t.img", GiB, 41);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.fault_threads = 2;
+    struct r3_region *r = open_region(path, &o);
+    pthread_t th[8];
+    struct rnd a[8];
+    for (unsigned i = 0; i < 8; i++) {
+        a[i] = (struct rnd){ r->base, r->len, i + 1, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, rnd_main, &a[i]), 0);
+    }
+    for (unsigned i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(a[i].bad, 0);
+    }
+    struct r3_region_stats st;
+    r3_region_stats(r, &st);
+    ck_assert_uint_gt(st.chunks_fault, 1000);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(path);
+}
+END_TEST
+
+/* 64 GiB on a 64 GiB sparse file: no 64 GiB allocated anywhere. */
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+START_TEST(test_huge_sparse)
+{
+    char *path = make_file("big.img", 64 * GiB, 0);
+    long before = rss_kib();
+    struct r3_region *r = open_region(path, NULL);
+    ck_assert_uint_eq(r->len, 64 * GiB);
+    uint8_t *b = r->base;
+    ck_assert_uint_eq(b[0], 0);
+    ck_assert_uint_eq(b[32 * GiB + 12345], 0);
+    b[64 * GiB - 1] = 7;
+    long during = rss_kib();
+    ck_assert_int_eq(r3_region_close(r), 0);
+    struct stat s;
+    ck_assert_int_eq(stat(path, &s), 0);
+    ck_assert_int_eq(s.st_size, (off_t)(64 * GiB));
+    ck_assert_int_lt(s.st_blocks * 512, 64 * MiB);
+    ck_assert_int_lt(during - before, 256 * 1024);     /* < 256 MiB more RSS */
+    uint8_t c;
+    file_read(path, &c, 1, 64 * GiB - 1);
+    ck_assert_uint_eq(c, 7);
+    free(path);
+}
+END_TEST
+
+/* Access logs and prefetch orders. With a 2 ms delay per chunk and one
+ * pull worker, only the first few chunks of the order are local soon. */
+static struct r3_region *open_delayed(const char *path, struct r3_region_opts *o, uint64_t delay_us)
+{
+    char *uri;
+    struct r3_source *src, *d;
+    struct r3_region *r;
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    TU_OPEN(uri, &src);
+    free(uri);
+    ck_assert_int_eq(r3_stage_delay_open(src, delay_us, &d), 0);
+    ck_assert_msg(r3_region_open(o, d, &r) == 0, "region: %s", r3_last_error());
+    return r;
+}
+
+static void wait_prefetch(struct r3_region *r, uint64_t n)
+{
+    struct r3_region_stats st;
+    for (int i = 0; i < 5000; i++) {
+        r3_region_stats(r, &st);
+        if (st.chunks_prefetch >= n)
+            return;
+        usleep(1000);
+    }
+    ck_abort_msg("prefetch did not reach %llu chunks", (unsigned long long)n);
+}
+
+START_TEST(test_access_log_hot)
+{
+    char *path = make_file("p.img", 64 * MiB, 51), *log;
+    ck_assert_int_ge(asprintf(&log, "%s/access.log", tmp), 0);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.prefetch = R3_PREFETCH_NONE;
+    o.record_access = log;
+    struct r3_region *r = open_region(path, &o);
+    uint8_t *b = r->base;
+    uint64_t ch = r->chunk, order[] = { 700, 5, 1000, 3, 5, 700 };
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(up_check(b + order[i] * ch, 8, order[i] * ch, 51), -1);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    FILE *f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    char text[256] = "";
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    ck_assert_str_eq(text, "r3-access-log 1\nchunk 65536\n700\n5\n1000\n3\n");
+
+    /* Hot replay: 700, 5, 1000, 3 arrive first, then the rest ascending. */
+    r3_region_opts_init(&o);
+    o.prefetch = R3_PREFETCH_HOT;
+    o.prefetch_file = log;
+    o.pull_workers = 1;
+    r = open_delayed(path, &o, 2000);
+    wait_prefetch(r, 4);
+    b = r->base;
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(up_check(b + order[i] * ch, ch, order[i] * ch, 51), -1);
+    struct r3_region_stats st;
+    r3_region_stats(r, &st);
+    ck_assert_uint_eq(st.faults, 0);             /* all four were there already */
+    ck_assert_int_eq(up_check(b + 900 * ch, 8, 900 * ch, 51), -1);
+    r3_region_stats(r, &st);
+    ck_assert_uint_ge(st.faults, 1);             /* 900 was not pulled yet */
+    ck_assert_int_eq(r3_region_close(r), 0);
+
+    /* Sequential: the same wait leaves chunk 700 missing. */
+    r3_region_opts_init(&o);
+    o.prefetch = R3_PREFETCH_SEQUENTIAL;
+    o.pull_workers = 1;
+    r = open_delayed(path, &o, 2000);
+    wait_prefetch(r, 4);
+    b = r->base;
+    ck_assert_int_eq(up_check(b, 4 * ch, 0, 51), -1);
+    r3_region_stats(r, &st);
+    ck_assert_uint_eq(st.faults, 0);
+    ck_assert_int_eq(up_check(b + 700 * ch, 8, 700 * ch, 51), -1);
+    r3_region_stats(r, &st);
+    ck_assert_uint_ge(st.faults, 1);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(log);
+    free(path);
+}
+END_TEST
+
+static void bad_log(const char *path, const char *text, const char *want)
+{
+    char *log;
+    ck_assert_int_ge(asprintf(&log, "%s/bad.log", tmp), 0);
+    FILE *f = fopen(log, "w");
+    fputs(text, f);
+    fclose(f);
+    char *uri;
+    struct r3_source *src;
+    struct r3_region *r = NULL;
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    TU_OPEN(uri, &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.prefetch = R3_PREFETCH_HOT;
+    o.prefetch_file = log;
+    o.pull_workers = 1;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_msg(strstr(r3_last_error(), want), "error \"%s\" lacks \"%s\"", r3_last_error(), want);
+    free(uri);
+    free(log);
+}
+
+START_TEST(test_access_log_bad)
+{
+    char *path = make_file("b.img", 4 * MiB, 0);
+    bad_log(path, "hello\n", "not an r3 access log");
+    bad_log(path, "r3-access-log 1\nchunk 4096\n1\n", "recorded with chunk 4096");
+    bad_log(path, "r3-access-log 1\nchunk 65536\n1\nx2\n", "line 4: not a chunk index");
+    bad_log(path, "r3-access-log 1\nchunk 65536\n64\n", "past the region");
+    bad_log(path, "r3-access-log 1\nchunk 65536\n99999999999999999999999\n", "not a chunk index");
+    bad_log(path, "r3-access-log 1\n", "no \"chunk\" line");
+    free(path);
+}
+END_TEST
+
+/* A source that fails: the faulting thread gets SIGBUS, nothing hangs. */
+struct bad_source { struct r3_source src; };
+
+static int bad_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    (void)s; (void)buf; (void)len;
+    return r3_error(-EIO, "test: the source fails at %llu", (unsigned long long)off);
+}
+
+static int bad_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    (void)s; (void)buf; (void)len; (void)off;
+    return -EIO;
+}
+
+static int bad_flush(struct r3_source *s)
+{
+    (void)s;
+    return 0;
+}
+
+static void bad_close(struct r3_source *s)
+{
+    free(s);
+}
+
+static const struct r3_source_ops bad_ops = {
+    .scheme = "bad", .read = bad_read, .write = bad_write, .flush = bad_flush, .close = bad_close,
+};
+
+static void sigbus_case(bool poison)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(20);                          /* a hang ends as SIGALRM, not SIGBUS */
+        if (!poison)
+            setenv("R3_UFFD_NO_POISON", "1", 1);
+        struct bad_source *b = calloc(1, sizeof *b);
+        b->src = (struct r3_source){ .ops = &bad_ops, .size = 8 * MiB, .align = 1,
+                                     .flags = R3_SRC_PARALLEL };
+        struct r3_region *r;
+        if (r3_region_open(NULL, &b->src, &r) != 0)
+            _exit(3);
+        volatile uint8_t *p = r->base;
+        (void)p[3 * MiB];
+        _exit(4);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "child status 0x%x", st);
+}
+
+START_TEST(test_source_error_sigbus)
+{
+    sigbus_case(true);
+}
+END_TEST
+
+START_TEST(test_source_error_sigbus_nopoison)
+{
+    sigbus_case(false);
+}
+END_TEST
+
+/* Bad options are clear errors. */
+START_TEST(test_bad_opts)
+{
+    struct r3_source *src;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    TU_OPEN("mem:?size=1M", &src);
+    r3_region_opts_init(&o);
+    o.size = 1024 * 1024 + 4096;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    TU_OPEN("mem:?size=1M", &src);
+    r3_region_opts_init(&o);
+    o.size = 96 * 1024;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "multiple of the chunk"));
+    TU_OPEN("mem:?size=1M", &src);
+    r3_region_opts_init(&o);
+    o.prefetch = R3_PREFETCH_HOT;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "access log"));
+    TU_OPEN("mem:?size=1M", &src);
+    r3_region_opts_init(&o);
+    o.prefetch = R3_PREFETCH_HOT;
+    o.prefetch_file = "/nonexistent/log";
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -ENOENT);
+}
+END_TEST
+
+/* A region smaller than its source, on mem:, with interval push. */
+START_TEST(test_mem_interval)
+{
+    struct r3_source *src;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    TU_OPEN("mem:?size=8M", &src);
+    r3_region_opts_init(&o);
+    o.size = 4 * MiB;
+    o.push_interval_ms = 10;
+    o.pull_workers = 2;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), 0);
+    ck_assert_uint_eq(r->len, 4 * MiB);
+    up_fill(r->base, 4 * MiB, 0, 61);
+    struct r3_region_stats st;
+    for (int i = 0; i < 2000; i++) {
+        r3_region_stats(r, &st);
+        if (st.chunks_pushed >= 64)
+            break;
+        usleep(1000);
+    }
+    ck_assert_uint_ge(st.chunks_pushed, 64);    /* the interval pushed without a sync */
+    ck_assert_int_eq(r3_region_close(r), 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("uffd");
+    TCase *tc = tcase_create("uffd");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_fill_write_sync);
+    tcase_add_test(tc, test_write_first);
+    tcase_add_test(tc, test_no_wp_async);
+    tcase_add_test(tc, test_remove);
+    tcase_add_test(tc, test_remove_no_wp);
+    tcase_add_test(tc, test_threads_random);
+    tcase_add_test(tc, test_huge_sparse);
+    tcase_add_test(tc, test_access_log_hot);
+    tcase_add_test(tc, test_access_log_bad);
+    tcase_add_test(tc, test_source_error_sigbus);
+    tcase_add_test(tc, test_source_error_sigbus_nopoison);
+    tcase_add_test(tc, test_bad_opts);
+    tcase_add_test(tc, test_mem_interval);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(suite());
+}

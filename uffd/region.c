@@ -1,0 +1,291 @@
+/* The uffd strategy: an anonymous mapping whose missing pages are filled
+ * by r3's fault handlers, chunk by chunk, from the source through the one
+ * pipeline (cache + pull + push) whose local side is the region itself
+ * (view.c). Written pages are found by WP_ASYNC + PAGEMAP_SCAN (or by
+ * hashing on older kernels) and written back by the push stage.
+ *
+ * Fork: the region is MADV_DONTFORK. A child (fork+exec, system()) does
+ * not inherit it, so it can never read silent zeros where data should be;
+ * a forked child that touches region memory gets SIGSEGV. Serving the
+ * child's faults (EVENT_FORK) would give it pages of a region that keeps
+ * changing under the parent; r3 does not try. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "internal.h"
+#include "uffd/uffd.h"
+
+static void after_push(void *arg, const uint64_t *chunks, size_t n)
+{
+    struct r3u_region *r = arg;
+    if (r->hooks.after_sync)
+        r->hooks.after_sync(r->hooks.arg, &r->r, chunks, n);
+}
+
+static void destroy(struct r3u_region *r)
+{
+    if (r->nh)
+        r3u_handlers_stop(r);
+    if (r->p)
+        r3_pipeline_close(r->p);       /* closes the source too */
+    if (r->r.base) {
+        if (r->uffd >= 0) {
+            struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
+            ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
+        }
+        munmap(r->r.base, r->maplen);
+    }
+    if (r->uffd >= 0)
+        close(r->uffd);
+    if (r->pagemap >= 0)
+        close(r->pagemap);
+    if (r->stopfd >= 0)
+        close(r->stopfd);
+    if (r->zeros)
+        munmap((void *)r->zeros, r->r.chunk);
+    free(r->filled);
+    free(r->zpage);
+    free(r->gone);
+    free(r->pdirty);
+    free(r->ahead);
+    free(r->seen);
+    free(r->order);
+    free(r->prio);
+    free(r->hash);
+    free(r->scratch);
+    free(r->scan);
+    free(r->record_path);
+    pthread_mutex_destroy(&r->collect_lock);
+    free(r);
+}
+
+static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
+{
+    uint32_t chunk = o->chunk ? o->chunk : R3_DEFAULT_CHUNK;
+    uint64_t len = o->size ? o->size : src->size;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (len == 0 || len % chunk) {
+        char a[32], b[32];
+        r3_source_close(src);
+        return r3_error(-EINVAL, "uffd: the region size (%s) must be a non-zero multiple of the"
+                        " chunk (%s)", r3_fmt_size(len, a, sizeof a), r3_fmt_size(chunk, b, sizeof b));
+    }
+    if ((uint64_t)pg > chunk) {
+        r3_source_close(src);
+        return r3_error(-EINVAL, "uffd: chunk %u is smaller than the page size %ld", chunk, pg);
+    }
+    struct r3u_region *r = calloc(1, sizeof *r);
+    if (!r) {
+        r3_source_close(src);
+        return r3_error(-ENOMEM, "uffd: out of memory");
+    }
+    pthread_mutex_init(&r->collect_lock, NULL);
+    r->uffd = r->pagemap = r->stopfd = -1;
+    r->r.ops = &r3_uffd_strategy;
+    r->r.chunk = chunk;
+    r->r.len = len;
+    r->r.src = src;
+    r->hooks = o->hooks;
+    r->pagesz = (size_t)pg;
+    r->page_shift = (unsigned)__builtin_ctzl((unsigned long)pg);
+    r->chunk_shift = (unsigned)__builtin_ctz(chunk);
+    r->maplen = len;
+    r->remote_size = src->size;
+    r->nchunks = len >> r->chunk_shift;
+    r->npages = len >> r->page_shift;
+    int rc = 0;
+    /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
+    const char *ra = getenv("R3_UFFD_READAHEAD");
+    r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
+
+    /* Kernel features: never assumed, asked for. */
+    uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+    bool wp_ok = !r3_uffd_wp_async_disabled();
+    if (wp_ok) {
+        r->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        want |= UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC;
+    }
+    uint64_t ioctls = 0;
+    r->uffd = r3_uffd_open_fd(want, &r->features, &ioctls);
+    if (r->uffd < 0) {
+        rc = r->uffd;
+        r->uffd = -1;
+        goto fail_src;
+    }
+    /* R3_UFFD_NO_POISON=1 tests the path of kernels without UFFDIO_POISON. */
+    const char *np = getenv("R3_UFFD_NO_POISON");
+    r->poison = (r->features & UFFD_FEATURE_POISON) && !(np && *np && strcmp(np, "0") != 0);
+    r->thread_id = r->features & UFFD_FEATURE_THREAD_ID;
+    if (wp_ok && r->pagemap >= 0 && (r->features & UFFD_FEATURE_WP_ASYNC) &&
+        (r->features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
+        struct r3_uffd_probe pr;
+        r3_uffd_probe(&pr);
+        r->track_wp = pr.pagemap_scan;
+    }
+    r->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->stopfd < 0) {
+        rc = r3_error(-errno, "uffd: eventfd: %s", strerror(errno));
+        goto fail_src;
+    }
+
+    /* The mapping: chunk aligned, never inherited, no THP unless chunks are
+     * huge pages (a THP fault would bypass chunk fills). */
+    size_t resv = len + chunk;
+    void *m = mmap(NULL, resv, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+        char a[32];
+        rc = r3_error(-errno, "uffd: cannot map %s: %s", r3_fmt_size(len, a, sizeof a), strerror(errno));
+        goto fail_src;
+    }
+    uintptr_t al = ((uintptr_t)m + chunk - 1) & ~((uintptr_t)chunk - 1);
+    if (al > (uintptr_t)m)
+        munmap(m, al - (uintptr_t)m);
+    if ((uintptr_t)m + resv > al + len)
+        munmap((void *)(al + len), (uintptr_t)m + resv - (al + len));
+    r->r.base = (void *)al;
+    if (chunk != 2u * 1024 * 1024)
+        madvise(r->r.base, len, MADV_NOHUGEPAGE);
+    madvise(r->r.base, len, MADV_DONTFORK);
+
+    r->zeros = mmap(NULL, chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r->zeros == MAP_FAILED) {
+        r->zeros = NULL;
+        rc = r3_error(-ENOMEM, "uffd: out of memory");
+        goto fail_src;
+    }
+    uint64_t pwords = (r->npages + 63) / 64, cwords = (r->nchunks + 63) / 64;
+    r->filled = calloc(r->nchunks, 1);
+    r->zpage = calloc(pwords, 8);
+    r->gone = calloc(pwords, 8);
+    r->pdirty = calloc(cwords, 8);
+    r->ahead = calloc(cwords, 8);
+    if (!r->track_wp) {
+        r->hash = calloc(r->nchunks, sizeof *r->hash);
+        r->scratch = malloc(chunk);
+    } else {
+        r->scan_cap = 4096;
+        r->scan = malloc(r->scan_cap * sizeof *r->scan);
+    }
+    if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead ||
+        (!r->track_wp && (!r->hash || !r->scratch)) || (r->track_wp && !r->scan)) {
+        rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
+        goto fail_src;
+    }
+    if (o->record_access) {
+        r->record_path = strdup(o->record_access);
+        r->seen = calloc(r->nchunks, 1);
+        r->order = malloc(r->nchunks * sizeof *r->order);
+        if (!r->record_path || !r->seen || !r->order) {
+            rc = r3_error(-ENOMEM, "uffd: out of memory for the access log");
+            goto fail_src;
+        }
+    }
+    if (o->prefetch == R3_PREFETCH_HOT) {
+        if (!o->prefetch_file) {
+            rc = r3_error(-EINVAL, "uffd: prefetch \"hot\" needs an access log (prefetch_file)");
+            goto fail_src;
+        }
+        if ((rc = r3u_access_load(r, o->prefetch_file)) < 0)
+            goto fail_src;
+    } else if (o->prefetch != R3_PREFETCH_SEQUENTIAL && o->prefetch != R3_PREFETCH_NONE) {
+        rc = r3_error(-EINVAL, "uffd: unknown prefetch order %d", o->prefetch);
+        goto fail_src;
+    }
+
+    struct uffdio_register reg = {
+        .range = { .start = (uintptr_t)r->r.base, .len = len },
+        .mode = UFFDIO_REGISTER_MODE_MISSING | (r->track_wp ? UFFDIO_REGISTER_MODE_WP : 0),
+    };
+    if (ioctl(r->uffd, UFFDIO_REGISTER, &reg) < 0) {
+        rc = r3_error(-errno, "uffd: UFFDIO_REGISTER failed: %s", strerror(errno));
+        goto fail_src;
+    }
+
+    r3u_view_init(r, src->size);
+    struct r3_pipeline_opts po = {
+        .chunk = chunk,
+        .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
+        .push_workers = o->push_workers ? o->push_workers : 1,
+        .push_interval_ms = o->push_interval_ms,
+        .priority = r3u_priority, .priority_arg = r,
+        .local = &r->view, .borrow_local = true,
+        .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
+    };
+    /* Handlers first: pull workers start filling as soon as the pipeline opens. */
+    if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
+        goto fail_src;
+    rc = r3_pipeline_open(src, &po, &r->p);
+    src = NULL;                       /* the pipeline owns it now, also on failure */
+    if (rc < 0) {
+        r->p = NULL;
+        goto fail;
+    }
+    *out = &r->r;
+    return 0;
+
+fail_src:
+    r3_source_close(src);
+fail:
+    destroy(r);
+    return rc;
+}
+
+static int uffd_sync(struct r3_region *rr)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    if (r->hooks.before_sync) {
+        int rc = r->hooks.before_sync(r->hooks.arg, rr);
+        if (rc < 0)
+            return rc;
+    }
+    int rc = r3_source_flush(r->p->top);
+    atomic_fetch_add(&r->syncs, 1);
+    return rc;
+}
+
+static int uffd_close(struct r3_region *rr)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    int rc = uffd_sync(rr);
+    if (r->hooks.before_close)
+        r->hooks.before_close(r->hooks.arg, rr);
+    if (r->p->pull)
+        r3_pull_stop(r->p->pull);
+    /* The pipeline's workers may still read the region (and fault on a
+     * removed page): stop them while the handlers still run. */
+    r3_pipeline_close(r->p);
+    r->p = NULL;
+    r3u_handlers_stop(r);
+    int rc2 = r3u_access_write(r);
+    destroy(r);
+    return rc < 0 ? rc : rc2;
+}
+
+static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    st->faults = atomic_load(&r->faults);
+    st->chunks_fault = atomic_load(&r->chunks_fault);
+    st->chunks_prefetch = atomic_load(&r->chunks_prefetch);
+    st->bytes_pulled = atomic_load(&r->bytes_pulled);
+    st->syncs = atomic_load(&r->syncs);
+    if (r->p && r->p->push) {
+        struct r3_push_progress pp;
+        r3_push_progress(r->p->push, &pp);
+        st->chunks_pushed = pp.chunks_pushed;
+        st->bytes_pushed = pp.bytes_pushed;
+    }
+    st->fault_wait_p50_ns = r3u_wait_percentile(r, 50);
+    st->fault_wait_p99_ns = r3u_wait_percentile(r, 99);
+    return 0;
+}
+
+const struct r3_strategy_ops r3_uffd_strategy = {
+    .name = "uffd", .open = uffd_open, .sync = uffd_sync, .close = uffd_close, .stats = uffd_stats,
+};

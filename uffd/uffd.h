@@ -1,0 +1,155 @@
+/* Internal interfaces of the uffd strategy (uffd/). */
+#ifndef R3_UFFD_INTERNAL_H
+#define R3_UFFD_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <r3/uffd.h>
+#include "uffd/compat.h"
+
+/* Open a userfaultfd (syscall first, then /dev/userfaultfd), O_CLOEXEC |
+ * O_NONBLOCK, handling kernel-mode faults too, and enable the features of
+ * `want` the kernel has (*got gets them). Returns the fd or -errno. */
+int r3_uffd_open_fd(uint64_t want, uint64_t *got, uint64_t *ioctls);
+
+/* R3_UFFD_NO_WP_ASYNC=1 in the environment: behave as on a kernel without
+ * WP_ASYNC (tests the hashing fallback on new kernels). */
+bool r3_uffd_wp_async_disabled(void);
+
+/* ---- the region (uffd/region.c) */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <linux/userfaultfd.h>
+#include <r3/r3.h>
+
+#define R3U_BATCH 64             /* fault messages read per read() */
+#define R3U_HIST 256
+#define R3U_INSTALLING 1         /* the faulting page is in, the rest is coming */
+#define R3U_FILLED 2             /* every page of the chunk was installed */             /* fault-wait histogram: 4 buckets per power of two */
+
+struct r3u_region;
+
+/* One fault-handler thread; its message queue lets a fill that meets a
+ * changing layout (EAGAIN) read pending events without losing faults. */
+struct r3u_handler {
+    struct r3u_region *r;
+    pthread_t thread;
+    bool started;
+    struct uffd_msg q[R3U_BATCH * 2];
+    size_t qlen;
+    /* the fault being served: its page offset (UINT64_MAX: none), when its
+     * message was read, whether its wait is recorded; readahead fills */
+    uint64_t fault_off, t0;
+    bool waited, ra;
+};
+
+struct r3u_region {
+    struct r3_region r;           /* first: r3_region_* see this */
+    struct r3_source view;        /* the pipeline's local side: the region itself */
+    struct r3_pipeline *p;
+    struct r3_region_hooks hooks;
+    int uffd, pagemap, stopfd;
+    uint64_t features;
+    bool track_wp;                /* dirty pages via WP_ASYNC + PAGEMAP_SCAN */
+    bool poison, thread_id;
+    size_t pagesz;
+    size_t maplen;                /* mapped/registered bytes (len rounded up to chunk) */
+    uint64_t remote_size;
+    uint64_t nchunks;             /* chunks of the region */
+    uint64_t npages;
+    unsigned chunk_shift, page_shift;
+    const uint8_t *zeros;         /* one chunk of zeros (source for zero fills) */
+    _Atomic uint8_t *filled;      /* per chunk: R3U_INSTALLING, R3U_FILLED, or 0 */
+    _Atomic uint64_t *zpage;      /* per page: must read as zeros (REMOVE/DONTNEED) */
+    _Atomic uint64_t *gone;       /* per page: no longer mapped (UNMAP/REMAP) */
+    _Atomic bool any_gone;
+    _Atomic uint64_t *ahead;      /* per chunk: claimed by a handler's readahead */
+    _Atomic uint64_t *pdirty;     /* per chunk: dirty, not yet told to the push stage */
+    /* access log (record_access) */
+    char *record_path;
+    _Atomic uint8_t *seen;
+    uint64_t *order;
+    _Atomic uint64_t norder;
+    /* hot prefetch: rank of each chunk (NULL = ascending) */
+    int64_t *prio;
+    /* fallback tracking: XXH3 of each chunk as last filled / pushed */
+    uint64_t *hash;
+    uint8_t *scratch;             /* one chunk, for collect */
+    pthread_mutex_t collect_lock;
+    struct page_region *scan;     /* PAGEMAP_SCAN output vector */
+    size_t scan_cap;
+    /* handler threads */
+    struct r3u_handler *h;
+    unsigned nh;
+    unsigned readahead;           /* chunks filled ahead of a sequential fault */
+    _Atomic bool stopping;
+    _Atomic int reported;         /* source-error message printed once */
+    /* stats */
+    _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
+    _Atomic uint64_t wait_hist[R3U_HIST];
+};
+
+/* uffd/view.c: the region as a source (write installs, read copies). */
+void r3u_view_init(struct r3u_region *r, uint64_t size);
+/* Install len bytes of buf at region offset off (page aligned) as one or
+ * more UFFDIO_COPY; EEXIST pages are woken and skipped. 0 or -errno. */
+int  r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len);
+/* Fill the page at off with zeros unless present; *installed says if it was. */
+int  r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed);
+
+/* uffd/fault.c: handler threads and events. */
+int  r3u_handlers_start(struct r3u_region *r, unsigned n);
+void r3u_handlers_stop(struct r3u_region *r);
+/* A fill met a changing layout: read pending events if this thread is a
+ * handler (else let the handlers do it), then back off briefly. */
+void r3u_layout_wait(struct r3u_region *r);
+/* Is this thread one of r's fault handlers? (fills by handlers are faults) */
+bool r3u_in_handler(struct r3u_region *r);
+/* The handler serving a fault on this thread (NULL if none). */
+struct r3u_handler *r3u_current(struct r3u_region *r);
+/* Record the time the current fault's thread was blocked (once). */
+void r3u_fault_woken(struct r3u_handler *h);
+uint64_t r3u_wait_percentile(struct r3u_region *r, double pct);
+
+/* uffd/track.c: the push stage's collect callback. */
+int  r3u_collect(void *arg, struct r3_source *push);
+/* Hash a chunk as installed (fallback tracking). */
+void r3u_track_filled(struct r3u_region *r, uint64_t idx, const void *buf, size_t len);
+
+/* uffd/access.c: access log (first-fault order) and hot-first priority. */
+void r3u_access_note(struct r3u_region *r, uint64_t idx);
+int  r3u_access_write(struct r3u_region *r);
+int  r3u_access_load(struct r3u_region *r, const char *path);
+int64_t r3u_priority(void *arg, uint64_t chunk);
+
+/* Bitmap helpers over _Atomic uint64_t words. */
+static inline bool r3u_bit(_Atomic uint64_t *m, uint64_t i)
+{
+    return atomic_load_explicit(&m[i >> 6], memory_order_acquire) >> (i & 63) & 1;
+}
+static inline void r3u_bit_set(_Atomic uint64_t *m, uint64_t i)
+{
+    atomic_fetch_or_explicit(&m[i >> 6], UINT64_C(1) << (i & 63), memory_order_acq_rel);
+}
+static inline void r3u_bit_clear(_Atomic uint64_t *m, uint64_t i)
+{
+    atomic_fetch_and_explicit(&m[i >> 6], ~(UINT64_C(1) << (i & 63)), memory_order_acq_rel);
+}
+/* Any bit set in [lo, hi)? */
+static inline bool r3u_bits_any(_Atomic uint64_t *m, uint64_t lo, uint64_t hi)
+{
+    for (uint64_t i = lo; i < hi;) {
+        if ((i & 63) == 0 && hi - i >= 64) {
+            if (atomic_load_explicit(&m[i >> 6], memory_order_acquire))
+                return true;
+            i += 64;
+        } else {
+            if (r3u_bit(m, i))
+                return true;
+            i++;
+        }
+    }
+    return false;
+}
+#endif

@@ -1,0 +1,230 @@
+/* The region as a source: the local side of the one pipeline (cache + pull +
+ * push) that serves uffd. write() installs a chunk into the region with
+ * UFFDIO_COPY (MODE_WP when writes are tracked by WP_ASYNC), so a fetch
+ * by a fault handler or by a pull worker is the same call; read() copies
+ * from pages already installed (the push stage reads dirty chunks here). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include "internal.h"
+#include "uffd/uffd.h"
+
+static int wake(struct r3u_region *r, uint64_t off, size_t len)
+{
+    struct uffdio_range w = { .start = (uintptr_t)r->r.base + off, .len = len };
+    if (ioctl(r->uffd, UFFDIO_WAKE, &w) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+/* One UFFDIO_COPY loop over [off, off+len): partial copies continue where
+ * they stopped, an existing page (EEXIST) counts as done and is woken,
+ * zero progress with EAGAIN means the layout is changing. *n_new counts
+ * bytes really installed. */
+static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, size_t len,
+                      size_t *n_new, uint64_t mode)
+{
+    size_t done = 0;
+    unsigned again = 0;
+    while (done < len) {
+        struct uffdio_copy c = {
+            .dst = (uintptr_t)r->r.base + off + done,
+            .src = (uintptr_t)(src + done),
+            .len = len - done,
+            .mode = mode | (r->track_wp ? UFFDIO_COPY_MODE_WP : 0),
+        };
+        if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0) {
+            *n_new += len - done;
+            return 0;
+        }
+        int e = errno;
+        if (c.copy > 0) {
+            done += (size_t)c.copy;
+            *n_new += (size_t)c.copy;
+            continue;
+        }
+        if (e == EEXIST) {
+            /* Already present (a zero fill raced us, or a stale fault): the
+             * page is valid; wake whoever waits on it and go on. */
+            int rc = wake(r, off + done, r->pagesz);
+            if (rc < 0)
+                return rc;
+            done += r->pagesz;
+            continue;
+        }
+        if (e == EAGAIN) {
+            if (++again > 200000)
+                return r3_error(-EAGAIN, "uffd: the address space kept changing while filling"
+                                " offset %llu", (unsigned long long)(off + done));
+            r3u_layout_wait(r);
+            continue;
+        }
+        if (e == ENOENT || e == ESRCH) {
+            /* The range is no longer registered (unmapped) or the process is
+             * exiting: nothing waits there any more. */
+            done += r->pagesz;
+            continue;
+        }
+        return r3_error(-e, "uffd: UFFDIO_COPY at offset %llu failed: %s",
+                        (unsigned long long)(off + done), strerror(e));
+    }
+    return 0;
+}
+
+/* Installs without waking: the caller publishes the chunk as filled first,
+ * then wakes (a woken thread may write and sync at once, and sync only
+ * looks at filled chunks). */
+int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
+{
+    const uint64_t dw = UFFDIO_COPY_MODE_DONTWAKE;
+    size_t n_new = 0;
+    uint64_t p0 = off >> r->page_shift, p1 = (off + len + r->pagesz - 1) >> r->page_shift;
+    size_t whole = len & ~(r->pagesz - 1);
+    const uint8_t *b = buf;
+    int rc = 0;
+    if (!r3u_bits_any(r->zpage, p0, p1)) {
+        if (whole)
+            rc = copy_range(r, off, b, whole, &n_new, dw);
+    } else {
+        /* Pages removed before their chunk was ever filled read as zeros. */
+        for (uint64_t pg = p0; rc == 0 && pg < p0 + (whole >> r->page_shift); pg++) {
+            uint64_t o = pg << r->page_shift;
+            bool z = r3u_bit(r->zpage, pg);
+            rc = copy_range(r, o, z ? r->zeros : b + (o - off), r->pagesz, &n_new, dw);
+            if (z)
+                r3u_bit_clear(r->zpage, pg);
+        }
+    }
+    if (rc == 0 && whole < len) {
+        /* A source whose size is not page aligned: pad the last page. */
+        uint8_t *tail = calloc(1, r->pagesz);
+        if (!tail)
+            return r3_error(-ENOMEM, "uffd: out of memory");
+        uint64_t o = off + whole;
+        if (!r3u_bit(r->zpage, o >> r->page_shift))
+            memcpy(tail, b + whole, len - whole);
+        r3u_bit_clear(r->zpage, o >> r->page_shift);
+        rc = copy_range(r, o, tail, r->pagesz, &n_new, dw);
+        free(tail);
+    }
+    return rc;
+}
+
+int r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed)
+{
+    size_t n_new = 0;
+    int rc = copy_range(r, off, r->zeros, r->pagesz, &n_new, 0);
+    r3u_bit_clear(r->zpage, off >> r->page_shift);
+    *installed = n_new > 0;
+    return rc;
+}
+
+static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct r3u_region *r = (struct r3u_region *)((char *)s - offsetof(struct r3u_region, view));
+    if (off >= r->maplen)
+        return 0;            /* past the region: the remote is larger */
+    if (len > r->maplen - off)
+        len = r->maplen - off;
+    uint64_t idx = off >> r->chunk_shift;
+    if ((off & (r->r.chunk - 1)) != 0 || len > r->r.chunk)
+        return r3_error(-EINVAL, "uffd: the region takes whole chunks (offset %llu, %zu bytes)",
+                        (unsigned long long)off, len);
+    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire)) {
+        /* Installed already (a fetch after invalidate): pages present win. */
+        return 0;
+    }
+    const uint8_t *b = buf;
+    if (!r->track_wp)
+        r3u_track_filled(r, idx, buf, len);     /* before any page can be written */
+    struct r3u_handler *h = r3u_current(r);
+    int rc = 0;
+    if (h && !h->ra && h->fault_off >= off && h->fault_off < off + len) {
+        /* The faulting page first: its thread runs on while the rest of
+         * the chunk goes in. The chunk counts as filled from here on (a
+         * write to that page must be seen by the next sync); faults on
+         * its other pages wait for the final wake. */
+        uint64_t po = h->fault_off, in = po - off;
+        size_t n = len - in < r->pagesz ? len - in : r->pagesz;
+        rc = r3u_install(r, po, b + in, n);
+        if (rc == 0) {
+            atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
+            wake(r, po, r->pagesz);
+            r3u_fault_woken(h);
+            if (in)
+                rc = r3u_install(r, off, b, in);
+            if (rc == 0 && in + n < len)
+                rc = r3u_install(r, po + n, b + in + n, len - in - n);
+        }
+    } else {
+        rc = r3u_install(r, off, buf, len);
+    }
+    if (rc == 0) {
+        /* Counted before the wake, so a woken thread reads exact stats. */
+        atomic_fetch_add_explicit(h && !h->ra ? &r->chunks_fault : &r->chunks_prefetch, 1,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+        atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+    }
+    /* Wake also after a failure: the waiters fault again and see the error. */
+    int rc2 = wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+    return rc < 0 ? rc : rc2;
+}
+
+static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    struct r3u_region *r = (struct r3u_region *)((char *)s - offsetof(struct r3u_region, view));
+    uint8_t *out = buf;
+    while (len) {
+        if (off >= r->maplen) {
+            memset(out, 0, len);
+            return 0;
+        }
+        uint64_t pg = off >> r->page_shift;
+        size_t in = r->pagesz - (off & (r->pagesz - 1));
+        if (in > len)
+            in = len;
+        if (!atomic_load_explicit(&r->filled[off >> r->chunk_shift], memory_order_acquire) ||
+            r3u_bit(r->zpage, pg)) {
+            /* Never installed (the cache does not ask) or removed: zeros,
+             * without touching the page. */
+            memset(out, 0, in);
+        } else if (atomic_load(&r->any_gone) && r3u_bit(r->gone, pg)) {
+            /* Unmapped by the program: keep what the source holds. */
+            int rc = r3_source_read(r3_cache_remote(r->p->cache), out, in, off);
+            if (rc < 0)
+                return rc;
+        } else {
+            memcpy(out, (const uint8_t *)r->r.base + off, in);
+        }
+        out += in;
+        off += in;
+        len -= in;
+    }
+    return 0;
+}
+
+static int view_flush(struct r3_source *s)
+{
+    (void)s;
+    return 0;
+}
+
+static void view_close(struct r3_source *s)
+{
+    (void)s;                 /* part of the region; freed with it */
+}
+
+static const struct r3_source_ops view_ops = {
+    .scheme = "uffd-region", .read = view_read, .write = view_write,
+    .flush = view_flush, .close = view_close,
+};
+
+void r3u_view_init(struct r3u_region *r, uint64_t size)
+{
+    r->view.ops = &view_ops;
+    r->view.size = size;
+    r->view.align = 1;
+    r->view.flags = R3_SRC_PARALLEL;
+}
