@@ -113,8 +113,8 @@ static int do_unmount(const char *arg)
     pid_t pid = find_daemon(mnt, &mounted);
     if (pid > 0 && alive(pid)) {
         kill(pid, SIGTERM);
-        for (int i = 0; i < 600 && alive(pid); i++)   /* it syncs first: up to 60 s */
-            usleep(100000);
+        for (int i = 0; i < 6000 && alive(pid); i++)  /* it syncs first: up to 60 s */
+            usleep(10000);
         if (alive(pid)) {
             fprintf(stderr, "r3mount: the daemon %d did not stop in 60 s\n", (int)pid);
             return 1;
