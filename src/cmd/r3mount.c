@@ -4,6 +4,7 @@
  *   r3mount -u MOUNTPOINT                  unmount: the daemon syncs and exits
  * See usage() for every flag. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -19,7 +20,7 @@
 #include "nbd/server.h"
 
 struct opts {
-    const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen;
+    const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
     uint32_t chunk;
     unsigned pull_workers, push_workers, push_interval_ms, fuse_threads, workers;
     uint64_t delay_us;
@@ -51,6 +52,7 @@ static void usage(FILE *f)
           "  -f, --foreground      stay in the foreground until SIGINT/SIGTERM or umount\n"
           "  -u, --unmount         unmount MOUNTPOINT (syncs, stops the daemon)\n"
           "  -q, --quiet           do not print the path\n"
+          "      --log FILE        daemon: append later messages to FILE (default: none)\n"
           "  -h, --help            this text\n", f);
 }
 
@@ -265,6 +267,13 @@ static int run(const struct opts *o, int ready_fd)
         ssize_t w = write(ready_fd, msg, strlen(msg));
         (void)w;
         close(ready_fd);
+        /* The daemon lets go of the caller's stderr (a caller reading it to
+         * the end would wait forever); later messages go to --log. */
+        int lf = open(o->log ? o->log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (lf >= 0) {
+            dup2(lf, 2);
+            close(lf);
+        }
     } else if (rc < 0) {
         fprintf(stderr, "r3mount: %s\n", err);
     } else if (!o->quiet) {
@@ -285,13 +294,14 @@ static int run(const struct opts *o, int ready_fd)
 
 int main(int argc, char **argv)
 {
-    enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO };
+    enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
+           O_LOG };
     static const struct option lo[] = {
         { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
         { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
         { "delay-us", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
         { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
-        { "read-only", 0, 0, O_RO }, { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' },
+        { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' },
         { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
     struct opts o = { .strategy = "nbd-direct", .name = "disk", .mode = "auto", .pull_workers = 4,
                       .push_workers = 1 };
@@ -316,6 +326,7 @@ int main(int argc, char **argv)
         case O_W: bad = r3_parse_size(optarg, &v) < 0 || v < 1 || v > 64; o.workers = (unsigned)v; break;
         case O_NBD: o.nbd_listen = optarg; break;
         case O_RO: o.readonly = true; break;
+        case O_LOG: o.log = optarg; break;
         case 'f': o.foreground = true; break;
         case 'u': unmount = true; break;
         case 'q': o.quiet = true; break;
