@@ -3,6 +3,8 @@
  * followers, no hand-off queue) and sending each reply as soon as its request
  * is done. Every length from the wire is bounded before use. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,11 +27,17 @@
 #define ZERO_SIZE (1u << 20)
 #define KEEP_BUF  (4u << 20)      /* worker buffers above this are freed after use */
 #define HANDSHAKE_TIMEOUT_S 30
+#define BATCH_MAX 32              /* READs answered together by one worker */
+#define BATCH_BYTES (1u << 20)
+#define SPLICE_MIN (64u << 10)    /* replies this big are spliced (zero-copy) */
+#define FAST_NS 30000             /* a source faster than this gets batched */
 
 struct export {
     struct r3_nbd_export e;
     char *name, *desc;
     bool serialize;               /* source is not R3_SRC_PARALLEL */
+    bool direct;                  /* the source's bytes are in our memory (mem:) */
+    _Atomic uint64_t read_ns;     /* moving average of a source read */
     pthread_mutex_t mu;
 };
 
@@ -63,6 +71,7 @@ struct conn {
     atomic_bool dead;             /* no more writes may land */
     atomic_bool disc;             /* NBD_CMD_DISC seen: finish what is in flight */
     atomic_uint running;          /* worker threads alive */
+    int pipe[2];                  /* for splice_send, made on first use */
     unsigned char rbuf[RBUF_SIZE];
     size_t rpos, rlen;
 };
@@ -143,6 +152,10 @@ static void conn_free(struct conn *c)
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     nbd_io_close(&c->io);
+    if (c->pipe[0] >= 0) {
+        close(c->pipe[0]);
+        close(c->pipe[1]);
+    }
     pthread_mutex_destroy(&c->recv_mu);
     pthread_mutex_destroy(&c->send_mu);
     pthread_rwlock_destroy(&c->gate);
@@ -420,42 +433,108 @@ static int nbd_errno(int rc)
     }
 }
 
-static int send_reply(struct conn *c, uint64_t cookie, uint16_t type, uint64_t off,
-                      int err, const void *data, size_t len)
-{
+/* One request of a batch, and its reply. */
+struct req {
+    uint16_t flags, type;
+    uint64_t cookie, off;
+    uint32_t len;
+    int err;
+    bool drop;                    /* fenced write: no reply */
+    const void *data;             /* READ payload to send */
+    size_t rlen;
     unsigned char h[32];
-    struct iovec v[2];
-    int n = 1;
-    if (c->structured && type == NBD_CMD_READ) {
+};
+
+static size_t build_reply(struct conn *c, struct req *r)
+{
+    unsigned char *h = r->h;
+    if (c->structured && r->type == NBD_CMD_READ) {
         nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
         nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
-        nbd_put64(h + 8, cookie);
-        if (err) {
+        nbd_put64(h + 8, r->cookie);
+        if (r->err) {
             nbd_put16(h + 6, NBD_REPLY_TYPE_ERROR);
             nbd_put32(h + 16, 6);
-            nbd_put32(h + 20, (uint32_t)err);
+            nbd_put32(h + 20, (uint32_t)r->err);
             nbd_put16(h + 24, 0);
-            v[0] = (struct iovec){ h, 26 };
-        } else {
-            nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
-            nbd_put32(h + 16, (uint32_t)(8 + len));
-            nbd_put64(h + 20, off);
-            v[0] = (struct iovec){ h, 28 };
-            v[1] = (struct iovec){ (void *)data, len };
-            n = 2;
+            return 26;
         }
-    } else {
-        nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
-        nbd_put32(h + 4, (uint32_t)err);
-        nbd_put64(h + 8, cookie);
-        v[0] = (struct iovec){ h, 16 };
-        if (!err && type == NBD_CMD_READ) {
-            v[1] = (struct iovec){ (void *)data, len };
-            n = 2;
+        nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
+        nbd_put32(h + 16, (uint32_t)(8 + r->rlen));
+        nbd_put64(h + 20, r->off);
+        return 28;
+    }
+    nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
+    nbd_put32(h + 4, (uint32_t)r->err);
+    nbd_put64(h + 8, r->cookie);
+    return 16;
+}
+
+/* Zero-copy send of a big reply from a source in our memory: the header,
+ * then the source's pages spliced through a pipe into the socket (send_mu
+ * held). A write racing with it may show in the reply, as it may in any
+ * read that overlaps a write in flight. */
+static int splice_send(struct conn *c, const unsigned char *h, size_t hl, const char *data, size_t len)
+{
+    if (c->pipe[0] < 0) {
+        if (pipe2(c->pipe, O_CLOEXEC) < 0) {
+            c->pipe[0] = c->pipe[1] = -1;
+            return -EAGAIN;       /* caller falls back to writev */
+        }
+        fcntl(c->pipe[1], F_SETPIPE_SZ, 1 << 20);
+    }
+    while (hl) {
+        ssize_t w = send(c->io.fd, h, hl, MSG_MORE | MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -EPIPE;
+        h += w;
+        hl -= (size_t)w;
+    }
+    while (len) {
+        struct iovec v = { (void *)data, len };
+        ssize_t n = vmsplice(c->pipe[1], &v, 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -EPIPE;
+        data += n;
+        len -= (size_t)n;
+        while (n > 0) {
+            ssize_t m = splice(c->pipe[0], NULL, c->io.fd, NULL, (size_t)n,
+                               SPLICE_F_MOVE | (len ? SPLICE_F_MORE : 0));
+            if (m < 0 && errno == EINTR)
+                continue;
+            if (m <= 0)
+                return -EPIPE;
+            n -= m;
         }
     }
+    return 0;
+}
+
+static int send_replies(struct conn *c, struct req *rs, int n)
+{
+    struct iovec v[2 * BATCH_MAX];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (rs[i].drop)
+            continue;
+        v[k++] = (struct iovec){ rs[i].h, build_reply(c, &rs[i]) };
+        if (!rs[i].err && rs[i].rlen)
+            v[k++] = (struct iovec){ (void *)rs[i].data, rs[i].rlen };
+    }
+    if (k == 0)
+        return 0;
     pthread_mutex_lock(&c->send_mu);
-    int rc = atomic_load(&c->dead) ? -EPIPE : nbd_io_writev(&c->io, v, n);
+    int rc = -EAGAIN;
+    if (atomic_load(&c->dead))
+        rc = -EPIPE;
+    else if (k == 2 && c->exp->direct && !nbd_io_is_tls(&c->io) && v[1].iov_len >= SPLICE_MIN)
+        rc = splice_send(c, v[0].iov_base, v[0].iov_len, v[1].iov_base, v[1].iov_len);
+    if (rc == -EAGAIN)
+        rc = nbd_io_writev(&c->io, v, k);
     pthread_mutex_unlock(&c->send_mu);
     return rc;
 }
@@ -517,15 +596,14 @@ static bool disc_buffered(struct conn *c)
 
 /* Has the client gone away (reset, or closed without NBD_CMD_DISC)? Writes
  * it left behind in our buffers must not land after newer writes from
- * other connections, so each write asks before it starts. */
+ * other connections, so each write asks before it starts. POLLRDHUP is set
+ * as soon as the peer's FIN or RST arrives, even with its requests still
+ * queued unread. */
 static bool peer_gone(struct conn *c)
 {
-    char b;
-    ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+    struct pollfd p = { .fd = c->io.fd, .events = POLLIN | POLLRDHUP };
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
         return false;
-    if (n < 0)
-        return true;
     pthread_mutex_lock(&c->recv_mu);
     bool gone = !atomic_load(&c->disc) && !disc_buffered(c);
     pthread_mutex_unlock(&c->recv_mu);
@@ -573,129 +651,208 @@ static int op_trim(struct conn *c, void *unused, size_t len, uint64_t off, uint1
     return (flags & NBD_CMD_FLAG_FUA) ? src_call(c->exp, do_flush, NULL, 0, 0) : 0;
 }
 
+static bool export_fast(const struct export *x)
+{
+    return x->direct || atomic_load_explicit(&x->read_ns, memory_order_relaxed) < FAST_NS;
+}
+
+/* Read one request (recv_mu held), a WRITE's payload into b. Returns 0, 1 to
+ * stop this worker quietly (DISC), or -errno with the connection killed. */
+static int take_request(struct conn *c, struct req *r, struct wbuf *b)
+{
+    struct r3_nbd_server *s = c->srv;
+    const struct export *x = c->exp;
+    uint64_t size = x->e.src->size;
+    unsigned char h[NBD_REQUEST_SIZE];
+    int rc = conn_read(c, h, sizeof h);
+    if (rc < 0 || nbd_get32(h) != NBD_REQUEST_MAGIC) {
+        if (rc == 0)
+            logf_(s, "bad request magic: closing the connection");
+        conn_kill(c);
+        return rc < 0 ? rc : -EPROTO;
+    }
+    memset(r, 0, offsetof(struct req, h));
+    r->flags = nbd_get16(h + 4);
+    r->type = nbd_get16(h + 6);
+    r->cookie = nbd_get64(h + 8);
+    r->off = nbd_get64(h + 16);
+    r->len = nbd_get32(h + 24);
+    if (r->type == NBD_CMD_DISC) {
+        atomic_store(&c->disc, true);
+        return 1;
+    }
+    if (r->type != NBD_CMD_WRITE)
+        return 0;
+    /* The payload must be consumed to stay in step, but an oversized one is
+     * never allocated: it is discarded in small pieces. */
+    bool range_ok = r->off <= size && r->len <= size - r->off;
+    if (r->len > s->o.max_request || !range_ok || x->e.readonly || r->len == 0) {
+        r->err = x->e.readonly ? NBD_EPERM : r->len > s->o.max_request ? NBD_EOVERFLOW
+                 : r->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
+        if (r->len > 64u * s->o.max_request) {
+            conn_kill(c);             /* too much to skip: drop the client */
+            return -EPROTO;
+        }
+        rc = conn_skip(c, r->len);
+    } else if ((rc = wbuf_need(b, r->len)) == 0) {
+        rc = conn_read(c, b->p, r->len);
+    } else {
+        r->err = NBD_ENOMEM;
+        rc = conn_skip(c, r->len);
+    }
+    if (rc < 0) {
+        conn_kill(c);                 /* truncated payload: the write never happens */
+        return rc;
+    }
+    return 0;
+}
+
+/* Run one request; READ data goes to buf (unless the source is in memory). */
+static void run_request(struct conn *c, struct req *r, void *wdata, void *buf)
+{
+    struct r3_nbd_server *s = c->srv;
+    struct export *x = (struct export *)c->exp;
+    uint64_t size = x->e.src->size;
+    bool range_ok = r->off <= size && r->len <= size - r->off;
+    int rc;
+    if (r->err)
+        return;
+    if (r->flags & ~(uint16_t)(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF)) {
+        r->err = NBD_EINVAL;
+        return;
+    }
+    switch (r->type) {
+    case NBD_CMD_READ:
+        if (r->len == 0 || !range_ok)
+            r->err = NBD_EINVAL;
+        else if (r->len > s->o.max_request)
+            r->err = NBD_EOVERFLOW;
+        else if (x->direct) {
+            r->data = r3_source_direct(x->e.src, r->off, r->len);
+            r->rlen = r->len;
+        } else if (!buf) {
+            r->err = NBD_ENOMEM;
+        } else {
+            uint64_t t0 = r3_now_ns();
+            if ((rc = src_call(x, do_read, buf, r->len, r->off)) < 0)
+                r->err = nbd_errno(rc);
+            uint64_t dt = r3_now_ns() - t0, avg = atomic_load_explicit(&x->read_ns, memory_order_relaxed);
+            atomic_store_explicit(&x->read_ns, avg - avg / 8 + dt / 8, memory_order_relaxed);
+            r->data = buf;
+            r->rlen = r->err ? 0 : r->len;
+        }
+        break;
+    case NBD_CMD_WRITE:
+        rc = gated(c, op_write, wdata, r->len, r->off, r->flags);
+        r->drop = rc == -ESHUTDOWN;
+        r->err = rc < 0 ? nbd_errno(rc) : 0;
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+    case NBD_CMD_TRIM:
+        if (x->e.readonly)
+            r->err = NBD_EPERM;
+        else if (!range_ok)
+            r->err = r->type == NBD_CMD_TRIM ? NBD_EINVAL : NBD_ENOSPC;
+        else {
+            rc = gated(c, r->type == NBD_CMD_TRIM ? op_trim : op_zero, NULL, r->len, r->off, r->flags);
+            r->drop = rc == -ESHUTDOWN;
+            r->err = rc < 0 ? nbd_errno(rc) : 0;
+        }
+        break;
+    case NBD_CMD_FLUSH:
+        rc = src_call(x, do_flush, NULL, 0, 0);
+        r->err = rc < 0 ? nbd_errno(rc) : 0;
+        break;
+    case NBD_CMD_CACHE:
+        /* Reading through the source warms a cache stage below. */
+        if (!range_ok) {
+            r->err = NBD_EINVAL;
+            break;
+        }
+        char *tmp = malloc(ZERO_SIZE);
+        if (!tmp) {
+            r->err = NBD_ENOMEM;
+            break;
+        }
+        for (uint64_t o = r->off; o < r->off + r->len && !r->err;) {
+            size_t n = r->off + r->len - o < ZERO_SIZE ? (size_t)(r->off + r->len - o) : ZERO_SIZE;
+            if ((rc = src_call(x, do_read, tmp, n, o)) < 0)
+                r->err = nbd_errno(rc);
+            o += n;
+        }
+        free(tmp);
+        break;
+    default:
+        r->err = NBD_EINVAL;
+    }
+}
+
 static void *worker(void *arg)
 {
     struct conn *c = arg;
     struct r3_nbd_server *s = c->srv;
     const struct export *x = c->exp;
-    uint64_t size = x->e.src->size;
-    struct wbuf b = { 0 };
+    struct wbuf b = { 0 }, rb = { 0 };
+    struct req rs[BATCH_MAX];
     for (;;) {
-        unsigned char h[NBD_REQUEST_SIZE];
         pthread_mutex_lock(&c->recv_mu);
         if (atomic_load(&c->dead) || atomic_load(&c->disc)) {
             pthread_mutex_unlock(&c->recv_mu);
             break;
         }
-        int rc = conn_read(c, h, sizeof h);
-        if (rc < 0 || nbd_get32(h) != NBD_REQUEST_MAGIC) {
-            if (rc == 0)
-                logf_(s, "bad request magic: closing the connection");
-            conn_kill(c);
+        int rc = take_request(c, &rs[0], &b);
+        if (rc != 0) {
             pthread_mutex_unlock(&c->recv_mu);
             break;
         }
-        uint16_t flags = nbd_get16(h + 4), type = nbd_get16(h + 6);
-        uint64_t cookie = nbd_get64(h + 8), off = nbd_get64(h + 16);
-        uint32_t len = nbd_get32(h + 24);
-        int err = 0;
-        bool range_ok = off <= size && len <= size - off;
-        if (type == NBD_CMD_WRITE) {
-            /* The payload must be consumed to stay in step, but an oversized
-             * one is never allocated: it is discarded in small pieces. */
-            if (len > s->o.max_request || !range_ok || x->e.readonly || len == 0) {
-                err = x->e.readonly ? NBD_EPERM : len > s->o.max_request ? NBD_EOVERFLOW
-                      : len == 0 ? NBD_EINVAL : NBD_ENOSPC;
-                if (len > 64u * s->o.max_request) {
-                    conn_kill(c);         /* too much to skip: drop the client */
-                    pthread_mutex_unlock(&c->recv_mu);
+        /* A fast source (in memory, or answering in microseconds): take every
+         * READ already buffered, run them here and answer them with one
+         * writev. A slow one: one request per worker, so they overlap. */
+        int n = 1;
+        size_t total = rs[0].type == NBD_CMD_READ && rs[0].len <= BATCH_BYTES ? rs[0].len : 0;
+        if (total && export_fast(x)) {
+            while (n < BATCH_MAX && c->rlen - c->rpos >= NBD_REQUEST_SIZE) {
+                const unsigned char *h = c->rbuf + c->rpos;
+                uint32_t l = nbd_get32(h + 24);
+                if (nbd_get32(h) != NBD_REQUEST_MAGIC || nbd_get16(h + 6) != NBD_CMD_READ ||
+                    l > BATCH_BYTES - total)
                     break;
-                }
-                rc = conn_skip(c, len);
-            } else if ((rc = wbuf_need(&b, len)) == 0) {
-                rc = conn_read(c, b.p, len);
-            } else {
-                err = NBD_ENOMEM;
-                rc = conn_skip(c, len);
+                struct req *r = &rs[n++];
+                memset(r, 0, offsetof(struct req, h));
+                r->flags = nbd_get16(h + 4);
+                r->type = NBD_CMD_READ;
+                r->cookie = nbd_get64(h + 8);
+                r->off = nbd_get64(h + 16);
+                r->len = l;
+                total += l;
+                c->rpos += NBD_REQUEST_SIZE;
             }
-            if (rc < 0) {
-                conn_kill(c);             /* truncated payload: the write never happens */
-                pthread_mutex_unlock(&c->recv_mu);
-                break;
-            }
-        } else if (type == NBD_CMD_DISC) {
-            atomic_store(&c->disc, true);
-            pthread_mutex_unlock(&c->recv_mu);
-            break;
         }
         pthread_mutex_unlock(&c->recv_mu);
 
-        if (flags & ~(uint16_t)(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF))
-            err = err ? err : NBD_EINVAL;
-        size_t rlen = 0;
-        if (!err) {
-            switch (type) {
-            case NBD_CMD_READ:
-                if (len == 0 || !range_ok)
-                    err = NBD_EINVAL;
-                else if (len > s->o.max_request)
-                    err = NBD_EOVERFLOW;
-                else if (wbuf_need(&b, len) < 0)
-                    err = NBD_ENOMEM;
-                else if ((rc = src_call(x, do_read, b.p, len, off)) < 0)
-                    err = nbd_errno(rc);
-                else
-                    rlen = len;
-                break;
-            case NBD_CMD_WRITE:
-                rc = gated(c, op_write, b.p, len, off, flags);
-                if (rc == -ESHUTDOWN)
-                    goto out;
-                err = rc < 0 ? nbd_errno(rc) : 0;
-                break;
-            case NBD_CMD_WRITE_ZEROES:
-            case NBD_CMD_TRIM:
-                if (x->e.readonly)
-                    err = NBD_EPERM;
-                else if (!range_ok)
-                    err = type == NBD_CMD_TRIM ? NBD_EINVAL : NBD_ENOSPC;
-                else {
-                    rc = gated(c, type == NBD_CMD_TRIM ? op_trim : op_zero, NULL, len, off, flags);
-                    if (rc == -ESHUTDOWN)
-                        goto out;
-                    err = rc < 0 ? nbd_errno(rc) : 0;
-                }
-                break;
-            case NBD_CMD_FLUSH:
-                rc = src_call(x, do_flush, NULL, 0, 0);
-                err = rc < 0 ? nbd_errno(rc) : 0;
-                break;
-            case NBD_CMD_CACHE:
-                /* Reading through the source warms a cache stage below. */
-                if (!range_ok)
-                    err = NBD_EINVAL;
-                else if (wbuf_need(&b, len < ZERO_SIZE ? len : ZERO_SIZE) < 0)
-                    err = NBD_ENOMEM;
-                else
-                    for (uint64_t o = off; o < off + len && !err;) {
-                        size_t n = off + len - o < ZERO_SIZE ? (size_t)(off + len - o) : ZERO_SIZE;
-                        if ((rc = src_call(x, do_read, b.p, n, o)) < 0)
-                            err = nbd_errno(rc);
-                        o += n;
-                    }
-                break;
-            default:
-                err = NBD_EINVAL;
+        size_t need = 0;
+        for (int i = 0; i < n && !x->direct; i++)
+            if (rs[i].type == NBD_CMD_READ && rs[i].len <= s->o.max_request)
+                need += rs[i].len;
+        bool have = need == 0 || wbuf_need(&rb, need) == 0;
+        size_t at = 0;
+        for (int i = 0; i < n; i++) {
+            void *buf = NULL;
+            if (have && need && rs[i].type == NBD_CMD_READ && rs[i].len <= s->o.max_request) {
+                buf = rb.p + at;
+                at += rs[i].len;
             }
+            run_request(c, &rs[i], b.p, buf);
         }
-        if (send_reply(c, cookie, type, off, err, b.p, rlen) < 0) {
+        if (send_replies(c, rs, n) < 0) {
             conn_kill(c);
             break;
         }
         wbuf_trim(&b);
+        wbuf_trim(&rb);
     }
-out:
     free(b.p);
+    free(rb.p);
     conn_leave(c);
     return NULL;
 }
@@ -760,6 +917,7 @@ static void *acceptor(void *arg)
             continue;
         }
         c->srv = s;
+        c->pipe[0] = c->pipe[1] = -1;
         nbd_io_init(&c->io, fd);
         pthread_mutex_init(&c->recv_mu, NULL);
         pthread_mutex_init(&c->send_mu, NULL);
@@ -880,6 +1038,8 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
         x->name = strdup(x->e.name ? x->e.name : "");
         x->desc = x->e.description ? strdup(x->e.description) : NULL;
         x->serialize = !(x->e.src->flags & R3_SRC_PARALLEL);
+        x->direct = r3_source_direct(x->e.src, 0, x->e.src->size) != NULL;
+        atomic_init(&x->read_ns, 1000000);
         if (x->e.src->flags & R3_SRC_RDONLY)
             x->e.readonly = true;
         pthread_mutex_init(&x->mu, NULL);
