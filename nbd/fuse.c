@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
@@ -226,6 +227,37 @@ static void *loop(void *arg)
     return NULL;
 }
 
+/* FUSE mounts get a writeback device with a strict 1% dirty limit, which
+ * throttles writers of a mapping long before the page cache is busy. Our
+ * mount's own device may have the normal limits (root only; best effort). */
+static void tune_bdi(const char *mnt)
+{
+    /* The device number comes from mountinfo: a stat() of the mountpoint
+     * would be a FUSE request, and no thread serves them yet. */
+    if (geteuid() != 0)
+        return;
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096], dev[32] = "";
+    while (f && fgets(line, sizeof line, f)) {
+        char d[32], m[2048];
+        if (sscanf(line, "%*s %*s %31s %*s %2047s", d, m) == 2 && strcmp(m, mnt) == 0)
+            snprintf(dev, sizeof dev, "%s", d);           /* the last one mounted there */
+    }
+    if (f)
+        fclose(f);
+    static const char *const knobs[][2] = { { "strict_limit", "0" }, { "max_ratio", "100" } };
+    for (size_t i = 0; dev[0] && i < 2; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "/sys/class/bdi/%s/%s", dev, knobs[i][0]);
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, knobs[i][1], strlen(knobs[i][1]));
+            (void)w;
+            close(fd);
+        }
+    }
+}
+
 int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out)
 {
     *out = NULL;
@@ -272,6 +304,7 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
         rc = r3_error(-EIO, "fuse: cannot mount on %s (see the message above)", f->mnt);
         goto fail;
     }
+    tune_bdi(f->mnt);
     f->nthreads = o->threads ? o->threads : 4;
     f->threads = calloc(f->nthreads, sizeof *f->threads);
     unsigned started = 0;

@@ -13,3 +13,9 @@ nbd_test_nbdregion_LDADD = libr3.la
 # Integration tests (tests/integration/lib.sh): real clients and servers.
 TESTS += tests/integration/nbd_server.sh tests/integration/nbd_tls.sh tests/integration/nbd_client.sh tests/integration/nbd_badinput.sh tests/integration/nbd_region.sh tests/integration/nbd_mount_cycles.sh tests/integration/nbd_kernel.sh
 EXTRA_DIST += tests/integration/nbd_server.sh tests/integration/nbd_tls.sh tests/integration/nbd_client.sh tests/integration/nbd_badinput.sh tests/integration/nbd_region.sh tests/integration/nbd_mount_cycles.sh tests/integration/nbd_kernel.sh tests/integration/nbd_mount_cycles.py tests/integration/nbd_badinput.py
+
+# Benchmark (not a test): bench/nbd.sh drives bench/nbd, fio, nbdkit, nbdfuse.
+noinst_PROGRAMS += bench/nbd
+bench_nbd_SOURCES = bench/nbd.c
+bench_nbd_LDADD = libr3.la
+EXTRA_DIST += bench/nbd.sh
