@@ -27,6 +27,7 @@ int main(int argc, char **argv)
     struct r3_region_opts o;
     r3_region_opts_init(&o);
     o.strategy = argv[2];
+    o.workdir = getenv("TMPDIR");      /* where the mount and socket go */
     uint64_t seed = strtoull(argv[4], NULL, 0);
     for (int i = 5; i + 1 < argc; i += 2) {
         uint64_t v;

@@ -10,6 +10,7 @@ REG="$top_builddir/nbd/test/nbdregion"
 CHECK="$top_builddir/nbd/test/nbdcheck"
 R3SERVE="$top_builddir/r3serve"
 SRC="file://$T_DIR/src.img?size=64M"
+mkdir -p "$T_DIR/work"; export TMPDIR="$T_DIR/work"    # nbdregion mounts under here
 
 t_timeout 120 "$REG" write nbd-managed "$SRC" 31 --pull 2 --push 2 || t_fail "nbd-managed write"
 t_timeout 120 "$REG" verify uffd "$SRC" 31 || t_fail "uffd does not see what nbd-managed wrote"
@@ -32,6 +33,6 @@ t_wait_port $P
 t_timeout 120 "$REG" write nbd-managed "nbd://127.0.0.1:$P/" 35 --pull 2 || t_fail "nbd-managed over nbd:// write"
 "$CHECK" gen 32M 35 | cmp - "$T_DIR/remote.img" || t_fail "the remote file differs after sync"
 
-grep -q r3nbd /proc/mounts && t_fail "a mount was left behind: $(grep r3nbd /proc/mounts)"
-ls -d /tmp/r3nbd.* 2>/dev/null | while read -r d; do [ -O "$d" ] && [ -n "$(find "$d" -newer "$T_DIR" 2>/dev/null)" ] && t_fail "left $d"; done
+grep -q " $T_DIR/work" /proc/mounts && t_fail "a mount was left behind: $(grep " $T_DIR/work" /proc/mounts)"
+[ -z "$(ls -A "$T_DIR/work")" ] || t_fail "left in the work directory: $(ls -A "$T_DIR/work")"
 t_log "ok"
