@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
@@ -26,6 +28,7 @@ struct r3_nbd_fuse {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool unmounted;
+    char dev[32];                 /* "0:N" of the FUSE connection */
 };
 
 static void fill_attr(struct r3_nbd_fuse *f, fuse_ino_t ino, struct stat *st)
@@ -230,12 +233,10 @@ static void *loop(void *arg)
 /* FUSE mounts get a writeback device with a strict 1% dirty limit, which
  * throttles writers of a mapping long before the page cache is busy. Our
  * mount's own device may have the normal limits (root only; best effort). */
-static void tune_bdi(const char *mnt)
+static void tune_bdi(const char *mnt, char *dev_out, size_t devn)
 {
     /* The device number comes from mountinfo: a stat() of the mountpoint
      * would be a FUSE request, and no thread serves them yet. */
-    if (geteuid() != 0)
-        return;
     FILE *f = fopen("/proc/self/mountinfo", "r");
     char line[4096], dev[32] = "";
     while (f && fgets(line, sizeof line, f)) {
@@ -245,6 +246,9 @@ static void tune_bdi(const char *mnt)
     }
     if (f)
         fclose(f);
+    snprintf(dev_out, devn, "%s", dev);
+    if (geteuid() != 0)
+        return;
     static const char *const knobs[][2] = { { "strict_limit", "0" }, { "max_ratio", "100" } };
     for (size_t i = 0; dev[0] && i < 2; i++) {
         char p[128];
@@ -304,7 +308,7 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
         rc = r3_error(-EIO, "fuse: cannot mount on %s (see the message above)", f->mnt);
         goto fail;
     }
-    tune_bdi(f->mnt);
+    tune_bdi(f->mnt, f->dev, sizeof f->dev);
     f->nthreads = o->threads ? o->threads : 4;
     f->threads = calloc(f->nthreads, sizeof *f->threads);
     unsigned started = 0;
@@ -358,10 +362,35 @@ void r3_nbd_fuse_unmount(struct r3_nbd_fuse *f)
     pthread_mutex_unlock(&f->mu);
     fuse_session_exit(f->se);
     /* Unmounting ends the kernel connection, which wakes every thread
-     * blocked reading /dev/fuse with ENODEV. */
+     * blocked reading /dev/fuse with ENODEV. A plain umount first (dirty
+     * pages are written back through our threads); if someone still holds
+     * the file, MNT_FORCE aborts the connection (their I/O fails from now
+     * on) and the mount is detached: nothing stays busy. Without root,
+     * libfuse's fusermount3 does a lazy unmount. */
+    if (geteuid() == 0 && umount2(f->mnt, 0) < 0 && errno == EBUSY) {
+        umount2(f->mnt, MNT_FORCE);
+        umount2(f->mnt, MNT_DETACH);
+    }
     fuse_session_unmount(f->se);
-    for (unsigned i = 0; i < f->nthreads; i++)
+    /* A lazy unmount keeps the connection while someone still holds the
+     * file open; then abort it (fusectl) so no thread and no mount stay. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 2;
+    for (unsigned i = 0; i < f->nthreads; i++) {
+        if (pthread_timedjoin_np(f->threads[i], NULL, &ts) == 0)
+            continue;
+        const char *minor = strchr(f->dev, ':');
+        char p[96];
+        snprintf(p, sizeof p, "/sys/fs/fuse/connections/%s/abort", minor ? minor + 1 : "none");
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, "1", 1);
+            (void)w;
+            close(fd);
+        }
         pthread_join(f->threads[i], NULL);
+    }
     fuse_session_destroy(f->se);
     free(f->threads);
     free(f->mnt);

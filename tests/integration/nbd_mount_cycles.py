@@ -58,6 +58,16 @@ for i in range(cycles):
     reap()
     if mounted():
         sys.exit("cycle %d: still mounted after -u" % i)
+# unmount while another process still holds the file open: must not hang
+r = subprocess.run([r3mount, "mem:?size=8M", mnt], capture_output=True, text=True, timeout=30)
+if r.returncode != 0:
+    sys.exit("held-open case: r3mount failed: %s" % r.stderr)
+holder = subprocess.Popen(["sleep", "30"], stdin=open(r.stdout.strip(), "rb"))
+t = time.time()
+r = subprocess.run([r3mount, "-u", mnt], capture_output=True, text=True, timeout=30)
+if r.returncode != 0 or time.time() - t > 10:
+    sys.exit("held-open case: r3mount -u failed or took %.1f s: %s" % (time.time() - t, r.stderr))
+holder.kill(); holder.wait()
 time.sleep(0.2)
 reap()
 left = r3mount_pids()
