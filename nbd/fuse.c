@@ -298,6 +298,7 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
     char *argv[] = { "r3nbd", "-o", opt, NULL };
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     f->se = fuse_session_new(&args, &ops, sizeof ops, f);
+    fuse_opt_free_args(&args);        /* libfuse may have copied them */
     if (!f->se) {
         rc = r3_error(-EIO, "fuse: cannot create a session");
         goto fail;
