@@ -4,7 +4,8 @@
  *   from the source ("min4k", the study's design).
  * Rows: experiment,impl,chunk,size,value,unit
  *   seq_read         first-touch sequential read of the whole region (MB/s)
- *   first_chunk_us   median latency of a first touch (µs)
+ *   first_chunk_us   median latency of a first touch after a pause (µs);
+ *                    first_chunk_b2b_us: touches back to back
  *   seq_read_delay   as seq_read, source behind a --delay-ms delay stage, --workers pull workers
  *   dirty_scan_ms    find the written pages after 1% of pages were written (PAGEMAP_SCAN)
  *   hash_ms          XXH3 over the whole region (what a hashing tracker pays per scan)
@@ -62,15 +63,17 @@ static struct r3_source *mem_source(uint64_t size)
     return s;
 }
 
-static struct r3_region *region(struct r3_source *src, uint32_t chunk, unsigned pull,
-                                unsigned fault_threads)
+/* pull: background pull workers; none: prefetch "none" (no pull, no
+ * fault readahead: every chunk is filled by its own fault). */
+static struct r3_region *region_p(struct r3_source *src, uint32_t chunk, unsigned pull,
+                                  unsigned fault_threads, bool none)
 {
     struct r3_region_opts o;
     struct r3_region *r;
     r3_region_opts_init(&o);
     o.chunk = chunk;
     o.pull_workers = pull;
-    o.prefetch = pull ? R3_PREFETCH_SEQUENTIAL : R3_PREFETCH_NONE;
+    o.prefetch = none ? R3_PREFETCH_NONE : R3_PREFETCH_SEQUENTIAL;
     if (fault_threads)
         o.fault_threads = fault_threads;
     if (r3_region_open(&o, src, &r) < 0) {
@@ -78,6 +81,12 @@ static struct r3_region *region(struct r3_source *src, uint32_t chunk, unsigned 
         exit(2);
     }
     return r;
+}
+
+static struct r3_region *region(struct r3_source *src, uint32_t chunk, unsigned pull,
+                                unsigned fault_threads)
+{
+    return region_p(src, chunk, pull, fault_threads, false);
 }
 
 static uint64_t sink;
@@ -164,12 +173,18 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Median first-touch latency over n chunks spread over the region. */
-static double first_touch_median_us(char *base, uint64_t size, uint64_t stride, unsigned n)
+/* Median first-touch latency over n chunks spread over the region. With
+ * gap_us > 0 each touch comes after a pause (the handlers are idle: the
+ * latency of a first chunk); with 0 back to back (each touch may wait for
+ * the rest of the previous chunk to go in). */
+static double first_touch_median_us(char *base, uint64_t size, uint64_t stride, unsigned n,
+                                    unsigned gap_us)
 {
     uint64_t *lat = malloc(n * sizeof *lat);
     unsigned k = 0;
     for (uint64_t off = 0; off < size && k < n; off += stride, k++) {
+        if (gap_us)
+            usleep(gap_us);
         uint64_t t0 = r3_now_ns();
         sink += *(volatile uint64_t *)(base + off);
         lat[k] = r3_now_ns() - t0;
@@ -225,6 +240,9 @@ int main(int argc, char **argv)
         r3_region_stats(r, &st);
         row("seq_read_fault_wait_p50", "uffd", chunk, size, (double)st.fault_wait_p50_ns / 1e3, "us");
         r3_region_close(r);
+        r = region_p(mem_source(size), chunk, 0, 0, true);
+        row("seq_read", "uffd-prefetch_none", chunk, size, (double)size / 1e6 / read_all(r->base, size), "MB/s");
+        r3_region_close(r);
         r = region(mem_source(size), chunk, 2, 0);
         row("seq_read", "uffd+pull2", chunk, size, (double)size / 1e6 / read_all(r->base, size), "MB/s");
         r3_region_close(r);
@@ -235,10 +253,14 @@ int main(int argc, char **argv)
     if (want("first_chunk")) {
         uint64_t stride = 16 * (uint64_t)chunk;   /* never a chunk next to a filled one */
         struct r3_region *r = region(mem_source(size), chunk, 0, 0);
-        row("first_chunk_us", "uffd", chunk, size, first_touch_median_us(r->base, size, stride, 1000), "us");
+        row("first_chunk_us", "uffd", chunk, size, first_touch_median_us(r->base, size, stride, 500, 200), "us");
+        row("first_chunk_b2b_us", "uffd", chunk, size,
+            first_touch_median_us((char *)r->base + 8 * (uint64_t)chunk, size - 8 * (uint64_t)chunk, stride, 500, 0), "us");
         r3_region_close(r);
         struct minh *h = minh_open(mem_source(size), size);
-        row("first_chunk_us", "min4k", 4096, size, first_touch_median_us(h->base, size, stride, 1000), "us");
+        row("first_chunk_us", "min4k", 4096, size, first_touch_median_us(h->base, size, stride, 500, 200), "us");
+        row("first_chunk_b2b_us", "min4k", 4096, size,
+            first_touch_median_us(h->base + 8 * 65536, size - 8 * 65536, stride, 500, 0), "us");
         minh_close(h, size);
     }
     if (want("delay")) {

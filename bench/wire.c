@@ -3,10 +3,13 @@
  *   uri,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us
  * usage: wire [-c CHUNK] [-w WORKERS] [-t TOTAL] URI...
  * WORKERS threads take the next chunk in ascending order, as the pull stage's
- * workers do. Not a test: run it by hand, one run per row. */
+ * workers do. -P instead measures the real thing: cache+pull (r3_pipeline,
+ * WORKERS pull workers, CHUNK chunks) making the whole source local; mode
+ * says which. Not a test: run it by hand, one run per row. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +59,10 @@ int main(int argc, char **argv)
 {
     uint64_t chunk = 1 << 20, total = 1ull << 30, workers = 16;
     int o;
-    while ((o = getopt(argc, argv, "c:w:t:")) != -1) {
+    bool pipeline = false;
+    while ((o = getopt(argc, argv, "c:w:t:P")) != -1) {
         switch (o) {
+        case 'P': pipeline = true; break;
         case 'c': r3_parse_size(optarg, &chunk); break;
         case 'w': workers = strtoull(optarg, NULL, 10); break;
         case 't': r3_parse_size(optarg, &total); break;
@@ -68,7 +73,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "wire: bad -w or -c\n");
         return 2;
     }
-    printf("uri,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us\n");
+    printf("uri,mode,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us\n");
     int status = 0;
     for (int i = optind; i < argc; i++) {
         struct run r = { .chunk = chunk };
@@ -93,14 +98,29 @@ int main(int argc, char **argv)
         qsort(lat, 100, sizeof lat[0], cmp_d);
         pthread_t t[256];
         double t0 = now_s();
-        for (uint64_t k = 0; k < workers; k++)
-            pthread_create(&t[k], NULL, worker, &r);
-        for (uint64_t k = 0; k < workers; k++)
-            pthread_join(t[k], NULL);
+        if (pipeline) {
+            struct r3_pipeline *p = NULL;
+            struct r3_pipeline_opts po = { .chunk = (uint32_t)chunk, .pull_workers = (unsigned)workers };
+            r.total = r.src->size;
+            if (r3_pipeline_open(r.src, &po, &p) < 0 || r3_pull_wait(p->pull) < 0) {
+                fprintf(stderr, "wire: %s\n", r3_last_error());
+                atomic_store(&r.err, 1);
+            }
+            if (p) {
+                r.src = NULL;              /* the pipeline owns it */
+                r3_pipeline_close(p);
+            }
+        } else {
+            for (uint64_t k = 0; k < workers; k++)
+                pthread_create(&t[k], NULL, worker, &r);
+            for (uint64_t k = 0; k < workers; k++)
+                pthread_join(t[k], NULL);
+        }
         double secs = now_s() - t0;
         if (atomic_load(&r.err))
             status = 1;
-        printf("%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%.0f,%.0f\n", argv[i], chunk, workers, r.total,
+        printf("%s,%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%.0f,%.0f\n", argv[i],
+               pipeline ? "cache+pull" : "direct", chunk, workers, r.total,
                secs, (double)r.total / secs / 1e6, (lat[49] + lat[50]) / 2);
         fflush(stdout);
         r3_source_close(r.src);

@@ -77,4 +77,9 @@ int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Human size "64 KiB", "1 GiB" into buf. */
 const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
 
+/* ---- strategies */
+extern const struct r3_strategy_ops r3_strategy_filesync;   /* filesync/strategy.c */
+/* "pagemap" or "hash": how a filesync region finds changed blocks. */
+const char *r3_filesync_detect(const struct r3_region *r);
+
 #endif

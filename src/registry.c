@@ -22,6 +22,7 @@ static const struct r3_strategy_ops *const strategies[] = {
     &r3_uffd_strategy,
     &r3_strategy_nbd_direct,
     &r3_strategy_nbd_managed,
+    &r3_strategy_filesync,
     /* strategies: add new entries above this line */
     NULL,
 };

@@ -3,7 +3,8 @@
  *   r3cat put URI FILE [-o OFF] [-j THREADS] [-p MIN-MAX] [-s SEED] [-n]   file → source, then flush
  *   r3cat get URI FILE [-o OFF] [-l LEN] [-j THREADS] [-p MIN-MAX]         source → file
  *   r3cat size URI                                                         print the size
- * -p: random piece sizes between MIN and MAX bytes (unaligned); -n: no flush.
+ * -p: random piece sizes between MIN and MAX bytes (unaligned); -n: no flush;
+ * -d USEC: sleep between pieces (to make a transfer span a server restart).
  * Exit 0 on success; otherwise prints r3_last_error() and exits 1. */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +21,7 @@ struct job {
     struct r3_source *src;
     int fd;
     bool put;
-    uint64_t off, len, pmin, pmax, seed;
+    uint64_t off, len, pmin, pmax, seed, delay_us;
     unsigned nthreads;
     pthread_mutex_t mu;
     uint64_t next;           /* next byte (relative) to hand out */
@@ -54,6 +55,8 @@ static void *worker(void *arg)
         uint64_t rel = j->next;
         j->next += n;
         pthread_mutex_unlock(&j->mu);
+        if (j->delay_us)
+            usleep((useconds_t)j->delay_us);
         int rc;
         if (j->put) {
             rc = pread(j->fd, buf, n, (off_t)rel) == (ssize_t)n ? 0 : -EIO;
@@ -90,7 +93,7 @@ int main(int argc, char **argv)
     bool noflush = false;
     int opt;
     optind = file ? 4 : 3;
-    while ((opt = getopt(argc, argv, "o:l:j:p:s:n")) != -1) {
+    while ((opt = getopt(argc, argv, "o:l:j:p:s:nd:")) != -1) {
         switch (opt) {
         case 'o': r3_parse_size(optarg, &j.off); break;
         case 'l': r3_parse_size(optarg, &j.len); break;
@@ -106,6 +109,7 @@ int main(int argc, char **argv)
         }
         case 's': j.seed = strtoull(optarg, NULL, 10) | 1; break;
         case 'n': noflush = true; break;
+        case 'd': j.delay_us = strtoull(optarg, NULL, 10); break;
         default: return 2;
         }
     }

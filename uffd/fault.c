@@ -14,10 +14,12 @@
  * see it and no FORK event is asked for. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -92,6 +94,35 @@ static void fail_fault(struct r3u_region *r, uint64_t off, uint64_t idx, int rc,
 
 static void fill_ahead(struct r3u_handler *h, uint64_t idx);
 
+/* On a memory-speed source (mem, file) the faulting page is read and
+ * installed on its own before the chunk: the thread runs on after one page
+ * instead of after a whole chunk's copy. The chunk is published as
+ * installing first (a write to that page must be seen by the next sync),
+ * and only if nobody else has started on it. */
+static void first_page(struct r3u_handler *h, uint64_t off, uint64_t idx)
+{
+    struct r3u_region *r = h->r;
+    uint8_t zero = 0;
+    if (off + r->pagesz > r->r.src->size ||
+        !atomic_compare_exchange_strong(&r->filled[idx], &zero, R3U_INSTALLING))
+        return;
+    uint64_t pg = off >> r->page_shift;
+    const void *src = r->zeros;
+    if (!r3u_bit(r->zpage, pg)) {
+        if (r3_source_read(r->r.src, h->page, r->pagesz, off) < 0) {
+            uint8_t inst = R3U_INSTALLING;
+            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            return;                   /* the chunk fetch reports the error */
+        }
+        src = h->page;
+    }
+    if (r3u_install_page(r, off, src) == 0) {
+        r3u_bit_clear(r->zpage, pg);
+        h->first_done = true;
+        r3u_fault_woken(h);
+    }
+}
+
 static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64_t t0)
 {
     struct r3u_region *r = h->r;
@@ -111,11 +142,15 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
         r3u_access_note(r, idx);
     h->t0 = t0;
     h->waited = false;
+    /* Sequential: this fault is in the chunk after the previous fault's. */
+    uint64_t prev = atomic_exchange_explicit(&r->last_fault, idx, memory_order_relaxed);
+    h->seq = prev + 1 == idx;
     uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
     if (st == R3U_INSTALLING) {
         /* Being installed right now: the installer wakes the whole chunk.
-         * The reader caught up with the fills: keep ahead of it. */
-        r3u_fault_woken(h);
+         * The reader caught up with the fills: keep ahead of it. (Not
+         * timed: the wake is not ours.) */
+        h->waited = true;
         fill_ahead(h, idx);
         return;
     } else if (st == R3U_FILLED) {
@@ -128,18 +163,31 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
         else if (installed)
             r3u_bit_set(r->pdirty, idx);
         else {
-            /* Stale: the page came in meanwhile (readahead beat the message). */
-            r3u_fault_woken(h);
+            /* Stale: the page came in meanwhile (readahead beat the message);
+             * its thread was woken by that fill, so this one is not timed. */
+            h->waited = true;
             fill_ahead(h, idx);
             return;
         }
     } else {
         h->fault_off = off;
+        h->first_done = false;
+        if (r->first_page)
+            first_page(h, off, idx);
         int rc = r3_cache_fetch(r->p->cache, idx, R3_FETCH_FAULT);
         h->fault_off = UINT64_MAX;
         if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire))
             rc = r3_error(-EIO, "uffd: chunk %llu is local in the cache but was never installed",
                           (unsigned long long)idx);
+        if (rc < 0 && h->first_done) {
+            /* The chunk never came: undo "installing" and wake whoever
+             * waits on its other pages, so they fault again and see it. */
+            uint8_t inst = R3U_INSTALLING;
+            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            struct uffdio_range w = { .start = base + (idx << r->chunk_shift), .len = r->r.chunk };
+            ioctl(r->uffd, UFFDIO_WAKE, &w);
+        }
+        h->first_done = false;
         if (rc < 0)
             fail_fault(r, off, idx, rc, m->arg.pagefault.feat.ptid);
         r3u_fault_woken(h);
@@ -248,8 +296,7 @@ static bool pending(struct r3u_region *r)
 static void fill_ahead(struct r3u_handler *h, uint64_t idx)
 {
     struct r3u_region *r = h->r;
-    if (!r->readahead || idx == 0 ||
-        atomic_load_explicit(&r->filled[idx - 1], memory_order_acquire) != R3U_FILLED)
+    if (!r->readahead || !h->seq)
         return;
     h->ra = true;
     for (uint64_t j = idx + 1; j <= idx + r->readahead && j < r->nchunks; j++) {
@@ -266,13 +313,17 @@ static void fill_ahead(struct r3u_handler *h, uint64_t idx)
     h->ra = false;
 }
 
-void r3u_layout_wait(struct r3u_region *r)
+void r3u_layout_wait(struct r3u_region *r, unsigned tries)
 {
     struct r3u_handler *h = tl_handler;
     if (h && h->r == r)
         read_more(h);
-    struct timespec ts = { 0, 20000 };
-    nanosleep(&ts, NULL);
+    if (tries % 256 == 0) {
+        struct timespec ts = { 0, 50000 };
+        nanosleep(&ts, NULL);         /* now and then, really step aside */
+    } else {
+        sched_yield();
+    }
 }
 
 static void *handler_main(void *arg)
@@ -280,27 +331,52 @@ static void *handler_main(void *arg)
     struct r3u_handler *h = arg;
     struct r3u_region *r = h->r;
     tl_handler = h;
-    struct pollfd pf[2] = { { .fd = r->uffd, .events = POLLIN }, { .fd = r->stopfd, .events = POLLIN } };
+    /* One epoll set per handler with the uffd added EPOLLEXCLUSIVE: a fault
+     * wakes one handler, not all of them (a herd costs a fault a context
+     * switch on small machines). */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e1 = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
+    struct epoll_event e2 = { .events = EPOLLIN, .data.u32 = 1 };
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->uffd, &e1) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, r->stopfd, &e2) < 0) {
+        fprintf(stderr, "r3: uffd: handler cannot set up epoll: %s\n", strerror(errno));
+        if (ep >= 0)
+            close(ep);
+        tl_handler = NULL;
+        return NULL;
+    }
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire)) {
-        int n = poll(pf, 2, -1);
+        struct epoll_event ev[2];
+        int n = epoll_wait(ep, ev, 2, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (pf[1].revents)
+        bool stop = false, in = false;
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 == 1)
+                stop = true;
+            else
+                in = true;
+        }
+        if (stop)
             break;
-        if (!(pf[0].revents & POLLIN))
+        if (!in)
             continue;
-        h->qlen = 0;
-        if (!read_more(h))
-            continue;
-        uint64_t t0 = r3_now_ns();
-        /* q may grow while we work (read_more from a fill meeting EAGAIN). */
-        for (size_t i = 0; i < h->qlen; i++)
-            if (h->q[i].event == UFFD_EVENT_PAGEFAULT)
-                handle_fault(h, &h->q[i], t0);
+        /* Drain: keep reading while messages come, then sleep again. */
+        for (;;) {
+            h->qlen = 0;
+            if (!read_more(h))
+                break;
+            uint64_t t0 = r3_now_ns();
+            /* q may grow while we work (read_more from a fill meeting EAGAIN). */
+            for (size_t i = 0; i < h->qlen; i++)
+                if (h->q[i].event == UFFD_EVENT_PAGEFAULT)
+                    handle_fault(h, &h->q[i], t0);
+        }
     }
+    close(ep);
     tl_handler = NULL;
     return NULL;
 }
@@ -314,6 +390,9 @@ int r3u_handlers_start(struct r3u_region *r, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         r->h[i].r = r;
         r->h[i].fault_off = UINT64_MAX;
+        r->h[i].page = aligned_alloc(r->pagesz, r->pagesz);
+        if (!r->h[i].page)
+            return r3_error(-ENOMEM, "uffd: out of memory");
         int rc = r3_thread_create(&r->h[i].thread, handler_main, &r->h[i]);
         if (rc < 0)
             return rc;
@@ -332,6 +411,8 @@ void r3u_handlers_stop(struct r3u_region *r)
     for (unsigned i = 0; i < r->nh; i++)
         if (r->h[i].started)
             pthread_join(r->h[i].thread, NULL);
+    for (unsigned i = 0; i < r->nh; i++)
+        free(r->h[i].page);
     free(r->h);
     r->h = NULL;
     r->nh = 0;

@@ -38,7 +38,20 @@ static void destroy(struct r3u_region *r)
             struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
             ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
         }
-        munmap(r->r.base, r->maplen);
+        if (!atomic_load(&r->any_gone)) {
+            munmap(r->r.base, r->maplen);
+        } else {
+            /* Leave alone what the program unmapped (it may hold other
+             * mappings now): unmap only the runs still ours. */
+            for (uint64_t pg = 0; pg < r->npages;) {
+                uint64_t end = pg;
+                while (end < r->npages && !r3u_bit(r->gone, end))
+                    end++;
+                if (end > pg)
+                    munmap((char *)r->r.base + (pg << r->page_shift), (end - pg) << r->page_shift);
+                pg = end + 1;
+            }
+        }
     }
     if (r->uffd >= 0)
         close(r->uffd);
@@ -102,6 +115,17 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
     const char *ra = getenv("R3_UFFD_READAHEAD");
     r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
+    if (o->prefetch == R3_PREFETCH_NONE)
+        r->readahead = 0;             /* "none" means no prefetch of any kind */
+    atomic_store(&r->last_fault, UINT64_MAX - 1);
+    /* Sources read at memory speed: fill the faulting page before its chunk
+     * (R3_UFFD_FIRST_PAGE=0 turns it off). A remote source would pay a
+     * second round trip for it, so only these. */
+    const char *fp = getenv("R3_UFFD_FIRST_PAGE");
+    r->first_page = (!fp || strcmp(fp, "0") != 0) && chunk > (uint32_t)pg &&
+                    (src->flags & R3_SRC_PARALLEL) &&
+                    (uint64_t)pg % (src->align ? src->align : 1) == 0 &&
+                    (strcmp(src->ops->scheme, "mem") == 0 || strcmp(src->ops->scheme, "file") == 0);
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
@@ -217,15 +241,17 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         .local = &r->view, .borrow_local = true,
         .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
     };
-    /* Handlers first: pull workers start filling as soon as the pipeline opens. */
-    if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
-        goto fail_src;
     rc = r3_pipeline_open(src, &po, &r->p);
     src = NULL;                       /* the pipeline owns it now, also on failure */
     if (rc < 0) {
         r->p = NULL;
         goto fail;
     }
+    /* Handlers after the pipeline: they read r->p (thread creation orders
+     * that for them). Nothing faults before open returns; pull workers
+     * fill without handlers. */
+    if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
+        goto fail;
     *out = &r->r;
     return 0;
 
@@ -257,11 +283,15 @@ static int uffd_close(struct r3_region *rr)
         r->hooks.before_close(r->hooks.arg, rr);
     if (r->p->pull)
         r3_pull_stop(r->p->pull);
-    /* The pipeline's workers may still read the region (and fault on a
-     * removed page): stop them while the handlers still run. */
+    /* Handlers stop before the pipeline closes (they use its cache). Then
+     * the range is unregistered, which also wakes any fault still waiting
+     * (a push round reading a page removed after the final sync gets an
+     * ordinary zero page, which is what a removed page holds). */
+    r3u_handlers_stop(r);
+    struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
+    ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
     r3_pipeline_close(r->p);
     r->p = NULL;
-    r3u_handlers_stop(r);
     int rc2 = r3u_access_write(r);
     destroy(r);
     return rc < 0 ? rc : rc2;

@@ -49,7 +49,9 @@ static int collect_scan(struct r3u_region *r, struct r3_source *push)
     uint64_t base = (uintptr_t)r->r.base, end = base + r->maplen;
     struct pm_scan_arg a = {
         .size = sizeof a,
-        .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+        /* No PM_SCAN_CHECK_WPASYNC: a hole the program unmapped and something
+         * else mapped again must not fail the sync (its chunks are "gone"). */
+        .flags = PM_SCAN_WP_MATCHING,
         .start = base, .end = end,
         .vec = (uintptr_t)r->scan, .vec_len = r->scan_cap,
         .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,

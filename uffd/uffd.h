@@ -41,7 +41,9 @@ struct r3u_handler {
     /* the fault being served: its page offset (UINT64_MAX: none), when its
      * message was read, whether its wait is recorded; readahead fills */
     uint64_t fault_off, t0;
-    bool waited, ra;
+    bool waited, ra, seq;
+    bool first_done;              /* the faulting page went in before the chunk */
+    void *page;                   /* one page, for that */
 };
 
 struct r3u_region {
@@ -83,6 +85,8 @@ struct r3u_region {
     struct r3u_handler *h;
     unsigned nh;
     unsigned readahead;           /* chunks filled ahead of a sequential fault */
+    bool first_page;              /* memory-speed source: faulting page before its chunk */
+    _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
     _Atomic int reported;         /* source-error message printed once */
     /* stats */
@@ -96,6 +100,7 @@ void r3u_view_init(struct r3u_region *r, uint64_t size);
  * more UFFDIO_COPY; EEXIST pages are woken and skipped. 0 or -errno. */
 int  r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len);
 /* Fill the page at off with zeros unless present; *installed says if it was. */
+int  r3u_install_page(struct r3u_region *r, uint64_t off, const void *page);
 int  r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed);
 
 /* uffd/fault.c: handler threads and events. */
@@ -103,7 +108,7 @@ int  r3u_handlers_start(struct r3u_region *r, unsigned n);
 void r3u_handlers_stop(struct r3u_region *r);
 /* A fill met a changing layout: read pending events if this thread is a
  * handler (else let the handlers do it), then back off briefly. */
-void r3u_layout_wait(struct r3u_region *r);
+void r3u_layout_wait(struct r3u_region *r, unsigned tries);
 /* Is this thread one of r's fault handlers? (fills by handlers are faults) */
 bool r3u_in_handler(struct r3u_region *r);
 /* The handler serving a fault on this thread (NULL if none). */

@@ -27,6 +27,7 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
 {
     size_t done = 0;
     unsigned again = 0;
+    uint64_t t_first = 0;
     while (done < len) {
         struct uffdio_copy c = {
             .dst = (uintptr_t)r->r.base + off + done,
@@ -54,10 +55,17 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
             continue;
         }
         if (e == EAGAIN) {
-            if (++again > 200000)
-                return r3_error(-EAGAIN, "uffd: the address space kept changing while filling"
-                                " offset %llu", (unsigned long long)(off + done));
-            r3u_layout_wait(r);
+            /* Zero progress: an event (REMOVE, UNMAP, ...) is pending or its
+             * thread has not resumed yet. Read events, let that thread run,
+             * retry at once: the window between two events of a thread
+             * that keeps calling madvise() is a few microseconds. */
+            uint64_t t = r3_now_ns();
+            if (again++ == 0)
+                t_first = t;
+            else if (t - t_first > 10ull * 1000 * 1000 * 1000)
+                return r3_error(-EAGAIN, "uffd: the address space kept changing for 10 s while"
+                                " filling offset %llu", (unsigned long long)(off + done));
+            r3u_layout_wait(r, again);
             continue;
         }
         if (e == ENOENT || e == ESRCH) {
@@ -72,12 +80,12 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
     return 0;
 }
 
-/* Installs without waking: the caller publishes the chunk as filled first,
- * then wakes (a woken thread may write and sync at once, and sync only
- * looks at filled chunks). */
+/* Each UFFDIO_COPY wakes the threads waiting in its range; the caller has
+ * published the chunk as R3U_INSTALLING before, so a woken thread that
+ * writes and syncs at once has its chunk looked at by the sync. */
 int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
 {
-    const uint64_t dw = UFFDIO_COPY_MODE_DONTWAKE;
+    const uint64_t dw = 0;
     size_t n_new = 0;
     uint64_t p0 = off >> r->page_shift, p1 = (off + len + r->pagesz - 1) >> r->page_shift;
     size_t whole = len & ~(r->pagesz - 1);
@@ -111,6 +119,12 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
     return rc;
 }
 
+int r3u_install_page(struct r3u_region *r, uint64_t off, const void *page)
+{
+    size_t n_new = 0;
+    return copy_range(r, off, page, r->pagesz, &n_new, 0);
+}
+
 int r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed)
 {
     size_t n_new = 0;
@@ -131,7 +145,7 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     if ((off & (r->r.chunk - 1)) != 0 || len > r->r.chunk)
         return r3_error(-EINVAL, "uffd: the region takes whole chunks (offset %llu, %zu bytes)",
                         (unsigned long long)off, len);
-    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire)) {
+    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire) == R3U_FILLED) {
         /* Installed already (a fetch after invalidate): pages present win. */
         return 0;
     }
@@ -139,38 +153,60 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     if (!r->track_wp)
         r3u_track_filled(r, idx, buf, len);     /* before any page can be written */
     struct r3u_handler *h = r3u_current(r);
+    bool fault = h && !h->ra;
+    /* Published (and counted, so a woken thread reads exact stats) before
+     * the first page goes in: see r3u_install. */
+    atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
+    _Atomic uint64_t *ctr = fault ? &r->chunks_fault : &r->chunks_prefetch;
+    atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
     int rc = 0;
-    if (h && !h->ra && h->fault_off >= off && h->fault_off < off + len) {
+    if (fault && h->fault_off >= off && h->fault_off < off + len && len > r->pagesz) {
         /* The faulting page first: its thread runs on while the rest of
-         * the chunk goes in. The chunk counts as filled from here on (a
-         * write to that page must be seen by the next sync); faults on
-         * its other pages wait for the final wake. */
+         * the chunk goes in; faults on the other pages wait for their
+         * copies, which wake them. */
         uint64_t po = h->fault_off, in = po - off;
         size_t n = len - in < r->pagesz ? len - in : r->pagesz;
-        rc = r3u_install(r, po, b + in, n);
-        if (rc == 0) {
-            atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
-            wake(r, po, r->pagesz);
-            r3u_fault_woken(h);
-            if (in)
-                rc = r3u_install(r, off, b, in);
-            if (rc == 0 && in + n < len)
-                rc = r3u_install(r, po + n, b + in + n, len - in - n);
-        }
+        if (!h->first_done)           /* else fault.c installed it already */
+            rc = r3u_install(r, po, b + in, n);
+        r3u_fault_woken(h);
+        if (rc == 0 && in)
+            rc = r3u_install(r, off, b, in);
+        if (rc == 0 && in + n < len)
+            rc = r3u_install(r, po + n, b + in + n, len - in - n);
     } else {
         rc = r3u_install(r, off, buf, len);
+        if (fault)
+            r3u_fault_woken(h);
     }
     if (rc == 0) {
-        /* Counted before the wake, so a woken thread reads exact stats. */
-        atomic_fetch_add_explicit(h && !h->ra ? &r->chunks_fault : &r->chunks_prefetch, 1,
-                                  memory_order_relaxed);
-        atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
         atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+        return 0;
     }
-    /* Wake also after a failure: the waiters fault again and see the error. */
-    int rc2 = wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
-    return rc < 0 ? rc : rc2;
+    atomic_fetch_sub_explicit(ctr, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+    atomic_store_explicit(&r->filled[idx], 0, memory_order_release);
+    /* Wake after a failure: the waiters fault again and see the error. */
+    wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+    return rc;
 }
+
+/* Copy out of the region. The program's writes race with this by design:
+ * the kernel orders them (a write after a PAGEMAP_SCAN re-protection is
+ * found by the next scan), which ThreadSanitizer cannot see; under TSan
+ * the copy is an uninstrumented loop instead of the intercepted memcpy. */
+#if defined(__SANITIZE_THREAD__)
+__attribute__((no_sanitize("thread"), noinline))
+static void region_copy(void *dst, const void *src, size_t n)
+{
+    volatile uint8_t *d = dst;
+    const volatile uint8_t *p = src;
+    for (size_t i = 0; i < n; i++)
+        d[i] = p[i];
+}
+#else
+#define region_copy memcpy
+#endif
 
 static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
@@ -196,7 +232,7 @@ static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
             if (rc < 0)
                 return rc;
         } else {
-            memcpy(out, (const uint8_t *)r->r.base + off, in);
+            region_copy(out, (const uint8_t *)r->r.base + off, in);
         }
         out += in;
         off += in;

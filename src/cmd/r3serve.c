@@ -236,7 +236,7 @@ static int listen_on(struct server *sv)
     char hb[INET6_ADDRSTRLEN] = "?", pb[16] = "?";
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         getnameinfo((struct sockaddr *)&ss, sl, hb, sizeof hb, pb, sizeof pb, NI_NUMERICHOST | NI_NUMERICSERV);
-    fprintf(stderr, "r3serve: listening on %s:%s\n", hb, pb);
+    fprintf(stderr, strchr(hb, ':') ? "r3serve: listening on [%s]:%s\n" : "r3serve: listening on %s:%s\n", hb, pb);
     return fd;
 }
 

@@ -26,6 +26,7 @@
 
 #define MAX_CONNS 64
 #define HEAD 32            /* bytes read before deciding where a reply's data goes */
+#define SLOW_MAX (1u << 20) /* largest reply decoded whole (errors, size) */
 
 struct call {
     struct call *next;
@@ -147,6 +148,11 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     }
     if (cl->tls && (rc = r3_tls_connect(cl->tls, io, cl->host, cl->connect_ms)) < 0) {
         r3_io_close(io);
+        if (rc == -ECONNRESET || rc == -EPROTO) {
+            char keep[400];
+            snprintf(keep, sizeof keep, "%s", r3_last_error());
+            return r3_error(rc, "%s: %s (does the server speak TLS? r3serve needs --tls-cert)", cl->name, keep);
+        }
         return r3_error_prefix(rc, "%s: ", cl->name);
     }
     msgpack_sbuffer sb;
@@ -322,6 +328,10 @@ static int read_reply(struct rconn *c, char *why, size_t whyn)
         snprintf(why, whyn, "%s: protocol error: a reply that is not msgpack", cl->name);
         return -EPROTO;
     }
+    if (len > SLOW_MAX) {       /* only data replies are big, and they take the path above */
+        snprintf(why, whyn, "%s: protocol error: a %" PRIu32 " byte reply without data", cl->name, len);
+        return -EPROTO;
+    }
     char *f = malloc(len);
     if (!f) {
         snprintf(why, whyn, "%s: out of memory for a %" PRIu32 " byte reply", cl->name, len);
@@ -394,18 +404,26 @@ static void *reader_main(void *arg)
     struct client *cl = c->cl;
     char why[400];
     int backoff = 20;
+    bool served = true;        /* the current connection answered a request */
     while (!atomic_load(&cl->closing)) {
         pthread_mutex_lock(&c->mu);
         bool up = c->up;
         pthread_mutex_unlock(&c->mu);
         if (!up) {
+            /* Back off before every redial, and keep backing off while
+             * connections fail before answering anything (a bad server). */
+            if (served)
+                backoff = 20;
+            backoff_sleep(cl, backoff);
+            backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+            if (atomic_load(&cl->closing))
+                break;
             struct r3_io io;
             if (dial(cl, &io, false) < 0) {
                 pthread_mutex_lock(&c->mu);
                 snprintf(c->err, sizeof c->err, "%s", r3_last_error());
                 pthread_mutex_unlock(&c->mu);
-                backoff_sleep(cl, backoff);
-                backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+                served = false;
                 continue;
             }
             pthread_mutex_lock(&c->mu);
@@ -414,11 +432,13 @@ static void *reader_main(void *arg)
             c->up = !atomic_load(&cl->closing);
             pthread_cond_broadcast(&c->cv);
             pthread_mutex_unlock(&c->mu);
-            backoff = 20;
+            served = false;
             continue;
         }
         if (read_reply(c, why, sizeof why) < 0)
             conn_fail(c, atomic_load(&cl->closing) ? "the source is being closed" : why);
+        else
+            served = true;
     }
     return NULL;
 }
@@ -458,7 +478,7 @@ static struct rconn *pick(struct client *cl, uint64_t deadline)
     }
     bool up = c->up;
     if (!up)
-        r3_error(-EIO, "%s: not connected: %s", cl->name, c->err[0] ? c->err : "closing");
+        r3_error(-EIO, "%s (not connected for %d ms)", c->err[0] ? c->err : cl->name, cl->timeout_ms);
     pthread_mutex_unlock(&c->mu);
     return up ? c : NULL;
 }
@@ -514,7 +534,7 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
     }
     pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&k.cv);
-    if (timed_out)
+    if (timed_out && !k.lost)
         return r3_error(-ETIMEDOUT, "%s: %s of %zu bytes at %" PRIu64 " timed out after %d ms", cl->name,
                         method, len, off, cl->timeout_ms);
     if (k.lost) {
@@ -542,7 +562,7 @@ static int call(struct client *cl, const char *method, void *rbuf, const void *w
             return r3_error_prefix(-EIO, "%s of %zu bytes at %" PRIu64 " may not have been applied: ",
                                    method, len, off);
         if (r3_now_ns() >= deadline)
-            return r3_error_prefix(-EIO, "%s: gave up after %d ms: ", cl->name, cl->timeout_ms);
+            return r3_error_prefix(-EIO, "gave up after %d ms: ", cl->timeout_ms);
     }
 }
 

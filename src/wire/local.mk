@@ -18,3 +18,5 @@ tests_unit_test_wire_SOURCES = tests/unit/test_wire.c
 tests_unit_test_wire_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS)
 tests_unit_test_wire_LDADD = $(UNIT_LDADD) $(MSGPACK_LIBS)
 TESTS += tests/unit/test_wire
+dist_check_SCRIPTS += tests/integration/wire.sh
+TESTS += tests/integration/wire.sh

@@ -42,12 +42,21 @@ static const char *ssl_reason(char *buf, size_t n)
 static int ctx_common(struct r3_tls_ctx *c, const struct r3_tls_opts *o, const char *who)
 {
     char eb[160];
+    const char *files[] = { o->cert, o->key, o->ca }, *what[] = { "certificate", "key", "CA file" };
+    for (int i = 0; i < 3; i++)
+        if (files[i] && access(files[i], R_OK) < 0) {
+            int e = errno;
+            return r3_error(-e, "%s: cannot read %s %s: %s", who, what[i], files[i], strerror(e));
+        }
     if (!SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION))
         return r3_error(-EINVAL, "%s: cannot set TLS 1.2 as the minimum", who);
     SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* A peer that closes without close_notify is an end of stream, not an error:
      * frames are length-prefixed, so truncation is detected above this layer. */
     SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Bulk transfers: read several records per read(2). */
+    SSL_CTX_set_read_ahead(c->ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(c->ctx, 256 * 1024);
     if (o->cert || o->key) {
         if (!o->cert || !o->key)
             return r3_error(-EINVAL, "%s: a certificate needs both a cert and a key file", who);

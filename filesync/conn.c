@@ -1,0 +1,394 @@
+/* Framed msgpack messages over one TLS connection (r3_io of src/wire/tls.h,
+ * frames as in src/wire/frame.h: 4-byte big-endian length + one msgpack
+ * array, the length bounded before allocation). One thread reads, a writer
+ * thread drains a queue of frames; frames are shared by reference so the
+ * hub relays one copy of a block to every receiver. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <r3/thread.h>
+#include "internal.h"
+#include "filesync/filesync.h"
+#include "wire/frame.h"
+
+struct fs_qent {
+    struct fs_qent *next;
+    struct fs_frame *f;
+};
+
+struct fs_frame *fs_frame_raw(const void *body, size_t len)
+{
+    if (len + 4 > FS_MAX_FRAME)
+        return NULL;
+    struct fs_frame *f = malloc(sizeof *f + 4 + len);
+    if (!f)
+        return NULL;
+    atomic_init(&f->refs, 1);
+    f->len = (uint32_t)(4 + len);
+    f->data[0] = (unsigned char)(len >> 24);
+    f->data[1] = (unsigned char)(len >> 16);
+    f->data[2] = (unsigned char)(len >> 8);
+    f->data[3] = (unsigned char)len;
+    memcpy(f->data + 4, body, len);
+    return f;
+}
+
+struct fs_frame *fs_frame_new(const msgpack_sbuffer *b)
+{
+    return fs_frame_raw(b->data, b->size);
+}
+
+void fs_frame_put(struct fs_frame *f)
+{
+    if (f && atomic_fetch_sub(&f->refs, 1) == 1)
+        free(f);
+}
+
+static struct fs_conn *conn_alloc(void)
+{
+    struct fs_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->io.fd = -1;
+    return c;
+}
+
+int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out)
+{
+    *out = NULL;
+    char host[256];
+    int port;
+    int rc = fs_parse_addr(addr, host, sizeof host, &port);
+    if (rc < 0)
+        return rc;
+    int fd = fs_tcp_connect(addr, timeout_ms);
+    if (fd < 0)
+        return fd;
+    struct fs_conn *c = conn_alloc();
+    if (!c) {
+        close(fd);
+        return r3_error(-ENOMEM, "out of memory");
+    }
+    rc = r3_io_init(&c->io, fd);
+    if (rc == 0)
+        rc = r3_tls_connect(ctx, &c->io, host, timeout_ms);
+    if (rc < 0) {
+        r3_error_prefix(rc, "%s: ", addr);
+        fs_conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out)
+{
+    *out = NULL;
+    struct fs_conn *c = conn_alloc();
+    if (!c) {
+        close(fd);
+        return r3_error(-ENOMEM, "out of memory");
+    }
+    int rc = r3_io_init(&c->io, fd);
+    if (rc == 0)
+        rc = r3_tls_accept(ctx, &c->io, timeout_ms);
+    if (rc < 0) {
+        fs_conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+static void q_clear(struct fs_conn *c)
+{
+    while (c->qh) {
+        struct fs_qent *e = c->qh;
+        c->qh = e->next;
+        fs_frame_put(e->f);
+        free(e);
+    }
+    c->qt = NULL;
+    c->qbytes = 0;
+}
+
+void fs_conn_free(struct fs_conn *c)
+{
+    if (!c)
+        return;
+    q_clear(c);
+    r3_io_close(&c->io);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+static void die_locked(struct fs_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void die_locked(struct fs_conn *c, const char *fmt, ...)
+{
+    if (!c->dead && !c->err[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err, sizeof c->err, fmt, ap);
+        va_end(ap);
+    }
+    c->dead = true;
+    pthread_cond_broadcast(&c->cv);
+}
+
+void fs_conn_kill(struct fs_conn *c, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->dead && !c->err[0] && why)
+        snprintf(c->err, sizeof c->err, "%s", why);
+    c->stop = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    r3_io_shutdown(&c->io);     /* wakes the reader */
+}
+
+static void deadline(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int fs_conn_send(struct fs_conn *c, struct fs_frame *f, size_t limit, int timeout_ms)
+{
+    struct fs_qent *e = malloc(sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    struct timespec ts;
+    if (timeout_ms >= 0)
+        deadline(&ts, timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    while (!c->dead && !c->stop && limit && c->qbytes > limit) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT) {
+            pthread_mutex_unlock(&c->mu);
+            free(e);
+            return -ETIMEDOUT;
+        }
+    }
+    if (c->dead || c->stop) {
+        pthread_mutex_unlock(&c->mu);
+        free(e);
+        return -EPIPE;
+    }
+    atomic_fetch_add(&f->refs, 1);
+    e->f = f;
+    e->next = NULL;
+    if (c->qt)
+        c->qt->next = e;
+    else
+        c->qh = e;
+    c->qt = e;
+    c->qbytes += f->len;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int fs_conn_send_buf(struct fs_conn *c, const msgpack_sbuffer *b, size_t limit, int timeout_ms)
+{
+    struct fs_frame *f = fs_frame_new(b);
+    if (!f)
+        return -ENOMEM;
+    int rc = fs_conn_send(c, f, limit, timeout_ms);
+    fs_frame_put(f);
+    return rc;
+}
+
+int fs_conn_drain(struct fs_conn *c, int timeout_ms)
+{
+    struct timespec ts;
+    deadline(&ts, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    while (!c->dead && (c->qh || c->writing))
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+    if (c->dead && c->qh)
+        rc = -EPIPE;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* The writer: takes up to 16 frames at a time off the queue and writes them
+ * with one writev. */
+static void *writer_main(void *p)
+{
+    struct fs_conn *c = p;
+    struct fs_qent *batch[16];
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while (!c->qh && !c->dead && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->dead || (c->stop && !c->qh)) {
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        int n = 0;
+        while (c->qh && n < 16) {
+            batch[n++] = c->qh;
+            c->qh = c->qh->next;
+        }
+        if (!c->qh)
+            c->qt = NULL;
+        c->writing = true;
+        pthread_mutex_unlock(&c->mu);
+        struct iovec iov[16];
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            iov[i] = (struct iovec){ batch[i]->f->data, batch[i]->f->len };
+            total += batch[i]->f->len;
+        }
+        int rc = r3_io_writev_all(&c->io, iov, n);
+        for (int i = 0; i < n; i++) {
+            fs_frame_put(batch[i]->f);
+            free(batch[i]);
+        }
+        pthread_mutex_lock(&c->mu);
+        c->writing = false;
+        c->qbytes -= total;
+        if (rc < 0)
+            die_locked(c, "%s", r3_last_error());
+        else
+            atomic_fetch_add(&c->bytes_out, total);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        if (rc < 0) {
+            r3_io_shutdown(&c->io);
+            break;
+        }
+    }
+    return NULL;
+}
+
+void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
+{
+    pthread_t wt;
+    if (r3_thread_create(&wt, writer_main, c) < 0) {
+        pthread_mutex_lock(&c->mu);
+        die_locked(c, "cannot start the writer thread");
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    for (;;) {
+        unsigned char hdr[4];
+        uint32_t len;
+        int rc = r3_io_read_all(&c->io, hdr, 4);
+        if (rc == 0 && (rc = r3_wire_frame_len(hdr, FS_MAX_FRAME - 4, &len)) < 0)
+            r3_error(rc, "frame of %u bytes refused (limit %u)",
+                     (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
+                     FS_MAX_FRAME - 4);
+        if (rc == 0 && len > cap) {
+            size_t ncap = cap ? cap : 65536;
+            while (ncap < len)
+                ncap *= 2;
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb)
+                rc = r3_error(-ENOMEM, "out of memory");
+            else {
+                buf = nb;
+                cap = ncap;
+            }
+        }
+        if (rc == 0)
+            rc = r3_io_read_all(&c->io, buf, len);
+        if (rc == 0) {
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            size_t used = 0;
+            msgpack_unpack_return ur = msgpack_unpack_next(&u, (const char *)buf, len, &used);
+            if (ur != MSGPACK_UNPACK_SUCCESS || used != len || u.data.type != MSGPACK_OBJECT_ARRAY ||
+                u.data.via.array.size < 1)
+                rc = r3_error(-EPROTO, "malformed frame");
+            else {
+                atomic_fetch_add(&c->bytes_in, (uint64_t)len + 4);
+                rc = fn(arg, c, &u.data, buf, len);
+            }
+            msgpack_unpacked_destroy(&u);
+        }
+        if (rc < 0) {
+            pthread_mutex_lock(&c->mu);
+            if (c->stop)
+                die_locked(c, "closed");
+            else
+                die_locked(c, "%s", rc == -EPIPE ? "the peer closed the connection" : r3_last_error());
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+    }
+    free(buf);
+    r3_io_shutdown(&c->io);
+    pthread_join(wt, NULL);
+}
+
+bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v)
+{
+    if (m->type != MSGPACK_OBJECT_ARRAY || i >= m->via.array.size ||
+        m->via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return false;
+    *v = m->via.array.ptr[i].via.u64;
+    return true;
+}
+
+bool fs_msg_str(const msgpack_object *m, uint32_t i, const char **s, uint32_t *n)
+{
+    if (m->type != MSGPACK_OBJECT_ARRAY || i >= m->via.array.size ||
+        m->via.array.ptr[i].type != MSGPACK_OBJECT_STR)
+        return false;
+    *s = m->via.array.ptr[i].via.str.ptr;
+    *n = m->via.array.ptr[i].via.str.size;
+    return true;
+}
+
+bool fs_msg_bin(const msgpack_object *m, uint32_t i, const void **p, uint32_t *n)
+{
+    if (m->type != MSGPACK_OBJECT_ARRAY || i >= m->via.array.size ||
+        m->via.array.ptr[i].type != MSGPACK_OBJECT_BIN)
+        return false;
+    *p = m->via.array.ptr[i].via.bin.ptr;
+    *n = m->via.array.ptr[i].via.bin.size;
+    return true;
+}
+
+int fs_name_check(const char *name, uint32_t n)
+{
+    if (n == 0 || n > FS_MAX_NAME)
+        return r3_error(-EINVAL, "file name of %u bytes refused", n);
+    if (memchr(name, 0, n))
+        return r3_error(-EINVAL, "file name with a NUL byte refused");
+    if (name[0] == '/')
+        return r3_error(-EINVAL, "absolute file name '%.*s' refused", (int)n, name);
+    /* every component must be non-empty and neither "." nor ".." */
+    uint32_t s = 0;
+    for (uint32_t i = 0; i <= n; i++) {
+        if (i < n && name[i] != '/')
+            continue;
+        uint32_t cl = i - s;
+        if (cl == 0 || (cl == 1 && name[s] == '.') ||
+            (cl == 2 && name[s] == '.' && name[s + 1] == '.'))
+            return r3_error(-EINVAL, "file name '%.*s' refused (empty, '.' or '..' component)",
+                            (int)n, name);
+        s = i + 1;
+    }
+    return 0;
+}

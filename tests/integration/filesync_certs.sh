@@ -1,0 +1,55 @@
+#!/bin/bash
+# Certificates: no client certificate, a certificate from another CA, or an
+# id with no advertiser: refused or idle, never given another id's files
+# (asserted by reading after the handshake with an independent client).
+source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/integration/filesync_lib.sh"
+fs_certs
+C="$T_DIR/c"
+mkdir -p "$T_DIR/src" "$T_DIR/evil" "$T_DIR/b" "$T_DIR/wrongca"
+head -c 1M /dev/urandom > "$T_DIR/src/secret.bin"
+PORT=$(t_free_port)
+fs_hub "$PORT"
+cd "$T_DIR/src"
+t_bg "$R3SYNC" advertise secret.bin --hub "127.0.0.1:$PORT" $(fs_client a) --interval 0 >"$T_DIR/adv.log" 2>&1
+ADV=$T_LAST_PID
+cd "$T_DIR"
+t_bg "$R3SYNC" receive "$T_DIR/good" --hub "127.0.0.1:$PORT" $(fs_client a) >"$T_DIR/good.log" 2>&1
+fs_wait "$T_DIR/good.log" "^synced secret.bin" 1
+
+# positive control: the same client with syncA's certificate gets the file
+python3 "$FS_CLIENT" "127.0.0.1:$PORT" "$C/ca.pem" --cert "$C/a.pem" --key "$C/a.key" --send hello --read 1.5 >"$T_DIR/ctl.out" 2>&1
+grep -q "^msg FILE .* secret.bin" "$T_DIR/ctl.out" || { cat "$T_DIR/ctl.out"; t_fail "control client did not get the file"; }
+
+# no client certificate
+python3 "$FS_CLIENT" "127.0.0.1:$PORT" "$C/ca.pem" --send hello --read 1.5 >"$T_DIR/nocert.out" 2>&1
+grep -q "^msg" "$T_DIR/nocert.out" && { cat "$T_DIR/nocert.out"; t_fail "a client without a certificate got messages"; }
+grep -Eq "^(handshake-failed|closed|send-failed)" "$T_DIR/nocert.out" || { cat "$T_DIR/nocert.out"; t_fail "a client without a certificate was not refused"; }
+
+# a certificate from another CA with the same CN
+python3 "$FS_CLIENT" "127.0.0.1:$PORT" "$C/ca.pem" --cert "$C/evil.pem" --key "$C/evil.key" --send hello --read 1.5 >"$T_DIR/evil.out" 2>&1
+grep -q "^msg" "$T_DIR/evil.out" && { cat "$T_DIR/evil.out"; t_fail "a certificate of another CA got messages"; }
+grep -Eq "^(handshake-failed|closed|send-failed)" "$T_DIR/evil.out" || { cat "$T_DIR/evil.out"; t_fail "a certificate of another CA was not refused"; }
+
+# an id with no advertiser: accepted, idle, never sees syncA's file
+python3 "$FS_CLIENT" "127.0.0.1:$PORT" "$C/ca.pem" --cert "$C/b.pem" --key "$C/b.key" --send hello --read 1.5 >"$T_DIR/b.out" 2>&1
+grep -q "^msg HELLO" "$T_DIR/b.out" || { cat "$T_DIR/b.out"; t_fail "syncB was not accepted"; }
+grep -Eq "secret|^msg (FILE|BLK|TBLK)" "$T_DIR/b.out" && { cat "$T_DIR/b.out"; t_fail "syncB was given syncA's file"; }
+
+# the same through r3sync receive: nothing is written for the wrong ones
+t_bg "$R3SYNC" receive "$T_DIR/evil" --hub "127.0.0.1:$PORT" --cert "$C/evil.pem" --key "$C/evil.key" --ca "$C/ca.pem" >"$T_DIR/evil.log" 2>&1
+t_bg "$R3SYNC" receive "$T_DIR/b" --hub "127.0.0.1:$PORT" $(fs_client b) >"$T_DIR/b.log" 2>&1
+# a receiver that does not trust the hub's CA refuses the hub
+t_bg "$R3SYNC" receive "$T_DIR/wrongca" --hub "127.0.0.1:$PORT" --cert "$C/a.pem" --key "$C/a.key" --ca "$C/ca2.pem" >"$T_DIR/wrongca.log" 2>&1
+# a round while they are connected
+head -c 65536 /dev/urandom | dd of="$T_DIR/src/secret.bin" conv=notrunc 2>/dev/null
+kill -USR1 "$ADV"
+fs_wait "$T_DIR/good.log" "^round 1 done" 1
+sleep 0.5
+cmp "$T_DIR/src/secret.bin" "$T_DIR/good/secret.bin" || t_fail "the right receiver differs"
+[ -z "$(ls -A "$T_DIR/evil")" ] || t_fail "receiver with another CA's certificate wrote files"
+[ -z "$(ls -A "$T_DIR/b")" ] || t_fail "receiver of syncB wrote files"
+[ -z "$(ls -A "$T_DIR/wrongca")" ] || t_fail "receiver that does not trust the hub wrote files"
+grep -q "certificate" "$T_DIR/wrongca.log" || { cat "$T_DIR/wrongca.log"; t_fail "no certificate error for an untrusted hub"; }
+grep -q "refused" "$T_DIR/hub.log" || t_fail "the hub did not log refusals"
+fs_finish

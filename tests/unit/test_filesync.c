@@ -1,0 +1,271 @@
+/* filesync pieces: name checks, the hasher, PAGEMAP_SCAN tracking of a file
+ * mapping, and the filesync strategy (pre-copy, push on sync and interval). */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include "internal.h"
+#include "filesync/filesync.h"
+#include "testutil.h"
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = tu_tmpdir();
+    ck_assert_ptr_nonnull(tmp);
+}
+
+static void teardown(void)
+{
+    tu_rmrf(tmp);
+    free(tmp);
+}
+
+START_TEST(test_names)
+{
+    static const char *const ok[] = { "a", "a/b.c", "x..y", ".hidden", "d/e/f..", "..x/y" };
+    static const char *const bad[] = { "", "/a", "..", "a/..", "a//b", "./a", "a/", "a/./b", "../x" };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        ck_assert_msg(fs_name_check(ok[i], (uint32_t)strlen(ok[i])) == 0, "refused %s", ok[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(fs_name_check(bad[i], (uint32_t)strlen(bad[i])) == -EINVAL, "took '%s'", bad[i]);
+    ck_assert_int_eq(fs_name_check("a\0b", 3), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "NUL"));
+}
+END_TEST
+
+START_TEST(test_hash)
+{
+    size_t len = 3 * 1024 * 1024 + 123;
+    uint32_t block = 65536;
+    uint64_t nb = (len + block - 1) / block;
+    unsigned char *buf = malloc(len);
+    tu_fill(buf, len, 0, 3);
+    struct fs_hash *h1 = calloc(nb, sizeof *h1), *h4 = calloc(nb, sizeof *h4), *hf = calloc(nb, sizeof *hf);
+    fs_hash_blocks(buf, len, block, h1, 1);
+    fs_hash_blocks(buf, len, block, h4, 4);
+    ck_assert_mem_eq(h1, h4, nb * sizeof *h1);
+    ck_assert(fs_hash_eq(h1[nb - 1], fs_hash_block(buf + (nb - 1) * block, len % block)));
+    /* the same through a file */
+    char path[512];
+    snprintf(path, sizeof path, "%s/h.bin", tmp);
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    ck_assert_int_eq(r3_pwrite_all(fd, buf, len, 0), 0);
+    ck_assert_int_eq(fs_hash_fd(fd, len, block, hf, 2), 0);
+    ck_assert_mem_eq(h1, hf, nb * sizeof *h1);
+    close(fd);
+    /* one byte changed in block 17 and one in the short last block */
+    buf[17 * block + 5] ^= 1;
+    buf[len - 1] ^= 1;
+    uint8_t *ch = calloc(nb, 1);
+    ck_assert_uint_eq(fs_hash_diff(buf, len, block, h1, ch, 2), 2);
+    ck_assert(ch[17] && ch[nb - 1]);
+    free(buf);
+    free(h1);
+    free(h4);
+    free(hf);
+    free(ch);
+}
+END_TEST
+
+START_TEST(test_track)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/t.bin", tmp);
+    size_t len = 1 << 20;
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    ck_assert_int_eq(ftruncate(fd, (off_t)len), 0);
+    unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    struct fs_track *t;
+    int rc = fs_track_open(p, len, &t);
+    if (rc == -ENOSYS || rc == -EINVAL || rc == -EPERM) {
+        fprintf(stderr, "test_track: no WP_ASYNC tracking here (%s): not tested\n", r3_last_error());
+        munmap(p, len);
+        close(fd);
+        return;
+    }
+    ck_assert_msg(rc == 0, "%s", r3_last_error());
+    uint8_t dirty[256] = { 0 };
+    ck_assert_int_eq(fs_track_scan(t, 4096, dirty), 0);     /* clean after open */
+    p[3 * 4096 + 7] = 1;
+    p[100 * 4096] = 2;
+    p[255 * 4096 + 4095] = 3;
+    ck_assert_int_eq(fs_track_scan(t, 4096, dirty), 3);
+    ck_assert(dirty[3] && dirty[100] && dirty[255] && !dirty[4]);
+    memset(dirty, 0, sizeof dirty);
+    ck_assert_int_eq(fs_track_scan(t, 4096, dirty), 0);     /* re-protected */
+    (void)p[5 * 4096];                                      /* reads are not writes */
+    p[5 * 4096 + 1] = 9;
+    ck_assert_int_eq(fs_track_scan(t, 65536, dirty), 1);   /* block granularity */
+    ck_assert(dirty[0]);
+    fs_track_close(t);
+    munmap(p, len);
+    close(fd);
+}
+END_TEST
+
+/* Pre-copy, writes through the region, sync; the source file is read back
+ * with pread (another path) and compared. */
+static void strategy_roundtrip(const char *detect, unsigned interval_ms)
+{
+    if (detect)
+        setenv("R3_FILESYNC_DETECT", detect, 1);
+    else
+        unsetenv("R3_FILESYNC_DETECT");
+    char uri[600], path[512];
+    snprintf(path, sizeof path, "%s/src.bin", tmp);
+    snprintf(uri, sizeof uri, "file://%s?size=8M", path);
+    size_t len = 8u << 20;
+    struct r3_source *src;
+    TU_OPEN(uri, &src);
+    unsigned char *buf = malloc(len);
+    tu_fill(buf, len, 0, 1);
+    ck_assert_int_eq(r3_source_write(src, buf, len, 0), 0);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    o.push_interval_ms = interval_ms;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    ck_assert_str_eq(r3_filesync_detect(r), detect ? "hash" : "pagemap");
+    ck_assert_int_eq(tu_check(r->base, len, 0, 1), -1);           /* pre-copied */
+    /* writes in 3 blocks (one spanning two) */
+    unsigned char *b = r->base;
+    tu_fill(b + 100, 10, 100, 2);
+    tu_fill(b + 5 * 65536 - 3, 6, 5 * 65536 - 3, 2);
+    memcpy(buf, b, len);
+    int fd = open(path, O_RDONLY);
+    unsigned char *back = malloc(len);
+    if (interval_ms) {
+        /* the pusher writes back without a sync */
+        for (int i = 0; i < 100; i++) {
+            usleep(20000);
+            ck_assert_int_eq(r3_pread_all(fd, back, len, 0), 0);
+            if (memcmp(back, buf, len) == 0)
+                break;
+        }
+    } else {
+        ck_assert_int_eq(r3_pread_all(fd, back, 65536, 0), 0);
+        ck_assert_int_eq(tu_check(back, 65536, 0, 1), -1);         /* not yet pushed */
+        ck_assert_int_eq(r3_region_sync(r), 0);
+    }
+    ck_assert_int_eq(r3_pread_all(fd, back, len, 0), 0);
+    ck_assert(memcmp(back, buf, len) == 0);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 3);
+    ck_assert_uint_eq(st.bytes_pushed, 3 * 65536);
+    /* nothing changed: a sync pushes nothing */
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 3);
+    /* the last byte, then close (which syncs) */
+    b[len - 1] ^= 0xff;
+    buf[len - 1] ^= 0xff;
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ck_assert_int_eq(r3_pread_all(fd, back, len, 0), 0);
+    ck_assert(memcmp(back, buf, len) == 0);
+    close(fd);
+    /* the local file is gone */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q r3-filesync", tmp);
+    ck_assert_int_ne(system(cmd), 0);
+    free(buf);
+    free(back);
+    unsetenv("R3_FILESYNC_DETECT");
+}
+
+START_TEST(test_strategy_pagemap) { strategy_roundtrip(NULL, 0); }
+END_TEST
+START_TEST(test_strategy_hash) { strategy_roundtrip("hash", 0); }
+END_TEST
+START_TEST(test_strategy_interval) { strategy_roundtrip(NULL, 30); }
+END_TEST
+
+/* A source whose writes fail while `fail` is set: a failed sync loses
+ * nothing, the next one pushes it. */
+struct flaky {
+    struct r3_source src;
+    unsigned char *data;
+    bool fail;
+};
+static int flaky_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    memcpy(buf, ((struct flaky *)s)->data + off, len);
+    return 0;
+}
+static int flaky_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct flaky *f = (struct flaky *)s;
+    if (f->fail)
+        return r3_error(-EIO, "flaky: write refused");
+    memcpy(f->data + off, buf, len);
+    return 0;
+}
+static int flaky_flush(struct r3_source *s) { (void)s; return 0; }
+static void flaky_close(struct r3_source *s) { (void)s; }
+static const struct r3_source_ops flaky_ops = {
+    .scheme = "flaky", .read = flaky_read, .write = flaky_write, .flush = flaky_flush,
+    .close = flaky_close,
+};
+
+START_TEST(test_strategy_retry)
+{
+    static struct flaky fl;
+    size_t len = 1 << 20;
+    fl = (struct flaky){ .src = { .ops = &flaky_ops, .size = len, .align = 1 }, .data = calloc(1, len) };
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, &fl.src, &r) == 0, "%s", r3_last_error());
+    unsigned char *b = r->base;
+    b[70000] = 7;
+    b[len - 1] = 9;
+    fl.fail = true;
+    ck_assert_int_eq(r3_region_sync(r), -EIO);
+    ck_assert_int_eq(fl.data[70000], 0);
+    fl.fail = false;
+    ck_assert_int_eq(r3_region_sync(r), 0);       /* nothing was written since: still pushed */
+    ck_assert_int_eq(fl.data[70000], 7);
+    ck_assert_int_eq(fl.data[len - 1], 9);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(fl.data);
+}
+END_TEST
+
+START_TEST(test_strategy_errors)
+{
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = "/nonexistent-r3-dir";
+    struct r3_region *r;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "/nonexistent-r3-dir"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("filesync");
+    TCase *tc = tcase_create("filesync");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_hash);
+    tcase_add_test(tc, test_track);
+    tcase_add_test(tc, test_strategy_pagemap);
+    tcase_add_test(tc, test_strategy_hash);
+    tcase_add_test(tc, test_strategy_interval);
+    tcase_add_test(tc, test_strategy_retry);
+    tcase_add_test(tc, test_strategy_errors);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
