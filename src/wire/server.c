@@ -87,6 +87,19 @@ static void reply(struct conn *c, msgpack_sbuffer *sb, uint64_t id, int err, con
     send_frame(c, sb, data, data ? dlen : 0);
 }
 
+static const char *human(uint64_t v, char *buf, size_t n)
+{
+    if (v < 1024)
+        snprintf(buf, n, "%" PRIu64 " B", v);
+    else if (v < (1u << 20))
+        snprintf(buf, n, "%.1f KiB", (double)v / 1024);
+    else if (v < (1u << 30))
+        snprintf(buf, n, "%.1f MiB", (double)v / (1 << 20));
+    else
+        snprintf(buf, n, "%.2f GiB", (double)v / (1 << 30));
+    return buf;
+}
+
 static void conn_put(struct conn *c)
 {
     struct r3_wire_server *s = c->s;
@@ -109,8 +122,8 @@ static void conn_put(struct conn *c)
         snprintf(line, sizeof line, "%s%s%s%s%s export '%s': %" PRIu64 " requests, %s read, %s written "
                  "in %.1f s; %s", c->peer, r3_io_is_tls(&c->io) ? " tls" : "",
                  c->cn[0] ? " (cn=" : "", c->cn, c->cn[0] ? ")" : "", c->export_name,
-                 (uint64_t)c->nreq, r3_fmt_size(c->rbytes, a, sizeof a),
-                 r3_fmt_size(c->wbytes, b, sizeof b), secs,
+                 (uint64_t)c->nreq, human(c->rbytes, a, sizeof a),
+                 human(c->wbytes, b, sizeof b), secs,
                  closing ? "server shutting down" : c->why[0] ? c->why : "closed");
         s->o.log(s->o.log_arg, line);
     }

@@ -89,6 +89,17 @@ expect_fail "client trusting the wrong CA" "certificate verify failed" \
 expect_fail "plain client to a TLS server" "r3 127.0.0.1:$PT: .*(TLS|closed)" \
     "$CAT" get "r3://127.0.0.1:$PT/x?connect_timeout=3" "$D/none" -l 64K
 grep -q "cn=client-A" "$D/tls.log" || t_fail "the TLS log line does not name the client certificate"
+# the client checks the server's name, not just its CA: a certificate for another name is refused
+openssl req -newkey rsa:2048 -nodes -keyout "$D/A/other.key" -out "$D/A/other.csr" -subj "/CN=other.example" 2>/dev/null
+printf 'subjectAltName=DNS:other.example\n' >"$D/A/other.ext"
+openssl x509 -req -in "$D/A/other.csr" -CA "$D/A/ca.pem" -CAkey "$D/A/ca.key" -CAcreateserial \
+    -out "$D/A/other.pem" -days 2 -extfile "$D/A/other.ext" 2>/dev/null
+start_serve "$D/other.log" --listen 127.0.0.1:0 --source "mem:?size=1M" --tls-cert "$D/A/other.pem" --tls-key "$D/A/other.key"
+expect_fail "server certificate for another name" "certificate verify failed: IP address mismatch" \
+    "$CAT" get "r3s://127.0.0.1:$PORT/x?ca=$D/A/ca.pem" "$D/none"
+[ "$(t_timeout 30 "$CAT" size "r3s://127.0.0.1:$PORT/x?ca=$D/A/ca.pem&insecure=1")" = 1048576 ] || \
+    t_fail "insecure=1 does not skip the server check"
+kill "$SERVE_PID"
 
 # ---- 4. bad input: one clear sentence each, within the connect timeout
 FREE=$(t_free_port)
