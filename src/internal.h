@@ -51,7 +51,7 @@ int r3_nbd_open(const struct r3_uri *u, struct r3_source **out);
 /* r3://, r3s://, r3+unix://, r3s+unix:// (src/wire/client.c) */
 int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
 /* The bytes of a source that lives in this process's memory (mem:), for
- * zero-copy serving (the NBD server splices them to the socket); NULL for
+ * copy-free serving (the NBD server sends from them directly); NULL for
  * any other source. Valid until the source is closed; concurrent writes show. */
 void *r3_source_direct(struct r3_source *s, uint64_t off, size_t len);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
