@@ -1,1 +1,5 @@
-# examples: targets of this part (see Makefile.am)
+# examples: small programs a user copies from.
+noinst_PROGRAMS += examples/region_demo
+examples_region_demo_SOURCES = examples/region_demo.c
+examples_region_demo_LDADD = libr3.la
+EXTRA_DIST += examples/main-job.sh examples/fill.py

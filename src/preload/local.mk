@@ -1,1 +1,24 @@
-# src/preload: targets of this part (included from Makefile.am)
+# src/preload: libr3preload.so, the LD_PRELOAD shim r3run puts in front of a
+# program. It carries its own copy of every libr3 source, compiled WITHOUT the
+# sanitizer flags (a preloaded, non-sanitized program must not need libasan)
+# and with initial-exec TLS (the shim's malloc reads thread-locals, which must
+# never allocate). Only the malloc family is exported: the r3_* copy stays
+# private, so a program that links libr3.so itself keeps its own.
+lib_LTLIBRARIES += libr3preload.la
+noinst_HEADERS += src/preload/palloc.h src/preload/env.h
+libr3preload_la_SOURCES = src/preload/shim.c src/preload/palloc.c src/preload/env.c \
+	$(libr3_la_SOURCES)
+libr3preload_la_CFLAGS = -std=gnu11 $(WARN_CFLAGS) $(COV_CFLAGS) -pthread -ftls-model=initial-exec \
+	$(CURL_CFLAGS) $(HIREDIS_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS) $(FUSE3_CFLAGS) $(XXHASH_CFLAGS)
+libr3preload_la_LIBADD = $(CURL_LIBS) $(HIREDIS_LIBS) $(MSGPACK_LIBS) $(OPENSSL_LIBS) \
+	$(FUSE3_LIBS) $(XXHASH_LIBS) -ldl
+libr3preload_la_LDFLAGS = -module -avoid-version -shared -pthread $(COV_CFLAGS) \
+	-export-symbols-regex '^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|malloc_usable_size|_exit|_Exit)$$'
+
+# The allocator against plain memory: alignment, realloc across the
+# threshold, coalescing, many threads.
+check_PROGRAMS += tests/unit/test_palloc
+tests_unit_test_palloc_SOURCES = tests/unit/test_palloc.c src/preload/palloc.c
+tests_unit_test_palloc_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_palloc_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_palloc

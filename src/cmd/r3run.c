@@ -1,0 +1,433 @@
+/* r3run: run an unmodified, dynamically linked program with its large
+ * allocations in an r3 region. r3run validates every option, opens the
+ * source once to check it, puts libr3preload.so in front of LD_PRELOAD,
+ * passes the options in R3_* variables (src/preload/env.h) and execs the
+ * program in its own process, so the exit status, a killing signal and the
+ * pid are the program's own. The shim opens the region in that process. */
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "internal.h"
+#include "preload/env.h"
+#if __has_include(<r3/uffd.h>)
+#include <r3/uffd.h>
+#define HAVE_PROBE 1
+#endif
+
+#define EXIT_R3 R3_PRELOAD_EXIT
+#define DEFAULT_SIZE "4G"
+#define DEFAULT_IMAGE "r3run.img"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"Usage: r3run [OPTION]... [--] PROGRAM [ARG]...\n"
+"Run PROGRAM with its allocations of at least --min-alloc bytes in a memory\n"
+"region backed by a chunk source (r3's LD_PRELOAD shim, libr3preload.so).\n"
+"\n"
+"  --strategy NAME      how the region reaches the process (default uffd)\n"
+"  --source URI         the chunk source (default file://$PWD/" DEFAULT_IMAGE "?size=SIZE,\n"
+"                       a sparse image in the current directory)\n"
+"  --size SIZE          region size, K/M/G/T suffixes (default " DEFAULT_SIZE " with the\n"
+"                       default source, else the source's size)\n"
+"  --chunk SIZE         unit of transfer and tracking, power of two >= 4K (default 64K)\n"
+"  --min-alloc SIZE     smallest allocation placed in the region (default 64K)\n"
+"  --pull-workers N     background prefetch workers (default 0)\n"
+"  --push-workers N     write-back workers (default 1)\n"
+"  --push-interval DUR  write dirty chunks back every DUR (500ms, 2s; default: at exit)\n"
+"  --fault-threads N    fault handler threads (default 2)\n"
+"  --prefetch MODE      sequential | none | hot | FILE (order of background pulls;\n"
+"                       hot replays the --record-access log of an earlier run)\n"
+"  --record-access FILE write the order in which chunks were first faulted to FILE\n"
+"  --stats              print a summary on stderr when the program exits\n"
+"  --probe              print the kernel features r3 found and exit\n"
+"  -h, --help           print this help and exit\n"
+"  -V, --version        print the version and exit\n"
+"\n"
+"Options stop at the first non-option. The exit status is PROGRAM's own;\n"
+"127 if it is not found, 126 if it cannot run, 125 if r3 itself fails.\n"
+"Static and setuid programs are refused: LD_PRELOAD cannot reach them.\n");
+    const struct r3_strategy_ops *const *s = r3_strategy_list();
+    fprintf(f, "Strategies in this build:");
+    for (; *s; s++)
+        fprintf(f, " %s", (*s)->name);
+    fprintf(f, "\n");
+}
+
+static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static int die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("r3run: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(EXIT_R3);
+}
+
+static uint64_t opt_size(const char *name, const char *v)
+{
+    uint64_t x;
+    if (r3_parse_size(v, &x) < 0)
+        die("--%s %s: not a size (like 64K, 512M, 4G)", name, v);
+    return x;
+}
+
+static uint64_t opt_uint(const char *name, const char *v, uint64_t max)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || !*v || *v == '-' || x > max)
+        die("--%s %s: not a number from 0 to %llu", name, v, (unsigned long long)max);
+    return x;
+}
+
+/* The shim: R3_PRELOAD_LIB, next to this executable (build tree: also in
+ * .libs/), else the installed one. */
+static char *find_shim(void)
+{
+    const char *e = getenv("R3_PRELOAD_LIB");
+    if (e && *e) {
+        if (e[0] != '/' || access(e, R_OK) < 0)
+            die("R3_PRELOAD_LIB=%s: not an absolute path to a readable file", e);
+        return strdup(e);
+    }
+    char exe[PATH_MAX], *p;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        *slash = '\0';
+        static const char *const rel[] = { "libr3preload.so", ".libs/libr3preload.so" };
+        for (int i = 0; i < 2; i++) {
+            if (asprintf(&p, "%s/%s", exe, rel[i]) < 0)
+                die("out of memory");
+            if (access(p, R_OK) == 0)
+                return p;
+            free(p);
+        }
+    }
+    if (access(R3_LIBDIR "/libr3preload.so", R_OK) == 0)
+        return strdup(R3_LIBDIR "/libr3preload.so");
+    die("libr3preload.so was not found next to r3run nor in " R3_LIBDIR
+        "; install r3 or set R3_PRELOAD_LIB=/path/to/libr3preload.so");
+}
+
+/* PROGRAM resolved like execvp does; exits 127/126 as a shell would. */
+static char *resolve(const char *prog)
+{
+    char *p;
+    if (strchr(prog, '/')) {
+        if (access(prog, F_OK) < 0)
+            fprintf(stderr, "r3run: %s: %s\n", prog, strerror(errno)), exit(127);
+        return strdup(prog);
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    char *dirs = strdup(path), *save = NULL, *found = NULL;
+    for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        if (asprintf(&p, "%s/%s", *d ? d : ".", prog) < 0)
+            die("out of memory");
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (access(p, X_OK) == 0) {
+                free(found);
+                found = p;
+                break;
+            }
+            if (!found) {         /* remember, in case nothing executable comes */
+                found = p;
+                continue;
+            }
+        }
+        free(p);
+    }
+    free(dirs);
+    if (!found)
+        fprintf(stderr, "r3run: %s: command not found\n", prog), exit(127);
+    return found;
+}
+
+/* 1 if the ELF file at fd has a PT_INTERP header, 0 if not, -1 if not ELF. */
+static int elf_dynamic(int fd)
+{
+    unsigned char id[EI_NIDENT];
+    if (pread(fd, id, sizeof id, 0) != (ssize_t)sizeof id || memcmp(id, ELFMAG, SELFMAG))
+        return -1;
+    uint64_t phoff;
+    unsigned phnum, phentsize;
+    if (id[EI_CLASS] == ELFCLASS64) {
+        Elf64_Ehdr h;
+        if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+            return -1;
+        phoff = h.e_phoff, phnum = h.e_phnum, phentsize = h.e_phentsize;
+    } else if (id[EI_CLASS] == ELFCLASS32) {
+        Elf32_Ehdr h;
+        if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+            return -1;
+        phoff = h.e_phoff, phnum = h.e_phnum, phentsize = h.e_phentsize;
+    } else {
+        return -1;
+    }
+    if (phnum > 4096 || phentsize < 8)
+        return -1;
+    for (unsigned i = 0; i < phnum; i++) {
+        uint32_t type;
+        if (pread(fd, &type, sizeof type, (off_t)(phoff + (uint64_t)i * phentsize)) !=
+            (ssize_t)sizeof type)
+            return -1;
+        if (type == PT_INTERP)
+            return 1;
+    }
+    return 0;
+}
+
+/* Refuse what LD_PRELOAD cannot reach: static programs (also behind a #!
+ * line) and programs that run with other ids. */
+static void check_program(const char *path, int depth)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        fprintf(stderr, "r3run: %s: %s\n", path, strerror(e));
+        exit(e == ENOENT ? 127 : 126);
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || access(path, X_OK) < 0) {
+        fprintf(stderr, "r3run: %s: %s\n", path,
+                S_ISDIR(st.st_mode) ? "is a directory" : "permission denied (not executable)");
+        exit(126);
+    }
+    if (((st.st_mode & S_ISUID) && st.st_uid != geteuid()) ||
+        ((st.st_mode & S_ISGID) && st.st_gid != getegid())) {
+        fprintf(stderr, "r3run: %s is set%s: the dynamic linker ignores LD_PRELOAD for "
+                "programs that change ids, so r3's shim could not be loaded; refusing to run it\n",
+                path, (st.st_mode & S_ISUID) ? "uid" : "gid");
+        exit(126);
+    }
+    int dyn = elf_dynamic(fd);
+    char line[256] = "";
+    if (dyn < 0 && depth == 0) {
+        ssize_t n = pread(fd, line, sizeof line - 1, 0);
+        line[n > 0 ? n : 0] = '\0';
+    }
+    close(fd);
+    if (dyn == 0) {
+        fprintf(stderr, "r3run: %s is statically linked: it has no dynamic linker (no "
+                "PT_INTERP), so LD_PRELOAD cannot put r3's shim in front of its malloc; "
+                "refusing to run it (use a dynamically linked build)\n", path);
+        exit(126);
+    }
+    if (dyn < 0 && line[0] == '#' && line[1] == '!') {
+        char *interp = line + 2 + strspn(line + 2, " \t");
+        interp[strcspn(interp, " \t\r\n")] = '\0';
+        if (interp[0] == '/')
+            check_program(interp, depth + 1);
+    }
+    /* Anything else: exec decides (ENOEXEC -> 126). */
+}
+
+static const char *const managed[] = {
+    "R3_SOURCE", "R3_STRATEGY", "R3_SIZE", "R3_CHUNK", "R3_MIN_ALLOC", "R3_PULL_WORKERS",
+    "R3_PUSH_WORKERS", "R3_PUSH_INTERVAL", "R3_FAULT_THREADS", "R3_PREFETCH",
+    "R3_RECORD_ACCESS", "R3_STATS", "R3_PID", NULL,
+};
+
+static void setenv_u(const char *name, uint64_t v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+    setenv(name, b, 1);
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_STRATEGY = 256, O_SOURCE, O_SIZE, O_CHUNK, O_MIN_ALLOC, O_PULL, O_PUSH,
+           O_INTERVAL, O_FAULT, O_PREFETCH, O_RECORD, O_STATS, O_PROBE };
+    static const struct option opts[] = {
+        { "strategy", required_argument, 0, O_STRATEGY },
+        { "source", required_argument, 0, O_SOURCE },
+        { "size", required_argument, 0, O_SIZE },
+        { "chunk", required_argument, 0, O_CHUNK },
+        { "min-alloc", required_argument, 0, O_MIN_ALLOC },
+        { "pull-workers", required_argument, 0, O_PULL },
+        { "push-workers", required_argument, 0, O_PUSH },
+        { "push-interval", required_argument, 0, O_INTERVAL },
+        { "fault-threads", required_argument, 0, O_FAULT },
+        { "prefetch", required_argument, 0, O_PREFETCH },
+        { "record-access", required_argument, 0, O_RECORD },
+        { "stats", no_argument, 0, O_STATS },
+        { "probe", no_argument, 0, O_PROBE },
+        { "help", no_argument, 0, 'h' },
+        { "version", no_argument, 0, 'V' },
+        { 0, 0, 0, 0 },
+    };
+    const char *strategy = "uffd", *source = NULL, *prefetch = NULL, *record = NULL;
+    const char *interval = NULL;
+    uint64_t size = 0, chunk = R3_DEFAULT_CHUNK, min_alloc = 64 * 1024;
+    uint64_t pull = 0, push = 1, fault = 2, interval_ms = 0;
+    bool stats = false, probe = false, have_size = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+        switch (c) {
+        case O_STRATEGY: strategy = optarg; break;
+        case O_SOURCE: source = optarg; break;
+        case O_SIZE:
+            size = opt_size("size", optarg);
+            have_size = true;
+            if (size == 0)
+                die("--size must be greater than 0");
+            break;
+        case O_CHUNK:
+            chunk = opt_size("chunk", optarg);
+            if (!r3_is_pow2(chunk) || chunk < 4096 || chunk > (1u << 30))
+                die("--chunk %s: must be a power of two from 4K to 1G", optarg);
+            break;
+        case O_MIN_ALLOC:
+            min_alloc = opt_size("min-alloc", optarg);
+            if (min_alloc == 0)
+                die("--min-alloc must be at least 1");
+            break;
+        case O_PULL: pull = opt_uint("pull-workers", optarg, 1024); break;
+        case O_PUSH: push = opt_uint("push-workers", optarg, 1024); break;
+        case O_FAULT: fault = opt_uint("fault-threads", optarg, 256); break;
+        case O_INTERVAL:
+            interval = optarg;
+            if (r3_parse_duration_ms(optarg, &interval_ms) < 0)
+                die("--push-interval %s: not a duration (like 500ms, 2s, 1m)", optarg);
+            break;
+        case O_PREFETCH: prefetch = optarg; break;
+        case O_RECORD:
+            if (!*optarg)
+                die("--record-access needs a file name");
+            record = optarg;
+            break;
+        case O_STATS: stats = true; break;
+        case O_PROBE: probe = true; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("r3run (r3) %s\n", R3_VERSION); return 0;
+        default:
+            if (optopt && optopt < 256)
+                fprintf(stderr, "r3run: unknown option -%c\n", optopt);
+            else if (optopt)
+                fprintf(stderr, "r3run: %s needs a value\n", argv[optind - 1]);
+            else
+                fprintf(stderr, "r3run: unknown option %s\n", argv[optind - 1]);
+            fprintf(stderr, "Try 'r3run --help'.\n");
+            return EXIT_R3;
+        }
+    }
+    if (probe) {
+#ifdef HAVE_PROBE
+        r3_uffd_probe_print(stdout);
+        return 0;
+#else
+        die("--probe: this build has no uffd strategy");
+#endif
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "r3run: no program to run\nTry 'r3run --help'.\n");
+        return EXIT_R3;
+    }
+
+    char *prog = resolve(argv[optind]);
+    check_program(prog, 0);
+    if (!r3_strategy_find(strategy)) {
+        char names[256] = "";
+        for (const struct r3_strategy_ops *const *s = r3_strategy_list(); *s; s++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                     names[0] ? ", " : "", (*s)->name);
+        die("unknown strategy '%s' (this build has: %s)", strategy, names[0] ? names : "none");
+    }
+    if (have_size && size % chunk)
+        die("--size %llu is not a multiple of the chunk (%llu)", (unsigned long long)size,
+            (unsigned long long)chunk);
+    int pf = R3_PREFETCH_SEQUENTIAL;
+    const char *pf_file = NULL;
+    if (prefetch) {
+        if (r3_preload_prefetch_parse(prefetch, record, &pf, &pf_file) < 0)
+            die("--prefetch: %s", r3_last_error());
+        if (pf_file && access(pf_file, R_OK) < 0) {
+            if (strcmp(prefetch, "hot") == 0 && errno == ENOENT)
+                prefetch = "sequential";      /* first run: nothing recorded yet */
+            else
+                die("--prefetch %s: cannot read the access log: %s", pf_file, strerror(errno));
+        }
+    }
+
+    /* The default source: a sparse image in the current directory. */
+    char *uri = NULL;
+    if (!source) {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd))
+            die("cannot get the current directory: %s", strerror(errno));
+        if (!have_size)
+            size = opt_size("size", DEFAULT_SIZE);
+        have_size = true;         /* an older, larger image keeps its size */
+        if (asprintf(&uri, "file://%s/" DEFAULT_IMAGE "?size=%llu", cwd,
+                     (unsigned long long)size) < 0)
+            die("out of memory");
+        source = uri;
+    }
+    /* Open the source once here, so a bad URI, an unreachable server or a
+     * source smaller than the region is reported before the program starts. */
+    struct r3_source *src;
+    if (r3_source_open(source, &src) < 0)
+        die("cannot open the source %s: %s", source, r3_last_error());
+    uint64_t have = src->size;
+    r3_source_close(src);
+    if (have_size && have < size)
+        die("the source %s holds %llu bytes, less than --size %llu", source,
+            (unsigned long long)have, (unsigned long long)size);
+    if (!have_size && have % chunk)
+        die("the source %s holds %llu bytes, not a multiple of the chunk (%llu); give --size",
+            source, (unsigned long long)have, (unsigned long long)chunk);
+
+    char *shim = find_shim();
+    if (strpbrk(shim, ": "))
+        die("the shim's path %s contains ':' or a space, which LD_PRELOAD cannot carry", shim);
+
+    for (int i = 0; managed[i]; i++)
+        unsetenv(managed[i]);
+    setenv("R3_SOURCE", source, 1);
+    setenv("R3_STRATEGY", strategy, 1);
+    if (have_size)
+        setenv_u("R3_SIZE", size);
+    setenv_u("R3_CHUNK", chunk);
+    setenv_u("R3_MIN_ALLOC", min_alloc);
+    setenv_u("R3_PULL_WORKERS", pull);
+    setenv_u("R3_PUSH_WORKERS", push);
+    setenv_u("R3_FAULT_THREADS", fault);
+    if (interval)
+        setenv_u("R3_PUSH_INTERVAL", interval_ms);
+    if (prefetch)
+        setenv("R3_PREFETCH", prefetch, 1);
+    if (record)
+        setenv("R3_RECORD_ACCESS", record, 1);
+    if (stats)
+        setenv("R3_STATS", "1", 1);
+    setenv_u("R3_PID", (uint64_t)getpid());     /* exec keeps the pid */
+    const char *old = getenv("LD_PRELOAD");
+    char *pre;
+    if (asprintf(&pre, "%s%s%s", shim, old && *old ? ":" : "", old ? old : "") < 0)
+        die("out of memory");
+    setenv("LD_PRELOAD", pre, 1);
+
+    fflush(NULL);
+    execv(prog, argv + optind);
+    int e = errno;
+    fprintf(stderr, "r3run: cannot run %s: %s\n", prog, strerror(e));
+    return e == ENOENT ? 127 : 126;
+}

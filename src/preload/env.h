@@ -1,0 +1,44 @@
+/* The environment r3run hands to libr3preload.so: one variable per option.
+ *   R3_SOURCE         source URI (required: without it the shim stays idle)
+ *   R3_STRATEGY       strategy name (default uffd)
+ *   R3_SIZE           region size, K/M/G/T suffixes (default: the source's size)
+ *   R3_CHUNK          chunk size (default 64K)
+ *   R3_MIN_ALLOC      smallest allocation placed in the region (default 64K)
+ *   R3_PULL_WORKERS   background prefetch workers (default 0)
+ *   R3_PUSH_WORKERS   write-back workers (default 1)
+ *   R3_PUSH_INTERVAL  write-back period: 500ms, 2s, or milliseconds (default 0 = on sync)
+ *   R3_FAULT_THREADS  fault handler threads (default 2)
+ *   R3_PREFETCH       sequential | none | hot (replays R3_RECORD_ACCESS) | FILE (an access log)
+ *   R3_RECORD_ACCESS  write the first-fault order of chunks to this file at exit
+ *   R3_STATS          1: print a summary on stderr at exit
+ *   R3_PID            set by the shim: only this process serves the region */
+#ifndef R3_PRELOAD_ENV_H
+#define R3_PRELOAD_ENV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <r3/region.h>
+
+/* Exit status when r3 itself cannot set up or save the region (like env(1)). */
+#define R3_PRELOAD_EXIT 125
+
+struct r3_preload_env {
+    const char *source, *strategy;
+    uint64_t size, chunk, min_alloc;
+    uint64_t pull_workers, push_workers, push_interval_ms, fault_threads;
+    int prefetch;                 /* enum r3_prefetch */
+    const char *prefetch_file, *record_access;
+    bool stats;
+};
+
+/* "500ms", "2s", "1m" or plain milliseconds. 0 or -EINVAL. */
+int r3_parse_duration_ms(const char *s, uint64_t *ms);
+/* Parse a --prefetch value into prefetch/prefetch_file (hot uses record). */
+int r3_preload_prefetch_parse(const char *v, const char *record, int *prefetch,
+                              const char **file);
+/* Read and validate the R3_* variables. 0 or -errno; r3_last_error() names the variable. */
+int r3_preload_env_parse(struct r3_preload_env *e);
+/* Region options from a parsed environment. */
+void r3_preload_env_opts(const struct r3_preload_env *e, struct r3_region_opts *o);
+
+#endif

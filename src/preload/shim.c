@@ -1,0 +1,421 @@
+/* libr3preload.so: the LD_PRELOAD shim r3run puts in front of a program.
+ * Allocations of at least R3_MIN_ALLOC bytes come from a region opened from
+ * R3_SOURCE with R3_STRATEGY; smaller ones, r3's own threads and anything
+ * allocated while the shim opens the region go to glibc through its exported
+ * __libc_* entry points (so no dlsym bootstrapping is needed). free, realloc
+ * and malloc_usable_size route by address.
+ *
+ * Only the process r3run started serves the region (R3_PID): a child that
+ * execs inherits LD_PRELOAD but passes everything to glibc, and a forked
+ * child stops placing new blocks in the region, so no two processes ever
+ * open one source. At exit the region is synced (and stats printed).
+ *
+ * This file is the one place in r3 with global mutable state: a malloc
+ * replacement has nowhere else to keep it. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "internal.h"
+#include "preload/palloc.h"
+#include "preload/env.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void  __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
+static struct {
+    atomic_int active;            /* new blocks may go to the region */
+    uintptr_t lo;                 /* region range: set before active, kept after */
+    size_t len;
+    size_t min_alloc;
+    pid_t pid;                    /* the process that opened the region */
+    struct r3_palloc pa;
+    struct r3_region *region;
+    struct r3_preload_env env;
+    atomic_ulong fallbacks;       /* region full: glibc served a large block */
+    size_t (*libc_usable)(void *);
+    int errfd;                    /* our own stderr: programs close theirs at exit */
+} S;
+
+/* Set while this thread is inside the shim's own setup or teardown. */
+static __thread int busy __attribute__((tls_model("initial-exec")));
+
+static inline bool in_region(const void *p)
+{
+    return (uintptr_t)p - S.lo < S.len;
+}
+
+static inline bool want_region(size_t size)
+{
+    return size >= S.min_alloc && atomic_load_explicit(&S.active, memory_order_acquire) &&
+           !busy && !r3_thread_is_internal();
+}
+
+static void *region_alloc(size_t size, size_t align)
+{
+    void *p = r3_palloc_alloc(&S.pa, size, align);
+    if (!p)
+        atomic_fetch_add_explicit(&S.fallbacks, 1, memory_order_relaxed);
+    return p;
+}
+
+static void bad_pointer(const char *fn, const void *p)
+{
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "r3 preload: %s(): invalid pointer %p in the region\n",
+                     fn, p);
+    if (write(2, msg, (size_t)n) < 0) { /* nothing left to tell */ }
+    abort();
+}
+
+EXPORT void *malloc(size_t size)
+{
+    if (want_region(size)) {
+        void *p = region_alloc(size, 0);
+        if (p)
+            return p;
+    }
+    return __libc_malloc(size);
+}
+
+EXPORT void free(void *p)
+{
+    if (!p)
+        return;
+    if (in_region(p)) {
+        if (!r3_palloc_usable(&S.pa, p))
+            bad_pointer("free", p);
+        r3_palloc_free(&S.pa, p);
+        return;
+    }
+    __libc_free(p);
+}
+
+EXPORT void *calloc(size_t n, size_t m)
+{
+    size_t size;
+    if (__builtin_mul_overflow(n, m, &size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (want_region(size)) {
+        /* Region pages hold whatever the source or an earlier block left. */
+        void *p = region_alloc(size, 0);
+        if (p)
+            return memset(p, 0, size);
+    }
+    return __libc_calloc(n, m);
+}
+
+static size_t usable(void *p)
+{
+    if (in_region(p))
+        return r3_palloc_usable(&S.pa, p);
+    return S.libc_usable ? S.libc_usable(p) : 0;
+}
+
+EXPORT void *realloc(void *p, size_t size)
+{
+    if (!p)
+        return malloc(size);
+    if (!in_region(p)) {
+        if (want_region(size)) {
+            void *q = region_alloc(size, 0);
+            if (q) {
+                size_t old = usable(p);
+                memcpy(q, p, old < size ? old : size);
+                __libc_free(p);
+                return q;
+            }
+        }
+        return __libc_realloc(p, size);
+    }
+    size_t old = r3_palloc_usable(&S.pa, p);
+    if (!old)
+        bad_pointer("realloc", p);
+    if (size == 0) {              /* glibc frees and returns NULL */
+        r3_palloc_free(&S.pa, p);
+        return NULL;
+    }
+    if (want_region(size) && r3_palloc_resize(&S.pa, p, size))
+        return p;
+    void *q = want_region(size) ? region_alloc(size, 0) : NULL;
+    if (!q)
+        q = __libc_malloc(size);
+    if (!q)
+        return NULL;              /* p stays valid, as realloc promises */
+    memcpy(q, p, old < size ? old : size);
+    r3_palloc_free(&S.pa, p);
+    return q;
+}
+
+EXPORT void *reallocarray(void *p, size_t n, size_t m)
+{
+    size_t size;
+    if (__builtin_mul_overflow(n, m, &size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, size);
+}
+
+static void *aligned(size_t align, size_t size)
+{
+    if (want_region(size)) {
+        void *p = region_alloc(size, align);
+        if (p)
+            return p;
+    }
+    return __libc_memalign(align, size);
+}
+
+EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+    if (align < sizeof(void *) || (align & (align - 1)))
+        return EINVAL;
+    void *p = aligned(align, size);
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+    if (!align || (align & (align - 1))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return aligned(align, size);
+}
+
+EXPORT void *memalign(size_t align, size_t size)
+{
+    if (align & (align - 1)) {    /* glibc rounds up to a power of two */
+        size_t a = 1;
+        while (a < align && a)
+            a <<= 1;
+        if (!a) {
+            errno = EINVAL;
+            return NULL;
+        }
+        align = a;
+    }
+    return aligned(align, size);
+}
+
+EXPORT void *valloc(size_t size)
+{
+    if (want_region(size)) {
+        void *p = region_alloc(size, 0);
+        if (p)
+            return p;
+    }
+    return __libc_valloc(size);
+}
+
+EXPORT void *pvalloc(size_t size)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t r = size ? (size + pg - 1) & ~(pg - 1) : pg;
+    if (r < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (want_region(r)) {
+        void *p = region_alloc(r, 0);
+        if (p)
+            return p;
+    }
+    return __libc_pvalloc(size);
+}
+
+EXPORT size_t malloc_usable_size(void *p)
+{
+    return p ? usable(p) : 0;
+}
+
+/* ---- fork: the lock is held across it; the child never serves the region */
+static void at_prepare(void)
+{
+    if (S.len)
+        r3_palloc_lock(&S.pa);
+}
+
+static void at_parent(void)
+{
+    if (S.len)
+        r3_palloc_unlock(&S.pa);
+}
+
+static void at_child(void)
+{
+    if (!S.len)
+        return;
+    r3_palloc_unlock(&S.pa);
+    atomic_store(&S.active, 0);
+    /* A uffd region is MADV_DONTFORK: the range is empty in the child, and
+     * glibc's next mmap could land in it, which free() would then route to
+     * the region. Reserve it (touching a region block in the child faults,
+     * as without the shim); a strategy whose mapping is inherited keeps it
+     * (NOREPLACE fails). */
+    mmap((void *)S.lo, S.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+         MAP_FIXED_NOREPLACE, -1, 0);
+}
+
+/* A message on the stderr the program started with (even if it closed fd 2). */
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
+{
+    char b[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof b - 1)
+        n = (int)sizeof b - 1;
+    if (n > 0 && write(S.errfd >= 0 ? S.errfd : 2, b, (size_t)n) < 0) { /* nowhere to tell */ }
+}
+
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
+static void print_stats(const struct r3_region_stats *st)
+{
+    char b1[32], b2[32];
+    say("r3run: %s region of %s on %s, chunk %s, min-alloc %zu\n",
+            S.env.strategy, r3_fmt_size(S.len, b1, sizeof b1), S.env.source,
+            r3_fmt_size(S.region->chunk, b2, sizeof b2), S.min_alloc);
+    say("r3run: faults %llu, chunks filled by fault %llu, by prefetch %llu, "
+            "pulled %.1f MiB\n", (unsigned long long)st->faults,
+            (unsigned long long)st->chunks_fault, (unsigned long long)st->chunks_prefetch,
+            mib(st->bytes_pulled));
+    say("r3run: chunks pushed %llu (%.1f MiB), syncs %llu, "
+            "fault wait p50 %.1f us, p99 %.1f us\n", (unsigned long long)st->chunks_pushed,
+            mib(st->bytes_pushed), (unsigned long long)st->syncs,
+            (double)st->fault_wait_p50_ns / 1e3, (double)st->fault_wait_p99_ns / 1e3);
+    r3_palloc_lock(&S.pa);
+    unsigned long long na = S.pa.nalloc, in_use = S.pa.in_use, peak = S.pa.peak;
+    r3_palloc_unlock(&S.pa);
+    say("r3run: blocks placed in the region %llu (peak %.1f MiB, %.1f MiB at exit), "
+            "large blocks left to glibc because the region was full %lu\n", na, mib(peak),
+            mib(in_use), atomic_load(&S.fallbacks));
+}
+
+/* Sync (and report) once, from exit() or _exit(), in the owning process. */
+static int shim_final(void)
+{
+    static atomic_int done;
+    if (!atomic_load(&S.active) || getpid() != S.pid || atomic_exchange(&done, 1))
+        return 0;
+    busy = 1;
+    int rc = r3_region_sync(S.region);
+    if (rc < 0)
+        say("r3run: the final sync of the region failed: %s\n", r3_last_error());
+    if (S.env.stats) {
+        struct r3_region_stats st;
+        if (r3_region_stats(S.region, &st) == 0)
+            print_stats(&st);
+    }
+    /* The access log is written at close. Close only when asked for it: a
+     * late destructor or thread may still read its blocks after us, and
+     * the kernel reclaims everything anyway. */
+    if (rc == 0 && S.env.record_access) {
+        void *base = S.region->base;
+        size_t len = S.region->len;
+        atomic_store(&S.active, 0);
+        rc = r3_region_close(S.region);
+        if (rc < 0)
+            say("r3run: closing the region failed: %s\n", r3_last_error());
+        /* Keep the range mapped so a late access reads zeros, not SIGSEGV. */
+        mmap(base, len, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    }
+    busy = 0;
+    return rc;
+}
+
+static void shim_exit(void)
+{
+    if (shim_final() < 0) {
+        fflush(NULL);
+        syscall(SYS_exit_group, R3_PRELOAD_EXIT);
+    }
+}
+
+/* Programs that leave with _exit (dash, many servers) skip atexit: sync here
+ * too. A forked child's _exit is not ours (pid check in shim_final). */
+EXPORT __attribute__((noreturn)) void _exit(int status)
+{
+    if (shim_final() < 0)
+        status = R3_PRELOAD_EXIT;
+    for (;;)
+        syscall(SYS_exit_group, status);
+}
+
+EXPORT __attribute__((noreturn)) void _Exit(int status)
+{
+    _exit(status);
+}
+
+static void fail(const char *what)
+{
+    say("r3run: %s: %s\n", what, r3_last_error());
+    fflush(stderr);
+    _exit(R3_PRELOAD_EXIT);
+}
+
+__attribute__((constructor)) static void shim_init(void)
+{
+    S.errfd = -1;
+    if (!getenv("R3_SOURCE"))
+        return;                   /* not under r3run: glibc for everything */
+    const char *owner = getenv("R3_PID");
+    if (owner && strtol(owner, NULL, 10) != getpid())
+        return;                   /* a child of the program: glibc only */
+    busy = 1;
+    S.errfd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+    S.libc_usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+    if (r3_preload_env_parse(&S.env) < 0)
+        fail("bad environment");
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    r3_preload_env_opts(&S.env, &o);
+    struct r3_source *src;
+    if (r3_source_open(S.env.source, &src) < 0)
+        fail("cannot open the source");
+    if (r3_region_open(&o, src, &S.region) < 0)
+        fail("cannot open the region");
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (r3_palloc_init(&S.pa, S.region->base, S.region->len, page) < 0) {
+        r3_error(-EINVAL, "the region at %p (%zu bytes) is not page aligned",
+                 S.region->base, S.region->len);
+        fail("cannot use the region");
+    }
+    S.min_alloc = S.env.min_alloc;
+    S.lo = (uintptr_t)S.region->base;
+    S.len = S.region->len;
+    S.pid = getpid();
+    char pid[24];
+    snprintf(pid, sizeof pid, "%d", (int)S.pid);
+    setenv("R3_PID", pid, 1);
+    pthread_atfork(at_prepare, at_parent, at_child);
+    atexit(shim_exit);
+    atomic_store_explicit(&S.active, 1, memory_order_release);
+    busy = 0;
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# r3run's contract at the edges: exit statuses (the program's own, 127, 126,
+# a killing signal passed on), refusal of static and setuid programs, and
+# clear errors for bad options and bad sources, before the program starts.
+source "$top_srcdir/tests/integration/lib.sh"
+R3RUN="$top_builddir/r3run"
+cd "$T_DIR"
+
+# expect_fail CODE PATTERN -- r3run args: exit status CODE and PATTERN on stderr.
+expect_fail() {
+    local want=$1 pat=$2 rc=0
+    shift 3
+    t_timeout 60 "$R3RUN" "$@" >out 2>err || rc=$?
+    [ "$rc" -eq "$want" ] || t_fail "r3run $*: exit $rc, expected $want (stderr: $(cat err))"
+    grep -q -- "$pat" err || t_fail "r3run $*: stderr lacks '$pat': $(cat err)"
+    t_log "r3run $* -> $rc: $(head -1 err)"
+}
+
+# Exit statuses are the program's own.
+t_timeout 60 "$R3RUN" -- true || t_fail "r3run -- true failed"
+rc=0; t_timeout 60 "$R3RUN" -- false || rc=$?
+[ $rc -eq 1 ] || t_fail "r3run -- false gave $rc"
+rc=0; t_timeout 60 "$R3RUN" -- sh -c 'exit 42' || rc=$?
+[ $rc -eq 42 ] || t_fail "exit 42 gave $rc"
+expect_fail 127 "No such file" -- /nonexistent
+expect_fail 127 "command not found" -- no-such-command-r3
+printf 'not a program\n' > notexec
+expect_fail 126 "not executable" -- ./notexec
+expect_fail 126 "is a directory" -- /tmp
+
+# A program killed by a signal: r3run's caller sees the same signal.
+rc=0; t_timeout 60 "$R3RUN" -- sh -c 'kill -TERM $$' || rc=$?
+[ $rc -eq 143 ] || t_fail "a SIGTERM-killed program gave $rc, expected 143 (128+15)"
+rc=0; t_timeout 60 bash -c '"$0" -- python3 -c "import os; os.kill(os.getpid(), 9)"; exit $?' "$R3RUN" || rc=$?
+[ $rc -eq 137 ] || t_fail "a SIGKILL-killed program gave $rc, expected 137"
+
+# Programs LD_PRELOAD cannot reach are refused, with the reason.
+expect_fail 126 "statically linked" -- "$top_builddir/tests/r3run/static_true"
+if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1; then
+    cp "$(type -P true)" suid_true && chown nobody suid_true && chmod 4755 suid_true
+    expect_fail 126 "setuid" -- ./suid_true
+    printf '#!%s/tests/r3run/static_true\n' "$top_builddir" > static_script && chmod +x static_script
+    expect_fail 126 "statically linked" -- ./static_script
+else
+    t_log "not root: setuid refusal not checked (cannot chown a file to another user)"
+fi
+
+# Options are validated before anything runs.
+expect_fail 125 "not a size" -- --size 12Q true
+expect_fail 125 "power of two" -- --chunk 3000 true
+expect_fail 125 "unknown strategy 'nope'" -- --strategy nope true
+expect_fail 125 "not a number" -- --pull-workers -3 true
+expect_fail 125 "not a duration" -- --push-interval soon true
+expect_fail 125 "unknown option --frobnicate" -- --frobnicate true
+expect_fail 125 "needs a value" -- --size
+expect_fail 125 "no program" -- --stats
+expect_fail 125 "cannot read the access log" -- --prefetch "$T_DIR/missing.log" true
+expect_fail 125 "record-access" -- --prefetch hot true
+expect_fail 125 "cannot open the source" -- --source 'bogus://x' true
+expect_fail 125 "cannot open the source" -- --source 'file:///no/such/dir/r3.img?size=1G' true
+# A source smaller than --size.
+head -c 1048576 /dev/zero > small.img
+expect_fail 125 "less than --size" -- --source "file://$T_DIR/small.img" --size 64M true
+# An unreachable server: nothing listens on this port. Every network scheme
+# this build has must give a clear error, quickly, and exit non-zero.
+port=$(t_free_port)
+reached=0
+for uri in "redis://127.0.0.1:$port/x?size=64M&chunk=64K" "r3://127.0.0.1:$port/x" \
+           "nbd://127.0.0.1:$port/x" "s3://b/x?endpoint=http://127.0.0.1:$port&size=64M&chunk=64K"; do
+    rc=0; t_timeout 60 "$R3RUN" --size 64M --source "$uri" -- true 2>err || rc=$?
+    [ $rc -eq 125 ] || t_fail "unreachable $uri: exit $rc: $(cat err)"
+    grep -q "cannot open the source" err || t_fail "unreachable $uri: $(cat err)"
+    grep -q "unknown scheme" err || reached=$((reached + 1))
+    t_log "unreachable source -> $rc: $(cat err)"
+done
+t_log "$reached network schemes in this build refused an unreachable server"
+
+# Options stop at the first non-option: --stats here belongs to the program.
+out=$(t_timeout 60 "$R3RUN" echo --stats) || t_fail "echo under r3run failed"
+[ "$out" = "--stats" ] || t_fail "options did not stop at the program: '$out'"
+"$R3RUN" --help | grep -q -- "--record-access" || t_fail "--help lacks options"
+"$R3RUN" --version | grep -q "^r3run (r3) " || t_fail "--version"
+"$R3RUN" --probe > probe.out || t_fail "--probe failed"
+grep -q "userfaultfd" probe.out && grep -q "uffd" probe.out || t_fail "--probe: $(cat probe.out)"
+
+# The shim itself refuses a region it cannot open: same program, clear
+# message, non-zero exit, no silent run on glibc.
+rc=0
+R3_SOURCE="file://$T_DIR/small.img" R3_SIZE=64M LD_PRELOAD="$top_builddir/.libs/libr3preload.so" \
+    t_timeout 60 true 2>err || rc=$?
+[ $rc -eq 125 ] || t_fail "the shim ran on with a region it could not open (exit $rc)"
+grep -q "cannot open the region" err || t_fail "shim message: $(cat err)"
+t_log "shim on a too-small source -> $rc: $(cat err)"
+rc=0
+R3_SOURCE="file://$T_DIR/small.img" R3_CHUNK=5000 LD_PRELOAD="$top_builddir/.libs/libr3preload.so" \
+    t_timeout 60 true 2>err || rc=$?
+[ $rc -eq 125 ] && grep -q "R3_CHUNK" err || t_fail "shim accepted R3_CHUNK=5000 (exit $rc: $(cat err))"
+t_log "ok"
