@@ -47,8 +47,15 @@ int r3_file_open(const struct r3_uri *u, struct r3_source **out);
 int r3_dir_open(const struct r3_uri *u, struct r3_source **out);
 int r3_redis_open(const struct r3_uri *u, struct r3_source **out);
 int r3_s3_open(const struct r3_uri *u, struct r3_source **out);
+/* nbd://, nbds://, nbd+unix://, nbds+unix:// (nbd/source.c) */
+extern const struct r3_strategy_ops r3_strategy_nbd_direct, r3_strategy_nbd_managed;   /* nbd/strategy.c */
+int r3_nbd_open(const struct r3_uri *u, struct r3_source **out);
 /* r3://, r3s://, r3+unix://, r3s+unix:// (src/wire/client.c) */
 int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
+/* The bytes of a source that lives in this process's memory (mem:), for
+ * copy-free serving (the NBD server sends from them directly); NULL for
+ * any other source. Valid until the source is closed; concurrent writes show. */
+void *r3_source_direct(struct r3_source *s, uint64_t off, size_t len);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 

@@ -9,6 +9,10 @@ static const struct r3_scheme schemes[] = {
     { "dir", r3_dir_open },
     { "redis", r3_redis_open },
     { "s3", r3_s3_open },
+    { "nbd", r3_nbd_open },
+    { "nbds", r3_nbd_open },
+    { "nbd+unix", r3_nbd_open },
+    { "nbds+unix", r3_nbd_open },
     { "r3", r3_wire_open },
     { "r3s", r3_wire_open },
     { "r3+unix", r3_wire_open },
@@ -18,6 +22,8 @@ static const struct r3_scheme schemes[] = {
 
 static const struct r3_strategy_ops *const strategies[] = {
     &r3_uffd_strategy,
+    &r3_strategy_nbd_direct,
+    &r3_strategy_nbd_managed,
     &r3_strategy_filesync,
     /* strategies: add new entries above this line */
     NULL,

@@ -3,6 +3,9 @@ bin_PROGRAMS += r3serve
 r3serve_SOURCES = src/cmd/r3serve.c
 r3serve_LDADD = libr3.la
 
+bin_PROGRAMS += r3mount
+r3mount_SOURCES = src/cmd/r3mount.c
+r3mount_LDADD = libr3.la
 bin_PROGRAMS += r3run
 r3run_SOURCES = src/cmd/r3run.c src/preload/env.c
 r3run_CPPFLAGS = $(AM_CPPFLAGS) -DR3_LIBDIR='"$(libdir)"'

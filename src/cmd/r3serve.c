@@ -22,6 +22,7 @@
 #include <r3/r3.h>
 #include <r3/wire.h>
 #include "wire/tls.h"
+#include "nbd/server.h"
 
 struct opts {
     const char *listen, *source, *export_name;
@@ -29,6 +30,10 @@ struct opts {
     bool read_only;
     uint64_t max_request;
     unsigned workers;
+    const char *nbd, *tls_psk;    /* --nbd ADDR: also serve NBD there */
+    bool tls_required;
+    unsigned nbd_workers;
+    uint64_t delay_us;            /* --delay-us: a delay stage over the source */
 };
 
 struct server {
@@ -38,6 +43,7 @@ struct server {
     struct r3_source *src;
     struct r3_tls_ctx *tls;
     struct r3_wire_server *wire;
+    struct r3_nbd_server *nbd;
 };
 
 static void usage(FILE *f)
@@ -55,6 +61,14 @@ static void usage(FILE *f)
         "      --tls-ca FILE        require client certificates signed by this CA (mTLS)\n"
         "      --max-request SIZE   largest read/write accepted (default 32M, at most 1G)\n"
         "  -w, --workers N          threads running requests (default 8)\n"
+        "      --nbd ADDR           also serve the source over NBD (fixed newstyle) on ADDR:\n"
+        "                           HOST:PORT or unix:PATH; --listen becomes optional; the\n"
+        "                           NBD export is --export NAME (default \"\"); --tls-cert/--tls-key\n"
+        "                           (and --tls-ca: client certificates) enable NBD STARTTLS\n"
+        "      --tls-psk FILE       NBD: TLS with pre-shared keys (\"identity:hexkey\" lines)\n"
+        "      --tls-required       NBD: refuse clients that do not STARTTLS\n"
+        "      --nbd-workers N      NBD: request threads per connection (default 4)\n"
+        "      --delay-us US        add US microseconds to every source request (RTT injection)\n"
         "  -h, --help               this text\n");
 }
 
@@ -70,7 +84,7 @@ static void log_line(void *arg, const char *line)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    enum { O_CERT = 256, O_KEY, O_CA, O_MAXREQ };
+    enum { O_CERT = 256, O_KEY, O_CA, O_MAXREQ, O_NBD, O_PSK, O_TLSREQ, O_NBDW, O_DELAY };
     static const struct option lo[] = {
         { "listen", required_argument, NULL, 'l' },
         { "source", required_argument, NULL, 's' },
@@ -81,6 +95,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
         { "tls-ca", required_argument, NULL, O_CA },
         { "max-request", required_argument, NULL, O_MAXREQ },
         { "workers", required_argument, NULL, 'w' },
+        { "nbd", required_argument, NULL, O_NBD },
+        { "tls-psk", required_argument, NULL, O_PSK },
+        { "tls-required", no_argument, NULL, O_TLSREQ },
+        { "nbd-workers", required_argument, NULL, O_NBDW },
+        { "delay-us", required_argument, NULL, O_DELAY },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -111,6 +130,27 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->workers = (unsigned)v;
             break;
         }
+        case O_NBD: o->nbd = optarg; break;
+        case O_PSK: o->tls_psk = optarg; break;
+        case O_TLSREQ: o->tls_required = true; break;
+        case O_DELAY: {
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (*end || v > 10000000) {
+                fprintf(stderr, "r3serve: bad --delay-us '%s' (0 to 10000000)\n", optarg);
+                return -1;
+            }
+            o->delay_us = v;
+            break;
+        }
+        case O_NBDW: {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v == 0 || v > 64) {
+                fprintf(stderr, "r3serve: bad --nbd-workers '%s' (1 to 64)\n", optarg);
+                return -1;
+            }
+            o->nbd_workers = (unsigned)v;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -119,8 +159,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         fprintf(stderr, "r3serve: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
-    if (!o->listen || !o->source) {
-        fprintf(stderr, "r3serve: --listen and --source are required (see --help)\n");
+    if ((!o->listen && !o->nbd) || !o->source) {
+        fprintf(stderr, "r3serve: --source and --listen (or --nbd) are required (see --help)\n");
         return -1;
     }
     if ((o->tls_cert != NULL) != (o->tls_key != NULL)) {
@@ -270,6 +310,14 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = 1;
+    if (sv.o.delay_us) {
+        struct r3_source *d;
+        if (r3_stage_delay_open(sv.src, sv.o.delay_us, &d) < 0) {
+            fprintf(stderr, "r3serve: %s\n", r3_last_error());
+            goto out;
+        }
+        sv.src = d;
+    }
     if (sv.o.tls_cert) {
         struct r3_tls_opts to = { .cert = sv.o.tls_cert, .key = sv.o.tls_key, .ca = sv.o.tls_ca };
         if (r3_tls_server_ctx(&to, &sv.tls) < 0) {
@@ -281,12 +329,31 @@ int main(int argc, char **argv)
         .src = sv.src, .export_name = sv.o.export_name, .read_only = sv.o.read_only, .tls = sv.tls,
         .max_request = (size_t)sv.o.max_request, .workers = sv.o.workers, .log = log_line,
     };
-    if (r3_wire_server_new(&wo, &sv.wire) < 0) {
+    if (sv.o.listen && r3_wire_server_new(&wo, &sv.wire) < 0) {
         fprintf(stderr, "r3serve: %s\n", r3_last_error());
         goto out;
     }
-    if ((sv.lfd = listen_on(&sv)) < 0 || sigfd < 0)
+    if ((sv.o.listen && (sv.lfd = listen_on(&sv)) < 0) || sigfd < 0)
         goto out;
+    if (sv.o.nbd) {
+        struct r3_nbd_export ne = { .name = sv.o.export_name ? sv.o.export_name : "",
+                                    .src = sv.src, .readonly = sv.o.read_only };
+        struct r3_nbd_server_opts no = {
+            .listen = sv.o.nbd, .exports = &ne, .nexports = 1, .workers = sv.o.nbd_workers,
+            .max_request = sv.o.max_request ? (uint32_t)sv.o.max_request : 0,
+            .tls_cert = sv.o.tls_cert, .tls_key = sv.o.tls_key, .tls_ca = sv.o.tls_ca,
+            .tls_verify_peer = sv.o.tls_ca != NULL, .tls_psk = sv.o.tls_psk,
+            .tls_required = sv.o.tls_required,
+        };
+        if (r3_nbd_server_start(&no, &sv.nbd) < 0) {
+            fprintf(stderr, "r3serve: %s\n", r3_last_error());
+            goto out;
+        }
+        if (r3_nbd_server_port(sv.nbd))
+            fprintf(stderr, "r3serve: NBD on port %d\n", r3_nbd_server_port(sv.nbd));
+        else
+            fprintf(stderr, "r3serve: NBD on %s\n", sv.o.nbd);
+    }
     char sz[32];
     uint64_t b = sv.src->size;
     snprintf(sz, sizeof sz, "%llu bytes", (unsigned long long)b);
@@ -296,6 +363,7 @@ int main(int argc, char **argv)
 out:
     if (sv.lfd >= 0)
         close(sv.lfd);
+    r3_nbd_server_stop(sv.nbd);
     r3_wire_server_free(sv.wire);
     if (!sv.o.read_only && !(sv.src->flags & R3_SRC_RDONLY) && r3_source_flush(sv.src) < 0) {
         fprintf(stderr, "r3serve: flush at exit failed: %s\n", r3_last_error());

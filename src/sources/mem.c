@@ -60,6 +60,13 @@ int r3_mem_create(uint64_t size, struct r3_source **out)
     return 0;
 }
 
+void *r3_source_direct(struct r3_source *s, uint64_t off, size_t len)
+{
+    if (!s || s->ops != &mem_ops || off > s->size || len > s->size - off)
+        return NULL;
+    return ((struct mem_source *)s)->base + off;
+}
+
 int r3_mem_open(const struct r3_uri *u, struct r3_source **out)
 {
     static const char *const allowed[] = { "size", "chunk", NULL };

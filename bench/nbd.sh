@@ -1,0 +1,73 @@
+#!/bin/bash
+# bench/nbd.sh: the NBD benchmark (CSV on stdout; not a test). One run:
+#  1. fio --ioengine=nbd against r3serve --nbd (mem source) and nbdkit memory,
+#     both filled with the same random data first: sequential 1 MiB reads at
+#     QD 16 and 4 KiB random reads at QD 32; ratios r3/nbdkit.
+#  2. mmap first sequential read of SIZE through r3mount (FUSE) vs nbdfuse
+#     on nbdkit memory.
+#  3. nbd-managed and nbd-direct regions over a mem source behind a 10 ms
+#     delay stage: open-to-first-byte, sequential read, writes (+ sync).
+# Usage: bench/nbd.sh [BUILDDIR] (default: the current directory)
+# Env: SIZE (default 1G), FIO_SECONDS (10), FIO_SIZE (1G)
+set -u
+B=${1:-.}
+SIZE=${SIZE:-1G}; FIO_SECONDS=${FIO_SECONDS:-10}; FIO_SIZE=${FIO_SIZE:-1G}
+W=$(mktemp -d /tmp/r3-bench-nbd.XXXXXX)
+PIDS=""
+cleanup() {
+    for m in "$W/r3m" "$W/kitm"; do mountpoint -q "$m" 2>/dev/null && { "$B/r3mount" -u "$m" 2>/dev/null || fusermount3 -u "$m"; }; done
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    sleep 0.3; rm -rf "$W"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+fio_run() { # URI RW BS QD -> "MB/s IOPS"
+    fio --name=b --ioengine=nbd --uri="$1" --rw=$2 --bs=$3 --iodepth=$4 --size=$FIO_SIZE \
+        --runtime=$FIO_SECONDS --time_based --output-format=terse --terse-version=3 2>/dev/null |
+        tail -1 | awk -F';' '{printf "%.1f %d\n", $7/1000*1024/1024, $8}'
+}
+echo "bench,what,target,size,delay_us,value,unit"
+echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) (shared; numbers are noisy)" >&2
+
+# 1. fio: r3serve vs nbdkit memory
+RP=$(port); NP=$(port)
+"$B/r3serve" --nbd 127.0.0.1:$RP --source "mem:?size=$FIO_SIZE" 2>/dev/null & PIDS="$PIDS $!"
+nbdkit -f -i 127.0.0.1 -p $NP memory $FIO_SIZE & PIDS="$PIDS $!"
+wait_port $RP; wait_port $NP
+head -c $FIO_SIZE /dev/urandom > "$W/fill"
+nbdcopy "$W/fill" "nbd://127.0.0.1:$RP/" && nbdcopy "$W/fill" "nbd://127.0.0.1:$NP/"; rm -f "$W/fill"
+for t in "read 1M 16" "randread 4k 32"; do
+    set -- $t
+    r=$(fio_run "nbd://127.0.0.1:$RP/" $1 $2 $3); k=$(fio_run "nbd://127.0.0.1:$NP/" $1 $2 $3)
+    set -- $t $r $k
+    echo "fio,${1}_${2}_qd${3}_MBps,r3serve,$FIO_SIZE,0,$4,MB/s"
+    echo "fio,${1}_${2}_qd${3}_MBps,nbdkit-memory,$FIO_SIZE,0,$6,MB/s"
+    echo "fio,${1}_${2}_qd${3}_IOPS,r3serve,$FIO_SIZE,0,$5,IOPS"
+    echo "fio,${1}_${2}_qd${3}_IOPS,nbdkit-memory,$FIO_SIZE,0,$7,IOPS"
+    awk -v a=$4 -v b=$6 -v c=$5 -v d=$7 -v n="${1}_${2}_qd${3}" \
+        'BEGIN{printf "fio,%s_ratio_MBps,r3serve/nbdkit,,0,%.2f,x\nfio,%s_ratio_IOPS,r3serve/nbdkit,,0,%.2f,x\n", n, a/b, n, c/d}'
+done
+for p in $PIDS; do kill $p 2>/dev/null; done; wait 2>/dev/null; PIDS=""
+
+# 2. mmap first read through FUSE: r3mount vs nbdfuse + nbdkit memory
+mkdir -p "$W/r3m" "$W/kitm"
+RP=$(port); NP=$(port)
+"$B/r3mount" --nbd-listen 127.0.0.1:$RP "mem:?size=$SIZE" "$W/r3m" >/dev/null || echo "# r3mount failed" >&2
+nbdkit -f -i 127.0.0.1 -p $NP memory $SIZE & PIDS="$PIDS $!"
+wait_port $RP; wait_port $NP
+head -c $SIZE /dev/urandom > "$W/fill"
+nbdcopy "$W/fill" "nbd://127.0.0.1:$RP/" && nbdcopy "$W/fill" "nbd://127.0.0.1:$NP/"; rm -f "$W/fill"
+nbdfuse -P "$W/nbdfuse.pid" "$W/kitm" "nbd://127.0.0.1:$NP/" &
+for i in $(seq 100); do [ -s "$W/nbdfuse.pid" ] && break; sleep 0.1; done
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+"$B/bench/nbd" mmapread "$W/r3m/disk" r3mount-fuse
+"$B/bench/nbd" mmapread "$W/kitm/nbd" nbdfuse-nbdkit
+"$B/r3mount" -u "$W/r3m"; fusermount3 -u "$W/kitm"
+for p in $PIDS; do kill $p 2>/dev/null; done; wait 2>/dev/null; PIDS=""
+
+# 3. regions over a 10 ms delay stage (and without a delay for the open time)
+"$B/bench/nbd" region nbd-managed $SIZE 10000 1M 32 16
+"$B/bench/nbd" region nbd-direct $SIZE 10000 1M 0 1
+"$B/bench/nbd" region nbd-managed 64M 0 64K 4 1 | grep open_to_first
+"$B/bench/nbd" region nbd-direct 64M 0 64K 0 1 | grep open_to_first

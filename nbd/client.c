@@ -1,0 +1,616 @@
+/* NBD client: handshake (GO, falling back to EXPORT_NAME), pipelined
+ * requests with cookies, simple and structured replies. A reader thread
+ * reads each reply straight into the buffer of the request it answers. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "internal.h"
+#include "nbd/client.h"
+#include "nbd/io.h"
+#include "nbd/proto.h"
+
+#define PIECE (4u << 20)          /* largest single request we send */
+
+struct slot {
+    bool used, done;
+    uint16_t type;
+    uint64_t cookie;
+    char *buf;
+    size_t len;
+    uint64_t off;
+    int err;
+    pthread_cond_t cv;
+};
+
+struct r3_nbd_client {
+    struct nbd_io io;
+    void *tls;
+    char who[300];
+    uint64_t size;
+    uint16_t flags;
+    uint32_t min_block, max_req;
+    bool structured, has_reader;
+    pthread_mutex_t mu, send_mu;
+    pthread_cond_t free_cv;
+    struct slot *slots;
+    unsigned nslots, nfree;
+    uint64_t gen;
+    bool dead;
+    pthread_t reader;
+};
+
+static int fail(struct r3_nbd_client *c, int err, const char *what)
+{
+    return r3_error(err, "%s: %s", c->who, what);
+}
+
+/* ---- handshake */
+
+static int opt_send(struct r3_nbd_client *c, uint32_t opt, const void *data, uint32_t len)
+{
+    unsigned char h[16];
+    nbd_put64(h, NBD_IHAVEOPT);
+    nbd_put32(h + 8, opt);
+    nbd_put32(h + 12, len);
+    struct iovec v[2] = { { h, 16 }, { (void *)data, len } };
+    return nbd_io_writev(&c->io, v, len ? 2 : 1);
+}
+
+/* Reads one option reply; its payload (at most 64 KiB) into buf. */
+static int opt_reply(struct r3_nbd_client *c, uint32_t opt, uint32_t *type, unsigned char *buf,
+                     uint32_t *len)
+{
+    unsigned char h[20];
+    int rc = nbd_io_read(&c->io, h, 20);
+    if (rc < 0)
+        return fail(c, rc, "connection closed during the handshake");
+    if (nbd_get64(h) != NBD_REP_MAGIC || nbd_get32(h + 8) != opt)
+        return fail(c, -EPROTO, "bad option reply from the server");
+    *type = nbd_get32(h + 12);
+    *len = nbd_get32(h + 16);
+    if (*len > NBD_MAX_OPTION)
+        return fail(c, -EPROTO, "option reply too large");
+    rc = nbd_io_read(&c->io, buf, *len);
+    return rc < 0 ? fail(c, rc, "connection closed during the handshake") : 0;
+}
+
+static const char *rep_err_name(uint32_t t)
+{
+    switch (t) {
+    case NBD_REP_ERR_UNSUP: return "unsupported";
+    case NBD_REP_ERR_POLICY: return "refused by policy";
+    case NBD_REP_ERR_INVALID: return "invalid";
+    case NBD_REP_ERR_PLATFORM: return "not supported on the platform";
+    case NBD_REP_ERR_TLS_REQD: return "TLS required";
+    case NBD_REP_ERR_UNKNOWN: return "unknown export";
+    case NBD_REP_ERR_SHUTDOWN: return "server shutting down";
+    case NBD_REP_ERR_BLOCK_SIZE_REQD: return "block size required";
+    case NBD_REP_ERR_TOO_BIG: return "too big";
+    default: return "error";
+    }
+}
+
+static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o)
+{
+    unsigned char h[18];
+    int rc = nbd_io_read(&c->io, h, 18);
+    if (rc < 0)
+        return fail(c, -EPROTO, "the server closed the connection before the NBD greeting");
+    if (nbd_get64(h) != NBD_MAGIC || nbd_get64(h + 8) != NBD_IHAVEOPT)
+        return fail(c, -EPROTO, "not an NBD newstyle server");
+    uint16_t hf = nbd_get16(h + 16);
+    bool fixed = hf & NBD_FLAG_FIXED_NEWSTYLE, nz = hf & NBD_FLAG_NO_ZEROES;
+    unsigned char cf[4];
+    nbd_put32(cf, (fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (nz ? NBD_FLAG_C_NO_ZEROES : 0));
+    if ((rc = nbd_io_write(&c->io, cf, 4)) < 0)
+        return fail(c, rc, "write failed");
+    unsigned char *buf = malloc(NBD_MAX_OPTION + 8);
+    if (!buf)
+        return -ENOMEM;
+    uint32_t type, len;
+    const char *name = o->export_name ? o->export_name : "";
+    size_t nl = strlen(name);
+    if (nl > NBD_MAX_NAME) {
+        rc = fail(c, -EINVAL, "export name too long");
+        goto out;
+    }
+    if (o->tls) {
+        rc = -EPROTO;
+        if (!fixed || (rc = opt_send(c, NBD_OPT_STARTTLS, NULL, 0)) < 0 ||
+            (rc = opt_reply(c, NBD_OPT_STARTTLS, &type, buf, &len)) < 0) {
+            if (rc == -EPROTO && !fixed)
+                fail(c, rc, "the server cannot do TLS (not fixed newstyle)");
+            goto out;
+        }
+        if (type != NBD_REP_ACK) {
+            rc = r3_error(-ECONNREFUSED, "%s: the server refused STARTTLS (%s)", c->who, rep_err_name(type));
+            goto out;
+        }
+        if ((rc = nbd_tls_connect(c->tls, &c->io, o->host)) < 0)
+            goto out;
+    }
+    if (fixed && !o->no_structured) {
+        if ((rc = opt_send(c, NBD_OPT_STRUCTURED_REPLY, NULL, 0)) < 0 ||
+            (rc = opt_reply(c, NBD_OPT_STRUCTURED_REPLY, &type, buf, &len)) < 0)
+            goto out;
+        c->structured = type == NBD_REP_ACK;
+    }
+    bool have_export = false;
+    if (fixed) {
+        unsigned char g[4 + NBD_MAX_NAME + 4];
+        nbd_put32(g, (uint32_t)nl);
+        memcpy(g + 4, name, nl);
+        nbd_put16(g + 4 + nl, 1);
+        nbd_put16(g + 6 + nl, NBD_INFO_BLOCK_SIZE);
+        if ((rc = opt_send(c, NBD_OPT_GO, g, (uint32_t)(8 + nl))) < 0)
+            goto out;
+        for (;;) {
+            if ((rc = opt_reply(c, NBD_OPT_GO, &type, buf, &len)) < 0)
+                goto out;
+            if (type == NBD_REP_ACK)
+                break;
+            if (type == NBD_REP_INFO && len >= 2) {
+                uint16_t it = nbd_get16(buf);
+                if (it == NBD_INFO_EXPORT && len == 12) {
+                    c->size = nbd_get64(buf + 2);
+                    c->flags = nbd_get16(buf + 10);
+                    have_export = true;
+                } else if (it == NBD_INFO_BLOCK_SIZE && len == 14) {
+                    c->min_block = nbd_get32(buf + 2);
+                    c->max_req = nbd_get32(buf + 10);
+                }
+                continue;
+            }
+            if (type == NBD_REP_ERR_UNSUP)
+                break;                    /* an old server: EXPORT_NAME below */
+            if (type & NBD_REP_FLAG_ERROR) {
+                buf[len] = 0;
+                rc = r3_error(type == NBD_REP_ERR_UNKNOWN ? -ENOENT : -ECONNREFUSED,
+                              "%s: the server refused export '%s': %s%s%s", c->who, name,
+                              rep_err_name(type), len ? ": " : "", (char *)buf);
+                goto out;
+            }
+        }
+    }
+    if (!have_export) {
+        if ((rc = opt_send(c, NBD_OPT_EXPORT_NAME, name, (uint32_t)nl)) < 0)
+            goto out;
+        if ((rc = nbd_io_read(&c->io, buf, nz ? 10 : 134)) < 0) {
+            rc = r3_error(-ENOENT, "%s: the server closed the connection (no export '%s'?)", c->who, name);
+            goto out;
+        }
+        c->size = nbd_get64(buf);
+        c->flags = nbd_get16(buf + 8);
+    }
+    rc = 0;
+out:
+    free(buf);
+    return rc;
+}
+
+/* ---- requests */
+
+static void die(struct r3_nbd_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->dead) {
+        c->dead = true;
+        nbd_io_shutdown(&c->io);
+    }
+    for (unsigned i = 0; i < c->nslots; i++)
+        if (c->slots[i].used && !c->slots[i].done) {
+            c->slots[i].done = true;
+            c->slots[i].err = -EIO;
+            pthread_cond_signal(&c->slots[i].cv);
+        }
+    pthread_cond_broadcast(&c->free_cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int reply_errno(uint32_t e)
+{
+    switch (e) {
+    case NBD_EPERM: case NBD_EIO: case NBD_ENOMEM: case NBD_EINVAL: case NBD_ENOSPC:
+    case NBD_EOVERFLOW: case NBD_ENOTSUP: case NBD_ESHUTDOWN:
+        return -(int)e;
+    default:
+        return -EIO;
+    }
+}
+
+static void complete(struct r3_nbd_client *c, struct slot *s, int err)
+{
+    pthread_mutex_lock(&c->mu);
+    s->done = true;
+    s->err = err;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static struct slot *find(struct r3_nbd_client *c, uint64_t cookie)
+{
+    unsigned idx = (unsigned)(cookie & 0xffff);
+    pthread_mutex_lock(&c->mu);
+    struct slot *s = idx < c->nslots ? &c->slots[idx] : NULL;
+    if (s && (!s->used || s->done || s->cookie != cookie))
+        s = NULL;
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
+{
+    unsigned char t[4];
+    int rc = nbd_io_read(&c->io, t, 4);
+    if (rc < 0)
+        return rc;
+    uint16_t flags = nbd_get16(h + 4), type = nbd_get16(h + 6);
+    uint64_t cookie = nbd_get64(h + 8);
+    uint32_t len = nbd_get32(t);
+    struct slot *s = find(c, cookie);
+    if (!s || len > c->max_req + 4096u)
+        return -EPROTO;
+    unsigned char b[16];
+    switch (type) {
+    case NBD_REPLY_TYPE_NONE:
+        if (len)
+            return -EPROTO;
+        break;
+    case NBD_REPLY_TYPE_OFFSET_DATA: {
+        if (len < 8 || s->type != NBD_CMD_READ || (rc = nbd_io_read(&c->io, b, 8)) < 0)
+            return rc < 0 ? rc : -EPROTO;
+        uint64_t off = nbd_get64(b);
+        size_t n = len - 8;
+        if (off < s->off || off - s->off > s->len || n > s->len - (off - s->off))
+            return -EPROTO;
+        if ((rc = nbd_io_read(&c->io, s->buf + (off - s->off), n)) < 0)
+            return rc;
+        break;
+    }
+    case NBD_REPLY_TYPE_OFFSET_HOLE: {
+        if (len != 12 || s->type != NBD_CMD_READ || (rc = nbd_io_read(&c->io, b, 12)) < 0)
+            return rc < 0 ? rc : -EPROTO;
+        uint64_t off = nbd_get64(b);
+        uint32_t n = nbd_get32(b + 8);
+        if (off < s->off || off - s->off > s->len || n > s->len - (off - s->off))
+            return -EPROTO;
+        memset(s->buf + (off - s->off), 0, n);
+        break;
+    }
+    default:
+        if (!(type & 0x8000) || len < 6) {
+            if (type & 0x8000 || len > NBD_MAX_OPTION)
+                return -EPROTO;
+            if ((rc = nbd_io_skip(&c->io, len)) < 0)   /* an informational chunk we do not know */
+                return rc;
+            break;
+        }
+        if ((rc = nbd_io_read(&c->io, b, 6)) < 0 || (rc = nbd_io_skip(&c->io, len - 6)) < 0)
+            return rc;
+        if (nbd_get16(b + 4) > len - 6)
+            return -EPROTO;
+        s->err = reply_errno(nbd_get32(b));
+        if (s->err == 0)
+            s->err = -EIO;
+        break;
+    }
+    if (flags & NBD_REPLY_FLAG_DONE)
+        complete(c, s, s->err);
+    return 0;
+}
+
+static void *reader(void *arg)
+{
+    struct r3_nbd_client *c = arg;
+    for (;;) {
+        unsigned char h[16];
+        int rc = nbd_io_read(&c->io, h, 16);
+        if (rc < 0)
+            break;
+        uint32_t magic = nbd_get32(h);
+        if (magic == NBD_SIMPLE_REPLY_MAGIC) {
+            uint32_t err = nbd_get32(h + 4);
+            struct slot *s = find(c, nbd_get64(h + 8));
+            if (!s)
+                break;
+            if (!err && s->type == NBD_CMD_READ && nbd_io_read(&c->io, s->buf, s->len) < 0)
+                break;
+            complete(c, s, err ? reply_errno(err) : 0);
+        } else if (magic == NBD_STRUCTURED_REPLY_MAGIC && c->structured) {
+            if (read_structured(c, h) < 0)
+                break;
+        } else {
+            break;
+        }
+    }
+    die(c);
+    return NULL;
+}
+
+static int submit(struct r3_nbd_client *c, uint16_t type, uint16_t flags, void *buf, size_t len,
+                  uint64_t off)
+{
+    pthread_mutex_lock(&c->mu);
+    while (!c->dead && c->nfree == 0)
+        pthread_cond_wait(&c->free_cv, &c->mu);
+    if (c->dead) {
+        pthread_mutex_unlock(&c->mu);
+        return fail(c, -EIO, "the connection to the server is lost");
+    }
+    unsigned idx = 0;
+    while (c->slots[idx].used)
+        idx++;
+    struct slot *s = &c->slots[idx];
+    s->used = true;
+    s->done = false;
+    s->type = type;
+    s->buf = buf;
+    s->len = len;
+    s->off = off;
+    s->err = 0;
+    s->cookie = (++c->gen << 16) | idx;
+    c->nfree--;
+    uint64_t cookie = s->cookie;
+    pthread_mutex_unlock(&c->mu);
+    unsigned char h[NBD_REQUEST_SIZE];
+    nbd_put32(h, NBD_REQUEST_MAGIC);
+    nbd_put16(h + 4, flags);
+    nbd_put16(h + 6, type);
+    nbd_put64(h + 8, cookie);
+    nbd_put64(h + 16, off);
+    nbd_put32(h + 24, (uint32_t)len);
+    struct iovec v[2] = { { h, sizeof h }, { buf, len } };
+    pthread_mutex_lock(&c->send_mu);
+    int rc = nbd_io_writev(&c->io, v, type == NBD_CMD_WRITE ? 2 : 1);
+    pthread_mutex_unlock(&c->send_mu);
+    if (rc < 0)
+        die(c);                   /* completes our slot with -EIO too */
+    return (int)idx;
+}
+
+static int await(struct r3_nbd_client *c, int idx)
+{
+    struct slot *s = &c->slots[idx];
+    pthread_mutex_lock(&c->mu);
+    while (!s->done)
+        pthread_cond_wait(&s->cv, &c->mu);
+    int err = s->err;
+    s->used = false;
+    c->nfree++;
+    pthread_cond_signal(&c->free_cv);
+    bool dead = c->dead;
+    pthread_mutex_unlock(&c->mu);
+    if (err == -EIO && dead)
+        return fail(c, -EIO, "the connection to the server is lost");
+    if (err)
+        return r3_error(err, "%s: the server answered: %s", c->who, strerror(-err));
+    return 0;
+}
+
+/* Split into pieces, submit them all, then wait for all. */
+static int rw(struct r3_nbd_client *c, uint16_t type, uint16_t flags, char *buf, size_t len, uint64_t off)
+{
+    int ids[16], n = 0, rc = 0;
+    size_t piece = c->max_req < PIECE ? c->max_req : PIECE;
+    while (len || (n == 0 && type != NBD_CMD_READ && type != NBD_CMD_WRITE)) {
+        size_t m = len < piece ? len : piece;
+        if (type == NBD_CMD_WRITE_ZEROES || type == NBD_CMD_TRIM)
+            m = len < (1u << 30) ? len : (1u << 30);
+        int id = submit(c, type, flags, buf, m, off);
+        if (id < 0) {
+            rc = id;
+            break;
+        }
+        ids[n++] = id;
+        if (buf)
+            buf += m;
+        off += m;
+        len -= m;
+        if (n == 16 || len == 0) {
+            for (int i = 0; i < n; i++) {
+                int r = await(c, ids[i]);
+                if (rc == 0)
+                    rc = r;
+            }
+            n = 0;
+            if (rc < 0 || len == 0)
+                return rc;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int r = await(c, ids[i]);
+        if (rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
+int r3_nbd_client_pread(struct r3_nbd_client *c, void *buf, size_t len, uint64_t off)
+{
+    return len ? rw(c, NBD_CMD_READ, 0, buf, len, off) : 0;
+}
+
+int r3_nbd_client_pwrite(struct r3_nbd_client *c, const void *buf, size_t len, uint64_t off, bool fua)
+{
+    if (c->flags & NBD_FLAG_READ_ONLY)
+        return fail(c, -EROFS, "the export is read-only");
+    return len ? rw(c, NBD_CMD_WRITE, fua && (c->flags & NBD_FLAG_SEND_FUA) ? NBD_CMD_FLAG_FUA : 0,
+                    (char *)buf, len, off) : 0;
+}
+
+int r3_nbd_client_flush(struct r3_nbd_client *c)
+{
+    if (!(c->flags & NBD_FLAG_SEND_FLUSH))
+        return 0;
+    int id = submit(c, NBD_CMD_FLUSH, 0, NULL, 0, 0);
+    return id < 0 ? id : await(c, id);
+}
+
+int r3_nbd_client_zero(struct r3_nbd_client *c, size_t len, uint64_t off)
+{
+    if (!(c->flags & NBD_FLAG_SEND_WRITE_ZEROES))
+        return fail(c, -ENOTSUP, "the server cannot write zeroes");
+    return len ? rw(c, NBD_CMD_WRITE_ZEROES, 0, NULL, len, off) : 0;
+}
+
+int r3_nbd_client_trim(struct r3_nbd_client *c, size_t len, uint64_t off)
+{
+    if (!(c->flags & NBD_FLAG_SEND_TRIM))
+        return 0;
+    return len ? rw(c, NBD_CMD_TRIM, 0, NULL, len, off) : 0;
+}
+
+uint64_t r3_nbd_client_size(const struct r3_nbd_client *c) { return c->size; }
+uint16_t r3_nbd_client_flags(const struct r3_nbd_client *c) { return c->flags; }
+uint32_t r3_nbd_client_max_request(const struct r3_nbd_client *c) { return c->max_req; }
+
+/* ---- connect / close */
+
+static int dial(const struct r3_nbd_client_opts *o, int *out)
+{
+    if (o->unix_path) {
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        if (strlen(o->unix_path) >= sizeof a.sun_path)
+            return r3_error(-ENAMETOOLONG, "nbd: socket path %s is too long", o->unix_path);
+        strcpy(a.sun_path, o->unix_path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            return r3_error(-e, "nbd+unix %s: %s", o->unix_path, strerror(e));
+        }
+        *out = fd;
+        return 0;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port ? o->port : NBD_DEFAULT_PORT);
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *ai, *a;
+    int g = getaddrinfo(o->host, port, &hints, &ai);
+    if (g)
+        return r3_error(-EHOSTUNREACH, "nbd %s:%s: %s", o->host, port, gai_strerror(g));
+    int e = ECONNREFUSED;
+    for (a = ai; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            freeaddrinfo(ai);
+            *out = fd;
+            return 0;
+        }
+        e = errno;
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return r3_error(-e, "nbd %s:%s: %s", o->host, port, strerror(e));
+}
+
+int r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_client **out)
+{
+    *out = NULL;
+    if (!o->unix_path && (!o->host || !o->host[0]))
+        return r3_error(-EINVAL, "nbd: no host or socket given");
+    struct r3_nbd_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return r3_error(-ENOMEM, "nbd: out of memory");
+    if (o->unix_path)
+        snprintf(c->who, sizeof c->who, "nbd+unix %s export '%s'", o->unix_path,
+                 o->export_name ? o->export_name : "");
+    else
+        snprintf(c->who, sizeof c->who, "nbd %s:%d export '%s'", o->host,
+                 o->port ? o->port : NBD_DEFAULT_PORT, o->export_name ? o->export_name : "");
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->send_mu, NULL);
+    pthread_cond_init(&c->free_cv, NULL);
+    c->nslots = o->max_inflight ? (o->max_inflight > 1024 ? 1024 : o->max_inflight) : 64;
+    c->nfree = c->nslots;
+    c->slots = calloc(c->nslots, sizeof *c->slots);
+    c->io.fd = -1;
+    int rc = c->slots ? 0 : r3_error(-ENOMEM, "nbd: out of memory");
+    for (unsigned i = 0; rc == 0 && i < c->nslots; i++)
+        pthread_cond_init(&c->slots[i].cv, NULL);
+    if (rc == 0 && o->tls) {
+        struct nbd_tls_opts t = { .dir = o->tls_dir, .psk_file = o->tls_psk, .psk_identity = o->tls_user };
+        rc = nbd_tls_client_ctx(&t, &c->tls);
+    }
+    int fd = -1;
+    if (rc == 0)
+        rc = dial(o, &fd);
+    if (rc == 0) {
+        nbd_io_init(&c->io, fd);
+        /* A server that never answers must not hang us: bound the handshake. */
+        struct timeval tv = { 30, 0 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        rc = handshake(c, o);
+        tv.tv_sec = 0;
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    if (rc == 0) {
+        if (!c->max_req || c->max_req > NBD_MAX_REQUEST)
+            c->max_req = NBD_MAX_REQUEST;
+        if (c->min_block == 0)
+            c->min_block = 1;
+        if (!o->handshake_only) {
+            rc = r3_thread_create(&c->reader, reader, c);
+            c->has_reader = rc == 0;
+        }
+    }
+    if (rc < 0) {
+        c->dead = true;
+        r3_nbd_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+uint32_t r3_nbd_client_min_block(const struct r3_nbd_client *c) { return c->min_block; }
+
+int r3_nbd_client_take_fd(struct r3_nbd_client *c)
+{
+    int fd = c->io.fd;
+    c->io.fd = -1;
+    c->dead = true;
+    return fd;
+}
+
+void r3_nbd_client_close(struct r3_nbd_client *c)
+{
+    if (!c)
+        return;
+    if (c->io.fd >= 0 && !c->dead) {
+        unsigned char h[NBD_REQUEST_SIZE] = { 0 };
+        nbd_put32(h, NBD_REQUEST_MAGIC);
+        nbd_put16(h + 6, NBD_CMD_DISC);
+        pthread_mutex_lock(&c->send_mu);
+        nbd_io_write(&c->io, h, sizeof h);
+        pthread_mutex_unlock(&c->send_mu);
+    }
+    if (c->io.fd >= 0)
+        nbd_io_shutdown(&c->io);
+    if (c->has_reader)
+        pthread_join(c->reader, NULL);
+    if (c->io.fd >= 0 || c->io.ssl)
+        nbd_io_close(&c->io);
+    for (unsigned i = 0; c->slots && i < c->nslots; i++)
+        pthread_cond_destroy(&c->slots[i].cv);
+    free(c->slots);
+    nbd_tls_ctx_free(c->tls);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->send_mu);
+    pthread_cond_destroy(&c->free_cv);
+    free(c);
+}

@@ -1,0 +1,49 @@
+/* An NBD client: fixed newstyle handshake with NBD_OPT_GO (falls back to
+ * EXPORT_NAME), optional STARTTLS and structured replies, and pipelined
+ * requests: any number of threads may call it at once; each request has its
+ * own cookie and a reader thread completes them in whatever order the server
+ * answers. Also the nbd:// / nbd+unix:// source (nbd/source.c). */
+#ifndef R3_NBD_CLIENT_H
+#define R3_NBD_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct r3_nbd_client_opts {
+    const char *host;             /* TCP host, or NULL with unix_path */
+    int port;                     /* 0 = 10809 */
+    const char *unix_path;
+    const char *export_name;      /* NULL = "" */
+    bool no_structured;           /* do not ask for structured replies (the kernel path) */
+    bool tls;                     /* STARTTLS, and refuse to go on without it */
+    const char *tls_dir;          /* ca-cert.pem [client-cert.pem client-key.pem] */
+    const char *tls_psk;          /* psk file */
+    const char *tls_user;         /* PSK identity */
+    unsigned max_inflight;        /* 0 = 64 */
+    bool handshake_only;          /* no reader thread: the fd goes to the kernel */
+};
+
+struct r3_nbd_client;
+
+int  r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_client **out);
+uint64_t r3_nbd_client_size(const struct r3_nbd_client *c);
+uint16_t r3_nbd_client_flags(const struct r3_nbd_client *c);     /* transmission flags */
+uint32_t r3_nbd_client_max_request(const struct r3_nbd_client *c);
+uint32_t r3_nbd_client_min_block(const struct r3_nbd_client *c);
+/* 0 or -errno; requests larger than the server's maximum are split and the
+ * pieces pipelined. */
+int  r3_nbd_client_pread(struct r3_nbd_client *c, void *buf, size_t len, uint64_t off);
+int  r3_nbd_client_pwrite(struct r3_nbd_client *c, const void *buf, size_t len, uint64_t off, bool fua);
+int  r3_nbd_client_flush(struct r3_nbd_client *c);
+int  r3_nbd_client_zero(struct r3_nbd_client *c, size_t len, uint64_t off);
+int  r3_nbd_client_trim(struct r3_nbd_client *c, size_t len, uint64_t off);
+/* handshake_only: take the connected socket (the caller owns it afterwards). */
+int  r3_nbd_client_take_fd(struct r3_nbd_client *c);
+struct r3_uri;
+/* Fill o from an nbd:// nbds:// nbd+unix:// nbds+unix:// URI (strings borrowed from u). */
+int  r3_nbd_client_opts_from_uri(const struct r3_uri *u, struct r3_nbd_client_opts *o);
+/* Sends NBD_CMD_DISC, stops the reader and frees. */
+void r3_nbd_client_close(struct r3_nbd_client *c);
+
+#endif

@@ -1,0 +1,403 @@
+/* FUSE single-file bridge to an NBD export (see fuse.h). Inode 1 is the
+ * mountpoint directory, inode 2 the file. */
+#define FUSE_USE_VERSION 35
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "internal.h"
+#include "nbd/fuse.h"
+
+#define FILE_INO 2
+
+struct r3_nbd_fuse {
+    struct r3_nbd_fuse_opts o;
+    struct fuse_session *se;
+    char *mnt, *path, *name;
+    uint64_t size;
+    unsigned nthreads;
+    pthread_t *threads;
+    atomic_uint alive;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool unmounted;
+    char dev[32];                 /* "0:N" of the FUSE connection */
+};
+
+static void fill_attr(struct r3_nbd_fuse *f, fuse_ino_t ino, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = ino;
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    if (ino == FUSE_ROOT_ID) {
+        st->st_mode = S_IFDIR | 0755;
+        st->st_nlink = 2;
+    } else {
+        st->st_mode = S_IFREG | (f->o.readonly ? 0444 : 0644);
+        st->st_nlink = 1;
+        st->st_size = (off_t)f->size;
+        st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+        st->st_blksize = 65536;
+    }
+}
+
+static void op_init(void *ud, struct fuse_conn_info *conn)
+{
+    /* Large requests: page-cache readahead and writeback in 1 MiB pieces. */
+    conn->max_write = 1u << 20;
+    conn->max_readahead = 1u << 20;
+    if (conn->capable & FUSE_CAP_ASYNC_READ)
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+        conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;   /* only we change the file */
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    if (parent != FUSE_ROOT_ID || strcmp(name, f->name) != 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct fuse_entry_param e = { .ino = FILE_INO, .attr_timeout = 3600, .entry_timeout = 3600 };
+    fill_attr(f, FILE_INO, &e.attr);
+    fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    if (ino != FUSE_ROOT_ID && ino != FILE_INO) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct stat st;
+    fill_attr(f, ino, &st);
+    fuse_reply_attr(req, &st, 3600);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    /* The size is the export's; times and modes are not kept. */
+    if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != f->size) {
+        fuse_reply_err(req, (uint64_t)attr->st_size > f->size ? EFBIG : EPERM);
+        return;
+    }
+    op_getattr(req, ino, fi);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    if (ino != FILE_INO) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    if (f->o.readonly && (fi->flags & O_ACCMODE) != O_RDONLY) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    fi->keep_cache = 1;       /* the page cache stays valid across opens */
+    fi->direct_io = 0;        /* page cache on: mmap MAP_SHARED works */
+    fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    if ((uint64_t)off >= f->size) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    if (size > f->size - (uint64_t)off)
+        size = (size_t)(f->size - (uint64_t)off);
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    int rc = r3_nbd_client_pread(f->o.client, buf, size, (uint64_t)off);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_buf(req, buf, size);
+    free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    if ((uint64_t)off >= f->size && size) {
+        fuse_reply_err(req, ENOSPC);
+        return;
+    }
+    if (size > f->size - (uint64_t)off)
+        size = (size_t)(f->size - (uint64_t)off);
+    int rc = r3_nbd_client_pwrite(f->o.client, buf, size, (uint64_t)off, false);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_write(req, size);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    int rc = r3_nbd_client_flush(f->o.client);
+    fuse_reply_err(req, rc < 0 ? -rc : 0);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    if (ino != FUSE_ROOT_ID)
+        fuse_reply_err(req, ENOTDIR);
+    else
+        fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    char buf[1024];
+    size_t n = 0;
+    const char *names[3] = { ".", "..", f->name };
+    for (off_t i = off; i < 3; i++) {
+        struct stat st;
+        fill_attr(f, i == 2 ? FILE_INO : FUSE_ROOT_ID, &st);
+        size_t e = fuse_add_direntry(req, buf + n, sizeof buf - n, names[i], &st, i + 1);
+        if (e > sizeof buf - n || n + e > size)
+            break;
+        n += e;
+    }
+    fuse_reply_buf(req, buf, n);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    struct statvfs sv = { .f_bsize = 4096, .f_frsize = 4096, .f_blocks = f->size / 4096,
+                          .f_files = 2, .f_namemax = 255 };
+    fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init, .lookup = op_lookup, .getattr = op_getattr, .setattr = op_setattr,
+    .open = op_open, .read = op_read, .write = op_write, .fsync = op_fsync, .flush = op_flush,
+    .release = op_release, .opendir = op_opendir, .readdir = op_readdir, .statfs = op_statfs,
+};
+
+static void *loop(void *arg)
+{
+    struct r3_nbd_fuse *f = arg;
+    struct fuse_buf fb = { .mem = NULL };
+    while (!fuse_session_exited(f->se)) {
+        int rc = fuse_session_receive_buf(f->se, &fb);
+        if (rc == -EINTR || rc == -EAGAIN)
+            continue;
+        if (rc <= 0)
+            break;                /* -ENODEV: unmounted */
+        fuse_session_process_buf(f->se, &fb);
+    }
+    free(fb.mem);
+    fuse_session_exit(f->se);
+    if (atomic_fetch_sub(&f->alive, 1) == 1) {
+        pthread_mutex_lock(&f->mu);
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+    }
+    return NULL;
+}
+
+/* FUSE mounts get a writeback device with a strict 1% dirty limit, which
+ * throttles writers of a mapping long before the page cache is busy. Our
+ * mount's own device may have the normal limits (root only; best effort). */
+static void tune_bdi(const char *mnt, char *dev_out, size_t devn)
+{
+    /* The device number comes from mountinfo: a stat() of the mountpoint
+     * would be a FUSE request, and no thread serves them yet. */
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096], dev[32] = "";
+    while (f && fgets(line, sizeof line, f)) {
+        char d[32], m[2048];
+        if (sscanf(line, "%*s %*s %31s %*s %2047s", d, m) == 2 && strcmp(m, mnt) == 0)
+            snprintf(dev, sizeof dev, "%s", d);           /* the last one mounted there */
+    }
+    if (f)
+        fclose(f);
+    snprintf(dev_out, devn, "%s", dev);
+    if (geteuid() != 0)
+        return;
+    static const char *const knobs[][2] = { { "strict_limit", "0" }, { "max_ratio", "100" } };
+    for (size_t i = 0; dev[0] && i < 2; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "/sys/class/bdi/%s/%s", dev, knobs[i][0]);
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, knobs[i][1], strlen(knobs[i][1]));
+            (void)w;
+            close(fd);
+        }
+    }
+}
+
+int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out)
+{
+    *out = NULL;
+    struct r3_nbd_fuse *f = calloc(1, sizeof *f);
+    if (!f)
+        return r3_error(-ENOMEM, "fuse: out of memory");
+    f->o = *o;
+    f->size = r3_nbd_client_size(o->client);
+    f->name = strdup(o->name ? o->name : "disk");
+    f->mnt = realpath(o->mountpoint, NULL);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    int rc = 0;
+    if (!f->mnt) {
+        rc = r3_error(-errno, "fuse: mountpoint %s: %s", o->mountpoint, strerror(errno));
+        goto fail;
+    }
+    if (!f->name || !f->name[0] || strchr(f->name, '/')) {
+        rc = r3_error(-EINVAL, "fuse: bad file name");
+        goto fail;
+    }
+    if (asprintf(&f->path, "%s/%s", f->mnt, f->name) < 0) {
+        f->path = NULL;
+        rc = r3_error(-ENOMEM, "fuse: out of memory");
+        goto fail;
+    }
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+        rc = r3_error(-ENODEV, "fuse: /dev/fuse is not available: %s", strerror(errno));
+        goto fail;
+    }
+    char opt[512];
+    snprintf(opt, sizeof opt, "fsname=%s,subtype=r3nbd%s", o->fsname ? o->fsname : "r3nbd",
+             geteuid() == 0 ? ",allow_other" : "");
+    char *argv[] = { "r3nbd", "-o", opt, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    f->se = fuse_session_new(&args, &ops, sizeof ops, f);
+    fuse_opt_free_args(&args);        /* libfuse may have copied them */
+    if (!f->se) {
+        rc = r3_error(-EIO, "fuse: cannot create a session");
+        goto fail;
+    }
+    if (fuse_session_mount(f->se, f->mnt) != 0) {
+        fuse_session_destroy(f->se);
+        f->se = NULL;
+        rc = r3_error(-EIO, "fuse: cannot mount on %s (see the message above)", f->mnt);
+        goto fail;
+    }
+    tune_bdi(f->mnt, f->dev, sizeof f->dev);
+    f->nthreads = o->threads ? o->threads : 4;
+    f->threads = calloc(f->nthreads, sizeof *f->threads);
+    unsigned started = 0;
+    for (unsigned i = 0; f->threads && i < f->nthreads; i++) {
+        atomic_fetch_add(&f->alive, 1);
+        if (r3_thread_create(&f->threads[i], loop, f) < 0) {
+            atomic_fetch_sub(&f->alive, 1);
+            break;
+        }
+        started++;
+    }
+    f->nthreads = started;
+    if (!started) {
+        rc = r3_error(-EAGAIN, "fuse: cannot start threads");
+        fuse_session_unmount(f->se);
+        fuse_session_destroy(f->se);
+        f->se = NULL;
+        goto fail;
+    }
+    *out = f;
+    return 0;
+fail:
+    free(f->threads);
+    free(f->mnt);
+    free(f->path);
+    free(f->name);
+    free(f);
+    return rc;
+}
+
+const char *r3_nbd_fuse_path(const struct r3_nbd_fuse *f)
+{
+    return f->path;
+}
+
+void r3_nbd_fuse_wait(struct r3_nbd_fuse *f)
+{
+    pthread_mutex_lock(&f->mu);
+    while (atomic_load(&f->alive) > 0 && !f->unmounted)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void r3_nbd_fuse_unmount(struct r3_nbd_fuse *f)
+{
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->unmounted = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    fuse_session_exit(f->se);
+    /* Unmounting ends the kernel connection, which wakes every thread
+     * blocked reading /dev/fuse with ENODEV. A plain umount first (dirty
+     * pages are written back through our threads); if someone still holds
+     * the file, MNT_FORCE aborts the connection (their I/O fails from now
+     * on) and the mount is detached: nothing stays busy. Without root,
+     * libfuse's fusermount3 does a lazy unmount. */
+    if (geteuid() == 0 && umount2(f->mnt, 0) < 0 && errno == EBUSY) {
+        umount2(f->mnt, MNT_FORCE);
+        umount2(f->mnt, MNT_DETACH);
+    }
+    fuse_session_unmount(f->se);
+    /* A lazy unmount keeps the connection while someone still holds the
+     * file open; then abort it (fusectl) so no thread and no mount stay. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 2;
+    for (unsigned i = 0; i < f->nthreads; i++) {
+        if (pthread_timedjoin_np(f->threads[i], NULL, &ts) == 0)
+            continue;
+        const char *minor = strchr(f->dev, ':');
+        char p[96];
+        snprintf(p, sizeof p, "/sys/fs/fuse/connections/%s/abort", minor ? minor + 1 : "none");
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, "1", 1);
+            (void)w;
+            close(fd);
+        }
+        pthread_join(f->threads[i], NULL);
+    }
+    fuse_session_destroy(f->se);
+    free(f->threads);
+    free(f->mnt);
+    free(f->path);
+    free(f->name);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+}

@@ -1,0 +1,31 @@
+/* A single-file FUSE filesystem (libfuse3, low-level API) whose file is an
+ * NBD export: page-cache reads, writes and fsync become NBD requests through
+ * an r3 NBD client, so the file can be mmapped MAP_SHARED and msynced. The
+ * session runs in r3 threads. */
+#ifndef R3_NBD_FUSE_H
+#define R3_NBD_FUSE_H
+
+#include <stdbool.h>
+#include "nbd/client.h"
+
+struct r3_nbd_fuse_opts {
+    const char *mountpoint;       /* an existing directory */
+    const char *name;             /* the file inside it; NULL = "disk" */
+    struct r3_nbd_client *client; /* borrowed: outlives the mount */
+    unsigned threads;             /* FUSE request threads; 0 = 4 */
+    const char *fsname;           /* shown in /proc/mounts; NULL = "r3nbd" */
+    bool readonly;
+};
+
+struct r3_nbd_fuse;
+
+int  r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out);
+/* MOUNTPOINT/NAME */
+const char *r3_nbd_fuse_path(const struct r3_nbd_fuse *f);
+/* Blocks until the filesystem is unmounted from outside (umount, fusermount3 -u)
+ * or r3_nbd_fuse_unmount is called from another thread. */
+void r3_nbd_fuse_wait(struct r3_nbd_fuse *f);
+/* Unmounts (if still mounted), stops the threads and frees. */
+void r3_nbd_fuse_unmount(struct r3_nbd_fuse *f);
+
+#endif

@@ -1,0 +1,33 @@
+/* A mount of an NBD export: the kernel's /dev/nbdX where the nbd module is
+ * loaded, else r3's single-file FUSE bridge. The path it gives can be opened
+ * and mmapped MAP_SHARED. */
+#ifndef R3_NBD_MOUNT_H
+#define R3_NBD_MOUNT_H
+
+#include "nbd/client.h"
+
+enum r3_nbd_mount_mode { R3_NBD_MOUNT_AUTO = 0, R3_NBD_MOUNT_FUSE = 1, R3_NBD_MOUNT_KERNEL = 2 };
+
+struct r3_nbd_mount_opts {
+    struct r3_nbd_client_opts client;  /* where the server is */
+    int mode;                     /* enum r3_nbd_mount_mode; AUTO also reads $R3_NBD_MOUNT */
+    const char *mountpoint;       /* FUSE: an existing directory */
+    const char *name;             /* FUSE: the file in it (NULL = "disk") */
+    const char *fsname;           /* FUSE: shown in /proc/mounts */
+    unsigned fuse_threads;        /* 0 = 4 */
+    unsigned timeout_ms;          /* kernel: wait for the device (0 = 5000) */
+};
+
+struct r3_nbd_mount;
+
+int  r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **out);
+const char *r3_nbd_mount_path(const struct r3_nbd_mount *m);
+bool r3_nbd_mount_is_kernel(const struct r3_nbd_mount *m);
+/* FUSE: blocks until unmounted from outside; kernel: returns at once. */
+void r3_nbd_mount_wait(struct r3_nbd_mount *m);
+/* Unmount / disconnect and free. 0 or -errno (a device that stayed busy). */
+int  r3_nbd_mount_close(struct r3_nbd_mount *m);
+/* Parse "auto" | "fuse" | "kernel"; -EINVAL otherwise. */
+int  r3_nbd_mount_mode_parse(const char *s);
+
+#endif

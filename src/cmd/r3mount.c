@@ -1,0 +1,408 @@
+/* r3mount: expose a source as a file (FUSE) or a device (/dev/nbdX) that
+ * programs open() and mmap(), through an in-process NBD server.
+ *   r3mount [options] SOURCE MOUNTPOINT    mount (daemon unless --foreground)
+ *   r3mount -u MOUNTPOINT                  unmount: the daemon syncs and exits
+ * See usage() for every flag. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "internal.h"
+#include "nbd/mount.h"
+#include "nbd/server.h"
+
+struct opts {
+    const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
+    uint32_t chunk;
+    unsigned pull_workers, push_workers, push_interval_ms, fuse_threads, workers;
+    uint64_t delay_us;
+    bool foreground, readonly, quiet;
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: r3mount [options] SOURCE MOUNTPOINT\n"
+          "       r3mount -u MOUNTPOINT\n"
+          "Expose SOURCE (any r3 source URI) as the file MOUNTPOINT/NAME (FUSE) or as\n"
+          "/dev/nbdN (kernel NBD, where the nbd module is loaded), served by an NBD\n"
+          "server inside r3mount. Without --foreground, r3mount returns once the file\n"
+          "is ready and a daemon keeps it mounted until r3mount -u (or umount).\n"
+          "  --strategy S          nbd-direct (serve SOURCE as is, default) or nbd-managed\n"
+          "                        (serve cache + pull + push + chunk over SOURCE)\n"
+          "  --chunk SIZE          chunk size of the managed pipeline (default 64K)\n"
+          "  --pull-workers N      background pull workers (managed; default 4, 0 = none)\n"
+          "  --push-workers N      write-back workers (managed; default 1)\n"
+          "  --push-interval MS    write back dirty chunks every MS ms (default: on fsync only)\n"
+          "  --delay-us US         add US microseconds to every source request (RTT injection)\n"
+          "  --mount auto|fuse|kernel  how to expose it (default auto: kernel if available)\n"
+          "  --name NAME           file name inside MOUNTPOINT (default disk)\n"
+          "  --fuse-threads N      FUSE request threads (default 4)\n"
+          "  --workers N           NBD server threads per connection (default 4)\n"
+          "  --nbd-listen ADDR     also serve the same export over NBD on ADDR\n"
+          "                        (HOST:PORT or unix:PATH)\n"
+          "  --read-only           refuse writes\n"
+          "  -f, --foreground      stay in the foreground until SIGINT/SIGTERM or umount\n"
+          "  -u, --unmount         unmount MOUNTPOINT (syncs, stops the daemon)\n"
+          "  -q, --quiet           do not print the path\n"
+          "      --log FILE        daemon: append later messages to FILE (default: none)\n"
+          "  -h, --help            this text\n", f);
+}
+
+/* ---- unmount */
+
+/* The pid of the r3mount daemon serving mnt, from /proc/mounts (fsname
+ * "r3mount:PID") or the pid file of a kernel-device mount; 0 if none. */
+static pid_t find_daemon(const char *mnt, bool *mounted)
+{
+    *mounted = false;
+    FILE *f = fopen("/proc/mounts", "r");
+    char line[4096];
+    pid_t pid = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        char dev[1024], dir[2048];
+        if (sscanf(line, "%1023s %2047s", dev, dir) != 2 || strcmp(dir, mnt) != 0)
+            continue;
+        *mounted = true;
+        if (strncmp(dev, "r3mount:", 8) == 0)
+            pid = (pid_t)atoi(dev + 8);
+    }
+    if (f)
+        fclose(f);
+    if (!pid) {
+        char p[PATH_MAX + 32];
+        snprintf(p, sizeof p, "%s/.r3mount.pid", mnt);
+        FILE *pf = fopen(p, "r");
+        if (pf) {
+            int v;
+            if (fscanf(pf, "%d", &v) == 1)
+                pid = v;
+            fclose(pf);
+        }
+    }
+    return pid;
+}
+
+static bool alive(pid_t pid)
+{
+    char p[64], st[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return false;
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = 0;
+    const char *rp = strrchr(st, ')');
+    return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';   /* a zombie has exited */
+}
+
+static int do_unmount(const char *arg)
+{
+    char mnt[PATH_MAX];
+    if (!realpath(arg, mnt)) {
+        fprintf(stderr, "r3mount: %s: %s\n", arg, strerror(errno));
+        return 1;
+    }
+    bool mounted;
+    pid_t pid = find_daemon(mnt, &mounted);
+    if (pid > 0 && alive(pid)) {
+        kill(pid, SIGTERM);
+        for (int i = 0; i < 6000 && alive(pid); i++)  /* it syncs first: up to 60 s */
+            usleep(10000);
+        if (alive(pid)) {
+            fprintf(stderr, "r3mount: the daemon %d did not stop in 60 s\n", (int)pid);
+            return 1;
+        }
+        find_daemon(mnt, &mounted);
+    }
+    if (mounted && umount2(mnt, 0) < 0 && umount2(mnt, MNT_DETACH) < 0) {
+        fprintf(stderr, "r3mount: umount %s: %s\n", mnt, strerror(errno));
+        return 1;
+    }
+    if (!mounted && pid <= 0) {
+        fprintf(stderr, "r3mount: nothing of r3mount is mounted on %s\n", mnt);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- mount */
+
+struct state {
+    struct r3_source *src, *served;
+    struct r3_pipeline *pipe;
+    struct r3_nbd_server *srv, *extra;
+    struct r3_nbd_mount *mnt;
+    char sockdir[64], sock[96], link[PATH_MAX + 64], pidfile[PATH_MAX + 32];
+};
+
+static void stop(struct state *s)
+{
+    int rc = r3_nbd_mount_close(s->mnt);
+    if (rc < 0)
+        fprintf(stderr, "r3mount: %s\n", r3_last_error());
+    if (s->link[0])
+        unlink(s->link);
+    if (s->pidfile[0])
+        unlink(s->pidfile);
+    r3_nbd_server_stop(s->extra);
+    r3_nbd_server_stop(s->srv);
+    if (s->served && r3_source_flush(s->served) < 0)
+        fprintf(stderr, "r3mount: final flush: %s\n", r3_last_error());
+    if (s->pipe)
+        r3_pipeline_close(s->pipe);
+    else
+        r3_source_close(s->src);
+    if (s->sockdir[0])
+        rmdir(s->sockdir);
+}
+
+static int start(const struct opts *o, struct state *s, char *err, size_t errn)
+{
+    int rc = r3_source_open(o->source, &s->src);
+    if (rc == 0) {
+        s->served = s->src;
+        if (!strcmp(o->strategy, "nbd-managed") || o->delay_us) {
+            struct r3_pipeline_opts po = {
+                .chunk = o->chunk, .pull_workers = o->pull_workers,
+                .push_workers = o->push_workers ? o->push_workers : 1,
+                .push_interval_ms = o->push_interval_ms, .delay_us = o->delay_us,
+            };
+            if (strcmp(o->strategy, "nbd-managed") != 0) {
+                /* nbd-direct with a delay: only the delay stage */
+                struct r3_source *d;
+                if ((rc = r3_stage_delay_open(s->src, o->delay_us, &d)) == 0)
+                    s->served = s->src = d;
+            } else {
+                rc = r3_pipeline_open(s->src, &po, &s->pipe);
+                s->served = rc == 0 ? s->pipe->top : NULL;
+                if (rc < 0)
+                    s->src = NULL;
+            }
+        }
+    }
+    if (rc == 0) {
+        snprintf(s->sockdir, sizeof s->sockdir, "/tmp/r3mount.XXXXXX");
+        if (!mkdtemp(s->sockdir)) {
+            s->sockdir[0] = 0;
+            rc = r3_error(-errno, "mkdtemp: %s", strerror(errno));
+        }
+    }
+    struct r3_nbd_export e = { .name = "", .src = s->served, .readonly = o->readonly };
+    if (rc == 0) {
+        snprintf(s->sock, sizeof s->sock, "%s/nbd.sock", s->sockdir);
+        struct r3_nbd_server_opts so = { .listen = s->sock, .exports = &e, .nexports = 1,
+                                         .workers = o->workers };
+        rc = r3_nbd_server_start(&so, &s->srv);
+    }
+    if (rc == 0 && o->nbd_listen) {
+        struct r3_nbd_server_opts so = { .listen = o->nbd_listen, .exports = &e, .nexports = 1,
+                                         .workers = o->workers };
+        rc = r3_nbd_server_start(&so, &s->extra);
+    }
+    char fsname[64];
+    snprintf(fsname, sizeof fsname, "r3mount:%d", (int)getpid());
+    if (rc == 0) {
+        struct r3_nbd_mount_opts mo = {
+            .client = { .unix_path = s->sock, .export_name = "" },
+            .mode = r3_nbd_mount_mode_parse(o->mode), .mountpoint = o->mountpoint,
+            .name = o->name, .fsname = fsname, .fuse_threads = o->fuse_threads,
+        };
+        rc = mo.mode < 0 ? mo.mode : r3_nbd_mount_open(&mo, &s->mnt);
+    }
+    if (rc == 0 && r3_nbd_mount_is_kernel(s->mnt)) {
+        /* A device has no mount to find it by: leave a link and a pid file. */
+        snprintf(s->link, sizeof s->link, "%s/%s", o->mountpoint, o->name);
+        snprintf(s->pidfile, sizeof s->pidfile, "%s/.r3mount.pid", o->mountpoint);
+        FILE *pf = fopen(s->pidfile, "w");
+        if (pf) {
+            fprintf(pf, "%d\n", (int)getpid());
+            fclose(pf);
+        }
+        unlink(s->link);
+        if (symlink(r3_nbd_mount_path(s->mnt), s->link) < 0)
+            s->link[0] = 0;
+    }
+    if (rc < 0) {
+        snprintf(err, errn, "%s", r3_last_error());
+        stop(s);
+    }
+    return rc;
+}
+
+static void *watch_unmount(void *arg)
+{
+    r3_nbd_mount_wait(arg);
+    kill(getpid(), SIGUSR1);      /* unmounted from outside: wake main */
+    return NULL;
+}
+
+static int run(const struct opts *o, int ready_fd)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct state s = { 0 };
+    char err[1024] = "";
+    int rc = start(o, &s, err, sizeof err);
+    char msg[1100];
+    if (rc < 0)
+        snprintf(msg, sizeof msg, "E%s", err);
+    else
+        snprintf(msg, sizeof msg, "O%s", s.link[0] ? s.link : r3_nbd_mount_path(s.mnt));
+    if (ready_fd >= 0) {
+        ssize_t w = write(ready_fd, msg, strlen(msg));
+        (void)w;
+        close(ready_fd);
+        /* The daemon lets go of the caller's stderr (a caller reading it to
+         * the end would wait forever); later messages go to --log. */
+        int lf = open(o->log ? o->log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (lf >= 0) {
+            dup2(lf, 2);
+            close(lf);
+        }
+    } else if (rc < 0) {
+        fprintf(stderr, "r3mount: %s\n", err);
+    } else if (!o->quiet) {
+        printf("%s\n", msg + 1);
+        fflush(stdout);
+    }
+    if (rc < 0)
+        return 1;
+    pthread_t t;
+    bool watching = !r3_nbd_mount_is_kernel(s.mnt) && r3_thread_create(&t, watch_unmount, s.mnt) == 0;
+    int sig;
+    sigwait(&set, &sig);
+    stop(&s);                      /* unmount (waking the watcher) and flush */
+    if (watching)
+        pthread_join(t, NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
+           O_LOG };
+    static const struct option lo[] = {
+        { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
+        { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
+        { "delay-us", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
+        { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
+        { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' },
+        { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+    struct opts o = { .strategy = "nbd-direct", .name = "disk", .mode = "auto", .pull_workers = 4,
+                      .push_workers = 1 };
+    bool unmount = false;
+    int c;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, "fuqh", lo, NULL)) != -1) {
+        bool bad = false;
+        switch (c) {
+        case O_STRAT: o.strategy = optarg; break;
+        case O_CHUNK:
+            bad = r3_parse_size(optarg, &v) < 0 || !r3_is_pow2(v) || v < 4096 || v > (64u << 20);
+            o.chunk = (uint32_t)v;
+            break;
+        case O_PULL: bad = r3_parse_size(optarg, &v) < 0 || v > 256; o.pull_workers = (unsigned)v; break;
+        case O_PUSH: bad = r3_parse_size(optarg, &v) < 0 || v > 256; o.push_workers = (unsigned)v; break;
+        case O_IVAL: bad = r3_parse_size(optarg, &v) < 0 || v > 3600000; o.push_interval_ms = (unsigned)v; break;
+        case O_DELAY: bad = r3_parse_size(optarg, &v) < 0 || v > 10000000; o.delay_us = v; break;
+        case O_MOUNT: o.mode = optarg; bad = r3_nbd_mount_mode_parse(optarg) < 0; break;
+        case O_NAME: o.name = optarg; bad = !*optarg || strchr(optarg, '/'); break;
+        case O_FT: bad = r3_parse_size(optarg, &v) < 0 || v < 1 || v > 64; o.fuse_threads = (unsigned)v; break;
+        case O_W: bad = r3_parse_size(optarg, &v) < 0 || v < 1 || v > 64; o.workers = (unsigned)v; break;
+        case O_NBD: o.nbd_listen = optarg; break;
+        case O_RO: o.readonly = true; break;
+        case O_LOG: o.log = optarg; break;
+        case 'f': o.foreground = true; break;
+        case 'u': unmount = true; break;
+        case 'q': o.quiet = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "r3mount: bad value '%s' for --%s\n", optarg, lo[c - O_STRAT].name);
+            return 2;
+        }
+    }
+    if (unmount) {
+        if (optind != argc - 1) {
+            usage(stderr);
+            return 2;
+        }
+        return do_unmount(argv[optind]);
+    }
+    if (optind != argc - 2) {
+        usage(stderr);
+        return 2;
+    }
+    o.source = argv[optind];
+    o.mountpoint = argv[optind + 1];
+    if (strcmp(o.strategy, "nbd-direct") && strcmp(o.strategy, "nbd-managed")) {
+        fprintf(stderr, "r3mount: --strategy must be nbd-direct or nbd-managed\n");
+        return 2;
+    }
+    struct stat st;
+    static char mp[PATH_MAX];
+    if (!realpath(o.mountpoint, mp) || stat(mp, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "r3mount: %s is not a directory\n", o.mountpoint);
+        return 2;
+    }
+    o.mountpoint = mp;
+    if (o.foreground)
+        return run(&o, -1);
+    /* Daemon: fork before any thread exists; the parent waits for the
+     * child's word that the file is ready (or why it is not). */
+    int p[2];
+    if (pipe(p) < 0) {
+        perror("r3mount: pipe");
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("r3mount: fork");
+        return 1;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        setsid();
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            if (nul > 2)
+                close(nul);
+        }
+        int rc = chdir("/");
+        (void)rc;
+        _exit(run(&o, p[1]));
+    }
+    close(p[1]);
+    char msg[1200];
+    ssize_t n = 0, r;
+    while ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0)
+        n += r;
+    msg[n > 0 ? n : 0] = 0;
+    close(p[0]);
+    if (n <= 0 || msg[0] != 'O') {
+        fprintf(stderr, "r3mount: %s\n", n > 1 ? msg + 1 : "the daemon died while mounting");
+        waitpid(pid, NULL, 0);
+        return 1;
+    }
+    if (!o.quiet)
+        printf("%s\n", msg + 1);
+    return 0;
+}
