@@ -1,7 +1,9 @@
 /* The nbd-direct and nbd-managed strategies. An in-process NBD server serves
  * the source (direct) or a cache + pull + push + chunk pipeline over it
  * (managed) on a private Unix socket; the export is mounted (kernel device or
- * FUSE file) and the region is that file mmapped MAP_SHARED.
+ * FUSE file) by a helper process (nbd/helper.h: a FUSE daemon inside the
+ * process that maps its file hangs that process when it execs or dies) and
+ * the region is that file mmapped MAP_SHARED.
  *   sync  = msync + fsync (an NBD flush, which flushes the served source) +
  *           pipeline flush
  *   close = sync, unmap, unmount, stop the server, close the pipeline/source */
@@ -15,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
+#include "nbd/helper.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
 
@@ -24,7 +27,7 @@ struct nbd_region {
     struct r3_pipeline *pipe;
     struct r3_source *served;
     struct r3_nbd_server *srv;
-    struct r3_nbd_mount *mnt;
+    struct r3_nbd_helper *mnt;      /* the mount lives in a helper process */
     struct r3_region_hooks hooks;
     int fd;
     uint64_t syncs;
@@ -38,7 +41,7 @@ static void teardown(struct nbd_region *n)
         munmap(n->r.base, n->r.len);
     if (n->fd >= 0)
         close(n->fd);
-    r3_nbd_mount_close(n->mnt);
+    r3_nbd_helper_stop(n->mnt);
     r3_nbd_server_stop(n->srv);
     if (n->pipe)
         r3_pipeline_close(n->pipe);         /* owns the source */
@@ -107,9 +110,9 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
         .client = { .unix_path = n->sock, .export_name = "" },
         .mountpoint = n->mdir, .name = "region", .fsname = managed ? "r3:nbd-managed" : "r3:nbd-direct",
     };
-    if ((rc = r3_nbd_mount_open(&mo, &n->mnt)) < 0)
+    if ((rc = r3_nbd_helper_start(&mo, &n->mnt)) < 0)
         goto fail;
-    const char *path = r3_nbd_mount_path(n->mnt);
+    const char *path = r3_nbd_helper_path(n->mnt);
     n->fd = open(path, O_RDWR | O_CLOEXEC);
     if (n->fd < 0) {
         rc = r3_error(-errno, "nbd region: open %s: %s", path, strerror(errno));
