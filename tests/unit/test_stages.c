@@ -372,7 +372,7 @@ START_TEST(test_delay_stats)
 {
     struct r3_source *m, *d, *st;
     ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
-    ck_assert_int_eq(r3_stage_delay_open(m, 50000, &d), 0);
+    ck_assert_int_eq(r3_stage_delay_open(m, 400000, &d), 0);
     ck_assert_int_eq(r3_stage_stats_open(d, &st), 0);
     uint64_t t0 = r3_now_ns();
     pthread_t t[8];
@@ -381,8 +381,9 @@ START_TEST(test_delay_stats)
     for (int i = 0; i < 8; i++)
         pthread_join(t[i], NULL);
     uint64_t el = r3_now_ns() - t0;
-    ck_assert_uint_ge(el, 50000000u);
-    ck_assert_msg(el < 300000000u, "8 delayed reads took %llu ns: not concurrent",
+    /* Each read waits 400 ms; one after another they would take 3.2 s. */
+    ck_assert_uint_ge(el, 400000000u);
+    ck_assert_msg(el < 2400000000u, "8 delayed reads took %llu ns: not concurrent",
                   (unsigned long long)el);
     char b[4096];
     ck_assert_int_eq(r3_source_write(st, b, sizeof b, 0), 0);
@@ -394,8 +395,8 @@ START_TEST(test_delay_stats)
     ck_assert_uint_eq(s.bytes_read, 8 * 16);
     ck_assert_uint_eq(s.bytes_written, 4096);
     uint64_t p50 = r3_stats_percentile_ns(&s, 50);
-    ck_assert_uint_ge(p50, 50000000u);
-    ck_assert_uint_le(p50, 1u << 30);
+    ck_assert_uint_ge(p50, 400000000u);
+    ck_assert_uint_le(p50, 1u << 31);
     ck_assert_int_eq(r3_stage_delay_open(m, 61000000ull, &d), -EINVAL);
     r3_source_close(st);
 }
