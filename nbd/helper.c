@@ -1,6 +1,7 @@
-/* The mount helper process (see helper.h). The control socket carries one
- * message from the helper: a 4-byte status (0 or -errno) and then the file's
- * path or the error sentence. After that, EOF on it means "unmount and go". */
+/* The mount helper process (see helper.h). On the control socket the owner
+ * sends one byte ("mount now"); the helper answers with one message: a
+ * 4-byte status (0 or -errno) and the file's path or the error sentence.
+ * After that, EOF means "unmount and go". EOF before the byte: just go. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -53,6 +54,12 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     close_range(4, ~0u, 0);
     r3_thread_mark_internal();
 
+    char c;
+    ssize_t got;
+    while ((got = read(ctl, &c, 1)) < 0 && errno == EINTR)
+        ;
+    if (got != 1)
+        _exit(0);                           /* the owner gave up before the mount */
     struct ready_msg msg = { 0 };
     struct r3_nbd_mount *m = NULL;
     int rc = r3_nbd_mount_open(o, &m);
@@ -63,7 +70,6 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
             r3_nbd_mount_close(m);
         _exit(1);
     }
-    char c;
     while (read(ctl, &c, 1) > 0 || errno == EINTR)
         ;                                   /* until the owner closes or dies */
     rc = r3_nbd_mount_close(m);
@@ -84,7 +90,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     _exit(rc < 0 ? 1 : 0);
 }
 
-int r3_nbd_helper_start(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out)
+int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out)
 {
     struct r3_nbd_helper *h = calloc(1, sizeof *h);
     int sv[2];
@@ -107,6 +113,14 @@ int r3_nbd_helper_start(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
         free(h);
         return r3_error(-e, "nbd mount: cannot start the mount helper: %s", strerror(e));
     }
+    *out = h;
+    return 0;
+}
+
+int r3_nbd_helper_mount(struct r3_nbd_helper *h)
+{
+    if (send(h->ctl, "m", 1, MSG_NOSIGNAL) != 1)
+        return r3_error(-EIO, "nbd mount: the mount helper is gone");
     /* Wait for its one message, bounded in time. */
     struct ready_msg msg;
     size_t got = 0;
@@ -133,17 +147,12 @@ int r3_nbd_helper_start(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
     }
     if (rc == 0) {
         msg.text[sizeof msg.text - 1] = '\0';
-        if (msg.status < 0 || msg.status > 0)
+        if (msg.status != 0)
             rc = r3_error(msg.status < 0 ? msg.status : -EIO, "%s", msg.text);
         else
             snprintf(h->path, sizeof h->path, "%s", msg.text);
     }
-    if (rc < 0) {
-        r3_nbd_helper_stop(h);
-        return rc;
-    }
-    *out = h;
-    return 0;
+    return rc;
 }
 
 const char *r3_nbd_helper_path(const struct r3_nbd_helper *h)

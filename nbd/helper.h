@@ -2,7 +2,9 @@
  * must not live in the process that maps the file: when that process execs
  * (a wrapper script execs the real program) or dies, its threads vanish
  * while the kernel still waits on them to flush the file, and the process
- * hangs in D state for good. The helper is forked at open, mounts, and
+ * hangs in D state for good. The helper is forked early, before the owner
+ * starts the server threads (a child forked from a threaded process may
+ * inherit a lock held by a thread it does not have), mounts when told, and
  * unmounts when the owner closes the control socket or goes away. */
 #ifndef R3_NBD_HELPER_H
 #define R3_NBD_HELPER_H
@@ -11,8 +13,12 @@
 
 struct r3_nbd_helper;
 
-/* Fork a helper that runs r3_nbd_mount_open(o). 0 when the file is ready. */
-int  r3_nbd_helper_start(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out);
+/* Fork a helper that will run r3_nbd_mount_open(o): o and the strings it
+ * points to must be ready now (the child has a copy of this memory). */
+int  r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out);
+/* Tell the helper to mount (the server is listening now). 0 when the file
+ * is ready; on failure the helper is gone and h must still be stopped. */
+int  r3_nbd_helper_mount(struct r3_nbd_helper *h);
 const char *r3_nbd_helper_path(const struct r3_nbd_helper *h);
 /* Ask the helper to unmount, wait for it, free. 0 or -errno. */
 int  r3_nbd_helper_stop(struct r3_nbd_helper *h);

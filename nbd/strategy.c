@@ -71,23 +71,8 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
     n->hooks = o->hooks;
     n->served = src;
     int rc = 0;
-    if (managed) {
-        /* The pipeline (and its pull workers) starts before the device is
-         * ready, as in the study. */
-        struct r3_pipeline_opts po = {
-            .chunk = n->r.chunk,
-            .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
-            .push_workers = o->push_workers ? o->push_workers : 1,
-            .push_interval_ms = o->push_interval_ms,
-        };
-        rc = r3_pipeline_open(src, &po, &n->pipe);
-        if (rc < 0) {
-            n->r.src = NULL;                 /* closed by the failed pipeline */
-            teardown(n);
-            return rc;
-        }
-        n->served = n->pipe->top;
-    }
+    /* Scratch paths first: the mount helper is forked before any thread of
+     * ours starts (pipeline workers, server), with the mount options ready. */
     snprintf(n->dir, sizeof n->dir, "%s/r3nbd.XXXXXX", o->workdir ? o->workdir : "/tmp");
     if (!mkdtemp(n->dir)) {
         rc = r3_error(-errno, "nbd region: cannot make a directory in %s: %s",
@@ -102,15 +87,33 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
         n->mdir[0] = 0;
         goto fail;
     }
-    struct r3_nbd_export e = { .name = "", .src = n->served };
-    struct r3_nbd_server_opts so = { .listen = n->sock, .exports = &e, .nexports = 1 };
-    if ((rc = r3_nbd_server_start(&so, &n->srv)) < 0)
-        goto fail;
     struct r3_nbd_mount_opts mo = {
         .client = { .unix_path = n->sock, .export_name = "" },
         .mountpoint = n->mdir, .name = "region", .fsname = managed ? "r3:nbd-managed" : "r3:nbd-direct",
     };
-    if ((rc = r3_nbd_helper_start(&mo, &n->mnt)) < 0)
+    if ((rc = r3_nbd_helper_spawn(&mo, &n->mnt)) < 0)
+        goto fail;
+    if (managed) {
+        /* The pipeline (and its pull workers) starts before the device is
+         * ready, as in the study. */
+        struct r3_pipeline_opts po = {
+            .chunk = n->r.chunk,
+            .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
+            .push_workers = o->push_workers ? o->push_workers : 1,
+            .push_interval_ms = o->push_interval_ms,
+        };
+        rc = r3_pipeline_open(src, &po, &n->pipe);
+        if (rc < 0) {
+            n->r.src = NULL;                 /* closed by the failed pipeline */
+            goto fail;
+        }
+        n->served = n->pipe->top;
+    }
+    struct r3_nbd_export e = { .name = "", .src = n->served };
+    struct r3_nbd_server_opts so = { .listen = n->sock, .exports = &e, .nexports = 1 };
+    if ((rc = r3_nbd_server_start(&so, &n->srv)) < 0)
+        goto fail;
+    if ((rc = r3_nbd_helper_mount(n->mnt)) < 0)
         goto fail;
     const char *path = r3_nbd_helper_path(n->mnt);
     n->fd = open(path, O_RDWR | O_CLOEXEC);
