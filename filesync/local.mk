@@ -1,6 +1,6 @@
 # filesync: mmap + hash delta sync (hasher, tracker, hub, advertiser,
 # receiver, strategy) and the r3sync tool, tests and benchmark.
-noinst_HEADERS += filesync/filesync.h filesync/compat.h
+noinst_HEADERS += filesync/filesync.h
 libr3_la_SOURCES += filesync/hash.c filesync/track.c filesync/net.c filesync/conn.c \
 	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/progress.c filesync/strategy.c
 

@@ -16,7 +16,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include "internal.h"
-#include "filesync/compat.h"
+#include "uffd/compat.h"
 #include "filesync/filesync.h"
 
 #define FS_TRACK_VEC 1024
