@@ -64,6 +64,9 @@ extern const struct r3_strategy_ops r3_uffd_strategy;
 
 /* ---- stages: like r3_cache_fetch, but 1 when this call did the fetch. */
 int r3_cache_fetch_counted(struct r3_source *cache, uint64_t idx, int why);
+/* The struct_size check of an options struct: 0 (this layout) or want is
+ * fine; anything else is -EINVAL naming the struct. */
+int r3_opts_check(uint32_t got, size_t want, const char *what);
 
 /* ---- small helpers (src/util.c) */
 static inline uint64_t r3_now_ns(void)
@@ -78,6 +81,22 @@ int r3_pread_all(int fd, void *buf, size_t len, uint64_t off);
 int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Human size "64 KiB", "1 GiB" into buf. */
 const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
+/* A duration with a unit: us, ms, s or m ("500ms", "2s", "1.5s"). A bare
+ * number is -EINVAL ("needs a unit"), as is a negative, empty or
+ * overflowing one; r3_last_error() says which. _ms rounds a
+ * sub-millisecond duration up (a nonzero duration never becomes 0).
+ * (src/preload/env.c has an older r3_parse_duration_ms that accepts a bare
+ * number as ms; these replace it when it goes.) */
+int r3_util_parse_duration_us(const char *s, uint64_t *us);
+int r3_util_parse_duration_ms(const char *s, uint64_t *ms);
+/* A URI's timeout-like parameter (timeout=, connect_timeout=), the same in
+ * every network URI: a duration with a unit, or a bare number of seconds
+ * (r3://'s old form, "5" or "0.5"); more than an hour is -EINVAL. dflt_ms if
+ * absent. */
+int r3_uri_param_duration_ms(const struct r3_uri *u, const char *key, uint64_t dflt_ms,
+                             uint64_t *out_ms);
+#define R3_CONNECT_TIMEOUT_MS 5000u      /* connect_timeout= default of every network URI */
+#define R3_TIMEOUT_MS         30000u     /* timeout= default of every network URI */
 
 /* ---- strategies */
 extern const struct r3_strategy_ops r3_strategy_filesync;   /* filesync/strategy.c */

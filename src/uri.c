@@ -6,36 +6,6 @@
 #include <string.h>
 #include "internal.h"
 
-int r3_parse_size(const char *s, uint64_t *out)
-{
-    if (!s || !*s || !isdigit((unsigned char)*s))
-        return -EINVAL;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -EINVAL;
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case '\0': break;
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    case 'T': shift = 40; end++; break;
-    default: return -EINVAL;
-    }
-    if (shift && (*end == 'i' || *end == 'I'))
-        end++;
-    if (shift && (*end == 'b' || *end == 'B'))
-        end++;
-    if (*end != '\0')
-        return -EINVAL;
-    if (shift && v > (UINT64_MAX >> shift))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -241,6 +211,34 @@ int r3_uri_param_size(const struct r3_uri *u, const char *key, uint64_t dflt, ui
     if (r3_parse_size(v, out) < 0)
         return r3_error(-EINVAL, "%s: bad %s '%s' (expected a number with an optional K/M/G/T suffix)",
                         u->scheme, key, v);
+    return 0;
+}
+
+int r3_uri_param_duration_ms(const struct r3_uri *u, const char *key, uint64_t dflt_ms,
+                             uint64_t *out_ms)
+{
+    const char *v = r3_uri_param(u, key);
+    if (!v) {
+        *out_ms = dflt_ms;
+        return 0;
+    }
+    char *end;
+    double secs = strtod(v, &end);
+    uint64_t ms;
+    if (end != v && *end == '\0' && isdigit((unsigned char)v[strspn(v, ".")])) {
+        if (!(secs > 0) || secs > 3600)
+            return r3_error(-EINVAL, "%s: %s=%s is not between 1ms and 1 hour (a bare number is "
+                            "seconds; or give a unit: %s=500ms)", u->scheme, key, v, key);
+        ms = (uint64_t)(secs * 1000);
+    } else if (r3_util_parse_duration_ms(v, &ms) < 0) {
+        return r3_error(-EINVAL, "%s: bad %s '%s' (a duration: 500ms, 5s, 1m; a bare number is "
+                        "seconds)", u->scheme, key, v);
+    } else if (ms > 3600000) {
+        return r3_error(-EINVAL, "%s: %s=%s is more than an hour", u->scheme, key, v);
+    }
+    if (ms == 0)
+        return r3_error(-EINVAL, "%s: %s=%s is zero", u->scheme, key, v);
+    *out_ms = ms;
     return 0;
 }
 

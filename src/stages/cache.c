@@ -1,7 +1,8 @@
 /* cache stage: a local source plus the state of every chunk (absent,
  * fetching, local). A miss fetches the whole chunk from the remote into the
  * local source exactly once, however many threads miss it together: the
- * first claims it (absent -> fetching), the others wait for it. */
+ * first claims it (absent -> fetching), the others wait for it. A remote or
+ * local source that is not parallel is serialized by r3_source_*, not here. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,8 +21,6 @@ struct cache_stage {
     uint64_t nchunks;
     int mode;
     bool borrow_local;
-    bool remote_serial, local_serial;
-    pthread_mutex_t remote_lock, local_lock;
     _Atomic uint8_t *state;
     _Atomic uint64_t nlocal;
     struct { pthread_mutex_t m; pthread_cond_t c; } stripe[CACHE_STRIPES];
@@ -39,25 +38,19 @@ static struct cache_stage *as_cache(struct r3_source *s)
     return s && s->ops == &cache_ops ? (struct cache_stage *)s : NULL;
 }
 
-static int side_io(struct r3_source *s, bool serial, pthread_mutex_t *m, void *buf, size_t len,
-                   uint64_t off, bool wr)
+static int side_io(struct r3_source *s, void *buf, size_t len, uint64_t off, bool wr)
 {
-    if (serial)
-        pthread_mutex_lock(m);
-    int rc = wr ? r3_source_write(s, buf, len, off) : r3_source_read(s, buf, len, off);
-    if (serial)
-        pthread_mutex_unlock(m);
-    return rc;
+    return wr ? r3_source_write(s, buf, len, off) : r3_source_read(s, buf, len, off);
 }
 
 static int remote_io(struct cache_stage *c, void *buf, size_t len, uint64_t off, bool wr)
 {
-    return side_io(c->remote, c->remote_serial, &c->remote_lock, buf, len, off, wr);
+    return side_io(c->remote, buf, len, off, wr);
 }
 
 static int local_io(struct cache_stage *c, void *buf, size_t len, uint64_t off, bool wr)
 {
-    return side_io(c->local, c->local_serial, &c->local_lock, buf, len, off, wr);
+    return side_io(c->local, buf, len, off, wr);
 }
 
 static void *buf_get(struct cache_stage *c)
@@ -132,17 +125,30 @@ static void finish(struct cache_stage *c, uint64_t idx, int rc, int why)
     }
 }
 
+/* -EINVAL with a sentence unless s is a cache and idx one of its chunks. */
+static int check_idx(struct r3_source *s, uint64_t idx)
+{
+    struct cache_stage *c = as_cache(s);
+    if (!c)
+        return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
+    if (idx >= c->nchunks)
+        return r3_error(-EINVAL, "cache: chunk %llu out of range (%llu chunks)",
+                        (unsigned long long)idx, (unsigned long long)c->nchunks);
+    return 0;
+}
+
 /* Fetch idx; 1 if this call fetched it, 0 if it was already local, -errno. */
 int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
 {
+    int rc = check_idx(s, idx);
+    if (rc < 0)
+        return rc;
     struct cache_stage *c = as_cache(s);
-    if (!c || idx >= c->nchunks)
-        return r3_error(-EINVAL, "cache: chunk %llu out of range", (unsigned long long)idx);
     if (atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL || !claim(c, idx))
         return 0;
     size_t len = chunk_len(c, idx);
     void *b = buf_get(c);
-    int rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
+    rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
     if (rc == 0)
         rc = remote_io(c, b, len, idx * c->chunk, false);
     if (rc == 0)
@@ -166,23 +172,27 @@ bool r3_cache_is_local(struct r3_source *s, uint64_t idx)
            atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL;
 }
 
-void r3_cache_invalidate(struct r3_source *s, uint64_t idx)
+int r3_cache_invalidate(struct r3_source *s, uint64_t idx)
 {
+    int rc = check_idx(s, idx);
+    if (rc < 0)
+        return rc;
     struct cache_stage *c = as_cache(s);
-    if (!c || idx >= c->nchunks)
-        return;
     uint8_t exp = LOCAL;
     if (atomic_compare_exchange_strong(&c->state[idx], &exp, ABSENT))
         atomic_fetch_sub(&c->nlocal, 1);
+    return 0;
 }
 
-void r3_cache_mark_local(struct r3_source *s, uint64_t idx)
+int r3_cache_mark_local(struct r3_source *s, uint64_t idx)
 {
+    int rc = check_idx(s, idx);
+    if (rc < 0)
+        return rc;
     struct cache_stage *c = as_cache(s);
-    if (!c || idx >= c->nchunks)
-        return;
     if (claim(c, idx))
         finish(c, idx, 0, R3_FETCH_READ);
+    return 0;
 }
 
 uint64_t r3_cache_nchunks(struct r3_source *s)
@@ -292,8 +302,6 @@ static void cache_close(struct r3_source *s)
         pthread_cond_destroy(&c->stripe[i].c);
     }
     pthread_mutex_destroy(&c->pool_lock);
-    pthread_mutex_destroy(&c->remote_lock);
-    pthread_mutex_destroy(&c->local_lock);
     free((void *)c->state);
     free(c);
 }
@@ -303,9 +311,16 @@ static const struct r3_source_ops cache_ops = {
     .close = cache_close,
 };
 
+void r3_cache_opts_init(struct r3_cache_opts *o)
+{
+    *o = (struct r3_cache_opts){ .struct_size = sizeof *o };
+}
+
 int r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
                         const struct r3_cache_opts *o, struct r3_source **out)
 {
+    if (o && r3_opts_check(o->struct_size, sizeof *o, "r3_cache_opts") < 0)
+        return -EINVAL;
     uint32_t chunk = o && o->chunk ? o->chunk : R3_DEFAULT_CHUNK;
     if (!r3_is_pow2(chunk) || chunk < 512)
         return r3_error(-EINVAL, "cache: chunk %u is not a power of two of at least 512", chunk);
@@ -332,19 +347,13 @@ int r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
     c->borrow_local = o && o->borrow_local;
     c->on_fill = o ? o->on_fill : NULL;
     c->arg = o ? o->arg : NULL;
-    c->remote_serial = !(remote->flags & R3_SRC_PARALLEL);
-    c->local_serial = !(local->flags & R3_SRC_PARALLEL);
-    pthread_mutex_init(&c->remote_lock, NULL);
-    pthread_mutex_init(&c->local_lock, NULL);
     pthread_mutex_init(&c->pool_lock, NULL);
     for (int i = 0; i < CACHE_STRIPES; i++) {
         pthread_mutex_init(&c->stripe[i].m, NULL);
         pthread_cond_init(&c->stripe[i].c, NULL);
     }
-    c->src.ops = &cache_ops;
-    c->src.size = remote->size;
+    r3_stage_init(&c->src, &cache_ops, remote);
     c->src.align = 1;
-    c->src.flags = R3_SRC_PARALLEL | (remote->flags & R3_SRC_RDONLY);
     *out = &c->src;
     return 0;
 }

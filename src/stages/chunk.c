@@ -1,7 +1,8 @@
 /* chunk stage: every request reaching the inner source is one whole, aligned
  * chunk ("server-side chunking" in the study). Partial writes are
  * read-modify-write under a per-chunk stripe lock so two partial writes to
- * one chunk cannot lose each other's bytes. */
+ * one chunk cannot lose each other's bytes. An inner source that is not
+ * parallel is serialized by r3_source_read/write, not here. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,19 +15,12 @@ struct chunk_stage {
     struct r3_source src;
     struct r3_source *inner;
     uint32_t chunk;
-    bool serial;                          /* inner is not R3_SRC_PARALLEL */
-    pthread_mutex_t serial_lock;
     pthread_mutex_t stripe[CHUNK_STRIPES];
 };
 
 static int inner_io(struct chunk_stage *c, void *buf, size_t len, uint64_t off, bool wr)
 {
-    if (c->serial)
-        pthread_mutex_lock(&c->serial_lock);
-    int rc = wr ? r3_source_write(c->inner, buf, len, off) : r3_source_read(c->inner, buf, len, off);
-    if (c->serial)
-        pthread_mutex_unlock(&c->serial_lock);
-    return rc;
+    return wr ? r3_source_write(c->inner, buf, len, off) : r3_source_read(c->inner, buf, len, off);
 }
 
 /* Length of chunk idx (the last one may be short). */
@@ -83,24 +77,17 @@ static int chunk_write(struct r3_source *s, const void *buf, size_t len, uint64_
     return chunk_io(s, (void *)buf, len, off, true);
 }
 
-static int chunk_flush(struct r3_source *s)
-{
-    return r3_source_flush(((struct chunk_stage *)s)->inner);
-}
-
 static void chunk_close(struct r3_source *s)
 {
     struct chunk_stage *c = (struct chunk_stage *)s;
     r3_source_close(c->inner);
-    pthread_mutex_destroy(&c->serial_lock);
     for (int i = 0; i < CHUNK_STRIPES; i++)
         pthread_mutex_destroy(&c->stripe[i]);
     free(c);
 }
 
 static const struct r3_source_ops chunk_ops = {
-    .scheme = "chunk", .read = chunk_read, .write = chunk_write, .flush = chunk_flush,
-    .close = chunk_close,
+    .scheme = "chunk", .read = chunk_read, .write = chunk_write, .close = chunk_close,
 };
 
 int r3_stage_chunk_open(struct r3_source *inner, uint32_t chunk, struct r3_source **out)
@@ -114,14 +101,10 @@ int r3_stage_chunk_open(struct r3_source *inner, uint32_t chunk, struct r3_sourc
         return r3_error(-ENOMEM, "chunk: out of memory");
     c->inner = inner;
     c->chunk = chunk;
-    c->serial = !(inner->flags & R3_SRC_PARALLEL);
-    pthread_mutex_init(&c->serial_lock, NULL);
     for (int i = 0; i < CHUNK_STRIPES; i++)
         pthread_mutex_init(&c->stripe[i], NULL);
-    c->src.ops = &chunk_ops;
-    c->src.size = inner->size;
+    r3_stage_init(&c->src, &chunk_ops, inner);
     c->src.align = 1;
-    c->src.flags = R3_SRC_PARALLEL | (inner->flags & R3_SRC_RDONLY);
     *out = &c->src;
     return 0;
 }

@@ -40,16 +40,9 @@ static int delay_flush(struct r3_source *s)
     return r3_source_flush(d->inner);
 }
 
-static void delay_close(struct r3_source *s)
-{
-    r3_source_close(((struct delay_stage *)s)->inner);
-    free(s);
-}
-
 static const struct r3_source_ops delay_ops = {
     .scheme = "delay", .read = delay_read, .write = delay_write, .flush = delay_flush,
-    .close = delay_close,
-};
+};                                     /* close: the framework's (close inner, free) */
 
 int r3_stage_delay_open(struct r3_source *inner, uint64_t delay_us, struct r3_source **out)
 {
@@ -61,10 +54,7 @@ int r3_stage_delay_open(struct r3_source *inner, uint64_t delay_us, struct r3_so
     d->inner = inner;
     d->ts.tv_sec = (time_t)(delay_us / 1000000u);
     d->ts.tv_nsec = (long)(delay_us % 1000000u) * 1000;
-    d->src.ops = &delay_ops;
-    d->src.size = inner->size;
-    d->src.align = inner->align;
-    d->src.flags = inner->flags;
+    r3_stage_init(&d->src, &delay_ops, inner);
     *out = &d->src;
     return 0;
 }

@@ -33,10 +33,10 @@ static void leave(struct lock_stage *l)
     pthread_mutex_unlock(&l->m);
 }
 
-void r3_lock_acquire(struct r3_source *s)
+int r3_lock_acquire(struct r3_source *s)
 {
     if (!s || s->ops != &lock_ops)
-        return;
+        return r3_error(-EINVAL, "lock: %s is not a lock stage", s ? s->ops->scheme : "NULL");
     struct lock_stage *l = (struct lock_stage *)s;
     pthread_mutex_lock(&l->m);
     while (l->held)                       /* one holder at a time */
@@ -45,17 +45,19 @@ void r3_lock_acquire(struct r3_source *s)
     while (l->inflight > 0)
         pthread_cond_wait(&l->cv, &l->m);
     pthread_mutex_unlock(&l->m);
+    return 0;
 }
 
-void r3_lock_release(struct r3_source *s)
+int r3_lock_release(struct r3_source *s)
 {
     if (!s || s->ops != &lock_ops)
-        return;
+        return r3_error(-EINVAL, "lock: %s is not a lock stage", s ? s->ops->scheme : "NULL");
     struct lock_stage *l = (struct lock_stage *)s;
     pthread_mutex_lock(&l->m);
     l->held = false;
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->m);
+    return 0;
 }
 
 static int lock_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
@@ -107,10 +109,7 @@ int r3_stage_lock_open(struct r3_source *inner, struct r3_source **out)
     l->inner = inner;
     pthread_mutex_init(&l->m, NULL);
     pthread_cond_init(&l->cv, NULL);
-    l->src.ops = &lock_ops;
-    l->src.size = inner->size;
-    l->src.align = inner->align;
-    l->src.flags = inner->flags;
+    r3_stage_init(&l->src, &lock_ops, inner);
     *out = &l->src;
     return 0;
 }

@@ -1,7 +1,7 @@
 /* pull stage: background workers make every chunk of a cache local, in
  * priority order (lowest first; negative = never). The order is fixed when
  * the stage opens; chunks that became local meanwhile are skipped. Reads
- * and writes pass straight to the cache, so a read of a chunk being pulled
+ * and writes fall through to the cache (NULL ops), so a read of a chunk being pulled
  * waits for that pull instead of fetching it twice. */
 #include <errno.h>
 #include <pthread.h>
@@ -99,12 +99,17 @@ static int build_order(struct pull_stage *p, const struct r3_pull_opts *o)
     return 0;
 }
 
-void r3_pull_progress(struct r3_source *s, struct r3_pull_progress *pr)
+static int not_pull(struct r3_source *s)
+{
+    return r3_error(-EINVAL, "pull: %s is not a pull stage", s ? s->ops->scheme : "NULL");
+}
+
+int r3_pull_progress(struct r3_source *s, struct r3_pull_progress *pr)
 {
     struct pull_stage *p = as_pull(s);
     *pr = (struct r3_pull_progress){ 0 };
     if (!p)
-        return;
+        return not_pull(s);
     pr->chunks_total = r3_cache_nchunks(p->cache);
     pr->chunks_local = r3_cache_nlocal(p->cache);
     pr->chunks_pulled = atomic_load(&p->pulled);
@@ -113,13 +118,14 @@ void r3_pull_progress(struct r3_source *s, struct r3_pull_progress *pr)
     pthread_mutex_lock(&p->m);
     pr->done = p->running == 0 && pr->error == 0 && !atomic_load(&p->stop);
     pthread_mutex_unlock(&p->m);
+    return 0;
 }
 
 int r3_pull_wait(struct r3_source *s)
 {
     struct pull_stage *p = as_pull(s);
     if (!p)
-        return r3_error(-EINVAL, "pull: not a pull stage");
+        return not_pull(s);
     pthread_mutex_lock(&p->m);
     while (p->running > 0)
         pthread_cond_wait(&p->done_cv, &p->m);
@@ -130,11 +136,11 @@ int r3_pull_wait(struct r3_source *s)
     return 0;
 }
 
-void r3_pull_stop(struct r3_source *s)
+int r3_pull_stop(struct r3_source *s)
 {
     struct pull_stage *p = as_pull(s);
     if (!p)
-        return;
+        return not_pull(s);
     atomic_store(&p->stop, true);
     pthread_mutex_lock(&p->m);
     bool join = !p->joined;
@@ -143,21 +149,7 @@ void r3_pull_stop(struct r3_source *s)
     if (join)
         for (unsigned i = 0; i < p->nworkers; i++)
             pthread_join(p->workers[i], NULL);
-}
-
-static int pull_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
-{
-    return r3_source_read(((struct pull_stage *)s)->cache, buf, len, off);
-}
-
-static int pull_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
-{
-    return r3_source_write(((struct pull_stage *)s)->cache, buf, len, off);
-}
-
-static int pull_flush(struct r3_source *s)
-{
-    return r3_source_flush(((struct pull_stage *)s)->cache);
+    return 0;
 }
 
 static void pull_close(struct r3_source *s)
@@ -173,9 +165,13 @@ static void pull_close(struct r3_source *s)
 }
 
 static const struct r3_source_ops pull_ops = {
-    .scheme = "pull", .read = pull_read, .write = pull_write, .flush = pull_flush,
-    .close = pull_close,
+    .scheme = "pull", .close = pull_close,     /* read, write, flush: the cache's */
 };
+
+void r3_pull_opts_init(struct r3_pull_opts *o)
+{
+    *o = (struct r3_pull_opts){ .struct_size = sizeof *o };
+}
 
 int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
                        struct r3_source **out)
@@ -183,6 +179,8 @@ int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
     static const struct r3_pull_opts none = { 0 };
     if (!o)
         o = &none;
+    if (r3_opts_check(o->struct_size, sizeof *o, "r3_pull_opts") < 0)
+        return -EINVAL;
     if (r3_cache_nchunks(cache) == 0)
         return r3_error(-EINVAL, "pull: the inner source must be a cache stage");
     struct pull_stage *p = calloc(1, sizeof *p);
@@ -191,10 +189,7 @@ int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
     p->cache = cache;
     pthread_mutex_init(&p->m, NULL);
     pthread_cond_init(&p->done_cv, NULL);
-    p->src.ops = &pull_ops;
-    p->src.size = cache->size;
-    p->src.align = 1;
-    p->src.flags = cache->flags;
+    r3_stage_init(&p->src, &pull_ops, cache);
     int rc = o->workers ? build_order(p, o) : 0;
     if (rc == 0 && o->workers && !(p->workers = calloc(o->workers, sizeof *p->workers)))
         rc = r3_error(-ENOMEM, "pull: out of memory");

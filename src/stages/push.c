@@ -45,25 +45,36 @@ static struct push_stage *as_push(struct r3_source *s)
     return s && s->ops == &push_ops ? (struct push_stage *)s : NULL;
 }
 
-void r3_push_mark(struct r3_source *s, uint64_t idx)
+static int not_push(struct r3_source *s)
 {
-    struct push_stage *p = as_push(s);
-    if (p && idx < p->nchunks)
-        r3_bit_set(p->dirty, idx);
+    return r3_error(-EINVAL, "push: %s is not a push stage", s ? s->ops->scheme : "NULL");
 }
 
-void r3_push_progress(struct r3_source *s, struct r3_push_progress *pr)
+int r3_push_mark(struct r3_source *s, uint64_t idx)
+{
+    struct push_stage *p = as_push(s);
+    if (!p)
+        return not_push(s);
+    if (idx >= p->nchunks)
+        return r3_error(-EINVAL, "push: chunk %llu out of range (%llu chunks)",
+                        (unsigned long long)idx, (unsigned long long)p->nchunks);
+    r3_bit_set(p->dirty, idx);
+    return 0;
+}
+
+int r3_push_progress(struct r3_source *s, struct r3_push_progress *pr)
 {
     struct push_stage *p = as_push(s);
     *pr = (struct r3_push_progress){ 0 };
     if (!p)
-        return;
+        return not_push(s);
     for (uint64_t w = 0; w < (p->nchunks + 63) / 64; w++)
         pr->chunks_dirty += (uint64_t)__builtin_popcountll(atomic_load(&p->dirty[w]));
     pr->chunks_pushed = atomic_load(&p->pushed);
     pr->bytes_pushed = atomic_load(&p->bytes);
     pr->rounds = atomic_load(&p->rounds);
     pr->error = atomic_load(&p->error);
+    return 0;
 }
 
 static size_t chunk_len(struct push_stage *p, uint64_t idx)
@@ -181,11 +192,6 @@ static void *ticker(void *arg)
     return NULL;
 }
 
-static int push_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
-{
-    return r3_source_read(((struct push_stage *)s)->inner, buf, len, off);
-}
-
 static int push_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct push_stage *p = (struct push_stage *)s;
@@ -227,9 +233,14 @@ static void push_close(struct r3_source *s)
 }
 
 static const struct r3_source_ops push_ops = {
-    .scheme = "push", .read = push_read, .write = push_write, .flush = push_flush,
+    .scheme = "push", .write = push_write,       /* read: the inner's */ .flush = push_flush,
     .close = push_close,
 };
+
+void r3_push_opts_init(struct r3_push_opts *o)
+{
+    *o = (struct r3_push_opts){ .struct_size = sizeof *o };
+}
 
 int r3_stage_push_open(struct r3_source *inner, struct r3_source *remote,
                        const struct r3_push_opts *o, struct r3_source **out)
@@ -237,6 +248,8 @@ int r3_stage_push_open(struct r3_source *inner, struct r3_source *remote,
     static const struct r3_push_opts none = { 0 };
     if (!o)
         o = &none;
+    if (r3_opts_check(o->struct_size, sizeof *o, "r3_push_opts") < 0)
+        return -EINVAL;
     uint32_t chunk = o->chunk ? o->chunk : R3_DEFAULT_CHUNK;
     if (!r3_is_pow2(chunk) || chunk < 512)
         return r3_error(-EINVAL, "push: chunk %u is not a power of two of at least 512", chunk);
@@ -265,10 +278,8 @@ int r3_stage_push_open(struct r3_source *inner, struct r3_source *remote,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
-    p->src.ops = &push_ops;
-    p->src.size = inner->size;
+    r3_stage_init(&p->src, &push_ops, inner);
     p->src.align = 1;
-    p->src.flags = inner->flags | R3_SRC_PARALLEL;
     if (o->interval_ms) {
         int rc = r3_thread_create(&p->ticker, ticker, p);
         if (rc < 0) {

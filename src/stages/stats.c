@@ -59,22 +59,15 @@ static int stats_flush(struct r3_source *s)
     return rc;
 }
 
-static void stats_close(struct r3_source *s)
-{
-    r3_source_close(((struct stats_stage *)s)->inner);
-    free(s);
-}
-
 static const struct r3_source_ops stats_ops = {
     .scheme = "stats", .read = stats_read, .write = stats_write, .flush = stats_flush,
-    .close = stats_close,
-};
+};                                     /* close: the framework's (close inner, free) */
 
-void r3_stats_get(struct r3_source *s, struct r3_stats *out)
+int r3_stats_get(struct r3_source *s, struct r3_stats *out)
 {
     *out = (struct r3_stats){ 0 };
     if (!s || s->ops != &stats_ops)
-        return;
+        return r3_error(-EINVAL, "stats: %s is not a stats stage", s ? s->ops->scheme : "NULL");
     struct stats_stage *st = (struct stats_stage *)s;
     out->reads = atomic_load(&st->reads);
     out->writes = atomic_load(&st->writes);
@@ -84,6 +77,7 @@ void r3_stats_get(struct r3_source *s, struct r3_stats *out)
     out->bytes_written = atomic_load(&st->bytes_written);
     for (int i = 0; i < R3_STATS_BUCKETS; i++)
         out->hist[i] = atomic_load(&st->hist[i]);
+    return 0;
 }
 
 /* The upper bound of the bucket holding the pct-th percentile (pct in 0..100). */
@@ -111,10 +105,7 @@ int r3_stage_stats_open(struct r3_source *inner, struct r3_source **out)
     if (!st)
         return r3_error(-ENOMEM, "stats: out of memory");
     st->inner = inner;
-    st->src.ops = &stats_ops;
-    st->src.size = inner->size;
-    st->src.align = inner->align;
-    st->src.flags = inner->flags;
+    r3_stage_init(&st->src, &stats_ops, inner);
     *out = &st->src;
     return 0;
 }
