@@ -2,6 +2,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include "internal.h"
 #include "testutil.h"
 
@@ -458,6 +461,385 @@ START_TEST(test_pipeline_dir_reopen)
 }
 END_TEST
 
+/* A source that is not parallel and catches any two calls inside it at once. */
+struct solo {
+    struct r3_source src;
+    struct r3_source *mem;
+    _Atomic int inside, overlaps, calls;
+};
+
+static int solo_enter(struct solo *o)
+{
+    if (atomic_fetch_add(&o->inside, 1) != 0)
+        atomic_fetch_add(&o->overlaps, 1);
+    atomic_fetch_add(&o->calls, 1);
+    usleep(200);                               /* widen the window */
+    return 0;
+}
+
+static int solo_read(struct r3_source *s, void *b, size_t len, uint64_t off)
+{
+    struct solo *o = (struct solo *)s;
+    solo_enter(o);
+    int rc = r3_source_read(o->mem, b, len, off);
+    atomic_fetch_sub(&o->inside, 1);
+    return rc;
+}
+
+static int solo_write(struct r3_source *s, const void *b, size_t len, uint64_t off)
+{
+    struct solo *o = (struct solo *)s;
+    solo_enter(o);
+    int rc = r3_source_write(o->mem, b, len, off);
+    atomic_fetch_sub(&o->inside, 1);
+    return rc;
+}
+
+static int solo_flush(struct r3_source *s)
+{
+    struct solo *o = (struct solo *)s;
+    solo_enter(o);
+    atomic_fetch_sub(&o->inside, 1);
+    return 0;
+}
+
+static void solo_close(struct r3_source *s)
+{
+    r3_source_close(((struct solo *)s)->mem);
+    free(s);
+}
+
+static const struct r3_source_ops solo_ops = {
+    .scheme = "solo", .read = solo_read, .write = solo_write, .flush = solo_flush, .close = solo_close,
+};
+
+static struct solo *solo_new(uint64_t size)
+{
+    struct solo *o = calloc(1, sizeof *o);
+    ck_assert_int_eq(r3_mem_create(size, &o->mem), 0);
+    o->src.ops = &solo_ops;
+    o->src.size = size;
+    o->src.align = 1;
+    o->src.flags = 0;                          /* not R3_SRC_PARALLEL */
+    return o;
+}
+
+struct hammer { struct r3_source *s; unsigned seed; };
+
+static void *hammer(void *arg)
+{
+    struct hammer *h = arg;
+    char b[3 * 4096];
+    for (int i = 0; i < 60; i++) {
+        uint64_t off = (uint64_t)((h->seed * 7919u + (unsigned)i * 104729u) % (4 * MiB - sizeof b));
+        if (i % 3 == 0)
+            ck_assert_int_eq(r3_source_write(h->s, b, sizeof b, off), 0);
+        else if (i % 7 == 0)
+            ck_assert_int_eq(r3_source_flush(h->s), 0);
+        else
+            ck_assert_int_eq(r3_source_read(h->s, b, sizeof b, off), 0);
+    }
+    return NULL;
+}
+
+static void run_hammer(struct r3_source *s)
+{
+    pthread_t t[8];
+    struct hammer h[8];
+    for (unsigned i = 0; i < 8; i++) {
+        h[i] = (struct hammer){ s, i + 1 };
+        pthread_create(&t[i], NULL, hammer, &h[i]);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+}
+
+/* One serialization point: a non-parallel source never sees two calls at
+ * once, whether called directly, through chunk, or through cache, and the
+ * stages above it are parallel. */
+START_TEST(test_serialized)
+{
+    struct solo *o = solo_new(4 * MiB);
+    run_hammer(&o->src);
+    ck_assert_int_gt(atomic_load(&o->calls), 400);
+    ck_assert_int_eq(atomic_load(&o->overlaps), 0);
+
+    struct r3_source *c, *cache;
+    ck_assert_int_eq(r3_stage_chunk_open(&o->src, CH, &c), 0);
+    ck_assert(c->flags & R3_SRC_PARALLEL);
+    struct solo *lo = solo_new(4 * MiB);       /* a non-parallel local side too */
+    struct r3_cache_opts co;
+    r3_cache_opts_init(&co);
+    co.chunk = CH;
+    ck_assert_int_eq(r3_stage_cache_open(c, &lo->src, &co, &cache), 0);
+    ck_assert(cache->flags & R3_SRC_PARALLEL);
+    atomic_store(&o->calls, 0);
+    run_hammer(cache);
+    ck_assert_int_gt(atomic_load(&o->calls), 0);
+    ck_assert_int_gt(atomic_load(&lo->calls), 0);
+    ck_assert_int_eq(atomic_load(&o->overlaps), 0);
+    ck_assert_int_eq(atomic_load(&lo->overlaps), 0);
+    r3_source_close(cache);
+}
+END_TEST
+
+/* A stage that fills only read (it inverts every byte): write and flush fall
+ * through to next, close is the framework's. */
+static int inv_read(struct r3_source *s, void *b, size_t len, uint64_t off)
+{
+    int rc = r3_source_read(s->next, b, len, off);
+    for (size_t i = 0; rc == 0 && i < len; i++)
+        ((unsigned char *)b)[i] ^= 0xff;
+    return rc;
+}
+
+static const struct r3_source_ops inv_ops = { .scheme = "inv", .read = inv_read };
+
+START_TEST(test_fall_through)
+{
+    struct rec *r = rec_new(MiB, 0, 0);
+    struct r3_source *inv = calloc(1, sizeof *inv);
+    r3_stage_init(inv, &inv_ops, &r->src);
+    ck_assert_uint_eq(inv->size, MiB);
+    unsigned char b[100], back[100];
+    tu_fill(b, sizeof b, 500, 21);
+    ck_assert_int_eq(r3_source_write(inv, b, sizeof b, 500), 0);      /* falls through */
+    ck_assert_int_eq(atomic_load(&r->writes), 1);
+    expect_pattern(r->mem, 500, sizeof b, 21);                         /* the bytes as given */
+    ck_assert_int_eq(r3_source_read(inv, back, sizeof back, 500), 0);  /* the stage's op */
+    for (size_t i = 0; i < sizeof b; i++)
+        ck_assert_int_eq(back[i], b[i] ^ 0xff);
+    ck_assert_int_eq(r3_source_flush(inv), 0);
+    ck_assert_ptr_eq(r3_source_find(inv, "rec"), &r->src);
+    ck_assert_ptr_eq(r3_source_find(inv, "inv"), inv);
+    ck_assert_ptr_null(r3_source_find(inv, "cache"));
+    /* A read-only inner stays read-only through the stage. */
+    r3_source_close(inv);                      /* closes rec too: ASan checks the frees */
+    r = rec_new(MiB, 0, 0);
+    r->src.flags |= R3_SRC_RDONLY;
+    inv = calloc(1, sizeof *inv);
+    r3_stage_init(inv, &inv_ops, &r->src);
+    ck_assert_int_eq(r3_source_write(inv, b, 1, 0), -EROFS);
+    r3_source_close(inv);
+}
+END_TEST
+
+/* Control calls given the wrong kind of source: -EINVAL and a sentence. */
+START_TEST(test_wrong_kind)
+{
+    struct r3_source *m, *c, *st;
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_lock_acquire(m), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "not a lock stage"));
+    ck_assert_int_eq(r3_lock_release(m), -EINVAL);
+    ck_assert_int_eq(r3_push_mark(m, 0), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "not a push stage"));
+    struct r3_push_progress pp;
+    ck_assert_int_eq(r3_push_progress(m, &pp), -EINVAL);
+    struct r3_pull_progress pr;
+    ck_assert_int_eq(r3_pull_progress(m, &pr), -EINVAL);
+    ck_assert_int_eq(r3_pull_stop(m), -EINVAL);
+    ck_assert_int_eq(r3_pull_wait(m), -EINVAL);
+    ck_assert_int_eq(r3_cache_invalidate(m, 0), -EINVAL);
+    ck_assert_int_eq(r3_cache_mark_local(m, 0), -EINVAL);
+    ck_assert_int_eq(r3_cache_fetch(m, 0, R3_FETCH_READ), -EINVAL);
+    struct r3_stats s;
+    ck_assert_int_eq(r3_stats_get(m, &s), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "mem is not a stats stage"));
+    ck_assert_int_eq(r3_stage_stats_open(m, &st), 0);
+    ck_assert_int_eq(r3_stats_get(st, &s), 0);
+    struct r3_source *local;
+    ck_assert_int_eq(r3_mem_create(MiB, &local), 0);
+    ck_assert_int_eq(r3_stage_cache_open(st, local, NULL, &c), 0);
+    ck_assert_int_eq(r3_cache_invalidate(c, 16), -EINVAL);     /* 16 chunks: 0..15 */
+    ck_assert_int_eq(r3_cache_invalidate(c, 15), 0);
+    ck_assert_int_eq(r3_cache_mark_local(c, 15), 0);
+    ck_assert(r3_cache_is_local(c, 15));
+    ck_assert_int_eq(r3_lock_acquire(c), -EINVAL);
+    r3_source_close(c);
+}
+END_TEST
+
+/* struct_size: 0 and sizeof are fine, anything else is refused. */
+START_TEST(test_opts_size)
+{
+    struct r3_source *m, *local, *c, *p;
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_mem_create(MiB, &local), 0);
+    struct r3_cache_opts co;
+    r3_cache_opts_init(&co);
+    ck_assert_uint_eq(co.struct_size, sizeof co);
+    co.struct_size = 8;
+    ck_assert_int_eq(r3_stage_cache_open(m, local, &co, &c), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "r3_cache_opts"));
+    co.struct_size = 0;
+    ck_assert_int_eq(r3_stage_cache_open(m, local, &co, &c), 0);
+    struct r3_pull_opts po;
+    r3_pull_opts_init(&po);
+    po.struct_size = sizeof po + 8;
+    ck_assert_int_eq(r3_stage_pull_open(c, &po, &p), -EINVAL);
+    struct r3_push_opts pu;
+    r3_push_opts_init(&pu);
+    pu.struct_size = 4;
+    ck_assert_int_eq(r3_stage_push_open(c, c, &pu, &p), -EINVAL);
+    r3_source_close(c);
+    struct r3_pipeline_opts o;
+    r3_pipeline_opts_init(&o);
+    ck_assert_uint_eq(o.struct_size, sizeof o);
+    o.struct_size = 12;
+    struct r3_pipeline *pl;
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_pipeline_open(m, &o, &pl), -EINVAL);   /* and m is closed (ASan) */
+}
+END_TEST
+
+START_TEST(test_pipeline_spec)
+{
+    uint64_t size = 8 * MiB;
+    struct rec *r = rec_new(size, 256 * 1024, 31);
+    struct r3_pipeline *p;
+    const char *spec = "delay:us=100,stats,chunk:size=256K,cache,pull:workers=3,push:workers=2,"
+                       "interval=1s,lock";
+    ck_assert_int_eq(r3_pipeline_parse(spec, &r->src, &p), 0);
+    ck_assert_ptr_nonnull(p->stats);
+    ck_assert_ptr_nonnull(p->cache);
+    ck_assert_ptr_nonnull(p->pull);
+    ck_assert_ptr_nonnull(p->push);
+    ck_assert_ptr_eq(p->top, p->lock);
+    ck_assert_ptr_eq(p->top->next, p->push);
+    ck_assert_ptr_eq(r3_source_find(p->top, "delay")->next, &r->src);
+    ck_assert_uint_eq(r3_cache_chunk(p->cache), 256 * 1024);
+    ck_assert_int_eq(r3_pull_wait(p->pull), 0);
+    expect_pattern(p->top, 77, 2 * MiB, 31);
+    char *buf = malloc(MiB);
+    tu_fill(buf, MiB, 3 * MiB + 5, 32);
+    ck_assert_int_eq(r3_source_write(p->top, buf, MiB, 3 * MiB + 5), 0);
+    ck_assert_int_eq(atomic_load(&r->writes), 0);           /* push above: the cache keeps writes */
+    ck_assert_int_eq(r3_lock_acquire(p->lock), 0);
+    ck_assert_int_eq(r3_lock_release(p->lock), 0);
+    ck_assert_int_eq(r3_source_flush(p->top), 0);
+    expect_pattern(r->mem, 3 * MiB + 5, MiB, 32);
+    expect_pattern(r->mem, 0, 3 * MiB + 5, 31);
+    ck_assert_int_eq(atomic_load(&r->misaligned), 0);
+    struct r3_stats s;
+    ck_assert_int_eq(r3_stats_get(p->stats, &s), 0);
+    ck_assert_uint_eq(s.reads, size / (256 * 1024));
+    r3_pipeline_close(p);
+    free(buf);
+
+    /* Only some stages: a delay and stats over the remote, no cache. */
+    r = rec_new(MiB, 0, 33);
+    ck_assert_int_eq(r3_pipeline_parse("delay:time=1ms,stats", &r->src, &p), 0);
+    ck_assert_ptr_null(p->cache);
+    ck_assert_ptr_eq(p->top, p->stats);
+    expect_pattern(p->top, 0, MiB, 33);
+    r3_pipeline_close(p);
+
+    /* A cache without push writes through; its chunk comes from chunk:size. */
+    r = rec_new(2 * MiB, 128 * 1024, 34);
+    ck_assert_int_eq(r3_pipeline_parse("chunk:size=128K,cache", &r->src, &p), 0);
+    ck_assert_uint_eq(r3_cache_chunk(p->cache), 128 * 1024);
+    tu_fill(buf = malloc(5000), 5000, 4000, 35);
+    ck_assert_int_eq(r3_source_write(p->top, buf, 5000, 4000), 0);
+    expect_pattern(r->mem, 4000, 5000, 35);
+    ck_assert_int_eq(atomic_load(&r->misaligned), 0);
+    r3_pipeline_close(p);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_pipeline_spec_bad)
+{
+    static const struct { const char *spec, *says; } bad[] = {
+        { "", "no stage" },
+        { "cache,frob", "unknown stage 'frob'" },
+        { "cache,pull,cache", "'cache' appears twice" },
+        { "pull,cache", "pull must come right after cache" },
+        { "cache,stats,pull", "pull must come right after cache" },
+        { "push", "push must come right after cache" },
+        { "delay", "delay needs its time" },
+        { "delay:us=abc", "delay:us=abc is not a whole number" },
+        { "delay:time=10", "needs a unit" },
+        { "push:interval=500", "push:interval=500 duration '500' needs a unit" },
+        { "cache,push:interval=5parsecs", "unknown unit" },
+        { "chunk:size=3K", "chunk:size=3K is not a power of two" },
+        { "cache:chunk=1T", "is not a power of two between 4K and 1G" },
+        { "cache,pull:workers=0", "pull:workers=0 is not a number of workers" },
+        { "cache,pull:threads=4", "stage 'pull' has no parameter 'threads' (it takes: workers=N)" },
+        { "stats:x=1", "stage 'stats' has no parameter 'x'" },
+        { "workers=4,cache", "'workers=4' comes before any stage" },
+        { "cache,,pull", "an empty stage" },
+        { "cache,", "an empty stage" },
+        { "cache:chunk", "'chunk' in stage 'cache' is not key=value" },
+        { "cache:chunk=", "is not key=value" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct r3_source *m;
+        struct r3_pipeline *p = (void *)1;
+        ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+        ck_assert_msg(r3_pipeline_parse(bad[i].spec, m, &p) == -EINVAL, "'%s' accepted", bad[i].spec);
+        ck_assert_ptr_null(p);
+        ck_assert_msg(strstr(r3_last_error(), bad[i].says), "'%s': got '%s', want '%s'", bad[i].spec,
+                      r3_last_error(), bad[i].says);
+        char quoted[200];
+        snprintf(quoted, sizeof quoted, "pipeline '%s'", bad[i].spec);
+        ck_assert_msg(strstr(r3_last_error(), quoted), "'%s' not named in '%s'", bad[i].spec,
+                      r3_last_error());
+    }
+    /* The spec and the stage fields together, or a local with no cache. */
+    struct r3_source *m, *local;
+    struct r3_pipeline *p;
+    struct r3_pipeline_opts o;
+    r3_pipeline_opts_init(&o);
+    o.spec = "cache";
+    o.pull_workers = 2;
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_pipeline_open(m, &o, &p), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "leave chunk"));
+    r3_pipeline_opts_init(&o);
+    o.spec = "stats";
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_mem_create(MiB, &local), 0);
+    o.local = local;
+    ck_assert_int_eq(r3_pipeline_open(m, &o, &p), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "no cache stage"));
+    /* A stage that fails to open (delay over a minute) closes what was built. */
+    ck_assert_int_eq(r3_mem_create(MiB, &m), 0);
+    ck_assert_int_eq(r3_pipeline_parse("stats,delay:ms=61000", m, &p), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_durations)
+{
+    uint64_t v;
+    ck_assert_int_eq(r3_util_parse_duration_ms("500ms", &v), 0);
+    ck_assert_uint_eq(v, 500);
+    ck_assert_int_eq(r3_util_parse_duration_ms("2s", &v), 0);
+    ck_assert_uint_eq(v, 2000);
+    ck_assert_int_eq(r3_util_parse_duration_ms("1.5s", &v), 0);
+    ck_assert_uint_eq(v, 1500);
+    ck_assert_int_eq(r3_util_parse_duration_ms("2m", &v), 0);
+    ck_assert_uint_eq(v, 120000);
+    ck_assert_int_eq(r3_util_parse_duration_ms("10us", &v), 0);
+    ck_assert_uint_eq(v, 1);                                    /* rounded up, not 0 */
+    ck_assert_int_eq(r3_util_parse_duration_ms("0ms", &v), 0);
+    ck_assert_uint_eq(v, 0);
+    ck_assert_int_eq(r3_util_parse_duration_us("10000us", &v), 0);
+    ck_assert_uint_eq(v, 10000);
+    ck_assert_int_eq(r3_util_parse_duration_us("10ms", &v), 0);
+    ck_assert_uint_eq(v, 10000);
+    ck_assert_int_eq(r3_util_parse_duration_ms("500", &v), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "needs a unit"));
+    static const char *const bad[] = { "", "ms", "-1s", "1h", "5 s", "1e300s", "s5", NULL };
+    for (int i = 0; bad[i]; i++)
+        ck_assert_msg(r3_util_parse_duration_ms(bad[i], &v) == -EINVAL, "'%s' accepted", bad[i]);
+    ck_assert_int_eq(r3_parse_size("64K", &v), 0);
+    ck_assert_uint_eq(v, 65536);
+    ck_assert_int_eq(r3_parse_size("3X", &v), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "unknown suffix"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stages");
@@ -474,6 +856,13 @@ int main(void)
     tcase_add_test(tc, test_delay_stats);
     tcase_add_test(tc, test_pipeline);
     tcase_add_test(tc, test_pipeline_dir_reopen);
+    tcase_add_test(tc, test_serialized);
+    tcase_add_test(tc, test_fall_through);
+    tcase_add_test(tc, test_wrong_kind);
+    tcase_add_test(tc, test_opts_size);
+    tcase_add_test(tc, test_pipeline_spec);
+    tcase_add_test(tc, test_pipeline_spec_bad);
+    tcase_add_test(tc, test_durations);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -132,6 +132,21 @@ START_TEST(test_errors_and_helpers)
     ck_assert_int_eq(r3_uri_param_uint(&u, "bad", 5, &v), -EINVAL);
     ck_assert_ptr_nonnull(strstr(r3_last_error(), "bad"));
     r3_uri_free(&u);
+    /* timeout=/connect_timeout=: a unit, or bare seconds as r3:// always took. */
+    ck_assert_int_eq(r3_uri_parse("x:?a=5&b=0.5&c=250ms&d=2m&e=5000&f=10&g=0&h=1h", &u), 0);
+    static const struct { const char *k; int rc; uint64_t ms; } tm[] = {
+        { "a", 0, 5000 }, { "b", 0, 500 }, { "c", 0, 250 }, { "d", 0, 120000 },
+        { "e", -EINVAL, 0 }, { "g", -EINVAL, 0 }, { "h", -EINVAL, 0 }, { "none", 0, 30000 },
+    };
+    for (size_t i = 0; i < sizeof tm / sizeof tm[0]; i++) {
+        v = 0;
+        ck_assert_msg(r3_uri_param_duration_ms(&u, tm[i].k, R3_TIMEOUT_MS, &v) == tm[i].rc, "%s", tm[i].k);
+        if (tm[i].rc == 0)
+            ck_assert_uint_eq(v, tm[i].ms);
+        else
+            ck_assert_ptr_nonnull(strstr(r3_last_error(), tm[i].k));
+    }
+    r3_uri_free(&u);
     /* Region dispatch refuses unknown strategies and bad sizes and closes the source. */
     struct r3_source *s;
     struct r3_region *r;
