@@ -89,10 +89,10 @@ const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
  * number as ms; these replace it when it goes.) */
 int r3_util_parse_duration_us(const char *s, uint64_t *us);
 int r3_util_parse_duration_ms(const char *s, uint64_t *ms);
-/* A URI's timeout-like parameter (timeout=, connect_timeout=), the same in
- * every network URI: a duration with a unit, or a bare number of seconds
- * (r3://'s old form, "5" or "0.5"); more than an hour is -EINVAL. dflt_ms if
- * absent. */
+/* A URI's timeout-like parameter (timeout=, connect_timeout=), parsed the same
+ * in every network URI: a duration with a unit ("500ms", "5s"); a bare
+ * number is -EINVAL ("needs a unit"), as are 0 and more than an hour.
+ * dflt_ms if absent. */
 int r3_uri_param_duration_ms(const struct r3_uri *u, const char *key, uint64_t dflt_ms,
                              uint64_t *out_ms);
 #define R3_CONNECT_TIMEOUT_MS 5000u      /* connect_timeout= default of every network URI */

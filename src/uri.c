@@ -2,6 +2,7 @@
  * Sizes take K/M/G/T suffixes. Every error names the bad part. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -218,26 +219,18 @@ int r3_uri_param_duration_ms(const struct r3_uri *u, const char *key, uint64_t d
                              uint64_t *out_ms)
 {
     const char *v = r3_uri_param(u, key);
+    uint64_t ms;
     if (!v) {
         *out_ms = dflt_ms;
         return 0;
     }
-    char *end;
-    double secs = strtod(v, &end);
-    uint64_t ms;
-    if (end != v && *end == '\0' && isdigit((unsigned char)v[strspn(v, ".")])) {
-        if (!(secs > 0) || secs > 3600)
-            return r3_error(-EINVAL, "%s: %s=%s is not between 1ms and 1 hour (a bare number is "
-                            "seconds; or give a unit: %s=500ms)", u->scheme, key, v, key);
-        ms = (uint64_t)(secs * 1000);
-    } else if (r3_util_parse_duration_ms(v, &ms) < 0) {
-        return r3_error(-EINVAL, "%s: bad %s '%s' (a duration: 500ms, 5s, 1m; a bare number is "
-                        "seconds)", u->scheme, key, v);
-    } else if (ms > 3600000) {
-        return r3_error(-EINVAL, "%s: %s=%s is more than an hour", u->scheme, key, v);
+    if (r3_util_parse_duration_ms(v, &ms) < 0) {
+        char why[200];
+        snprintf(why, sizeof why, "%s", r3_last_error());
+        return r3_error(-EINVAL, "%s: %s=%s: %s", u->scheme, key, v, why);
     }
-    if (ms == 0)
-        return r3_error(-EINVAL, "%s: %s=%s is zero", u->scheme, key, v);
+    if (ms == 0 || ms > 3600000)
+        return r3_error(-EINVAL, "%s: %s=%s is not between 1ms and an hour", u->scheme, key, v);
     *out_ms = ms;
     return 0;
 }

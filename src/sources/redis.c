@@ -1,5 +1,6 @@
 /* redis: one key per chunk, "<prefix>:<chunk index>", binary-safe values.
- *   redis://[[user:]password@]host:port/prefix?size=&chunk=&db=N&conns=N&timeout=MS[&cluster=1]
+ *   redis://[[user:]password@]host:port/prefix?size=&chunk=&db=N&conns=N&timeout=DUR
+ *          &connect_timeout=DUR[&cluster=1]      (defaults as r3://: 30s and 5s)
  * A missing key reads as zeros. Whole-chunk writes are SET; partial ones are
  * SETRANGE, which the server applies atomically, so concurrent writers to
  * different bytes of one chunk never lose each other's bytes (no client-side
@@ -10,9 +11,15 @@
  * broken connection is dropped and the command retried on a new one.
  * "<prefix>:meta" records "r3 SIZE CHUNK" so a URI without size can reopen.
  * flush: every write was acknowledged by the server before it returned;
- * durability beyond that is the server's persistence (appendfsync). */
+ * durability beyond that is the server's persistence (appendfsync).
+ * Replies are bounded by what the request can need (r3_redis_reply): a GET
+ * reply longer than the chunk, an array no command of ours gets, garbage or a
+ * reply that does not finish within timeout= are errors with a sentence,
+ * never a buffer that grows with what the server sends. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,19 +57,37 @@ int r3_redis_conn_fail(const struct redis_source *r, const struct redis_node *n,
                      const redisContext *c, const char *what)
 {
     int e = conn_errno(c);
+    bool connecting = strcmp(what, "cannot connect") == 0;
+    const struct timeval *tv = connecting ? &r->connect_timeout : &r->timeout;
     if (e == -ETIMEDOUT)
-        return r3_error(e, "redis %s:%d: %s: no answer within %ld ms (timeout=)", n->host, n->port,
-                        what, (long)r->timeout.tv_sec * 1000 + (long)r->timeout.tv_usec / 1000);
+        return r3_error(e, "redis %s:%d: %s: no answer within %ld ms (%s)", n->host, n->port,
+                        what, (long)tv->tv_sec * 1000 + (long)tv->tv_usec / 1000,
+                        connecting ? "connect_timeout=" : "timeout=");
     return r3_error(e, "redis %s:%d: %s: %s", n->host, n->port, what,
                     c->errstr[0] ? c->errstr : "connection lost");
+}
+
+/* Charge bytes of reply objects to the reply's budget; false when over (the
+ * builder then returns NULL, which stops hiredis' reader with an error). */
+static bool charge(struct redis_sink *k, size_t bytes)
+{
+    if (bytes > k->budget) {
+        k->over = true;
+        return false;
+    }
+    k->budget -= bytes;
+    return true;
 }
 
 /* createString: a top-level bulk string goes straight to the sink. */
 static void *sink_string(const redisReadTask *t, char *str, size_t len)
 {
     struct redis_sink *k = t->privdata;
-    if (!k->dst || t->parent || t->type != REDIS_REPLY_STRING)
+    if (!k->dst || t->parent || t->type != REDIS_REPLY_STRING) {
+        if (!charge(k, len + sizeof(redisReply)))
+            return NULL;
         return k->dflt->createString(t, str, len);
+    }
     redisReply *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
@@ -78,6 +103,120 @@ static void *sink_string(const redisReadTask *t, char *str, size_t len)
     return r;
 }
 
+#if HIREDIS_MAJOR >= 1
+typedef size_t array_len_t;
+#else
+typedef int array_len_t;
+#endif
+
+/* createArray: charged for its slots and the objects that will fill them. */
+static void *sink_array(const redisReadTask *t, array_len_t n)
+{
+    struct redis_sink *k = t->privdata;
+    if (n > 0 && (size_t)n > k->budget / (sizeof(redisReply *) + sizeof(redisReply))) {
+        k->over = true;
+        return NULL;
+    }
+    if (!charge(k, sizeof(redisReply) + (size_t)(n > 0 ? n : 0) * (sizeof(redisReply *) + sizeof(redisReply))))
+        return NULL;
+    return k->dflt->createArray(t, n);
+}
+
+/* The length a bulk string announces at the reader's position, when the
+ * reader is about to parse one (-1 otherwise). hiredis keeps its position at
+ * the length line until the whole string has arrived, so the length can be
+ * refused before any of the string is buffered. With part of the digits,
+ * a lower bound. */
+static long long announced_bulk(const redisReader *rd)
+{
+    const char *p = rd->buf + rd->pos, *e = rd->buf + rd->len;
+    int type = -1;
+    if (rd->ridx >= 0)
+#if HIREDIS_MAJOR >= 1
+        type = rd->task[rd->ridx]->type;
+#else
+        type = rd->rstack[rd->ridx].type;
+#endif
+    if (type < 0) {                          /* the type byte comes next */
+        if (p >= e || *p != '$')
+            return -1;
+        p++;
+    } else if (type != REDIS_REPLY_STRING) {
+        return -1;
+    }
+    long long v = -1;
+    for (; p < e && *p >= '0' && *p <= '9'; p++) {
+        if (v > (LLONG_MAX - 9) / 10)
+            return LLONG_MAX;
+        v = (v < 0 ? 0 : v * 10) + (*p - '0');
+    }
+    return v;
+}
+
+int r3_redis_reply(struct redis_source *r, struct redis_node *n, redisContext *c, size_t bulk,
+                   size_t budget, redisReply **out, bool *lying)
+{
+    struct redis_sink *k = c->reader->privdata;
+    k->budget = budget;
+    k->over = false;
+    *out = NULL;
+    *lying = false;
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return r3_redis_conn_fail(r, n, c, "send");
+    long tmo_ms = (long)r->timeout.tv_sec * 1000 + (long)r->timeout.tv_usec / 1000;
+    uint64_t deadline = r3_now_ns() + (uint64_t)tmo_ms * 1000000u;
+    for (;;) {
+        long long len = announced_bulk(c->reader);
+        if (len >= 0 && (unsigned long long)len > bulk) {
+            *lying = true;
+            return r3_error(-EIO, "redis %s:%d: the server announced a %lld-byte value where at "
+                            "most %zu bytes can come (not a Redis server, or not r3's data)",
+                            n->host, n->port, len, bulk);
+        }
+        if (c->reader->len - c->reader->pos > bulk + budget + REDIS_SMALL_REPLY) {
+            *lying = true;
+            return r3_error(-EIO, "redis %s:%d: a reply longer than the %zu bytes this request "
+                            "can need (not a Redis server?)", n->host, n->port, bulk + budget);
+        }
+        void *rep = NULL;
+        if (redisReaderGetReply(c->reader, &rep) != REDIS_OK) {
+            *lying = true;
+            if (k->over)
+                return r3_error(-EIO, "redis %s:%d: a reply larger than the %zu bytes this "
+                                "request can need (not a Redis server?)", n->host, n->port, budget);
+            return r3_error(-EIO, "redis %s:%d: not a Redis reply (%s)", n->host, n->port,
+                            c->reader->errstr);
+        }
+        if (rep) {
+            *out = rep;
+            return 0;
+        }
+        if (r3_now_ns() > deadline)
+            return r3_error(-ETIMEDOUT, "redis %s:%d: no complete reply within %ld ms (timeout=)",
+                            n->host, n->port, tmo_ms);
+        if (redisBufferRead(c) != REDIS_OK)
+            return r3_redis_conn_fail(r, n, c, "connection");
+    }
+}
+
+/* A command on a fresh connection (AUTH, SELECT): its reply or NULL with
+ * the error in *rc. */
+static redisReply *small_command(struct redis_source *r, struct redis_node *n, redisContext *c,
+                                 int *rc, const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int ok = redisvAppendCommand(c, fmt, ap);
+    va_end(ap);
+    redisReply *rep = NULL;
+    bool lying;
+    *rc = ok == REDIS_OK ? r3_redis_reply(r, n, c, REDIS_SMALL_REPLY, REDIS_SMALL_REPLY, &rep, &lying)
+                         : r3_redis_conn_fail(r, n, c, what);
+    return rep;
+}
+
 static void ctx_free(redisContext *c)
 {
     if (c->reader)
@@ -87,7 +226,7 @@ static void ctx_free(redisContext *c)
 
 static int node_connect(struct redis_source *r, struct redis_node *n, redisContext **out)
 {
-    redisContext *c = redisConnectWithTimeout(n->host, n->port, r->timeout);
+    redisContext *c = redisConnectWithTimeout(n->host, n->port, r->connect_timeout);
     if (!c)
         return r3_error(-ENOMEM, "redis %s:%d: out of memory", n->host, n->port);
     if (c->err) {
@@ -109,23 +248,19 @@ static int node_connect(struct redis_source *r, struct redis_node *n, redisConte
     int rc = 0;
     redisReply *rep = NULL;
     if (r->password) {
-        rep = r->user ? redisCommand(c, "AUTH %s %s", r->user, r->password)
-                      : redisCommand(c, "AUTH %s", r->password);
-        if (!rep)
-            rc = r3_redis_conn_fail(r, n, c, "AUTH");
-        else if (rep->type == REDIS_REPLY_ERROR)
+        rep = r->user ? small_command(r, n, c, &rc, "AUTH", "AUTH %s %s", r->user, r->password)
+                      : small_command(r, n, c, &rc, "AUTH", "AUTH %s", r->password);
+        if (rep && rep->type == REDIS_REPLY_ERROR)
             rc = r3_error(-EACCES, "redis %s:%d: authentication failed: %s", n->host, n->port,
                           rep->str);
         freeReplyObject(rep);
     }
     if (rc == 0 && r->db) {
-        rep = redisCommand(c, "SELECT %u", r->db);
-        if (!rep)
-            rc = r3_redis_conn_fail(r, n, c, "SELECT");
-        else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOAUTH", 6) == 0)
+        rep = small_command(r, n, c, &rc, "SELECT", "SELECT %u", r->db);
+        if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOAUTH", 6) == 0)
             rc = r3_error(-EACCES, "redis %s:%d: the server needs a password "
                           "(redis://:PASSWORD@host:port/prefix)", n->host, n->port);
-        else if (rep->type == REDIS_REPLY_ERROR)
+        else if (rep && rep->type == REDIS_REPLY_ERROR)
             rc = r3_error(-EINVAL, "redis %s:%d: cannot select database %u: %s", n->host,
                           n->port, r->db, rep->str);
         freeReplyObject(rep);
@@ -295,10 +430,11 @@ static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, un
             broken = true;
     }
     int err = 0;
+    bool lying = false;
     for (unsigned i = 0; i < k && !broken; i++) {
         redisReply *rep = NULL;
         if (asking) {
-            if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+            if ((rc = r3_redis_reply(r, n, c, REDIS_SMALL_REPLY, REDIS_SMALL_REPLY, &rep, &lying)) < 0) {
                 broken = true;
                 break;
             }
@@ -306,11 +442,12 @@ static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, un
         }
         struct redis_sink *sk = c->reader->privdata;
         bool get = ps[i]->op == OP_GET || ps[i]->op == OP_GETRANGE;
-        *sk = (struct redis_sink){ .dflt = sk->dflt, .dst = get ? ps[i]->buf : NULL,
-                                   .cap = ps[i]->op == OP_GET ? r->chunk : ps[i]->n };
-        int gr = redisGetReply(c, (void **)&rep);
+        size_t cap = ps[i]->op == OP_GET ? r->chunk : ps[i]->n;
+        *sk = (struct redis_sink){ .dflt = sk->dflt, .dst = get ? ps[i]->buf : NULL, .cap = cap };
+        /* a GET may bring a chunk; nothing else brings more than a small reply */
+        rc = r3_redis_reply(r, n, c, get ? cap : REDIS_SMALL_REPLY, REDIS_SMALL_REPLY, &rep, &lying);
         sk->dst = NULL;
-        if (gr != REDIS_OK) {
+        if (rc < 0) {
             broken = true;
             break;
         }
@@ -339,8 +476,8 @@ static int node_batch(struct redis_source *r, unsigned ni, struct piece **ps, un
             err = pr;                        /* keep reading: the connection stays in step */
     }
     if (broken) {
-        err = r3_redis_conn_fail(r, n, c, "connection");
-        *conn = err != -ETIMEDOUT;
+        err = rc < 0 ? rc : r3_redis_conn_fail(r, n, c, "connection");
+        *conn = err != -ETIMEDOUT && !lying;      /* a lie or a timeout is final */
     }
     r3_redis_node_put(n, c, broken);
     return err;
@@ -553,8 +690,9 @@ static int meta_sync(struct redis_source *r, bool have_size, bool have_chunk)
 
 int r3_redis_open(const struct r3_uri *u, struct r3_source **out)
 {
-    static const char *const allowed[] = { "size", "chunk", "db", "conns", "cluster", "timeout", NULL };
-    uint64_t size, db, conns, cluster, tmo;
+    static const char *const allowed[] = { "size", "chunk", "db", "conns", "cluster", "timeout",
+                                           "connect_timeout", NULL };
+    uint64_t size, db, conns, cluster, tmo, ctmo;
     uint32_t chunk;
     int rc = r3_uri_check_params(u, allowed);
     if (rc == 0)
@@ -566,7 +704,9 @@ int r3_redis_open(const struct r3_uri *u, struct r3_source **out)
     if (rc == 0)
         rc = r3_uri_param_uint(u, "cluster", 0, &cluster);
     if (rc == 0)
-        rc = r3_uri_param_uint(u, "timeout", 5000, &tmo);
+        rc = r3_uri_param_duration_ms(u, "timeout", R3_TIMEOUT_MS, &tmo);
+    if (rc == 0)
+        rc = r3_uri_param_duration_ms(u, "connect_timeout", R3_CONNECT_TIMEOUT_MS, &ctmo);
     if (rc < 0)
         return rc;
     if (!u->host || !u->host[0])
@@ -577,8 +717,8 @@ int r3_redis_open(const struct r3_uri *u, struct r3_source **out)
     if (cluster > 1 || (cluster && db))
         return r3_error(-EINVAL, "redis: cluster=%llu%s", (unsigned long long)cluster,
                         cluster > 1 ? " is not 0 or 1" : " with db: a cluster has only database 0");
-    if (db > 100000 || tmo < 1 || tmo > 3600000)
-        return r3_error(-EINVAL, "redis: db or timeout out of range");
+    if (db > 100000)
+        return r3_error(-EINVAL, "redis: db=%llu is out of range", (unsigned long long)db);
     const char *prefix = u->path[0] == '/' ? u->path + 1 : u->path;
     if (!prefix[0])
         prefix = "r3";
@@ -598,11 +738,13 @@ int r3_redis_open(const struct r3_uri *u, struct r3_source **out)
     redisReaderFree(rd);
     r->fns = r->dflt;
     r->fns.createString = sink_string;
+    r->fns.createArray = sink_array;
     r->chunk = chunk;
     r->db = (unsigned)db;
     r->conns = (unsigned)conns;
     r->cluster = cluster;
     r->timeout = (struct timeval){ (time_t)(tmo / 1000), (suseconds_t)(tmo % 1000) * 1000 };
+    r->connect_timeout = (struct timeval){ (time_t)(ctmo / 1000), (suseconds_t)(ctmo % 1000) * 1000 };
     int port = u->port ? u->port : 6379;
     snprintf(r->name, sizeof r->name, "redis %s:%d/%s", u->host, port, prefix);
     r->prefix = strdup(prefix);

@@ -31,6 +31,8 @@ struct redis_sink {
     char *dst;                  /* NULL = build a normal reply */
     size_t cap, got;
     bool used, too_long;
+    size_t budget;              /* bytes of reply objects the reply may still build */
+    bool over;                  /* it tried to build more: refused */
 };
 
 struct redis_source {
@@ -39,7 +41,8 @@ struct redis_source {
     uint32_t chunk;
     char *user, *password;      /* AUTH [user] password, NULL = none */
     unsigned db, conns;
-    struct timeval timeout;     /* connect and command timeout */
+    struct timeval timeout;     /* a command's deadline (timeout=) */
+    struct timeval connect_timeout;   /* connect_timeout= */
     bool cluster;
     char name[300];             /* "redis host:port/prefix" for error sentences */
 
@@ -57,6 +60,15 @@ void r3_redis_node_put(struct redis_node *n, redisContext *c, bool broken);
 /* The error sentence (and -errno) for a broken or silent connection. */
 int  r3_redis_conn_fail(const struct redis_source *r, const struct redis_node *n,
                         const redisContext *c, const char *what);
+/* The next reply on c (sending what is queued first), bounded by what the
+ * request can need: no bulk string longer than `bulk` bytes, no more than
+ * `budget` bytes of reply objects, and timeout= for the whole reply. 0, or
+ * -errno with a sentence; *lying is set when the server sent something no
+ * Redis server sends for this request (final: do not retry). After an error
+ * the connection is out of step: put it back broken. */
+int  r3_redis_reply(struct redis_source *r, struct redis_node *n, redisContext *c, size_t bulk,
+                    size_t budget, redisReply **out, bool *lying);
+#define REDIS_SMALL_REPLY 65536u   /* the budget of a reply that carries no chunk */
 
 /* redis_cluster.c */
 unsigned r3_redis_keyslot(const char *key, size_t len);       /* CRC16 with {hashtag} */

@@ -69,6 +69,11 @@ int r3_redis_redirect(struct redis_source *r, const char *err, unsigned *slot, u
     return kind;
 }
 
+/* The bounds of a CLUSTER SLOTS reply: strings are host names and node ids;
+ * at most 16384 ranges of a few nodes each. */
+#define SLOTS_BULK   1024u
+#define SLOTS_BUDGET (32u << 20)
+
 /* Apply one CLUSTER SLOTS reply; 0 or -errno. from = host we asked. */
 static int apply_slots(struct redis_source *r, redisReply *rep, const char *from)
 {
@@ -114,10 +119,15 @@ int r3_redis_refresh(struct redis_source *r)
             return rc;
         if (rc < 0)
             continue;                            /* try the next known node */
-        redisReply *rep = redisCommand(c, "CLUSTER SLOTS");
-        if (!rep) {
-            rc = r3_redis_conn_fail(r, node, c, "CLUSTER SLOTS");
+        redisReply *rep = NULL;
+        bool lying = false;
+        rc = redisAppendCommand(c, "CLUSTER SLOTS") == REDIS_OK
+                 ? r3_redis_reply(r, node, c, SLOTS_BULK, SLOTS_BUDGET, &rep, &lying)
+                 : r3_redis_conn_fail(r, node, c, "CLUSTER SLOTS");
+        if (rc < 0) {
             r3_redis_node_put(node, c, true);
+            if (lying)
+                return rc;                       /* a node that lies is not asked again */
             continue;
         }
         r3_redis_node_put(node, c, false);

@@ -1,5 +1,8 @@
 /* s3: one object per chunk, "<prefix>/<chunk index>", over libcurl.
- *   s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&size=&chunk=&conns=N&timeout=MS
+ *   s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&size=&chunk=&conns=N
+ *        &timeout=DUR&connect_timeout=DUR       (defaults as r3://: 30s and 5s)
+ * timeout= bounds each request whole; a response body longer than the chunk
+ * (or an error body longer than 64K) is refused before it is buffered.
  * Path-style URLs (endpoint/bucket/key), SigV4 by libcurl (CURLOPT_AWS_SIGV4)
  * with the x-amz-content-sha256 header set to the body's real SHA-256, so
  * servers that check payloads (MinIO, AWS; s3rver checks only the format)
@@ -51,7 +54,7 @@ struct s3_source {
     char sigv4[160];
     uint32_t chunk;
     unsigned conns;
-    long timeout_ms;
+    long timeout_ms, connect_ms;
     char name[300];                     /* "s3 ENDPOINT/BUCKET/PREFIX" */
 
     pthread_mutex_t lock;               /* guards the lane pool */
@@ -237,7 +240,13 @@ static int xfer_setup(struct xfer *x, CURL *h)
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
     curl_easy_setopt(h, CURLOPT_USERPWD, s->userpwd);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s->timeout_ms);     /* the whole request */
+    /* A GET brings no body longer than a chunk (an object) or an error page:
+     * a longer Content-Length fails before anything is buffered. */
+    if (x->method == M_GET)
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE,
+                         (curl_off_t)(s->chunk > 65536 ? s->chunk : 65536));
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);      /* a stalled transfer, not a slow one */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (s->timeout_ms + 999) / 1000);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -276,6 +285,9 @@ static int retry_error(struct xfer *x, int tries)
     if (x->cc == CURLE_OK)
         return r3_error(-EIO, "%s: %s: %s after %d tries", s->name, x->url,
                         s3_why(x, why, sizeof why), tries);
+    if (x->cc == CURLE_OPERATION_TIMEDOUT && strstr(x->curlerr, "onnect"))
+        return r3_error(-ETIMEDOUT, "%s: %s: cannot connect within %ld ms (connect_timeout=)",
+                        s->name, x->url, s->connect_ms);
     if (x->cc == CURLE_OPERATION_TIMEDOUT)
         return r3_error(-ETIMEDOUT, "%s: %s: no answer within %ld ms (timeout=)", s->name, x->url,
                         s->timeout_ms);
@@ -293,8 +305,9 @@ static int xfer_result(struct xfer *x)
     char why[400];
     if (x->cc == CURLE_OK && x->code == 0)
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->code);
-    if (x->overflow)
-        return r3_error(-EIO, "%s: %s is larger than the %u-byte chunk", s->name, x->url, s->chunk);
+    if (x->overflow || x->cc == CURLE_FILESIZE_EXCEEDED)
+        return r3_error(-EIO, "%s: %s: the server sent (or announced) more than the %u-byte "
+                        "chunk", s->name, x->url, s->chunk);
     if (x->cc == CURLE_OPERATION_TIMEDOUT)       /* already waited timeout= */
         return retry_error(x, 1);
     if (x->cc != CURLE_OK)
@@ -554,8 +567,8 @@ static int meta_sync(struct s3_source *s, bool have_size, bool have_chunk)
 int r3_s3_open(const struct r3_uri *u, struct r3_source **out)
 {
     static const char *const allowed[] = { "size", "chunk", "endpoint", "region", "conns",
-                                           "timeout", NULL };
-    uint64_t size, conns, tmo;
+                                           "timeout", "connect_timeout", NULL };
+    uint64_t size, conns, tmo, ctmo;
     uint32_t chunk;
     int rc = r3_uri_check_params(u, allowed);
     if (rc == 0)
@@ -563,11 +576,13 @@ int r3_s3_open(const struct r3_uri *u, struct r3_source **out)
     if (rc == 0)
         rc = r3_uri_param_uint(u, "conns", 16, &conns);
     if (rc == 0)
-        rc = r3_uri_param_uint(u, "timeout", 5000, &tmo);
+        rc = r3_uri_param_duration_ms(u, "timeout", R3_TIMEOUT_MS, &tmo);
+    if (rc == 0)
+        rc = r3_uri_param_duration_ms(u, "connect_timeout", R3_CONNECT_TIMEOUT_MS, &ctmo);
     if (rc < 0)
         return rc;
-    if (conns < 1 || conns > 1024 || tmo < 1 || tmo > 3600000)
-        return r3_error(-EINVAL, "s3: conns or timeout out of range");
+    if (conns < 1 || conns > 1024)
+        return r3_error(-EINVAL, "s3: conns=%llu is not between 1 and 1024", (unsigned long long)conns);
     if (!u->host || !u->host[0])
         return r3_error(-EINVAL, "s3: the URI needs a bucket (s3://bucket/prefix?size=1G)");
     const char *region = r3_uri_param(u, "region") ? r3_uri_param(u, "region") : "us-east-1";
@@ -599,6 +614,7 @@ int r3_s3_open(const struct r3_uri *u, struct r3_source **out)
     s->conns = (unsigned)conns;
     s->chunk = chunk;
     s->timeout_ms = (long)tmo;
+    s->connect_ms = (long)ctmo;
     s->src.ops = &s3_ops;
     s->src.size = size;
     s->src.align = 1;

@@ -67,7 +67,7 @@ env -u AWS_ACCESS_KEY_ID "$SC" fail "s3://bk/bad?$E&size=1M" "AWS_ACCESS_KEY_ID"
 
 t_log "dead server: an error within the timeout, not a hang; restart: data intact"
 kill -9 "$S3_PID"; wait "$S3_PID" 2>/dev/null
-"$SC" -w 8000 fail "$U&timeout=1000" "failed to connect" || t_fail "dead server"
+"$SC" -w 8000 fail "$U&timeout=1000ms" "failed to connect" || t_fail "dead server"
 start_s3
 t_timeout 60 "$SC" -s 31 verify "$U" || t_fail "verify after restart"
 t_log "through a uffd region"

@@ -22,9 +22,9 @@ t_log "unreachable hosts"
 "$SC" -w 4000 fail "s3://bk/x?endpoint=http://127.0.0.1:$DEAD&size=1M" "failed to connect" || t_fail "s3 refused"
 
 t_log "servers that never answer: the timeout= bounds the wait"
-"$SC" -w 3000 fail "redis://127.0.0.1:$MUTE/x?size=1M&timeout=800" "no answer within 800 ms" || t_fail "redis mute"
-"$SC" -w 3000 fail "redis://127.0.0.1:$MUTE/x?size=1M&timeout=800&cluster=1" "no answer within 800 ms" || t_fail "cluster mute"
-"$SC" -w 4000 fail "s3://bk/x?endpoint=http://127.0.0.1:$MUTE&size=1M&timeout=1000" "no answer within 1000 ms" || t_fail "s3 mute"
+"$SC" -w 3000 fail "redis://127.0.0.1:$MUTE/x?size=1M&timeout=800ms" "no answer within 800 ms" || t_fail "redis mute"
+"$SC" -w 3000 fail "redis://127.0.0.1:$MUTE/x?size=1M&timeout=800ms&cluster=1" "no answer within 800 ms" || t_fail "cluster mute"
+"$SC" -w 4000 fail "s3://bk/x?endpoint=http://127.0.0.1:$MUTE&size=1M&timeout=1000ms" "no answer within 1000 ms" || t_fail "s3 mute"
 
 t_log "bad URIs"
 "$SC" fail "redis://127.0.0.1:$DEAD/x?size=1M&chunk=1000" "power of two" || t_fail "bad chunk"

@@ -132,11 +132,12 @@ START_TEST(test_errors_and_helpers)
     ck_assert_int_eq(r3_uri_param_uint(&u, "bad", 5, &v), -EINVAL);
     ck_assert_ptr_nonnull(strstr(r3_last_error(), "bad"));
     r3_uri_free(&u);
-    /* timeout=/connect_timeout=: a unit, or bare seconds as r3:// always took. */
-    ck_assert_int_eq(r3_uri_parse("x:?a=5&b=0.5&c=250ms&d=2m&e=5000&f=10&g=0&h=1h", &u), 0);
+    /* timeout=/connect_timeout=: a duration with a unit; a bare number is refused. */
+    ck_assert_int_eq(r3_uri_parse("x:?a=5s&b=0.5s&c=250ms&d=2m&e=5000&f=61m&g=0ms&h=1h", &u), 0);
     static const struct { const char *k; int rc; uint64_t ms; } tm[] = {
         { "a", 0, 5000 }, { "b", 0, 500 }, { "c", 0, 250 }, { "d", 0, 120000 },
-        { "e", -EINVAL, 0 }, { "g", -EINVAL, 0 }, { "h", -EINVAL, 0 }, { "none", 0, 30000 },
+        { "e", -EINVAL, 0 }, { "f", -EINVAL, 0 }, { "g", -EINVAL, 0 }, { "h", -EINVAL, 0 },
+        { "none", 0, 30000 },
     };
     for (size_t i = 0; i < sizeof tm / sizeof tm[0]; i++) {
         v = 0;
