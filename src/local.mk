@@ -23,3 +23,6 @@ TESTS += tests/unit/test_redis_slot
 noinst_PROGRAMS += bench/sources
 bench_sources_SOURCES = bench/sources.c
 bench_sources_LDADD = libr3.la
+# A fake Redis server that lies (issue 9 item 7): bounded replies, timeouts.
+TESTS += tests/integration/hostile_resp.sh
+EXTRA_DIST += tests/integration/hostile_resp.sh tests/integration/hostile_resp.py
