@@ -26,3 +26,5 @@ bench_sources_LDADD = libr3.la
 # A fake Redis server that lies (issue 9 item 7): bounded replies, timeouts.
 TESTS += tests/integration/hostile_resp.sh
 EXTRA_DIST += tests/integration/hostile_resp.sh tests/integration/hostile_resp.py
+TESTS += tests/integration/sources_hostile_s3.sh
+EXTRA_DIST += tests/integration/sources_hostile_s3.sh tests/integration/sources_hostile_s3.py
