@@ -55,6 +55,24 @@ static int run(uint64_t size, uint32_t chunk, unsigned workers, unsigned rtt_ms,
     return 0;
 }
 
+static const char usage_text[] =
+    "Usage: pipeline [--size 1G] [--chunk 1M] [--workers 64] [--rtt-ms 0,1,10,40]\n"
+    "How fast cache+pull makes a remote fully local at each round-trip time (CSV on stdout).\n"
+    "  -s, --size SIZE      bytes of the remote (a multiple of the chunk; default 1G)\n"
+    "  -c, --chunk SIZE     chunk, a power of two >= 4K (default 1M)\n"
+    "  -w, --workers N      pull workers, 1..4096 (default 64)\n"
+    "  -r, --rtt-ms LIST    round-trip times in ms, comma-separated (default 0,1,10,40)\n"
+    "  -h, --help           this text\n"
+    "  -V, --version        the version\n";
+
+/* A usage error: one line saying what, one pointing at --help; exit 2. */
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "pipeline: %s%s%s%s\nTry 'pipeline --help' for more information.\n", what,
+            arg ? " '" : "", arg ? arg : "", arg ? "'" : "");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t size = 1ull << 30, chunk = 1u << 20;
@@ -62,20 +80,42 @@ int main(int argc, char **argv)
     char rtts[256] = "0,1,10,40";
     static const struct option lo[] = {
         { "size", 1, 0, 's' }, { "chunk", 1, 0, 'c' }, { "workers", 1, 0, 'w' },
-        { "rtt-ms", 1, 0, 'r' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "rtt-ms", 1, 0, 'r' }, { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     int c;
-    while ((c = getopt_long(argc, argv, "s:c:w:r:h", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:c:w:r:hV", lo, NULL)) != -1) {
+        char *end;
         switch (c) {
-        case 's': if (r3_parse_size(optarg, &size) < 0 || !size) goto usage; break;
-        case 'c': if (r3_parse_size(optarg, &chunk) < 0 || !r3_is_pow2(chunk) || chunk < 4096) goto usage; break;
-        case 'w': workers = strtoul(optarg, NULL, 10); if (!workers || workers > 4096) goto usage; break;
-        case 'r': snprintf(rtts, sizeof rtts, "%s", optarg); break;
-        default: goto usage;
+        case 's':
+            if (r3_parse_size(optarg, &size) < 0 || !size)
+                return bad_usage("--size: not a size:", optarg);
+            break;
+        case 'c':
+            if (r3_parse_size(optarg, &chunk) < 0 || !r3_is_pow2(chunk) || chunk < 4096)
+                return bad_usage("--chunk: not a power of two of at least 4K:", optarg);
+            break;
+        case 'w':
+            workers = strtoul(optarg, &end, 10);
+            if (*end || !workers || workers > 4096)
+                return bad_usage("--workers: not a number between 1 and 4096:", optarg);
+            break;
+        case 'r':
+            for (const char *q = optarg; *q; q++)
+                if (!strchr("0123456789,", *q))
+                    return bad_usage("--rtt-ms: not a comma-separated list of milliseconds:", optarg);
+            snprintf(rtts, sizeof rtts, "%s", optarg);
+            break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V': printf("pipeline (r3) %s\n", PACKAGE_VERSION); return 0;
+        case ':': return bad_usage("an option needs a value:", argv[optind - 1]);
+        default: return bad_usage("unknown option", argv[optind - 1]);
         }
     }
+    if (optind < argc)
+        return bad_usage("unexpected argument", argv[optind]);
     if (size % chunk)
-        goto usage;
+        return bad_usage("--size is not a multiple of --chunk", NULL);
     double copy = memcpy_mbps(size < (256u << 20) ? size : (256u << 20));
     printf("rtt_ms,workers,chunk_bytes,bytes,seconds,mb_per_s,limit_mb_per_s,memcpy_mb_per_s\n");
     for (char *tok = strtok(rtts, ","); tok; tok = strtok(NULL, ",")) {
@@ -86,8 +126,4 @@ int main(int argc, char **argv)
         }
     }
     return 0;
-usage:
-    fprintf(stderr, "usage: bench/pipeline [--size 1G] [--chunk 1M] [--workers 64] [--rtt-ms 0,1,10,40]\n"
-                    "(size a multiple of chunk; chunk a power of two >= 4K; 1..4096 workers)\n");
-    return 2;
 }

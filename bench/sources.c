@@ -468,6 +468,27 @@ static bool wanted(const char *only, const char *name)
     return false;
 }
 
+static const char usage_text[] =
+    "Usage: sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100]\n"
+    "               [--only mem,file,dir,r3,r3s,redis,cluster,s3] [--r3serve PATH]\n"
+    "Every source side by side (CSV on stdout); starts its own servers on loopback.\n"
+    "  -s, --size SIZE       bytes per source, at least 1M (default 1G)\n"
+    "  -c, --chunks LIST     chunk sizes, powers of two 4K..64M dividing the size (default 64K,1M)\n"
+    "  -w, --workers N       parallel requests, 1..256 (default 16)\n"
+    "  -n, --samples N       first-chunk latency samples (default 100)\n"
+    "  -o, --only LIST       only these sources\n"
+    "  -r, --r3serve PATH    the r3serve to start (default: the build's)\n"
+    "  -h, --help            this text\n"
+    "  -V, --version         the version\n";
+
+/* A usage error: one line saying what, one pointing at --help; exit 2. */
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "sources: %s%s%s%s\nTry 'sources --help' for more information.\n", what,
+            arg ? " '" : "", arg ? arg : "", arg ? "'" : "");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     struct bench b = { .size = 1ull << 30, .workers = 16, .samples = 100 };
@@ -484,19 +505,45 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         { "size", 1, 0, 's' }, { "chunks", 1, 0, 'c' }, { "workers", 1, 0, 'w' },
         { "samples", 1, 0, 'n' }, { "only", 1, 0, 'o' }, { "r3serve", 1, 0, 'r' },
-        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     int c;
-    while ((c = getopt_long(argc, argv, "s:c:w:n:o:r:h", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:c:w:n:o:r:hV", lo, NULL)) != -1) {
+        char *end;
         switch (c) {
-        case 's': if (r3_parse_size(optarg, &b.size) < 0 || b.size < (1u << 20)) goto usage; break;
+        case 's':
+            if (r3_parse_size(optarg, &b.size) < 0 || b.size < (1u << 20))
+                return bad_usage("--size: not a size of at least 1M:", optarg);
+            break;
         case 'c': snprintf(chunks, sizeof chunks, "%s", optarg); break;
-        case 'w': b.workers = (unsigned)atoi(optarg); if (!b.workers || b.workers > 256) goto usage; break;
-        case 'n': b.samples = (unsigned)atoi(optarg); if (!b.samples) goto usage; break;
+        case 'w':
+            b.workers = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || !b.workers || b.workers > 256)
+                return bad_usage("--workers: not a number between 1 and 256:", optarg);
+            break;
+        case 'n':
+            b.samples = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || !b.samples || b.samples > 1000000)
+                return bad_usage("--samples: not a number between 1 and 1000000:", optarg);
+            break;
         case 'o': only = optarg; break;
         case 'r': snprintf(b.r3serve, sizeof b.r3serve, "%s", optarg); break;
-        default: goto usage;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V': printf("sources (r3) %s\n", PACKAGE_VERSION); return 0;
+        case ':': return bad_usage("an option needs a value:", argv[optind - 1]);
+        default: return bad_usage("unknown option", argv[optind - 1]);
         }
+    }
+    if (optind < argc)
+        return bad_usage("unexpected argument", argv[optind]);
+    uint32_t cs[8];
+    int nc = 0;
+    for (char *tok = strtok(chunks, ","); tok && nc < 8; tok = strtok(NULL, ",")) {
+        uint64_t v;
+        if (r3_parse_size(tok, &v) < 0 || !r3_is_pow2(v) || v < 4096 || v > (64u << 20) || b.size % v)
+            return bad_usage("--chunks: not a power of two between 4K and 64M that divides --size:", tok);
+        cs[nc++] = (uint32_t)v;
     }
     snprintf(b.tmp, sizeof b.tmp, "%s/r3-bench-sources.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(b.tmp)) {
@@ -504,14 +551,6 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    uint32_t cs[8];
-    int nc = 0;
-    for (char *tok = strtok(chunks, ","); tok && nc < 8; tok = strtok(NULL, ",")) {
-        uint64_t v;
-        if (r3_parse_size(tok, &v) < 0 || !r3_is_pow2(v) || v < 4096 || v > (64u << 20) || b.size % v)
-            goto usage;
-        cs[nc++] = (uint32_t)v;
-    }
     printf("source,chunk_bytes,bytes,workers,fill_mb_s,seq_read_s,seq_read_mb_s,direct_read_mb_s,"
            "first_chunk_median_us,direct_chunk_median_us,study_first_chunk_us,peer,peer_mb_s,"
            "ratio_pipeline,ratio_direct\n");
@@ -566,8 +605,4 @@ int main(int argc, char **argv)
     }
     sh("rm -rf %s", b.tmp);
     return 0;
-usage:
-    fprintf(stderr, "usage: sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100]\n"
-                    "               [--only mem,file,dir,r3,r3s,redis,cluster,s3] [--r3serve PATH]\n");
-    return 2;
 }
