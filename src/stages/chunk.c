@@ -13,14 +13,13 @@
 
 struct chunk_stage {
     struct r3_source src;
-    struct r3_source *inner;
     uint32_t chunk;
     pthread_mutex_t stripe[CHUNK_STRIPES];
 };
 
 static int inner_io(struct chunk_stage *c, void *buf, size_t len, uint64_t off, bool wr)
 {
-    return wr ? r3_source_write(c->inner, buf, len, off) : r3_source_read(c->inner, buf, len, off);
+    return wr ? r3_source_write(c->src.next, buf, len, off) : r3_source_read(c->src.next, buf, len, off);
 }
 
 /* Length of chunk idx (the last one may be short). */
@@ -80,7 +79,7 @@ static int chunk_write(struct r3_source *s, const void *buf, size_t len, uint64_
 static void chunk_close(struct r3_source *s)
 {
     struct chunk_stage *c = (struct chunk_stage *)s;
-    r3_source_close(c->inner);
+    r3_source_close(c->src.next);
     for (int i = 0; i < CHUNK_STRIPES; i++)
         pthread_mutex_destroy(&c->stripe[i]);
     free(c);
@@ -99,7 +98,6 @@ int r3_stage_chunk_open(struct r3_source *inner, uint32_t chunk, struct r3_sourc
     struct chunk_stage *c = calloc(1, sizeof *c);
     if (!c)
         return r3_error(-ENOMEM, "chunk: out of memory");
-    c->inner = inner;
     c->chunk = chunk;
     for (int i = 0; i < CHUNK_STRIPES; i++)
         pthread_mutex_init(&c->stripe[i], NULL);

@@ -8,7 +8,6 @@
 
 struct delay_stage {
     struct r3_source src;
-    struct r3_source *inner;
     struct timespec ts;
 };
 
@@ -23,21 +22,21 @@ static int delay_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
     struct delay_stage *d = (struct delay_stage *)s;
     wait_rtt(d);
-    return r3_source_read(d->inner, buf, len, off);
+    return r3_source_read(d->src.next, buf, len, off);
 }
 
 static int delay_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct delay_stage *d = (struct delay_stage *)s;
     wait_rtt(d);
-    return r3_source_write(d->inner, buf, len, off);
+    return r3_source_write(d->src.next, buf, len, off);
 }
 
 static int delay_flush(struct r3_source *s)
 {
     struct delay_stage *d = (struct delay_stage *)s;
     wait_rtt(d);
-    return r3_source_flush(d->inner);
+    return r3_source_flush(d->src.next);
 }
 
 static const struct r3_source_ops delay_ops = {
@@ -51,7 +50,6 @@ int r3_stage_delay_open(struct r3_source *inner, uint64_t delay_us, struct r3_so
     struct delay_stage *d = calloc(1, sizeof *d);
     if (!d)
         return r3_error(-ENOMEM, "delay: out of memory");
-    d->inner = inner;
     d->ts.tv_sec = (time_t)(delay_us / 1000000u);
     d->ts.tv_nsec = (long)(delay_us % 1000000u) * 1000;
     r3_stage_init(&d->src, &delay_ops, inner);

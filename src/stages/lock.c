@@ -7,7 +7,6 @@
 
 struct lock_stage {
     struct r3_source src;
-    struct r3_source *inner;
     pthread_mutex_t m;
     pthread_cond_t cv;
     unsigned inflight;
@@ -64,7 +63,7 @@ static int lock_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
     struct lock_stage *l = (struct lock_stage *)s;
     enter(l);
-    int rc = r3_source_read(l->inner, buf, len, off);
+    int rc = r3_source_read(l->src.next, buf, len, off);
     leave(l);
     return rc;
 }
@@ -73,7 +72,7 @@ static int lock_write(struct r3_source *s, const void *buf, size_t len, uint64_t
 {
     struct lock_stage *l = (struct lock_stage *)s;
     enter(l);
-    int rc = r3_source_write(l->inner, buf, len, off);
+    int rc = r3_source_write(l->src.next, buf, len, off);
     leave(l);
     return rc;
 }
@@ -82,7 +81,7 @@ static int lock_flush(struct r3_source *s)
 {
     struct lock_stage *l = (struct lock_stage *)s;
     enter(l);
-    int rc = r3_source_flush(l->inner);
+    int rc = r3_source_flush(l->src.next);
     leave(l);
     return rc;
 }
@@ -90,7 +89,7 @@ static int lock_flush(struct r3_source *s)
 static void lock_close(struct r3_source *s)
 {
     struct lock_stage *l = (struct lock_stage *)s;
-    r3_source_close(l->inner);
+    r3_source_close(l->src.next);
     pthread_mutex_destroy(&l->m);
     pthread_cond_destroy(&l->cv);
     free(l);
@@ -106,7 +105,6 @@ int r3_stage_lock_open(struct r3_source *inner, struct r3_source **out)
     struct lock_stage *l = calloc(1, sizeof *l);
     if (!l)
         return r3_error(-ENOMEM, "lock: out of memory");
-    l->inner = inner;
     pthread_mutex_init(&l->m, NULL);
     pthread_cond_init(&l->cv, NULL);
     r3_stage_init(&l->src, &lock_ops, inner);

@@ -13,7 +13,7 @@
 
 struct push_stage {
     struct r3_source src;
-    struct r3_source *inner, *remote;
+    struct r3_source *remote;          /* borrowed; the inner source is src.next */
     uint32_t chunk;
     uint64_t nchunks;
     r3_bitword *dirty;
@@ -99,7 +99,7 @@ static void *round_worker(void *arg)
             break;
         uint64_t idx = r->list[i];
         size_t len = chunk_len(p, idx);
-        int rc = r3_source_read(p->inner, buf, len, idx * p->chunk);
+        int rc = r3_source_read(p->src.next, buf, len, idx * p->chunk);
         if (rc == 0)
             rc = r3_source_write(p->remote, buf, len, idx * p->chunk);
         if (rc < 0) {
@@ -195,7 +195,7 @@ static void *ticker(void *arg)
 static int push_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct push_stage *p = (struct push_stage *)s;
-    int rc = r3_source_write(p->inner, buf, len, off);
+    int rc = r3_source_write(p->src.next, buf, len, off);
     if (rc < 0)
         return rc;
     for (uint64_t i = off / p->chunk; i <= (off + len - 1) / p->chunk; i++)
@@ -224,7 +224,7 @@ static void push_close(struct r3_source *s)
         pthread_mutex_unlock(&p->m);
         pthread_join(p->ticker, NULL);
     }
-    r3_source_close(p->inner);
+    r3_source_close(p->src.next);
     pthread_mutex_destroy(&p->round_lock);
     pthread_mutex_destroy(&p->m);
     pthread_cond_destroy(&p->cv);
@@ -233,9 +233,8 @@ static void push_close(struct r3_source *s)
 }
 
 static const struct r3_source_ops push_ops = {
-    .scheme = "push", .write = push_write,       /* read: the inner's */ .flush = push_flush,
-    .close = push_close,
-};
+    .scheme = "push", .write = push_write, .flush = push_flush, .close = push_close,
+};                                     /* read: the inner's (src.next) */
 
 void r3_push_opts_init(struct r3_push_opts *o)
 {
@@ -265,7 +264,6 @@ int r3_stage_push_open(struct r3_source *inner, struct r3_source *remote,
         free(p);
         return r3_error(-ENOMEM, "push: out of memory");
     }
-    p->inner = inner;
     p->remote = remote;
     p->chunk = chunk;
     p->o = *o;
@@ -283,7 +281,7 @@ int r3_stage_push_open(struct r3_source *inner, struct r3_source *remote,
     if (o->interval_ms) {
         int rc = r3_thread_create(&p->ticker, ticker, p);
         if (rc < 0) {
-            p->inner = NULL;
+            p->src.next = NULL;
             free(p->dirty);
             free(p);
             return rc;

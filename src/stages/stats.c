@@ -7,7 +7,6 @@
 
 struct stats_stage {
     struct r3_source src;
-    struct r3_source *inner;
     _Atomic uint64_t reads, writes, flushes, errors, bytes_read, bytes_written;
     _Atomic uint64_t hist[R3_STATS_BUCKETS];
 };
@@ -29,7 +28,7 @@ static int stats_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
     struct stats_stage *st = (struct stats_stage *)s;
     uint64_t t0 = r3_now_ns();
-    int rc = r3_source_read(st->inner, buf, len, off);
+    int rc = r3_source_read(st->src.next, buf, len, off);
     atomic_fetch_add_explicit(&st->reads, 1, memory_order_relaxed);
     if (rc == 0)
         atomic_fetch_add_explicit(&st->bytes_read, len, memory_order_relaxed);
@@ -41,7 +40,7 @@ static int stats_write(struct r3_source *s, const void *buf, size_t len, uint64_
 {
     struct stats_stage *st = (struct stats_stage *)s;
     uint64_t t0 = r3_now_ns();
-    int rc = r3_source_write(st->inner, buf, len, off);
+    int rc = r3_source_write(st->src.next, buf, len, off);
     atomic_fetch_add_explicit(&st->writes, 1, memory_order_relaxed);
     if (rc == 0)
         atomic_fetch_add_explicit(&st->bytes_written, len, memory_order_relaxed);
@@ -53,7 +52,7 @@ static int stats_flush(struct r3_source *s)
 {
     struct stats_stage *st = (struct stats_stage *)s;
     uint64_t t0 = r3_now_ns();
-    int rc = r3_source_flush(st->inner);
+    int rc = r3_source_flush(st->src.next);
     atomic_fetch_add_explicit(&st->flushes, 1, memory_order_relaxed);
     record(st, t0, rc);
     return rc;
@@ -104,7 +103,6 @@ int r3_stage_stats_open(struct r3_source *inner, struct r3_source **out)
     struct stats_stage *st = calloc(1, sizeof *st);
     if (!st)
         return r3_error(-ENOMEM, "stats: out of memory");
-    st->inner = inner;
     r3_stage_init(&st->src, &stats_ops, inner);
     *out = &st->src;
     return 0;
