@@ -38,8 +38,11 @@ static int run(uint64_t size, uint32_t chunk, unsigned workers, unsigned rtt_ms,
         r3_source_write(remote, buf, chunk, off);
     free(buf);
     struct r3_pipeline *p;
-    struct r3_pipeline_opts o = { .chunk = chunk, .pull_workers = workers,
-                                  .delay_us = (uint64_t)rtt_ms * 1000 };
+    struct r3_pipeline_opts o;
+    r3_pipeline_opts_init(&o);
+    o.chunk = chunk;
+    o.pull_workers = workers;
+    o.delay_us = (uint64_t)rtt_ms * 1000;
     uint64_t t0 = r3_now_ns();
     if ((rc = r3_pipeline_open(remote, &o, &p)) < 0)
         return rc;

@@ -251,7 +251,7 @@ static int fill(struct r3_source *src, uint32_t chunk, double *mbps)
 static int seq_read(struct bench *b, struct r3_source *remote, uint32_t chunk, double *secs)
 {
     struct r3_pipeline *p;
-    struct r3_pipeline_opts o = { .chunk = chunk, .pull_workers = b->workers };
+    struct r3_pipeline_opts o = { .struct_size = sizeof o, .chunk = chunk, .pull_workers = b->workers };
     uint64_t *buf = malloc(chunk), *want = malloc(chunk);
     uint64_t t0 = r3_now_ns();
     int rc = r3_pipeline_open(remote, &o, &p);
@@ -348,7 +348,7 @@ static int latency(struct bench *b, struct r3_source *remote, uint32_t chunk, bo
     struct r3_pipeline *p = NULL;
     struct r3_source *s = remote;
     if (via_cache) {
-        struct r3_pipeline_opts o = { .chunk = chunk };
+        struct r3_pipeline_opts o = { .struct_size = sizeof o, .chunk = chunk };
         if (r3_pipeline_open(remote, &o, &p) < 0)
             return -EIO;
         s = p->top;
