@@ -7,8 +7,12 @@
 source "$top_srcdir/tests/integration/lib.sh"
 t_need python3
 SC="$top_builddir/tests/srccheck"
-TIME=/usr/bin/time
-[ -x "$TIME" ] || t_need time
+# "${MEASURE[@]}" FILE CMD...: run CMD, write "SECONDS MAX-RSS-KiB" to FILE, exit with its status
+MEASURE=(python3 -c 'import resource, subprocess, sys, time
+t = time.monotonic(); rc = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    print("%.2f %d" % (time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), file=f)
+sys.exit(rc if rc >= 0 else 128 - rc)')
 export AWS_ACCESS_KEY_ID=K AWS_SECRET_ACCESS_KEY=S
 RSS_MAX_KB=65536
 
@@ -23,7 +27,7 @@ check() {
     [ -n "$port" ] || t_fail "$mode: the fake endpoint did not start"
     local uri="s3://bk/x?endpoint=http://127.0.0.1:$port&timeout=1s&connect_timeout=1s"
     local rc=0
-    t_timeout 30 "$TIME" -f "%e %M" -o "$T_DIR/$mode.time" \
+    t_timeout 30 "${MEASURE[@]}" "$T_DIR/$mode.time" \
         "$SC" read "$uri" 0 65536 > "$T_DIR/$mode.out" 2> "$T_DIR/$mode.err" || rc=$?
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
     local secs kb
