@@ -114,7 +114,7 @@ int r3_util_parse_duration_us(const char *s, uint64_t *us)
     if (errno || !isfinite(v))
         return r3_error(-EINVAL, "duration '%s' is too large", s);
     if (*end == '\0')
-        return r3_error(-EINVAL, "duration '%s' needs a unit: us, ms, s or m (e.g. %sms)", s, s);
+        return r3_error(-EINVAL, "duration '%s' needs a unit: us, ms, s or m ('%ss' or '%sms')", s, s, s);
     uint64_t mul = unit_us(end);
     if (!mul)
         return r3_error(-EINVAL, "duration '%s': unknown unit '%s' (us, ms, s or m)", s, end);

@@ -33,4 +33,8 @@ t_log "bad URIs"
 "$SC" fail "s3://bk/x?endpoint=ftp://h&size=1M" "not an http" || t_fail "bad endpoint"
 "$SC" fail "s3:///x?size=1M" "needs a bucket" || t_fail "no bucket"
 "$SC" fail "s3://bk/a%20b?size=1M" "only letters" || t_fail "bad prefix"
+"$SC" fail "redis://127.0.0.1:$DEAD/x?size=1M&timeout=800" "needs a unit" || t_fail "redis bare timeout"
+"$SC" fail "redis://127.0.0.1:$DEAD/x?size=1M&connect_timeout=0ms" "connect_timeout=0ms is not between" || t_fail "redis zero connect_timeout"
+"$SC" fail "s3://bk/x?endpoint=http://127.0.0.1:$DEAD&size=1M&connect_timeout=5" "needs a unit" || t_fail "s3 bare connect_timeout"
+"$SC" fail "s3://bk/x?endpoint=http://127.0.0.1:$DEAD&size=1M&timeout=2h" "unknown unit" || t_fail "s3 bad unit"
 exit 0
