@@ -21,10 +21,10 @@ extern "C" {
  *  - A source with R3_SRC_PARALLEL gets concurrent calls and guards its own
  *    state. Every stage in src/stages/ is parallel: it calls its inner source
  *    through r3_source_*, which serializes the inner if it needs it.
- *  - The lock is held only around the source's own op (not around a
- *    fall-through to next), so a stage over a non-parallel source never
- *    holds two locks for one call. An op must not call r3_source_* on its
- *    own source (the lock is not recursive).
+ *  - The lock is held only around the source's own op, not around a
+ *    fall-through to next. Locks are taken from a stage down to what it
+ *    wraps, never back up, so they cannot deadlock. An op must not call
+ *    r3_source_* on its own source (the lock is not recursive).
  *  - close is never serialized: the caller makes sure no call is in flight. */
 
 struct r3_source;
