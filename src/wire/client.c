@@ -507,7 +507,7 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
     }
     pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&k.cv);
-    if (timed_out && !k.lost)
+    if (timed_out)             /* a loss after our own shutdown at the deadline is the timeout */
         return r3_error(-ETIMEDOUT, "%s: %s of %zu bytes at %" PRIu64 " timed out after %d ms", cl->name,
                         method, len, off, cl->timeout_ms);
     if (k.lost) {
@@ -522,6 +522,7 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
 static int call(struct client *cl, const char *method, void *rbuf, const void *wbuf, size_t len, uint64_t off)
 {
     uint64_t deadline = r3_now_ns() + (uint64_t)cl->timeout_ms * 1000000u;
+    char last[400] = "";       /* why the previous attempt was lost */
     for (;;) {
         if (atomic_load(&cl->closing))
             return r3_error(-EIO, "%s: the source is closed", cl->name);
@@ -529,8 +530,14 @@ static int call(struct client *cl, const char *method, void *rbuf, const void *w
         if (!c)
             return -EIO;
         int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline);
+        if (rc == -ETIMEDOUT && last[0]) {
+            char now[400];
+            snprintf(now, sizeof now, "%s", r3_last_error());
+            return r3_error(rc, "%s (earlier attempts: %s)", now, last);
+        }
         if (rc != -EAGAIN)
             return rc;
+        snprintf(last, sizeof last, "%s", r3_last_error());
         if (!idempotent(cl, method, len, off))
             return r3_error_prefix(-EIO, "%s of %zu bytes at %" PRIu64 " may not have been applied: ",
                                    method, len, off);
