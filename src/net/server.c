@@ -73,7 +73,7 @@ struct r3_net_server {
     struct conn *conns;
     unsigned nconns;
     struct conn *qhead, *qtail;    /* connections waiting for a pool thread */
-    unsigned nthreads, idle;
+    unsigned nqueued, nthreads, idle;
     struct conn *grave;
     struct r3_net_budget budget;
     size_t share;
@@ -454,6 +454,7 @@ static void *pool_main(void *arg)
         s->qhead = c->pool_next;
         if (!s->qhead)
             s->qtail = NULL;
+        s->nqueued--;
         pthread_mutex_unlock(&s->mu);
         serve_one(s, c);
         pthread_mutex_lock(&c->mu);
@@ -482,7 +483,10 @@ static void to_pool(struct r3_net_server *s, struct conn *c)
     else
         s->qhead = c;
     s->qtail = c;
-    bool start = s->idle == 0 && s->nthreads < s->o.max_threads;
+    s->nqueued++;
+    /* one thread per queued connection: an idle one already signalled for
+     * an earlier connection does not count (it would serve only that one) */
+    bool start = s->nqueued > s->idle && s->nthreads < s->o.max_threads;
     if (start)
         s->nthreads++;
     pthread_cond_signal(&s->cv);

@@ -267,6 +267,10 @@ static int t_readable(struct r3_net_conn *c)
     int rc = r3_io_read_all(&c->io, &n, 1);
     if (rc < 0)
         return rc;
+    if (n == 200) {                         /* a slow request: holds its pool thread */
+        usleep(300000);
+        n = 0;
+    }
     size_t len = (size_t)n << 10;
     if ((rc = r3_net_budget_acquire(c, len)) < 0)
         return rc;
@@ -453,6 +457,42 @@ START_TEST(server_slow_reader)
 }
 END_TEST
 
+/* Busy connections each get a thread, even when an idle thread was woken
+ * for another one just before (a pool that signals one idle thread twice
+ * serves the two in sequence). */
+START_TEST(server_parallel)
+{
+    memset(&E, 0, sizeof E);
+    struct r3_net_server *s = start(16, 10000, 0);
+    enum { N = 8 };
+    int fd[N];
+    char buf[1024];
+    uint32_t h;
+    for (int i = 0; i < N; i++) {
+        fd[i] = cli(s);
+        ck_assert_int_eq(write(fd[i], "H\x01", 2), 2);     /* leaves idle pool threads behind */
+        ck_assert_int_eq(readn(fd[i], &h, 4, 2000), 0);
+        ck_assert_int_eq(readn(fd[i], buf, 1024, 2000), 0);
+        usleep(30000);
+    }
+    for (int round = 0; round < 3; round++) {
+        usleep(50000);
+        uint64_t t0 = r3_now_ns();
+        unsigned char slow = 200;
+        for (int i = 0; i < N; i++)
+            ck_assert_int_eq(write(fd[i], &slow, 1), 1);
+        for (int i = 0; i < N; i++)
+            ck_assert_int_eq(readn(fd[i], &h, 4, 5000), 0);
+        uint64_t ms = (r3_now_ns() - t0) / 1000000u;
+        ck_assert_msg(ms < 550, "%d slow requests on %d connections took %llu ms (in sequence?)", N, N,
+                      (unsigned long long)ms);
+    }
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    r3_net_server_stop(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("net");
@@ -468,6 +508,7 @@ int main(void)
     tcase_add_test(t, server_cap_and_idle);
     tcase_add_test(t, server_handshake_deadline);
     tcase_add_test(t, server_slow_reader);
+    tcase_add_test(t, server_parallel);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
