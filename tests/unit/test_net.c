@@ -572,6 +572,7 @@ START_TEST(tls_psk_starttls)
     ck_assert_msg(src == 0 && crc == 0, "PSK over STARTTLS: server %d, client %d: %s", src, crc, r3_last_error());
     tls_pair(sctx, cbad, &src, &crc);                /* the wrong key is refused */
     ck_assert(src < 0 || crc < 0);
+    r3_tls_ctx_free(cbad);
     /* a malformed PSK file is a sentence naming the line */
     f = fopen(bad, "w");
     fprintf(f, "no-colon-here\n");
