@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <r3/r3.h>
 #include <r3/wire.h>
+#include "internal.h"
 #include "net/net.h"
 #include "nbd/server.h"
 
@@ -85,23 +86,13 @@ static void log_line(void *arg, const char *line)
     fprintf(stderr, "r3serve: %s %s\n", ts, line);
 }
 
-/* A duration with a unit (us, ms, s, m) into ms; a bare number is an error. */
+/* A duration with a unit (us, ms, s, m); a bare number is a usage error. */
 static int parse_dur_us(const char *flag, const char *v, uint64_t *us)
 {
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    double mul = !strcmp(end, "us") ? 1 : !strcmp(end, "ms") ? 1e3 : !strcmp(end, "s") ? 1e6 :
-                 !strcmp(end, "m") ? 60e6 : -1;
-    if (end == v || errno || !(d >= 0))
-        return usage_error("%s '%s' is not a duration (e.g. 500ms, 10s)", flag, v);
-    if (!*end)
-        return usage_error("%s '%s' needs a unit (us, ms, s or m)", flag, v);
-    if (mul < 0)
-        return usage_error("%s '%s' has an unknown unit (us, ms, s or m)", flag, v);
-    if (d * mul > 86400e6)
+    if (r3_util_parse_duration_us(v, us) < 0)
+        return usage_error("%s: %s", flag, r3_last_error());
+    if (*us > 86400000000ull)
         return usage_error("%s '%s' is longer than a day", flag, v);
-    *us = (uint64_t)(d * mul + 0.5);
     return 0;
 }
 

@@ -634,26 +634,14 @@ static const struct r3_source_ops r3c_ops = {
     .scheme = "r3", .read = r3c_read, .write = r3c_write, .flush = r3c_flush, .close = r3c_close,
 };
 
-/* timeout= and connect_timeout=: a duration with a unit (us, ms, s, m) or a
- * bare number of seconds (the old form, "5" or "0.5"); at most a day. */
-static int ms_param(const struct r3_uri *u, const char *key, double dflt, int *out)
+/* timeout= and connect_timeout=: a duration with a unit, as in every network URI. */
+static int ms_param(const struct r3_uri *u, const char *key, uint64_t dflt_ms, int *out)
 {
-    const char *v = r3_uri_param(u, key);
-    double d = dflt;
-    if (v) {
-        char *end;
-        d = strtod(v, &end);
-        double mul = !*end ? 1 : !strcmp(end, "s") ? 1 : !strcmp(end, "ms") ? 1e-3 :
-                     !strcmp(end, "us") ? 1e-6 : !strcmp(end, "m") ? 60 : -1;
-        if (end == v || mul < 0 || !(d > 0) || d * mul > 86400)
-            return r3_error(-EINVAL, "%s: bad %s '%s' (a duration: 500ms, 5s, 1m; a bare number is seconds)",
-                            u->scheme, key, v);
-        d *= mul;
-    }
-    *out = (int)(d * 1000);
-    if (*out < 1)
-        *out = 1;
-    return 0;
+    uint64_t ms;
+    int rc = r3_uri_param_duration_ms(u, key, dflt_ms, &ms);
+    if (rc == 0)
+        *out = (int)ms;
+    return rc;
 }
 
 int r3_wire_open(const struct r3_uri *u, struct r3_source **out)
@@ -726,9 +714,9 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out)
     if (rc == 0 && (!cl->export_name || !cl->host))
         rc = r3_error(-ENOMEM, "out of memory");
     if (rc == 0)
-        rc = ms_param(u, "connect_timeout", 5, &cl->connect_ms);
+        rc = ms_param(u, "connect_timeout", 5000, &cl->connect_ms);
     if (rc == 0)
-        rc = ms_param(u, "timeout", 30, &cl->timeout_ms);
+        rc = ms_param(u, "timeout", 30000, &cl->timeout_ms);
     if (rc == 0 && is_tls) {
         struct r3_tls_opts to = { .ca = r3_uri_param(u, "ca"), .cert = r3_uri_param(u, "cert"),
                                   .key = r3_uri_param(u, "key"), .insecure = insecure != 0 };

@@ -72,15 +72,7 @@ struct r3_wire_server {
     pthread_t *workers;
     unsigned nworkers;
     struct client *clients;
-    /* Serializes calls into a source without R3_SRC_PARALLEL. The stages
-     * branch's src/source.c does this for every source: drop it after the merge. */
-    pthread_mutex_t src_mu;
 };
-
-static bool parallel(struct r3_wire_server *s)
-{
-    return s->o.src->flags & R3_SRC_PARALLEL;
-}
 
 static bool read_only(struct r3_wire_server *s)
 {
@@ -146,12 +138,9 @@ static void run_job(struct r3_wire_server *s, struct job *j, msgpack_sbuffer *sb
     if (!j->write && !(j->buf = malloc(j->len)))
         rc = r3_error(-ENOMEM, "r3serve: out of memory for a %" PRIu64 " byte read", j->len);
     else {
-        if (!parallel(s))
-            pthread_mutex_lock(&s->src_mu);
+        /* r3_source_* serializes a source that is not R3_SRC_PARALLEL */
         rc = j->write ? r3_source_write(s->o.src, j->data, j->len, j->off)
                       : r3_source_read(s->o.src, j->buf, j->len, j->off);
-        if (!parallel(s))
-            pthread_mutex_unlock(&s->src_mu);
     }
     if (j->write) {
         /* the data is written: give its memory back before the ack waits in the queue */
@@ -483,11 +472,7 @@ static int on_readable(struct r3_net_conn *c)
         reply(j, &sb, 0, NULL, true, s->o.src->size, NULL, 0);
     } else if (method_is(&m, "flush")) {
         wait_inflight(w);
-        if (!parallel(s))
-            pthread_mutex_lock(&s->src_mu);
         int frc = read_only(s) ? 0 : r3_source_flush(s->o.src);
-        if (!parallel(s))
-            pthread_mutex_unlock(&s->src_mu);
         reply(j, &sb, frc, frc < 0 ? r3_last_error() : NULL, false, 0, NULL, 0);
     } else if (method_is(&m, "track") || method_is(&m, "finalize") || method_is(&m, "close")) {
         char msg[96];
@@ -594,7 +579,6 @@ int r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_serve
         s->o.max_request = 1u << 30;
     s->max_frame = s->o.max_request + R3_WIRE_OVERHEAD;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->src_mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->changed, NULL);
     struct r3_net_server_opts no = {
@@ -662,7 +646,6 @@ void r3_wire_server_free(struct r3_wire_server *s)
         free(cl);
     }
     pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->src_mu);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->changed);
     free(s);

@@ -87,7 +87,7 @@ expect_fail "mTLS with a certificate from another CA" "refused" \
 expect_fail "client trusting the wrong CA" "certificate verify failed" \
     "$CAT" get "r3s://127.0.0.1:$PT/x?ca=$D/B/ca.pem&cert=$D/A/cli.pem&key=$D/A/cli.key" "$D/none" -l 64K
 expect_fail "plain client to a TLS server" "r3 127.0.0.1:$PT: .*(TLS|closed)" \
-    "$CAT" get "r3://127.0.0.1:$PT/x?connect_timeout=3" "$D/none" -l 64K
+    "$CAT" get "r3://127.0.0.1:$PT/x?connect_timeout=3s" "$D/none" -l 64K
 grep -q "cn=client-A" "$D/tls.log" || t_fail "the TLS log line does not name the client certificate"
 # the client checks the server's name, not just its CA: a certificate for another name is refused
 openssl req -newkey rsa:2048 -nodes -keyout "$D/A/other.key" -out "$D/A/other.csr" -subj "/CN=other.example" 2>/dev/null
@@ -120,7 +120,7 @@ while True: c.append(s.accept()[0])"
 t_wait_port "$SILENT"
 t0=$(date +%s%N)
 expect_fail "silent server" "no hello from the server within 1000 ms" \
-    "$CAT" get "r3://127.0.0.1:$SILENT/x?connect_timeout=1" "$D/none"
+    "$CAT" get "r3://127.0.0.1:$SILENT/x?connect_timeout=1s" "$D/none"
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$ms" -lt 5000 ] || t_fail "the silent server took $ms ms to be reported (connect_timeout=1)"
 
@@ -147,7 +147,7 @@ while True:
     c = s.accept()[0]; threading.Thread(target=serve, args=(c,), daemon=True).start()"
 t_wait_port "$EVIL"
 expect_fail "oversized reply from a bad server" "protocol error: a reply of 2147483632 bytes" \
-    "$CAT" get "r3://127.0.0.1:$EVIL/x?timeout=2&conns=2" "$D/none" -l 64K
+    "$CAT" get "r3://127.0.0.1:$EVIL/x?timeout=2s&conns=2" "$D/none" -l 64K
 
 # IPv6 loopback, where the kernel has it
 if python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0))' 2>/dev/null; then
@@ -239,7 +239,7 @@ grep -q "dropped: frame of 2147483647 bytes" "$D/plain.log" || t_fail "no log li
 # ---- 6. SIGKILL mid-transfer and restart on the same port
 start_serve "$D/k1.log" --listen 127.0.0.1:0 --source "file://$D/killed?size=64M"
 PK=$PORT
-UK="r3://127.0.0.1:$PK/x?timeout=10&chunk=64K"
+UK="r3://127.0.0.1:$PK/x?timeout=10s&chunk=64K"
 head -c 32M "$D/data" >"$D/first"
 t_timeout 60 "$CAT" put "$UK" "$D/first" -p 1-300000 -j 2 || t_fail "put before the kill"   # flushed
 # a slow reader and a slow whole-chunk writer span the kill and the restart
