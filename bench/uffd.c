@@ -140,7 +140,7 @@ static struct minh *minh_open(struct r3_source *src, uint64_t size)
     struct minh *m = calloc(1, sizeof *m);
     uint64_t got;
     m->src = src;
-    m->uffd = r3_uffd_open_fd(0, &got, NULL);
+    m->uffd = r3_kernel_uffd_open(O_CLOEXEC | O_NONBLOCK, 0, 0, &got, NULL);
     m->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     madvise(m->base, size, MADV_NOHUGEPAGE);
     struct uffdio_register reg = { .range = { .start = (uintptr_t)m->base, .len = size },

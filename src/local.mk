@@ -23,3 +23,7 @@ TESTS += tests/unit/test_redis_slot
 noinst_PROGRAMS += bench/sources
 bench_sources_SOURCES = bench/sources.c
 bench_sources_LDADD = libr3.la
+# src/kernel: kernel helpers shared by the strategies (uffd open, PAGEMAP_SCAN, probe).
+noinst_HEADERS += src/kernel/kernel.h src/kernel/compat.h
+pkginclude_HEADERS += include/r3/probe.h
+libr3_la_SOURCES += src/kernel/uffd.c src/kernel/pagemap.c src/kernel/wptrack.c src/kernel/probe.c

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include "internal.h"
+#include <r3/probe.h>
 #include "testutil.h"
 #include "tests/uffd/pattern.h"
 
@@ -149,9 +150,11 @@ END_TEST
 /* The fallback for kernels without WP_ASYNC: hashing finds the writes. */
 START_TEST(test_no_wp_async)
 {
-    setenv("R3_UFFD_NO_WP_ASYNC", "1", 1);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.uffd_no_wp_async = true;
     char *path = make_file("h.img", 32 * MiB, 21);
-    struct r3_region *r = open_region(path, NULL);
+    struct r3_region *r = open_region(path, &o);
     ck_assert_int_eq(up_check(r->base, r->len, 0, 21), -1);
     uint8_t *b = r->base;
     b[100] = 1;
@@ -177,7 +180,6 @@ START_TEST(test_no_wp_async)
     ck_assert_int_eq(up_check(buf, MiB, 9 * MiB, 21), -1);
     free(buf);
     free(path);
-    unsetenv("R3_UFFD_NO_WP_ASYNC");
 }
 END_TEST
 
@@ -185,10 +187,11 @@ END_TEST
  * filled chunks) and sync writes the zeros back. */
 static void remove_case(bool no_wp)
 {
-    if (no_wp)
-        setenv("R3_UFFD_NO_WP_ASYNC", "1", 1);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.uffd_no_wp_async = no_wp;
     char *path = make_file("r.img", 16 * MiB, 31);
-    struct r3_region *r = open_region(path, NULL);
+    struct r3_region *r = open_region(path, &o);
     uint8_t *b = r->base;
     size_t ch = r->chunk;
     /* Fill chunks 0..7; chunk 20 and 21 are never touched before removal. */
@@ -215,7 +218,6 @@ static void remove_case(bool no_wp)
     free(f);
     free(z);
     free(path);
-    unsetenv("R3_UFFD_NO_WP_ASYNC");
 }
 
 START_TEST(test_remove)
@@ -516,13 +518,14 @@ static void sigbus_case(bool poison, const struct r3_source_ops *ops)
     if (pid == 0) {
         alarm(20);                          /* a hang ends as SIGALRM, not SIGBUS */
         signal(SIGBUS, SIG_DFL);            /* sanitizers catch it otherwise */
-        if (!poison)
-            setenv("R3_UFFD_NO_POISON", "1", 1);
+        struct r3_region_opts o;
+        r3_region_opts_init(&o);
+        o.uffd_no_poison = !poison;
         struct bad_source *b = calloc(1, sizeof *b);
         b->src = (struct r3_source){ .ops = ops, .size = 8 * MiB, .align = 1,
                                      .flags = R3_SRC_PARALLEL };
         struct r3_region *r;
-        if (r3_region_open(NULL, &b->src, &r) != 0)
+        if (r3_region_open(&o, &b->src, &r) != 0)
             _exit(3);
         volatile uint8_t *p = r->base;
         (void)p[3 * MiB];
@@ -734,5 +737,13 @@ static Suite *suite(void)
 
 int main(void)
 {
+    /* Skip (77) only when the kernel truly lacks userfaultfd here. */
+    struct r3_probe pr;
+    r3_probe(&pr, NULL);
+    if (!pr.uffd_syscall && !pr.uffd_dev) {
+        printf("SKIP: no userfaultfd on this machine (%s): the uffd strategy cannot run\n",
+               strerror(pr.uffd_errno));
+        return 77;
+    }
     return tu_run(suite());
 }
