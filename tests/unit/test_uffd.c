@@ -708,6 +708,45 @@ START_TEST(test_mem_interval)
 }
 END_TEST
 
+/* Copy-on-write: writes stay in the region; the source (read-only here)
+ * is never written, sync succeeds and after_sync gets no chunks. */
+START_TEST(test_copy_on_write)
+{
+    char *path = make_file("c.img", 4 * MiB, 91);
+    char *uri;
+    ck_assert_int_ge(asprintf(&uri, "file://%s?readonly=1", path), 0);
+    struct r3_source *src;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    TU_OPEN(uri, &src);
+    r3_region_opts_init(&o);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EROFS);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "read-only"));
+    TU_OPEN(uri, &src);
+    free(uri);
+    struct hookrec h = { 0 };
+    o.copy_on_write = true;
+    o.hooks = (struct r3_region_hooks){ h_before, h_after, h_close, &h };
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    uint8_t *b = r->base;
+    ck_assert_int_eq(up_check(b, 4 * MiB, 0, 91), -1);
+    memset(b + MiB, 0x77, MiB);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(h.before, 1);
+    ck_assert_uint_eq(h.n, 0);
+    ck_assert_uint_eq(b[MiB + 5], 0x77);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 0);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t *f = malloc(4 * MiB);
+    file_read(path, f, 4 * MiB, 0);
+    ck_assert_int_eq(up_check(f, 4 * MiB, 0, 91), -1);     /* untouched */
+    free(f);
+    free(path);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("uffd");
@@ -731,6 +770,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);
+    tcase_add_test(tc, test_copy_on_write);
     suite_add_tcase(s, tc);
     return s;
 }
