@@ -68,6 +68,7 @@ struct r3_pm_scanner {
     /* the ioctl; tests replace it to play the kernel's rarer answers */
     long (*ioctl)(int fd, struct pm_scan_arg *a);
     uint64_t retries;             /* no-progress retries so far (for tests and stats) */
+    unsigned stall_ms;            /* give up after this long without progress (R3_PM_SCAN_STALL_MS) */
 };
 
 /* Open /proc/self/pagemap and a vector of cap entries (0 = 1024). */

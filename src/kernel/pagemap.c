@@ -43,6 +43,7 @@ int r3_pm_scanner_open(struct r3_pm_scanner *s, size_t cap)
     memset(s, 0, sizeof *s);
     s->cap = cap ? cap : 1024;
     s->ioctl = real_ioctl;
+    s->stall_ms = R3_PM_SCAN_STALL_MS;
     s->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     if (s->fd < 0)
         return r3_error(-errno, "/proc/self/pagemap: %s", strerror(errno));
@@ -112,9 +113,9 @@ int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
         uint64_t now = r3_now_ns();
         if (!stall_since)
             stall_since = now;
-        else if (now - stall_since > (uint64_t)R3_PM_SCAN_STALL_MS * 1000000u)
-            return r3_error(-EAGAIN, "PAGEMAP_SCAN made no progress at 0x%llx for %d s (%s)",
-                            (unsigned long long)start, R3_PM_SCAN_STALL_MS / 1000,
+        else if (now - stall_since > (uint64_t)s->stall_ms * 1000000u)
+            return r3_error(-EAGAIN, "PAGEMAP_SCAN made no progress at 0x%llx for %u ms (%s)",
+                            (unsigned long long)start, s->stall_ms,
                             n < 0 ? strerror(e) : "walk_end did not advance");
         s->retries++;
         if (s->retries % 64 == 0) {
