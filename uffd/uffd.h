@@ -34,6 +34,7 @@ struct r3u_handler {
     bool waited, ra, seq;
     bool first_done;              /* the faulting page went in before the chunk */
     void *page;                   /* one page, for that */
+    int ep;                       /* its epoll set */
 };
 
 struct r3u_region {
@@ -86,7 +87,7 @@ struct r3u_region {
     bool first_page;              /* memory-speed source: faulting page before its chunk */
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
-    _Atomic int reported;         /* source-error message printed once */
+    _Atomic int reported;         /* on_error told once */
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t wait_hist[R3U_HIST];

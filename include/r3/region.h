@@ -7,7 +7,9 @@
  *    with; r3_region_open refuses a struct that was not initialized. An
  *    option the chosen strategy cannot honour is an error (-EINVAL or
  *    -ENOTSUP) with a sentence naming it, never silently ignored.
- *  - Hooks (all optional, called from the thread that calls sync/close):
+ *  - Hooks (all optional; called by r3_region_sync/_close on the calling
+ *    thread, or, with sync_timeout_ms, on a helper thread the caller waits
+ *    for):
  *    before_sync runs first in every r3_region_sync (and in the sync that
  *    r3_region_close does); a negative return vetoes that sync, which then
  *    returns it and writes nothing back.
@@ -17,9 +19,13 @@
  *    the last one), ascending, each once; n may be 0.
  *    before_close runs once in r3_region_close, after its final sync and
  *    before anything is torn down (the memory is still readable).
+ *    on_error tells what no call can return (see below).
  *  - sync_timeout_ms bounds one r3_region_sync as a whole: when it passes,
  *    sync returns -ETIMEDOUT and r3_last_error() says how many chunks (and
- *    bytes) were not written back; they stay dirty for a later sync.
+ *    bytes) were not written back; they stay dirty for a later sync. The
+ *    abandoned sync ends in the background (uffd: its remaining writes
+ *    fail at once; a write in flight ends with the source's own timeout);
+ *    the next sync and close wait for it.
  *  - The library reads no environment variable: tools turn theirs into
  *    these options. */
 #ifndef R3_REGION_H
@@ -43,6 +49,11 @@ struct r3_region_hooks {
     void (*after_sync)(void *arg, struct r3_region *r, const uint64_t *dirty, size_t n);
     void (*before_close)(void *arg, struct r3_region *r);
     void *arg;
+    /* A failure no call can return, said once per region: msg is the
+     * sentence (uffd: a fault the source could not fill; the faulting
+     * thread gets SIGBUS). Runs on an r3 thread: it must not touch the
+     * region's memory. The library itself prints nothing. */
+    void (*on_error)(void *arg, struct r3_region *r, int err, const char *msg);
 };
 
 struct r3_region_opts {

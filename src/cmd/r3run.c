@@ -66,30 +66,33 @@ static void usage(FILE *f)
     fprintf(f, "\n");
 }
 
+/* "r3run: <what>" and exit: status EXIT_R3 for a failure (die), or
+ * EXIT_USAGE with a second line saying where to look (usage_error). */
+static void vquit(int status, const char *fmt, va_list ap) __attribute__((noreturn));
+static void vquit(int status, const char *fmt, va_list ap)
+{
+    fputs("r3run: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    if (status == EXIT_USAGE)
+        fputs("Try 'r3run --help' for more information.\n", stderr);
+    exit(status);
+}
+
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static int die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("r3run: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(EXIT_R3);
+    vquit(EXIT_R3, fmt, ap);
 }
 
-/* A usage error: one line, then where to look; exit 2. */
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("r3run: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    fputs("Try 'r3run --help' for more information.\n", stderr);
-    exit(EXIT_USAGE);
+    vquit(EXIT_USAGE, fmt, ap);
 }
 
 static uint64_t opt_size(const char *name, const char *v)

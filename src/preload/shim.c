@@ -420,6 +420,13 @@ static void fail(const char *what)
     _exit(R3_PRELOAD_EXIT);
 }
 
+/* The library prints nothing: what it cannot return, the shim says. */
+static void on_region_error(void *arg, struct r3_region *r, int err, const char *msg)
+{
+    (void)arg, (void)r, (void)err;
+    say("r3run: %s\n", msg);
+}
+
 /* r3run's default image (R3_UNLINK_SOURCE): removed as soon as it is open,
  * so nothing is left behind however the program ends. The program may exec
  * itself (same pid, the shim runs again): an inherited descriptor keeps
@@ -461,6 +468,7 @@ __attribute__((constructor)) static void shim_init(void)
     struct r3_region_opts o;
     r3_region_opts_init(&o);
     r3_preload_env_opts(&S.env, &o);
+    o.hooks.on_error = on_region_error;
     struct r3_source *src;
     int orc = r3_source_open(S.env.source, &src);
     unlink_default_image();

@@ -635,7 +635,8 @@ START_TEST(test_hooks)
     struct hookrec h = { 0 };
     struct r3_region_opts o;
     r3_region_opts_init(&o);
-    o.hooks = (struct r3_region_hooks){ h_before, h_after, h_close, &h };
+    o.hooks = (struct r3_region_hooks){ .before_sync = h_before, .after_sync = h_after,
+                                        .before_close = h_close, .arg = &h };
     struct r3_region *r = open_region(path, &o);
     uint8_t *b = r->base;
     b[5 * r->chunk + 9] = 1;
@@ -726,7 +727,8 @@ START_TEST(test_copy_on_write)
     free(uri);
     struct hookrec h = { 0 };
     o.copy_on_write = true;
-    o.hooks = (struct r3_region_hooks){ h_before, h_after, h_close, &h };
+    o.hooks = (struct r3_region_hooks){ .before_sync = h_before, .after_sync = h_after,
+                                        .before_close = h_close, .arg = &h };
     ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
     uint8_t *b = r->base;
     ck_assert_int_eq(up_check(b, 4 * MiB, 0, 91), -1);
