@@ -3,6 +3,8 @@
 # a killing signal passed on), refusal of static and setuid programs, and
 # clear errors for bad options and bad sources, before the program starts.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/r3run/needs_uffd.sh"
+r3_needs_uffd
 R3RUN="$top_builddir/r3run"
 cd "$T_DIR"
 

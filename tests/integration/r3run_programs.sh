@@ -5,6 +5,8 @@
 # back is read again through a different path (a second r3run on the same
 # image, which must fault the chunks in from the file).
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/r3run/needs_uffd.sh"
+r3_needs_uffd
 t_need python3
 t_need xz
 R3RUN="$top_builddir/r3run"

@@ -6,6 +6,8 @@
 # exit status 125, back within the timeout plus slack. Then the same with a
 # live server: everything written back, read through r3serve's file.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/r3run/needs_uffd.sh"
+r3_needs_uffd
 t_need python3
 R3RUN="$top_builddir/r3run"
 SERVE="$top_builddir/r3serve"
