@@ -749,6 +749,101 @@ START_TEST(test_copy_on_write)
 }
 END_TEST
 
+/* A remote that stops answering: every write blocks until released (like a
+ * killed server each call waits out its own timeout for). */
+struct stuck_source {
+    struct r3_source src;
+    uint8_t *data;
+    _Atomic int stuck;
+    _Atomic uint64_t writes;
+};
+
+static int stuck_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    memcpy(buf, ((struct stuck_source *)s)->data + off, len);
+    return 0;
+}
+
+static int stuck_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct stuck_source *x = (struct stuck_source *)s;
+    while (atomic_load(&x->stuck))
+        usleep(1000);
+    memcpy(x->data + off, buf, len);
+    atomic_fetch_add(&x->writes, 1);
+    return 0;
+}
+
+static void stuck_close(struct r3_source *s)
+{
+    (void)s;                    /* the test owns it */
+}
+
+static const struct r3_source_ops stuck_ops = {
+    .scheme = "stuck", .read = stuck_read, .write = stuck_write, .flush = bad_flush,
+    .close = stuck_close,
+};
+
+/* sync_timeout_ms: a sync that cannot finish returns -ETIMEDOUT in time,
+ * saying how much was not written back; once the remote answers again,
+ * the next sync writes everything and close succeeds. */
+START_TEST(test_sync_timeout)
+{
+    static struct stuck_source x;
+    x.src = (struct r3_source){ .ops = &stuck_ops, .size = 4 * MiB, .align = 1,
+                                .flags = R3_SRC_PARALLEL };
+    x.data = calloc(1, 4 * MiB);
+    struct r3_region_opts o;
+    struct r3_region *r;
+    r3_region_opts_init(&o);
+    o.sync_timeout_ms = 300;
+    ck_assert_msg(r3_region_open(&o, &x.src, &r) == 0, "%s", r3_last_error());
+    uint8_t *b = r->base;
+    for (size_t i = 0; i < 10; i++)
+        b[i * r->chunk + 1] = (uint8_t)(i + 1);          /* 10 chunks */
+    atomic_store(&x.stuck, 1);
+    uint64_t t0 = r3_now_ns();
+    ck_assert_int_eq(r3_region_sync(r), -ETIMEDOUT);
+    uint64_t ms = (r3_now_ns() - t0) / 1000000;
+    ck_assert_uint_ge(ms, 300);
+    ck_assert_uint_lt(ms, 3000);
+    ck_assert_msg(strstr(r3_last_error(), "10 chunks (640 KiB) not written back"), "%s",
+                  r3_last_error());
+    atomic_store(&x.stuck, 0);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    for (size_t i = 0; i < 10; i++)
+        ck_assert_uint_eq(x.data[i * r->chunk + 1], i + 1);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(x.data);
+}
+END_TEST
+
+/* Options: an uninitialized struct and a uffd-only option on another
+ * strategy are errors with a sentence. */
+START_TEST(test_opts_contract)
+{
+    struct r3_source *src;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    memset(&o, 0, sizeof o);
+    TU_OPEN("mem:?size=1M", &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "r3_region_opts_init"));
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.uffd_readahead = 4;
+    TU_OPEN("mem:?size=1M", &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "uffd_readahead"));
+    r3_region_opts_init(&o);
+    o.strategy = "nbd-direct";
+    o.copy_on_write = true;
+    TU_OPEN("mem:?size=1M", &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "copy-on-write"));
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("uffd");
@@ -773,6 +868,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);
     tcase_add_test(tc, test_copy_on_write);
+    tcase_add_test(tc, test_sync_timeout);
+    tcase_add_test(tc, test_opts_contract);
     suite_add_tcase(s, tc);
     return s;
 }
