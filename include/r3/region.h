@@ -6,7 +6,9 @@
  *    struct_size says which version of the struct the caller was built
  *    with; r3_region_open refuses a struct that was not initialized. An
  *    option the chosen strategy cannot honour is an error (-EINVAL or
- *    -ENOTSUP) with a sentence naming it, never silently ignored.
+ *    -ENOTSUP) with a sentence naming it, never silently ignored. A
+ *    read-only source needs copy_on_write (else -EROFS: writes could
+ *    never be written back).
  *  - Hooks (all optional; called by r3_region_sync/_close on the calling
  *    thread, or, with sync_timeout_ms, on a helper thread the caller waits
  *    for):
@@ -22,7 +24,8 @@
  *    on_error tells what no call can return (see below).
  *  - sync_timeout_ms bounds one r3_region_sync as a whole: when it passes,
  *    sync returns -ETIMEDOUT and r3_last_error() says how many chunks (and
- *    bytes) were not written back; they stay dirty for a later sync. The
+ *    bytes) were not written back (strategies with an `unsynced` op: uffd;
+ *    others say that some were); they stay dirty for a later sync. The
  *    abandoned sync ends in the background (uffd: its remaining writes
  *    fail at once; a write in flight ends with the source's own timeout);
  *    the next sync and close wait for it.
