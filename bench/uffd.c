@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +141,7 @@ static struct minh *minh_open(struct r3_source *src, uint64_t size)
     struct minh *m = calloc(1, sizeof *m);
     uint64_t got;
     m->src = src;
-    m->uffd = r3_uffd_open_fd(0, &got, NULL);
+    m->uffd = r3_kernel_uffd_open(O_CLOEXEC | O_NONBLOCK, 0, 0, &got, NULL);
     m->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     madvise(m->base, size, MADV_NOHUGEPAGE);
     struct uffdio_register reg = { .range = { .start = (uintptr_t)m->base, .len = size },
@@ -203,26 +204,65 @@ static uint64_t xorshift(uint64_t *x)
     return *x;
 }
 
+static void bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void bad_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench/uffd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'bench/uffd --help' for more information.\n", stderr);
+    exit(2);
+}
+
+static void opt_size(const char *name, const char *v, uint64_t *out)
+{
+    if (r3_parse_size(v, out) < 0 || *out == 0)
+        bad_usage("--%s %s: not a size (like 64M, 1G)", name, v);
+}
+
+static unsigned long opt_uint(const char *name, const char *v, unsigned long max)
+{
+    char *end;
+    errno = 0;
+    unsigned long x = strtoul(v, &end, 10);
+    if (errno || *end || !*v || *v == '-' || x > max)
+        bad_usage("--%s %s: not a number from 0 to %lu", name, v, max);
+    return x;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t size = 1ull << 30, dchunk = 1u << 20;
     unsigned delay_ms = 10, workers = 64;
     static const struct option lo[] = {
         { "size", 1, 0, 's' }, { "delay-ms", 1, 0, 'd' }, { "workers", 1, 0, 'w' },
-        { "delay-chunk", 1, 0, 'c' }, { "only", 1, 0, 'o' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "delay-chunk", 1, 0, 'c' }, { "only", 1, 0, 'o' }, { "help", 0, 0, 'h' },
+        { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     int c;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "hV", lo, NULL)) != -1) {
         switch (c) {
-        case 's': r3_parse_size(optarg, &size); break;
-        case 'd': delay_ms = (unsigned)atoi(optarg); break;
-        case 'w': workers = (unsigned)atoi(optarg); break;
-        case 'c': r3_parse_size(optarg, &dchunk); break;
+        case 's': opt_size("size", optarg, &size); break;
+        case 'd': delay_ms = (unsigned)opt_uint("delay-ms", optarg, 100000); break;
+        case 'w': workers = (unsigned)opt_uint("workers", optarg, 4096); break;
+        case 'c': opt_size("delay-chunk", optarg, &dchunk); break;
         case 'o': only = optarg; break;
+        case 'h':
+            printf("Usage: bench/uffd [--size 1G] [--delay-ms 10] [--workers 64] [--delay-chunk 1M]\n"
+                   "                  [--only seq_read,first_chunk,delay,dirty,rand]\n"
+                   "The uffd strategy next to plain memory and a minimal 4 KiB userfaultfd\n"
+                   "handler; CSV rows experiment,impl,chunk,size,value,unit on stdout.\n");
+            return 0;
+        case 'V': printf("bench/uffd (r3) %s\n", PACKAGE_VERSION); return 0;
         default:
-            fprintf(stderr, "usage: bench/uffd [--size 1G] [--delay-ms 10] [--workers 64]"
-                    " [--delay-chunk 1M] [--only seq_read,first_chunk,delay,dirty,rand]\n");
-            return c == 'h' ? 0 : 2;
+            if (optopt && optopt < 256 && strchr("sdwco", optopt) == NULL)
+                bad_usage("unknown option -%c", optopt);
+            else if (optopt)
+                bad_usage("%s needs a value", argv[optind - 1]);
+            bad_usage("unknown option %s", argv[optind - 1]);
         }
     }
     const uint32_t chunk = 64 * 1024;

@@ -28,3 +28,12 @@ TESTS += tests/integration/hostile_resp.sh
 EXTRA_DIST += tests/integration/hostile_resp.sh tests/integration/hostile_resp.py
 TESTS += tests/integration/sources_hostile_s3.sh
 EXTRA_DIST += tests/integration/sources_hostile_s3.sh tests/integration/sources_hostile_s3.py
+# src/kernel: kernel helpers shared by the strategies (uffd open, PAGEMAP_SCAN, probe).
+noinst_HEADERS += src/kernel/kernel.h src/kernel/compat.h
+pkginclude_HEADERS += include/r3/probe.h
+libr3_la_SOURCES += src/kernel/uffd.c src/kernel/pagemap.c src/kernel/wptrack.c src/kernel/probe.c
+check_PROGRAMS += tests/unit/test_kernel
+tests_unit_test_kernel_SOURCES = tests/unit/test_kernel.c
+tests_unit_test_kernel_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_kernel_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_kernel

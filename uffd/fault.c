@@ -69,10 +69,13 @@ uint64_t r3u_wait_percentile(struct r3u_region *r, double pct)
 /* A fault that cannot be filled: SIGBUS in the faulting thread, never a hang. */
 static void fail_fault(struct r3u_region *r, uint64_t off, uint64_t idx, int rc, uint32_t ptid)
 {
-    if (atomic_exchange(&r->reported, 1) == 0)
-        fprintf(stderr, "r3: uffd: cannot fill chunk %llu (region offset %llu): %s; "
-                "the faulting thread gets SIGBUS\n", (unsigned long long)idx,
-                (unsigned long long)off, rc < 0 ? r3_last_error() : "unknown error");
+    if (atomic_exchange(&r->reported, 1) == 0 && r->hooks.on_error) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "uffd: cannot fill chunk %llu (region offset %llu): %s; the"
+                 " faulting thread gets SIGBUS", (unsigned long long)idx, (unsigned long long)off,
+                 rc < 0 ? r3_last_error() : "unknown error");
+        r->hooks.on_error(r->hooks.arg, &r->r, rc < 0 ? rc : -EIO, msg);
+    }
     if (r->poison) {
         struct uffdio_poison p = {
             .range = { .start = (uintptr_t)r->r.base + off, .len = r->pagesz },
@@ -331,20 +334,7 @@ static void *handler_main(void *arg)
     struct r3u_handler *h = arg;
     struct r3u_region *r = h->r;
     tl_handler = h;
-    /* One epoll set per handler with the uffd added EPOLLEXCLUSIVE: a fault
-     * wakes one handler, not all of them (a herd costs a fault a context
-     * switch on small machines). */
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event e1 = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
-    struct epoll_event e2 = { .events = EPOLLIN, .data.u32 = 1 };
-    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->uffd, &e1) < 0 ||
-        epoll_ctl(ep, EPOLL_CTL_ADD, r->stopfd, &e2) < 0) {
-        fprintf(stderr, "r3: uffd: handler cannot set up epoll: %s\n", strerror(errno));
-        if (ep >= 0)
-            close(ep);
-        tl_handler = NULL;
-        return NULL;
-    }
+    int ep = h->ep;
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire)) {
         struct epoll_event ev[2];
         int n = epoll_wait(ep, ev, 2, -1);
@@ -376,9 +366,27 @@ static void *handler_main(void *arg)
                     handle_fault(h, &h->q[i], t0);
         }
     }
-    close(ep);
     tl_handler = NULL;
     return NULL;
+}
+
+/* One epoll set per handler with the uffd added EPOLLEXCLUSIVE: a fault
+ * wakes one handler, not all of them (a herd costs a fault a context
+ * switch on small machines). Made before the thread starts, so a failure
+ * is an error of open, not a handler that silently never serves. */
+static int handler_epoll(struct r3u_region *r)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e1 = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
+    struct epoll_event e2 = { .events = EPOLLIN, .data.u32 = 1 };
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->uffd, &e1) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, r->stopfd, &e2) < 0) {
+        int e = errno;
+        if (ep >= 0)
+            close(ep);
+        return r3_error(-e, "uffd: cannot set up a fault handler's epoll: %s", strerror(e));
+    }
+    return ep;
 }
 
 int r3u_handlers_start(struct r3u_region *r, unsigned n)
@@ -390,10 +398,15 @@ int r3u_handlers_start(struct r3u_region *r, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         r->h[i].r = r;
         r->h[i].fault_off = UINT64_MAX;
+        r->h[i].ep = -1;
         r->h[i].page = aligned_alloc(r->pagesz, r->pagesz);
         if (!r->h[i].page)
             return r3_error(-ENOMEM, "uffd: out of memory");
-        int rc = r3_thread_create(&r->h[i].thread, handler_main, &r->h[i]);
+        int rc = handler_epoll(r);
+        if (rc < 0)
+            return rc;
+        r->h[i].ep = rc;
+        rc = r3_thread_create(&r->h[i].thread, handler_main, &r->h[i]);
         if (rc < 0)
             return rc;
         r->h[i].started = true;
@@ -411,8 +424,11 @@ void r3u_handlers_stop(struct r3u_region *r)
     for (unsigned i = 0; i < r->nh; i++)
         if (r->h[i].started)
             pthread_join(r->h[i].thread, NULL);
-    for (unsigned i = 0; i < r->nh; i++)
+    for (unsigned i = 0; i < r->nh; i++) {
         free(r->h[i].page);
+        if (r->h[i].ep >= 0)
+            close(r->h[i].ep);
+    }
     free(r->h);
     r->h = NULL;
     r->nh = 0;

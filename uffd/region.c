@@ -20,13 +20,6 @@
 #include "internal.h"
 #include "uffd/uffd.h"
 
-static void after_push(void *arg, const uint64_t *chunks, size_t n)
-{
-    struct r3u_region *r = arg;
-    if (r->hooks.after_sync)
-        r->hooks.after_sync(r->hooks.arg, &r->r, chunks, n);
-}
-
 static void destroy(struct r3u_region *r)
 {
     if (r->nh)
@@ -55,8 +48,7 @@ static void destroy(struct r3u_region *r)
     }
     if (r->uffd >= 0)
         close(r->uffd);
-    if (r->pagemap >= 0)
-        close(r->pagemap);
+    r3_pm_scanner_close(&r->scan);
     if (r->stopfd >= 0)
         close(r->stopfd);
     if (r->zeros)
@@ -71,7 +63,8 @@ static void destroy(struct r3u_region *r)
     free(r->prio);
     free(r->hash);
     free(r->scratch);
-    free(r->scan);
+    free(r->unsynced);
+    free(r->written);
     free(r->record_path);
     pthread_mutex_destroy(&r->collect_lock);
     free(r);
@@ -98,7 +91,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         return r3_error(-ENOMEM, "uffd: out of memory");
     }
     pthread_mutex_init(&r->collect_lock, NULL);
-    r->uffd = r->pagemap = r->stopfd = -1;
+    r->uffd = r->stopfd = -1;
+    r->scan.fd = -1;
     r->r.ops = &r3_uffd_strategy;
     r->r.chunk = chunk;
     r->r.len = len;
@@ -112,17 +106,17 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->nchunks = len >> r->chunk_shift;
     r->npages = len >> r->page_shift;
     int rc = 0;
-    /* Sequential faults fill this many chunks ahead (R3_UFFD_READAHEAD, 0 = off). */
-    const char *ra = getenv("R3_UFFD_READAHEAD");
-    r->readahead = ra && *ra ? (unsigned)strtoul(ra, NULL, 10) : 16;
+    r->cow = o->copy_on_write;
+    r->sync_timeout_ms = o->sync_timeout_ms;
+    /* Sequential faults fill this many chunks ahead (0 = off). */
+    r->readahead = o->uffd_readahead < 0 ? 16 : (unsigned)o->uffd_readahead;
     if (o->prefetch == R3_PREFETCH_NONE)
         r->readahead = 0;             /* "none" means no prefetch of any kind */
     atomic_store(&r->last_fault, UINT64_MAX - 1);
     /* Sources read at memory speed: fill the faulting page before its chunk
-     * (R3_UFFD_FIRST_PAGE=0 turns it off). A remote source would pay a
+     * (uffd_no_first_page turns it off). A remote source would pay a
      * second round trip for it, so only these. */
-    const char *fp = getenv("R3_UFFD_FIRST_PAGE");
-    r->first_page = (!fp || strcmp(fp, "0") != 0) && chunk > (uint32_t)pg &&
+    r->first_page = !o->uffd_no_first_page && chunk > (uint32_t)pg &&
                     (src->flags & R3_SRC_PARALLEL) &&
                     (uint64_t)pg % (src->align ? src->align : 1) == 0 &&
                     (strcmp(src->ops->scheme, "mem") == 0 || strcmp(src->ops->scheme, "file") == 0);
@@ -130,27 +124,24 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
                     UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
-    bool wp_ok = !r3_uffd_wp_async_disabled();
-    if (wp_ok) {
-        r->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    /* Written pages need no tracking when nothing is written back. */
+    bool wp_ok = !o->uffd_no_wp_async && !r->cow;
+    if (wp_ok)
         want |= UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC;
-    }
     uint64_t ioctls = 0;
-    r->uffd = r3_uffd_open_fd(want, &r->features, &ioctls);
+    r->uffd = r3_kernel_uffd_open(O_CLOEXEC | O_NONBLOCK, want, 0, &r->features, &ioctls);
     if (r->uffd < 0) {
-        rc = r->uffd;
+        rc = r3_error_prefix(r->uffd, "uffd: ");
         r->uffd = -1;
         goto fail_src;
     }
-    /* R3_UFFD_NO_POISON=1 tests the path of kernels without UFFDIO_POISON. */
-    const char *np = getenv("R3_UFFD_NO_POISON");
-    r->poison = (r->features & UFFD_FEATURE_POISON) && !(np && *np && strcmp(np, "0") != 0);
+    /* uffd_no_poison tests the path of kernels without UFFDIO_POISON. */
+    r->poison = (r->features & UFFD_FEATURE_POISON) && !o->uffd_no_poison;
     r->thread_id = r->features & UFFD_FEATURE_THREAD_ID;
-    if (wp_ok && r->pagemap >= 0 && (r->features & UFFD_FEATURE_WP_ASYNC) &&
+    if (wp_ok && (r->features & UFFD_FEATURE_WP_ASYNC) &&
         (r->features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
-        struct r3_uffd_probe pr;
-        r3_uffd_probe(&pr);
-        r->track_wp = pr.pagemap_scan;
+        r->track_wp = r3_kernel_pagemap_scan_works() && r3_pm_scanner_open(&r->scan, 4096) == 0;
+        r3_error_clear();
     }
     r->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (r->stopfd < 0) {
@@ -188,16 +179,15 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->zpage = calloc(pwords, 8);
     r->gone = calloc(pwords, 8);
     r->pdirty = calloc(cwords, 8);
+    r->unsynced = calloc(cwords, 8);
+    r->written = calloc(cwords, 8);
     r->ahead = calloc(cwords, 8);
-    if (!r->track_wp) {
+    if (!r->track_wp && !r->cow) {
         r->hash = calloc(r->nchunks, sizeof *r->hash);
         r->scratch = malloc(chunk);
-    } else {
-        r->scan_cap = 4096;
-        r->scan = malloc(r->scan_cap * sizeof *r->scan);
     }
-    if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead ||
-        (!r->track_wp && (!r->hash || !r->scratch)) || (r->track_wp && !r->scan)) {
+    if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead || !r->unsynced ||
+        !r->written || (!r->track_wp && !r->cow && (!r->hash || !r->scratch))) {
         rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
         goto fail_src;
     }
@@ -232,16 +222,19 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     }
 
     r3u_view_init(r, src->size);
+    r3u_remote_init(r, src);
+    /* Copy-on-write: no push stage, so nothing ever reaches the source;
+     * the region (the cache's local side) keeps every write. */
     struct r3_pipeline_opts po = {
         .chunk = chunk,
         .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
-        .push_workers = o->push_workers ? o->push_workers : 1,
+        .push_workers = r->cow ? 0 : o->push_workers ? o->push_workers : 1,
         .push_interval_ms = o->push_interval_ms,
         .priority = r3u_priority, .priority_arg = r,
         .local = &r->view, .borrow_local = true,
-        .collect = r3u_collect, .after_push = after_push, .hook_arg = r,
+        .collect = r3u_collect, .hook_arg = r,
     };
-    rc = r3_pipeline_open(src, &po, &r->p);
+    rc = r3_pipeline_open(&r->remote, &po, &r->p);
     src = NULL;                       /* the pipeline owns it now, also on failure */
     if (rc < 0) {
         r->p = NULL;
@@ -262,6 +255,8 @@ fail:
     return rc;
 }
 
+/* One sync: before_sync (may veto), one push round + flush of the source,
+ * then after_sync once with what was written back since the last one. */
 static int uffd_sync(struct r3_region *rr)
 {
     struct r3u_region *r = (struct r3u_region *)rr;
@@ -270,9 +265,39 @@ static int uffd_sync(struct r3_region *rr)
         if (rc < 0)
             return rc;
     }
+    if (r->cow) {
+        /* Nothing is written back: the sync has nothing to wait for. */
+        atomic_fetch_add(&r->syncs, 1);
+        if (r->hooks.after_sync)
+            r->hooks.after_sync(r->hooks.arg, rr, NULL, 0);
+        return 0;
+    }
+    if (r->sync_timeout_ms)
+        atomic_store(&r->sync_deadline, r3_now_ns() + r->sync_timeout_ms * 1000000u);
     int rc = r3_source_flush(r->p->top);
+    atomic_store(&r->sync_deadline, 0);
     atomic_fetch_add(&r->syncs, 1);
+    if (rc < 0 && r->sync_timeout_ms && rc == -ETIMEDOUT) {
+        uint64_t bytes, n = r3u_unsynced(r, &bytes);
+        char b[32];
+        return r3_error(-ETIMEDOUT, "the sync did not finish within %llu ms: %llu chunk%s (%s) not"
+                        " written back to the source", (unsigned long long)r->sync_timeout_ms,
+                        (unsigned long long)n, n == 1 ? "" : "s", r3_fmt_size(bytes, b, sizeof b));
+    }
+    if (rc == 0 && r->hooks.after_sync) {
+        size_t n = 0;
+        uint64_t *list = r3u_take_written(r, &n);
+        r->hooks.after_sync(r->hooks.arg, rr, list, n);
+        free(list);
+    }
     return rc;
+}
+
+static int uffd_unsynced(struct r3_region *rr, uint64_t *chunks, uint64_t *bytes)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    *chunks = r3u_unsynced(r, bytes);
+    return 0;
 }
 
 static int uffd_close(struct r3_region *rr)
@@ -318,4 +343,5 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
 
 const struct r3_strategy_ops r3_uffd_strategy = {
     .name = "uffd", .open = uffd_open, .sync = uffd_sync, .close = uffd_close, .stats = uffd_stats,
+    .unsynced = uffd_unsynced, .caps = R3_STRATEGY_COPY_ON_WRITE,
 };

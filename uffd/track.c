@@ -8,7 +8,6 @@
  *    hash at fill time / at the last push. */
 #include <errno.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 #include "internal.h"
@@ -39,51 +38,42 @@ static void take_pending(struct r3u_region *r, struct r3_source *push)
         while (x) {
             unsigned b = (unsigned)__builtin_ctzll(x);
             x &= x - 1;
-            r3_push_mark(push, w * 64 + b);
+            r3u_mark(r, push, w * 64 + b);
+        }
+    }
+}
+
+struct scan_mark {
+    struct r3u_region *r;
+    struct r3_source *push;
+    uint64_t last;
+};
+
+static void mark_run(void *arg, uint64_t s, uint64_t t)
+{
+    struct scan_mark *m = arg;
+    struct r3u_region *r = m->r;
+    uint64_t base = (uintptr_t)r->r.base;
+    uint64_t c0 = (s - base) >> r->chunk_shift, c1 = (t - base - 1) >> r->chunk_shift;
+    for (uint64_t c = c0; c <= c1 && c < r->nchunks; c++) {
+        if (c == m->last)
+            continue;
+        if (atomic_load_explicit(&r->filled[c], memory_order_acquire)) {
+            r3u_mark(r, m->push, c);
+            m->last = c;
         }
     }
 }
 
 static int collect_scan(struct r3u_region *r, struct r3_source *push)
 {
-    uint64_t base = (uintptr_t)r->r.base, end = base + r->maplen;
-    struct pm_scan_arg a = {
-        .size = sizeof a,
-        /* No PM_SCAN_CHECK_WPASYNC: a hole the program unmapped and something
-         * else mapped again must not fail the sync (its chunks are "gone"). */
-        .flags = PM_SCAN_WP_MATCHING,
-        .start = base, .end = end,
-        .vec = (uintptr_t)r->scan, .vec_len = r->scan_cap,
-        .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
-    };
-    uint64_t last = UINT64_MAX;
-    for (;;) {
-        long n = ioctl(r->pagemap, PAGEMAP_SCAN, &a);
-        if (n < 0) {
-            int e = errno;
-            if (e == EINTR || e == EAGAIN)
-                continue;
-            return r3_error(-e, "uffd: PAGEMAP_SCAN failed: %s", strerror(e));
-        }
-        for (long i = 0; i < n; i++) {
-            uint64_t s = r->scan[i].start, t = r->scan[i].end;
-            if (t <= base || s >= end)
-                continue;
-            uint64_t c0 = (s - base) >> r->chunk_shift, c1 = (t - base - 1) >> r->chunk_shift;
-            for (uint64_t c = c0; c <= c1 && c < r->nchunks; c++) {
-                if (c == last)
-                    continue;
-                if (atomic_load_explicit(&r->filled[c], memory_order_acquire)) {
-                    r3_push_mark(push, c);
-                    last = c;
-                }
-            }
-        }
-        if (a.walk_end >= end || (n == 0 && a.walk_end <= a.start))
-            break;
-        a.start = a.walk_end;
-    }
-    return 0;
+    /* The scanner runs without PM_SCAN_CHECK_WPASYNC: a hole the program
+     * unmapped and something else mapped again must not fail the sync (its
+     * chunks are "gone"). */
+    struct scan_mark m = { r, push, UINT64_MAX };
+    uint64_t base = (uintptr_t)r->r.base;
+    int rc = r3_pm_scan_written(&r->scan, base, base + r->maplen, mark_run, &m);
+    return rc < 0 ? r3_error_prefix(rc, "uffd: ") : 0;
 }
 
 static int collect_hash(struct r3u_region *r, struct r3_source *push)
@@ -104,7 +94,7 @@ static int collect_hash(struct r3u_region *r, struct r3_source *push)
         }
         if (h != r->hash[c]) {
             r->hash[c] = h;
-            r3_push_mark(push, c);
+            r3u_mark(r, push, c);
         }
     }
     return 0;

@@ -4,17 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <r3/uffd.h>
-#include "uffd/compat.h"
-
-/* Open a userfaultfd (syscall first, then /dev/userfaultfd), O_CLOEXEC |
- * O_NONBLOCK, handling kernel-mode faults too, and enable the features of
- * `want` the kernel has (*got gets them). Returns the fd or -errno. */
-int r3_uffd_open_fd(uint64_t want, uint64_t *got, uint64_t *ioctls);
-
-/* R3_UFFD_NO_WP_ASYNC=1 in the environment: behave as on a kernel without
- * WP_ASYNC (tests the hashing fallback on new kernels). */
-bool r3_uffd_wp_async_disabled(void);
+#include "kernel/kernel.h"
 
 /* ---- the region (uffd/region.c) */
 #include <pthread.h>
@@ -44,6 +34,7 @@ struct r3u_handler {
     bool waited, ra, seq;
     bool first_done;              /* the faulting page went in before the chunk */
     void *page;                   /* one page, for that */
+    int ep;                       /* its epoll set */
 };
 
 struct r3u_region {
@@ -51,7 +42,7 @@ struct r3u_region {
     struct r3_source view;        /* the pipeline's local side: the region itself */
     struct r3_pipeline *p;
     struct r3_region_hooks hooks;
-    int uffd, pagemap, stopfd;
+    int uffd, stopfd;
     uint64_t features;
     bool track_wp;                /* dirty pages via WP_ASYNC + PAGEMAP_SCAN */
     bool poison, thread_id;
@@ -68,6 +59,15 @@ struct r3u_region {
     _Atomic bool any_gone;
     _Atomic uint64_t *ahead;      /* per chunk: claimed by a handler's readahead */
     _Atomic uint64_t *pdirty;     /* per chunk: dirty, not yet told to the push stage */
+    /* write-back accounting (remote.c): what was collected and not yet
+     * written to the source; what was written since the last after_sync */
+    _Atomic uint64_t *unsynced;
+    _Atomic uint64_t *written;
+    struct r3_source remote;      /* the source as the pipeline sees it (remote.c) */
+    struct r3_source *inner;      /* the source itself */
+    _Atomic uint64_t sync_deadline;   /* ns; remote writes fail at once past it (0 = none) */
+    uint64_t sync_timeout_ms;
+    bool cow;                     /* copy_on_write: nothing is written back */
     /* access log (record_access) */
     char *record_path;
     _Atomic uint8_t *seen;
@@ -79,8 +79,7 @@ struct r3u_region {
     uint64_t *hash;
     uint8_t *scratch;             /* one chunk, for collect */
     pthread_mutex_t collect_lock;
-    struct page_region *scan;     /* PAGEMAP_SCAN output vector */
-    size_t scan_cap;
+    struct r3_pm_scanner scan;    /* written pages (track_wp) */
     /* handler threads */
     struct r3u_handler *h;
     unsigned nh;
@@ -88,7 +87,7 @@ struct r3u_region {
     bool first_page;              /* memory-speed source: faulting page before its chunk */
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
-    _Atomic int reported;         /* source-error message printed once */
+    _Atomic int reported;         /* on_error told once */
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t wait_hist[R3U_HIST];
@@ -116,6 +115,15 @@ struct r3u_handler *r3u_current(struct r3u_region *r);
 /* Record the time the current fault's thread was blocked (once). */
 void r3u_fault_woken(struct r3u_handler *h);
 uint64_t r3u_wait_percentile(struct r3u_region *r, double pct);
+
+/* uffd/remote.c: the source under the pipeline, counting write-back. */
+void r3u_remote_init(struct r3u_region *r, struct r3_source *src);
+/* Hand chunk c to the push stage (and count it as not yet written back). */
+void r3u_mark(struct r3u_region *r, struct r3_source *push, uint64_t c);
+/* Chunks collected and not yet written back, and their bytes. */
+uint64_t r3u_unsynced(struct r3u_region *r, uint64_t *bytes);
+/* The chunks written back since the last call, ascending (malloc'd; *n). */
+uint64_t *r3u_take_written(struct r3u_region *r, size_t *n);
 
 /* uffd/track.c: the push stage's collect callback. */
 int  r3u_collect(void *arg, struct r3_source *push);

@@ -150,7 +150,7 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         return 0;
     }
     const uint8_t *b = buf;
-    if (!r->track_wp)
+    if (r->hash)
         r3u_track_filled(r, idx, buf, len);     /* before any page can be written */
     struct r3u_handler *h = r3u_current(r);
     bool fault = h && !h->ra;

@@ -1,5 +1,36 @@
 /* Regions: the memory a program sees, opened from a source with a strategy
- * (uffd, nbd-direct, nbd-managed, filesync). */
+ * (uffd, nbd-direct, nbd-managed, filesync).
+ *
+ * The contract, the same for every strategy:
+ *  - Options: fill them with r3_region_opts_init(), then set what you need.
+ *    struct_size says which version of the struct the caller was built
+ *    with; r3_region_open refuses a struct that was not initialized. An
+ *    option the chosen strategy cannot honour is an error (-EINVAL or
+ *    -ENOTSUP) with a sentence naming it, never silently ignored. A
+ *    read-only source needs copy_on_write (else -EROFS: writes could
+ *    never be written back).
+ *  - Hooks (all optional; called by r3_region_sync/_close on the calling
+ *    thread, or, with sync_timeout_ms, on a helper thread the caller waits
+ *    for):
+ *    before_sync runs first in every r3_region_sync (and in the sync that
+ *    r3_region_close does); a negative return vetoes that sync, which then
+ *    returns it and writes nothing back.
+ *    after_sync runs once per successful r3_region_sync, after the source
+ *    was flushed, with the chunk indexes written back since the previous
+ *    after_sync call (by this sync and by any interval push rounds since
+ *    the last one), ascending, each once; n may be 0.
+ *    before_close runs once in r3_region_close, after its final sync and
+ *    before anything is torn down (the memory is still readable).
+ *    on_error tells what no call can return (see below).
+ *  - sync_timeout_ms bounds one r3_region_sync as a whole: when it passes,
+ *    sync returns -ETIMEDOUT and r3_last_error() says how many chunks (and
+ *    bytes) were not written back (strategies with an `unsynced` op: uffd;
+ *    others say that some were); they stay dirty for a later sync. The
+ *    abandoned sync ends in the background (uffd: its remaining writes
+ *    fail at once; a write in flight ends with the source's own timeout);
+ *    the next sync and close wait for it.
+ *  - The library reads no environment variable: tools turn theirs into
+ *    these options. */
 #ifndef R3_REGION_H
 #define R3_REGION_H
 
@@ -21,9 +52,15 @@ struct r3_region_hooks {
     void (*after_sync)(void *arg, struct r3_region *r, const uint64_t *dirty, size_t n);
     void (*before_close)(void *arg, struct r3_region *r);
     void *arg;
+    /* A failure no call can return, said once per region: msg is the
+     * sentence (uffd: a fault the source could not fill; the faulting
+     * thread gets SIGBUS). Runs on an r3 thread: it must not touch the
+     * region's memory. The library itself prints nothing. */
+    void (*on_error)(void *arg, struct r3_region *r, int err, const char *msg);
 };
 
 struct r3_region_opts {
+    uint32_t struct_size;         /* sizeof (struct r3_region_opts): set by r3_region_opts_init */
     const char *strategy;         /* "uffd" (default), "nbd-direct", "nbd-managed", "filesync" */
     uint64_t size;                /* 0 = the source's size */
     uint32_t chunk;               /* 0 = 64 KiB */
@@ -36,6 +73,18 @@ struct r3_region_opts {
     const char *record_access;    /* write first-fault order of chunks here at close */
     const char *workdir;          /* scratch files (filesync, mounts); NULL = /tmp */
     struct r3_region_hooks hooks;
+    uint64_t sync_timeout_ms;     /* bound on one r3_region_sync (0 = none) */
+    bool copy_on_write;           /* writes stay in the region and never reach the source
+                                     (a read-only source is then fine); not every strategy can */
+    /* uffd tuning and kernel-feature switches (tests, comparisons); other
+     * strategies refuse a value other than the default */
+    int uffd_readahead;           /* chunks filled ahead of a sequential fault: -1 = default (16), 0 = off */
+    bool uffd_no_first_page;      /* never install the faulting page before its chunk */
+    bool uffd_no_poison;          /* behave as without UFFDIO_POISON (SIGBUS by signal) */
+    bool uffd_no_wp_async;        /* behave as without WP_ASYNC: find writes by hashing */
+    /* filesync / nbd choices (the tools set them from R3_FILESYNC_DETECT, R3_NBD_MOUNT) */
+    const char *filesync_detect;  /* NULL = best the kernel has, "hash", "pagemap" */
+    const char *nbd_mount;        /* NULL = best available, else a mode the nbd strategies name */
 };
 
 struct r3_region_stats {
@@ -57,7 +106,13 @@ struct r3_region {
     uint32_t chunk;
     const struct r3_strategy_ops *ops;
     struct r3_source *src;        /* the source the region was opened on (owned) */
+    /* set by src/region.c after open; strategies leave them alone */
+    uint64_t sync_timeout_ms;
+    struct r3_region_syncer *syncer;   /* a sync still running after its timeout */
 };
+
+/* What a strategy can do beyond the common options (r3_strategy_ops.caps). */
+#define R3_STRATEGY_COPY_ON_WRITE 0x1u   /* honours opts.copy_on_write */
 
 struct r3_strategy_ops {
     const char *name;
@@ -65,6 +120,9 @@ struct r3_strategy_ops {
     int  (*sync) (struct r3_region *r);
     int  (*close)(struct r3_region *r);
     int  (*stats)(struct r3_region *r, struct r3_region_stats *st);
+    unsigned caps;                /* R3_STRATEGY_* */
+    /* optional: chunks (and bytes) written and not yet written back */
+    int  (*unsynced)(struct r3_region *r, uint64_t *chunks, uint64_t *bytes);
 };
 
 void r3_region_opts_init(struct r3_region_opts *o);
@@ -72,7 +130,9 @@ void r3_region_opts_init(struct r3_region_opts *o);
 int r3_region_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out);
 /* After 0: every byte written before the call is in the source and flushed. */
 int r3_region_sync(struct r3_region *r);
-/* Syncs, then tears down and closes the source. Returns the sync's result. */
+/* Syncs, then tears down and closes the source. Returns the sync's result.
+ * If a sync timed out and is still running, close waits for it to stop
+ * (each source call has its own timeout) before tearing down. */
 int r3_region_close(struct r3_region *r);
 int r3_region_stats(struct r3_region *r, struct r3_region_stats *st);
 

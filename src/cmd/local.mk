@@ -30,3 +30,6 @@ TESTS += tests/integration/r3run_exit.sh tests/integration/r3run_fork.sh \
 	tests/integration/r3run_programs.sh
 EXTRA_DIST += tests/integration/r3run_exit.sh tests/integration/r3run_fork.sh \
 	tests/integration/r3run_programs.sh
+TESTS += tests/integration/r3run_sync_timeout.sh
+EXTRA_DIST += tests/integration/r3run_sync_timeout.sh
+EXTRA_DIST += tests/r3run/needs_uffd.sh

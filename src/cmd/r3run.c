@@ -17,14 +17,11 @@
 #include <unistd.h>
 #include "internal.h"
 #include "preload/env.h"
-#if __has_include(<r3/uffd.h>)
-#include <r3/uffd.h>
-#define HAVE_PROBE 1
-#endif
+#include <r3/probe.h>
 
 #define EXIT_R3 R3_PRELOAD_EXIT
+#define EXIT_USAGE 2
 #define DEFAULT_SIZE "4G"
-#define DEFAULT_IMAGE "r3run.img"
 
 static void usage(FILE *f)
 {
@@ -34,15 +31,20 @@ static void usage(FILE *f)
 "region backed by a chunk source (r3's LD_PRELOAD shim, libr3preload.so).\n"
 "\n"
 "  --strategy NAME      how the region reaches the process (default uffd)\n"
-"  --source URI         the chunk source (default file://$PWD/" DEFAULT_IMAGE "?size=SIZE,\n"
-"                       a sparse image in the current directory)\n"
+"  --source URI         the chunk source (default: a temporary sparse image\n"
+"                       $TMPDIR/r3run-XXXXXX.img, or in /var/tmp, removed at exit)\n"
+"  --keep-image         keep the default image after the program exits\n"
 "  --size SIZE          region size, K/M/G/T suffixes (default " DEFAULT_SIZE " with the\n"
 "                       default source, else the source's size)\n"
+"  --copy-on-write      writes stay in the region and never reach the source\n"
+"                       (a read-only source is then fine; uffd strategy)\n"
 "  --chunk SIZE         unit of transfer and tracking, power of two >= 4K (default 64K)\n"
 "  --min-alloc SIZE     smallest allocation placed in the region (default 64K)\n"
 "  --pull-workers N     background prefetch workers (default 0)\n"
 "  --push-workers N     write-back workers (default 1)\n"
 "  --push-interval DUR  write dirty chunks back every DUR (500ms, 2s; default: at exit)\n"
+"  --sync-timeout DUR   give up a sync (the one at exit too) after DUR, say how much\n"
+"                       was not written back and exit 125 (default 60s; 0s = never)\n"
 "  --fault-threads N    fault handler threads (default 2)\n"
 "  --prefetch MODE      sequential | none | hot | FILE (order of background pulls;\n"
 "                       hot replays the --record-access log of an earlier run)\n"
@@ -52,8 +54,10 @@ static void usage(FILE *f)
 "  -h, --help           print this help and exit\n"
 "  -V, --version        print the version and exit\n"
 "\n"
-"Options stop at the first non-option. The exit status is PROGRAM's own;\n"
-"127 if it is not found, 126 if it cannot run, 125 if r3 itself fails.\n"
+"Durations take a unit: us, ms, s, m. Options stop at the first non-option.\n"
+"The exit status is PROGRAM's own; 127 if it is not found, 126 if it cannot\n"
+"run, 125 if r3 itself fails (also when the final sync cannot write\n"
+"everything back), 2 for a usage error.\n"
 "Static and setuid programs are refused: LD_PRELOAD cannot reach them.\n");
     const struct r3_strategy_ops *const *s = r3_strategy_list();
     fprintf(f, "Strategies in this build:");
@@ -62,23 +66,40 @@ static void usage(FILE *f)
     fprintf(f, "\n");
 }
 
+/* "r3run: <what>" and exit: status EXIT_R3 for a failure (die), or
+ * EXIT_USAGE with a second line saying where to look (usage_error). */
+static void vquit(int status, const char *fmt, va_list ap) __attribute__((noreturn));
+static void vquit(int status, const char *fmt, va_list ap)
+{
+    fputs("r3run: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    if (status == EXIT_USAGE)
+        fputs("Try 'r3run --help' for more information.\n", stderr);
+    exit(status);
+}
+
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static int die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("r3run: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(EXIT_R3);
+    vquit(EXIT_R3, fmt, ap);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vquit(EXIT_USAGE, fmt, ap);
 }
 
 static uint64_t opt_size(const char *name, const char *v)
 {
     uint64_t x;
     if (r3_parse_size(v, &x) < 0)
-        die("--%s %s: not a size (like 64K, 512M, 4G)", name, v);
+        usage_error("--%s %s: not a size (like 64K, 512M, 4G)", name, v);
     return x;
 }
 
@@ -88,8 +109,16 @@ static uint64_t opt_uint(const char *name, const char *v, uint64_t max)
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
     if (errno || *end || !*v || *v == '-' || x > max)
-        die("--%s %s: not a number from 0 to %llu", name, v, (unsigned long long)max);
+        usage_error("--%s %s: not a number from 0 to %llu", name, v, (unsigned long long)max);
     return x;
+}
+
+static uint64_t opt_duration(const char *name, const char *v)
+{
+    uint64_t ms;
+    if (r3_parse_duration_ms(v, &ms) < 0)
+        usage_error("--%s %s: not a duration: %s", name, v, r3_last_error());
+    return ms;
 }
 
 /* The shim: R3_PRELOAD_LIB, next to this executable (build tree: also in
@@ -241,8 +270,36 @@ static void check_program(const char *path, int depth)
 static const char *const managed[] = {
     "R3_SOURCE", "R3_STRATEGY", "R3_SIZE", "R3_CHUNK", "R3_MIN_ALLOC", "R3_PULL_WORKERS",
     "R3_PUSH_WORKERS", "R3_PUSH_INTERVAL", "R3_FAULT_THREADS", "R3_PREFETCH",
-    "R3_RECORD_ACCESS", "R3_STATS", "R3_PID", NULL,
+    "R3_RECORD_ACCESS", "R3_STATS", "R3_PID", "R3_SYNC_TIMEOUT", "R3_COPY_ON_WRITE",
+    "R3_UNLINK_SOURCE", NULL,
 };
+
+/* The default source: a sparse image of size bytes, created (mode 0600,
+ * a fresh name) in $TMPDIR or /var/tmp (large temporary files that should
+ * not live in RAM), never in the current directory. */
+static char *default_image(uint64_t size, char **path_out)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/var/tmp";
+    char *path, *uri;
+    if (asprintf(&path, "%s/r3run-XXXXXX.img", dir) < 0)
+        die("out of memory");
+    int fd = mkostemps(path, 4, O_CLOEXEC);
+    if (fd < 0)
+        die("cannot create the default image in %s: %s (give --source, or set TMPDIR)", dir,
+            strerror(errno));
+    if (ftruncate(fd, (off_t)size) < 0) {
+        int e = errno;
+        unlink(path);
+        die("cannot size the default image %s: %s", path, strerror(e));
+    }
+    close(fd);
+    if (asprintf(&uri, "file://%s?size=%llu", path, (unsigned long long)size) < 0)
+        die("out of memory");
+    *path_out = path;
+    return uri;
+}
 
 static void setenv_u(const char *name, uint64_t v)
 {
@@ -254,16 +311,20 @@ static void setenv_u(const char *name, uint64_t v)
 int main(int argc, char **argv)
 {
     enum { O_STRATEGY = 256, O_SOURCE, O_SIZE, O_CHUNK, O_MIN_ALLOC, O_PULL, O_PUSH,
-           O_INTERVAL, O_FAULT, O_PREFETCH, O_RECORD, O_STATS, O_PROBE };
+           O_INTERVAL, O_FAULT, O_PREFETCH, O_RECORD, O_STATS, O_PROBE, O_SYNC_TIMEOUT,
+           O_COW, O_KEEP };
     static const struct option opts[] = {
         { "strategy", required_argument, 0, O_STRATEGY },
         { "source", required_argument, 0, O_SOURCE },
+        { "keep-image", no_argument, 0, O_KEEP },
         { "size", required_argument, 0, O_SIZE },
         { "chunk", required_argument, 0, O_CHUNK },
         { "min-alloc", required_argument, 0, O_MIN_ALLOC },
+        { "copy-on-write", no_argument, 0, O_COW },
         { "pull-workers", required_argument, 0, O_PULL },
         { "push-workers", required_argument, 0, O_PUSH },
         { "push-interval", required_argument, 0, O_INTERVAL },
+        { "sync-timeout", required_argument, 0, O_SYNC_TIMEOUT },
         { "fault-threads", required_argument, 0, O_FAULT },
         { "prefetch", required_argument, 0, O_PREFETCH },
         { "record-access", required_argument, 0, O_RECORD },
@@ -277,88 +338,100 @@ int main(int argc, char **argv)
     const char *interval = NULL;
     uint64_t size = 0, chunk = R3_DEFAULT_CHUNK, min_alloc = 64 * 1024;
     uint64_t pull = 0, push = 1, fault = 2, interval_ms = 0;
-    bool stats = false, probe = false, have_size = false;
+    uint64_t sync_timeout_ms = R3_PRELOAD_SYNC_TIMEOUT_MS;
+    bool stats = false, probe = false, have_size = false, cow = false, keep = false;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
         switch (c) {
         case O_STRATEGY: strategy = optarg; break;
         case O_SOURCE: source = optarg; break;
+        case O_KEEP: keep = true; break;
         case O_SIZE:
             size = opt_size("size", optarg);
             have_size = true;
             if (size == 0)
-                die("--size must be greater than 0");
+                usage_error("--size must be greater than 0");
             break;
         case O_CHUNK:
             chunk = opt_size("chunk", optarg);
             if (!r3_is_pow2(chunk) || chunk < 4096 || chunk > (1u << 30))
-                die("--chunk %s: must be a power of two from 4K to 1G", optarg);
+                usage_error("--chunk %s: must be a power of two from 4K to 1G", optarg);
             break;
         case O_MIN_ALLOC:
             min_alloc = opt_size("min-alloc", optarg);
             if (min_alloc == 0)
-                die("--min-alloc must be at least 1");
+                usage_error("--min-alloc must be at least 1");
             break;
+        case O_COW: cow = true; break;
         case O_PULL: pull = opt_uint("pull-workers", optarg, 1024); break;
         case O_PUSH: push = opt_uint("push-workers", optarg, 1024); break;
         case O_FAULT: fault = opt_uint("fault-threads", optarg, 256); break;
         case O_INTERVAL:
             interval = optarg;
-            if (r3_parse_duration_ms(optarg, &interval_ms) < 0)
-                die("--push-interval %s: not a duration (like 500ms, 2s, 1m)", optarg);
+            interval_ms = opt_duration("push-interval", optarg);
             break;
+        case O_SYNC_TIMEOUT: sync_timeout_ms = opt_duration("sync-timeout", optarg); break;
         case O_PREFETCH: prefetch = optarg; break;
         case O_RECORD:
             if (!*optarg)
-                die("--record-access needs a file name");
+                usage_error("--record-access needs a file name");
             record = optarg;
             break;
         case O_STATS: stats = true; break;
         case O_PROBE: probe = true; break;
         case 'h': usage(stdout); return 0;
-        case 'V': printf("r3run (r3) %s\n", R3_VERSION); return 0;
+        case 'V': printf("r3run (r3) %s\n", PACKAGE_VERSION); return 0;
         default:
             if (optopt && optopt < 256)
-                fprintf(stderr, "r3run: unknown option -%c\n", optopt);
+                usage_error("unknown option -%c", optopt);
             else if (optopt)
-                fprintf(stderr, "r3run: %s needs a value\n", argv[optind - 1]);
+                usage_error("%s needs a value", argv[optind - 1]);
             else
-                fprintf(stderr, "r3run: unknown option %s\n", argv[optind - 1]);
-            fprintf(stderr, "Try 'r3run --help'.\n");
-            return EXIT_R3;
+                usage_error("unknown option %s", argv[optind - 1]);
         }
     }
     if (probe) {
-#ifdef HAVE_PROBE
-        r3_uffd_probe_print(stdout);
+        /* What a region opened by r3run would use here, with the switches
+         * of this environment (the shim reads the same variables). */
+        struct r3_preload_env pe;
+        struct r3_region_opts o;
+        r3_region_opts_init(&o);
+        if (!getenv("R3_SOURCE"))
+            setenv("R3_SOURCE", "mem:", 1);   /* only the switches matter here */
+        if (r3_preload_env_parse(&pe) == 0)
+            r3_preload_env_opts(&pe, &o);
+        struct r3_probe p;
+        r3_probe(&p, o.workdir);
+        r3_probe_print(stdout, &p, &o);
         return 0;
-#else
-        die("--probe: this build has no uffd strategy");
-#endif
     }
-    if (optind >= argc) {
-        fprintf(stderr, "r3run: no program to run\nTry 'r3run --help'.\n");
-        return EXIT_R3;
-    }
+    if (optind >= argc)
+        usage_error("no program to run");
 
     char *prog = resolve(argv[optind]);
     check_program(prog, 0);
-    if (!r3_strategy_find(strategy)) {
+    const struct r3_strategy_ops *st = r3_strategy_find(strategy);
+    if (!st) {
         char names[256] = "";
         for (const struct r3_strategy_ops *const *s = r3_strategy_list(); *s; s++)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
                      names[0] ? ", " : "", (*s)->name);
-        die("unknown strategy '%s' (this build has: %s)", strategy, names[0] ? names : "none");
+        usage_error("unknown strategy '%s' (this build has: %s)", strategy, names[0] ? names : "none");
     }
+    if (cow && !(st->caps & R3_STRATEGY_COPY_ON_WRITE))
+        usage_error("--copy-on-write: the %s strategy cannot keep writes local (the uffd strategy"
+                    " can)", strategy);
     if (have_size && size % chunk)
-        die("--size %llu is not a multiple of the chunk (%llu)", (unsigned long long)size,
-            (unsigned long long)chunk);
+        usage_error("--size %llu is not a multiple of the chunk (%llu)", (unsigned long long)size,
+                    (unsigned long long)chunk);
+    if (keep && source)
+        usage_error("--keep-image is about the default image; --source %s is kept anyway", source);
     int pf = R3_PREFETCH_SEQUENTIAL;
     const char *pf_file = NULL;
     if (prefetch) {
         if (r3_preload_prefetch_parse(prefetch, record, &pf, &pf_file) < 0)
-            die("--prefetch: %s", r3_last_error());
+            usage_error("--prefetch: %s", r3_last_error());
         if (pf_file && access(pf_file, R_OK) < 0) {
             if (strcmp(prefetch, "hot") == 0 && errno == ENOENT)
                 prefetch = "sequential";      /* first run: nothing recorded yet */
@@ -367,37 +440,41 @@ int main(int argc, char **argv)
         }
     }
 
-    /* The default source: a sparse image in the current directory. */
-    char *uri = NULL;
-    if (!source) {
-        char cwd[PATH_MAX];
-        if (!getcwd(cwd, sizeof cwd))
-            die("cannot get the current directory: %s", strerror(errno));
-        if (!have_size)
-            size = opt_size("size", DEFAULT_SIZE);
-        have_size = true;         /* an older, larger image keeps its size */
-        if (asprintf(&uri, "file://%s/" DEFAULT_IMAGE "?size=%llu", cwd,
-                     (unsigned long long)size) < 0)
-            die("out of memory");
-        source = uri;
+    /* Open the source once here, so a bad URI, an unreachable server, a
+     * read-only source or one smaller than the region is reported before
+     * the program starts. */
+    char *image = NULL;
+    if (source) {
+        struct r3_source *src;
+        if (r3_source_open(source, &src) < 0)
+            die("cannot open the source %s: %s", source, r3_last_error());
+        uint64_t have = src->size;
+        bool ro = src->flags & R3_SRC_RDONLY;
+        r3_source_close(src);
+        if (ro && !cow)
+            die("the source is read-only; use --copy-on-write to keep writes local (%s)", source);
+        if (have_size && have < size)
+            die("the source %s holds %llu bytes, less than --size %llu", source,
+                (unsigned long long)have, (unsigned long long)size);
+        if (!have_size && have % chunk)
+            die("the source %s holds %llu bytes, not a multiple of the chunk (%llu); give --size",
+                source, (unsigned long long)have, (unsigned long long)chunk);
     }
-    /* Open the source once here, so a bad URI, an unreachable server or a
-     * source smaller than the region is reported before the program starts. */
-    struct r3_source *src;
-    if (r3_source_open(source, &src) < 0)
-        die("cannot open the source %s: %s", source, r3_last_error());
-    uint64_t have = src->size;
-    r3_source_close(src);
-    if (have_size && have < size)
-        die("the source %s holds %llu bytes, less than --size %llu", source,
-            (unsigned long long)have, (unsigned long long)size);
-    if (!have_size && have % chunk)
-        die("the source %s holds %llu bytes, not a multiple of the chunk (%llu); give --size",
-            source, (unsigned long long)have, (unsigned long long)chunk);
 
     char *shim = find_shim();
     if (strpbrk(shim, ": "))
         die("the shim's path %s contains ':' or a space, which LD_PRELOAD cannot carry", shim);
+
+    if (!source) {
+        if (!have_size)
+            size = opt_size("size", DEFAULT_SIZE);
+        have_size = true;
+        source = default_image(size, &image);
+        char b[32];
+        fprintf(stderr, "r3run: no --source: the region is backed by a sparse %s image %s, %s\n",
+                r3_fmt_size(size, b, sizeof b), image,
+                keep ? "kept after the program exits (--keep-image)" : "removed at exit");
+    }
 
     for (int i = 0; managed[i]; i++)
         unsetenv(managed[i]);
@@ -410,8 +487,17 @@ int main(int argc, char **argv)
     setenv_u("R3_PULL_WORKERS", pull);
     setenv_u("R3_PUSH_WORKERS", push);
     setenv_u("R3_FAULT_THREADS", fault);
-    if (interval)
-        setenv_u("R3_PUSH_INTERVAL", interval_ms);
+    char b[32];
+    if (interval) {
+        snprintf(b, sizeof b, "%llums", (unsigned long long)interval_ms);
+        setenv("R3_PUSH_INTERVAL", b, 1);
+    }
+    snprintf(b, sizeof b, "%llums", (unsigned long long)sync_timeout_ms);
+    setenv("R3_SYNC_TIMEOUT", b, 1);
+    if (cow)
+        setenv("R3_COPY_ON_WRITE", "1", 1);
+    if (image && !keep)
+        setenv("R3_UNLINK_SOURCE", image, 1);   /* the shim unlinks it once open */
     if (prefetch)
         setenv("R3_PREFETCH", prefetch, 1);
     if (record)
@@ -428,6 +514,8 @@ int main(int argc, char **argv)
     fflush(NULL);
     execv(prog, argv + optind);
     int e = errno;
+    if (image && !keep)
+        unlink(image);
     fprintf(stderr, "r3run: cannot run %s: %s\n", prog, strerror(e));
     return e == ENOENT ? 127 : 126;
 }

@@ -10,24 +10,27 @@
 int r3_parse_duration_ms(const char *s, uint64_t *ms)
 {
     if (!s || !isdigit((unsigned char)*s))
-        return -EINVAL;
+        return r3_error(-EINVAL, "'%s' is not a duration (a number with a unit: us, ms, s or m)",
+                        s ? s : "");
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    uint64_t mul;
     if (errno)
-        return -EINVAL;
-    if (!strcmp(end, "") || !strcmp(end, "ms"))
-        mul = 1;
-    else if (!strcmp(end, "s"))
-        mul = 1000;
-    else if (!strcmp(end, "m") || !strcmp(end, "min"))
-        mul = 60000;
-    else
-        return -EINVAL;
-    if (v > UINT32_MAX / mul)
-        return -EINVAL;
-    *ms = v * mul;
+        return r3_error(-EINVAL, "duration '%s' is too large", s);
+    if (!*end)
+        return r3_error(-EINVAL, "duration '%s' needs a unit: us, ms, s or m (e.g. %sms)", s, s);
+    static const struct { const char *name; uint64_t us; } units[] = {
+        { "us", 1 }, { "ms", 1000 }, { "s", 1000000 }, { "m", 60000000 }, { "min", 60000000 },
+    };
+    uint64_t mul = 0;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (!strcmp(end, units[i].name))
+            mul = units[i].us;
+    if (!mul)
+        return r3_error(-EINVAL, "duration '%s': unknown unit '%s' (us, ms, s or m)", s, end);
+    if (v > UINT32_MAX / mul * 1000)
+        return r3_error(-EINVAL, "duration '%s' is too large", s);
+    *ms = (v * mul + 999) / 1000;       /* a nonzero duration never becomes 0 */
     return 0;
 }
 
@@ -81,6 +84,13 @@ static int env_uint(const char *name, uint64_t dflt, uint64_t max, uint64_t *out
     return 0;
 }
 
+/* A switch: set, non-empty and not "0". */
+static bool env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 int r3_preload_env_parse(struct r3_preload_env *e)
 {
     memset(e, 0, sizeof *e);
@@ -108,7 +118,25 @@ int r3_preload_env_parse(struct r3_preload_env *e)
         rc = env_uint("R3_FAULT_THREADS", 2, 256, &e->fault_threads);
     const char *v = getenv("R3_PUSH_INTERVAL");
     if (!rc && v && *v && r3_parse_duration_ms(v, &e->push_interval_ms) < 0)
-        rc = r3_error(-EINVAL, "R3_PUSH_INTERVAL=%s is not a duration (like 500ms, 2s)", v);
+        rc = r3_error_prefix(-EINVAL, "R3_PUSH_INTERVAL: ");
+    v = getenv("R3_SYNC_TIMEOUT");
+    e->sync_timeout_ms = R3_PRELOAD_SYNC_TIMEOUT_MS;
+    if (!rc && v && *v && r3_parse_duration_ms(v, &e->sync_timeout_ms) < 0)
+        rc = r3_error_prefix(-EINVAL, "R3_SYNC_TIMEOUT: ");
+    e->copy_on_write = env_flag("R3_COPY_ON_WRITE");
+    uint64_t ra;
+    if (!rc && (rc = env_uint("R3_UFFD_READAHEAD", UINT64_MAX, 1u << 20, &ra)) == 0)
+        e->uffd_readahead = ra == UINT64_MAX ? -1 : (int)ra;
+    v = getenv("R3_UFFD_FIRST_PAGE");
+    e->uffd_no_first_page = v && !strcmp(v, "0");
+    e->uffd_no_poison = env_flag("R3_UFFD_NO_POISON");
+    e->uffd_no_wp_async = env_flag("R3_UFFD_NO_WP_ASYNC");
+    e->filesync_detect = getenv("R3_FILESYNC_DETECT");
+    if (e->filesync_detect && !*e->filesync_detect)
+        e->filesync_detect = NULL;
+    e->nbd_mount = getenv("R3_NBD_MOUNT");
+    if (e->nbd_mount && !*e->nbd_mount)
+        e->nbd_mount = NULL;
     e->record_access = getenv("R3_RECORD_ACCESS");
     if (e->record_access && !*e->record_access)
         e->record_access = NULL;
@@ -133,4 +161,12 @@ void r3_preload_env_opts(const struct r3_preload_env *e, struct r3_region_opts *
     o->prefetch = e->prefetch;
     o->prefetch_file = e->prefetch_file;
     o->record_access = e->record_access;
+    o->sync_timeout_ms = e->sync_timeout_ms;
+    o->copy_on_write = e->copy_on_write;
+    o->uffd_readahead = e->uffd_readahead;
+    o->uffd_no_first_page = e->uffd_no_first_page;
+    o->uffd_no_poison = e->uffd_no_poison;
+    o->uffd_no_wp_async = e->uffd_no_wp_async;
+    o->filesync_detect = e->filesync_detect;
+    o->nbd_mount = e->nbd_mount;
 }

@@ -420,6 +420,38 @@ static void fail(const char *what)
     _exit(R3_PRELOAD_EXIT);
 }
 
+/* The library prints nothing: what it cannot return, the shim says. */
+static void on_region_error(void *arg, struct r3_region *r, int err, const char *msg)
+{
+    (void)arg, (void)r, (void)err;
+    say("r3run: %s\n", msg);
+}
+
+/* r3run's default image (R3_UNLINK_SOURCE): removed as soon as it is open,
+ * so nothing is left behind however the program ends. The program may exec
+ * itself (same pid, the shim runs again): an inherited descriptor keeps
+ * the file reachable for that as /proc/self/fd/N. */
+static void unlink_default_image(void)
+{
+    const char *path = getenv("R3_UNLINK_SOURCE");
+    if (!path || !*path)
+        return;
+    int fd = open(path, O_RDWR);
+    if (fd >= 0 && fd < 100) {
+        int hi = fcntl(fd, F_DUPFD, 100);     /* out of the way of the program's fds */
+        close(fd);
+        fd = hi;
+    }
+    if (fd >= 0) {
+        char *uri;
+        const char *q = strchr(S.env.source, '?');
+        if (asprintf(&uri, "file:///proc/self/fd/%d%s", fd, q ? q : "") >= 0)
+            setenv("R3_SOURCE", uri, 1);      /* the environment keeps it */
+    }
+    unlink(path);
+    unsetenv("R3_UNLINK_SOURCE");
+}
+
 __attribute__((constructor)) static void shim_init(void)
 {
     S.errfd = -1;
@@ -436,8 +468,11 @@ __attribute__((constructor)) static void shim_init(void)
     struct r3_region_opts o;
     r3_region_opts_init(&o);
     r3_preload_env_opts(&S.env, &o);
+    o.hooks.on_error = on_region_error;
     struct r3_source *src;
-    if (r3_source_open(S.env.source, &src) < 0)
+    int orc = r3_source_open(S.env.source, &src);
+    unlink_default_image();
+    if (orc < 0)
         fail("cannot open the source");
     if (r3_region_open(&o, src, &S.region) < 0)
         fail("cannot open the region");

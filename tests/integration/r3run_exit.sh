@@ -3,6 +3,8 @@
 # a killing signal passed on), refusal of static and setuid programs, and
 # clear errors for bad options and bad sources, before the program starts.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/r3run/needs_uffd.sh"
+r3_needs_uffd
 R3RUN="$top_builddir/r3run"
 cd "$T_DIR"
 
@@ -45,17 +47,55 @@ else
     t_log "not root: setuid refusal not checked (cannot chown a file to another user)"
 fi
 
-# Options are validated before anything runs.
-expect_fail 125 "not a size" -- --size 12Q true
-expect_fail 125 "power of two" -- --chunk 3000 true
-expect_fail 125 "unknown strategy 'nope'" -- --strategy nope true
-expect_fail 125 "not a number" -- --pull-workers -3 true
-expect_fail 125 "not a duration" -- --push-interval soon true
-expect_fail 125 "unknown option --frobnicate" -- --frobnicate true
-expect_fail 125 "needs a value" -- --size
-expect_fail 125 "no program" -- --stats
+# Options are validated before anything runs. A usage error is exit 2 with
+# two lines (what is wrong, then where to look), like every r3 tool.
+expect_fail 2 "not a size" -- --size 12Q true
+expect_fail 2 "power of two" -- --chunk 3000 true
+expect_fail 2 "unknown strategy 'nope'" -- --strategy nope true
+expect_fail 2 "not a number" -- --pull-workers -3 true
+expect_fail 2 "not a duration" -- --push-interval soon true
+expect_fail 2 "needs a unit" -- --push-interval 500 true
+expect_fail 2 "unknown option --frobnicate" -- --frobnicate true
+expect_fail 2 "needs a value" -- --size
+expect_fail 2 "no program" -- --stats
 expect_fail 125 "cannot read the access log" -- --prefetch "$T_DIR/missing.log" true
-expect_fail 125 "record-access" -- --prefetch hot true
+expect_fail 2 "record-access" -- --prefetch hot true
+rc=0; "$R3RUN" --frobnicate true 2>err || rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l < err)" -eq 2 ] && grep -q "^Try 'r3run --help' for more information.$" err ||
+    t_fail "a usage error is not two lines + exit 2: exit $rc: $(cat err)"
+# A read-only source: said plainly, and --copy-on-write keeps writes local.
+head -c 4194304 /dev/zero > ro.img
+cat > ro.py <<'PY'
+b = bytearray(2 << 20)
+b[:] = b"\x5a" * len(b)
+print(sum(b[::4096]))
+PY
+expect_fail 125 "the source is read-only; use --copy-on-write to keep writes local" -- \
+    --source "file://$T_DIR/ro.img?readonly=1" python3 ro.py
+out=$(t_timeout 60 "$R3RUN" --copy-on-write --source "file://$T_DIR/ro.img?readonly=1" -- python3 ro.py) ||
+    t_fail "--copy-on-write on a read-only source failed"
+[ "$out" = "$((90 * 512))" ] || t_fail "--copy-on-write: the program read back $out"
+cmp -s ro.img <(head -c 4194304 /dev/zero) || t_fail "--copy-on-write wrote to the source"
+# A writable source stays untouched too.
+head -c 4194304 /dev/zero > cow.img
+t_timeout 60 "$R3RUN" --copy-on-write --source "file://$T_DIR/cow.img" -- python3 ro.py >/dev/null ||
+    t_fail "--copy-on-write on a writable source failed"
+cmp -s cow.img <(head -c 4194304 /dev/zero) || t_fail "--copy-on-write wrote to a writable source"
+expect_fail 2 "cannot keep writes local" -- --copy-on-write --strategy filesync true
+# No --source: no image in the current directory; the image is named in one
+# line and gone after the program exits (--keep-image keeps it).
+mkdir -p imgtmp
+TMPDIR="$T_DIR/imgtmp" t_timeout 60 "$R3RUN" -- python3 ro.py > /dev/null 2> err || t_fail "default image: $(cat err)"
+grep -q "^r3run: no --source: the region is backed by a sparse 4 GiB image $T_DIR/imgtmp/r3run-.*\.img, removed at exit$" err ||
+    t_fail "default image line: $(cat err)"
+[ -z "$(ls imgtmp)" ] || t_fail "the default image was left behind: $(ls imgtmp)"
+[ ! -e r3run.img ] || t_fail "r3run.img in the current directory"
+(cd /proc && TMPDIR="$T_DIR/imgtmp" t_timeout 60 "$R3RUN" -- true) 2> err || t_fail "r3run in /proc: $(cat err)"
+TMPDIR="$T_DIR/imgtmp" t_timeout 60 "$R3RUN" --keep-image --size 64M -- python3 ro.py > /dev/null 2> err ||
+    t_fail "--keep-image: $(cat err)"
+img=$(ls imgtmp/r3run-*.img) || t_fail "--keep-image did not keep the image: $(cat err)"
+python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); sys.exit(0 if d.count(b"\x5a"*4096) >= 512 else 1)' "$img" ||
+    t_fail "the kept image lacks what the program wrote"
 expect_fail 125 "cannot open the source" -- --source 'bogus://x' true
 expect_fail 125 "cannot open the source" -- --source 'file:///no/such/dir/r3.img?size=1G' true
 # A source smaller than --size.

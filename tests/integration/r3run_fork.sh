@@ -4,6 +4,8 @@
 # program that calls system() and fork() while its data is in the region.
 # Each runs plainly too; the outputs must agree.
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/r3run/needs_uffd.sh"
+r3_needs_uffd
 R3RUN="$top_builddir/r3run"
 cd "$T_DIR"
 

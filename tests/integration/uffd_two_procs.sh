@@ -4,6 +4,8 @@
 # same bytes; the file itself is compared with cmp against the pattern
 # written by plain write(2).
 source "$top_srcdir/tests/integration/lib.sh"
+source "$top_srcdir/tests/r3run/needs_uffd.sh"
+r3_needs_uffd
 t_need cmp
 RW="$top_builddir/tests/uffd/uffd_rw"
 img="$T_DIR/region.img"

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include "internal.h"
+#include <r3/probe.h>
 #include "testutil.h"
 #include "tests/uffd/pattern.h"
 
@@ -149,9 +150,11 @@ END_TEST
 /* The fallback for kernels without WP_ASYNC: hashing finds the writes. */
 START_TEST(test_no_wp_async)
 {
-    setenv("R3_UFFD_NO_WP_ASYNC", "1", 1);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.uffd_no_wp_async = true;
     char *path = make_file("h.img", 32 * MiB, 21);
-    struct r3_region *r = open_region(path, NULL);
+    struct r3_region *r = open_region(path, &o);
     ck_assert_int_eq(up_check(r->base, r->len, 0, 21), -1);
     uint8_t *b = r->base;
     b[100] = 1;
@@ -177,7 +180,6 @@ START_TEST(test_no_wp_async)
     ck_assert_int_eq(up_check(buf, MiB, 9 * MiB, 21), -1);
     free(buf);
     free(path);
-    unsetenv("R3_UFFD_NO_WP_ASYNC");
 }
 END_TEST
 
@@ -185,10 +187,11 @@ END_TEST
  * filled chunks) and sync writes the zeros back. */
 static void remove_case(bool no_wp)
 {
-    if (no_wp)
-        setenv("R3_UFFD_NO_WP_ASYNC", "1", 1);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.uffd_no_wp_async = no_wp;
     char *path = make_file("r.img", 16 * MiB, 31);
-    struct r3_region *r = open_region(path, NULL);
+    struct r3_region *r = open_region(path, &o);
     uint8_t *b = r->base;
     size_t ch = r->chunk;
     /* Fill chunks 0..7; chunk 20 and 21 are never touched before removal. */
@@ -215,7 +218,6 @@ static void remove_case(bool no_wp)
     free(f);
     free(z);
     free(path);
-    unsetenv("R3_UFFD_NO_WP_ASYNC");
 }
 
 START_TEST(test_remove)
@@ -516,13 +518,14 @@ static void sigbus_case(bool poison, const struct r3_source_ops *ops)
     if (pid == 0) {
         alarm(20);                          /* a hang ends as SIGALRM, not SIGBUS */
         signal(SIGBUS, SIG_DFL);            /* sanitizers catch it otherwise */
-        if (!poison)
-            setenv("R3_UFFD_NO_POISON", "1", 1);
+        struct r3_region_opts o;
+        r3_region_opts_init(&o);
+        o.uffd_no_poison = !poison;
         struct bad_source *b = calloc(1, sizeof *b);
         b->src = (struct r3_source){ .ops = ops, .size = 8 * MiB, .align = 1,
                                      .flags = R3_SRC_PARALLEL };
         struct r3_region *r;
-        if (r3_region_open(NULL, &b->src, &r) != 0)
+        if (r3_region_open(&o, &b->src, &r) != 0)
             _exit(3);
         volatile uint8_t *p = r->base;
         (void)p[3 * MiB];
@@ -632,7 +635,8 @@ START_TEST(test_hooks)
     struct hookrec h = { 0 };
     struct r3_region_opts o;
     r3_region_opts_init(&o);
-    o.hooks = (struct r3_region_hooks){ h_before, h_after, h_close, &h };
+    o.hooks = (struct r3_region_hooks){ .before_sync = h_before, .after_sync = h_after,
+                                        .before_close = h_close, .arg = &h };
     struct r3_region *r = open_region(path, &o);
     uint8_t *b = r->base;
     b[5 * r->chunk + 9] = 1;
@@ -705,6 +709,141 @@ START_TEST(test_mem_interval)
 }
 END_TEST
 
+/* Copy-on-write: writes stay in the region; the source (read-only here)
+ * is never written, sync succeeds and after_sync gets no chunks. */
+START_TEST(test_copy_on_write)
+{
+    char *path = make_file("c.img", 4 * MiB, 91);
+    char *uri;
+    ck_assert_int_ge(asprintf(&uri, "file://%s?readonly=1", path), 0);
+    struct r3_source *src;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    TU_OPEN(uri, &src);
+    r3_region_opts_init(&o);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EROFS);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "read-only"));
+    TU_OPEN(uri, &src);
+    free(uri);
+    struct hookrec h = { 0 };
+    o.copy_on_write = true;
+    o.hooks = (struct r3_region_hooks){ .before_sync = h_before, .after_sync = h_after,
+                                        .before_close = h_close, .arg = &h };
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    uint8_t *b = r->base;
+    ck_assert_int_eq(up_check(b, 4 * MiB, 0, 91), -1);
+    memset(b + MiB, 0x77, MiB);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_int_eq(h.before, 1);
+    ck_assert_uint_eq(h.n, 0);
+    ck_assert_uint_eq(b[MiB + 5], 0x77);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 0);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t *f = malloc(4 * MiB);
+    file_read(path, f, 4 * MiB, 0);
+    ck_assert_int_eq(up_check(f, 4 * MiB, 0, 91), -1);     /* untouched */
+    free(f);
+    free(path);
+}
+END_TEST
+
+/* A remote that stops answering: every write blocks until released (like a
+ * killed server each call waits out its own timeout for). */
+struct stuck_source {
+    struct r3_source src;
+    uint8_t *data;
+    _Atomic int stuck;
+    _Atomic uint64_t writes;
+};
+
+static int stuck_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    memcpy(buf, ((struct stuck_source *)s)->data + off, len);
+    return 0;
+}
+
+static int stuck_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct stuck_source *x = (struct stuck_source *)s;
+    while (atomic_load(&x->stuck))
+        usleep(1000);
+    memcpy(x->data + off, buf, len);
+    atomic_fetch_add(&x->writes, 1);
+    return 0;
+}
+
+static void stuck_close(struct r3_source *s)
+{
+    (void)s;                    /* the test owns it */
+}
+
+static const struct r3_source_ops stuck_ops = {
+    .scheme = "stuck", .read = stuck_read, .write = stuck_write, .flush = bad_flush,
+    .close = stuck_close,
+};
+
+/* sync_timeout_ms: a sync that cannot finish returns -ETIMEDOUT in time,
+ * saying how much was not written back; once the remote answers again,
+ * the next sync writes everything and close succeeds. */
+START_TEST(test_sync_timeout)
+{
+    static struct stuck_source x;
+    x.src = (struct r3_source){ .ops = &stuck_ops, .size = 4 * MiB, .align = 1,
+                                .flags = R3_SRC_PARALLEL };
+    x.data = calloc(1, 4 * MiB);
+    struct r3_region_opts o;
+    struct r3_region *r;
+    r3_region_opts_init(&o);
+    o.sync_timeout_ms = 300;
+    ck_assert_msg(r3_region_open(&o, &x.src, &r) == 0, "%s", r3_last_error());
+    uint8_t *b = r->base;
+    for (size_t i = 0; i < 10; i++)
+        b[i * r->chunk + 1] = (uint8_t)(i + 1);          /* 10 chunks */
+    atomic_store(&x.stuck, 1);
+    uint64_t t0 = r3_now_ns();
+    ck_assert_int_eq(r3_region_sync(r), -ETIMEDOUT);
+    uint64_t ms = (r3_now_ns() - t0) / 1000000;
+    ck_assert_uint_ge(ms, 300);
+    ck_assert_uint_lt(ms, 3000);
+    ck_assert_msg(strstr(r3_last_error(), "10 chunks (640 KiB) not written back"), "%s",
+                  r3_last_error());
+    atomic_store(&x.stuck, 0);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    for (size_t i = 0; i < 10; i++)
+        ck_assert_uint_eq(x.data[i * r->chunk + 1], i + 1);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(x.data);
+}
+END_TEST
+
+/* Options: an uninitialized struct and a uffd-only option on another
+ * strategy are errors with a sentence. */
+START_TEST(test_opts_contract)
+{
+    struct r3_source *src;
+    struct r3_region *r;
+    struct r3_region_opts o;
+    memset(&o, 0, sizeof o);
+    TU_OPEN("mem:?size=1M", &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "r3_region_opts_init"));
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.uffd_readahead = 4;
+    TU_OPEN("mem:?size=1M", &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "uffd_readahead"));
+    r3_region_opts_init(&o);
+    o.strategy = "nbd-direct";
+    o.copy_on_write = true;
+    TU_OPEN("mem:?size=1M", &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "copy-on-write"));
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("uffd");
@@ -728,11 +867,22 @@ static Suite *suite(void)
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);
+    tcase_add_test(tc, test_copy_on_write);
+    tcase_add_test(tc, test_sync_timeout);
+    tcase_add_test(tc, test_opts_contract);
     suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
+    /* Skip (77) only when the kernel truly lacks userfaultfd here. */
+    struct r3_probe pr;
+    r3_probe(&pr, NULL);
+    if (!pr.uffd_syscall && !pr.uffd_dev) {
+        printf("SKIP: no userfaultfd on this machine (%s): the uffd strategy cannot run\n",
+               strerror(pr.uffd_errno));
+        return 77;
+    }
     return tu_run(suite());
 }

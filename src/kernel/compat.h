@@ -2,8 +2,8 @@
  * Values from the kernel's include/uapi/linux/userfaultfd.h and
  * include/uapi/linux/fs.h; each is defined only where the system header
  * lacks it, and r3 probes the running kernel before using any of them. */
-#ifndef R3_UFFD_COMPAT_H
-#define R3_UFFD_COMPAT_H
+#ifndef R3_KERNEL_COMPAT_H
+#define R3_KERNEL_COMPAT_H
 
 #include <stdint.h>
 #include <sys/ioctl.h>
