@@ -116,7 +116,7 @@ static uint64_t opt_uint(const char *name, const char *v, uint64_t max)
 static uint64_t opt_duration(const char *name, const char *v)
 {
     uint64_t ms;
-    if (r3_parse_duration_ms(v, &ms) < 0)
+    if (r3_util_parse_duration_ms(v, &ms) < 0)
         usage_error("--%s %s: not a duration: %s", name, v, r3_last_error());
     return ms;
 }

@@ -7,33 +7,6 @@
 #include "internal.h"
 #include "preload/env.h"
 
-int r3_parse_duration_ms(const char *s, uint64_t *ms)
-{
-    if (!s || !isdigit((unsigned char)*s))
-        return r3_error(-EINVAL, "'%s' is not a duration (a number with a unit: us, ms, s or m)",
-                        s ? s : "");
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return r3_error(-EINVAL, "duration '%s' is too large", s);
-    if (!*end)
-        return r3_error(-EINVAL, "duration '%s' needs a unit: us, ms, s or m (e.g. %sms)", s, s);
-    static const struct { const char *name; uint64_t us; } units[] = {
-        { "us", 1 }, { "ms", 1000 }, { "s", 1000000 }, { "m", 60000000 }, { "min", 60000000 },
-    };
-    uint64_t mul = 0;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (!strcmp(end, units[i].name))
-            mul = units[i].us;
-    if (!mul)
-        return r3_error(-EINVAL, "duration '%s': unknown unit '%s' (us, ms, s or m)", s, end);
-    if (v > UINT32_MAX / mul * 1000)
-        return r3_error(-EINVAL, "duration '%s' is too large", s);
-    *ms = (v * mul + 999) / 1000;       /* a nonzero duration never becomes 0 */
-    return 0;
-}
-
 int r3_preload_prefetch_parse(const char *v, const char *record, int *prefetch,
                               const char **file)
 {
@@ -117,11 +90,11 @@ int r3_preload_env_parse(struct r3_preload_env *e)
     if (!rc)
         rc = env_uint("R3_FAULT_THREADS", 2, 256, &e->fault_threads);
     const char *v = getenv("R3_PUSH_INTERVAL");
-    if (!rc && v && *v && r3_parse_duration_ms(v, &e->push_interval_ms) < 0)
+    if (!rc && v && *v && r3_util_parse_duration_ms(v, &e->push_interval_ms) < 0)
         rc = r3_error_prefix(-EINVAL, "R3_PUSH_INTERVAL: ");
     v = getenv("R3_SYNC_TIMEOUT");
     e->sync_timeout_ms = R3_PRELOAD_SYNC_TIMEOUT_MS;
-    if (!rc && v && *v && r3_parse_duration_ms(v, &e->sync_timeout_ms) < 0)
+    if (!rc && v && *v && r3_util_parse_duration_ms(v, &e->sync_timeout_ms) < 0)
         rc = r3_error_prefix(-EINVAL, "R3_SYNC_TIMEOUT: ");
     e->copy_on_write = env_flag("R3_COPY_ON_WRITE");
     uint64_t ra;

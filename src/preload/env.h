@@ -49,9 +49,6 @@ struct r3_preload_env {
     const char *filesync_detect, *nbd_mount;
 };
 
-/* A duration with a unit: "250us", "500ms", "2s", "1m" (a bare number is
- * -EINVAL: it needs a unit). 0 or -EINVAL; r3_last_error() says why. */
-int r3_parse_duration_ms(const char *s, uint64_t *ms);
 /* Parse a --prefetch value into prefetch/prefetch_file (hot uses record). */
 int r3_preload_prefetch_parse(const char *v, const char *record, int *prefetch,
                               const char **file);

@@ -807,8 +807,15 @@ START_TEST(test_sync_timeout)
     uint64_t ms = (r3_now_ns() - t0) / 1000000;
     ck_assert_uint_ge(ms, 300);
     ck_assert_uint_lt(ms, 3000);
-    ck_assert_msg(strstr(r3_last_error(), "10 chunks (640 KiB) not written back"), "%s",
-                  r3_last_error());
+    /* at least the 10 written chunks; a chunk being read ahead while the
+     * scan runs may be counted too (it is pushed, never lost) */
+    unsigned nchunks = 0;
+    const char *m = strstr(r3_last_error(), " chunks (");
+    ck_assert_msg(m && strstr(m, "not written back"), "%s", r3_last_error());
+    while (m > r3_last_error() && m[-1] >= '0' && m[-1] <= '9')
+        m--;
+    nchunks = (unsigned)strtoul(m, NULL, 10);
+    ck_assert_msg(nchunks >= 10 && nchunks <= 16, "%s", r3_last_error());
     atomic_store(&x.stuck, 0);
     ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
     for (size_t i = 0; i < 10; i++)
