@@ -9,3 +9,7 @@ tests_unit_test_sources_SOURCES = tests/unit/test_sources.c
 tests_unit_test_sources_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_sources_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/test_uri tests/unit/test_sources
+
+# The ABI: libr3.so exports only the functions of include/r3/*.h.
+TESTS += tests/integration/abi_exports.sh
+EXTRA_DIST += tests/integration/abi_exports.sh

@@ -1,7 +1,7 @@
 # uffd: the userfaultfd strategy (see Makefile.am)
 pkginclude_HEADERS += include/r3/uffd.h
 noinst_HEADERS += uffd/compat.h uffd/uffd.h
-libr3_la_SOURCES += uffd/probe.c uffd/region.c uffd/view.c uffd/fault.c uffd/track.c uffd/access.c
+libr3core_la_SOURCES += uffd/probe.c uffd/region.c uffd/view.c uffd/fault.c uffd/track.c uffd/access.c
 
 # Tests of this part.
 noinst_HEADERS += tests/uffd/pattern.h
@@ -13,7 +13,7 @@ TESTS += tests/unit/test_uffd
 
 check_PROGRAMS += tests/uffd/uffd_rw
 tests_uffd_uffd_rw_SOURCES = tests/uffd/uffd_rw.c
-tests_uffd_uffd_rw_LDADD = libr3.la
+tests_uffd_uffd_rw_LDADD = libr3core.la
 dist_check_SCRIPTS += tests/integration/uffd_two_procs.sh
 TESTS += tests/integration/uffd_two_procs.sh
 
@@ -21,4 +21,4 @@ TESTS += tests/integration/uffd_two_procs.sh
 noinst_PROGRAMS += bench/uffd
 bench_uffd_SOURCES = bench/uffd.c
 bench_uffd_CFLAGS = $(AM_CFLAGS) $(XXHASH_CFLAGS)
-bench_uffd_LDADD = libr3.la $(XXHASH_LIBS)
+bench_uffd_LDADD = libr3core.la $(XXHASH_LIBS)

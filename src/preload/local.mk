@@ -7,7 +7,7 @@
 lib_LTLIBRARIES += libr3preload.la
 noinst_HEADERS += src/preload/palloc.h src/preload/env.h
 libr3preload_la_SOURCES = src/preload/shim.c src/preload/palloc.c src/preload/env.c \
-	$(libr3_la_SOURCES)
+	$(libr3core_la_SOURCES)
 libr3preload_la_CFLAGS = -std=gnu11 $(WARN_CFLAGS) $(COV_CFLAGS) -pthread -ftls-model=initial-exec \
 	$(CURL_CFLAGS) $(HIREDIS_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS) $(FUSE3_CFLAGS) $(XXHASH_CFLAGS)
 libr3preload_la_LIBADD = $(CURL_LIBS) $(HIREDIS_LIBS) $(MSGPACK_LIBS) $(OPENSSL_LIBS) \
