@@ -13,3 +13,11 @@ TESTS += tests/unit/test_uri tests/unit/test_sources
 # The ABI: libr3.so exports only the functions of include/r3/*.h.
 TESTS += tests/integration/abi_exports.sh
 EXTRA_DIST += tests/integration/abi_exports.sh
+
+# The tools' surface: --help, --version and usage errors of every tool,
+# subcommand, bench program and example.
+# XFAIL on the build branch only, until the tool owners' branches are merged:
+# the lead removes the XFAIL_TESTS line at merge.
+TESTS += tests/integration/tools_cli.sh
+XFAIL_TESTS = tests/integration/tools_cli.sh
+EXTRA_DIST += tests/integration/tools_cli.sh

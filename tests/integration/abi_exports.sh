@@ -25,6 +25,11 @@ missing=$(LC_ALL=C comm -13 "$T_DIR/exported" "$T_DIR/declared")
 [ -z "$missing" ] || t_fail "installed headers declare functions libr3.so does not define: $(echo $missing)"
 t_log "libr3.so exports $(wc -l < "$T_DIR/exported") functions, all declared in include/r3/"
 
+# R3_VERSION in <r3/r3.h> follows configure.ac.
+pv=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' "$top_builddir/config.h")
+hv=$(sed -n 's/^#define R3_VERSION "\([^"]*\)".*/\1/p' "$top_srcdir/include/r3/r3.h")
+[ -n "$pv" ] && [ "$pv" = "$hv" ] || t_fail "R3_VERSION in include/r3/r3.h is '$hv', configure.ac says '$pv'"
+
 shim="$top_builddir/.libs/libr3preload.so"
 if [ -e "$shim" ]; then
     other=$(nm -D --defined-only "$shim" | awk '{print $3}' | sed 's/@.*//' |
