@@ -14,11 +14,3 @@ libr3preload_la_LIBADD = $(CURL_LIBS) $(HIREDIS_LIBS) $(MSGPACK_LIBS) $(OPENSSL_
 	$(FUSE3_LIBS) $(XXHASH_LIBS) -ldl
 libr3preload_la_LDFLAGS = -module -avoid-version -shared -pthread $(COV_CFLAGS) \
 	-export-symbols-regex '^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|malloc_usable_size|_exit|_Exit|pthread_create)$$'
-
-# The allocator against plain memory: alignment, realloc across the
-# threshold, coalescing, many threads.
-check_PROGRAMS += tests/unit/test_palloc
-tests_unit_test_palloc_SOURCES = tests/unit/test_palloc.c src/preload/palloc.c
-tests_unit_test_palloc_CFLAGS = $(UNIT_CFLAGS)
-tests_unit_test_palloc_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/test_palloc

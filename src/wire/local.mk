@@ -3,20 +3,7 @@ noinst_HEADERS += src/wire/tls.h src/wire/frame.h
 pkginclude_HEADERS += include/r3/wire.h
 libr3core_la_SOURCES += src/wire/tls.c src/wire/frame.c src/wire/server.c src/wire/client.c
 
-# Tests of this part: r3cat (copies between a source URI and a file through
-# the library), frame unit tests, integration tests against a real r3serve.
-check_PROGRAMS += tests/r3cat
-tests_r3cat_SOURCES = tests/r3cat.c
-tests_r3cat_LDADD = libr3core.la
-
 # bench/wire: r3:// and r3s:// sequential read and latency (CSV; run by hand).
 noinst_PROGRAMS += bench/wire
 bench_wire_SOURCES = bench/wire.c
 bench_wire_LDADD = libr3core.la
-check_PROGRAMS += tests/unit/test_wire
-tests_unit_test_wire_SOURCES = tests/unit/test_wire.c
-tests_unit_test_wire_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS)
-tests_unit_test_wire_LDADD = $(UNIT_LDADD) $(MSGPACK_LIBS)
-TESTS += tests/unit/test_wire
-dist_check_SCRIPTS += tests/integration/wire.sh
-TESTS += tests/integration/wire.sh

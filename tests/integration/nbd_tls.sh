@@ -5,7 +5,7 @@
 source "$top_srcdir/tests/integration/lib.sh"
 for t in nbdinfo openssl; do t_need $t; done
 R3SERVE="$top_builddir/r3serve"
-CHECK="$top_builddir/nbd/test/nbdcheck"
+CHECK="$top_builddir/tests/r3check"
 
 D="$T_DIR/pki"; C="$T_DIR/client"; mkdir -p "$D" "$C"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/ca-key.pem" -out "$D/ca-cert.pem" \
@@ -34,9 +34,9 @@ t_timeout 20 nbdinfo "nbd://127.0.0.1:$P/" >/dev/null 2>&1 && t_fail "a plain cl
 t_timeout 20 nbdinfo --list "nbd://127.0.0.1:$P/" >/dev/null 2>&1 && t_fail "a plain client could list exports"
 
 # Our client: write with certificates, read back with the PSK
-t_timeout 60 "$CHECK" write "nbds://localhost:$P/?tls-certificates=$C" 11 || t_fail "nbds write failed"
-t_timeout 60 "$CHECK" verify "nbds://127.0.0.1:$P/?tls-psk-file=$T_DIR/psk.txt&tls-username=alice" 11 \
+t_timeout 60 "$CHECK" -s 11 write "nbds://localhost:$P/?tls-certificates=$C" || t_fail "nbds write failed"
+t_timeout 60 "$CHECK" -s 11 verify "nbds://127.0.0.1:$P/?tls-psk-file=$T_DIR/psk.txt&tls-username=alice" \
     || t_fail "nbds verify failed"
-t_timeout 20 "$CHECK" verify "nbd://127.0.0.1:$P/" 11 2>/dev/null && t_fail "our plain client was served"
+t_timeout 20 "$CHECK" -s 11 verify "nbd://127.0.0.1:$P/" 2>/dev/null && t_fail "our plain client was served"
 kill -0 $T_LAST_PID || t_fail "the server died"
 t_log "ok"

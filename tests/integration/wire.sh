@@ -8,7 +8,7 @@ t_need openssl
 t_need python3
 t_need cmp
 SERVE="$top_builddir/r3serve"
-CAT="$top_builddir/tests/r3cat"
+CAT="$top_builddir/tests/r3check"
 D=$T_DIR
 
 # start_serve LOG ARGS... : starts r3serve, sets PORT (or waits for the unix socket)
@@ -103,7 +103,7 @@ kill "$SERVE_PID"
 
 # ---- 4. bad input: one clear sentence each, within the connect timeout
 FREE=$(t_free_port)
-expect_fail "connection refused" "^r3cat: r3 127.0.0.1:$FREE: connection refused$" \
+expect_fail "connection refused" "^r3check: r3 127.0.0.1:$FREE: connection refused$" \
     "$CAT" get "r3://127.0.0.1:$FREE/x" "$D/none"
 expect_fail "wrong export" "no export 'nope'" "$CAT" get "r3://127.0.0.1:$P1/nope" "$D/none"
 expect_fail "TLS client to a plain server" "does the server speak TLS" \
@@ -271,7 +271,7 @@ t_log "writer with the server gone: $(cat "$D/w3.err")"
 # ---- 7. SIGTERM: stops cleanly after flushing
 start_serve "$D/term.log" --listen 127.0.0.1:0 --source "file://$D/term?size=4M"
 head -c 4M "$D/data" >"$D/four"
-t_timeout 30 "$CAT" put "r3://127.0.0.1:$PORT/x" "$D/four" -n || t_fail "put without flush"
+t_timeout 30 "$CAT" put "r3://127.0.0.1:$PORT/x" "$D/four" --no-flush || t_fail "put without flush"
 kill -TERM "$SERVE_PID"
 rc=0; wait "$SERVE_PID" || rc=$?
 [ "$rc" = 0 ] || t_fail "r3serve exit status $rc after SIGTERM"
