@@ -8,13 +8,7 @@ R3SERVE="$top_builddir/r3serve"
 CHECK="$top_builddir/tests/r3check"
 
 D="$T_DIR/pki"; C="$T_DIR/client"; mkdir -p "$D" "$C"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/ca-key.pem" -out "$D/ca-cert.pem" \
-    -days 2 -subj "/CN=r3 test CA" 2>/dev/null || t_fail "openssl CA"
-openssl req -newkey rsa:2048 -nodes -keyout "$D/server-key.pem" -out "$D/server.csr" \
-    -subj "/CN=localhost" 2>/dev/null || t_fail "openssl CSR"
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > "$D/ext.cnf"
-openssl x509 -req -in "$D/server.csr" -CA "$D/ca-cert.pem" -CAkey "$D/ca-key.pem" -CAcreateserial \
-    -out "$D/server-cert.pem" -days 2 -extfile "$D/ext.cnf" 2>/dev/null || t_fail "openssl sign"
+t_nbd_certs "$D"
 cp "$D/ca-cert.pem" "$C/"
 echo "alice:$(openssl rand -hex 32)" > "$T_DIR/psk.txt"
 echo "alice:$(openssl rand -hex 32)" > "$T_DIR/wrong.txt"

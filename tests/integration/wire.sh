@@ -36,14 +36,10 @@ expect_fail() {
 
 # ---- certificates: CA A (server + client1), CA B (an unrelated client)
 mkcerts() {
-    local d=$D/$1; mkdir -p "$d"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=r3 test CA $1" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout "$d/srv.key" -out "$d/srv.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/ext"
-    openssl x509 -req -in "$d/srv.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/srv.pem" -days 2 -extfile "$d/ext" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout "$d/cli.key" -out "$d/cli.csr" -subj "/CN=client-$1" 2>/dev/null
-    openssl x509 -req -in "$d/cli.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/cli.pem" -days 2 2>/dev/null
-    [ -s "$d/cli.pem" ] || t_fail "openssl could not make certificates"
+    local d=$D/$1
+    t_ca "$d" ca "r3 test CA $1"
+    t_cert "$d" srv 127.0.0.1 ca "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    t_cert "$d" cli "client-$1" ca
 }
 mkcerts A
 mkcerts B
@@ -90,10 +86,7 @@ expect_fail "plain client to a TLS server" "r3 127.0.0.1:$PT: .*(TLS|closed)" \
     "$CAT" get "r3://127.0.0.1:$PT/x?connect_timeout=3" "$D/none" -l 64K
 grep -q "cn=client-A" "$D/tls.log" || t_fail "the TLS log line does not name the client certificate"
 # the client checks the server's name, not just its CA: a certificate for another name is refused
-openssl req -newkey rsa:2048 -nodes -keyout "$D/A/other.key" -out "$D/A/other.csr" -subj "/CN=other.example" 2>/dev/null
-printf 'subjectAltName=DNS:other.example\n' >"$D/A/other.ext"
-openssl x509 -req -in "$D/A/other.csr" -CA "$D/A/ca.pem" -CAkey "$D/A/ca.key" -CAcreateserial \
-    -out "$D/A/other.pem" -days 2 -extfile "$D/A/other.ext" 2>/dev/null
+t_cert "$D/A" other other.example ca "subjectAltName=DNS:other.example"
 start_serve "$D/other.log" --listen 127.0.0.1:0 --source "mem:?size=1M" --tls-cert "$D/A/other.pem" --tls-key "$D/A/other.key"
 expect_fail "server certificate for another name" "certificate verify failed: IP address mismatch" \
     "$CAT" get "r3s://127.0.0.1:$PORT/x?ca=$D/A/ca.pem" "$D/none"
