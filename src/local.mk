@@ -3,7 +3,7 @@ noinst_HEADERS += src/internal.h
 libr3core_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c \
 	src/sources/mem.c src/sources/file.c src/sources/dir.c
 
-# Remote chunk sources: Redis (+ Cluster) and S3 (issue 4, branch stores).
+# Remote chunk sources: Redis (+ Cluster) and S3.
 noinst_HEADERS += src/sources/redis.h
 libr3core_la_SOURCES += src/sources/redis.c src/sources/redis_cluster.c src/sources/s3.c
 # Their tests are registered in tests/local.mk.

@@ -180,15 +180,20 @@ static int run(const char *uri, enum mode mode)
     uint64_t al = src->align > 1 ? src->align : 1;
     struct job jobs[64];
     pthread_t th[64];
+    bool started_all = true;
     /* split at odd boundaries so the pieces of two threads meet inside chunks */
     for (unsigned i = 0; i < n; i++) {
         uint64_t from = i ? (src->size / n * i + 4097 * i) / al * al : 0;
         uint64_t to = i + 1 == n ? src->size : (src->size / n * (i + 1) + 4097 * (i + 1)) / al * al;
         jobs[i] = (struct job){ .src = src, .mode = mode, .id = i, .from = from,
                                 .to = to < src->size ? to : src->size };
-        pthread_create(&th[i], NULL, worker, &jobs[i]);
+        if (pthread_create(&th[i], NULL, worker, &jobs[i]) != 0) {
+            fprintf(stderr, "r3check: cannot start a thread\n");
+            n = i;
+            started_all = false;
+        }
     }
-    int bad = 0;
+    int bad = !started_all;
     uint64_t ops = 0;
     for (unsigned i = 0; i < n; i++) {
         pthread_join(th[i], NULL);
@@ -355,7 +360,11 @@ static int copy(const char *uri, const char *file, bool put)
     pthread_t t[64];
     unsigned n = opt.threads_given ? opt.threads : 1;
     for (unsigned i = 0; i < n; i++)
-        pthread_create(&t[i], NULL, copier, &c);
+        if (pthread_create(&t[i], NULL, copier, &c) != 0) {
+            snprintf(c.err, sizeof c.err, "cannot start a thread");
+            c.rc = -EAGAIN;
+            n = i;
+        }
     for (unsigned i = 0; i < n; i++)
         pthread_join(t[i], NULL);
     if (c.rc == 0 && put && !opt.noflush && r3_source_flush(c.src) < 0) {
