@@ -11,6 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 
 B=$top_builddir
+cd "$T_DIR" || t_fail "cannot enter $T_DIR"      # whatever a tool leaves behind goes away
 version=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' "$B/config.h")
 [ -n "$version" ] || t_fail "no PACKAGE_VERSION in $B/config.h"
 failures=0
@@ -68,11 +69,11 @@ M='mem:?size=1M'
 D="$T_DIR/no-such-dir"
 
 surface r3run "$B/r3run"
-usage r3run "$B/r3run" --no-such-flag true
-usage r3run "$B/r3run" --chunk 3K true
-usage r3run "$B/r3run" --push-interval 500 true
-usage r3run "$B/r3run" --pull-workers many true
-usage r3run "$B/r3run" --strategy no-such-strategy true
+usage r3run "$B/r3run" --source "$M" --no-such-flag true
+usage r3run "$B/r3run" --source "$M" --chunk 3K true
+usage r3run "$B/r3run" --source "$M" --push-interval 500 true
+usage r3run "$B/r3run" --source "$M" --pull-workers many true
+usage r3run "$B/r3run" --source "$M" --strategy no-such-strategy true
 usage r3run "$B/r3run" --size
 usage r3run "$B/r3run"
 
