@@ -8,6 +8,8 @@
 t_need man
 t_need podchecker
 t_need nm
+t_need col
+t_need python3
 
 docs="$top_srcdir/docs"
 pages="r3run.1 r3serve.1 r3mount.1 r3sync.1 libr3.3 r3-uri.7"
