@@ -17,6 +17,10 @@ t_cleanup() {
     rm -rf "$T_DIR"
 }
 trap t_cleanup EXIT
+# Each test runs in its own scratch directory, so that whatever a program
+# writes to the current directory (fio's verify state, a default image) goes
+# away with it instead of staying in the build tree.
+cd "$T_DIR" || { echo "[$T_NAME] ERROR: cannot enter $T_DIR" >&2; exit 99; }
 
 t_log() { echo "[$T_NAME] $*" >&2; }
 t_fail() { echo "[$T_NAME] FAIL: $*" >&2; exit 1; }
