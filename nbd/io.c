@@ -18,7 +18,43 @@ void nbd_io_init(struct nbd_io *io, int fd)
 {
     io->fd = fd;
     io->ssl = NULL;
+    io->deadline_ns = 0;
+    io->wtimeout_ms = 0;
     pthread_mutex_init(&io->mu, NULL);
+}
+
+void nbd_io_set_deadline(struct nbd_io *io, uint64_t deadline_ns)
+{
+    io->deadline_ns = deadline_ns;
+}
+
+/* The deadline of one call: the whole one, or now + the write timeout. */
+static uint64_t call_deadline(const struct nbd_io *io, bool wr)
+{
+    uint64_t d = io->deadline_ns;
+    if (wr && io->wtimeout_ms > 0) {
+        uint64_t w = r3_now_ns() + (uint64_t)io->wtimeout_ms * 1000000u;
+        if (!d || w < d)
+            d = w;
+    }
+    return d;
+}
+
+/* Wait until fd is ready for ev or the deadline passes (-ETIMEDOUT). */
+static int wait_until(int fd, short ev, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = r3_now_ns();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        uint64_t ms = (deadline - now + 999999) / 1000000;
+        struct pollfd p = { .fd = fd, .events = ev };
+        int n = poll(&p, 1, ms > 1000 ? 1000 : (int)ms);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
 }
 
 bool nbd_io_is_tls(const struct nbd_io *io)
@@ -55,41 +91,53 @@ static ssize_t tls_step(struct nbd_io *io, void *buf, size_t len, bool wr)
     }
 }
 
+/* One recv: blocking, or bounded by the deadline. */
+static ssize_t plain_recv(struct nbd_io *io, void *buf, size_t len, uint64_t deadline, bool all)
+{
+    if (deadline) {
+        int rc = wait_until(io->fd, POLLIN, deadline);
+        if (rc < 0)
+            return rc;
+    }
+    ssize_t n = recv(io->fd, buf, len, deadline ? MSG_DONTWAIT : all ? MSG_WAITALL : 0);
+    return n < 0 ? -errno : n;
+}
+
 ssize_t nbd_io_read_some(struct nbd_io *io, void *buf, size_t len)
 {
+    uint64_t deadline = io->deadline_ns;
     for (;;) {
         ssize_t n;
-        if (io->ssl) {
+        if (deadline && r3_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        if (io->ssl)
             n = tls_step(io, buf, len, false);
-        } else {
-            n = recv(io->fd, buf, len, 0);
-            if (n < 0)
-                n = errno == EAGAIN ? -ETIMEDOUT : -errno;
-        }
-        if (n == -EINTR || n == -EAGAIN)
+        else
+            n = plain_recv(io, buf, len, deadline, false);
+        if (n == -EINTR || (n == -EAGAIN && (io->ssl || deadline)))
             continue;
-        return n;
+        return n == -EAGAIN ? -ETIMEDOUT : n;
     }
 }
 
 int nbd_io_read(struct nbd_io *io, void *buf, size_t len)
 {
     char *p = buf;
+    uint64_t deadline = io->deadline_ns;
     while (len) {
         ssize_t n;
-        if (io->ssl) {
+        if (deadline && r3_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        if (io->ssl)
             n = tls_step(io, p, len, false);
-        } else {
-            n = recv(io->fd, p, len, MSG_WAITALL);
-            if (n < 0)
-                n = errno == EAGAIN ? -ETIMEDOUT : -errno;   /* SO_RCVTIMEO */
-        }
-        if (n == -EINTR || n == -EAGAIN)
+        else
+            n = plain_recv(io, p, len, deadline, true);
+        if (n == -EINTR || (n == -EAGAIN && (io->ssl || deadline)))
             continue;
         if (n == 0)
             return -EPIPE;
         if (n < 0)
-            return (int)n;
+            return n == -EAGAIN ? -ETIMEDOUT : (int)n;   /* SO_RCVTIMEO */
         p += n;
         len -= (size_t)n;
     }
@@ -111,8 +159,11 @@ int nbd_io_skip(struct nbd_io *io, size_t len)
 
 int nbd_io_writev(struct nbd_io *io, struct iovec *iov, int n)
 {
+    uint64_t deadline = call_deadline(io, true);
     while (n > 0) {
         ssize_t w;
+        if (deadline && r3_now_ns() >= deadline)
+            return -ETIMEDOUT;
         if (io->ssl) {
             if (iov->iov_len == 0) {
                 iov++, n--;
@@ -121,9 +172,11 @@ int nbd_io_writev(struct nbd_io *io, struct iovec *iov, int n)
             w = tls_step(io, iov->iov_base, iov->iov_len, true);
         } else {
             struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)(n > IOV_MAX ? IOV_MAX : n) };
-            w = sendmsg(io->fd, &m, MSG_NOSIGNAL);
+            w = sendmsg(io->fd, &m, MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0));
             if (w < 0)
                 w = -errno;
+            if (w == -EAGAIN && deadline && (w = wait_until(io->fd, POLLOUT, deadline)) == 0)
+                continue;
         }
         if (w == -EINTR || w == -EAGAIN)
             continue;
@@ -377,7 +430,7 @@ static int handshake(void *ctx, struct nbd_io *io, bool server, const char *host
     }
     int fl = fcntl(io->fd, F_GETFL);
     fcntl(io->fd, F_SETFL, fl | O_NONBLOCK);
-    uint64_t deadline = r3_now_ns() + UINT64_C(30000000000);
+    uint64_t deadline = io->deadline_ns ? io->deadline_ns : r3_now_ns() + UINT64_C(30000000000);
     for (;;) {
         ERR_clear_error();
         int r = server ? SSL_accept(ssl) : SSL_connect(ssl);

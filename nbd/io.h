@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -17,6 +18,8 @@ struct nbd_io {
     int fd;
     void *ssl;                 /* SSL *, NULL when plain */
     pthread_mutex_t mu;        /* TLS only */
+    uint64_t deadline_ns;      /* r3_now_ns() after which reads/writes fail; 0 = none */
+    int wtimeout_ms;           /* each write call gives up after this; 0 = never */
 };
 
 struct nbd_tls_opts {
@@ -29,7 +32,10 @@ struct nbd_tls_opts {
 };
 
 void nbd_io_init(struct nbd_io *io, int fd);
-/* 0, -EPIPE at end of stream, or -errno. */
+/* A whole deadline (a handshake): every read and write after it fails with
+ * -ETIMEDOUT. 0 = none. Set while no other thread uses the connection. */
+void nbd_io_set_deadline(struct nbd_io *io, uint64_t deadline_ns);
+/* 0, -EPIPE at end of stream, -ETIMEDOUT past the deadline, or -errno. */
 int  nbd_io_read(struct nbd_io *io, void *buf, size_t len);
 /* Up to len bytes; 0 at end of stream; -errno. */
 ssize_t nbd_io_read_some(struct nbd_io *io, void *buf, size_t len);

@@ -8,6 +8,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -26,7 +28,6 @@
 #define RBUF_SIZE (64u << 10)
 #define ZERO_SIZE (1u << 20)
 #define KEEP_BUF  (4u << 20)      /* worker buffers above this are freed after use */
-#define HANDSHAKE_TIMEOUT_S 30
 #define BATCH_MAX 32              /* READs answered together by one worker */
 #define BATCH_BYTES (1u << 20)
 #define FAST_NS 30000             /* a source faster than this gets batched */
@@ -70,21 +71,73 @@ struct conn {
     atomic_bool dead;             /* no more writes may land */
     atomic_bool disc;             /* NBD_CMD_DISC seen: finish what is in flight */
     atomic_uint running;          /* worker threads alive */
+    uint64_t t0;                  /* accepted at (r3_now_ns) */
+    atomic_uint_fast64_t nreq, rbytes, wbytes;   /* for the log line */
+    char peer[96];
+    char why[200];                /* how it ended (first reason wins) */
     unsigned char rbuf[RBUF_SIZE];
     size_t rpos, rlen;
 };
 
+/* A line for the caller's log (never printed here). */
 static void logf_(struct r3_nbd_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(struct r3_nbd_server *s, const char *fmt, ...)
 {
-    if (!s->o.verbose)
+    if (!s->o.log)
         return;
+    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    fputs("r3 nbd: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    s->o.log(s->o.log_arg, line);
+}
+
+/* Why the connection ends; the first reason is kept. */
+static void conn_why(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conn_why(struct conn *c, const char *fmt, ...)
+{
+    pthread_mutex_lock(&c->send_mu);
+    if (!c->why[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->why, sizeof c->why, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&c->send_mu);
+}
+
+static const char *human(uint64_t v, char *buf, size_t n)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    double d = (double)v;
+    int u = 0;
+    while (d >= 1024 && u < 4) {
+        d /= 1024;
+        u++;
+    }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", d, unit[u]);
+    return buf;
+}
+
+/* The one line per connection, when it ends. */
+static void conn_log(struct conn *c)
+{
+    char a[32], b[32];
+    struct r3_nbd_server *s = c->srv;
+    double secs = (double)(r3_now_ns() - c->t0) / 1e9;
+    pthread_mutex_lock(&s->mu);
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (!c->exp) {
+        logf_(s, "nbd %s%s: no export chosen in %.1f s; %s", c->peer, nbd_io_is_tls(&c->io) ? " tls" : "",
+              secs, c->why[0] ? c->why : "closed");
+        return;
+    }
+    logf_(s, "nbd %s%s export '%s': %" PRIu64 " requests, %s read, %s written in %.1f s; %s", c->peer,
+          nbd_io_is_tls(&c->io) ? " tls" : "", c->exp->name, (uint64_t)atomic_load(&c->nreq),
+          human(atomic_load(&c->rbytes), a, sizeof a), human(atomic_load(&c->wbytes), b, sizeof b), secs,
+          stopping ? "server shutting down" : c->why[0] ? c->why : "closed");
 }
 
 /* ---- buffered input (transmission phase; recv_mu held) */
@@ -146,14 +199,18 @@ static void conn_free(struct conn *c)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    s->nconns--;
-    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    conn_log(c);
     nbd_io_close(&c->io);
     pthread_mutex_destroy(&c->recv_mu);
     pthread_mutex_destroy(&c->send_mu);
     pthread_rwlock_destroy(&c->gate);
     free(c);
+    /* Counted down last: stop() frees the server once this reaches 0. */
+    pthread_mutex_lock(&s->mu);
+    s->nconns--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void conn_leave(struct conn *c)
@@ -326,7 +383,7 @@ static int handshake(struct conn *c)
                 break;
             name[len] = 0;
             /* No error reply is possible here: refusing means closing. */
-            if (s->tls && s->o.tls_required && !nbd_io_is_tls(&c->io)) {
+            if (s->tls && !nbd_io_is_tls(&c->io)) {
                 rc = r3_error(-EACCES, "EXPORT_NAME without TLS refused");
                 break;
             }
@@ -369,14 +426,19 @@ static int handshake(struct conn *c)
             rc = 0;
             break;
         }
-        if (s->tls && s->o.tls_required && !nbd_io_is_tls(&c->io) && opt != NBD_OPT_STARTTLS) {
+        /* With TLS configured, a plaintext client may only start TLS or
+         * leave (tls_required is implied). */
+        if (s->tls && !nbd_io_is_tls(&c->io) && opt != NBD_OPT_STARTTLS) {
             if ((rc = send_err(c, opt, NBD_REP_ERR_TLS_REQD, "TLS is required")) < 0)
                 break;
             continue;
         }
         switch (opt) {
         case NBD_OPT_LIST:
-            rc = len ? send_err(c, opt, NBD_REP_ERR_INVALID, "LIST takes no data") : opt_list(c);
+            if (!s->o.list_exports)
+                rc = send_err(c, opt, NBD_REP_ERR_POLICY, "listing exports is disabled");
+            else
+                rc = len ? send_err(c, opt, NBD_REP_ERR_INVALID, "LIST takes no data") : opt_list(c);
             break;
         case NBD_OPT_STRUCTURED_REPLY:
             if (len)
@@ -614,7 +676,11 @@ static int take_request(struct conn *c, struct req *r, struct wbuf *b)
     int rc = conn_read(c, h, sizeof h);
     if (rc < 0 || nbd_get32(h) != NBD_REQUEST_MAGIC) {
         if (rc == 0)
-            logf_(s, "bad request magic: closing the connection");
+            conn_why(c, "bad request magic");
+        else if (rc == -EPIPE)
+            conn_why(c, "peer closed without NBD_CMD_DISC");
+        else
+            conn_why(c, "reading a request: %s", strerror(-rc));
         conn_kill(c);
         return rc < 0 ? rc : -EPROTO;
     }
@@ -625,9 +691,11 @@ static int take_request(struct conn *c, struct req *r, struct wbuf *b)
     r->off = nbd_get64(h + 16);
     r->len = nbd_get32(h + 24);
     if (r->type == NBD_CMD_DISC) {
+        conn_why(c, "client disconnected");
         atomic_store(&c->disc, true);
         return 1;
     }
+    atomic_fetch_add_explicit(&c->nreq, 1, memory_order_relaxed);
     if (r->type != NBD_CMD_WRITE)
         return 0;
     /* The payload must be consumed to stay in step, but an oversized one is
@@ -637,6 +705,7 @@ static int take_request(struct conn *c, struct req *r, struct wbuf *b)
         r->err = x->e.readonly ? NBD_EPERM : r->len > s->o.max_request ? NBD_EOVERFLOW
                  : r->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
         if (r->len > 64u * s->o.max_request) {
+            conn_why(c, "a WRITE of %u bytes (too much to skip)", r->len);
             conn_kill(c);             /* too much to skip: drop the client */
             return -EPROTO;
         }
@@ -648,6 +717,7 @@ static int take_request(struct conn *c, struct req *r, struct wbuf *b)
         rc = conn_skip(c, r->len);
     }
     if (rc < 0) {
+        conn_why(c, "peer closed in the middle of a WRITE payload");
         conn_kill(c);                 /* truncated payload: the write never happens */
         return rc;
     }
@@ -693,6 +763,8 @@ static void run_request(struct conn *c, struct req *r, void *wdata, void *buf)
         rc = gated(c, op_write, wdata, r->len, r->off, r->flags);
         r->drop = rc == -ESHUTDOWN;
         r->err = rc < 0 ? nbd_errno(rc) : 0;
+        if (rc == 0)
+            atomic_fetch_add_explicit(&c->wbytes, r->len, memory_order_relaxed);
         break;
     case NBD_CMD_WRITE_ZEROES:
     case NBD_CMD_TRIM:
@@ -773,6 +845,7 @@ static void *worker(void *arg)
                 r->len = l;
                 total += l;
                 c->rpos += NBD_REQUEST_SIZE;
+                atomic_fetch_add_explicit(&c->nreq, 1, memory_order_relaxed);
             }
         }
         pthread_mutex_unlock(&c->recv_mu);
@@ -791,7 +864,11 @@ static void *worker(void *arg)
             }
             run_request(c, &rs[i], b.p, buf);
         }
-        if (send_replies(c, rs, n) < 0) {
+        for (int i = 0; i < n; i++)
+            if (rs[i].type == NBD_CMD_READ && !rs[i].err)
+                atomic_fetch_add_explicit(&c->rbytes, rs[i].rlen, memory_order_relaxed);
+        if ((rc = send_replies(c, rs, n)) < 0) {
+            conn_why(c, "sending a reply: %s", strerror(-rc));
             conn_kill(c);
             break;
         }
@@ -808,18 +885,23 @@ static void *conn_main(void *arg)
 {
     struct conn *c = arg;
     struct r3_nbd_server *s = c->srv;
-    struct timeval tv = { HANDSHAKE_TIMEOUT_S, 0 };
-    setsockopt(c->io.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    /* One deadline for the whole handshake, not one per read: a client
+     * sending a byte a second cannot keep its slot. */
+    nbd_io_set_deadline(&c->io, c->t0 + (uint64_t)s->o.handshake_timeout_ms * 1000000u);
     int rc = handshake(c);
+    nbd_io_set_deadline(&c->io, 0);
     if (rc != 1) {
-        /* One line at most per failed connection, and only when asked. */
-        if (rc < 0 && rc != -EPIPE)
-            logf_(s, "handshake ended: %s", r3_last_error());
+        if (rc == -ETIMEDOUT)
+            conn_why(c, "handshake not finished within %u ms", s->o.handshake_timeout_ms);
+        else if (rc == -EPIPE)
+            conn_why(c, "peer closed during the handshake");
+        else if (rc < 0)
+            conn_why(c, "handshake: %s", r3_last_error());
+        else
+            conn_why(c, "client aborted");
         conn_leave(c);
         return NULL;
     }
-    tv.tv_sec = 0;
-    setsockopt(c->io.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     unsigned n = s->o.workers;
     for (unsigned i = 1; i < n; i++) {
         pthread_t t;
@@ -833,11 +915,30 @@ static void *conn_main(void *arg)
     return worker(c);
 }
 
+static void peer_name(const struct sockaddr_storage *sa, socklen_t sl, char *out, size_t n)
+{
+    char h[INET6_ADDRSTRLEN] = "?";
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
+        snprintf(out, n, "%s:%u", h, ntohs(a->sin_port));
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
+        snprintf(out, n, "[%s]:%u", h, ntohs(a->sin6_port));
+    } else {
+        (void)sl;
+        snprintf(out, n, "unix");
+    }
+}
+
 static void *acceptor(void *arg)
 {
     struct r3_nbd_server *s = arg;
     for (;;) {
-        int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof sa;
+        int fd = accept4(s->lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
         pthread_mutex_lock(&s->mu);
         bool stop = s->stopping;
         pthread_mutex_unlock(&s->mu);
@@ -853,17 +954,24 @@ static void *acceptor(void *arg)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        char peer[96];
+        peer_name(&sa, sl, peer, sizeof peer);
         struct conn *c = calloc(1, sizeof *c);
         pthread_mutex_lock(&s->mu);
         bool full = s->nconns >= s->o.max_conns;
         pthread_mutex_unlock(&s->mu);
         if (!c || full) {
-            logf_(s, "refusing a connection: %s", c ? "too many connections" : "out of memory");
+            if (c)
+                logf_(s, "nbd %s: refused: %u connections already (the cap)", peer, s->o.max_conns);
+            else
+                logf_(s, "nbd %s: refused: out of memory", peer);
             free(c);
             close(fd);
             continue;
         }
         c->srv = s;
+        c->t0 = r3_now_ns();
+        snprintf(c->peer, sizeof c->peer, "%s", peer);
         nbd_io_init(&c->io, fd);
         pthread_mutex_init(&c->recv_mu, NULL);
         pthread_mutex_init(&c->send_mu, NULL);
@@ -969,7 +1077,9 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
     if (!s->o.max_request || s->o.max_request > (256u << 20))
         s->o.max_request = NBD_MAX_REQUEST;
     if (!s->o.max_conns)
-        s->o.max_conns = 64;
+        s->o.max_conns = 1024;
+    if (!s->o.handshake_timeout_ms)
+        s->o.handshake_timeout_ms = 10000;
     s->lfd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -998,6 +1108,7 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
                                   .ca = o->tls_ca, .psk_file = o->tls_psk,
                                   .verify_peer = o->tls_verify_peer };
         rc = nbd_tls_server_ctx(&t, &s->tls);
+        s->o.tls_required = true;
     } else if (rc == 0 && o->tls_required) {
         rc = r3_error(-EINVAL, "nbd: TLS is required but no certificates or PSK file were given");
     }
