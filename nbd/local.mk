@@ -19,3 +19,5 @@ noinst_PROGRAMS += bench/nbd
 bench_nbd_SOURCES = bench/nbd.c
 bench_nbd_LDADD = libr3.la
 EXTRA_DIST += bench/nbd.sh
+TESTS += tests/integration/hostile_nbd.sh tests/integration/nbd_exposure.sh
+EXTRA_DIST += tests/integration/hostile_nbd.sh tests/integration/hostile_nbd.py tests/integration/nbd_exposure.sh

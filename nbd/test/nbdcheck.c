@@ -3,6 +3,9 @@
  *   nbdcheck gen SIZE SEED             the pattern on stdout (for cmp)
  *   nbdcheck write URI SEED [THREADS]  write the pattern over the whole source, flush
  *   nbdcheck verify URI SEED [THREADS] read everything back and compare
+ *   nbdcheck probe URI                 read 4 KiB at 0 into a canary-filled buffer:
+ *                                      exit 1 with the error, 0 if every byte was
+ *                                      filled, 3 if it returned 0 with bytes unfilled
  * The pattern depends only on the byte offset and seed, so any request sizes
  * and orders give the same bytes. Requests have varied sizes and offsets and
  * run from several threads at once (pipelined on one connection). */
@@ -80,6 +83,33 @@ static void *run(void *arg)
     return NULL;
 }
 
+/* One read against a (possibly hostile) server: the canary shows bytes the
+ * read did not fill although it returned 0. */
+static int probe(const char *uri)
+{
+    struct r3_source *src;
+    if (r3_source_open(uri, &src) < 0) {
+        fprintf(stderr, "nbdcheck: %s\n", r3_last_error());
+        return 1;
+    }
+    static unsigned char buf[4096];
+    memset(buf, 0xa5, sizeof buf);
+    int rc = r3_source_read(src, buf, sizeof buf, 0);
+    if (rc < 0)
+        fprintf(stderr, "nbdcheck: %s\n", r3_last_error());
+    size_t unfilled = 0;
+    for (size_t i = 0; i < sizeof buf; i++)
+        unfilled += buf[i] == 0xa5;
+    r3_source_close(src);
+    if (rc < 0)
+        return 1;
+    if (unfilled) {
+        fprintf(stderr, "nbdcheck: the read returned 0 with %zu of %zu bytes unfilled\n", unfilled, sizeof buf);
+        return 3;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "gen") == 0) {
@@ -96,8 +126,11 @@ int main(int argc, char **argv)
         free(b);
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "probe") == 0)
+        return probe(argv[2]);
     if (argc < 4 || (strcmp(argv[1], "write") && strcmp(argv[1], "verify"))) {
-        fprintf(stderr, "usage: nbdcheck gen SIZE SEED | write URI SEED [THREADS] | verify URI SEED [THREADS]\n");
+        fprintf(stderr, "usage: nbdcheck gen SIZE SEED | write URI SEED [THREADS] | verify URI SEED [THREADS]"
+                        " | probe URI\n");
         return 2;
     }
     struct r3_source *src;
