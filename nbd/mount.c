@@ -34,12 +34,6 @@ int r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **o
 {
     *out = NULL;
     int mode = o->mode;
-    if (mode == R3_NBD_MOUNT_AUTO) {
-        int m = r3_nbd_mount_mode_parse(getenv("R3_NBD_MOUNT"));
-        if (m < 0)
-            return m;
-        mode = m;
-    }
     if (mode == R3_NBD_MOUNT_AUTO)
         mode = r3_nbd_kernel_available() ? R3_NBD_MOUNT_KERNEL : R3_NBD_MOUNT_FUSE;
     struct r3_nbd_mount *m = calloc(1, sizeof *m);

@@ -6,7 +6,15 @@
  * the region is that file mmapped MAP_SHARED.
  *   sync  = msync + fsync (an NBD flush, which flushes the served source) +
  *           pipeline flush
- *   close = sync, unmap, unmount, stop the server, close the pipeline/source */
+ *   close = sync, unmap, unmount, stop the server, close the pipeline/source
+ * The region contract (include/r3/region.h), here:
+ *   after_sync gets the chunks written back since the previous after_sync,
+ *   ascending, each once: nbd-managed the push stage's rounds (interval and
+ *   sync), nbd-direct every chunk a write touched (its writes reach the
+ *   source at once, through the server; a pass-through source notes them).
+ *   Options only uffd can honour (access logs, hot prefetch, fault threads)
+ *   and pipeline options given to nbd-direct are errors that say so.
+ *   Stats: pulled/pushed bytes and chunks as they happened, for both. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,6 +28,7 @@
 #include "nbd/helper.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
+#include "nbd/written.h"
 
 struct nbd_region {
     struct r3_region r;
@@ -28,9 +37,13 @@ struct nbd_region {
     struct r3_source *served;
     struct r3_nbd_server *srv;
     struct r3_nbd_helper *mnt;      /* the mount lives in a helper process */
+    struct r3_source *written;      /* direct: the pass-through that notes writes (owns src) */
     struct r3_region_hooks hooks;
     int fd;
-    uint64_t syncs;
+    uint64_t syncs, chunks_reported;
+    pthread_mutex_t mu;             /* pushed: chunks of managed push rounds since after_sync */
+    uint64_t *pushed;
+    size_t npushed, cap;
     char dir[PATH_MAX], sock[PATH_MAX + 16], mdir[PATH_MAX + 16];
 };
 
@@ -45,18 +58,98 @@ static void teardown(struct nbd_region *n)
     r3_nbd_server_stop(n->srv);
     if (n->pipe)
         r3_pipeline_close(n->pipe);         /* owns the source */
+    else if (n->written)
+        r3_source_close(n->written);        /* owns the source */
     else
         r3_source_close(n->r.src);
     if (n->mdir[0])
         rmdir(n->mdir);
     if (n->dir[0])
         rmdir(n->dir);
+    free(n->pushed);
+    pthread_mutex_destroy(&n->mu);
     free(n);
+}
+
+/* What the nbd strategies cannot do, said instead of ignored. */
+static int check_opts(const struct r3_region_opts *o, bool managed)
+{
+    const char *name = managed ? "nbd-managed" : "nbd-direct";
+    if (o->record_access)
+        return r3_error(-EINVAL, "%s cannot record an access log (record_access): only the uffd"
+                        " strategy sees first touches", name);
+    if (o->prefetch == R3_PREFETCH_HOT || o->prefetch_file)
+        return r3_error(-EINVAL, "%s cannot replay an access log (prefetch=hot): only the uffd"
+                        " strategy can", name);
+    if (o->prefetch != R3_PREFETCH_SEQUENTIAL && o->prefetch != R3_PREFETCH_NONE)
+        return r3_error(-EINVAL, "%s: unknown prefetch mode %d", name, o->prefetch);
+    if (o->fault_threads != 0 && o->fault_threads != 2)
+        return r3_error(-EINVAL, "%s has no fault threads (fault_threads is an option of the uffd"
+                        " strategy)", name);
+    if (!managed && (o->pull_workers || o->push_interval_ms || o->push_workers > 1))
+        return r3_error(-EINVAL, "nbd-direct serves the source as is: %s needs nbd-managed",
+                        o->pull_workers ? "pull_workers" : o->push_interval_ms ? "push_interval_ms"
+                                                                               : "push_workers");
+    return 0;
+}
+
+/* The push stage's hook (its threads): remember the chunks for after_sync. */
+static void on_push(void *arg, const uint64_t *chunks, size_t k)
+{
+    struct nbd_region *n = arg;
+    pthread_mutex_lock(&n->mu);
+    if (n->npushed + k > n->cap) {
+        size_t nc = n->cap ? n->cap : 256;
+        while (nc < n->npushed + k)
+            nc *= 2;
+        uint64_t *nl = realloc(n->pushed, nc * sizeof *nl);
+        if (nl) {
+            n->pushed = nl;
+            n->cap = nc;
+        }
+    }
+    if (n->npushed + k <= n->cap) {
+        memcpy(n->pushed + n->npushed, chunks, k * sizeof *chunks);
+        n->npushed += k;
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The chunks written back since the last call: ascending, each once. */
+static int take_written(struct nbd_region *n, uint64_t **list, size_t *k)
+{
+    if (n->written)
+        return r3_nbd_written_take(n->written, list, k);
+    pthread_mutex_lock(&n->mu);
+    uint64_t *l = n->pushed;
+    size_t m = n->npushed;
+    n->pushed = NULL;
+    n->npushed = n->cap = 0;
+    pthread_mutex_unlock(&n->mu);
+    qsort(l, m, sizeof *l, cmp_u64);
+    size_t j = 0;
+    for (size_t i = 0; i < m; i++)
+        if (j == 0 || l[i] != l[j - 1])
+            l[j++] = l[i];
+    *list = l;
+    *k = j;
+    return 0;
 }
 
 static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out,
                     bool managed)
 {
+    int rc = check_opts(o, managed);
+    if (rc < 0) {
+        r3_source_close(src);
+        return rc;
+    }
     struct nbd_region *n = calloc(1, sizeof *n);
     if (!n) {
         r3_source_close(src);
@@ -70,7 +163,7 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
     n->r.len = o->size ? o->size : src->size;
     n->hooks = o->hooks;
     n->served = src;
-    int rc = 0;
+    pthread_mutex_init(&n->mu, NULL);
     /* Scratch paths first: the mount helper is forked before any thread of
      * ours starts (pipeline workers, server), with the mount options ready. */
     snprintf(n->dir, sizeof n->dir, "%s/r3nbd.XXXXXX", o->workdir ? o->workdir : "/tmp");
@@ -101,6 +194,7 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
             .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
             .push_workers = o->push_workers ? o->push_workers : 1,
             .push_interval_ms = o->push_interval_ms,
+            .after_push = on_push, .hook_arg = n,
         };
         rc = r3_pipeline_open(src, &po, &n->pipe);
         if (rc < 0) {
@@ -108,6 +202,10 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
             goto fail;
         }
         n->served = n->pipe->top;
+    } else {
+        if ((rc = r3_nbd_written_open(src, n->r.chunk, &n->written)) < 0)
+            goto fail;
+        n->served = n->written;
     }
     struct r3_nbd_export e = { .name = "", .src = n->served };
     struct r3_nbd_server_opts so = { .listen = n->sock, .exports = &e, .nexports = 1 };
@@ -160,8 +258,14 @@ static int nbd_sync(struct r3_region *r)
     if (n->pipe && (rc = r3_source_flush(n->served)) < 0)
         return rc;
     n->syncs++;
+    uint64_t *list = NULL;
+    size_t k = 0;
+    if ((rc = take_written(n, &list, &k)) < 0)
+        return rc;
+    n->chunks_reported += k;
     if (n->hooks.after_sync)
-        n->hooks.after_sync(n->hooks.arg, r, NULL, 0);
+        n->hooks.after_sync(n->hooks.arg, r, list, k);
+    free(list);
     return 0;
 }
 
@@ -190,6 +294,14 @@ static int nbd_stats(struct r3_region *r, struct r3_region_stats *st)
         r3_push_progress(n->pipe->push, &p);
         st->chunks_pushed = p.chunks_pushed;
         st->bytes_pushed = p.bytes_pushed;
+    }
+    if (n->written) {
+        /* Every write went straight to the source: that is what was pushed. */
+        struct r3_nbd_written_counts c;
+        r3_nbd_written_counts(n->written, &c);
+        st->bytes_pulled = c.bytes_read;
+        st->bytes_pushed = c.bytes_written;
+        st->chunks_pushed = n->chunks_reported;
     }
     return 0;
 }
