@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include "internal.h"
 #include "nbd/client.h"
-#include "nbd/io.h"
+#include "net/net.h"
 #include "nbd/proto.h"
 
 #define PIECE (4u << 20)          /* largest single request we send */
@@ -41,8 +41,8 @@ struct slot {
 };
 
 struct r3_nbd_client {
-    struct nbd_io io;
-    void *tls;
+    struct r3_io io;
+    struct r3_tls_ctx *tls;
     char who[300];
     uint64_t size;
     uint16_t flags;
@@ -75,7 +75,7 @@ static int opt_send(struct r3_nbd_client *c, uint32_t opt, const void *data, uin
     nbd_put32(h + 8, opt);
     nbd_put32(h + 12, len);
     struct iovec v[2] = { { h, 16 }, { (void *)data, len } };
-    int rc = nbd_io_writev(&c->io, v, len ? 2 : 1);
+    int rc = r3_io_writev_all(&c->io, v, len ? 2 : 1);
     return rc < 0 ? hs_fail(c, rc) : 0;
 }
 
@@ -95,7 +95,7 @@ static int opt_reply(struct r3_nbd_client *c, uint32_t opt, uint32_t *type, unsi
                      uint32_t *len)
 {
     unsigned char h[20];
-    int rc = nbd_io_read(&c->io, h, 20);
+    int rc = r3_io_read_all(&c->io, h, 20);
     if (rc < 0)
         return hs_fail(c, rc);
     if (nbd_get64(h) != NBD_REP_MAGIC || nbd_get32(h + 8) != opt)
@@ -104,7 +104,7 @@ static int opt_reply(struct r3_nbd_client *c, uint32_t opt, uint32_t *type, unsi
     *len = nbd_get32(h + 16);
     if (*len > NBD_MAX_OPTION)
         return fail(c, -EPROTO, "option reply too large");
-    rc = nbd_io_read(&c->io, buf, *len);
+    rc = r3_io_read_all(&c->io, buf, *len);
     return rc < 0 ? hs_fail(c, rc) : 0;
 }
 
@@ -127,7 +127,7 @@ static const char *rep_err_name(uint32_t t)
 static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o)
 {
     unsigned char h[18];
-    int rc = nbd_io_read(&c->io, h, 18);
+    int rc = r3_io_read_all(&c->io, h, 18);
     if (rc == -ETIMEDOUT)
         return r3_error(-ETIMEDOUT, "%s: the server sent no NBD greeting within %d ms (connect_timeout)",
                         c->who, c->connect_ms);
@@ -143,7 +143,7 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
     bool fixed = hf & NBD_FLAG_FIXED_NEWSTYLE, nz = hf & NBD_FLAG_NO_ZEROES;
     unsigned char cf[4];
     nbd_put32(cf, (fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (nz ? NBD_FLAG_C_NO_ZEROES : 0));
-    if ((rc = nbd_io_write(&c->io, cf, 4)) < 0)
+    if ((rc = r3_io_write_all(&c->io, cf, 4)) < 0)
         return hs_fail(c, rc);
     unsigned char *buf = malloc(NBD_MAX_OPTION + 8);
     if (!buf)
@@ -167,8 +167,11 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
             rc = r3_error(-ECONNREFUSED, "%s: the server refused STARTTLS (%s)", c->who, rep_err_name(type));
             goto out;
         }
-        if ((rc = nbd_tls_connect(c->tls, &c->io, o->host)) < 0)
+        int left = r3_net_remaining_ms(c->io.rdeadline);
+        if ((rc = r3_tls_connect(c->tls, &c->io, o->host, left)) < 0) {
+            r3_error_prefix(rc, "%s: ", c->who);
             goto out;
+        }
     }
     if (fixed && !o->no_structured) {
         if ((rc = opt_send(c, NBD_OPT_STRUCTURED_REPLY, NULL, 0)) < 0 ||
@@ -216,7 +219,7 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
     if (!have_export) {
         if ((rc = opt_send(c, NBD_OPT_EXPORT_NAME, name, (uint32_t)nl)) < 0)
             goto out;
-        if ((rc = nbd_io_read(&c->io, buf, nz ? 10 : 134)) < 0) {
+        if ((rc = r3_io_read_all(&c->io, buf, nz ? 10 : 134)) < 0) {
             if (rc == -EPIPE || rc == -ECONNRESET)
                 rc = r3_error(-ENOENT, "%s: the server closed the connection (no export '%s'?)", c->who, name);
             else
@@ -247,7 +250,7 @@ static void kill_conn(struct r3_nbd_client *c, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(c->why, sizeof c->why, fmt, ap);
         va_end(ap);
-        nbd_io_shutdown(&c->io);
+        r3_io_shutdown(&c->io);
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -352,7 +355,7 @@ static int lost(struct r3_nbd_client *c, int rc)
 static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
 {
     unsigned char t[4];
-    int rc = nbd_io_read(&c->io, t, 4);
+    int rc = r3_io_read_all(&c->io, t, 4);
     if (rc < 0)
         return lost(c, rc);
     uint16_t flags = nbd_get16(h + 4), type = nbd_get16(h + 6);
@@ -370,7 +373,7 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
     case NBD_REPLY_TYPE_OFFSET_DATA: {
         if (s->type != NBD_CMD_READ || len < 8 || len - 8 > s->len)
             return proto(c, "a data chunk that does not fit the request");
-        if ((rc = nbd_io_read(&c->io, b, 8)) < 0)
+        if ((rc = r3_io_read_all(&c->io, b, 8)) < 0)
             return lost(c, rc);
         uint64_t off = nbd_get64(b);
         size_t n = len - 8;
@@ -378,14 +381,14 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
             return proto(c, "a data chunk outside the requested range");
         if (cover(s, off - s->off, n) < 0)
             return proto(c, "overlapping or too fragmented data chunks");
-        if ((rc = nbd_io_read(&c->io, s->buf + (off - s->off), n)) < 0)
+        if ((rc = r3_io_read_all(&c->io, s->buf + (off - s->off), n)) < 0)
             return lost(c, rc);
         break;
     }
     case NBD_REPLY_TYPE_OFFSET_HOLE: {
         if (len != 12 || s->type != NBD_CMD_READ)
             return proto(c, "a malformed hole chunk");
-        if ((rc = nbd_io_read(&c->io, b, 12)) < 0)
+        if ((rc = r3_io_read_all(&c->io, b, 12)) < 0)
             return lost(c, rc);
         uint64_t off = nbd_get64(b);
         uint32_t n = nbd_get32(b + 8);
@@ -400,13 +403,13 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
         if (len > NBD_MAX_OPTION)
             return proto(c, "a chunk of more than 64 KiB that is not data");
         if (!(type & 0x8000)) {
-            if ((rc = nbd_io_skip(&c->io, len)) < 0)   /* an informational chunk we do not know */
+            if ((rc = r3_io_skip(&c->io, len)) < 0)   /* an informational chunk we do not know */
                 return lost(c, rc);
             break;
         }
         if (len < 6)
             return proto(c, "an error chunk shorter than 6 bytes");
-        if ((rc = nbd_io_read(&c->io, b, 6)) < 0 || (rc = nbd_io_skip(&c->io, len - 6)) < 0)
+        if ((rc = r3_io_read_all(&c->io, b, 6)) < 0 || (rc = r3_io_skip(&c->io, len - 6)) < 0)
             return lost(c, rc);
         if (nbd_get16(b + 4) > len - 6)
             return proto(c, "an error chunk whose message overruns it");
@@ -428,7 +431,7 @@ static void *reader(void *arg)
     struct r3_nbd_client *c = arg;
     for (;;) {
         unsigned char h[16];
-        int rc = nbd_io_read(&c->io, h, 16);
+        int rc = r3_io_read_all(&c->io, h, 16);
         if (rc < 0) {
             lost(c, rc);
             break;
@@ -441,7 +444,7 @@ static void *reader(void *arg)
                 proto(c, "a reply to a request we did not send");
                 break;
             }
-            if (!err && s->type == NBD_CMD_READ && (rc = nbd_io_read(&c->io, s->buf, s->len)) < 0) {
+            if (!err && s->type == NBD_CMD_READ && (rc = r3_io_read_all(&c->io, s->buf, s->len)) < 0) {
                 lost(c, rc);
                 break;
             }
@@ -519,7 +522,7 @@ static int submit(struct r3_nbd_client *c, uint16_t type, uint16_t flags, void *
     nbd_put32(h + 24, (uint32_t)len);
     struct iovec v[2] = { { h, sizeof h }, { buf, len } };
     pthread_mutex_lock(&c->send_mu);
-    int rc = nbd_io_writev(&c->io, v, type == NBD_CMD_WRITE ? 2 : 1);
+    int rc = r3_io_writev_all(&c->io, v, type == NBD_CMD_WRITE ? 2 : 1);
     pthread_mutex_unlock(&c->send_mu);
     if (rc == -ETIMEDOUT)
         kill_conn(c, "the server took no data for %d ms (sending a %s of %zu bytes)", c->timeout_ms,
@@ -630,81 +633,25 @@ uint16_t r3_nbd_client_flags(const struct r3_nbd_client *c) { return c->flags; }
 
 /* ---- connect / close */
 
-/* connect() that gives up at the deadline. */
-static int connect_by(int fd, const struct sockaddr *a, socklen_t al, uint64_t deadline)
+static int dial(const struct r3_nbd_client_opts *o, struct r3_nbd_client *c, int *out)
 {
-    int fl = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    int rc = connect(fd, a, al) == 0 ? 0 : -errno;
-    while (rc == -EINPROGRESS || rc == -EINTR) {
-        uint64_t now = r3_now_ns();
-        if (now >= deadline) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        struct pollfd p = { .fd = fd, .events = POLLOUT };
-        uint64_t ms = (deadline - now + 999999) / 1000000;
-        int n = poll(&p, 1, ms > 1000 ? 1000 : (int)ms);
-        if (n < 0 && errno != EINTR) {
-            rc = -errno;
-        } else if (n > 0) {
-            int e = 0;
-            socklen_t el = sizeof e;
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
-            rc = -e;
-        }
-    }
-    fcntl(fd, F_SETFL, fl);
-    return rc;
-}
-
-static int dial(const struct r3_nbd_client_opts *o, struct r3_nbd_client *c, uint64_t deadline, int *out)
-{
+    struct r3_net_addr a = { 0 };
     if (o->unix_path) {
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        if (strlen(o->unix_path) >= sizeof a.sun_path)
-            return r3_error(-ENAMETOOLONG, "nbd: socket path %s is too long", o->unix_path);
-        strcpy(a.sun_path, o->unix_path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int rc = fd < 0 ? -errno : connect_by(fd, (struct sockaddr *)&a, sizeof a, deadline);
-        if (rc < 0) {
-            if (fd >= 0)
-                close(fd);
-            return r3_error(rc, "%s: %s", c->who, rc == -ETIMEDOUT ? "no connection within the connect_timeout"
-                                                                    : strerror(-rc));
-        }
-        *out = fd;
-        return 0;
+        if (strlen(o->unix_path) >= sizeof a.path)
+            return r3_error(-ENAMETOOLONG, "%s: the socket path is too long", c->who);
+        a.kind = R3_NET_UNIX;
+        strcpy(a.path, o->unix_path);
+    } else {
+        if (strlen(o->host) >= sizeof a.host)
+            return r3_error(-EINVAL, "%s: the host name is too long", c->who);
+        a.kind = R3_NET_TCP;
+        strcpy(a.host, o->host);
+        a.port = o->port ? o->port : NBD_DEFAULT_PORT;
     }
-    char port[16];
-    snprintf(port, sizeof port, "%d", o->port ? o->port : NBD_DEFAULT_PORT);
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *ai, *a;
-    int g = getaddrinfo(o->host, port, &hints, &ai);
-    if (g)
-        return r3_error(-EHOSTUNREACH, "%s: %s", c->who, gai_strerror(g));
-    int e = -ECONNREFUSED;
-    for (a = ai; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            e = -errno;
-            continue;
-        }
-        if ((e = connect_by(fd, a->ai_addr, a->ai_addrlen, deadline)) == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            freeaddrinfo(ai);
-            *out = fd;
-            return 0;
-        }
-        close(fd);
-        if (e == -ETIMEDOUT)
-            break;
-    }
-    freeaddrinfo(ai);
-    if (e == -ETIMEDOUT)
-        return r3_error(e, "%s: no connection within %d ms (connect_timeout)", c->who, c->connect_ms);
-    return r3_error(e, "%s: %s", c->who, strerror(-e));
+    int rc = r3_net_dial(&a, c->connect_ms, out);
+    if (rc < 0)
+        r3_error_prefix(rc, "%s: ", c->who);
+    return rc;
 }
 
 int r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_client **out)
@@ -715,6 +662,7 @@ int r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_clie
     struct r3_nbd_client *c = calloc(1, sizeof *c);
     if (!c)
         return r3_error(-ENOMEM, "nbd: out of memory");
+    c->io.fd = -1;
     uint64_t t0 = r3_now_ns();
     c->connect_ms = o->connect_timeout_ms ? (int)o->connect_timeout_ms : 5000;
     c->timeout_ms = o->timeout_ms ? (int)o->timeout_ms : 30000;
@@ -734,24 +682,24 @@ int r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_clie
     c->nslots = o->max_inflight ? (o->max_inflight > 1024 ? 1024 : o->max_inflight) : 64;
     c->nfree = c->nslots;
     c->slots = calloc(c->nslots, sizeof *c->slots);
-    c->io.fd = -1;
     int rc = c->slots ? 0 : r3_error(-ENOMEM, "nbd: out of memory");
     for (unsigned i = 0; rc == 0 && i < c->nslots; i++)
         pthread_cond_init(&c->slots[i].cv, &ca);
     pthread_condattr_destroy(&ca);
     if (rc == 0 && o->tls) {
-        struct nbd_tls_opts t = { .dir = o->tls_dir, .psk_file = o->tls_psk, .psk_identity = o->tls_user };
-        rc = nbd_tls_client_ctx(&t, &c->tls);
+        struct r3_tls_opts t = { .dir = o->tls_dir, .psk_file = o->tls_psk, .psk_identity = o->tls_user };
+        rc = r3_tls_client_ctx(&t, &c->tls);
     }
     int fd = -1;
     if (rc == 0)
-        rc = dial(o, c, deadline, &fd);
+        rc = dial(o, c, &fd);
+    if (rc == 0 && (rc = r3_io_init(&c->io, fd)) < 0)
+        close(fd);
     if (rc == 0) {
-        nbd_io_init(&c->io, fd);
         /* connect_timeout bounds connecting and the whole handshake. */
-        nbd_io_set_deadline(&c->io, deadline);
+        c->io.rdeadline = c->io.wdeadline = deadline;
         rc = handshake(c, o);
-        nbd_io_set_deadline(&c->io, 0);
+        c->io.rdeadline = c->io.wdeadline = 0;
         c->io.wtimeout_ms = c->timeout_ms;           /* a server that stops reading */
     }
     if (rc == 0) {
@@ -778,8 +726,14 @@ uint32_t r3_nbd_client_min_block(const struct r3_nbd_client *c) { return c->min_
 int r3_nbd_client_take_fd(struct r3_nbd_client *c)
 {
     int fd = c->io.fd;
+    if (fd < 0 || c->io.ssl)
+        return r3_error(-EINVAL, "%s: only a plain connection can be handed over", c->who);
     c->io.fd = -1;
+    pthread_mutex_destroy(&c->io.mu);
     c->dead = true;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);      /* the kernel's socket now */
     return fd;
 }
 
@@ -792,19 +746,18 @@ void r3_nbd_client_close(struct r3_nbd_client *c)
         nbd_put32(h, NBD_REQUEST_MAGIC);
         nbd_put16(h + 6, NBD_CMD_DISC);
         pthread_mutex_lock(&c->send_mu);
-        nbd_io_write(&c->io, h, sizeof h);
+        r3_io_write_all(&c->io, h, sizeof h);
         pthread_mutex_unlock(&c->send_mu);
     }
     if (c->io.fd >= 0)
-        nbd_io_shutdown(&c->io);
+        r3_io_shutdown(&c->io);
     if (c->has_reader)
         pthread_join(c->reader, NULL);
-    if (c->io.fd >= 0 || c->io.ssl)
-        nbd_io_close(&c->io);
+    r3_io_close(&c->io);
     for (unsigned i = 0; c->slots && i < c->nslots; i++)
         pthread_cond_destroy(&c->slots[i].cv);
     free(c->slots);
-    nbd_tls_ctx_free(c->tls);
+    r3_tls_ctx_free(c->tls);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->send_mu);
     pthread_cond_destroy(&c->free_cv);

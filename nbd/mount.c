@@ -56,9 +56,10 @@ int r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **o
             return rc;
         }
         int fd = r3_nbd_client_take_fd(c);
-        rc = r3_nbd_kernel_connect(fd, r3_nbd_client_size(c), r3_nbd_client_flags(c), m->timeout_ms,
-                                   &m->index);
-        close(fd);
+        rc = fd < 0 ? fd : r3_nbd_kernel_connect(fd, r3_nbd_client_size(c), r3_nbd_client_flags(c),
+                                                 m->timeout_ms, &m->index);
+        if (fd >= 0)
+            close(fd);
         r3_nbd_client_close(c);
         if (rc < 0) {
             free(m);
