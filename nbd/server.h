@@ -1,6 +1,8 @@
 /* An NBD server (fixed newstyle, doc/proto.md of NetworkBlockDevice/nbd)
- * serving r3 sources, embeddable: r3serve --nbd and the nbd-direct /
- * nbd-managed strategies start it in-process.
+ * serving r3 sources, embeddable: r3serve --nbd, r3mount and the nbd-direct /
+ * nbd-managed strategies start it in-process. It runs on the one network
+ * layer (src/net): its accept loop, connection cap, handshake deadline,
+ * send queues, in-flight budget and TLS.
  *
  *   struct r3_nbd_export e = { .name = "", .src = src };
  *   struct r3_nbd_server_opts o = { .listen = "127.0.0.1:10809", .exports = &e, .nexports = 1 };
@@ -23,8 +25,8 @@ struct r3_nbd_export {
 };
 
 struct r3_nbd_server_opts {
-    /* "HOST:PORT" ("[::1]:PORT"; port 0 picks a free one), "unix:PATH", or an
-     * absolute PATH (a Unix socket). */
+    /* "HOST:PORT" ("[::1]:PORT"; port 0 picks a free one; a bare HOST is
+     * port 10809), "unix:PATH", or an absolute PATH (a Unix socket). */
     const char *listen;
     const struct r3_nbd_export *exports;
     size_t nexports;
@@ -33,6 +35,12 @@ struct r3_nbd_server_opts {
     /* Connections served at once; one more is closed at once (and logged).
      * 0 = 1024. */
     unsigned max_conns;
+    /* Bytes of requests and replies in memory at once, over all
+     * connections (the net layer's budget). 0 = 256 MiB. */
+    size_t max_inflight;
+    /* Listen on a non-loopback address without TLS (refused otherwise,
+     * with a sentence saying why). */
+    bool insecure;
     /* The whole handshake (options, STARTTLS, TLS) must end within this, or
      * the connection is closed: idle or trickling clients cannot hold the
      * server's slots. 0 = 10000. */
