@@ -71,9 +71,9 @@ static int hs_fail(struct r3_nbd_client *c, int rc);
 static int opt_send(struct r3_nbd_client *c, uint32_t opt, const void *data, uint32_t len)
 {
     unsigned char h[16];
-    nbd_put64(h, NBD_IHAVEOPT);
-    nbd_put32(h + 8, opt);
-    nbd_put32(h + 12, len);
+    r3_nbd_put64(h, NBD_IHAVEOPT);
+    r3_nbd_put32(h + 8, opt);
+    r3_nbd_put32(h + 12, len);
     struct iovec v[2] = { { h, 16 }, { (void *)data, len } };
     int rc = r3_io_writev_all(&c->io, v, len ? 2 : 1);
     return rc < 0 ? hs_fail(c, rc) : 0;
@@ -98,10 +98,10 @@ static int opt_reply(struct r3_nbd_client *c, uint32_t opt, uint32_t *type, unsi
     int rc = r3_io_read_all(&c->io, h, 20);
     if (rc < 0)
         return hs_fail(c, rc);
-    if (nbd_get64(h) != NBD_REP_MAGIC || nbd_get32(h + 8) != opt)
+    if (r3_nbd_get64(h) != NBD_REP_MAGIC || r3_nbd_get32(h + 8) != opt)
         return fail(c, -EPROTO, "bad option reply from the server");
-    *type = nbd_get32(h + 12);
-    *len = nbd_get32(h + 16);
+    *type = r3_nbd_get32(h + 12);
+    *len = r3_nbd_get32(h + 16);
     if (*len > NBD_MAX_OPTION)
         return fail(c, -EPROTO, "option reply too large");
     rc = r3_io_read_all(&c->io, buf, *len);
@@ -135,14 +135,14 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
         return fail(c, -EPROTO, "the server closed the connection before the NBD greeting");
     if (rc < 0)
         return r3_error(rc, "%s: reading the NBD greeting: %s", c->who, strerror(-rc));
-    if (nbd_get64(h) != NBD_MAGIC)
+    if (r3_nbd_get64(h) != NBD_MAGIC)
         return fail(c, -EPROTO, "not an NBD server (its greeting is not NBDMAGIC)");
-    if (nbd_get64(h + 8) != NBD_IHAVEOPT)
+    if (r3_nbd_get64(h + 8) != NBD_IHAVEOPT)
         return fail(c, -EPROTO, "an old-style NBD server (only newstyle is supported)");
-    uint16_t hf = nbd_get16(h + 16);
+    uint16_t hf = r3_nbd_get16(h + 16);
     bool fixed = hf & NBD_FLAG_FIXED_NEWSTYLE, nz = hf & NBD_FLAG_NO_ZEROES;
     unsigned char cf[4];
-    nbd_put32(cf, (fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (nz ? NBD_FLAG_C_NO_ZEROES : 0));
+    r3_nbd_put32(cf, (fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (nz ? NBD_FLAG_C_NO_ZEROES : 0));
     if ((rc = r3_io_write_all(&c->io, cf, 4)) < 0)
         return hs_fail(c, rc);
     unsigned char *buf = malloc(NBD_MAX_OPTION + 8);
@@ -182,10 +182,10 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
     bool have_export = false;
     if (fixed) {
         unsigned char g[4 + NBD_MAX_NAME + 4];
-        nbd_put32(g, (uint32_t)nl);
+        r3_nbd_put32(g, (uint32_t)nl);
         memcpy(g + 4, name, nl);
-        nbd_put16(g + 4 + nl, 1);
-        nbd_put16(g + 6 + nl, NBD_INFO_BLOCK_SIZE);
+        r3_nbd_put16(g + 4 + nl, 1);
+        r3_nbd_put16(g + 6 + nl, NBD_INFO_BLOCK_SIZE);
         if ((rc = opt_send(c, NBD_OPT_GO, g, (uint32_t)(8 + nl))) < 0)
             goto out;
         for (;;) {
@@ -194,14 +194,14 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
             if (type == NBD_REP_ACK)
                 break;
             if (type == NBD_REP_INFO && len >= 2) {
-                uint16_t it = nbd_get16(buf);
+                uint16_t it = r3_nbd_get16(buf);
                 if (it == NBD_INFO_EXPORT && len == 12) {
-                    c->size = nbd_get64(buf + 2);
-                    c->flags = nbd_get16(buf + 10);
+                    c->size = r3_nbd_get64(buf + 2);
+                    c->flags = r3_nbd_get16(buf + 10);
                     have_export = true;
                 } else if (it == NBD_INFO_BLOCK_SIZE && len == 14) {
-                    c->min_block = nbd_get32(buf + 2);
-                    c->max_req = nbd_get32(buf + 10);
+                    c->min_block = r3_nbd_get32(buf + 2);
+                    c->max_req = r3_nbd_get32(buf + 10);
                 }
                 continue;
             }
@@ -226,8 +226,8 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
                 hs_fail(c, rc);
             goto out;
         }
-        c->size = nbd_get64(buf);
-        c->flags = nbd_get16(buf + 8);
+        c->size = r3_nbd_get64(buf);
+        c->flags = r3_nbd_get16(buf + 8);
     }
     rc = 0;
 out:
@@ -358,9 +358,9 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
     int rc = r3_io_read_all(&c->io, t, 4);
     if (rc < 0)
         return lost(c, rc);
-    uint16_t flags = nbd_get16(h + 4), type = nbd_get16(h + 6);
-    uint64_t cookie = nbd_get64(h + 8);
-    uint32_t len = nbd_get32(t);
+    uint16_t flags = r3_nbd_get16(h + 4), type = r3_nbd_get16(h + 6);
+    uint64_t cookie = r3_nbd_get64(h + 8);
+    uint32_t len = r3_nbd_get32(t);
     struct slot *s = find(c, cookie);
     if (!s)
         return proto(c, "a reply to a request we did not send");
@@ -375,7 +375,7 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
             return proto(c, "a data chunk that does not fit the request");
         if ((rc = r3_io_read_all(&c->io, b, 8)) < 0)
             return lost(c, rc);
-        uint64_t off = nbd_get64(b);
+        uint64_t off = r3_nbd_get64(b);
         size_t n = len - 8;
         if (off < s->off || off - s->off > s->len || n > s->len - (off - s->off))
             return proto(c, "a data chunk outside the requested range");
@@ -390,8 +390,8 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
             return proto(c, "a malformed hole chunk");
         if ((rc = r3_io_read_all(&c->io, b, 12)) < 0)
             return lost(c, rc);
-        uint64_t off = nbd_get64(b);
-        uint32_t n = nbd_get32(b + 8);
+        uint64_t off = r3_nbd_get64(b);
+        uint32_t n = r3_nbd_get32(b + 8);
         if (off < s->off || off - s->off > s->len || n > s->len - (off - s->off))
             return proto(c, "a hole chunk outside the requested range");
         if (cover(s, off - s->off, n) < 0)
@@ -411,9 +411,9 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
             return proto(c, "an error chunk shorter than 6 bytes");
         if ((rc = r3_io_read_all(&c->io, b, 6)) < 0 || (rc = r3_io_skip(&c->io, len - 6)) < 0)
             return lost(c, rc);
-        if (nbd_get16(b + 4) > len - 6)
+        if (r3_nbd_get16(b + 4) > len - 6)
             return proto(c, "an error chunk whose message overruns it");
-        s->err = reply_errno(nbd_get32(b));
+        s->err = reply_errno(r3_nbd_get32(b));
         if (s->err == 0)
             s->err = -EIO;
         break;
@@ -436,10 +436,10 @@ static void *reader(void *arg)
             lost(c, rc);
             break;
         }
-        uint32_t magic = nbd_get32(h);
+        uint32_t magic = r3_nbd_get32(h);
         if (magic == NBD_SIMPLE_REPLY_MAGIC) {
-            uint32_t err = nbd_get32(h + 4);
-            struct slot *s = find(c, nbd_get64(h + 8));
+            uint32_t err = r3_nbd_get32(h + 4);
+            struct slot *s = find(c, r3_nbd_get64(h + 8));
             if (!s) {
                 proto(c, "a reply to a request we did not send");
                 break;
@@ -514,12 +514,12 @@ static int submit(struct r3_nbd_client *c, uint16_t type, uint16_t flags, void *
     uint64_t cookie = s->cookie;
     pthread_mutex_unlock(&c->mu);
     unsigned char h[NBD_REQUEST_SIZE];
-    nbd_put32(h, NBD_REQUEST_MAGIC);
-    nbd_put16(h + 4, flags);
-    nbd_put16(h + 6, type);
-    nbd_put64(h + 8, cookie);
-    nbd_put64(h + 16, off);
-    nbd_put32(h + 24, (uint32_t)len);
+    r3_nbd_put32(h, NBD_REQUEST_MAGIC);
+    r3_nbd_put16(h + 4, flags);
+    r3_nbd_put16(h + 6, type);
+    r3_nbd_put64(h + 8, cookie);
+    r3_nbd_put64(h + 16, off);
+    r3_nbd_put32(h + 24, (uint32_t)len);
     struct iovec v[2] = { { h, sizeof h }, { buf, len } };
     pthread_mutex_lock(&c->send_mu);
     int rc = r3_io_writev_all(&c->io, v, type == NBD_CMD_WRITE ? 2 : 1);
@@ -743,8 +743,8 @@ void r3_nbd_client_close(struct r3_nbd_client *c)
         return;
     if (c->io.fd >= 0 && !c->dead) {
         unsigned char h[NBD_REQUEST_SIZE] = { 0 };
-        nbd_put32(h, NBD_REQUEST_MAGIC);
-        nbd_put16(h + 6, NBD_CMD_DISC);
+        r3_nbd_put32(h, NBD_REQUEST_MAGIC);
+        r3_nbd_put16(h + 6, NBD_CMD_DISC);
         pthread_mutex_lock(&c->send_mu);
         r3_io_write_all(&c->io, h, sizeof h);
         pthread_mutex_unlock(&c->send_mu);

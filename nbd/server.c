@@ -78,10 +78,10 @@ struct nconn {
 static int send_rep(struct nconn *c, uint32_t opt, uint32_t type, const void *data, uint32_t len)
 {
     unsigned char h[20];
-    nbd_put64(h, NBD_REP_MAGIC);
-    nbd_put32(h + 8, opt);
-    nbd_put32(h + 12, type);
-    nbd_put32(h + 16, len);
+    r3_nbd_put64(h, NBD_REP_MAGIC);
+    r3_nbd_put32(h + 8, opt);
+    r3_nbd_put32(h + 12, type);
+    r3_nbd_put32(h + 16, len);
     struct iovec v[2] = { { h, sizeof h }, { (void *)data, len } };
     return r3_io_writev_all(c->io, v, len ? 2 : 1);
 }
@@ -116,7 +116,7 @@ static uint16_t export_flags(const struct export *x)
 static int send_info(struct nconn *c, uint32_t opt, uint16_t type, const void *data, size_t len)
 {
     unsigned char b[2 + NBD_MAX_NAME + 1];
-    nbd_put16(b, type);
+    r3_nbd_put16(b, type);
     memcpy(b + 2, data, len);
     return send_rep(c, opt, NBD_REP_INFO, b, (uint32_t)(2 + len));
 }
@@ -127,10 +127,10 @@ static int opt_info_go(struct nconn *c, uint32_t opt, const unsigned char *d, ui
     struct r3_nbd_server *s = c->srv;
     if (len < 6)
         return send_err(c, opt, NBD_REP_ERR_INVALID, "option too short");
-    uint32_t nl = nbd_get32(d);
+    uint32_t nl = r3_nbd_get32(d);
     if (nl > NBD_MAX_NAME || nl > len - 6)
         return send_err(c, opt, NBD_REP_ERR_INVALID, "export name length out of range");
-    uint16_t nreq = nbd_get16(d + 4 + nl);
+    uint16_t nreq = r3_nbd_get16(d + 4 + nl);
     if (6 + nl + 2u * nreq != len)
         return send_err(c, opt, NBD_REP_ERR_INVALID, "option length does not match its content");
     char name[NBD_MAX_NAME + 1];
@@ -142,11 +142,11 @@ static int opt_info_go(struct nconn *c, uint32_t opt, const unsigned char *d, ui
     if (!x)
         return send_err(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
     unsigned char b[12];
-    nbd_put64(b, x->e.src->size);
-    nbd_put16(b + 8, export_flags(x));
+    r3_nbd_put64(b, x->e.src->size);
+    r3_nbd_put16(b + 8, export_flags(x));
     int rc = send_info(c, opt, NBD_INFO_EXPORT, b, 10);
     for (uint16_t i = 0; rc == 0 && i < nreq; i++) {
-        uint16_t t = nbd_get16(d + 6 + nl + 2 * i);
+        uint16_t t = r3_nbd_get16(d + 6 + nl + 2 * i);
         if (t == NBD_INFO_NAME)
             rc = send_info(c, opt, NBD_INFO_NAME, x->name, strlen(x->name));
         else if (t == NBD_INFO_DESCRIPTION && x->desc)
@@ -155,9 +155,9 @@ static int opt_info_go(struct nconn *c, uint32_t opt, const unsigned char *d, ui
     /* Any alignment works (the source layer handles it); 4 KiB is what we
      * prefer, and max_request is the most we take in one request. */
     unsigned char bs[12];
-    nbd_put32(bs, 1);
-    nbd_put32(bs + 4, 4096);
-    nbd_put32(bs + 8, s->o.max_request);
+    r3_nbd_put32(bs, 1);
+    r3_nbd_put32(bs + 4, 4096);
+    r3_nbd_put32(bs + 8, s->o.max_request);
     if (rc == 0)
         rc = send_info(c, opt, NBD_INFO_BLOCK_SIZE, bs, 12);
     if (rc == 0)
@@ -177,7 +177,7 @@ static int opt_list(struct nconn *c)
         if (dl > NBD_MAX_NAME)
             dl = NBD_MAX_NAME;
         unsigned char b[4 + 2 * NBD_MAX_NAME];
-        nbd_put32(b, (uint32_t)nl);
+        r3_nbd_put32(b, (uint32_t)nl);
         memcpy(b + 4, x->name, nl);
         if (dl)
             memcpy(b + 4 + nl, x->desc, dl);
@@ -197,7 +197,7 @@ static int handshake(struct nconn *c)
     int rc = r3_io_read_all(c->io, cf, 4);
     if (rc < 0)
         return rc;
-    uint32_t cflags = nbd_get32(cf);
+    uint32_t cflags = r3_nbd_get32(cf);
     if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
         return r3_error(-EPROTO, "unknown client flags 0x%x", cflags);
     bool fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
@@ -213,11 +213,11 @@ static int handshake(struct nconn *c)
         }
         if ((rc = r3_io_read_all(c->io, oh, 16)) < 0)
             break;
-        if (nbd_get64(oh) != NBD_IHAVEOPT) {
+        if (r3_nbd_get64(oh) != NBD_IHAVEOPT) {
             rc = r3_error(-EPROTO, "bad option magic");
             break;
         }
-        uint32_t opt = nbd_get32(oh + 8), len = nbd_get32(oh + 12);
+        uint32_t opt = r3_nbd_get32(oh + 8), len = r3_nbd_get32(oh + 12);
         bool known = opt == NBD_OPT_EXPORT_NAME || opt == NBD_OPT_ABORT || opt == NBD_OPT_LIST ||
                      opt == NBD_OPT_STARTTLS || opt == NBD_OPT_INFO || opt == NBD_OPT_GO ||
                      opt == NBD_OPT_STRUCTURED_REPLY;
@@ -241,8 +241,8 @@ static int handshake(struct nconn *c)
                 break;
             }
             unsigned char r[10 + 124] = { 0 };
-            nbd_put64(r, x->e.src->size);
-            nbd_put16(r + 8, export_flags(x));
+            r3_nbd_put64(r, x->e.src->size);
+            r3_nbd_put16(r + 8, export_flags(x));
             if ((rc = r3_io_write_all(c->io, r, c->no_zeroes ? 10 : sizeof r)) < 0)
                 break;
             c->exp = x;
@@ -322,7 +322,7 @@ static int handshake(struct nconn *c)
 
 /* ---- transmission */
 
-static int nbd_errno(int rc)
+static int to_nbd_errno(int rc)
 {
     switch (-rc) {
     case EPERM: case EROFS: case EACCES: return NBD_EPERM;
@@ -375,25 +375,25 @@ static void reply(struct nconn *c, struct job *j, const void *data, size_t len, 
     unsigned char h[32];
     size_t hl;
     if (c->structured && j->type == NBD_CMD_READ) {
-        nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
-        nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
-        nbd_put64(h + 8, j->cookie);
+        r3_nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+        r3_nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
+        r3_nbd_put64(h + 8, j->cookie);
         if (j->err) {
-            nbd_put16(h + 6, NBD_REPLY_TYPE_ERROR);
-            nbd_put32(h + 16, 6);
-            nbd_put32(h + 20, (uint32_t)j->err);
-            nbd_put16(h + 24, 0);
+            r3_nbd_put16(h + 6, NBD_REPLY_TYPE_ERROR);
+            r3_nbd_put32(h + 16, 6);
+            r3_nbd_put32(h + 20, (uint32_t)j->err);
+            r3_nbd_put16(h + 24, 0);
             hl = 26;
         } else {
-            nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
-            nbd_put32(h + 16, (uint32_t)(8 + len));
-            nbd_put64(h + 20, j->off);
+            r3_nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
+            r3_nbd_put32(h + 16, (uint32_t)(8 + len));
+            r3_nbd_put64(h + 20, j->off);
             hl = 28;
         }
     } else {
-        nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
-        nbd_put32(h + 4, (uint32_t)j->err);
-        nbd_put64(h + 8, j->cookie);
+        r3_nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
+        r3_nbd_put32(h + 4, (uint32_t)j->err);
+        r3_nbd_put64(h + 8, j->cookie);
         hl = 16;
     }
     if (j->err)
@@ -424,13 +424,13 @@ static bool disc_pending(struct nconn *c)
     bool found = false;
     for (size_t p = 0; n > 0 && (size_t)n - p >= NBD_REQUEST_SIZE;) {
         const unsigned char *h = b + p;
-        if (nbd_get32(h) != NBD_REQUEST_MAGIC)
+        if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
             break;
-        if (nbd_get16(h + 6) == NBD_CMD_DISC) {
+        if (r3_nbd_get16(h + 6) == NBD_CMD_DISC) {
             found = true;
             break;
         }
-        p += NBD_REQUEST_SIZE + (nbd_get16(h + 6) == NBD_CMD_WRITE ? nbd_get32(h + 24) : 0);
+        p += NBD_REQUEST_SIZE + (r3_nbd_get16(h + 6) == NBD_CMD_WRITE ? r3_nbd_get32(h + 24) : 0);
     }
     free(b);
     return found;
@@ -532,7 +532,7 @@ static void run(struct nconn *c, struct job *j)
         if (!buf)
             j->err = NBD_ENOMEM;
         else if ((rc = src_call(x, do_read, buf, j->len, j->off)) < 0)
-            j->err = nbd_errno(rc);
+            j->err = to_nbd_errno(rc);
         if (j->err) {
             free(buf);
             reply(c, j, NULL, 0, NULL);
@@ -552,7 +552,7 @@ static void run(struct nconn *c, struct job *j)
         }
         if (rc == -ESHUTDOWN)
             return;                       /* fenced: the client is gone */
-        j->err = rc < 0 ? nbd_errno(rc) : 0;
+        j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         if (rc == 0)
             atomic_fetch_add_explicit(&c->wbytes, j->len, memory_order_relaxed);
         break;
@@ -566,12 +566,12 @@ static void run(struct nconn *c, struct job *j)
             rc = gated(c, j, j->type == NBD_CMD_TRIM ? op_trim : op_zero);
             if (rc == -ESHUTDOWN)
                 return;
-            j->err = rc < 0 ? nbd_errno(rc) : 0;
+            j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         }
         break;
     case NBD_CMD_FLUSH:
         rc = src_call(x, do_flush, NULL, 0, 0);
-        j->err = rc < 0 ? nbd_errno(rc) : 0;
+        j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         break;
     case NBD_CMD_CACHE: {
         /* Reading through the source warms a cache stage below. */
@@ -587,7 +587,7 @@ static void run(struct nconn *c, struct job *j)
         for (uint64_t o = j->off; o < j->off + j->len && !j->err;) {
             size_t n = j->off + j->len - o < ZERO_SIZE ? (size_t)(j->off + j->len - o) : ZERO_SIZE;
             if ((rc = src_call(x, do_read, tmp, n, o)) < 0)
-                j->err = nbd_errno(rc);
+                j->err = to_nbd_errno(rc);
             o += n;
         }
         free(tmp);
@@ -705,7 +705,7 @@ static int on_readable(struct r3_net_conn *nc)
         }
         return rc;
     }
-    if (nbd_get32(h) != NBD_REQUEST_MAGIC) {
+    if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC) {
         fence(c);
         snprintf(nc->why, sizeof nc->why, "bad request magic");
         return -EPROTO;
@@ -715,11 +715,11 @@ static int on_readable(struct r3_net_conn *nc)
         snprintf(nc->why, sizeof nc->why, "out of memory");
         return -ENOMEM;
     }
-    j->flags = nbd_get16(h + 4);
-    j->type = nbd_get16(h + 6);
-    j->cookie = nbd_get64(h + 8);
-    j->off = nbd_get64(h + 16);
-    j->len = nbd_get32(h + 24);
+    j->flags = r3_nbd_get16(h + 4);
+    j->type = r3_nbd_get16(h + 6);
+    j->cookie = r3_nbd_get64(h + 8);
+    j->off = r3_nbd_get64(h + 16);
+    j->len = r3_nbd_get32(h + 24);
     if (j->type == NBD_CMD_DISC) {
         free(j);
         atomic_store(&c->disc, true);
@@ -873,9 +873,9 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
         s->o.max_request = NBD_MAX_REQUEST;
     if (!s->o.handshake_timeout_ms)
         s->o.handshake_timeout_ms = 10000;
-    nbd_put64(s->greeting, NBD_MAGIC);
-    nbd_put64(s->greeting + 8, NBD_IHAVEOPT);
-    nbd_put16(s->greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    r3_nbd_put64(s->greeting, NBD_MAGIC);
+    r3_nbd_put64(s->greeting + 8, NBD_IHAVEOPT);
+    r3_nbd_put16(s->greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
     struct r3_net_server_opts no = {
         .name = "nbd", .starttls = true, .insecure = o->insecure, .max_connections = o->max_conns,
         .handshake_ms = (int)s->o.handshake_timeout_ms, .max_inflight = o->max_inflight,

@@ -12,33 +12,33 @@
 #include "nbd/client.h"
 #include "nbd/proto.h"
 
-struct nbd_source {
+struct r3_nbd_source {
     struct r3_source src;
     struct r3_nbd_client *c;
 };
 
 static int ns_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
-    return r3_nbd_client_pread(((struct nbd_source *)s)->c, buf, len, off);
+    return r3_nbd_client_pread(((struct r3_nbd_source *)s)->c, buf, len, off);
 }
 
 static int ns_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
-    return r3_nbd_client_pwrite(((struct nbd_source *)s)->c, buf, len, off, false);
+    return r3_nbd_client_pwrite(((struct r3_nbd_source *)s)->c, buf, len, off, false);
 }
 
 static int ns_flush(struct r3_source *s)
 {
-    return r3_nbd_client_flush(((struct nbd_source *)s)->c);
+    return r3_nbd_client_flush(((struct r3_nbd_source *)s)->c);
 }
 
 static void ns_close(struct r3_source *s)
 {
-    r3_nbd_client_close(((struct nbd_source *)s)->c);
+    r3_nbd_client_close(((struct r3_nbd_source *)s)->c);
     free(s);
 }
 
-static const struct r3_source_ops nbd_ops = {
+static const struct r3_source_ops r3_nbd_source_ops = {
     .scheme = "nbd", .read = ns_read, .write = ns_write, .flush = ns_flush, .close = ns_close,
 };
 
@@ -112,7 +112,7 @@ int r3_nbd_open(const struct r3_uri *u, struct r3_source **out)
     int rc = r3_nbd_client_opts_from_uri(u, &o);
     if (rc < 0)
         return rc;
-    struct nbd_source *s = calloc(1, sizeof *s);
+    struct r3_nbd_source *s = calloc(1, sizeof *s);
     if (!s)
         return r3_error(-ENOMEM, "nbd: out of memory");
     if ((rc = r3_nbd_client_connect(&o, &s->c)) < 0) {
@@ -125,7 +125,7 @@ int r3_nbd_open(const struct r3_uri *u, struct r3_source **out)
         free(s);
         return r3_error(-EINVAL, "nbd: the server's minimum block size %u is not usable", mb);
     }
-    s->src.ops = &nbd_ops;
+    s->src.ops = &r3_nbd_source_ops;
     s->src.size = r3_nbd_client_size(s->c);
     s->src.align = mb;
     s->src.flags = R3_SRC_PARALLEL |

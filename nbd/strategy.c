@@ -30,7 +30,7 @@
 #include "nbd/server.h"
 #include "nbd/written.h"
 
-struct nbd_region {
+struct r3_nbd_region {
     struct r3_region r;
     bool managed;
     struct r3_pipeline *pipe;
@@ -48,7 +48,7 @@ struct nbd_region {
 };
 
 
-static void teardown(struct nbd_region *n)
+static void teardown(struct r3_nbd_region *n)
 {
     if (n->r.base && n->r.base != MAP_FAILED)
         munmap(n->r.base, n->r.len);
@@ -96,7 +96,7 @@ static int check_opts(const struct r3_region_opts *o, bool managed)
 /* The push stage's hook (its threads): remember the chunks for after_sync. */
 static void on_push(void *arg, const uint64_t *chunks, size_t k)
 {
-    struct nbd_region *n = arg;
+    struct r3_nbd_region *n = arg;
     pthread_mutex_lock(&n->mu);
     if (n->npushed + k > n->cap) {
         size_t nc = n->cap ? n->cap : 256;
@@ -122,7 +122,7 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* The chunks written back since the last call: ascending, each once. */
-static int take_written(struct nbd_region *n, uint64_t **list, size_t *k)
+static int take_written(struct r3_nbd_region *n, uint64_t **list, size_t *k)
 {
     if (n->written)
         return r3_nbd_written_take(n->written, list, k);
@@ -142,7 +142,7 @@ static int take_written(struct nbd_region *n, uint64_t **list, size_t *k)
     return 0;
 }
 
-static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out,
+static int region_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out,
                     bool managed)
 {
     int rc = check_opts(o, managed);
@@ -150,7 +150,7 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
         r3_source_close(src);
         return rc;
     }
-    struct nbd_region *n = calloc(1, sizeof *n);
+    struct r3_nbd_region *n = calloc(1, sizeof *n);
     if (!n) {
         r3_source_close(src);
         return r3_error(-ENOMEM, "nbd region: out of memory");
@@ -234,17 +234,17 @@ fail:
 
 static int open_direct(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
 {
-    return nbd_open(o, src, out, false);
+    return region_open(o, src, out, false);
 }
 
 static int open_managed(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
 {
-    return nbd_open(o, src, out, true);
+    return region_open(o, src, out, true);
 }
 
-static int nbd_sync(struct r3_region *r)
+static int region_sync(struct r3_region *r)
 {
-    struct nbd_region *n = (struct nbd_region *)r;
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
     int rc = 0;
     if (n->hooks.before_sync && (rc = n->hooks.before_sync(n->hooks.arg, r)) < 0)
         return rc;
@@ -269,19 +269,19 @@ static int nbd_sync(struct r3_region *r)
     return 0;
 }
 
-static int nbd_close(struct r3_region *r)
+static int region_close(struct r3_region *r)
 {
-    struct nbd_region *n = (struct nbd_region *)r;
-    int rc = nbd_sync(r);
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    int rc = region_sync(r);
     if (n->hooks.before_close)
         n->hooks.before_close(n->hooks.arg, r);
     teardown(n);
     return rc;
 }
 
-static int nbd_stats(struct r3_region *r, struct r3_region_stats *st)
+static int region_stats(struct r3_region *r, struct r3_region_stats *st)
 {
-    struct nbd_region *n = (struct nbd_region *)r;
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
     st->syncs = n->syncs;
     if (n->pipe && n->pipe->pull) {
         struct r3_pull_progress p;
@@ -307,8 +307,8 @@ static int nbd_stats(struct r3_region *r, struct r3_region_stats *st)
 }
 
 const struct r3_strategy_ops r3_strategy_nbd_direct = {
-    .name = "nbd-direct", .open = open_direct, .sync = nbd_sync, .close = nbd_close, .stats = nbd_stats,
+    .name = "nbd-direct", .open = open_direct, .sync = region_sync, .close = region_close, .stats = region_stats,
 };
 const struct r3_strategy_ops r3_strategy_nbd_managed = {
-    .name = "nbd-managed", .open = open_managed, .sync = nbd_sync, .close = nbd_close, .stats = nbd_stats,
+    .name = "nbd-managed", .open = open_managed, .sync = region_sync, .close = region_close, .stats = region_stats,
 };
