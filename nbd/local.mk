@@ -23,3 +23,5 @@ bench_nbd_LDADD = libr3.la
 EXTRA_DIST += bench/nbd.sh
 TESTS += tests/integration/hostile_nbd.sh tests/integration/nbd_exposure.sh
 EXTRA_DIST += tests/integration/hostile_nbd.sh tests/integration/hostile_nbd.py tests/integration/nbd_exposure.sh
+TESTS += tests/integration/nbd_r3mount.sh
+EXTRA_DIST += tests/integration/nbd_r3mount.sh

@@ -19,13 +19,14 @@
 #include "internal.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
+#include "net/net.h"
 
 struct opts {
     const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
     uint32_t chunk;
     unsigned pull_workers, push_workers, push_interval_ms, fuse_threads, workers;
     uint64_t delay_us;
-    bool foreground, readonly, quiet, list_exports;
+    bool foreground, readonly, quiet, list_exports, insecure;
 };
 
 static void usage(FILE *f)
@@ -55,6 +56,8 @@ static void usage(FILE *f)
           "                        (HOST:PORT, unix:PATH or /PATH)\n"
           "  --list-exports        answer NBD clients' export listing on --nbd-listen\n"
           "                        (default: refused)\n"
+          "  --insecure            allow --nbd-listen on a non-loopback address (it has\n"
+          "                        no TLS: anyone who reaches it can read and write)\n"
           "  --read-only           refuse writes\n"
           "  -f, --foreground      stay in the foreground until SIGINT/SIGTERM or umount\n"
           "  -u, --unmount         unmount MOUNTPOINT (syncs, stops the daemon)\n"
@@ -301,7 +304,7 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
     if (rc == 0 && o->nbd_listen) {
         struct r3_nbd_server_opts so = { .listen = o->nbd_listen, .exports = &e, .nexports = 1,
                                          .workers = o->workers, .list_exports = o->list_exports,
-                                         .log = log_line };
+                                         .insecure = o->insecure, .log = log_line };
         rc = r3_nbd_server_start(&so, &s->extra);
     }
     char fsname[64];
@@ -391,13 +394,14 @@ static int run(const struct opts *o, int ready_fd)
 int main(int argc, char **argv)
 {
     enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
-           O_LOG, O_LIST };
+           O_LOG, O_LIST, O_INSEC };
     static const struct option lo[] = {
         { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
         { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
         { "delay", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
         { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
         { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "list-exports", 0, 0, O_LIST },
+        { "insecure", 0, 0, O_INSEC },
         { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' }, { "quiet", 0, 0, 'q' },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 } };
     struct opts o = { .strategy = "nbd-direct", .name = "disk", .mode = "auto", .pull_workers = 4,
@@ -456,6 +460,7 @@ int main(int argc, char **argv)
             break;
         case O_NBD: o.nbd_listen = optarg; break;
         case O_LIST: o.list_exports = true; break;
+        case O_INSEC: o.insecure = true; break;
         case O_RO: o.readonly = true; break;
         case O_LOG: o.log = optarg; break;
         case 'f': o.foreground = true; break;
@@ -485,6 +490,20 @@ int main(int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[optind + 2]);
     if (o.list_exports && !o.nbd_listen)
         return usage_error("--list-exports needs --nbd-listen");
+    if (o.insecure && !o.nbd_listen)
+        return usage_error("--insecure needs --nbd-listen");
+    if (o.nbd_listen) {
+        /* A bad address is a usage error, found before anything starts. */
+        struct r3_net_addr a;
+        char spec[300];
+        snprintf(spec, sizeof spec, "%s%s", o.nbd_listen[0] == '/' ? "unix:" : "", o.nbd_listen);
+        if (r3_net_addr_parse(spec, 10809, R3_NET_PASSIVE, &a) < 0)
+            return usage_error("--nbd-listen: %s", r3_last_error());
+        if (!o.insecure && !r3_net_addr_is_loopback(&a))
+            return usage_error("--nbd-listen %s is not a loopback address and r3mount has no TLS: "
+                               "anyone who reaches it could read and write the source (add --insecure "
+                               "to allow it)", o.nbd_listen);
+    }
     o.source = argv[optind];
     o.mountpoint = argv[optind + 1];
     struct stat st;
