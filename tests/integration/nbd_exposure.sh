@@ -74,6 +74,23 @@ after=$(grep -c "^r3mount: nbd 127.0.0.1" "$T_DIR/log")
 [ $((after - before)) -eq 1 ] || t_fail "one nbdinfo gave $((after - before)) log lines"
 tail -1 "$T_DIR/log" | grep -qE "export '': [0-9]+ requests, .* read, .* written in .* s; client disconnected" \
     || t_fail "the connection's log line: $(tail -1 "$T_DIR/log")"
+# The cap is the server's --max-connections (r3serve): one more is closed,
+# and once one leaves a new client is served
+P3=$(t_free_port)
+t_bg "$top_builddir/r3serve" --nbd 127.0.0.1:$P3 --source "mem:?size=4M" --max-connections 3 2>"$T_DIR/serve.log"
+t_wait_port $P3
+python3 - $P3 <<'PY' || t_fail "connection cap"
+import socket, subprocess, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+time.sleep(0.3)
+r = subprocess.run(["nbdinfo", "nbd://127.0.0.1:%d/" % port], capture_output=True, text=True, timeout=20)
+assert r.returncode != 0, "a 4th connection was served with a cap of 3"
+held.pop().close()
+time.sleep(0.3)
+r = subprocess.run(["nbdinfo", "nbd://127.0.0.1:%d/" % port], capture_output=True, text=True, timeout=20)
+assert r.returncode == 0, "not served after a connection left: " + r.stderr
+PY
 "$R3MOUNT" -u "$T_DIR/m" || t_fail "r3mount -u"
 "$R3MOUNT" -u "$T_DIR/m2" || t_fail "r3mount -u (2)"
 t_log "ok"
