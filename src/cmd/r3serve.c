@@ -322,6 +322,9 @@ int main(int argc, char **argv)
             .tls_verify_peer = o.tls_ca != NULL, .tls_psk = o.tls_psk,
             /* TLS configured: every port requires it (NBD: STARTTLS before anything else) */
             .tls_required = o.tls_cert != NULL || o.tls_psk != NULL,
+            /* the NBD server runs on src/net too (nbd helper: these four lines) */
+            .insecure = o.insecure, .max_inflight = (size_t)o.max_inflight,
+            .handshake_timeout_ms = (unsigned)o.handshake_ms, .log = log_line,
         };
         if (r3_nbd_server_start(&no, &nbd) < 0) {
             fprintf(stderr, "r3serve: %s\n", r3_last_error());
