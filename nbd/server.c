@@ -422,7 +422,8 @@ static bool disc_pending(struct nconn *c)
         return false;
     ssize_t n = recv(c->io->fd, b, PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
     bool found = false;
-    for (size_t p = 0; n > 0 && (size_t)n - p >= NBD_REQUEST_SIZE;) {
+    size_t have = n > 0 ? (size_t)n : 0;
+    for (size_t p = 0; have - p >= NBD_REQUEST_SIZE;) {
         const unsigned char *h = b + p;
         if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
             break;
@@ -430,7 +431,10 @@ static bool disc_pending(struct nconn *c)
             found = true;
             break;
         }
-        p += NBD_REQUEST_SIZE + (r3_nbd_get16(h + 6) == NBD_CMD_WRITE ? r3_nbd_get32(h + 24) : 0);
+        uint64_t skip = NBD_REQUEST_SIZE + (r3_nbd_get16(h + 6) == NBD_CMD_WRITE ? r3_nbd_get32(h + 24) : 0);
+        if (skip > have - p)
+            break;                        /* the rest is not here yet */
+        p += (size_t)skip;
     }
     free(b);
     return found;
