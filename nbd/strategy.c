@@ -132,7 +132,8 @@ static int take_written(struct r3_nbd_region *n, uint64_t **list, size_t *k)
     n->pushed = NULL;
     n->npushed = n->cap = 0;
     pthread_mutex_unlock(&n->mu);
-    qsort(l, m, sizeof *l, cmp_u64);
+    if (m > 1)
+        qsort(l, m, sizeof *l, cmp_u64);
     size_t j = 0;
     for (size_t i = 0; i < m; i++)
         if (j == 0 || l[i] != l[j - 1])
