@@ -108,6 +108,8 @@ static const char *show_bytes(const uint8_t *b, size_t n, char *buf, size_t bn)
 /* Connect, TLS, hello. On success io is ready and the hello fields are stored. */
 static int dial(struct client *cl, struct r3_io *io, bool first)
 {
+    /* connect_timeout bounds the whole of connect, TLS and hello */
+    uint64_t deadline = r3_net_deadline(cl->connect_ms);
     int fd = -1, rc = sock_connect(cl, &fd);
     if (rc < 0)
         return rc;
@@ -115,7 +117,8 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         r3_io_close(io);
         return rc;
     }
-    if (cl->tls && (rc = r3_tls_connect(cl->tls, io, cl->host, cl->connect_ms)) < 0) {
+    io->rdeadline = io->wdeadline = deadline;
+    if (cl->tls && (rc = r3_tls_connect(cl->tls, io, cl->host, r3_net_remaining_ms(deadline))) < 0) {
         r3_io_close(io);
         if (rc == -ECONNRESET || rc == -EPROTO) {
             char keep[400];
@@ -130,7 +133,6 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     r3_wire_start(&sb, &pk);
     r3_wire_pack_client_hello(&pk, cl->export_name, cl->client_id);
     r3_wire_finish(&sb, 0);
-    io->rtimeout_ms = io->wtimeout_ms = cl->connect_ms;
     rc = r3_io_write_all(io, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (rc < 0 && r3_io_is_tls(io)) {
@@ -195,6 +197,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         r3_io_close(io);
         return rc;
     }
+    io->rdeadline = io->wdeadline = 0;
     io->rtimeout_ms = -1;       /* the reader idles; calls time out on their own */
     io->wtimeout_ms = cl->timeout_ms;
     return 0;
