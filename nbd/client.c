@@ -481,11 +481,13 @@ static const char *cmd_name(uint16_t type)
 static int submit(struct r3_nbd_client *c, uint16_t type, uint16_t flags, void *buf, size_t len,
                   uint64_t off)
 {
-    uint64_t deadline = r3_now_ns() + (uint64_t)c->timeout_ms * 1000000u;
+    uint64_t deadline = c->timeout_ms < 0 ? 0 : r3_now_ns() + (uint64_t)c->timeout_ms * 1000000u;
     pthread_mutex_lock(&c->mu);
     while (!c->dead && c->nfree == 0) {
         struct timespec ts = abs_time(deadline);
-        if (pthread_cond_timedwait(&c->free_cv, &c->mu, &ts) == ETIMEDOUT && c->nfree == 0) {
+        if (!deadline)
+            pthread_cond_wait(&c->free_cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->free_cv, &c->mu, &ts) == ETIMEDOUT && c->nfree == 0) {
             pthread_mutex_unlock(&c->mu);
             return r3_error(-ETIMEDOUT, "%s: all %u request slots stayed busy for %d ms", c->who,
                             c->nslots, c->timeout_ms);
@@ -538,8 +540,8 @@ static int await(struct r3_nbd_client *c, int idx)
     bool late = false;
     pthread_mutex_lock(&c->mu);
     while (!s->done) {
-        if (late) {
-            pthread_cond_wait(&s->cv, &c->mu);    /* the reader ends soon: the socket is shut */
+        if (late || !s->deadline) {
+            pthread_cond_wait(&s->cv, &c->mu);    /* late: the reader ends soon, the socket is shut */
             continue;
         }
         struct timespec ts = abs_time(s->deadline);
@@ -665,7 +667,7 @@ int r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_clie
     c->io.fd = -1;
     uint64_t t0 = r3_now_ns();
     c->connect_ms = o->connect_timeout_ms ? (int)o->connect_timeout_ms : 5000;
-    c->timeout_ms = o->timeout_ms ? (int)o->timeout_ms : 30000;
+    c->timeout_ms = o->timeout_ms == R3_NBD_NO_TIMEOUT ? -1 : o->timeout_ms ? (int)o->timeout_ms : 30000;
     uint64_t deadline = t0 + (uint64_t)c->connect_ms * 1000000u;
     if (o->unix_path)
         snprintf(c->who, sizeof c->who, "nbd+unix %s export '%s'", o->unix_path,

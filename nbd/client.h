@@ -25,10 +25,15 @@ struct r3_nbd_client_opts {
      * connect_timeout_ms (0 = 5000); each request must be answered within
      * timeout_ms (0 = 30000), else the connection is closed and the request
      * fails with -ETIMEDOUT and a sentence. The same names and defaults as
-     * r3:// (URI parameters connect_timeout= and timeout=). */
+     * r3:// (URI parameters connect_timeout= and timeout=). timeout_ms =
+     * R3_NBD_NO_TIMEOUT: requests wait as long as the server takes (a mount
+     * of our own in-process server, whose source has its own timeouts: a
+     * flush that pushes a whole region may take minutes). */
     unsigned connect_timeout_ms, timeout_ms;
     bool handshake_only;          /* no reader thread: the fd goes to the kernel */
 };
+
+#define R3_NBD_NO_TIMEOUT (~0u)
 
 struct r3_nbd_client;
 

@@ -182,7 +182,8 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
         goto fail;
     }
     struct r3_nbd_mount_opts mo = {
-        .client = { .unix_path = n->sock, .export_name = "" },
+        /* our own server: its source bounds each request, however long a flush takes */
+        .client = { .unix_path = n->sock, .export_name = "", .timeout_ms = R3_NBD_NO_TIMEOUT },
         .mountpoint = n->mdir, .name = "region", .fsname = managed ? "r3:nbd-managed" : "r3:nbd-direct",
     };
     if ((rc = r3_nbd_helper_spawn(&mo, &n->mnt)) < 0)

@@ -311,7 +311,7 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
     snprintf(fsname, sizeof fsname, "r3mount:%d", (int)getpid());
     if (rc == 0) {
         struct r3_nbd_mount_opts mo = {
-            .client = { .unix_path = s->sock, .export_name = "" },
+            .client = { .unix_path = s->sock, .export_name = "", .timeout_ms = R3_NBD_NO_TIMEOUT },
             .mode = r3_nbd_mount_mode_parse(o->mode), .mountpoint = o->mountpoint,
             .name = o->name, .fsname = fsname, .fuse_threads = o->fuse_threads,
         };
