@@ -513,7 +513,6 @@ static int op_trim(struct nconn *c, struct job *j)
 /* Run one request and queue its reply (none for a fenced write). */
 static void run(struct nconn *c, struct job *j)
 {
-    struct r3_nbd_server *s = c->srv;
     struct export *x = (struct export *)c->exp;
     uint64_t size = x->e.src->size;
     bool range_ok = j->off <= size && j->len <= size - j->off;
@@ -603,7 +602,6 @@ static void run(struct nconn *c, struct job *j)
     default:
         j->err = NBD_EINVAL;
     }
-    (void)s;
     reply(c, j, NULL, 0, NULL);
 }
 
