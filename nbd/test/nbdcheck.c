@@ -6,6 +6,7 @@
  *   nbdcheck probe URI                 read 4 KiB at 0 into a canary-filled buffer:
  *                                      exit 1 with the error, 0 if every byte was
  *                                      filled, 3 if it returned 0 with bytes unfilled
+ *   nbdcheck probe-write URI           write 64 MiB at 0: exit 1 with the error, 0 if written
  * The pattern depends only on the byte offset and seed, so any request sizes
  * and orders give the same bytes. Requests have varied sizes and offsets and
  * run from several threads at once (pipelined on one connection). */
@@ -110,6 +111,26 @@ static int probe(const char *uri)
     return 0;
 }
 
+/* One big write against a server that may not read. */
+static int probe_write(const char *uri)
+{
+    struct r3_source *src;
+    if (r3_source_open(uri, &src) < 0) {
+        fprintf(stderr, "nbdcheck: %s\n", r3_last_error());
+        return 1;
+    }
+    size_t len = 64u << 20;
+    if (len > src->size)
+        len = (size_t)src->size;
+    char *buf = calloc(1, len);
+    int rc = buf ? r3_source_write(src, buf, len, 0) : -1;
+    if (rc < 0)
+        fprintf(stderr, "nbdcheck: %s\n", r3_last_error());
+    free(buf);
+    r3_source_close(src);
+    return rc < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "gen") == 0) {
@@ -128,6 +149,8 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "probe") == 0)
         return probe(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "probe-write") == 0)
+        return probe_write(argv[2]);
     if (argc < 4 || (strcmp(argv[1], "write") && strcmp(argv[1], "verify"))) {
         fprintf(stderr, "usage: nbdcheck gen SIZE SEED | write URI SEED [THREADS] | verify URI SEED [THREADS]"
                         " | probe URI\n");

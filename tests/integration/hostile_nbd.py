@@ -16,14 +16,15 @@ connection in MODE, until killed:
   badmagic     a reply with a wrong magic
   wrongcookie  a reply to a request that was never sent
   midclose     half of a simple READ reply's data, then close
-The export is 1 MiB, writable, no minimum block size."""
+  noread       a correct handshake, then never reads (a client's big write stalls)
+The export is 64 MiB, writable, no minimum block size."""
 import os, socket, struct, sys, threading, time
 
 NBDMAGIC = 0x4e42444d41474943
 IHAVEOPT = 0x49484156454F5054
 REPMAGIC = 0x0003e889045565a9
 SIMPLE, STRUCTURED = 0x67446698, 0x668e33ef
-SIZE = 1 << 20
+SIZE = 64 << 20
 
 def recvn(s, n):
     b = b""
@@ -70,6 +71,9 @@ def chunk(s, flags, typ, cookie, payload):
     s.sendall(struct.pack(">IHHQI", STRUCTURED, flags, typ, cookie, len(payload)) + payload)
 
 def transmission(s, mode):
+    if mode == "noread":
+        time.sleep(120)
+        return
     while True:
         magic, flags, typ, cookie, off, ln = struct.unpack(">IHHQQI", recvn(s, 28))
         if typ == 1:

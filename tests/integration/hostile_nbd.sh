@@ -44,6 +44,20 @@ for c in "${cases[@]}"; do
     t_log "$mode: ${ms} ms: $err"
 done
 
+# A server that stops reading: a big write gives up after the timeout
+rm -f "$T_DIR/port"
+t_bg python3 "$top_srcdir/tests/integration/hostile_nbd.py" "$T_DIR/port" noread
+for i in $(seq 100); do [ -s "$T_DIR/port" ] && break; sleep 0.05; done
+P=$(cat "$T_DIR/port")
+t0=$(date +%s%N)
+t_timeout 20 "$CHECK" probe-write "nbd://127.0.0.1:$P/?connect_timeout=1s&timeout=2s" 2>"$T_DIR/err" \
+    && t_fail "noread: 64 MiB written to a server that reads nothing"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+kill $T_LAST_PID 2>/dev/null
+[ $ms -lt 6000 ] || t_fail "noread: the error took $ms ms: $(cat "$T_DIR/err")"
+grep -qE "took no data for 2000 ms|within 2000 ms" "$T_DIR/err" || t_fail "noread: $(cat "$T_DIR/err")"
+t_log "noread: ${ms} ms: $(cat "$T_DIR/err")"
+
 # The parameters are checked: a bad value is an error that names it
 t_timeout 10 "$CHECK" probe "nbd://127.0.0.1:1/?timeout=soon" 2>"$T_DIR/err" && t_fail "timeout=soon accepted"
 grep -q "bad timeout 'soon'" "$T_DIR/err" || t_fail "bad timeout: $(cat "$T_DIR/err")"
