@@ -85,7 +85,8 @@ INTEGRATION_TESTS = \
 	tests/integration/nbd_server.sh tests/integration/nbd_tls.sh tests/integration/nbd_client.sh \
 	tests/integration/nbd_badinput.sh tests/integration/nbd_region.sh \
 	tests/integration/nbd_mount_cycles.sh tests/integration/nbd_kernel.sh \
-	tests/integration/nbd_r3run.sh \
+	tests/integration/nbd_r3run.sh tests/integration/hostile_nbd.sh \
+	tests/integration/nbd_exposure.sh tests/integration/nbd_r3mount.sh \
 	tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh
@@ -97,7 +98,7 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/filesync_writer.py \
 	tests/integration/wire_peer.py tests/integration/hostile_r3.py \
 	tests/integration/hostile_resp.py tests/integration/sources_hostile_s3.py \
-	tests/r3run/needs_uffd.sh
+	tests/r3run/needs_uffd.sh tests/integration/hostile_nbd.py
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
 # every tool, subcommand, bench program and example. XFAIL on the build

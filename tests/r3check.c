@@ -21,6 +21,12 @@
  *                                                      (if given), sync; --die: SIGKILL after the
  *                                                      sync; --sha256: print "before HEX" and
  *                                                      "after HEX" of the whole region
+ *   r3check probe URI                                   read 4 KiB at 0 into a canary-filled buffer:
+ *                                                      1 with the error, 0 if every byte was filled,
+ *                                                      3 if it returned 0 with bytes unfilled
+ *   r3check probe-write URI                             write 64 MiB at 0 (a server that may not read)
+ *   r3check contract STRATEGY URI                       the region contract: refused options, the
+ *                                                      chunks after_sync gets, the stats
  *   r3check requires FEATURE...                         exit 77 with the reason if the kernel
  *                                                      lacks one (see tests/common/requires.h)
  * Exit status: 0 ok, 1 a check or the library failed, 2 usage error, 77 skip. */
@@ -517,6 +523,8 @@ static const char help[] =
     "  put URI FILE | get URI FILE         copy a file into / out of the source\n"
     "  region URI                          check -s and write -S through a region's memory\n"
     "  requires FEATURE...                 exit 77 if the kernel lacks one\n"
+    "  probe URI | probe-write URI         one read (3: returned 0 with bytes unfilled) / one 64M write\n"
+    "  contract STRATEGY URI               the region contract of a strategy\n"
     "Options:\n"
     "  -s, --seed N          pattern seed (1); for put/get, the piece-size seed\n"
     "  -S, --new-seed N      region: write this pattern through memory\n"
@@ -612,6 +620,143 @@ static void parse(int argc, char **argv)
     }
 }
 
+/* One read against a (possibly hostile) server: the canary shows bytes the
+ * read did not fill although it returned 0. */
+static int probe(const char *uri)
+{
+    struct r3_source *src;
+    if (r3_source_open(uri, &src) < 0) {
+        fprintf(stderr, "r3check: %s\n", r3_last_error());
+        return 1;
+    }
+    static unsigned char buf[4096];
+    memset(buf, 0xa5, sizeof buf);
+    int rc = r3_source_read(src, buf, sizeof buf, 0);
+    if (rc < 0)
+        fprintf(stderr, "r3check: %s\n", r3_last_error());
+    size_t unfilled = 0;
+    for (size_t i = 0; i < sizeof buf; i++)
+        unfilled += buf[i] == 0xa5;
+    r3_source_close(src);
+    if (rc < 0)
+        return 1;
+    if (unfilled) {
+        fprintf(stderr, "r3check: the read returned 0 with %zu of %zu bytes unfilled\n", unfilled, sizeof buf);
+        return 3;
+    }
+    return 0;
+}
+
+/* One big write against a server that may not read. */
+static int probe_write(const char *uri)
+{
+    struct r3_source *src;
+    if (r3_source_open(uri, &src) < 0) {
+        fprintf(stderr, "r3check: %s\n", r3_last_error());
+        return 1;
+    }
+    size_t len = 64u << 20;
+    if (len > src->size)
+        len = (size_t)src->size;
+    char *buf = calloc(1, len);
+    int rc = buf ? r3_source_write(src, buf, len, 0) : -1;
+    if (rc < 0)
+        fprintf(stderr, "r3check: %s\n", r3_last_error());
+    free(buf);
+    r3_source_close(src);
+    return rc < 0 ? 1 : 0;
+}
+
+
+static int fails = 0;
+#define CHECK(c, ...) do { if (!(c)) { fprintf(stderr, "r3check contract: " __VA_ARGS__); \
+                                       fputc('\n', stderr); fails++; } } while (0)
+
+struct seen { uint64_t list[64]; size_t n; int calls; };
+
+static void after_sync(void *arg, struct r3_region *r, const uint64_t *dirty, size_t n)
+{
+    struct seen *s = arg;
+    (void)r;
+    s->calls++;
+    s->n = n;
+    for (size_t i = 0; i < n && i < 64; i++)
+        s->list[i] = dirty[i];
+}
+
+/* Open with one option the strategy cannot honour: must fail, saying so. */
+static void refused(const char *strategy, const char *uri, const char *what, void (*set)(struct r3_region_opts *))
+{
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = strategy;
+    o.workdir = getenv("TMPDIR");
+    set(&o);
+    struct r3_source *src;
+    struct r3_region *r;
+    if (r3_source_open(uri, &src) < 0) {
+        CHECK(0, "open %s: %s", uri, r3_last_error());
+        return;
+    }
+    int rc = r3_region_open(&o, src, &r);
+    CHECK(rc == -EINVAL, "%s: %s was not refused (%d)", strategy, what, rc);
+    if (rc == 0)
+        r3_region_close(r);
+    else
+        CHECK(strstr(r3_last_error(), what) != NULL, "%s: the refusal does not name %s: %s", strategy, what,
+              r3_last_error());
+}
+
+static void set_record(struct r3_region_opts *o) { o->record_access = "/nonexistent/log"; }
+static void set_hot(struct r3_region_opts *o) { o->prefetch = R3_PREFETCH_HOT; o->prefetch_file = "/nonexistent"; }
+static void set_faults(struct r3_region_opts *o) { o->fault_threads = 8; }
+static void set_pull(struct r3_region_opts *o) { o->pull_workers = 2; }
+
+static int contract(const char *strategy, const char *uri)
+{
+    refused(strategy, uri, "access log (record_access)", set_record);
+    refused(strategy, uri, "prefetch=hot", set_hot);
+    refused(strategy, uri, "fault_threads", set_faults);
+    if (!strcmp(strategy, "nbd-direct"))
+        refused(strategy, uri, "pull_workers", set_pull);
+
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = strategy;
+    o.workdir = getenv("TMPDIR");
+    struct seen seen = { .n = 0 };
+    o.hooks.after_sync = after_sync;
+    o.hooks.arg = &seen;
+    struct r3_source *src;
+    struct r3_region *r;
+    if (r3_source_open(uri, &src) < 0 || r3_region_open(&o, src, &r) < 0) {
+        fprintf(stderr, "r3check contract: %s\n", r3_last_error());
+        return 1;
+    }
+    uint64_t nchunks = r->len / r->chunk, want[3] = { 0, 3, nchunks - 1 };
+    for (int i = 0; i < 3; i++)
+        ((volatile uint8_t *)r->base)[want[i] * r->chunk + 100] = (uint8_t)(0x40 + i);
+    CHECK(r3_region_sync(r) == 0, "sync: %s", r3_last_error());
+    CHECK(seen.calls == 1 && seen.n == 3, "%s: after_sync got %zu chunks in %d calls (want 3 in 1)",
+          strategy, seen.n, seen.calls);
+    for (size_t i = 0; i < 3 && i < seen.n; i++)
+        CHECK(seen.list[i] == want[i], "%s: after_sync chunk %zu is %" PRIu64 ", want %" PRIu64, strategy, i,
+              seen.list[i], want[i]);
+    CHECK(r3_region_sync(r) == 0, "second sync: %s", r3_last_error());
+    CHECK(seen.calls == 2 && seen.n == 0, "%s: a sync with nothing written reported %zu chunks", strategy, seen.n);
+    struct r3_region_stats st = { 0 };
+    CHECK(r3_region_stats(r, &st) == 0, "stats: %s", r3_last_error());
+    CHECK(st.chunks_pushed >= 3 && st.bytes_pushed >= 3 && st.syncs == 2,
+          "%s: stats: %" PRIu64 " chunks, %" PRIu64 " bytes pushed, %" PRIu64 " syncs", strategy,
+          st.chunks_pushed, st.bytes_pushed, st.syncs);
+    fprintf(stderr, "r3check contract: %s: after_sync [%" PRIu64 " %" PRIu64 " %" PRIu64 "], %" PRIu64
+            " chunks / %" PRIu64 " bytes pushed, %" PRIu64 " bytes pulled\n", strategy, seen.list[0],
+            seen.list[1], seen.list[2], st.chunks_pushed, st.bytes_pushed, st.bytes_pulled);
+    CHECK(r3_region_close(r) == 0, "close: %s", r3_last_error());
+    return fails ? 1 : 0;
+}
+
+
 /* The subcommand and its arguments: argv[optind..]. */
 static int dispatch(int n, char **a, bool copying)
 {
@@ -640,6 +785,12 @@ static int dispatch(int n, char **a, bool copying)
         return copy(a[1], a[2], strcmp(cmd, "put") == 0);
     if (strcmp(cmd, "requires") == 0 && n >= 2)
         return requires(a + 1, n - 1);
+    if (strcmp(cmd, "probe") == 0 && n == 2)
+        return probe(a[1]);
+    if (strcmp(cmd, "probe-write") == 0 && n == 2)
+        return probe_write(a[1]);
+    if (strcmp(cmd, "contract") == 0 && n == 3)
+        return contract(a[1], a[2]);
     usage_error("bad command or arguments: %s", cmd);
 }
 

@@ -33,6 +33,11 @@ t_wait_port $P
 t_timeout 120 "$REG" region --strategy nbd-managed -S 35 "nbd://127.0.0.1:$P/" --pull 2 || t_fail "nbd-managed over nbd:// write"
 "$CHECK" -s 35 gen 0 32M | cmp - "$T_DIR/remote.img" || t_fail "the remote file differs after sync"
 
+# The region contract: refused options, after_sync's chunk list, stats
+for s in nbd-direct nbd-managed; do
+    t_timeout 60 "$REG" contract $s "file://$T_DIR/contract.img?size=8M" || t_fail "$s: the region contract"
+done
+
 grep -q " $T_DIR/work" /proc/mounts && t_fail "a mount was left behind: $(grep " $T_DIR/work" /proc/mounts)"
 [ -z "$(ls -A "$T_DIR/work")" ] || t_fail "left in the work directory: $(ls -A "$T_DIR/work")"
 t_log "ok"
