@@ -41,7 +41,7 @@ t_bg "$R3SERVE" --nbd 127.0.0.1:$P2 --source mem:?size=8M --tls-cert "$D/server-
     --tls-key "$D/server-key.pem" 2>"$T_DIR/serve2.log"
 t_wait_port $P2
 t_timeout 20 nbdinfo "nbd://127.0.0.1:$P2/" >/dev/null 2>&1 && t_fail "plaintext served beside TLS"
-t_timeout 20 "$CHECK" verify "nbd://127.0.0.1:$P2/" 11 2>"$T_DIR/err" && t_fail "our plain client was served beside TLS"
+t_timeout 20 "$CHECK" -s 11 verify "nbd://127.0.0.1:$P2/" 2>"$T_DIR/err" && t_fail "our plain client was served beside TLS"
 grep -qi "TLS" "$T_DIR/err" || t_fail "the refusal does not mention TLS: $(cat "$T_DIR/err")"
 out=$(t_timeout 20 nbdinfo "nbds://127.0.0.1:$P2/?tls-certificates=$C") || t_fail "nbdinfo with TLS failed"
 echo "$out" | grep -q "with TLS" || t_fail "nbdinfo did not use TLS: $out"
