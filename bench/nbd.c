@@ -138,14 +138,14 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc == 2 && (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version"))) {
-        printf("nbd (r3) %s\n", PACKAGE_VERSION);
+        printf("bench/nbd (r3) %s\n", PACKAGE_VERSION);
         return 0;
     }
     if (argc == 4 && !strcmp(argv[1], "mmapread"))
         return mmapread(argv[2], argv[3]);
     if (argc == 8 && !strcmp(argv[1], "region"))
         return region(argc, argv);
-    fprintf(stderr, "nbd: %s\nTry 'bench/nbd --help' for more information.\n",
+    fprintf(stderr, "bench/nbd: %s\nTry 'bench/nbd --help' for more information.\n",
             argc < 2 ? "missing a command (mmapread or region)" : "bad command or number of arguments");
     return 2;
 }

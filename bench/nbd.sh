@@ -24,10 +24,14 @@ BUILDDIR is the build directory holding r3serve, r3mount and bench/nbd
 Environment: SIZE (default 1G), FIO_SECONDS (10), FIO_SIZE (1G).
 Needs fio, nbdkit, nbdcopy, nbdfuse, python3.
   -h, --help     show this help and exit
+  -V, --version  print the version and exit
 EOF2
 }
 case "${1:-}" in
     -h|--help) usage; exit 0 ;;
+    -V|--version)
+        v=$(sed -n 's/^AC_INIT(\[r3\], \[\([^]]*\)\].*/\1/p' "$(dirname "$0")/../configure.ac" 2>/dev/null)
+        echo "bench/nbd.sh (r3) ${v:-unknown}"; exit 0 ;;
     -*) echo "bench/nbd.sh: unknown option '$1'" >&2
         echo "Try 'bench/nbd.sh --help' for more information." >&2; exit 2 ;;
 esac
