@@ -2,7 +2,7 @@
  * SOURCE-URI with the filesync strategy, fills the region with the pattern
  * byte[i] = i % 251 (after checking the pre-copied content if asked), prints
  * the SHA-256 of the region and closes it (which pushes the changes back).
- * usage: filesync_region URI [--expect-precopy SEED] [--interval MS] */
+ * usage: filesync_region URI [--interval MS] [--chunk N] [--detect pagemap|hash] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +13,7 @@
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: filesync_region URI [--interval MS] [--chunk N]\n");
+        fprintf(stderr, "usage: filesync_region URI [--interval MS] [--chunk N] [--detect pagemap|hash]\n");
         return 2;
     }
     struct r3_region_opts o;
@@ -24,6 +24,8 @@ int main(int argc, char **argv)
             o.push_interval_ms = (unsigned)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--chunk"))
             o.chunk = (uint32_t)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--detect"))
+            o.detect = argv[i + 1];
     }
     struct r3_source *src;
     if (r3_source_open(argv[1], &src) < 0) {
