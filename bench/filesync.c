@@ -110,6 +110,13 @@ static int wait_line(FILE *f, const char *pat, int timeout_s)
     return -1;
 }
 
+/* The advertiser's lines, when BENCH_VERBOSE is set. */
+static void say(void *arg, int kind, const char *text)
+{
+    (void)arg;
+    fprintf(kind == FS_SAY_OUT ? stdout : stderr, "%s\n", text);
+}
+
 struct advthread {
     struct fs_adv_opts o;
     volatile int stop, kick;
@@ -300,7 +307,8 @@ int main(int argc, char **argv)
     struct fs_adv_map m = { map, size, "data.bin" };
     struct advthread a = { .o = { .hub = listen, .tls = { .cert = f_ac, .key = f_ak, .ca = f_ca },
                                   .maps = &m, .nmaps = 1, .track = true, .block = 4096, .threads = 2,
-                                  .quiet = !getenv("BENCH_VERBOSE"), .stats = &st } };
+                                  .report = { .line = getenv("BENCH_VERBOSE") ? say : NULL },
+                                  .stats = &st } };
     pthread_t at;
     r3_thread_create(&at, adv_main, &a);
     if (wait_line(rout, "synced data.bin", 120) < 0) {

@@ -128,8 +128,8 @@ static int files_open(struct adv *a)
         } else
             nm = o->maps[i - o->nfiles].name;
         if (!nm || fs_name_check(nm, (uint32_t)strlen(nm)) < 0)
-            return r3_error(-EINVAL, "cannot advertise '%s': %s", nm ? nm : "(null)",
-                            r3_last_error());
+            return nm ? r3_error_prefix(-EINVAL, "cannot advertise '%s': ", nm)
+                      : r3_error(-EINVAL, "cannot advertise a mapping without a name");
         if (!(f->name = strdup(nm)))
             return r3_error(-ENOMEM, "out of memory");
         uint64_t size;
@@ -150,8 +150,8 @@ static int files_open(struct adv *a)
             f->maplen = size = m->len;
             f->owned_map = true;
             if (o->track && fs_track_open(m->base, m->len, &f->track) < 0) {
-                fprintf(stderr, "r3sync advertise: %s: PAGEMAP_SCAN tracking unavailable (%s); hashing\n",
-                        f->name, r3_last_error());
+                fs_say(&o->report, FS_SAY_DIAG, "%s: PAGEMAP_SCAN tracking unavailable (%s); hashing",
+                       f->name, r3_last_error());
                 f->track = NULL;
             }
         }
@@ -213,8 +213,8 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         const char *s;
         uint32_t n;
         if (fs_msg_str(m, 1, &s, &n))
-            fprintf(stderr, "r3sync advertise: hub refused: %.*s\n", (int)n, s);
-        return r3_error(-EPROTO, "hub refused");
+            return r3_error(-EPROTO, "the hub refused: %.*s", (int)(n > 300 ? 300 : n), s);
+        return r3_error(-EPROTO, "the hub refused");
     } else
         return 0;                 /* HELLO reply and anything newer: ignored */
     pthread_mutex_lock(&a->mu);
@@ -289,31 +289,16 @@ static void disconnect(struct adv *a)
         atomic_store(&a->o->stats->connected, 0);
 }
 
-static int connect_hub(struct adv *a, struct r3_tls_ctx *ctx)
+/* Connected (after the hello): run the connection, announce the files. */
+static int start_conn(struct adv *a)
 {
-    int rc = fs_conn_connect(ctx, a->o->hub, 5000, &a->c);
-    if (rc < 0)
-        return rc;
     a->io_done = false;
-    rc = r3_thread_create(&a->io, io_main, a);
+    int rc = r3_thread_create(&a->io, io_main, a);
     if (rc < 0) {
         fs_conn_free(a->c);
         a->c = NULL;
         return rc;
     }
-    msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_uint8(&pk, FS_HELLO);
-    msgpack_pack_str(&pk, 6);
-    msgpack_pack_str_body(&pk, "r3sync", 6);
-    msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
-    msgpack_pack_str(&pk, 3);
-    msgpack_pack_str_body(&pk, "adv", 3);
-    rc = send_small(a, &b);
-    msgpack_sbuffer_destroy(&b);
     /* (re)announce every file: receivers answer with their hashes, which
      * repairs whatever a lost connection cost them */
     for (size_t i = 0; rc == 0 && i < a->nfiles; i++)
@@ -394,7 +379,7 @@ static int catchup(struct adv *a, struct inmsg *m)
         pp = &a->cus;
     }
     struct fs_progress pr;
-    fs_progress_start(&pr, a->o->progress && m->last && m->first == 0, "catch-up",
+    fs_progress_start(&pr, m->last && m->first == 0 ? &a->o->report : NULL, "catch-up",
                       (end > m->first ? end - m->first : 0) * a->block);
     for (uint64_t b = m->first; b < end; b++) {
         uint64_t k = b - m->first;
@@ -435,11 +420,9 @@ static int catchup(struct adv *a, struct inmsg *m)
     msgpack_sbuffer_destroy(&b);
     if (a->o->stats)
         atomic_fetch_add(&a->o->stats->catchup_bytes, sent_bytes);
-    if (!a->o->quiet) {
-        printf("catchup receiver=%llu file=%s blocks=%llu wire=%llu\n", (unsigned long long)m->rid,
-               f->name, (unsigned long long)sent_blocks, (unsigned long long)sent_bytes);
-        fflush(stdout);
-    }
+    fs_say(&a->o->report, FS_SAY_OUT, "catchup receiver=%llu file=%s blocks=%llu wire=%llu",
+           (unsigned long long)m->rid, f->name, (unsigned long long)sent_blocks,
+           (unsigned long long)sent_bytes);
     return rc;
 }
 
@@ -482,8 +465,8 @@ static int do_round(struct adv *a)
         if (f->track) {
             long n = fs_track_scan(f->track, a->block, f->changed);
             if (n < 0) {
-                fprintf(stderr, "r3sync advertise: %s: %s; hashing from now on\n", f->name,
-                        r3_last_error());
+                fs_say(&a->o->report, FS_SAY_DIAG, "%s: %s; hashing from now on", f->name,
+                       r3_last_error());
                 fs_track_close(f->track);
                 f->track = NULL;
             }
@@ -496,7 +479,7 @@ static int do_round(struct adv *a)
         for (uint64_t k = 0; k < f->nblocks; k++)
             nch += f->changed[k];
         struct fs_progress pr;
-        fs_progress_start(&pr, a->o->progress, "round", nch * a->block);
+        fs_progress_start(&pr, &a->o->report, "round", nch * a->block);
         for (uint64_t k = 0; rc == 0 && k < f->nblocks; k++) {
             if (!f->changed[k])
                 continue;
@@ -532,13 +515,10 @@ static int do_round(struct adv *a)
         atomic_store(&a->o->stats->last_round_blocks, blocks);
         atomic_store(&a->o->stats->rounds, round);
     }
-    if (!a->o->quiet) {
-        printf("round %llu: blocks=%llu payload=%llu wire=%llu detect=%s ms=%.1f%s\n",
-               (unsigned long long)round, (unsigned long long)blocks, (unsigned long long)payload,
-               (unsigned long long)wire, tracked ? "pagemap" : "hash",
-               (double)(r3_now_ns() - t0) / 1e6, rc < 0 ? " (connection lost)" : "");
-        fflush(stdout);
-    }
+    fs_say(&a->o->report, FS_SAY_OUT, "round %llu: blocks=%llu payload=%llu wire=%llu detect=%s ms=%.1f%s",
+           (unsigned long long)round, (unsigned long long)blocks, (unsigned long long)payload,
+           (unsigned long long)wire, tracked ? "pagemap" : "hash",
+           (double)(r3_now_ns() - t0) / 1e6, rc < 0 ? " (connection lost)" : "");
     return rc;
 }
 
@@ -558,24 +538,24 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
     rc = files_open(&a);
-    unsigned backoff = 100;
     uint64_t next_round = r3_now_ns() + (uint64_t)o->interval_ms * 1000000u;
-    bool warned = false;
+    struct fs_dial dial = { .hub = o->hub, .ctx = ctx, .role = "adv", .give_up_ms = o->give_up_ms,
+                            .rep = &o->report, .stop = stop };
     while (rc == 0 && !*stop) {
         if (!a.c) {
-            int crc = connect_hub(&a, ctx);
-            if (crc < 0) {
-                if (!warned)
-                    fprintf(stderr, "r3sync advertise: %s (retrying)\n", r3_last_error());
-                warned = true;
-                for (unsigned t = 0; t < backoff && !*stop; t += 50)
-                    usleep(50000);
-                backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+            int crc = fs_dial(&dial, &a.c);
+            if (crc == -EINTR)
+                break;
+            if (crc == 0 && (crc = start_conn(&a)) == -EPIPE) {
+                fs_say(&o->report, FS_SAY_DIAG, "%s", r3_last_error());
+                fs_dial_lost(&dial);
                 continue;
             }
-            fprintf(stderr, "r3sync advertise: connected to %s\n", o->hub);
-            warned = false;
-            backoff = 100;
+            if (crc < 0) {
+                rc = crc;               /* refused, gave up, or out of resources */
+                break;
+            }
+            fs_say(&o->report, FS_SAY_DIAG, "connected to %s", o->hub);
         }
         /* wait for a message, a kick, the interval or the connection's end */
         pthread_mutex_lock(&a.mu);
@@ -606,11 +586,8 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
                     atomic_fetch_add(&o->stats->acks, 1);
                     atomic_store(&o->stats->last_acked_round, m->round);
                 }
-                if (!o->quiet) {
-                    printf("ack round=%llu receiver=%llu\n", (unsigned long long)m->round,
-                           (unsigned long long)m->rid);
-                    fflush(stdout);
-                }
+                fs_say(&o->report, FS_SAY_OUT, "ack round=%llu receiver=%llu",
+                       (unsigned long long)m->round, (unsigned long long)m->rid);
             }
             free(m);
         }
@@ -627,9 +604,10 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
             }
         }
         if (crc < 0 || dead) {
-            fprintf(stderr, "r3sync advertise: connection to %s lost: %s; reconnecting\n", o->hub,
-                    a.c && a.c->err[0] ? a.c->err : r3_last_error());
+            fs_say(&o->report, FS_SAY_DIAG, "connection to %s lost: %s; reconnecting", o->hub,
+                   a.c && a.c->err[0] ? a.c->err : r3_last_error());
             disconnect(&a);
+            fs_dial_lost(&dial);
         }
     }
     if (a.c) {

@@ -106,6 +106,74 @@ int fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_con
     return 0;
 }
 
+/* The first frame from the hub, read synchronously (small: bounded). */
+#define HELLO_MAX 4096u
+
+int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
+{
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint8(&pk, FS_HELLO);
+    msgpack_pack_str(&pk, 6);
+    msgpack_pack_str_body(&pk, "r3sync", 6);
+    msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
+    msgpack_pack_str(&pk, strlen(role));
+    msgpack_pack_str_body(&pk, role, strlen(role));
+    struct fs_frame *f = fs_frame_new(&b);
+    msgpack_sbuffer_destroy(&b);
+    if (!f)
+        return r3_error(-ENOMEM, "out of memory");
+    int wrc = r3_io_write_all(&c->io, f->data, f->len);
+    fs_frame_put(f);
+    /* even when the write failed, the hub's reason may be waiting (a TLS
+     * alert sent as it refused our certificate): read it */
+    char werr[256];
+    snprintf(werr, sizeof werr, "%s", wrc < 0 ? r3_last_error() : "");
+    unsigned char hdr[4], buf[HELLO_MAX];
+    uint32_t len = 0;
+    c->io.rtimeout_ms = timeout_ms;
+    int rc = r3_io_read_all(&c->io, hdr, 4);
+    if (rc == 0 && (rc = r3_wire_frame_len(hdr, HELLO_MAX, &len)) < 0)
+        rc = r3_error(-EPROTO, "not an r3sync hub (its first frame is not a hello)");
+    if (rc == 0)
+        rc = r3_io_read_all(&c->io, buf, len);
+    c->io.rtimeout_ms = -1;
+    if (rc < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", r3_last_error());
+        if (strstr(why, "alert"))
+            return r3_error(-EACCES, "the hub refused our certificate (%s)", why);
+        if (wrc < 0)
+            return r3_error(wrc, "hello: %s", werr);
+        return r3_error_prefix(rc, "hello: ");
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t used = 0;
+    const char *s, *ok;
+    uint32_t sn, okn;
+    uint64_t type = 0, ver = 0;
+    rc = 0;
+    if (msgpack_unpack_next(&u, (const char *)buf, len, &used) != MSGPACK_UNPACK_SUCCESS ||
+        used != len || !fs_msg_uint(&u.data, 0, &type))
+        rc = r3_error(-EPROTO, "not an r3sync hub (malformed hello)");
+    else if (type == FS_ERR)
+        rc = fs_msg_str(&u.data, 1, &s, &sn)
+           ? r3_error(-EACCES, "the hub refused: %.*s", (int)(sn > 300 ? 300 : sn), s)
+           : r3_error(-EACCES, "the hub refused without a reason");
+    else if (type != FS_HELLO || !fs_msg_str(&u.data, 1, &s, &sn) || sn != 6 ||
+             memcmp(s, "r3sync", 6) || !fs_msg_uint(&u.data, 2, &ver) ||
+             !fs_msg_str(&u.data, 3, &ok, &okn) || okn != 2 || memcmp(ok, "ok", 2))
+        rc = r3_error(-EPROTO, "not an r3sync hub (unexpected hello)");
+    else if (!fs_msg_uint(&u.data, 4, &c->id))
+        rc = r3_error(-EPROTO, "not an r3sync hub (hello without an id)");
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
 static void q_clear(struct fs_conn *c)
 {
     while (c->qh) {

@@ -3,7 +3,9 @@
  *   hash.c      XXH3-128 per fixed block, several threads
  *   track.c     change tracking of a mapping: uffd WP_ASYNC + PAGEMAP_SCAN
  *   net.c, conn.c  TCP, and framed msgpack messages over a TLS r3_io (src/wire/tls.h)
+ *   dial.c      reaching the hub: retries with backoff + jitter, final refusals, giving up
  *   hub.c, advertise.c, receive.c   the three r3sync roles
+ *   report.c    lines and progress handed to the caller (the library never prints)
  *   strategy.c  the "filesync" region strategy */
 #ifndef R3_FILESYNC_H
 #define R3_FILESYNC_H
@@ -99,6 +101,11 @@ void fs_conn_kill(struct fs_conn *c, const char *why);
 int  fs_conn_drain(struct fs_conn *c, int timeout_ms);
 typedef int (*fs_msg_fn)(void *arg, struct fs_conn *c, const msgpack_object *msg,
                          const unsigned char *raw, size_t rawlen);
+/* The client's hello, before fs_conn_run: sends [HELLO, "r3sync", version,
+ * role] and waits up to timeout_ms for the hub's answer. 0; -EACCES when the
+ * hub refused (a TLS alert about our certificate, or an ERR message): final,
+ * retrying cannot help; other -errno: the connection failed (retry). */
+int  fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms);
 /* Runs the connection: a writer thread drains the queue while this thread
  * reads frames (bounded by FS_MAX_FRAME before allocation) and calls fn for
  * each. Returns when the peer goes away, fn returns < 0, or fs_conn_kill;
@@ -130,12 +137,51 @@ enum {
  * empty or "." components). 0 or -EINVAL with r3_error set. */
 int fs_name_check(const char *name, uint32_t n);
 
+/* ---- reporting (report.c): the library never prints; lines and progress
+ * go to the caller's callbacks (any may be NULL: not reported). */
+enum { FS_SAY_OUT = 0,         /* a result line ("round 3 done ...": r3sync's stdout) */
+       FS_SAY_DIAG = 1 };      /* a diagnostic ("connected to ...": r3sync's stderr) */
+struct fs_report {
+    void (*line)(void *arg, int kind, const char *text);
+    /* a long operation: done of total bytes after secs; final once at the end */
+    void (*progress)(void *arg, const char *what, uint64_t done, uint64_t total, double secs,
+                     bool final);
+    void *arg;
+};
+void fs_say(const struct fs_report *r, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- reaching the hub (dial.c) */
+/* Backoff before retry number attempt (0 = the first): 100 ms doubling up
+ * to 5 s, with jitter (a random point of the upper half). */
+unsigned fs_backoff_ms(unsigned attempt);
+struct fs_dial {
+    const char *hub;           /* "host:port" */
+    struct r3_tls_ctx *ctx;
+    const char *role;          /* "adv" or "recv" */
+    unsigned give_up_ms;       /* 0 = retry until *stop */
+    const struct fs_report *rep;
+    volatile int *stop;
+    /* state */
+    unsigned attempts, total_attempts;
+    uint64_t down_since;       /* start of this disconnected period (ns) */
+    bool warned;
+    char why[512];
+};
+/* Connect and say hello, retrying until it works (0 and *out), *stop
+ * (-EINTR), a final refusal (-EACCES) or give_up_ms without a connection
+ * since the start or the last fs_dial_lost (-ETIMEDOUT), each with a
+ * sentence. */
+int  fs_dial(struct fs_dial *d, struct fs_conn **out);
+void fs_dial_lost(struct fs_dial *d);
+
 /* ---- roles (hub.c, advertise.c, receive.c); each runs until *stop */
 struct fs_hub_opts {
     const char *listen;
     struct r3_tls_opts tls;
     size_t queue_limit;        /* per receiver; 0 = 64 MiB */
     bool verbose;
+    struct fs_report report;
 };
 int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop);
 
@@ -162,8 +208,8 @@ struct fs_adv_opts {
     unsigned interval_ms;      /* 0 = rounds only when *kick is set (SIGUSR1 in r3sync) */
     unsigned threads;          /* hash threads; 0 = 2 */
     unsigned rounds;           /* > 0: stop after this many rounds */
-    bool progress;             /* terminal progress on stderr */
-    bool quiet;                /* no per-round lines on stdout */
+    unsigned give_up_ms;       /* not connected for this long: give up (0 = never) */
+    struct fs_report report;
     struct fs_adv_stats *stats;
 };
 int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *kick);
@@ -173,17 +219,20 @@ struct fs_recv_opts {
     struct r3_tls_opts tls;
     const char *dir;
     unsigned threads;
-    bool progress;
+    unsigned give_up_ms;       /* not connected for this long: give up (0 = never) */
+    struct fs_report report;
 };
 int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop);
 
-/* ---- terminal progress (progress.c) */
+/* ---- progress of a long operation through fs_report (report.c) */
 struct fs_progress {
     bool on;
+    const struct fs_report *rep;
     const char *what;
     uint64_t total, done, t0, last;
 };
-void fs_progress_start(struct fs_progress *p, bool on, const char *what, uint64_t total);
+void fs_progress_start(struct fs_progress *p, const struct fs_report *rep, const char *what,
+                       uint64_t total);
 void fs_progress_add(struct fs_progress *p, uint64_t n);
 void fs_progress_end(struct fs_progress *p);
 

@@ -52,6 +52,7 @@ struct hub {
     unsigned nthreads;
     size_t qlimit;
     bool verbose;
+    const struct fs_report *rep;
 };
 
 #define SEND_TIMEOUT_MS 10000
@@ -59,13 +60,14 @@ struct hub {
 static void hlog(struct hub *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void hlog(struct hub *h, const char *fmt, ...)
 {
+    if (!h->rep->line)
+        return;
+    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "r3sync hub: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    (void)h;
+    h->rep->line(h->rep->arg, FS_SAY_DIAG, buf);
 }
 
 static void unref_locked(struct hconn *hc)
@@ -474,7 +476,23 @@ static void *conn_main(void *p)
         goto out_free;
     }
     if (r3_tls_peer_cn(&hc->c->io, hc->sid, sizeof hc->sid) < 0 || !hc->sid[0]) {
-        hlog(h, "%s: refused: the client certificate has no common name", hc->peer);
+        static const char why[] = "the client certificate has no common name";
+        hlog(h, "%s: refused: %s", hc->peer, why);
+        /* say why (the client stops retrying), then close */
+        msgpack_sbuffer b;
+        msgpack_sbuffer_init(&b);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint8(&pk, FS_ERR);
+        msgpack_pack_str(&pk, sizeof why - 1);
+        msgpack_pack_str_body(&pk, why, sizeof why - 1);
+        struct fs_frame *fr = fs_frame_new(&b);
+        msgpack_sbuffer_destroy(&b);
+        hc->c->io.wtimeout_ms = 1000;
+        if (fr)
+            r3_io_write_all(&hc->c->io, fr->data, fr->len);
+        fs_frame_put(fr);
         fs_conn_free(hc->c);
         goto out_free;
     }
@@ -542,7 +560,8 @@ out_free:
 
 int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
 {
-    struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose };
+    struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose,
+                     .rep = &o->report };
     if (!o->tls.cert || !o->tls.key || !o->tls.ca)
         return r3_error(-EINVAL, "the hub needs --tls-cert, --tls-key and --tls-ca (mTLS only)");
     int rc = r3_tls_server_ctx(&o->tls, &h.ctx);

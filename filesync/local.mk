@@ -2,7 +2,7 @@
 # receiver, strategy) and the r3sync tool, tests and benchmark.
 noinst_HEADERS += filesync/filesync.h
 libr3_la_SOURCES += filesync/hash.c filesync/track.c filesync/net.c filesync/conn.c \
-	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/progress.c filesync/strategy.c
+	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/report.c filesync/dial.c filesync/strategy.c
 
 bin_PROGRAMS += r3sync
 r3sync_SOURCES = src/cmd/r3sync.c
@@ -12,6 +12,8 @@ r3sync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
 TESTS += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh
+TESTS += tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh
+EXTRA_DIST += tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh
 EXTRA_DIST += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
