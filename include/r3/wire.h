@@ -32,29 +32,37 @@
 extern "C" {
 #endif
 
-struct r3_tls_ctx;              /* src/wire/tls.h */
+struct r3_tls_ctx;              /* src/net/net.h */
 struct r3_wire_server;
 
 struct r3_wire_server_opts {
     struct r3_source *src;      /* served (not owned; flush/close it after r3_wire_server_free) */
     const char *export_name;    /* clients must ask for this export; NULL or "" accepts any */
     bool read_only;             /* refuse writes with EROFS */
+    const char *listen;         /* HOST:PORT, [IPv6]:PORT or unix:PATH (port 0 picks a free one) */
     struct r3_tls_ctx *tls;     /* server TLS context, or NULL for plain connections */
+    bool insecure;              /* allow listening on a non-loopback address without TLS */
     size_t max_request;         /* largest read/write in bytes; 0 = 32 MiB */
     unsigned workers;           /* threads running requests, shared by all connections; 0 = 8 */
-    unsigned max_inflight;      /* requests queued per connection before it stops reading; 0 = 64 */
-    /* One line per connection when it ends (peer, TLS, counts, why it ended);
-     * NULL: no logging. Called from the connection's thread. */
+    size_t max_inflight;        /* bytes of requests and replies held in memory, all connections
+                                 * together; readers wait for room; 0 = 256 MiB */
+    unsigned max_connections;   /* more are refused with a message; 0 = 1024 */
+    unsigned handshake_ms;      /* TLS + hello, from accept; 0 = 10000 */
+    unsigned timeout_ms;        /* the rest of a started request, and a client that reads none
+                                 * of its replies, is dropped after this; 0 = 30000 */
+    /* One line per client (its connections together, when it sends a client
+     * id; else per connection) when it goes, one per refusal; NULL: silent.
+     * Called from server threads. */
     void (*log)(void *arg, const char *line);
     void *log_arg;
 };
 
-/* Start the worker threads. 0 or -errno. */
+/* Listen on o->listen and serve in background threads. 0 or -errno (a
+ * non-loopback address without TLS or insecure is -EACCES, with why). */
 int  r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_server **out);
-/* Serve one accepted connection (TLS handshake, hello, requests) on its own
- * thread. Takes ownership of fd in every case. peer names it in the log. */
-int  r3_wire_server_add_conn(struct r3_wire_server *s, int fd, const char *peer);
-/* Number of connections being served. */
+/* The address listened on, formatted ("127.0.0.1:40123", "[::1]:7000", "unix:/run/r3.sock"). */
+const char *r3_wire_server_address(struct r3_wire_server *s, char *buf, size_t n);
+/* Number of connections open. */
 unsigned r3_wire_server_conns(struct r3_wire_server *s);
 /* Stop: close every connection (requests being run finish first), join the
  * workers and free. The caller then flushes and closes the source. */

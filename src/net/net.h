@@ -223,7 +223,9 @@ struct r3_net_server_opts {
     size_t max_inflight;           /* global budget of request/reply bytes; 0 = 256 MiB */
     size_t conn_inflight;          /* one connection's share of it; 0 = max(max_inflight / 4, 64 MiB),
                                     * at most max_inflight */
-    unsigned max_threads;          /* pool threads (created on demand, exit when idle); 0 = 64 */
+    unsigned max_threads;          /* pool threads (created on demand, exiting after 5 s idle);
+                                    * 0 = max_connections: a connection waiting (for budget, for
+                                    * the rest of a request) holds one, an idle one none */
     struct r3_net_handler h;
     /* One line per connection when it ends (peer, TLS/CN, duration, bytes,
      * why), one per refusal. Called from server threads. NULL: silent. */
@@ -246,6 +248,8 @@ struct r3_net_conn {
 /* Listen (refusing a non-loopback address without TLS unless insecure, with
  * a sentence saying why) and start the accept loop. 0 or -errno. */
 int  r3_net_server_start(const struct r3_net_server_opts *o, struct r3_net_server **out);
+/* The handler's arg (opts.h.arg), for callbacks that get only a connection. */
+void *r3_net_server_arg(const struct r3_net_conn *c);
 /* The address actually bound (the picked port for port 0). */
 const struct r3_net_addr *r3_net_server_addr(const struct r3_net_server *s);
 /* Connections open (accepted and not yet closed). */

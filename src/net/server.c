@@ -734,7 +734,7 @@ int r3_net_server_start(const struct r3_net_server_opts *o, struct r3_net_server
     if (!s->o.max_inflight)
         s->o.max_inflight = (size_t)256 << 20;
     if (!s->o.max_threads)
-        s->o.max_threads = 64;
+        s->o.max_threads = s->o.max_connections;
     s->share = s->o.conn_inflight;
     if (!s->share) {
         s->share = s->o.max_inflight / 4;
@@ -766,6 +766,11 @@ int r3_net_server_start(const struct r3_net_server_opts *o, struct r3_net_server
     }
     *out = s;
     return 0;
+}
+
+void *r3_net_server_arg(const struct r3_net_conn *c)
+{
+    return c->srv->o.h.arg;
 }
 
 const struct r3_net_addr *r3_net_server_addr(const struct r3_net_server *s)

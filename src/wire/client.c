@@ -21,8 +21,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "internal.h"
+#include "net/net.h"
 #include "wire/frame.h"
-#include "wire/tls.h"
 
 #define MAX_CONNS 64
 #define HEAD 32            /* bytes read before deciding where a reply's data goes */
@@ -59,8 +59,10 @@ struct rconn {
 struct client {
     struct r3_source src;
     char name[160];            /* "r3 127.0.0.1:7001" for sentences */
-    char *host, *unix_path, *export_name;
-    int port;
+    char *host, *export_name;     /* host: TLS name check */
+    char scheme[16];
+    struct r3_net_addr addr;
+    uint64_t client_id;           /* sent in the hello: the server logs one line per client */
     struct r3_tls_ctx *tls;
     int connect_ms, timeout_ms;
     uint32_t chunk;
@@ -79,61 +81,28 @@ struct client {
 
 static int sock_connect(struct client *cl, int *out)
 {
-    uint64_t deadline = r3_now_ns() + (uint64_t)cl->connect_ms * 1000000u;
-    if (cl->unix_path) {
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        if (strlen(cl->unix_path) >= sizeof a.sun_path)
-            return r3_error(-EINVAL, "%s: socket path too long", cl->name);
-        strcpy(a.sun_path, cl->unix_path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-            int e = errno;
-            if (fd >= 0)
-                close(fd);
-            return r3_error(-e, "%s: %s", cl->name, e == ENOENT ? "no such socket" : strerror(e));
-        }
-        *out = fd;
-        return 0;
-    }
-    char port[16];
-    snprintf(port, sizeof port, "%d", cl->port);
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
-    int g = getaddrinfo(cl->host, port, &hints, &ai);
-    if (g)
-        return r3_error(-EHOSTUNREACH, "%s: cannot resolve host '%s': %s", cl->name, cl->host,
-                        gai_strerror(g));
-    int rc = -ECONNREFUSED;
-    for (a = ai; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            rc = -errno;
-            continue;
-        }
-        if (connect(fd, a->ai_addr, a->ai_addrlen) < 0 && errno != EINPROGRESS) {
-            rc = -errno;
-            close(fd);
-            continue;
-        }
-        struct pollfd p = { .fd = fd, .events = POLLOUT };
-        uint64_t now = r3_now_ns();
-        int n = now >= deadline ? 0 : poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        if (n <= 0) {
-            rc = n == 0 ? -ETIMEDOUT : -errno;
-        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
-            rc = -(soerr ? soerr : errno);
-        } else {
-            freeaddrinfo(ai);
-            *out = fd;
-            return 0;
-        }
-        close(fd);
-    }
-    freeaddrinfo(ai);
+    int rc = r3_net_dial(&cl->addr, cl->connect_ms, out);
     if (rc == -ETIMEDOUT)
         return r3_error(rc, "%s: connect timed out after %d ms", cl->name, cl->connect_ms);
-    return r3_error(rc, "%s: %s", cl->name, rc == -ECONNREFUSED ? "connection refused" : strerror(-rc));
+    if (rc == -ECONNREFUSED)
+        return r3_error(rc, "%s: connection refused", cl->name);
+    if (rc == -ENOENT && cl->addr.kind == R3_NET_UNIX)
+        return r3_error(rc, "%s: no such socket", cl->name);
+    if (rc == -EHOSTUNREACH)
+        return r3_error_prefix(rc, "%s: ", cl->scheme);
+    if (rc < 0)
+        return r3_error(rc, "%s: %s", cl->name, strerror(-rc));
+    return 0;
+}
+
+/* The first bytes of a peer that is not an r3 server, printable, for the sentence. */
+static const char *show_bytes(const uint8_t *b, size_t n, char *buf, size_t bn)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < bn; i++)
+        o += (size_t)snprintf(buf + o, bn - o, b[i] >= 32 && b[i] < 127 && b[i] != '"' && b[i] != '\\' ? "%c" : "\\x%02x", b[i]);
+    buf[o] = 0;
+    return buf;
 }
 
 /* Connect, TLS, hello. On success io is ready and the hello fields are stored. */
@@ -159,7 +128,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     r3_wire_start(&sb, &pk);
-    r3_wire_pack_client_hello(&pk, cl->export_name);
+    r3_wire_pack_client_hello(&pk, cl->export_name, cl->client_id);
     r3_wire_finish(&sb, 0);
     io->rtimeout_ms = io->wtimeout_ms = cl->connect_ms;
     rc = r3_io_write_all(io, sb.data, sb.size);
@@ -176,8 +145,12 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     char *f = NULL;
     if (rc == 0)
         rc = r3_io_read_all(io, hdr, sizeof hdr);
-    if (rc == 0 && r3_wire_frame_len(hdr, R3_WIRE_HELLO_MAX, &len) < 0)
-        rc = r3_error(-EPROTO, "the server's hello is %" PRIu32 " bytes long", len);
+    if (rc == 0 && r3_wire_frame_len(hdr, R3_WIRE_HELLO_MAX, &len) < 0) {
+        char shown[64];
+        r3_io_close(io);
+        return r3_error(-EPROTO, "%s is not an r3 server (it answered \"%s\"...)", cl->name,
+                        show_bytes(hdr, sizeof hdr, shown, sizeof shown));
+    }
     if (rc == 0 && !(f = malloc(len)))
         rc = r3_error(-ENOMEM, "out of memory");
     if (rc == 0)
@@ -199,7 +172,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     struct r3_wire_msg m;
     rc = r3_wire_decode(f, len, &up, &m);
     if (rc < 0 || m.type != R3_WIRE_HELLO) {
-        rc = r3_error(-EPROTO, "%s: the server's hello is not an r3 hello", cl->name);
+        rc = r3_error(-EPROTO, "%s is not an r3 server (its answer is not an r3 hello)", cl->name);
     } else if (m.err) {
         rc = r3_error(m.err, "%s: %.*s", cl->name, (int)m.errmsg_len, m.errmsg);
     } else if (m.version != R3_WIRE_VERSION) {
@@ -403,7 +376,8 @@ static void *reader_main(void *arg)
     struct rconn *c = arg;
     struct client *cl = c->cl;
     char why[400];
-    int backoff = 20;
+    struct r3_net_backoff bo;  /* never gives up: each call has its own deadline */
+    r3_net_backoff_init(&bo, 20, 1000, 0);
     bool served = true;        /* the current connection answered a request */
     while (!atomic_load(&cl->closing)) {
         pthread_mutex_lock(&c->mu);
@@ -413,9 +387,8 @@ static void *reader_main(void *arg)
             /* Back off before every redial, and keep backing off while
              * connections fail before answering anything (a bad server). */
             if (served)
-                backoff = 20;
-            backoff_sleep(cl, backoff);
-            backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+                r3_net_backoff_reset(&bo);
+            backoff_sleep(cl, r3_net_backoff_next(&bo));
             if (atomic_load(&cl->closing))
                 break;
             struct r3_io io;
@@ -643,7 +616,6 @@ static void r3c_close(struct r3_source *s)
     pthread_mutex_destroy(&cl->sleep_mu);
     pthread_cond_destroy(&cl->sleep_cv);
     free(cl->host);
-    free(cl->unix_path);
     free(cl->export_name);
     free(cl);
 }
@@ -652,6 +624,8 @@ static const struct r3_source_ops r3c_ops = {
     .scheme = "r3", .read = r3c_read, .write = r3c_write, .flush = r3c_flush, .close = r3c_close,
 };
 
+/* timeout= and connect_timeout=: a duration with a unit (us, ms, s, m) or a
+ * bare number of seconds (the old form, "5" or "0.5"); at most a day. */
 static int ms_param(const struct r3_uri *u, const char *key, double dflt, int *out)
 {
     const char *v = r3_uri_param(u, key);
@@ -659,8 +633,12 @@ static int ms_param(const struct r3_uri *u, const char *key, double dflt, int *o
     if (v) {
         char *end;
         d = strtod(v, &end);
-        if (end == v || *end || !(d > 0) || d > 86400)
-            return r3_error(-EINVAL, "%s: bad %s '%s' (seconds, e.g. 5 or 0.5)", u->scheme, key, v);
+        double mul = !*end ? 1 : !strcmp(end, "s") ? 1 : !strcmp(end, "ms") ? 1e-3 :
+                     !strcmp(end, "us") ? 1e-6 : !strcmp(end, "m") ? 60 : -1;
+        if (end == v || mul < 0 || !(d > 0) || d * mul > 86400)
+            return r3_error(-EINVAL, "%s: bad %s '%s' (a duration: 500ms, 5s, 1m; a bare number is seconds)",
+                            u->scheme, key, v);
+        d *= mul;
     }
     *out = (int)(d * 1000);
     if (*out < 1)
@@ -709,17 +687,34 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out)
     while (*path == '/')
         path++;
     cl->export_name = strdup(path);
+    snprintf(cl->scheme, sizeof cl->scheme, "%s", u->scheme);
+    rc = 0;
     if (is_unix) {
-        cl->unix_path = strdup(r3_uri_param(u, "socket"));
+        const char *sock = r3_uri_param(u, "socket");
+        cl->addr.kind = R3_NET_UNIX;
+        if (strlen(sock) >= sizeof cl->addr.path)
+            rc = r3_error(-EINVAL, "%s: the socket path is too long", u->scheme);
+        else
+            strcpy(cl->addr.path, sock);
         cl->host = strdup("localhost");
-        snprintf(cl->name, sizeof cl->name, "%s %s", u->scheme, cl->unix_path);
+        snprintf(cl->name, sizeof cl->name, "%s %s", u->scheme, sock);
     } else {
+        cl->addr.kind = R3_NET_TCP;
+        if (strlen(u->host) >= sizeof cl->addr.host || u->port < 1 || u->port > 65535)
+            rc = r3_error(-EINVAL, "%s: bad host or port", u->scheme);
+        else
+            strcpy(cl->addr.host, u->host);
+        cl->addr.port = u->port;
         cl->host = strdup(u->host);
-        cl->port = u->port;
         snprintf(cl->name, sizeof cl->name, strchr(u->host, ':') ? "%s [%s]:%d" : "%s %s:%d",
                  u->scheme, u->host, u->port);
     }
-    rc = (!cl->export_name || !cl->host || (is_unix && !cl->unix_path)) ? r3_error(-ENOMEM, "out of memory") : 0;
+    /* one id for all of this client's connections: the server logs them as one */
+    cl->client_id = (r3_now_ns() * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)cl;
+    if (!cl->client_id)
+        cl->client_id = 1;
+    if (rc == 0 && (!cl->export_name || !cl->host))
+        rc = r3_error(-ENOMEM, "out of memory");
     if (rc == 0)
         rc = ms_param(u, "connect_timeout", 5, &cl->connect_ms);
     if (rc == 0)

@@ -64,12 +64,15 @@ static int decode_hello(const msgpack_object *a, struct r3_wire_msg *m)
             if (decode_error(v, m) < 0)
                 return -EPROTO;
         } else if (key_is(kv, "size") || key_is(kv, "align") || key_is(kv, "flags") ||
-                   key_is(kv, "max_request")) {
+                   key_is(kv, "max_request") || key_is(kv, "client")) {
             if (!is_uint(v))
                 return -EPROTO;
             uint64_t *dst = key_is(kv, "size") ? &m->size : key_is(kv, "align") ? &m->align :
-                            key_is(kv, "flags") ? &m->flags : &m->max_request;
+                            key_is(kv, "flags") ? &m->flags : key_is(kv, "client") ? &m->client :
+                            &m->max_request;
             *dst = v->via.u64;
+            if (dst == &m->client)
+                m->has_client = true;
         }
         /* unknown features are ignored: newer peers may add some */
     }
@@ -305,14 +308,18 @@ static void pack_cstr(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
-void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name)
+void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint64_t client)
 {
     msgpack_pack_array(pk, 3);
     pack_cstr(pk, R3_WIRE_MAGIC);
     msgpack_pack_uint32(pk, R3_WIRE_VERSION);
-    msgpack_pack_map(pk, 1);
+    msgpack_pack_map(pk, client ? 2 : 1);
     pack_cstr(pk, "export");
     pack_cstr(pk, export_name ? export_name : "");
+    if (client) {
+        pack_cstr(pk, "client");
+        msgpack_pack_uint64(pk, client);
+    }
 }
 
 static void pack_error(msgpack_packer *pk, int err, const char *msg)

@@ -43,6 +43,8 @@ struct r3_wire_msg {
     const char *export_name;
     uint32_t export_len;
     uint64_t size, align, flags, max_request;
+    uint64_t client;               /* client hello: the id shared by one client's connections */
+    bool has_client;
 };
 
 /* Frame length from its 4-byte header; -EMSGSIZE if 0 or above max. */
@@ -63,8 +65,9 @@ int r3_wire_peek_data_reply(const void *p, size_t n, uint64_t *id, size_t *hdr, 
  * writes the length (payload + extra data bytes sent after sb). */
 void r3_wire_start(msgpack_sbuffer *sb, msgpack_packer *pk);
 void r3_wire_finish(msgpack_sbuffer *sb, size_t extra);
-/* Client hello: ["r3", 1, {"export": name}]. */
-void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name);
+/* Client hello: ["r3", 1, {"export": name, "client": id}] (id 0: no "client";
+ * the server logs one line per client id instead of one per connection). */
+void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint64_t client);
 /* Server hello: ["r3", 1, {"size":, "align":, "flags":, "max_request":}] or,
  * when err < 0, ["r3", 1, {"error": [errno, msg]}]. */
 void r3_wire_pack_server_hello(msgpack_packer *pk, int err, const char *msg, uint64_t size,

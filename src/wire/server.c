@@ -1,9 +1,18 @@
-/* The r3 protocol server: one reader thread per connection decodes frames and
- * queues read/write requests to a worker pool shared by all connections, so
+/* The r3 protocol server, on the src/net server loop.
+ *
+ * src/net owns the sockets: it accepts (connection cap, refusal with an r3
+ * hello error), runs TLS and our hello under one deadline from accept,
+ * keeps idle connections in epoll (no thread), and hands a readable
+ * connection to a pool thread that calls on_readable: we read one frame,
+ * bounded by max_request, after taking its bytes from the in-flight budget.
+ * read/write requests go to a worker pool shared by all connections, so
  * requests of one connection run concurrently (when the source allows it)
- * and are answered in any order. size, unknown methods and errors are
- * answered by the reader; flush is a barrier: the reader waits until the
- * connection's earlier requests are done, then flushes. */
+ * and are answered in any order; size, errors and unknown methods are
+ * answered at once; flush is a barrier (it waits for the connection's
+ * earlier requests, then flushes). Replies go to the connection's send
+ * queue, never blocking a worker: a client that does not read its replies
+ * stalls only itself, and its budget share bounds what it pins. Each request
+ * holds its budget until its reply is sent. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -11,51 +20,61 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include "internal.h"
 #include "r3/wire.h"
+#include "net/net.h"
 #include "wire/frame.h"
-#include "wire/tls.h"
 
-#define HANDSHAKE_TIMEOUT_MS 10000
-#define WRITE_TIMEOUT_MS 30000
+#define REPLY_OVERHEAD 1024u   /* budget for a reply's header (error sentences included) */
 
-struct conn;
+struct client;
+
+struct wconn {
+    struct r3_wire_server *s;
+    struct r3_net_conn *c;
+    unsigned inflight;         /* jobs queued or running (under s->mu) */
+    char export_name[64];
+    struct client *cl;         /* the client this connection belongs to, or NULL */
+    atomic_uint_fast64_t nreq, rbytes, wbytes;
+};
+
+/* One log line per client: its connections (same client id from the same
+ * host) are summed and logged when the last one goes. */
+struct client {
+    struct client *next;
+    uint64_t id;
+    char host[96], cn[64], export_name[64], why[256];
+    bool tls;
+    unsigned open, total;
+    uint64_t t0, nreq, rbytes, wbytes;
+};
 
 struct job {
     struct job *next;
-    struct conn *c;
+    struct wconn *w;
     uint64_t id, off, len;
     bool write;
-    char *frame;               /* write: owns the frame that holds the data */
+    char *frame;               /* write: the frame that holds the data */
     const char *data;
-};
-
-struct conn {
-    struct r3_wire_server *s;
-    struct conn *prev, *next;
-    struct r3_io io;
-    pthread_mutex_t wmu;       /* one reply frame at a time */
-    bool wdead;                /* a reply write failed: stop writing */
-    int refs;                  /* reader + queued jobs (under s->mu) */
-    unsigned inflight;         /* queued or running jobs (under s->mu) */
-    char peer[96], cn[64], export_name[64];
-    uint64_t t0;
-    atomic_uint_fast64_t nreq, rbytes, wbytes;
-    char why[200];             /* why the connection ended */
+    char *buf;                 /* read: the reply data */
+    size_t budget;             /* bytes of the in-flight budget held */
 };
 
 struct r3_wire_server {
     struct r3_wire_server_opts o;
     size_t max_frame;
+    struct r3_net_server *net;
     pthread_mutex_t mu;
-    pthread_cond_t work, changed;   /* jobs queued; a job finished / a conn ended */
+    pthread_cond_t work, changed;   /* jobs queued; a job finished */
     struct job *head, *tail;
-    bool closing, stop;
-    struct conn *conns;
-    unsigned nconns;
+    bool stop;
     pthread_t *workers;
     unsigned nworkers;
-    pthread_mutex_t src_mu;         /* serializes calls to a source without R3_SRC_PARALLEL */
+    struct client *clients;
+    /* Serializes calls into a source without R3_SRC_PARALLEL. The stages
+     * branch's src/source.c does this for every source: drop it after the merge. */
+    pthread_mutex_t src_mu;
 };
 
 static bool parallel(struct r3_wire_server *s)
@@ -63,29 +82,432 @@ static bool parallel(struct r3_wire_server *s)
     return s->o.src->flags & R3_SRC_PARALLEL;
 }
 
-/* Send one reply (header in sb, then optional data). Errors end the connection. */
-static void send_frame(struct conn *c, msgpack_sbuffer *sb, const void *data, size_t dlen)
+static bool read_only(struct r3_wire_server *s)
 {
-    struct iovec v[2] = { { sb->data, sb->size }, { (void *)data, dlen } };
-    pthread_mutex_lock(&c->wmu);
-    if (!c->wdead && r3_io_writev_all(&c->io, v, data ? 2 : 1) < 0) {
-        c->wdead = true;
-        if (!c->why[0])
-            snprintf(c->why, sizeof c->why, "reply not delivered: %s", r3_last_error());
-        r3_io_shutdown(&c->io);
-    }
-    pthread_mutex_unlock(&c->wmu);
+    return s->o.read_only || (s->o.src->flags & R3_SRC_RDONLY);
 }
 
-static void reply(struct conn *c, msgpack_sbuffer *sb, uint64_t id, int err, const char *msg,
-                  bool has_val, uint64_t val, const void *data, uint32_t dlen)
+/* ---- replies */
+
+static void job_free(struct job *j)
+{
+    struct r3_net_conn *c = j->w->c;
+    free(j->frame);
+    free(j->buf);
+    if (j->budget)
+        r3_net_budget_release(c, j->budget);
+    free(j);
+    r3_net_conn_put(c);
+}
+
+static void job_done(void *arg)
+{
+    job_free(arg);
+}
+
+/* Queue j's reply (sb holds the header, data follows); j is freed once sent. */
+static void send_reply(struct job *j, msgpack_sbuffer *sb, const void *data, size_t dlen)
+{
+    r3_net_conn_send(j->w->c, sb->data, sb->size, data, dlen, job_done, j);
+}
+
+static void reply(struct job *j, msgpack_sbuffer *sb, int err, const char *msg, bool has_val, uint64_t val,
+                  const void *data, uint32_t dlen)
 {
     msgpack_packer pk;
     r3_wire_start(sb, &pk);
-    r3_wire_pack_reply(&pk, id, err, msg, has_val, val, data != NULL, dlen);
+    r3_wire_pack_reply(&pk, j->id, err, msg, has_val, val, data != NULL, dlen);
     r3_wire_finish(sb, data ? dlen : 0);
-    send_frame(c, sb, data, data ? dlen : 0);
+    send_reply(j, sb, data, data ? dlen : 0);
 }
+
+/* A job for a request the reader answers itself (or a connection-level error, id 0). */
+static struct job *new_job(struct wconn *w, uint64_t id, size_t budget)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        if (budget)
+            r3_net_budget_release(w->c, budget);
+        return NULL;
+    }
+    j->w = w;
+    j->id = id;
+    j->budget = budget;
+    r3_net_conn_hold(w->c);
+    return j;
+}
+
+/* ---- workers */
+
+static void run_job(struct r3_wire_server *s, struct job *j, msgpack_sbuffer *sb)
+{
+    struct wconn *w = j->w;
+    int rc;
+    if (!j->write && !(j->buf = malloc(j->len)))
+        rc = r3_error(-ENOMEM, "r3serve: out of memory for a %" PRIu64 " byte read", j->len);
+    else {
+        if (!parallel(s))
+            pthread_mutex_lock(&s->src_mu);
+        rc = j->write ? r3_source_write(s->o.src, j->data, j->len, j->off)
+                      : r3_source_read(s->o.src, j->buf, j->len, j->off);
+        if (!parallel(s))
+            pthread_mutex_unlock(&s->src_mu);
+    }
+    if (j->write) {
+        /* the data is written: give its memory back before the ack waits in the queue */
+        free(j->frame);
+        j->frame = NULL;
+        r3_net_budget_release(w->c, j->budget - REPLY_OVERHEAD);
+        j->budget = REPLY_OVERHEAD;
+    }
+    if (rc == 0)
+        atomic_fetch_add(j->write ? &w->wbytes : &w->rbytes, j->len);
+    pthread_mutex_lock(&s->mu);
+    w->inflight--;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        reply(j, sb, rc, r3_last_error(), false, 0, NULL, 0);
+    else if (j->write)
+        reply(j, sb, 0, NULL, false, 0, NULL, 0);
+    else
+        reply(j, sb, 0, NULL, false, 0, j->buf, (uint32_t)j->len);
+}
+
+static void *worker_main(void *arg)
+{
+    struct r3_wire_server *s = arg;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->stop)
+            pthread_cond_wait(&s->work, &s->mu);
+        if (!s->head)
+            break;
+        struct job *j = s->head;
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        run_job(s, j, &sb);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    msgpack_sbuffer_destroy(&sb);
+    return NULL;
+}
+
+/* ---- reading frames */
+
+/* Read one frame (bounded by max) into a new buffer, after taking its bytes
+ * (plus extra) from the budget. 0, -EPIPE at a clean end, -errno (why in
+ * r3_last_error()). *len is set even when the frame is too long. */
+static int read_frame(struct wconn *w, size_t max, size_t extra, char **out, uint32_t *len)
+{
+    struct r3_io *io = &w->c->io;
+    uint8_t hdr[R3_WIRE_HDR];
+    *len = 0;
+    ssize_t n = r3_io_read_some(io, hdr, 1);
+    if (n == 0)
+        return -EPIPE;
+    if (n < 0)
+        return (int)n;
+    int rc = r3_io_read_all(io, hdr + 1, R3_WIRE_HDR - 1);
+    if (rc < 0)
+        return rc == -EPIPE ? r3_error(-EPROTO, "truncated frame header") : rc;
+    if (r3_wire_frame_len(hdr, max, len) < 0)
+        return r3_error(-EMSGSIZE, "frame of %" PRIu32 " bytes (the maximum is %zu)", *len, max);
+    if (extra && (rc = r3_net_budget_acquire(w->c, *len + extra)) < 0)
+        return rc;
+    char *b = malloc(*len);
+    if (!b) {
+        if (extra)
+            r3_net_budget_release(w->c, *len + extra);
+        return r3_error(-ENOMEM, "out of memory for a frame of %" PRIu32 " bytes", *len);
+    }
+    rc = r3_io_read_all(io, b, *len);
+    if (rc < 0) {
+        free(b);
+        if (extra)
+            r3_net_budget_release(w->c, *len + extra);
+        return rc == -EPIPE ? r3_error(-EPROTO, "truncated frame (%" PRIu32 " bytes announced)", *len) : rc;
+    }
+    *out = b;
+    return 0;
+}
+
+static bool method_is(const struct r3_wire_msg *m, const char *name)
+{
+    return m->method_len == strlen(name) && memcmp(m->method, name, m->method_len) == 0;
+}
+
+/* ---- hello */
+
+static void pack_hello_error(msgpack_sbuffer *sb, int err, const char *msg)
+{
+    msgpack_packer pk;
+    r3_wire_start(sb, &pk);
+    r3_wire_pack_server_hello(&pk, err, msg, 0, 1, 0, 0);
+    r3_wire_finish(sb, 0);
+}
+
+/* Over the connection cap: an r3 hello error the client reports as is. */
+static void refuse(void *arg, int fd, const char *why)
+{
+    (void)arg;
+    char msg[200];
+    snprintf(msg, sizeof msg, "r3serve: %s", why);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_hello_error(&sb, -EBUSY, msg);
+    ssize_t n = send(fd, sb.data, sb.size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void client_join(struct r3_wire_server *s, struct wconn *w, uint64_t id)
+{
+    const char *peer = w->c->peer;
+    char host[96];
+    snprintf(host, sizeof host, "%s", peer);
+    char *colon = strrchr(host, ':');
+    if (colon && colon != host && strcmp(host, "unix") != 0)
+        *colon = 0;                        /* the host, without the connection's port */
+    pthread_mutex_lock(&s->mu);
+    struct client *cl = s->clients;
+    while (cl && !(cl->id == id && strcmp(cl->host, host) == 0))
+        cl = cl->next;
+    if (!cl && (cl = calloc(1, sizeof *cl))) {
+        cl->id = id;
+        snprintf(cl->host, sizeof cl->host, "%s", host);
+        snprintf(cl->cn, sizeof cl->cn, "%s", w->c->cn);
+        snprintf(cl->export_name, sizeof cl->export_name, "%s", w->export_name);
+        cl->tls = r3_io_is_tls(&w->c->io);
+        cl->t0 = w->c->t_accept;
+        cl->next = s->clients;
+        s->clients = cl;
+    }
+    if (cl) {
+        cl->open++;
+        cl->total++;
+    }
+    w->cl = cl;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int on_handshake(struct r3_net_conn *c)
+{
+    struct r3_wire_server *s = r3_net_server_arg(c);
+    struct wconn *w = calloc(1, sizeof *w);
+    if (!w)
+        return r3_error(-ENOMEM, "out of memory");
+    w->s = s;
+    w->c = c;
+    c->data = w;
+    char *f = NULL;
+    uint32_t len;
+    int rc = read_frame(w, R3_WIRE_HELLO_MAX, 0, &f, &len);
+    if (rc < 0) {
+        snprintf(c->why, sizeof c->why, "no hello: %s",
+                 rc == -EPIPE ? "peer closed" : rc == -ETIMEDOUT ? "handshake deadline passed" : r3_last_error());
+        return rc;
+    }
+    msgpack_unpacked up;
+    struct r3_wire_msg m;
+    rc = r3_wire_decode(f, len, &up, &m);
+    int err = 0;
+    char msg[200] = "";
+    uint64_t client = 0;
+    if (rc < 0 || m.type != R3_WIRE_HELLO) {
+        err = -EPROTO;
+        snprintf(msg, sizeof msg, "r3serve: expected a hello [\"r3\", 1, {...}]");
+    } else if (m.version != R3_WIRE_VERSION) {
+        err = -EPROTONOSUPPORT;
+        snprintf(msg, sizeof msg, "r3serve: protocol version %" PRIu64 " is not supported (this server speaks %d)",
+                 m.version, R3_WIRE_VERSION);
+    } else {
+        snprintf(w->export_name, sizeof w->export_name, "%.*s", (int)m.export_len,
+                 m.export_name ? m.export_name : "");
+        const char *want = s->o.export_name;
+        if (want && want[0] && (m.export_len != strlen(want) || memcmp(m.export_name, want, m.export_len)))
+            err = -ENOENT;
+        /* never name the real export to a stranger */
+        if (err)
+            snprintf(msg, sizeof msg, "r3serve: no such export '%s'", w->export_name);
+        client = m.has_client ? m.client : 0;
+    }
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (err) {
+        pack_hello_error(&sb, err, msg);
+    } else {
+        msgpack_packer pk;
+        r3_wire_start(&sb, &pk);
+        unsigned flags = (s->o.src->flags & R3_SRC_PARALLEL) | (read_only(s) ? R3_SRC_RDONLY : 0);
+        r3_wire_pack_server_hello(&pk, 0, NULL, s->o.src->size, s->o.src->align, flags, s->o.max_request);
+        r3_wire_finish(&sb, 0);
+    }
+    r3_net_conn_send(c, sb.data, sb.size, NULL, 0, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    if (err) {
+        snprintf(c->why, sizeof c->why, "refused: %s", msg);
+        return err;
+    }
+    if (client)
+        client_join(s, w, client);
+    return 0;
+}
+
+/* ---- requests */
+
+static void wait_inflight(struct wconn *w)
+{
+    struct r3_wire_server *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    while (w->inflight > 0)
+        pthread_cond_wait(&s->changed, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A connection-level error: a reply with id 0, then the connection closes. */
+static int drop(struct wconn *w, int err, const char *sentence, const char *reply_msg)
+{
+    snprintf(w->c->why, sizeof w->c->why, "dropped: %s", sentence);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    struct job *j = new_job(w, 0, 0);
+    if (j)
+        reply(j, &sb, err, reply_msg, false, 0, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+    return err;
+}
+
+static int on_readable(struct r3_net_conn *c)
+{
+    struct wconn *w = c->data;
+    struct r3_wire_server *s = w->s;
+    char *f = NULL;
+    uint32_t len;
+    int rc = read_frame(w, s->max_frame, REPLY_OVERHEAD, &f, &len);
+    if (rc == -EPIPE) {
+        snprintf(c->why, sizeof c->why, "peer closed the connection");
+        return rc;
+    }
+    if (rc == -EMSGSIZE) {
+        char sentence[200];
+        snprintf(sentence, sizeof sentence, "%s", r3_last_error());
+        return drop(w, rc, sentence, sentence);
+    }
+    if (rc < 0) {
+        snprintf(c->why, sizeof c->why, "dropped: %s", r3_last_error());
+        return rc;
+    }
+    size_t budget = len + REPLY_OVERHEAD;
+    msgpack_unpacked up;
+    struct r3_wire_msg m;
+    rc = r3_wire_decode(f, len, &up, &m);
+    if (rc < 0 || m.type != R3_WIRE_REQUEST) {
+        msgpack_unpacked_destroy(&up);
+        free(f);
+        r3_net_budget_release(c, budget);
+        return drop(w, -EPROTO, rc < 0 ? "a frame that is not a well-formed request" : "a frame that is not a request",
+                    "r3serve: bad frame: expected [0, id, method, args]");
+    }
+    atomic_fetch_add(&w->nreq, 1);
+    struct job *j = new_job(w, m.id, budget);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    bool rd = method_is(&m, "read"), wr = method_is(&m, "write");
+    if (!j) {
+        rc = r3_error(-ENOMEM, "out of memory");
+    } else if (rd || wr) {
+        char msg[200] = "";
+        int err = 0;
+        if (m.len > s->o.max_request) {
+            err = -EMSGSIZE;
+            snprintf(msg, sizeof msg, "r3serve: %s of %" PRIu64 " bytes is larger than --max-request %zu",
+                     rd ? "read" : "write", m.len, s->o.max_request);
+        } else if (wr && read_only(s)) {
+            err = -EROFS;
+            snprintf(msg, sizeof msg, "r3serve: the export is read-only");
+        } else if (m.off > s->o.src->size || m.len > s->o.src->size - m.off) {
+            err = wr ? -ENOSPC : -EINVAL;
+            snprintf(msg, sizeof msg, "r3serve: %s of %" PRIu64 " bytes at %" PRIu64 " is past the end (%" PRIu64 " bytes)",
+                     rd ? "read" : "write", m.len, m.off, s->o.src->size);
+        }
+        if (err < 0 || m.len == 0) {
+            reply(j, &sb, err, msg, false, 0, rd && !err ? "" : NULL, 0);
+        } else {
+            j->off = m.off;
+            j->len = m.len;
+            j->write = wr;
+            if (wr) {
+                j->frame = f;          /* m.data points into the frame */
+                j->data = m.data;
+                f = NULL;
+            } else {
+                /* the request frame is small; the reply is len bytes: take them first */
+                free(f);
+                f = NULL;
+                r3_net_budget_release(c, len);
+                j->budget = REPLY_OVERHEAD;
+                rc = r3_net_budget_acquire(c, m.len);
+                if (rc == 0) {
+                    j->budget += m.len;
+                } else if (rc == -EMSGSIZE) {
+                    char why[200];
+                    snprintf(why, sizeof why, "r3serve: %s (see --max-inflight)", r3_last_error());
+                    reply(j, &sb, rc, why, false, 0, NULL, 0);
+                    j = NULL;
+                    rc = 0;
+                }
+            }
+            if (rc == 0 && j) {
+                pthread_mutex_lock(&s->mu);
+                w->inflight++;
+                if (s->tail)
+                    s->tail->next = j;
+                else
+                    s->head = j;
+                s->tail = j;
+                pthread_cond_signal(&s->work);
+                pthread_mutex_unlock(&s->mu);
+            } else if (j) {
+                job_free(j);
+            }
+        }
+    } else if (method_is(&m, "size")) {
+        reply(j, &sb, 0, NULL, true, s->o.src->size, NULL, 0);
+    } else if (method_is(&m, "flush")) {
+        wait_inflight(w);
+        if (!parallel(s))
+            pthread_mutex_lock(&s->src_mu);
+        int frc = read_only(s) ? 0 : r3_source_flush(s->o.src);
+        if (!parallel(s))
+            pthread_mutex_unlock(&s->src_mu);
+        reply(j, &sb, frc, frc < 0 ? r3_last_error() : NULL, false, 0, NULL, 0);
+    } else if (method_is(&m, "track") || method_is(&m, "finalize") || method_is(&m, "close")) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "r3serve: method '%.*s' is not supported yet", (int)m.method_len, m.method);
+        reply(j, &sb, -ENOTSUP, msg, false, 0, NULL, 0);
+    } else {
+        char msg[96];
+        snprintf(msg, sizeof msg, "r3serve: unknown method '%.*s'",
+                 (int)(m.method_len > 32 ? 32 : m.method_len), m.method);
+        reply(j, &sb, -ENOSYS, msg, false, 0, NULL, 0);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    if (rc < 0)
+        snprintf(c->why, sizeof c->why, "dropped: %s", r3_last_error());
+    return rc;
+}
+
+/* ---- logging */
 
 static const char *human(uint64_t v, char *buf, size_t n)
 {
@@ -100,380 +522,68 @@ static const char *human(uint64_t v, char *buf, size_t n)
     return buf;
 }
 
-static void conn_put(struct conn *c)
+static bool normal_end(const char *why)
 {
-    struct r3_wire_server *s = c->s;
-    pthread_mutex_lock(&s->mu);
-    bool last = --c->refs == 0, closing = s->closing;
-    if (last) {
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            s->conns = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (!last)
-        return;
-    if (s->o.log) {
-        char line[512], a[32], b[32];
-        double secs = (double)(r3_now_ns() - c->t0) / 1e9;
-        snprintf(line, sizeof line, "%s%s%s%s%s export '%s': %" PRIu64 " requests, %s read, %s written "
-                 "in %.1f s; %s", c->peer, r3_io_is_tls(&c->io) ? " tls" : "",
-                 c->cn[0] ? " (cn=" : "", c->cn, c->cn[0] ? ")" : "", c->export_name,
-                 (uint64_t)c->nreq, human(c->rbytes, a, sizeof a),
-                 human(c->wbytes, b, sizeof b), secs,
-                 closing ? "server shutting down" : c->why[0] ? c->why : "closed");
-        s->o.log(s->o.log_arg, line);
-    }
-    r3_io_close(&c->io);
-    pthread_mutex_destroy(&c->wmu);
-    free(c);
-    pthread_mutex_lock(&s->mu);
-    s->nconns--;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->mu);
+    return !why[0] || strcmp(why, "peer closed the connection") == 0 || strcmp(why, "server shutting down") == 0;
 }
 
-static void run_job(struct r3_wire_server *s, struct job *j, msgpack_sbuffer *sb, char **buf, size_t *cap)
+static bool on_close(struct r3_net_conn *c)
 {
-    struct conn *c = j->c;
-    int rc;
-    if (!parallel(s))
-        pthread_mutex_lock(&s->src_mu);
-    if (j->write) {
-        rc = r3_source_write(s->o.src, j->data, j->len, j->off);
-    } else {
-        if (*cap < j->len) {
-            char *nb = realloc(*buf, j->len);
-            if (nb) {
-                *buf = nb;
-                *cap = j->len;
-            }
-        }
-        rc = *cap < j->len ? r3_error(-ENOMEM, "r3serve: out of memory for a %" PRIu64 " byte read",
-                                      j->len)
-                           : r3_source_read(s->o.src, *buf, j->len, j->off);
-    }
-    if (!parallel(s))
-        pthread_mutex_unlock(&s->src_mu);
-    if (rc < 0)
-        reply(c, sb, j->id, rc, r3_last_error(), false, 0, NULL, 0);
-    else if (j->write)
-        reply(c, sb, j->id, 0, NULL, false, 0, NULL, 0);
-    else
-        reply(c, sb, j->id, 0, NULL, false, 0, *buf, (uint32_t)j->len);
-    if (rc == 0)
-        atomic_fetch_add(j->write ? &c->wbytes : &c->rbytes, j->len);
-}
-
-static void *worker_main(void *arg)
-{
-    struct r3_wire_server *s = arg;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    char *buf = NULL;
-    size_t cap = 0;
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!s->head && !s->stop)
-            pthread_cond_wait(&s->work, &s->mu);
-        if (!s->head)
-            break;
-        struct job *j = s->head;
-        s->head = j->next;
-        if (!s->head)
-            s->tail = NULL;
-        pthread_mutex_unlock(&s->mu);
-        run_job(s, j, &sb, &buf, &cap);
-        struct conn *c = j->c;
-        free(j->frame);
-        free(j);
+    struct wconn *w = c->data;
+    if (!w)
+        return false;              /* no hello started: src/net logs it */
+    struct r3_wire_server *s = w->s;
+    char line[700], a[32], b[32];
+    bool logged = true;
+    struct client *cl = w->cl;
+    if (cl) {
         pthread_mutex_lock(&s->mu);
-        c->inflight--;
-        pthread_cond_broadcast(&s->changed);
+        cl->nreq += w->nreq;
+        cl->rbytes += w->rbytes;
+        cl->wbytes += w->wbytes;
+        if (!normal_end(c->why) && !cl->why[0])
+            snprintf(cl->why, sizeof cl->why, "%s", c->why);
+        bool last = --cl->open == 0;
+        if (last) {
+            struct client **pp = &s->clients;
+            while (*pp != cl)
+                pp = &(*pp)->next;
+            *pp = cl->next;
+        }
         pthread_mutex_unlock(&s->mu);
-        conn_put(c);
-        pthread_mutex_lock(&s->mu);
-    }
-    pthread_mutex_unlock(&s->mu);
-    free(buf);
-    msgpack_sbuffer_destroy(&sb);
-    return NULL;
-}
-
-/* Read one frame (bounded by max) into a new buffer. 0, -EPIPE at a clean end, -errno. */
-static int read_frame(struct conn *c, size_t max, char **out, uint32_t *len)
-{
-    uint8_t hdr[R3_WIRE_HDR];
-    ssize_t n = r3_io_read_some(&c->io, hdr, 1);
-    if (n == 0)
-        return -EPIPE;
-    if (n < 0)
-        return (int)n;
-    int rc = r3_io_read_all(&c->io, hdr + 1, R3_WIRE_HDR - 1);
-    if (rc < 0)
-        return rc == -EPIPE ? r3_error(-EPROTO, "truncated frame header") : rc;
-    if (r3_wire_frame_len(hdr, max, len) < 0)
-        return r3_error(-EMSGSIZE, "frame of %" PRIu32 " bytes (the maximum is %zu)", *len, max);
-    char *b = malloc(*len);
-    if (!b)
-        return r3_error(-ENOMEM, "out of memory for a frame of %" PRIu32 " bytes", *len);
-    rc = r3_io_read_all(&c->io, b, *len);
-    if (rc < 0) {
-        free(b);
-        return rc == -EPIPE ? r3_error(-EPROTO, "truncated frame (%" PRIu32 " bytes announced)", *len)
-                            : rc;
-    }
-    *out = b;
-    return 0;
-}
-
-static bool method_is(const struct r3_wire_msg *m, const char *name)
-{
-    return m->method_len == strlen(name) && memcmp(m->method, name, m->method_len) == 0;
-}
-
-/* Hello exchange; 0 or -errno with c->why set. */
-static int do_hello(struct conn *c, msgpack_sbuffer *sb)
-{
-    struct r3_wire_server *s = c->s;
-    char *f = NULL;
-    uint32_t len;
-    msgpack_unpacked up;
-    struct r3_wire_msg m;
-    c->io.rtimeout_ms = HANDSHAKE_TIMEOUT_MS;
-    int rc = read_frame(c, R3_WIRE_HELLO_MAX, &f, &len);
-    if (rc < 0) {
-        snprintf(c->why, sizeof c->why, "no hello: %s", rc == -EPIPE ? "peer closed" : r3_last_error());
-        return rc;
-    }
-    rc = r3_wire_decode(f, len, &up, &m);
-    int err = 0;
-    char msg[160] = "";
-    if (rc < 0 || m.type != R3_WIRE_HELLO) {
-        err = -EPROTO;
-        snprintf(msg, sizeof msg, "r3serve: expected a hello [\"r3\", 1, {...}]");
-    } else if (m.version != R3_WIRE_VERSION) {
-        err = -EPROTONOSUPPORT;
-        snprintf(msg, sizeof msg, "r3serve: protocol version %" PRIu64 " is not supported (this server speaks %d)",
-                 m.version, R3_WIRE_VERSION);
+        if (last) {
+            snprintf(line, sizeof line, "%s%s%s%s%s export '%s': %u connection%s, %" PRIu64 " requests, %s read, "
+                     "%s written in %.1f s; %s", cl->host, cl->tls ? " tls" : "", cl->cn[0] ? " (cn=" : "", cl->cn,
+                     cl->cn[0] ? ")" : "", cl->export_name, cl->total, cl->total == 1 ? "" : "s", cl->nreq,
+                     human(cl->rbytes, a, sizeof a), human(cl->wbytes, b, sizeof b),
+                     (double)(r3_now_ns() - cl->t0) / 1e9,
+                     cl->why[0] ? cl->why : c->why[0] ? c->why : "closed");
+            if (s->o.log)
+                s->o.log(s->o.log_arg, line);
+            free(cl);
+        }
     } else {
-        snprintf(c->export_name, sizeof c->export_name, "%.*s", (int)m.export_len,
-                 m.export_name ? m.export_name : "");
-        const char *want = s->o.export_name;
-        if (want && want[0] && (m.export_len != strlen(want) || memcmp(m.export_name, want, m.export_len))) {
-            err = -ENOENT;
-            snprintf(msg, sizeof msg, "r3serve: no export '%s' (this server has '%s')", c->export_name, want);
-        }
+        snprintf(line, sizeof line, "%s%s%s%s%s export '%s': %" PRIu64 " requests, %s read, %s written in %.1f s; %s",
+                 c->peer, r3_io_is_tls(&c->io) ? " tls" : "", c->cn[0] ? " (cn=" : "", c->cn, c->cn[0] ? ")" : "",
+                 w->export_name, (uint64_t)w->nreq, human(w->rbytes, a, sizeof a), human(w->wbytes, b, sizeof b),
+                 (double)(r3_now_ns() - c->t_accept) / 1e9, c->why[0] ? c->why : "closed");
+        if (s->o.log)
+            s->o.log(s->o.log_arg, line);
     }
-    msgpack_unpacked_destroy(&up);
-    free(f);
-    msgpack_packer pk;
-    r3_wire_start(sb, &pk);
-    unsigned flags = (s->o.src->flags & R3_SRC_PARALLEL) |
-                     ((s->o.read_only || (s->o.src->flags & R3_SRC_RDONLY)) ? R3_SRC_RDONLY : 0);
-    r3_wire_pack_server_hello(&pk, err, msg, s->o.src->size, s->o.src->align, flags, s->o.max_request);
-    r3_wire_finish(sb, 0);
-    send_frame(c, sb, NULL, 0);
-    if (err < 0)
-        snprintf(c->why, sizeof c->why, "refused: %s", msg);
-    c->io.rtimeout_ms = -1;
-    return err;
+    free(w);
+    c->data = NULL;
+    return logged;
 }
 
-static void wait_inflight(struct conn *c, unsigned below)
-{
-    struct r3_wire_server *s = c->s;
-    pthread_mutex_lock(&s->mu);
-    while (c->inflight > below)
-        pthread_cond_wait(&s->changed, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static void serve(struct conn *c, msgpack_sbuffer *sb)
-{
-    struct r3_wire_server *s = c->s;
-    bool ro = s->o.read_only || (s->o.src->flags & R3_SRC_RDONLY);
-    for (;;) {
-        char *f = NULL;
-        uint32_t len;
-        int rc = read_frame(c, s->max_frame, &f, &len);
-        if (rc == -EPIPE) {
-            snprintf(c->why, sizeof c->why, "peer closed the connection");
-            return;
-        }
-        if (rc < 0) {
-            snprintf(c->why, sizeof c->why, "dropped: %s", r3_last_error());
-            if (rc == -EMSGSIZE)     /* tell the client why before hanging up */
-                reply(c, sb, 0, rc, c->why + 9, false, 0, NULL, 0);
-            return;
-        }
-        msgpack_unpacked up;
-        struct r3_wire_msg m;
-        rc = r3_wire_decode(f, len, &up, &m);
-        if (rc < 0 || m.type != R3_WIRE_REQUEST) {
-            msgpack_unpacked_destroy(&up);
-            free(f);
-            snprintf(c->why, sizeof c->why, "dropped: %s", rc < 0 ? "a frame that is not a well-formed request"
-                                                                  : "a frame that is not a request");
-            reply(c, sb, 0, -EPROTO, "r3serve: bad frame: expected [0, id, method, args]", false, 0, NULL, 0);
-            return;
-        }
-        atomic_fetch_add(&c->nreq, 1);
-        bool rd = method_is(&m, "read"), wr = method_is(&m, "write");
-        if (rd || wr) {
-            char msg[160] = "";
-            int err = 0;
-            if (m.len > s->o.max_request) {
-                err = -EMSGSIZE;
-                snprintf(msg, sizeof msg, "r3serve: %s of %" PRIu64 " bytes is larger than --max-request %zu",
-                         rd ? "read" : "write", m.len, s->o.max_request);
-            } else if (wr && ro) {
-                err = -EROFS;
-                snprintf(msg, sizeof msg, "r3serve: the export is read-only");
-            } else if (m.off > s->o.src->size || m.len > s->o.src->size - m.off) {
-                err = wr ? -ENOSPC : -EINVAL;
-                snprintf(msg, sizeof msg, "r3serve: %s of %" PRIu64 " bytes at %" PRIu64 " is past the end (%" PRIu64 " bytes)",
-                         rd ? "read" : "write", m.len, m.off, s->o.src->size);
-            }
-            if (err < 0 || m.len == 0) {
-                reply(c, sb, m.id, err, msg, false, 0, rd ? "" : NULL, 0);
-                msgpack_unpacked_destroy(&up);
-                free(f);
-                continue;
-            }
-            struct job *j = calloc(1, sizeof *j);
-            if (!j) {
-                reply(c, sb, m.id, -ENOMEM, "r3serve: out of memory", false, 0, NULL, 0);
-                msgpack_unpacked_destroy(&up);
-                free(f);
-                continue;
-            }
-            j->c = c;
-            j->id = m.id;
-            j->off = m.off;
-            j->len = m.len;
-            j->write = wr;
-            j->data = m.data;
-            j->frame = wr ? f : NULL;
-            if (!wr)
-                free(f);
-            msgpack_unpacked_destroy(&up);   /* m.data points into the frame, not the zone */
-            wait_inflight(c, (s->o.max_inflight ? s->o.max_inflight : 64) - 1);
-            pthread_mutex_lock(&s->mu);
-            c->refs++;
-            c->inflight++;
-            if (s->tail)
-                s->tail->next = j;
-            else
-                s->head = j;
-            s->tail = j;
-            pthread_cond_signal(&s->work);
-            pthread_mutex_unlock(&s->mu);
-            continue;
-        }
-        if (method_is(&m, "size")) {
-            reply(c, sb, m.id, 0, NULL, true, s->o.src->size, NULL, 0);
-        } else if (method_is(&m, "flush")) {
-            wait_inflight(c, 0);
-            if (!parallel(s))
-                pthread_mutex_lock(&s->src_mu);
-            rc = ro ? 0 : r3_source_flush(s->o.src);
-            if (!parallel(s))
-                pthread_mutex_unlock(&s->src_mu);
-            reply(c, sb, m.id, rc, rc < 0 ? r3_last_error() : NULL, false, 0, NULL, 0);
-        } else if (method_is(&m, "track") || method_is(&m, "finalize") || method_is(&m, "close")) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "r3serve: method '%.*s' is not supported yet", (int)m.method_len, m.method);
-            reply(c, sb, m.id, -ENOTSUP, msg, false, 0, NULL, 0);
-        } else {
-            char msg[96];
-            snprintf(msg, sizeof msg, "r3serve: unknown method '%.*s'",
-                     (int)(m.method_len > 32 ? 32 : m.method_len), m.method);
-            reply(c, sb, m.id, -ENOSYS, msg, false, 0, NULL, 0);
-        }
-        msgpack_unpacked_destroy(&up);
-        free(f);
-    }
-}
-
-static void *conn_main(void *arg)
-{
-    struct conn *c = arg;
-    struct r3_wire_server *s = c->s;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    c->io.wtimeout_ms = WRITE_TIMEOUT_MS;
-    int rc = 0;
-    if (s->o.tls) {
-        rc = r3_tls_accept(s->o.tls, &c->io, HANDSHAKE_TIMEOUT_MS);
-        if (rc < 0)
-            snprintf(c->why, sizeof c->why, "%s", r3_last_error());
-        else
-            r3_tls_peer_cn(&c->io, c->cn, sizeof c->cn);
-    }
-    if (rc == 0 && do_hello(c, &sb) == 0)
-        serve(c, &sb);
-    r3_io_shutdown(&c->io);
-    msgpack_sbuffer_destroy(&sb);
-    conn_put(c);
-    return NULL;
-}
-
-int r3_wire_server_add_conn(struct r3_wire_server *s, int fd, const char *peer)
-{
-    struct conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        return r3_error(-ENOMEM, "r3serve: out of memory");
-    }
-    c->s = s;
-    c->refs = 1;
-    c->t0 = r3_now_ns();
-    snprintf(c->peer, sizeof c->peer, "%s", peer ? peer : "?");
-    pthread_mutex_init(&c->wmu, NULL);
-    int rc = r3_io_init(&c->io, fd);
-    pthread_mutex_lock(&s->mu);
-    if (rc == 0 && s->closing)
-        rc = r3_error(-ESHUTDOWN, "r3serve: shutting down");
-    if (rc < 0) {
-        pthread_mutex_unlock(&s->mu);
-        r3_io_close(&c->io);
-        pthread_mutex_destroy(&c->wmu);
-        free(c);
-        return rc;
-    }
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nconns++;
-    pthread_mutex_unlock(&s->mu);
-    pthread_t t;
-    if ((rc = r3_thread_create(&t, conn_main, c)) == 0) {
-        pthread_detach(t);
-        return 0;
-    }
-    snprintf(c->why, sizeof c->why, "cannot start a thread");
-    conn_put(c);
-    return r3_error(rc, "r3serve: cannot start a connection thread");
-}
-
-unsigned r3_wire_server_conns(struct r3_wire_server *s)
-{
-    pthread_mutex_lock(&s->mu);
-    unsigned n = s->nconns;
-    pthread_mutex_unlock(&s->mu);
-    return n;
-}
+/* ---- life */
 
 int r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_server **out)
 {
     *out = NULL;
     if (!o->src)
         return r3_error(-EINVAL, "r3serve: no source to serve");
+    if (!o->listen)
+        return r3_error(-EINVAL, "r3serve: no address to listen on");
     struct r3_wire_server *s = calloc(1, sizeof *s);
     if (!s)
         return r3_error(-ENOMEM, "r3serve: out of memory");
@@ -487,6 +597,20 @@ int r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_serve
     pthread_mutex_init(&s->src_mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->changed, NULL);
+    struct r3_net_server_opts no = {
+        .name = "r3serve", .tls = o->tls, .insecure = o->insecure, .max_connections = o->max_connections,
+        .handshake_ms = (int)o->handshake_ms, .read_timeout_ms = (int)o->timeout_ms,
+        .send_timeout_ms = (int)o->timeout_ms, .max_inflight = o->max_inflight,
+        .h = { .handshake = on_handshake, .on_readable = on_readable, .on_close = on_close,
+               .refuse = refuse, .arg = s },
+        .log = o->log, .log_arg = o->log_arg,
+    };
+    int rc = r3_net_addr_parse(o->listen, 0, R3_NET_PASSIVE, &no.listen);
+    if (rc < 0) {
+        r3_error_prefix(rc, "r3serve: ");
+        r3_wire_server_free(s);
+        return rc;
+    }
     unsigned n = o->workers ? o->workers : 8;
     s->workers = calloc(n, sizeof *s->workers);
     if (!s->workers) {
@@ -494,32 +618,49 @@ int r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_serve
         return r3_error(-ENOMEM, "r3serve: out of memory");
     }
     for (; s->nworkers < n; s->nworkers++) {
-        int rc = r3_thread_create(&s->workers[s->nworkers], worker_main, s);
+        rc = r3_thread_create(&s->workers[s->nworkers], worker_main, s);
         if (rc < 0) {
             r3_wire_server_free(s);
             return r3_error(rc, "r3serve: cannot start worker threads");
         }
     }
+    if ((rc = r3_net_server_start(&no, &s->net)) < 0) {
+        char keep[512];
+        snprintf(keep, sizeof keep, "%s", r3_last_error());
+        r3_wire_server_free(s);
+        return r3_error(rc, "%s", keep);
+    }
     *out = s;
     return 0;
+}
+
+const char *r3_wire_server_address(struct r3_wire_server *s, char *buf, size_t n)
+{
+    return r3_net_addr_format(r3_net_server_addr(s->net), buf, n);
+}
+
+unsigned r3_wire_server_conns(struct r3_wire_server *s)
+{
+    return s->net ? r3_net_server_conns(s->net) : 0;
 }
 
 void r3_wire_server_free(struct r3_wire_server *s)
 {
     if (!s)
         return;
+    r3_net_server_stop(s->net);       /* every connection gone: no job is queued or running */
     pthread_mutex_lock(&s->mu);
-    s->closing = true;
-    for (struct conn *c = s->conns; c; c = c->next)
-        r3_io_shutdown(&c->io);
-    while (s->nconns > 0)
-        pthread_cond_wait(&s->changed, &s->mu);
     s->stop = true;
     pthread_cond_broadcast(&s->work);
     pthread_mutex_unlock(&s->mu);
     for (unsigned i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i], NULL);
     free(s->workers);
+    while (s->clients) {
+        struct client *cl = s->clients;
+        s->clients = cl->next;
+        free(cl);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->src_mu);
     pthread_cond_destroy(&s->work);

@@ -105,7 +105,7 @@ kill "$SERVE_PID"
 FREE=$(t_free_port)
 expect_fail "connection refused" "^r3cat: r3 127.0.0.1:$FREE: connection refused$" \
     "$CAT" get "r3://127.0.0.1:$FREE/x" "$D/none"
-expect_fail "wrong export" "no export 'nope'" "$CAT" get "r3://127.0.0.1:$P1/nope" "$D/none"
+expect_fail "wrong export" "no such export 'nope'$" "$CAT" get "r3://127.0.0.1:$P1/nope" "$D/none"
 expect_fail "TLS client to a plain server" "does the server speak TLS" \
     "$CAT" get "r3s://127.0.0.1:$P1/disk?ca=$D/A/ca.pem" "$D/none"
 expect_fail "missing port" "needs a port" "$CAT" get "r3://127.0.0.1/x" "$D/none"
