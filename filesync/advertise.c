@@ -330,10 +330,8 @@ static struct fs_frame *block_frame(uint64_t rid, uint64_t fid, uint64_t idx, co
     msgpack_pack_uint64(&pk, idx);
     msgpack_pack_bin(&pk, n);
     size_t body = hb.size + n;
-    struct fs_frame *f = malloc(sizeof *f + 4 + body);
+    struct fs_frame *f = fs_frame_alloc(body, NULL);
     if (f) {
-        atomic_init(&f->refs, 1);
-        f->len = (uint32_t)(4 + body);
         f->data[0] = (unsigned char)(body >> 24);
         f->data[1] = (unsigned char)(body >> 16);
         f->data[2] = (unsigned char)(body >> 8);

@@ -20,15 +20,24 @@ struct fs_qent {
     struct fs_frame *f;
 };
 
-struct fs_frame *fs_frame_raw(const void *body, size_t len)
+struct fs_frame *fs_frame_alloc(size_t body, struct r3_net_budget *budget)
 {
-    if (len + 4 > FS_MAX_FRAME)
+    if (body + 4 > FS_MAX_FRAME)
         return NULL;
-    struct fs_frame *f = malloc(sizeof *f + 4 + len);
+    struct fs_frame *f = malloc(sizeof *f + 4 + body);
     if (!f)
         return NULL;
     atomic_init(&f->refs, 1);
-    f->len = (uint32_t)(4 + len);
+    f->len = (uint32_t)(4 + body);
+    f->budget = budget;
+    return f;
+}
+
+struct fs_frame *fs_frame_raw(const void *body, size_t len)
+{
+    struct fs_frame *f = fs_frame_alloc(len, NULL);
+    if (!f)
+        return NULL;
     f->data[0] = (unsigned char)(len >> 24);
     f->data[1] = (unsigned char)(len >> 16);
     f->data[2] = (unsigned char)(len >> 8);
@@ -44,8 +53,11 @@ struct fs_frame *fs_frame_new(const msgpack_sbuffer *b)
 
 void fs_frame_put(struct fs_frame *f)
 {
-    if (f && atomic_fetch_sub(&f->refs, 1) == 1)
-        free(f);
+    if (!f || atomic_fetch_sub(&f->refs, 1) != 1)
+        return;
+    if (f->budget)
+        r3_net_budget_give(f->budget, f->len, NULL);
+    free(f);
 }
 
 static struct fs_conn *conn_alloc(void)
@@ -62,43 +74,22 @@ static struct fs_conn *conn_alloc(void)
 int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out)
 {
     *out = NULL;
-    char host[256];
-    int port;
-    int rc = fs_parse_addr(addr, host, sizeof host, &port);
-    if (rc < 0)
+    struct r3_net_addr a;
+    int fd, rc = r3_net_addr_parse(addr, 0, 0, &a);
+    uint64_t deadline = r3_net_deadline(timeout_ms);
+    if (rc < 0 || (rc = r3_net_dial(&a, timeout_ms, &fd)) < 0)
         return rc;
-    int fd = fs_tcp_connect(addr, timeout_ms);
-    if (fd < 0)
-        return fd;
     struct fs_conn *c = conn_alloc();
     if (!c) {
         close(fd);
         return r3_error(-ENOMEM, "out of memory");
     }
     rc = r3_io_init(&c->io, fd);
+    int left = r3_net_remaining_ms(deadline);
     if (rc == 0)
-        rc = r3_tls_connect(ctx, &c->io, host, timeout_ms);
+        rc = r3_tls_connect(ctx, &c->io, a.kind == R3_NET_TCP ? a.host : NULL, left > 0 ? left : 1);
     if (rc < 0) {
         r3_error_prefix(rc, "%s: ", addr);
-        fs_conn_free(c);
-        return rc;
-    }
-    *out = c;
-    return 0;
-}
-
-int fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out)
-{
-    *out = NULL;
-    struct fs_conn *c = conn_alloc();
-    if (!c) {
-        close(fd);
-        return r3_error(-ENOMEM, "out of memory");
-    }
-    int rc = r3_io_init(&c->io, fd);
-    if (rc == 0)
-        rc = r3_tls_accept(ctx, &c->io, timeout_ms);
-    if (rc < 0) {
         fs_conn_free(c);
         return rc;
     }

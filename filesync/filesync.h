@@ -2,7 +2,7 @@
  * Internal to libr3 and r3sync (not installed). Parts:
  *   hash.c      XXH3-128 per fixed block, several threads
  *   track.c     change tracking of a mapping: uffd WP_ASYNC + PAGEMAP_SCAN
- *   net.c, conn.c  TCP, and framed msgpack messages over a TLS r3_io (src/wire/tls.h)
+ *   conn.c      a client's framed msgpack messages over a TLS r3_io (src/net)
  *   dial.c      reaching the hub: retries with backoff + jitter, final refusals, giving up
  *   hub.c, advertise.c, receive.c   the three r3sync roles
  *   report.c    lines and progress handed to the caller (the library never prints)
@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <msgpack.h>
-#include "wire/tls.h"
+#include "net/net.h"
 
 #define FS_DEFAULT_BLOCK   (64u * 1024u)
 #define FS_MAX_BLOCK       (4u << 20)           /* largest block size accepted */
@@ -52,25 +52,20 @@ int  fs_track_open(void *base, size_t len, struct fs_track **out);
 long fs_track_scan(struct fs_track *t, uint32_t block, uint8_t *dirty);
 void fs_track_close(struct fs_track *t);
 
-/* ---- TLS: the shared layer of src/wire/tls.h (contexts, r3_io, peer CN);
- * net.c adds TCP connect/listen for "host:port" addresses. */
-/* Split "host:port" ("[v6]:port"); 0 or -EINVAL. */
-int  fs_parse_addr(const char *addr, char *host, size_t hn, int *port);
-/* A connected TCP socket, or -errno. */
-int  fs_tcp_connect(const char *addr, int timeout_ms);
-/* A listening TCP socket, or -errno. */
-int  fs_tcp_listen(const char *addr);
-
 /* ---- frames and connections (conn.c) */
 /* A frame: 4-byte big-endian length + one msgpack array. Shared by reference
  * between the queues of many connections (the hub relays one copy). */
 struct fs_frame {
     atomic_uint refs;
     uint32_t len;              /* bytes in data, header included */
+    struct r3_net_budget *budget;   /* given len bytes back when freed (NULL: none) */
     unsigned char data[];
 };
 struct fs_frame *fs_frame_new(const msgpack_sbuffer *body);   /* refs = 1; NULL on ENOMEM */
 struct fs_frame *fs_frame_raw(const void *body, size_t len);
+/* A frame of body bytes (header and body not filled in) whose len bytes
+ * were taken from budget (NULL: none); refs = 1. NULL on ENOMEM. */
+struct fs_frame *fs_frame_alloc(size_t body, struct r3_net_budget *budget);
 void fs_frame_put(struct fs_frame *f);
 
 struct fs_qent;
@@ -85,10 +80,9 @@ struct fs_conn {
     atomic_uint_fast64_t bytes_out, bytes_in;   /* framed bytes */
     char err[256];             /* why the connection died */
 };
-/* Dial addr and do the TLS handshake (client certificate from ctx). */
+/* Dial addr (src/net's address syntax) and do the TLS handshake (client
+ * certificate from ctx), within timeout_ms. */
 int  fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out);
-/* TLS accept on an accepted socket (owned from now on, also on failure). */
-int  fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out);
 void fs_conn_free(struct fs_conn *c);
 /* Queue a frame (takes a reference). Blocks while more than limit bytes are
  * queued, up to timeout_ms (<0 = until the connection dies). 0, -EPIPE (dead),
@@ -152,9 +146,6 @@ void fs_say(const struct fs_report *r, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* ---- reaching the hub (dial.c) */
-/* Backoff before retry number attempt (0 = the first): 100 ms doubling up
- * to 5 s, with jitter (a random point of the upper half). */
-unsigned fs_backoff_ms(unsigned attempt);
 struct fs_dial {
     const char *hub;           /* "host:port" */
     struct r3_tls_ctx *ctx;
@@ -163,10 +154,10 @@ struct fs_dial {
     const struct fs_report *rep;
     volatile int *stop;
     /* state */
+    struct r3_net_backoff b;   /* src/net's backoff; its start is this disconnected period's */
+    bool started, warned;
     unsigned attempts, total_attempts;
-    uint64_t down_since;       /* start of this disconnected period (ns) */
-    bool warned;
-    char why[512];
+    char why[512];             /* the last failure */
 };
 /* Connect and say hello, retrying until it works (0 and *out), *stop
  * (-EINTR), a final refusal (-EACCES) or give_up_ms without a connection
@@ -180,6 +171,8 @@ struct fs_hub_opts {
     const char *listen;
     struct r3_tls_opts tls;
     size_t queue_limit;        /* per receiver; 0 = 64 MiB */
+    size_t max_inflight;       /* advertisers' frames alive in the hub; 0 = 256 MiB */
+    unsigned max_connections;  /* 0 = 1024 (src/net's default) */
     bool verbose;
     struct fs_report report;
 };

@@ -1,7 +1,7 @@
 # filesync: mmap + hash delta sync (hasher, tracker, hub, advertiser,
 # receiver, strategy) and the r3sync tool, tests and benchmark.
 noinst_HEADERS += filesync/filesync.h
-libr3_la_SOURCES += filesync/hash.c filesync/track.c filesync/net.c filesync/conn.c \
+libr3_la_SOURCES += filesync/hash.c filesync/track.c filesync/conn.c \
 	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/report.c filesync/dial.c filesync/strategy.c
 
 bin_PROGRAMS += r3sync

@@ -136,12 +136,12 @@ static unsigned parse_count(const char *flag, const char *v, unsigned min, unsig
     return (unsigned)n;
 }
 
+/* The network layer's address syntax; its sentence names the bad part. */
 static void check_addr(const char *flag, const char *v)
 {
-    char host[256];
-    int port;
-    if (fs_parse_addr(v, host, sizeof host, &port) < 0)
-        usage_error("%s '%s': want HOST:PORT with a port from 1 to 65535", flag, v);
+    struct r3_net_addr a;
+    if (r3_net_addr_parse(v, 0, 0, &a) < 0)
+        usage_error("%s: %s", flag, r3_last_error());
 }
 
 /* ---- what the roles report */
