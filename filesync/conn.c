@@ -60,6 +60,46 @@ void fs_frame_put(struct fs_frame *f)
     free(f);
 }
 
+int fs_frame_read(struct r3_io *io, uint32_t max, struct r3_net_budget *budget, const bool *stop,
+                  struct fs_frame **out)
+{
+    unsigned char hdr[4];
+    uint32_t len;
+    *out = NULL;
+    int rc = r3_io_read_all(io, hdr, 4);
+    if (rc < 0)
+        return rc;
+    if (r3_wire_frame_len(hdr, max, &len) < 0)
+        return r3_error(-EMSGSIZE, "frame of %u bytes refused (limit %u)",
+                        (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
+                        max);
+    if (budget && (rc = r3_net_budget_take(budget, len + 4u, NULL, 0, stop)) < 0)
+        return rc;
+    struct fs_frame *f = fs_frame_alloc(len, budget);
+    if (!f) {
+        if (budget)
+            r3_net_budget_give(budget, len + 4u, NULL);
+        return r3_error(-ENOMEM, "out of memory for a frame of %u bytes", len);
+    }
+    memcpy(f->data, hdr, 4);
+    if ((rc = r3_io_read_all(io, f->data + 4, len)) < 0) {
+        fs_frame_put(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+int fs_frame_unpack(const struct fs_frame *f, msgpack_unpacked *u)
+{
+    size_t used = 0;
+    msgpack_unpacked_init(u);
+    if (msgpack_unpack_next(u, (const char *)f->data + 4, f->len - 4, &used) != MSGPACK_UNPACK_SUCCESS ||
+        used != f->len - 4 || u->data.type != MSGPACK_OBJECT_ARRAY || u->data.via.array.size < 1)
+        return r3_error(-EPROTO, "malformed frame");
+    return 0;
+}
+
 static struct fs_conn *conn_alloc(void)
 {
     struct fs_conn *c = calloc(1, sizeof *c);
@@ -113,25 +153,22 @@ int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
     msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
     msgpack_pack_str(&pk, strlen(role));
     msgpack_pack_str_body(&pk, role, strlen(role));
-    struct fs_frame *f = fs_frame_new(&b);
+    struct fs_frame *hello = fs_frame_new(&b);
     msgpack_sbuffer_destroy(&b);
-    if (!f)
+    if (!hello)
         return r3_error(-ENOMEM, "out of memory");
-    int wrc = r3_io_write_all(&c->io, f->data, f->len);
-    fs_frame_put(f);
+    int wrc = r3_io_write_all(&c->io, hello->data, hello->len);
+    fs_frame_put(hello);
     /* even when the write failed, the hub's reason may be waiting (a TLS
      * alert sent as it refused our certificate): read it */
     char werr[256];
     snprintf(werr, sizeof werr, "%s", wrc < 0 ? r3_last_error() : "");
-    unsigned char hdr[4], buf[HELLO_MAX];
-    uint32_t len = 0;
     c->io.rtimeout_ms = timeout_ms;
-    int rc = r3_io_read_all(&c->io, hdr, 4);
-    if (rc == 0 && (rc = r3_wire_frame_len(hdr, HELLO_MAX, &len)) < 0)
-        rc = r3_error(-EPROTO, "not an r3sync hub (its first frame is not a hello)");
-    if (rc == 0)
-        rc = r3_io_read_all(&c->io, buf, len);
+    struct fs_frame *f;
+    int rc = fs_frame_read(&c->io, HELLO_MAX, NULL, NULL, &f);
     c->io.rtimeout_ms = -1;
+    if (rc == -EMSGSIZE)
+        return r3_error(-EPROTO, "not an r3sync hub (its first frame is not a hello)");
     if (rc < 0) {
         char why[256];
         snprintf(why, sizeof why, "%s", r3_last_error());
@@ -142,14 +179,10 @@ int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
         return r3_error_prefix(rc, "hello: ");
     }
     msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t used = 0;
     const char *s, *ok;
     uint32_t sn, okn;
     uint64_t type = 0, ver = 0;
-    rc = 0;
-    if (msgpack_unpack_next(&u, (const char *)buf, len, &used) != MSGPACK_UNPACK_SUCCESS ||
-        used != len || !fs_msg_uint(&u.data, 0, &type))
+    if (fs_frame_unpack(f, &u) < 0 || !fs_msg_uint(&u.data, 0, &type))
         rc = r3_error(-EPROTO, "not an r3sync hub (malformed hello)");
     else if (type == FS_ERR)
         rc = fs_msg_str(&u.data, 1, &s, &sn)
@@ -161,6 +194,7 @@ int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
         rc = r3_error(-EPROTO, "not an r3sync hub (unexpected hello)");
     else if (!fs_msg_uint(&u.data, 4, &c->id))
         rc = r3_error(-EPROTO, "not an r3sync hub (hello without an id)");
+    fs_frame_put(f);
     msgpack_unpacked_destroy(&u);
     return rc;
 }
@@ -347,43 +381,17 @@ void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
         pthread_mutex_unlock(&c->mu);
         return;
     }
-    unsigned char *buf = NULL;
-    size_t cap = 0;
     for (;;) {
-        unsigned char hdr[4];
-        uint32_t len;
-        int rc = r3_io_read_all(&c->io, hdr, 4);
-        if (rc == 0 && (rc = r3_wire_frame_len(hdr, FS_MAX_FRAME - 4, &len)) < 0)
-            r3_error(rc, "frame of %u bytes refused (limit %u)",
-                     (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
-                     FS_MAX_FRAME - 4);
-        if (rc == 0 && len > cap) {
-            size_t ncap = cap ? cap : 65536;
-            while (ncap < len)
-                ncap *= 2;
-            unsigned char *nb = realloc(buf, ncap);
-            if (!nb)
-                rc = r3_error(-ENOMEM, "out of memory");
-            else {
-                buf = nb;
-                cap = ncap;
-            }
-        }
-        if (rc == 0)
-            rc = r3_io_read_all(&c->io, buf, len);
+        struct fs_frame *f;
+        int rc = fs_frame_read(&c->io, FS_MAX_FRAME - 4, NULL, NULL, &f);
         if (rc == 0) {
             msgpack_unpacked u;
-            msgpack_unpacked_init(&u);
-            size_t used = 0;
-            msgpack_unpack_return ur = msgpack_unpack_next(&u, (const char *)buf, len, &used);
-            if (ur != MSGPACK_UNPACK_SUCCESS || used != len || u.data.type != MSGPACK_OBJECT_ARRAY ||
-                u.data.via.array.size < 1)
-                rc = r3_error(-EPROTO, "malformed frame");
-            else {
-                atomic_fetch_add(&c->bytes_in, (uint64_t)len + 4);
-                rc = fn(arg, c, &u.data, buf, len);
+            if ((rc = fs_frame_unpack(f, &u)) == 0) {
+                atomic_fetch_add(&c->bytes_in, f->len);
+                rc = fn(arg, c, &u.data, f->data + 4, f->len - 4);
             }
             msgpack_unpacked_destroy(&u);
+            fs_frame_put(f);
         }
         if (rc < 0) {
             pthread_mutex_lock(&c->mu);
@@ -395,7 +403,6 @@ void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
             break;
         }
     }
-    free(buf);
     r3_io_shutdown(&c->io);
     pthread_join(wt, NULL);
 }

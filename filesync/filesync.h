@@ -67,6 +67,15 @@ struct fs_frame *fs_frame_raw(const void *body, size_t len);
  * were taken from budget (NULL: none); refs = 1. NULL on ENOMEM. */
 struct fs_frame *fs_frame_alloc(size_t body, struct r3_net_budget *budget);
 void fs_frame_put(struct fs_frame *f);
+/* The one frame reader of filesync (hub and clients): the length (frame.h's
+ * r3_wire_frame_len) is checked against max before anything is allocated
+ * (-EMSGSIZE with a sentence), then taken from budget (NULL: none; waits
+ * while it is used up, -ESHUTDOWN once *stop), then the frame is read. */
+int  fs_frame_read(struct r3_io *io, uint32_t max, struct r3_net_budget *budget, const bool *stop,
+                   struct fs_frame **out);
+/* Its payload as one msgpack array (-EPROTO otherwise); destroy u after,
+ * also on failure. */
+int  fs_frame_unpack(const struct fs_frame *f, msgpack_unpacked *u);
 
 struct fs_qent;
 struct fs_conn {

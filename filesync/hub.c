@@ -215,46 +215,11 @@ static int refuse(struct hconn *hc, const char *fmt, ...)
     return refuse_conn(hc->hub, hc->c, hc->sid, msg);
 }
 
-/* One frame from c: length bounded before anything is allocated; an
- * advertiser's frames take their bytes from the budget first. */
+/* One frame from c; an advertiser's frames take their bytes from the budget. */
 static int read_frame(struct hub *h, struct r3_net_conn *c, uint32_t max, bool budget,
                       struct fs_frame **out)
 {
-    unsigned char hdr[4];
-    uint32_t len;
-    *out = NULL;
-    int rc = r3_io_read_all(&c->io, hdr, 4);
-    if (rc < 0)
-        return rc;
-    if (r3_wire_frame_len(hdr, max, &len) < 0)
-        return r3_error(-EMSGSIZE, "frame of %u bytes refused (limit %u)",
-                        (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
-                        max);
-    if (budget && (rc = r3_net_budget_take(&h->budget, len + 4u, NULL, 0, &h->stopping)) < 0)
-        return rc;
-    struct fs_frame *f = fs_frame_alloc(len, budget ? &h->budget : NULL);
-    if (!f) {
-        if (budget)
-            r3_net_budget_give(&h->budget, len + 4u, NULL);
-        return r3_error(-ENOMEM, "out of memory");
-    }
-    memcpy(f->data, hdr, 4);
-    if ((rc = r3_io_read_all(&c->io, f->data + 4, len)) < 0) {
-        fs_frame_put(f);
-        return rc;
-    }
-    *out = f;
-    return 0;
-}
-
-static int unpack(const struct fs_frame *f, msgpack_unpacked *u)
-{
-    size_t used = 0;
-    msgpack_unpacked_init(u);
-    if (msgpack_unpack_next(u, (const char *)f->data + 4, f->len - 4, &used) != MSGPACK_UNPACK_SUCCESS ||
-        used != f->len - 4 || u->data.type != MSGPACK_OBJECT_ARRAY || u->data.via.array.size < 1)
-        return r3_error(-EPROTO, "malformed frame");
-    return 0;
+    return fs_frame_read(&c->io, max, budget ? &h->budget : NULL, &h->stopping, out);
 }
 
 /* The server's handshake callback (after the TLS handshake, within the
@@ -276,7 +241,7 @@ static int on_handshake(struct r3_net_conn *c)
     uint32_t sn, rn;
     uint64_t type, ver;
     int r = ROLE_NONE;
-    if ((rc = unpack(f, &u)) < 0)
+    if ((rc = fs_frame_unpack(f, &u)) < 0)
         ;
     else if (!fs_msg_uint(m, 0, &type) || type != FS_HELLO)
         rc = refuse_conn(h, c, c->cn, "hello expected");
@@ -567,7 +532,7 @@ static int on_readable(struct r3_net_conn *c)
         return rc;
     msgpack_unpacked u;
     uint64_t type;
-    if ((rc = unpack(f, &u)) < 0)
+    if ((rc = fs_frame_unpack(f, &u)) < 0)
         rc = refuse(hc, "malformed frame");
     else if (!fs_msg_uint(&u.data, 0, &type))
         rc = refuse(hc, "message without a type");
