@@ -33,14 +33,19 @@ static const char usage_main[] =
 "options of each subcommand. See r3sync(1).\n";
 
 static const char usage_hub[] =
-"usage: r3sync hub --listen HOST:PORT --tls-cert PEM --tls-key PEM --tls-ca PEM [--verbose]\n"
+"usage: r3sync hub --listen HOST:PORT --tls-cert PEM --tls-key PEM --tls-ca PEM\n"
+"                  [--max-connections N] [--max-inflight SIZE] [--verbose]\n"
 "Relays advertisers' blocks to the receivers of the same id (the CN of their\n"
 "client certificates). Clients must present a certificate signed by --tls-ca.\n"
 "  --listen HOST:PORT   address to listen on ([v6]:port for IPv6)\n"
 "  --tls-cert PEM       the hub's certificate\n"
 "  --tls-key PEM        its private key\n"
 "  --tls-ca PEM         CA that signs client certificates (required: mTLS only)\n"
-"  --verbose            log every connection, file and refusal\n"
+"  --max-connections N  connections at once; more are refused (default 1024)\n"
+"  --max-inflight SIZE  memory for blocks being relayed (default 256M); an\n"
+"                       advertiser waits while it is used up\n"
+"  --verbose            also log joins and advertised files (closes and\n"
+"                       refusals are always logged)\n"
 "  -h, --help           this help;  -V, --version  the version\n"
 "SIGINT/SIGTERM stop cleanly.\n";
 
@@ -173,12 +178,14 @@ static void on_progress(void *arg, const char *what, uint64_t done, uint64_t tot
 }
 
 enum { O_LISTEN = 256, O_TCERT, O_TKEY, O_TCA, O_HUB, O_CERT, O_KEY, O_CA, O_INTERVAL, O_BLOCK,
-       O_THREADS, O_ROUNDS, O_QUIET, O_VERBOSE, O_NOPROGRESS, O_GIVEUP };
+       O_THREADS, O_ROUNDS, O_QUIET, O_VERBOSE, O_NOPROGRESS, O_GIVEUP, O_MAXCONN, O_INFLIGHT };
 
 static const struct option hub_opts[] = {
     { "listen", required_argument, 0, O_LISTEN }, { "tls-cert", required_argument, 0, O_TCERT },
     { "tls-key", required_argument, 0, O_TKEY }, { "tls-ca", required_argument, 0, O_TCA },
     { "verbose", no_argument, 0, O_VERBOSE }, { "help", no_argument, 0, 'h' },
+    { "max-connections", required_argument, 0, O_MAXCONN },
+    { "max-inflight", required_argument, 0, O_INFLIGHT },
     { "version", no_argument, 0, 'V' }, { 0, 0, 0, 0 },
 };
 static const struct option adv_opts[] = {
@@ -203,7 +210,8 @@ struct args {
     struct r3_tls_opts stls, ctls;
     unsigned interval_ms, threads, rounds, give_up_ms;
     bool give_up_set, verbose, progress;
-    uint64_t block;
+    uint64_t block, max_inflight;
+    unsigned max_connections;
 };
 
 static void parse(int argc, char **argv, const struct option *opts, const char *help,
@@ -233,6 +241,12 @@ static void parse(int argc, char **argv, const struct option *opts, const char *
             if (r3_parse_size(optarg, &a->block) < 0 || !r3_is_pow2(a->block) ||
                 a->block < 4096 || a->block > FS_MAX_BLOCK)
                 usage_error("--block '%s': want a power of two from 4K to 4M", optarg);
+            break;
+        case O_MAXCONN: a->max_connections = parse_count("--max-connections", optarg, 1, 1000000); break;
+        case O_INFLIGHT:
+            if (r3_parse_size(optarg, &a->max_inflight) < 0 || a->max_inflight < FS_MAX_FRAME ||
+                a->max_inflight > ((uint64_t)1 << 40))
+                usage_error("--max-inflight '%s': want a size from 5M to 1T", optarg);
             break;
         case O_QUIET: quiet = true; break;
         case O_VERBOSE: a->verbose = true; break;
@@ -314,7 +328,8 @@ int main(int argc, char **argv)
     int rc;
     if (!strcmp(cmd, "hub")) {
         struct fs_hub_opts o = { .listen = a.listen, .tls = a.stls, .verbose = a.verbose,
-                                 .report = rep };
+                                 .max_connections = a.max_connections,
+                                 .max_inflight = (size_t)a.max_inflight, .report = rep };
         rc = fs_hub_run(&o, &stop_flag);
     } else if (!strcmp(cmd, "advertise")) {
         struct fs_adv_opts o = { .hub = a.hub, .tls = a.ctls, .files = (const char *const *)argv + optind,
