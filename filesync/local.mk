@@ -12,8 +12,10 @@ r3sync_LDADD = libr3.la $(MSGPACK_LIBS) $(OPENSSL_LIBS)
 TESTS += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh
-TESTS += tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh
-EXTRA_DIST += tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh
+TESTS += tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh \
+	tests/integration/filesync_limits.sh
+EXTRA_DIST += tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh \
+	tests/integration/filesync_limits.sh
 EXTRA_DIST += tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
