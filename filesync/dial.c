@@ -14,6 +14,9 @@
 #define HELLO_TIMEOUT_MS 10000
 #define BACKOFF_BASE_MS  100u
 #define BACKOFF_CAP_MS   5000u
+/* A connection that lasted less than this does not reset the backoff: a hub
+ * that accepts and drops at once must not cause a reconnect storm. */
+#define STABLE_NS        (10ull * 1000000000ull)
 
 static void begin(struct fs_dial *d)
 {
@@ -25,7 +28,22 @@ static void begin(struct fs_dial *d)
 
 void fs_dial_lost(struct fs_dial *d)
 {
-    begin(d);
+    if (!d->up_since || r3_now_ns() - d->up_since >= STABLE_NS)
+        begin(d);
+    else
+        d->pause = true;             /* back off before the next attempt */
+    d->up_since = 0;
+}
+
+/* Wait the backoff's next delay (0) or give up (-ETIMEDOUT). */
+static int pause_(struct fs_dial *d)
+{
+    int wait = r3_net_backoff_next(&d->b);
+    if (wait < 0)
+        return -ETIMEDOUT;
+    for (uint64_t t0 = r3_now_ns(); !*d->stop && r3_now_ns() - t0 < (uint64_t)wait * 1000000u;)
+        usleep(20000);
+    return 0;
 }
 
 /* Milliseconds before giving up (INT32_MAX: never). */
@@ -50,6 +68,11 @@ int fs_dial(struct fs_dial *d, struct fs_conn **out)
     if (!d->started)
         begin(d);
     for (;;) {
+        if (d->pause) {
+            d->pause = false;
+            if (pause_(d) < 0)
+                return give_up(d);
+        }
         if (*d->stop)
             return r3_error(-EINTR, "stopped");
         int left = ms_left(d);
@@ -68,7 +91,7 @@ int fs_dial(struct fs_dial *d, struct fs_conn **out)
         d->total_attempts++;
         if (rc == 0) {
             d->warned = false;
-            d->started = false;          /* the next loss starts a new period */
+            d->up_since = r3_now_ns();   /* fs_dial_lost decides if it lasted */
             *out = c;
             return 0;
         }
@@ -78,10 +101,6 @@ int fs_dial(struct fs_dial *d, struct fs_conn **out)
         if (!d->warned)
             fs_say(d->rep, FS_SAY_DIAG, "%s (retrying)", d->why);
         d->warned = true;
-        int wait = r3_net_backoff_next(&d->b);
-        if (wait < 0)
-            return give_up(d);
-        for (uint64_t t0 = r3_now_ns(); !*d->stop && r3_now_ns() - t0 < (uint64_t)wait * 1000000u;)
-            usleep(20000);
+        d->pause = true;
     }
 }

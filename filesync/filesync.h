@@ -164,14 +164,16 @@ struct fs_dial {
     volatile int *stop;
     /* state */
     struct r3_net_backoff b;   /* src/net's backoff; its start is this disconnected period's */
-    bool started, warned;
+    bool started, warned, pause;
+    uint64_t up_since;         /* when the current connection came up (ns), 0 = none */
     unsigned attempts, total_attempts;
     char why[512];             /* the last failure */
 };
 /* Connect and say hello, retrying until it works (0 and *out), *stop
  * (-EINTR), a final refusal (-EACCES) or give_up_ms without a connection
  * since the start or the last fs_dial_lost (-ETIMEDOUT), each with a
- * sentence. */
+ * sentence. fs_dial_lost: the connection ended; if it lasted less than 10 s
+ * the backoff (and the give-up clock) go on, else they start afresh. */
 int  fs_dial(struct fs_dial *d, struct fs_conn **out);
 void fs_dial_lost(struct fs_dial *d);
 

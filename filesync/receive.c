@@ -343,17 +343,20 @@ static void *io_main(void *p)
 int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
 {
     struct recv r = { .o = o };
-    if (mkdir(o->dir, 0755) < 0 && errno != EEXIST)
-        return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
-    r.dirfd = open(o->dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    if (r.dirfd < 0)
-        return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
     struct r3_tls_ctx *ctx;
     if (!o->tls.cert || !o->tls.key || !o->tls.ca)
         return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
     int rc = r3_tls_client_ctx(&o->tls, &ctx);
-    if (rc < 0) {
-        close(r.dirfd);
+    if (rc < 0)
+        return rc;
+    if (mkdir(o->dir, 0755) < 0 && errno != EEXIST) {
+        r3_tls_ctx_free(ctx);
+        return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
+    }
+    r.dirfd = open(o->dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (r.dirfd < 0) {
+        rc = r3_error(-errno, "%s: %s", o->dir, strerror(errno));
+        r3_tls_ctx_free(ctx);
         return rc;
     }
     pthread_mutex_init(&r.mu, NULL);

@@ -66,6 +66,45 @@ t_timeout 20 "$R3SYNC" receive "$T_DIR/evil" --hub "127.0.0.1:$PORT" $(fs_client
 grep -q "certificate" "$T_DIR/untrusted.err" || { cat "$T_DIR/untrusted.err"; t_fail "no certificate error for an untrusted hub"; }
 [ -z "$(ls -A "$T_DIR/evil")" ] || t_fail "a refused receiver wrote files"
 
+# a hub that accepts the hello and drops the connection at once: the client
+# backs off between these short connections too (no reconnect storm)
+FLAP=$(t_free_port)
+cat > "$T_DIR/flap.py" <<PY
+import socket, ssl, struct, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("$C/hub.pem", "$C/hub.key")
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations("$C/ca.pem")
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", $FLAP)); ls.listen(64); ls.settimeout(0.2)
+hello = b"\x95\x01\xa6r3sync\x01\xa2ok\x01"
+n, end = 0, time.time() + 4
+while time.time() < end:
+    try:
+        s, _ = ls.accept()
+    except socket.timeout:
+        continue
+    n += 1
+    try:
+        t = ctx.wrap_socket(s, server_side=True)
+        t.settimeout(2)
+        h = t.recv(4); t.recv(struct.unpack(">I", h)[0])
+        t.sendall(struct.pack(">I", len(hello)) + hello)
+        t.close()
+    except Exception:
+        s.close()
+print(n, flush=True)
+PY
+python3 "$T_DIR/flap.py" > "$T_DIR/flap.out" 2>&1 &
+FLAP_PID=$!
+t_wait_port "$FLAP"
+t_bg "$R3SYNC" advertise f.bin --hub "127.0.0.1:$FLAP" $(fs_client a) >/dev/null 2>"$T_DIR/flap.err"
+wait "$FLAP_PID"
+flaps=$(cat "$T_DIR/flap.out")
+[ -n "$flaps" ] && [ "$flaps" -ge 3 ] && [ "$flaps" -le 12 ] ||
+    { cat "$T_DIR/flap.out" "$T_DIR/flap.err"; t_fail "$flaps connections in 4 s to a hub that drops them (want backoff: 3..12)"; }
+t_log "a hub that drops every connection: $flaps connections in 4 s"
+
 # positive control: the right certificate connects and finishes its round
 t_timeout 20 "$R3SYNC" advertise f.bin --hub "127.0.0.1:$PORT" $(fs_client a) --rounds 1 \
     >"$T_DIR/good.log" 2>"$T_DIR/good.err" || { cat "$T_DIR/good.err"; t_fail "a good advertiser failed"; }
