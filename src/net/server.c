@@ -15,6 +15,7 @@
  * still name a connection closed earlier in that batch). */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -30,6 +31,7 @@
 #include "net/net.h"
 
 #define TICK_MS 250
+#define LINGER_MS 20
 #define POOL_IDLE_NS (5ull * 1000000000ull)
 
 struct outq {
@@ -71,7 +73,7 @@ struct r3_net_server {
     struct conn *conns;
     unsigned nconns;
     struct conn *qhead, *qtail;    /* connections waiting for a pool thread */
-    unsigned nthreads, idle;
+    unsigned nqueued, nthreads, idle;
     struct conn *grave;
     struct r3_net_budget budget;
     size_t share;
@@ -363,6 +365,16 @@ void r3_net_budget_release(struct r3_net_conn *pc, size_t bytes)
 
 /* ---- the pool */
 
+/* A busy connection's next request usually follows its reply within
+ * microseconds: wait a moment for it on this thread rather than going back
+ * through epoll and a thread handoff (latency). Idle connections still end
+ * up in epoll, LINGER_MS after their last request. */
+static bool linger(struct r3_net_conn *pc)
+{
+    struct pollfd p = { .fd = pc->io.fd, .events = POLLIN };
+    return poll(&p, 1, LINGER_MS) > 0;
+}
+
 static void serve_one(struct r3_net_server *s, struct conn *c)
 {
     struct r3_net_conn *pc = &c->pub;
@@ -410,7 +422,7 @@ static void serve_one(struct r3_net_server *s, struct conn *c)
         pthread_mutex_lock(&c->mu);
         closing = c->closing;
         pthread_mutex_unlock(&c->mu);
-        if (atomic_load(&s->stopping) || !r3_io_input_ready(&pc->io))
+        if (atomic_load(&s->stopping) || (!r3_io_input_ready(&pc->io) && !linger(pc)))
             break;
     }
 idle:
@@ -442,6 +454,7 @@ static void *pool_main(void *arg)
         s->qhead = c->pool_next;
         if (!s->qhead)
             s->qtail = NULL;
+        s->nqueued--;
         pthread_mutex_unlock(&s->mu);
         serve_one(s, c);
         pthread_mutex_lock(&c->mu);
@@ -470,7 +483,10 @@ static void to_pool(struct r3_net_server *s, struct conn *c)
     else
         s->qhead = c;
     s->qtail = c;
-    bool start = s->idle == 0 && s->nthreads < s->o.max_threads;
+    s->nqueued++;
+    /* one thread per queued connection: an idle one already signalled for
+     * an earlier connection does not count (it would serve only that one) */
+    bool start = s->nqueued > s->idle && s->nthreads < s->o.max_threads;
     if (start)
         s->nthreads++;
     pthread_cond_signal(&s->cv);

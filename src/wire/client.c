@@ -108,6 +108,8 @@ static const char *show_bytes(const uint8_t *b, size_t n, char *buf, size_t bn)
 /* Connect, TLS, hello. On success io is ready and the hello fields are stored. */
 static int dial(struct client *cl, struct r3_io *io, bool first)
 {
+    /* connect_timeout bounds the whole of connect, TLS and hello */
+    uint64_t deadline = r3_net_deadline(cl->connect_ms);
     int fd = -1, rc = sock_connect(cl, &fd);
     if (rc < 0)
         return rc;
@@ -115,7 +117,8 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         r3_io_close(io);
         return rc;
     }
-    if (cl->tls && (rc = r3_tls_connect(cl->tls, io, cl->host, cl->connect_ms)) < 0) {
+    io->rdeadline = io->wdeadline = deadline;
+    if (cl->tls && (rc = r3_tls_connect(cl->tls, io, cl->host, r3_net_remaining_ms(deadline))) < 0) {
         r3_io_close(io);
         if (rc == -ECONNRESET || rc == -EPROTO) {
             char keep[400];
@@ -130,7 +133,6 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     r3_wire_start(&sb, &pk);
     r3_wire_pack_client_hello(&pk, cl->export_name, cl->client_id);
     r3_wire_finish(&sb, 0);
-    io->rtimeout_ms = io->wtimeout_ms = cl->connect_ms;
     rc = r3_io_write_all(io, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (rc < 0 && r3_io_is_tls(io)) {
@@ -195,6 +197,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         r3_io_close(io);
         return rc;
     }
+    io->rdeadline = io->wdeadline = 0;
     io->rtimeout_ms = -1;       /* the reader idles; calls time out on their own */
     io->wtimeout_ms = cl->timeout_ms;
     return 0;
@@ -507,7 +510,7 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
     }
     pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&k.cv);
-    if (timed_out && !k.lost)
+    if (timed_out)             /* a loss after our own shutdown at the deadline is the timeout */
         return r3_error(-ETIMEDOUT, "%s: %s of %zu bytes at %" PRIu64 " timed out after %d ms", cl->name,
                         method, len, off, cl->timeout_ms);
     if (k.lost) {
@@ -522,6 +525,7 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
 static int call(struct client *cl, const char *method, void *rbuf, const void *wbuf, size_t len, uint64_t off)
 {
     uint64_t deadline = r3_now_ns() + (uint64_t)cl->timeout_ms * 1000000u;
+    char last[400] = "";       /* why the previous attempt was lost */
     for (;;) {
         if (atomic_load(&cl->closing))
             return r3_error(-EIO, "%s: the source is closed", cl->name);
@@ -529,8 +533,14 @@ static int call(struct client *cl, const char *method, void *rbuf, const void *w
         if (!c)
             return -EIO;
         int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline);
+        if (rc == -ETIMEDOUT && last[0]) {
+            char now[400];
+            snprintf(now, sizeof now, "%s", r3_last_error());
+            return r3_error(rc, "%s (earlier attempts: %s)", now, last);
+        }
         if (rc != -EAGAIN)
             return rc;
+        snprintf(last, sizeof last, "%s", r3_last_error());
         if (!idempotent(cl, method, len, off))
             return r3_error_prefix(-EIO, "%s of %zu bytes at %" PRIu64 " may not have been applied: ",
                                    method, len, off);

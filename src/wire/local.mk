@@ -30,5 +30,7 @@ tests_unit_test_wire_SOURCES = tests/unit/test_wire.c
 tests_unit_test_wire_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS)
 tests_unit_test_wire_LDADD = $(UNIT_LDADD) $(MSGPACK_LIBS)
 TESTS += tests/unit/test_wire
-dist_check_SCRIPTS += tests/integration/wire.sh
-TESTS += tests/integration/wire.sh
+dist_check_SCRIPTS += tests/integration/wire.sh tests/integration/wire_limits.sh \
+	tests/integration/hostile_r3.sh
+EXTRA_DIST += tests/integration/wire_peer.py tests/integration/hostile_r3.py
+TESTS += tests/integration/wire.sh tests/integration/wire_limits.sh tests/integration/hostile_r3.sh

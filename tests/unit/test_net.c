@@ -267,6 +267,10 @@ static int t_readable(struct r3_net_conn *c)
     int rc = r3_io_read_all(&c->io, &n, 1);
     if (rc < 0)
         return rc;
+    if (n == 200) {                         /* a slow request: holds its pool thread */
+        usleep(300000);
+        n = 0;
+    }
     size_t len = (size_t)n << 10;
     if ((rc = r3_net_budget_acquire(c, len)) < 0)
         return rc;
@@ -453,6 +457,173 @@ START_TEST(server_slow_reader)
 }
 END_TEST
 
+/* Busy connections each get a thread, even when an idle thread was woken
+ * for another one just before (a pool that signals one idle thread twice
+ * serves the two in sequence). */
+START_TEST(server_parallel)
+{
+    memset(&E, 0, sizeof E);
+    struct r3_net_server *s = start(16, 10000, 0);
+    enum { N = 8 };
+    int fd[N];
+    char buf[1024];
+    uint32_t h;
+    for (int i = 0; i < N; i++) {
+        fd[i] = cli(s);
+        ck_assert_int_eq(write(fd[i], "H\x01", 2), 2);     /* leaves idle pool threads behind */
+        ck_assert_int_eq(readn(fd[i], &h, 4, 2000), 0);
+        ck_assert_int_eq(readn(fd[i], buf, 1024, 2000), 0);
+        usleep(30000);
+    }
+    for (int round = 0; round < 3; round++) {
+        usleep(50000);
+        uint64_t t0 = r3_now_ns();
+        unsigned char slow = 200;
+        for (int i = 0; i < N; i++)
+            ck_assert_int_eq(write(fd[i], &slow, 1), 1);
+        for (int i = 0; i < N; i++)
+            ck_assert_int_eq(readn(fd[i], &h, 4, 5000), 0);
+        uint64_t ms = (r3_now_ns() - t0) / 1000000u;
+        ck_assert_msg(ms < 550, "%d slow requests on %d connections took %llu ms (in sequence?)", N, N,
+                      (unsigned long long)ms);
+    }
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    r3_net_server_stop(s);
+}
+END_TEST
+
+/* ---- TLS: PSK over a STARTTLS upgrade, and the nbdkit/qemu certificate directory */
+
+struct tls_end { struct r3_tls_ctx *ctx; struct r3_io io; int rc; char got[16]; bool server; };
+
+static void *tls_side(void *arg)
+{
+    struct tls_end *e = arg;
+    /* plain first: one line each way, then STARTTLS */
+    if (e->server) {
+        e->rc = r3_io_read_all(&e->io, e->got, 9);
+        if (e->rc == 0)
+            e->rc = r3_io_write_all(&e->io, "go-ahead\n", 9);
+        if (e->rc == 0)
+            e->rc = r3_tls_accept(e->ctx, &e->io, 5000);
+        if (e->rc == 0)
+            e->rc = r3_io_read_all(&e->io, e->got, 6);
+        if (e->rc == 0)
+            e->rc = r3_io_write_all(&e->io, "secret", 6);
+    } else {
+        e->rc = r3_io_write_all(&e->io, "starttls\n", 9);
+        if (e->rc == 0)
+            e->rc = r3_io_read_all(&e->io, e->got, 9);
+        if (e->rc == 0)
+            e->rc = r3_tls_connect(e->ctx, &e->io, "localhost", 5000);
+        if (e->rc == 0)
+            e->rc = r3_io_write_all(&e->io, "hello!", 6);
+        if (e->rc == 0)
+            e->rc = r3_io_read_all(&e->io, e->got, 6);
+    }
+    return NULL;
+}
+
+static void tls_pair(struct r3_tls_ctx *sctx, struct r3_tls_ctx *cctx, int *src, int *crc)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct tls_end a = { .ctx = sctx, .server = true }, b = { .ctx = cctx };
+    ck_assert_int_eq(r3_io_init(&a.io, sv[0]), 0);
+    ck_assert_int_eq(r3_io_init(&b.io, sv[1]), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, tls_side, &a);
+    tls_side(&b);
+    if (b.rc < 0)
+        r3_io_shutdown(&b.io);
+    pthread_join(t, NULL);
+    *src = a.rc;
+    *crc = b.rc;
+    if (a.rc == 0 && b.rc == 0) {
+        ck_assert(r3_io_is_tls(&a.io) && r3_io_is_tls(&b.io));
+        ck_assert_int_eq(memcmp(a.got, "hello!", 6), 0);
+        ck_assert_int_eq(memcmp(b.got, "secret", 6), 0);
+    }
+    r3_io_close(&a.io);
+    r3_io_close(&b.io);
+}
+
+START_TEST(tls_psk_starttls)
+{
+    char *dir = tu_tmpdir(), path[512], bad[512];
+    snprintf(path, sizeof path, "%s/psk", dir);
+    snprintf(bad, sizeof bad, "%s/psk-other", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "alice:000102030405060708090a0b0c0d0e0f\nbob:ffeeddccbbaa99887766554433221100\n");
+    fclose(f);
+    f = fopen(bad, "w");
+    fprintf(f, "alice:11111111111111111111111111111111\n");
+    fclose(f);
+    struct r3_tls_ctx *sctx, *cctx, *cbad;
+    struct r3_tls_opts so = { .psk_file = path }, co = { .psk_file = path, .psk_identity = "bob" },
+                       bo = { .psk_file = bad };
+    ck_assert_msg(r3_tls_server_ctx(&so, &sctx) == 0, "%s", r3_last_error());
+    ck_assert(r3_tls_ctx_psk(sctx));
+    ck_assert_msg(r3_tls_client_ctx(&co, &cctx) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_tls_client_ctx(&bo, &cbad) == 0, "%s", r3_last_error());
+    int src, crc;
+    tls_pair(sctx, cctx, &src, &crc);
+    ck_assert_msg(src == 0 && crc == 0, "PSK over STARTTLS: server %d, client %d: %s", src, crc, r3_last_error());
+    tls_pair(sctx, cbad, &src, &crc);                /* the wrong key is refused */
+    ck_assert(src < 0 || crc < 0);
+    r3_tls_ctx_free(cbad);
+    /* a malformed PSK file is a sentence naming the line */
+    f = fopen(bad, "w");
+    fprintf(f, "no-colon-here\n");
+    fclose(f);
+    ck_assert_int_eq(r3_tls_server_ctx(&bo, &cbad), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(r3_last_error(), "line 1"));
+    r3_tls_ctx_free(sctx);
+    r3_tls_ctx_free(cctx);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(tls_cert_dir)
+{
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "openssl(1) not found: certificate directory not checked\n");
+        return;
+    }
+    char *dir = tu_tmpdir(), cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "(cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca-cert.pem -days 2 "
+             "-subj /CN=ca && openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out s.csr "
+             "-subj /CN=localhost && printf 'subjectAltName=DNS:localhost\\n' >ext && openssl x509 -req -in s.csr "
+             "-CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 2 -extfile ext "
+             "&& openssl req -newkey rsa:2048 -nodes -keyout client-key.pem -out c.csr -subj /CN=client-one "
+             "&& openssl x509 -req -in c.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial "
+             "-out client-cert.pem -days 2) >/dev/null 2>&1", dir);
+    ck_assert_int_eq(system(cmd) == 0 ? 0 : -1, 0);
+    struct r3_tls_ctx *sctx, *cctx, *nocert;
+    struct r3_tls_opts so = { .dir = dir, .verify_peer = true }, co = { .dir = dir }, no = { .ca = NULL };
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca-cert.pem", dir);
+    no.ca = ca;
+    ck_assert_msg(r3_tls_server_ctx(&so, &sctx) == 0, "%s", r3_last_error());
+    ck_assert(r3_tls_ctx_mtls(sctx));
+    ck_assert_msg(r3_tls_client_ctx(&co, &cctx) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_tls_client_ctx(&no, &nocert) == 0, "%s", r3_last_error());
+    int src, crc;
+    tls_pair(sctx, cctx, &src, &crc);
+    ck_assert_msg(src == 0 && crc == 0, "cert dir + mTLS: server %d, client %d: %s", src, crc, r3_last_error());
+    tls_pair(sctx, nocert, &src, &crc);              /* no client certificate: refused */
+    ck_assert(src < 0 || crc < 0);
+    r3_tls_ctx_free(sctx);
+    r3_tls_ctx_free(cctx);
+    r3_tls_ctx_free(nocert);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("net");
@@ -468,6 +639,9 @@ int main(void)
     tcase_add_test(t, server_cap_and_idle);
     tcase_add_test(t, server_handshake_deadline);
     tcase_add_test(t, server_slow_reader);
+    tcase_add_test(t, server_parallel);
+    tcase_add_test(t, tls_psk_starttls);
+    tcase_add_test(t, tls_cert_dir);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
