@@ -128,6 +128,8 @@ int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, st
     int left = r3_net_remaining_ms(deadline);
     if (rc == 0)
         rc = r3_tls_connect(ctx, &c->io, a.kind == R3_NET_TCP ? a.host : NULL, left > 0 ? left : 1);
+    if (rc < 0 && rc != -EACCES && fs_refused_alert())
+        rc = -EACCES;       /* TLS 1.2: the hub's alert comes during the handshake */
     if (rc < 0) {
         r3_error_prefix(rc, "%s: ", addr);
         fs_conn_free(c);
@@ -135,6 +137,20 @@ int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, st
     }
     *out = c;
     return 0;
+}
+
+/* After a failed TLS call: was it a fatal alert from the peer (it refused
+ * our certificate, or the handshake)? The TLS layer says so only in its
+ * sentence ("TLS: tlsv1 alert unknown ca"); then the sentence is rewritten
+ * to say what it means. */
+bool fs_refused_alert(void)
+{
+    char why[400];
+    snprintf(why, sizeof why, "%s", r3_last_error());
+    if (!strstr(why, " alert "))
+        return false;
+    r3_error(-EACCES, "the hub refused our certificate (%s)", why);
+    return true;
 }
 
 /* The first frame from the hub, read synchronously (small: bounded). */
@@ -170,10 +186,8 @@ int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
     if (rc == -EMSGSIZE)
         return r3_error(-EPROTO, "not an r3sync hub (its first frame is not a hello)");
     if (rc < 0) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", r3_last_error());
-        if (strstr(why, "alert"))
-            return r3_error(-EACCES, "the hub refused our certificate (%s)", why);
+        if (fs_refused_alert())
+            return -EACCES;
         if (wrc < 0)
             return r3_error(wrc, "hello: %s", werr);
         return r3_error_prefix(rc, "hello: ");

@@ -109,6 +109,9 @@ typedef int (*fs_msg_fn)(void *arg, struct fs_conn *c, const msgpack_object *msg
  * hub refused (a TLS alert about our certificate, or an ERR message): final,
  * retrying cannot help; other -errno: the connection failed (retry). */
 int  fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms);
+/* True (and the sentence rewritten) if the last error is a fatal TLS alert
+ * from the peer: it refused us, and retrying cannot help. */
+bool fs_refused_alert(void);
 /* Runs the connection: a writer thread drains the queue while this thread
  * reads frames (bounded by FS_MAX_FRAME before allocation) and calls fn for
  * each. Returns when the peer goes away, fn returns < 0, or fs_conn_kill;

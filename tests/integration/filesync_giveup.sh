@@ -66,6 +66,43 @@ t_timeout 20 "$R3SYNC" receive "$T_DIR/evil" --hub "127.0.0.1:$PORT" $(fs_client
 grep -q "certificate" "$T_DIR/untrusted.err" || { cat "$T_DIR/untrusted.err"; t_fail "no certificate error for an untrusted hub"; }
 [ -z "$(ls -A "$T_DIR/evil")" ] || t_fail "a refused receiver wrote files"
 
+# the same against a TLS 1.2 hub, where the refusal (an alert) comes during
+# the handshake rather than after it: final too
+T12=$(t_free_port)
+cat > "$T_DIR/tls12.py" <<PY
+import socket, ssl, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+ctx.load_cert_chain("$C/hub.pem", "$C/hub.key")
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations("$C/ca.pem")
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", $T12)); ls.listen(64); ls.settimeout(0.2)
+n, end = 0, time.time() + 6
+while time.time() < end:
+    try:
+        s, _ = ls.accept()
+    except socket.timeout:
+        continue
+    n += 1
+    try:
+        ctx.wrap_socket(s, server_side=True).close()
+    except Exception:
+        s.close()
+print(n, flush=True)
+PY
+python3 "$T_DIR/tls12.py" > "$T_DIR/tls12.out" 2>&1 &
+T12_PID=$!
+t_wait_port "$T12"
+t_timeout 20 "$R3SYNC" advertise f.bin --hub "127.0.0.1:$T12" --cert "$C/evil.pem" --key "$C/evil.key" \
+    --ca "$C/ca.pem" >/dev/null 2>"$T_DIR/t12.err"
+rc=$?
+[ "$rc" = 1 ] && grep -q "refused our certificate" "$T_DIR/t12.err" ||
+    { cat "$T_DIR/t12.err"; t_fail "TLS 1.2 hub refusing the certificate: exit $rc, want 1 with the reason"; }
+wait "$T12_PID"
+[ "$(cat "$T_DIR/tls12.out")" -le 3 ] || t_fail "$(cat "$T_DIR/tls12.out") connections to a TLS 1.2 hub refusing the certificate"
+t_log "TLS 1.2 hub: $(cat "$T_DIR/t12.err")"
+
 # a hub that accepts the hello and drops the connection at once: the client
 # backs off between these short connections too (no reconnect storm)
 FLAP=$(t_free_port)
