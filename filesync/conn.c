@@ -154,7 +154,6 @@ bool fs_refused_alert(void)
 }
 
 /* The first frame from the hub, read synchronously (small: bounded). */
-#define HELLO_MAX 4096u
 
 int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
 {
@@ -181,7 +180,7 @@ int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
     snprintf(werr, sizeof werr, "%s", wrc < 0 ? r3_last_error() : "");
     c->io.rtimeout_ms = timeout_ms;
     struct fs_frame *f;
-    int rc = fs_frame_read(&c->io, HELLO_MAX, NULL, NULL, &f);
+    int rc = fs_frame_read(&c->io, FS_HELLO_MAX, NULL, NULL, &f);
     c->io.rtimeout_ms = -1;
     if (rc == -EMSGSIZE)
         return r3_error(-EPROTO, "not an r3sync hub (its first frame is not a hello)");

@@ -22,6 +22,7 @@
 #define FS_MAX_BLOCK       (4u << 20)           /* largest block size accepted */
 #define FS_MAX_FRAME       (FS_MAX_BLOCK + 4096u) /* bounded before any allocation */
 #define FS_MAX_NAME        4096u
+#define FS_HELLO_MAX       4096u                /* a hello (or the refusal in its place) */
 #define FS_HAVE_PER_MSG    65536u               /* hashes per HAVE message */
 #define FS_HASH_LEN        16u
 

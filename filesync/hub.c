@@ -60,7 +60,6 @@ struct hub {
 };
 
 #define SEND_TIMEOUT_MS 10000
-#define HELLO_MAX 4096u
 
 static void hlog(struct hub *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void hlog(struct hub *h, const char *fmt, ...)
@@ -228,7 +227,7 @@ static int on_handshake(struct r3_net_conn *c)
 {
     struct hub *h = r3_net_server_arg(c);
     struct fs_frame *f;
-    int rc = read_frame(h, c, HELLO_MAX, false, &f);
+    int rc = read_frame(h, c, FS_HELLO_MAX, false, &f);
     if (rc < 0)
         return rc;
     if (!c->cn[0]) {

@@ -328,7 +328,6 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
     }
 }
 
-struct io_arg { struct recv *r; };
 
 static void *io_main(void *p)
 {

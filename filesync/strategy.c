@@ -5,7 +5,15 @@
  * blocks (one block = one chunk) changed since the last round, found with
  * uffd WP_ASYNC + PAGEMAP_SCAN on the mapping where the kernel allows, else
  * by hashing every block (XXH3); its workers write them back on the push
- * interval and on r3_region_sync. */
+ * interval and on r3_region_sync.
+ *
+ * The region contract, as for uffd (the same push stage): before_sync runs
+ * at r3_region_sync (and close) and may veto it; after_sync runs after each
+ * write-back round (interval or sync) that wrote something, with exactly
+ * the chunks it wrote; stats count what was pre-copied and written back.
+ * Options it cannot honour (background pull, access-ordered prefetch, access
+ * logs, fault threads) are -EINVAL with a sentence; opts->detect chooses
+ * "pagemap" or "hash" (the library reads no environment). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
