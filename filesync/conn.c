@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
@@ -125,6 +127,16 @@ int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, st
         return r3_error(-ENOMEM, "out of memory");
     }
     rc = r3_io_init(&c->io, fd);
+    if (a.kind == R3_NET_TCP) {
+        /* a hub that vanishes without a FIN (a partition, a dead machine) is
+         * noticed within about a minute, not at the next write (which a
+         * receiver may never do) */
+        int on = 1, idle = 30, intvl = 10, cnt = 3;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    }
     int left = r3_net_remaining_ms(deadline);
     if (rc == 0)
         rc = r3_tls_connect(ctx, &c->io, a.kind == R3_NET_TCP ? a.host : NULL, left > 0 ? left : 1);
