@@ -45,7 +45,7 @@ struct adv {
     struct afile *files;
     size_t nfiles;
     struct fs_conn *c;
-    pthread_t io;
+    struct fs_reader rd;        /* the connection's reader thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct inmsg *in, *in_tail;
@@ -228,17 +228,6 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
     return 0;
 }
 
-static void *io_main(void *p)
-{
-    struct adv *a = p;
-    fs_conn_run(a->c, on_msg, a);
-    pthread_mutex_lock(&a->mu);
-    a->io_done = true;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    return NULL;
-}
-
 static int send_small(struct adv *a, msgpack_sbuffer *b)
 {
     int rc = fs_conn_send_buf(a->c, b, ADV_QUEUE_LIMIT, -1);
@@ -269,7 +258,7 @@ static void disconnect(struct adv *a)
     if (!a->c)
         return;
     fs_conn_kill(a->c, "closing");
-    pthread_join(a->io, NULL);
+    pthread_join(a->rd.t, NULL);
     fs_conn_free(a->c);
     a->c = NULL;
     pthread_mutex_lock(&a->mu);
@@ -293,7 +282,9 @@ static void disconnect(struct adv *a)
 static int start_conn(struct adv *a)
 {
     a->io_done = false;
-    int rc = r3_thread_create(&a->io, io_main, a);
+    a->rd = (struct fs_reader){ .c = a->c, .fn = on_msg, .arg = a, .mu = &a->mu, .cv = &a->cv,
+                                .done = &a->io_done };
+    int rc = fs_reader_start(&a->rd);
     if (rc < 0) {
         fs_conn_free(a->c);
         a->c = NULL;

@@ -432,6 +432,23 @@ void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
     pthread_join(wt, NULL);
 }
 
+static void *reader_main(void *p)
+{
+    struct fs_reader *r = p;
+    fs_conn_run(r->c, r->fn, r->arg);
+    pthread_mutex_lock(r->mu);
+    *r->done = true;
+    if (r->cv)
+        pthread_cond_broadcast(r->cv);
+    pthread_mutex_unlock(r->mu);
+    return NULL;
+}
+
+int fs_reader_start(struct fs_reader *r)
+{
+    return r3_thread_create(&r->t, reader_main, r);
+}
+
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v)
 {
     if (m->type != MSGPACK_OBJECT_ARRAY || i >= m->via.array.size ||

@@ -119,6 +119,19 @@ bool fs_refused_alert(void);
  * the connection is dead then. */
 void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg);
 
+/* fs_conn_run on a thread of its own (a client's reader): when it returns,
+ * *done is set under *mu and *cv (if any) broadcast. Join r->t. */
+struct fs_reader {
+    struct fs_conn *c;
+    fs_msg_fn fn;
+    void *arg;
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    bool *done;
+    pthread_t t;
+};
+int  fs_reader_start(struct fs_reader *r);
+
 /* msgpack helpers: pull typed fields out of an array message. */
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v);
 bool fs_msg_str(const msgpack_object *m, uint32_t i, const char **s, uint32_t *n);

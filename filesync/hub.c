@@ -61,22 +61,12 @@ struct hub {
 
 #define SEND_TIMEOUT_MS 10000
 
-static void hlog(struct hub *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void hlog(struct hub *h, const char *fmt, ...)
-{
-    if (!h->rep->line)
-        return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    h->rep->line(h->rep->arg, FS_SAY_DIAG, buf);
-}
+#define hlog(h, ...) fs_say((h)->rep, FS_SAY_DIAG, __VA_ARGS__)
 
 static void server_log(void *arg, const char *line)
 {
-    hlog(arg, "%s", line);
+    struct hub *h = arg;
+    hlog(h, "%s", line);
 }
 
 /* ---- sending: a frame is queued by reference (its bytes are not copied) */

@@ -329,15 +329,6 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
 }
 
 
-static void *io_main(void *p)
-{
-    struct recv *r = p;
-    fs_conn_run(r->c, on_msg, r);
-    pthread_mutex_lock(&r->mu);
-    r->io_done = true;
-    pthread_mutex_unlock(&r->mu);
-    return NULL;
-}
 
 int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
 {
@@ -367,8 +358,8 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
             break;                  /* stopped, refused or gave up */
         fs_say(&o->report, FS_SAY_DIAG, "connected to %s", o->hub);
         r.io_done = false;
-        pthread_t t;
-        rc = r3_thread_create(&t, io_main, &r);
+        struct fs_reader rd = { .c = r.c, .fn = on_msg, .arg = &r, .mu = &r.mu, .done = &r.io_done };
+        rc = fs_reader_start(&rd);
         if (rc < 0) {
             fs_conn_free(r.c);
             break;
@@ -382,7 +373,7 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
             usleep(50000);
         }
         fs_conn_kill(r.c, "closing");
-        pthread_join(t, NULL);
+        pthread_join(rd.t, NULL);
         if (!*stop)
             fs_say(&o->report, FS_SAY_DIAG, "connection to %s lost: %s; reconnecting", o->hub,
                    r.c->err);
