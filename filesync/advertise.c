@@ -238,11 +238,8 @@ static int send_small(struct adv *a, msgpack_sbuffer *b)
 static int announce(struct adv *a, struct afile *f)
 {
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, FS_FILE);
+    fs_msg_begin(&b, &pk, 5, FS_FILE);
     msgpack_pack_uint64(&pk, f->fid);
     msgpack_pack_str(&pk, strlen(f->name));
     msgpack_pack_str_body(&pk, f->name, strlen(f->name));
@@ -394,11 +391,8 @@ static int catchup(struct adv *a, struct inmsg *m)
     if (!m->last)
         return 0;
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_uint8(&pk, FS_TDONE);
+    fs_msg_begin(&b, &pk, 4, FS_TDONE);
     msgpack_pack_uint64(&pk, m->rid);
     msgpack_pack_uint64(&pk, f->fid);
     msgpack_pack_uint64(&pk, cu->blocks);

@@ -170,11 +170,8 @@ bool fs_refused_alert(void)
 int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
 {
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_uint8(&pk, FS_HELLO);
+    fs_msg_begin(&b, &pk, 4, FS_HELLO);
     msgpack_pack_str(&pk, 6);
     msgpack_pack_str_body(&pk, "r3sync", 6);
     msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
@@ -447,6 +444,14 @@ static void *reader_main(void *p)
 int fs_reader_start(struct fs_reader *r)
 {
     return r3_thread_create(&r->t, reader_main, r);
+}
+
+void fs_msg_begin(msgpack_sbuffer *b, msgpack_packer *pk, uint32_t n, unsigned type)
+{
+    msgpack_sbuffer_init(b);
+    msgpack_packer_init(pk, b, msgpack_sbuffer_write);
+    msgpack_pack_array(pk, n);
+    msgpack_pack_uint8(pk, (uint8_t)type);
 }
 
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v)

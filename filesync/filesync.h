@@ -132,6 +132,8 @@ struct fs_reader {
 };
 int  fs_reader_start(struct fs_reader *r);
 
+/* Start a message [type, ...] of n elements into a new b (destroy it after). */
+void fs_msg_begin(msgpack_sbuffer *b, msgpack_packer *pk, uint32_t n, unsigned type);
 /* msgpack helpers: pull typed fields out of an array message. */
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v);
 bool fs_msg_str(const msgpack_object *m, uint32_t i, const char **s, uint32_t *n);

@@ -125,12 +125,11 @@ static struct hfile *file_find(struct hub *h, const char *sid, uint64_t fid)
     return NULL;
 }
 
+/* [FILE, fid, name, size, block] into a new b */
 static void pack_file(msgpack_sbuffer *b, const struct hfile *f)
 {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, FS_FILE);
+    fs_msg_begin(b, &pk, 5, FS_FILE);
     msgpack_pack_uint64(&pk, f->fid);
     size_t n = strlen(f->name);
     msgpack_pack_str(&pk, n);
@@ -181,11 +180,8 @@ static int refuse_conn(struct hub *h, struct r3_net_conn *c, const char *sid, co
 {
     hlog(h, "%s (%s): %s", c->peer, sid, msg);
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_uint8(&pk, FS_ERR);
+    fs_msg_begin(&b, &pk, 2, FS_ERR);
     msgpack_pack_str(&pk, strlen(msg));
     msgpack_pack_str_body(&pk, msg, strlen(msg));
     send_buf(c, &b);
@@ -256,13 +252,10 @@ static int on_handshake(struct r3_net_conn *c)
         return r3_error(-ENOMEM, "out of memory");
     *hc = (struct hconn){ .hub = h, .c = c, .role = r, .sid = c->cn };
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
     pthread_mutex_lock(&h->mu);
     hc->id = ++h->next_id;
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, FS_HELLO);
+    fs_msg_begin(&b, &pk, 5, FS_HELLO);
     msgpack_pack_str(&pk, 6);
     msgpack_pack_str_body(&pk, "r3sync", 6);
     msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
@@ -276,7 +269,6 @@ static int on_handshake(struct r3_net_conn *c)
         for (struct hfile *fl = h->files; fl; fl = fl->next)
             if (strcmp(fl->adv->sid, hc->sid) == 0) {
                 msgpack_sbuffer fb;
-                msgpack_sbuffer_init(&fb);
                 pack_file(&fb, fl);
                 send_buf(c, &fb);
                 msgpack_sbuffer_destroy(&fb);
@@ -346,7 +338,6 @@ static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m, str
         f->size = size;
         f->block = (uint32_t)block;
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         pack_file(&b, f);
         struct fs_frame *fr = fs_frame_new(&b);
         msgpack_sbuffer_destroy(&b);
@@ -417,11 +408,8 @@ static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m, str
         if (!fs_msg_uint(m, 1, &round))
             return refuse(hc, "bad END message");
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint8(&pk, FS_END);
+        fs_msg_begin(&b, &pk, 3, FS_END);
         msgpack_pack_uint64(&pk, round);
         msgpack_pack_uint64(&pk, hc->id);
         struct fs_frame *fr = fs_frame_new(&b);
@@ -475,10 +463,7 @@ static int recv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m)
         pthread_mutex_unlock(&h->mu);
         if (!to)
             return 0;            /* the advertiser left: it re-announces on return */
-        msgpack_sbuffer_init(&b);
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 6);
-        msgpack_pack_uint8(&pk, FS_HAVE);
+        fs_msg_begin(&b, &pk, 6, FS_HAVE);
         msgpack_pack_uint64(&pk, fid);
         msgpack_pack_uint64(&pk, first);
         msgpack_pack_bin(&pk, dn);
@@ -492,10 +477,7 @@ static int recv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m)
         to = find_conn_ref(h, hc->sid, adv, ROLE_ADV);
         if (!to)
             return 0;
-        msgpack_sbuffer_init(&b);
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint8(&pk, FS_ACK);
+        fs_msg_begin(&b, &pk, 3, FS_ACK);
         msgpack_pack_uint64(&pk, round);
         msgpack_pack_uint64(&pk, hc->id);
         break;
@@ -558,11 +540,8 @@ static bool on_close(struct r3_net_conn *c)
             continue;
         }
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint8(&pk, FS_GONE);
+        fs_msg_begin(&b, &pk, 2, FS_GONE);
         msgpack_pack_uint64(&pk, f->fid);
         struct fs_frame *fr = fs_frame_new(&b);
         msgpack_sbuffer_destroy(&b);

@@ -108,11 +108,8 @@ static int send_have(struct recv *r, struct rfile *f)
     do {
         uint64_t n = nb - first < FS_HAVE_PER_MSG ? nb - first : FS_HAVE_PER_MSG;
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 5);
-        msgpack_pack_uint8(&pk, FS_HAVE);
+        fs_msg_begin(&b, &pk, 5, FS_HAVE);
         msgpack_pack_uint64(&pk, f->fid);
         msgpack_pack_uint64(&pk, first);
         msgpack_pack_bin(&pk, (size_t)n * FS_HASH_LEN);
@@ -301,11 +298,8 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         say(r, "round %llu done blocks=%llu bytes=%llu", (unsigned long long)round,
             (unsigned long long)blocks, (unsigned long long)bytes);
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint8(&pk, FS_ACK);
+        fs_msg_begin(&b, &pk, 3, FS_ACK);
         msgpack_pack_uint64(&pk, round);
         msgpack_pack_uint64(&pk, adv);
         int rc = fs_conn_send_buf(c, &b, 0, 0);
