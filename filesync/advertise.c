@@ -513,9 +513,7 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
     if (o->nfiles + o->nmaps == 0)
         return r3_error(-EINVAL, "nothing to advertise");
     struct r3_tls_ctx *ctx;
-    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
-        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
-    int rc = r3_tls_client_ctx(&o->tls, &ctx);
+    int rc = fs_client_ctx(&o->tls, &ctx);
     if (rc < 0)
         return rc;
     pthread_mutex_init(&a.mu, NULL);

@@ -18,6 +18,13 @@
  * that accepts and drops at once must not cause a reconnect storm. */
 #define STABLE_NS        (10ull * 1000000000ull)
 
+int fs_client_ctx(const struct r3_tls_opts *tls, struct r3_tls_ctx **out)
+{
+    if (!tls->cert || !tls->key || !tls->ca)
+        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
+    return r3_tls_client_ctx(tls, out);
+}
+
 static void begin(struct fs_dial *d)
 {
     r3_net_backoff_init(&d->b, BACKOFF_BASE_MS, BACKOFF_CAP_MS, d->give_up_ms);

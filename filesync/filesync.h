@@ -174,6 +174,8 @@ void fs_say(const struct fs_report *r, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* ---- reaching the hub (dial.c) */
+/* A client's TLS context: mTLS only, so cert, key and ca are all required. */
+int  fs_client_ctx(const struct r3_tls_opts *tls, struct r3_tls_ctx **out);
 struct fs_dial {
     const char *hub;           /* "host:port" */
     struct r3_tls_ctx *ctx;

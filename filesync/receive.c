@@ -328,9 +328,7 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
 {
     struct recv r = { .o = o };
     struct r3_tls_ctx *ctx;
-    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
-        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
-    int rc = r3_tls_client_ctx(&o->tls, &ctx);
+    int rc = fs_client_ctx(&o->tls, &ctx);
     if (rc < 0)
         return rc;
     if (mkdir(o->dir, 0755) < 0 && errno != EEXIST) {
