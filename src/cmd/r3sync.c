@@ -252,7 +252,7 @@ static void parse(int argc, char **argv, const struct option *opts, const char *
         case O_VERBOSE: a->verbose = true; break;
         case O_NOPROGRESS: a->progress = false; break;
         case 'h': fputs(help, stdout); exit(0);
-        case 'V': printf("r3sync (r3) %s\n", PACKAGE_VERSION); exit(0);
+        case 'V': printf("%s (r3) %s\n", prog, PACKAGE_VERSION); exit(0);
         case ':': usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
             if (optopt)

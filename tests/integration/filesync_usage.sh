@@ -58,6 +58,10 @@ done
 "$R3SYNC" hub --help | grep -q -- "--give-up-after" && t_fail "hub --help shows a client option"
 v=$("$R3SYNC" --version) || t_fail "--version exit $?"
 echo "$v" | grep -Eq '^r3sync \(r3\) [0-9]' || t_fail "--version says '$v'"
+for sub in hub advertise receive; do
+    v=$("$R3SYNC" $sub -V) || t_fail "$sub -V exit $?"
+    echo "$v" | grep -Eq "^r3sync $sub \(r3\) [0-9]" || t_fail "$sub --version says '$v'"
+done
 # a runtime failure is not a usage error: a missing certificate file
 "$R3SYNC" advertise f --hub 127.0.0.1:7000 $CL >/dev/null 2>"$T_DIR/err"
 rc=$?
