@@ -13,7 +13,8 @@
  * receiver whose queue stays above queue_limit is dropped (it reconnects and
  * repairs). Lock order: never call into the server (send, put, close) in a
  * way that may end a connection while holding hub->mu: its on_close takes
- * hub->mu. Under hub->mu, connections are held first (r3_net_conn_hold),
+ * hub->mu. Under hub->mu, connections are held first (r3_net_conn_tryhold:
+ * one whose on_close is about to run is skipped),
  * and put after unlocking. */
 #include <errno.h>
 #include <stdarg.h>
@@ -88,7 +89,8 @@ static int send_buf(struct r3_net_conn *c, const msgpack_sbuffer *b)
     return rc;
 }
 
-/* Connections held under hub->mu, put after unlocking. */
+/* Connections held under hub->mu, put after unlocking. held_add: false if
+ * c is closing (not held) or out of memory. */
 struct held {
     struct r3_net_conn **v;
     size_t n, cap;
@@ -104,7 +106,8 @@ static bool held_add(struct held *hd, struct r3_net_conn *c)
         hd->v = nv;
         hd->cap = nc;
     }
-    r3_net_conn_hold(c);
+    if (!r3_net_conn_tryhold(c))
+        return false;
     hd->v[hd->n++] = c;
     return true;
 }
@@ -432,8 +435,8 @@ static struct hconn *find_conn_ref(struct hub *h, const char *sid, uint64_t id, 
     pthread_mutex_lock(&h->mu);
     for (struct hconn *x = h->conns; x; x = x->next)
         if (x->id == id && x->role == role && strcmp(x->sid, sid) == 0) {
-            r3_net_conn_hold(x->c);
-            r = x;
+            if (r3_net_conn_tryhold(x->c))
+                r = x;
             break;
         }
     pthread_mutex_unlock(&h->mu);
@@ -456,10 +459,8 @@ static int recv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m)
             return refuse(hc, "bad HAVE message");
         pthread_mutex_lock(&h->mu);
         struct hfile *f = file_find(h, hc->sid, fid);
-        if (f) {
+        if (f && r3_net_conn_tryhold(f->adv->c))
             to = f->adv;
-            r3_net_conn_hold(to->c);
-        }
         pthread_mutex_unlock(&h->mu);
         if (!to)
             return 0;            /* the advertiser left: it re-announces on return */
