@@ -7,12 +7,13 @@
  * by hashing every block (XXH3); its workers write them back on the push
  * interval and on r3_region_sync.
  *
- * The region contract, as for uffd (the same push stage): before_sync runs
- * at r3_region_sync (and close) and may veto it; after_sync runs after each
- * write-back round (interval or sync) that wrote something, with exactly
- * the chunks it wrote; stats count what was pre-copied and written back.
+ * The region contract (include/r3/region.h): before_sync runs first in
+ * every r3_region_sync (and close's) and may veto it; after_sync runs once
+ * per successful sync with the chunks written back since the previous
+ * after_sync (by that sync and by interval rounds), ascending, each once,
+ * maybe none; stats count what was pre-copied and written back.
  * Options it cannot honour (background pull, access-ordered prefetch, access
- * logs, fault threads) are -EINVAL with a sentence; opts->detect chooses
+ * logs, fault threads) are -EINVAL with a sentence; opts->filesync_detect chooses
  * "pagemap" or "hash" (the library reads no environment). */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +45,10 @@ struct fsr {
     uint8_t *dirty;              /* collect's scratch: one byte per block */
     struct fsview view;
     struct r3_source *push;      /* the push stage over view; writes to r.src */
+    pthread_mutex_t sync_mu;     /* one r3_region_sync at a time */
+    pthread_mutex_t wmu;         /* written */
+    uint64_t *written;           /* bitmap: written back since the last after_sync */
+    uint64_t *list;              /* after_sync's list (under sync_mu) */
     _Atomic uint64_t syncs;
     uint64_t bytes_pulled, chunks_pulled;
 };
@@ -123,25 +128,45 @@ static int collect(void *arg, struct r3_source *push)
     return 0;
 }
 
-/* The push stage's after hook: one write-back round is done. */
+/* The push stage's after hook: a write-back round (interval or sync) wrote
+ * these chunks; the next successful sync reports them. */
 static void after_push(void *arg, const uint64_t *chunks, size_t n)
 {
     struct fsr *f = arg;
-    if (f->hooks.after_sync)
-        f->hooks.after_sync(f->hooks.arg, &f->r, chunks, n);
+    pthread_mutex_lock(&f->wmu);
+    for (size_t i = 0; i < n; i++)
+        f->written[chunks[i] / 64] |= 1ull << (chunks[i] % 64);
+    pthread_mutex_unlock(&f->wmu);
+}
+
+/* after_sync with every chunk written back since the last call, ascending. */
+static void report_written(struct fsr *f)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&f->wmu);
+    for (uint64_t w = 0; w < (f->nblocks + 63) / 64; w++) {
+        for (uint64_t bits = f->written[w]; bits; bits &= bits - 1)
+            f->list[n++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
+        f->written[w] = 0;
+    }
+    pthread_mutex_unlock(&f->wmu);
+    f->hooks.after_sync(f->hooks.arg, &f->r, f->list, n);
 }
 
 static int fsr_sync(struct r3_region *r)
 {
     struct fsr *f = (struct fsr *)r;
-    if (f->hooks.before_sync) {
-        int rc = f->hooks.before_sync(f->hooks.arg, r);
-        if (rc < 0)
-            return rc;
+    pthread_mutex_lock(&f->sync_mu);
+    int rc = f->hooks.before_sync ? f->hooks.before_sync(f->hooks.arg, r) : 0;
+    if (rc == 0) {
+        if ((rc = r3_source_flush(f->push)) < 0)
+            r3_error_prefix(rc, "filesync: write-back: ");
+        else if (f->hooks.after_sync)
+            report_written(f);
+        atomic_fetch_add(&f->syncs, 1);
     }
-    int rc = r3_source_flush(f->push);
-    atomic_fetch_add(&f->syncs, 1);
-    return rc < 0 ? r3_error_prefix(rc, "filesync: write-back: ") : 0;
+    pthread_mutex_unlock(&f->sync_mu);
+    return rc;
 }
 
 static void teardown(struct fsr *f)
@@ -156,6 +181,10 @@ static void teardown(struct fsr *f)
     r3_source_close(f->r.src);
     free(f->last);
     free(f->dirty);
+    free(f->written);
+    free(f->list);
+    pthread_mutex_destroy(&f->sync_mu);
+    pthread_mutex_destroy(&f->wmu);
     free(f);
 }
 
@@ -233,8 +262,9 @@ static int check_opts(const struct r3_region_opts *o)
     if (o->fault_threads && o->fault_threads != 2)
         return r3_error(-EINVAL, "filesync cannot use fault handler threads (%u): it takes no "
                         "faults; leave the default", o->fault_threads);
-    if (o->detect && strcmp(o->detect, "pagemap") && strcmp(o->detect, "hash"))
-        return r3_error(-EINVAL, "filesync: detection '%s' is unknown (pagemap or hash)", o->detect);
+    const char *d = o->filesync_detect;
+    if (d && strcmp(d, "pagemap") && strcmp(d, "hash"))
+        return r3_error(-EINVAL, "filesync: detection '%s' is unknown (pagemap or hash)", d);
     return 0;
 }
 
@@ -298,6 +328,8 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
     f->r.chunk = o->chunk ? o->chunk : R3_DEFAULT_CHUNK;
     f->r.len = (size_t)(o->size ? o->size : src->size);
     f->hooks = o->hooks;
+    pthread_mutex_init(&f->sync_mu, NULL);
+    pthread_mutex_init(&f->wmu, NULL);
     if (f->r.len == 0) {
         rc = r3_error(-EINVAL, "filesync: the region is empty");
         goto fail;
@@ -307,7 +339,9 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
         goto fail;
     }
     f->nblocks = (f->r.len + f->r.chunk - 1) / f->r.chunk;
-    if (!(f->dirty = calloc(f->nblocks, 1))) {
+    f->written = calloc((f->nblocks + 63) / 64, sizeof *f->written);
+    f->list = calloc(f->nblocks, sizeof *f->list);
+    if (!(f->dirty = calloc(f->nblocks, 1)) || !f->written || !f->list) {
         rc = r3_error(-ENOMEM, "filesync: out of memory");
         goto fail;
     }
@@ -319,7 +353,7 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
         goto fail;
     }
     f->r.base = p;
-    if ((rc = detect_open(f, o->detect)) < 0)
+    if ((rc = detect_open(f, o->filesync_detect)) < 0)
         goto fail;
     f->view = (struct fsview){ .src = { .ops = &view_ops, .size = f->r.len, .align = 1,
                                         .flags = R3_SRC_PARALLEL }, .f = f };

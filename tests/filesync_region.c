@@ -25,7 +25,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--chunk"))
             o.chunk = (uint32_t)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--detect"))
-            o.detect = argv[i + 1];
+            o.filesync_detect = argv[i + 1];
     }
     struct r3_source *src;
     if (r3_source_open(argv[1], &src) < 0) {

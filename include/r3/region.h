@@ -35,7 +35,7 @@ struct r3_region_opts {
     const char *prefetch_file;    /* access log to replay first (R3_PREFETCH_HOT) */
     const char *record_access;    /* write first-fault order of chunks here at close */
     const char *workdir;          /* scratch files (filesync, mounts); NULL = /tmp */
-    const char *detect;           /* filesync: "pagemap", "hash"; NULL = pagemap where possible */
+    const char *filesync_detect;  /* NULL = best the kernel has, "hash", "pagemap" */
     struct r3_region_hooks hooks;
 };
 

@@ -124,7 +124,7 @@ static void strategy_roundtrip(const char *detect, unsigned interval_ms)
     o.strategy = "filesync";
     o.workdir = tmp;
     o.push_interval_ms = interval_ms;
-    o.detect = detect;
+    o.filesync_detect = detect;
     struct r3_region *r;
     ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
     ck_assert_str_eq(r3_filesync_detect(r), detect ? "hash" : "pagemap");
@@ -276,7 +276,7 @@ static void set_hot(struct r3_region_opts *o) { o->prefetch = R3_PREFETCH_HOT; o
 static void set_record(struct r3_region_opts *o) { o->record_access = "/tmp/x"; }
 static void set_pull(struct r3_region_opts *o) { o->pull_workers = 4; }
 static void set_faults(struct r3_region_opts *o) { o->fault_threads = 8; }
-static void set_detect(struct r3_region_opts *o) { o->detect = "psychic"; }
+static void set_detect(struct r3_region_opts *o) { o->filesync_detect = "psychic"; }
 
 START_TEST(test_strategy_contract)
 {
@@ -289,7 +289,8 @@ START_TEST(test_strategy_contract)
         ck_assert_msg(strstr(r3_last_error(), "filesync") && strstr(r3_last_error(), words[i]),
                       "case %zu: %s", i, r3_last_error());
     }
-    /* after_sync: the chunks that sync wrote back, in order, once per sync */
+    /* after_sync: once per sync, the chunks written back since the last
+     * call, ascending, each once (also those of interval rounds); n may be 0 */
     struct seen seen = { 0 };
     struct r3_source *src;
     TU_OPEN("mem:?size=1M", &src);
@@ -316,8 +317,65 @@ START_TEST(test_strategy_contract)
     ck_assert_uint_eq(st.bytes_pushed, 2 * 65536);
     ck_assert_uint_eq(st.syncs, 1);
     ck_assert_uint_eq(st.bytes_pulled, 1 << 20);
+    ck_assert_int_eq(r3_region_sync(r), 0);          /* nothing written: n = 0 */
+    ck_assert_uint_eq(seen.calls, 2);
+    ck_assert_uint_eq(seen.n, 2);
+    b[3 * 65536] = 3;
+    ck_assert_int_eq(r3_region_close(r), 0);         /* close syncs: chunk 3 */
+    ck_assert_uint_eq(seen.calls, 3);
+    ck_assert_uint_eq(seen.n, 3);
+    ck_assert_uint_eq(seen.chunks[2], 3);
+}
+END_TEST
+
+/* Interval rounds write back on their own; the next sync's after_sync
+ * reports their chunks too, once each, ascending. A vetoing before_sync
+ * stops a sync (nothing reported). */
+static int veto;
+static int on_before(void *arg, struct r3_region *r)
+{
+    (void)arg;
+    (void)r;
+    return veto ? r3_error(-EBUSY, "vetoed") : 0;
+}
+
+START_TEST(test_strategy_after_interval)
+{
+    struct seen seen = { 0 };
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    o.push_interval_ms = 20;
+    o.hooks.after_sync = on_after;
+    o.hooks.before_sync = on_before;
+    o.hooks.arg = &seen;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    unsigned char *b = r->base;
+    b[9 * 65536] = 1;
+    struct r3_region_stats st;
+    for (int i = 0; i < 200; i++) {              /* an interval round pushes it */
+        ck_assert_int_eq(r3_region_stats(r, &st), 0);
+        if (st.chunks_pushed == 1)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(st.chunks_pushed, 1);
+    ck_assert_uint_eq(seen.calls, 0);                /* after_sync belongs to syncs */
+    b[2 * 65536] = 2;
+    veto = 1;
+    ck_assert_int_eq(r3_region_sync(r), -EBUSY);
+    ck_assert_uint_eq(seen.calls, 0);
+    veto = 0;
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_uint_eq(seen.calls, 1);
+    ck_assert_uint_eq(seen.n, 2);
+    ck_assert_uint_eq(seen.chunks[0], 2);
+    ck_assert_uint_eq(seen.chunks[1], 9);
     ck_assert_int_eq(r3_region_close(r), 0);
-    ck_assert_uint_eq(seen.calls, 1);        /* nothing more to write back at close */
 }
 END_TEST
 
@@ -336,6 +394,7 @@ int main(void)
     tcase_add_test(tc, test_strategy_retry);
     tcase_add_test(tc, test_strategy_errors);
     tcase_add_test(tc, test_strategy_contract);
+    tcase_add_test(tc, test_strategy_after_interval);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
