@@ -129,10 +129,15 @@ static void strategy_roundtrip(const char *detect, unsigned interval_ms)
     ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
     ck_assert_str_eq(r3_filesync_detect(r), detect ? "hash" : "pagemap");
     ck_assert_int_eq(tu_check(r->base, len, 0, 1), -1);           /* pre-copied */
-    /* writes in 3 blocks (one spanning two) */
-    unsigned char *b = r->base;
-    tu_fill(b + 100, 10, 100, 2);
-    tu_fill(b + 5 * 65536 - 3, 6, 5 * 65536 - 3, 2);
+    /* writes in 3 blocks (one spanning two), each one store into the region
+     * so an interval round cannot fall between a block's bytes (it would
+     * push that block twice) */
+    unsigned char *b = r->base, w[10];
+    tu_fill(w, 10, 100, 2);
+    memcpy(b + 100, w, 10);
+    tu_fill(w, 6, 5 * 65536 - 3, 2);
+    memcpy(b + 5 * 65536 - 3, w, 3);
+    memcpy(b + 5 * 65536, w + 3, 3);
     memcpy(buf, b, len);
     int fd = open(path, O_RDONLY);
     unsigned char *back = malloc(len);
