@@ -6,7 +6,7 @@
  *      hub to a real receiver holding the old copy) and by
  *      `rsync --inplace --no-whole-file` (default blocks, and -B 4096) to a
  *      local rsync daemon on loopback: wall time and bytes on the wire.
- * usage: bench/filesync [--size 1G] [--r3sync PATH] [--dir DIR] [--keep]
+ * usage: bench/filesync [--size 1G] [--r3sync PATH] [--dir DIR] [--keep] (--help)
  * Needs openssl and rsync in PATH. Uses about 3x size of disk in DIR. */
 #include <errno.h>
 #include <stdarg.h>
@@ -110,6 +110,13 @@ static int wait_line(FILE *f, const char *pat, int timeout_s)
     return -1;
 }
 
+/* The advertiser's lines, when BENCH_VERBOSE is set. */
+static void say(void *arg, int kind, const char *text)
+{
+    (void)arg;
+    fprintf(kind == FS_SAY_OUT ? stdout : stderr, "%s\n", text);
+}
+
 struct advthread {
     struct fs_adv_opts o;
     volatile int stop, kick;
@@ -158,26 +165,53 @@ static int run_rsync(const char *src, int port, const char *extra, double *secs,
     return rc == 0 ? 0 : -1;
 }
 
+static const char usage[] =
+"usage: bench/filesync [--size SIZE] [--r3sync PATH] [--dir DIR] [--keep]\n"
+"Change detection (hashing vs PAGEMAP_SCAN) and delta sync (r3sync vs rsync) of\n"
+"a mapping with 1% of its 4 KiB pages written at random; CSV on stdout.\n"
+"  --size SIZE     the mapping (default 1G)\n"
+"  --r3sync PATH   the r3sync binary (default ./r3sync)\n"
+"  --dir DIR       where to put about 3 x SIZE of files (default /tmp)\n"
+"  --keep          keep them afterwards\n"
+"  -h, --help      this help;  -V, --version  the version\n"
+"Needs openssl and rsync in PATH. BENCH_VERBOSE=1 shows the advertiser's lines.\n";
+
+static void usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "bench/filesync: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'bench/filesync --help' for more information.\n");
+    exit(2);
+}
+
 int main(int argc, char **argv)
 {
     uint64_t size = 1ull << 30;
     const char *r3sync = "./r3sync", *base = "/tmp";
     bool keep = false;
     static const struct option lo[] = { { "size", 1, 0, 's' }, { "r3sync", 1, 0, 'r' },
-                                        { "dir", 1, 0, 'd' }, { "keep", 0, 0, 'k' }, { 0, 0, 0, 0 } };
+                                        { "dir", 1, 0, 'd' }, { "keep", 0, 0, 'k' },
+                                        { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' },
+                                        { 0, 0, 0, 0 } };
     int c;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (c == 's' && r3_parse_size(optarg, &size) < 0)
-            return 2;
-        if (c == 'r')
-            r3sync = optarg;
-        if (c == 'd')
-            base = optarg;
-        if (c == 'k')
-            keep = true;
-        if (c == '?')
-            return 2;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hV", lo, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (r3_parse_size(optarg, &size) < 0 || size < (1u << 20))
+                usage_error("--size '%s': want a size of at least 1M (K, M, G suffixes)", optarg);
+            break;
+        case 'r': r3sync = optarg; break;
+        case 'd': base = optarg; break;
+        case 'k': keep = true; break;
+        case 'h': fputs(usage, stdout); return 0;
+        case 'V': printf("bench/filesync (r3) %s\n", PACKAGE_VERSION); return 0;
+        case ':': usage_error("option '%s' needs a value", argv[optind - 1]); break;
+        default: usage_error("unknown option '%s'", argv[optind - 1]); break;
+        }
     }
+    if (optind < argc)
+        usage_error("unexpected argument '%s'", argv[optind]);
     signal(SIGPIPE, SIG_IGN);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/r3bench-filesync.XXXXXX", base);
@@ -300,7 +334,8 @@ int main(int argc, char **argv)
     struct fs_adv_map m = { map, size, "data.bin" };
     struct advthread a = { .o = { .hub = listen, .tls = { .cert = f_ac, .key = f_ak, .ca = f_ca },
                                   .maps = &m, .nmaps = 1, .track = true, .block = 4096, .threads = 2,
-                                  .quiet = !getenv("BENCH_VERBOSE"), .stats = &st } };
+                                  .report = { .line = getenv("BENCH_VERBOSE") ? say : NULL },
+                                  .stats = &st } };
     pthread_t at;
     r3_thread_create(&at, adv_main, &a);
     if (wait_line(rout, "synced data.bin", 120) < 0) {

@@ -45,7 +45,7 @@ struct adv {
     struct afile *files;
     size_t nfiles;
     struct fs_conn *c;
-    pthread_t io;
+    struct fs_reader rd;        /* the connection's reader thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct inmsg *in, *in_tail;
@@ -128,8 +128,8 @@ static int files_open(struct adv *a)
         } else
             nm = o->maps[i - o->nfiles].name;
         if (!nm || fs_name_check(nm, (uint32_t)strlen(nm)) < 0)
-            return r3_error(-EINVAL, "cannot advertise '%s': %s", nm ? nm : "(null)",
-                            r3_last_error());
+            return nm ? r3_error_prefix(-EINVAL, "cannot advertise '%s': ", nm)
+                      : r3_error(-EINVAL, "cannot advertise a mapping without a name");
         if (!(f->name = strdup(nm)))
             return r3_error(-ENOMEM, "out of memory");
         uint64_t size;
@@ -150,8 +150,8 @@ static int files_open(struct adv *a)
             f->maplen = size = m->len;
             f->owned_map = true;
             if (o->track && fs_track_open(m->base, m->len, &f->track) < 0) {
-                fprintf(stderr, "r3sync advertise: %s: PAGEMAP_SCAN tracking unavailable (%s); hashing\n",
-                        f->name, r3_last_error());
+                fs_say(&o->report, FS_SAY_DIAG, "%s: PAGEMAP_SCAN tracking unavailable (%s); hashing",
+                       f->name, r3_last_error());
                 f->track = NULL;
             }
         }
@@ -213,8 +213,8 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         const char *s;
         uint32_t n;
         if (fs_msg_str(m, 1, &s, &n))
-            fprintf(stderr, "r3sync advertise: hub refused: %.*s\n", (int)n, s);
-        return r3_error(-EPROTO, "hub refused");
+            return r3_error(-EPROTO, "the hub refused: %.*s", (int)(n > 300 ? 300 : n), s);
+        return r3_error(-EPROTO, "the hub refused");
     } else
         return 0;                 /* HELLO reply and anything newer: ignored */
     pthread_mutex_lock(&a->mu);
@@ -228,17 +228,6 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
     return 0;
 }
 
-static void *io_main(void *p)
-{
-    struct adv *a = p;
-    fs_conn_run(a->c, on_msg, a);
-    pthread_mutex_lock(&a->mu);
-    a->io_done = true;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    return NULL;
-}
-
 static int send_small(struct adv *a, msgpack_sbuffer *b)
 {
     int rc = fs_conn_send_buf(a->c, b, ADV_QUEUE_LIMIT, -1);
@@ -249,11 +238,8 @@ static int send_small(struct adv *a, msgpack_sbuffer *b)
 static int announce(struct adv *a, struct afile *f)
 {
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, FS_FILE);
+    fs_msg_begin(&b, &pk, 5, FS_FILE);
     msgpack_pack_uint64(&pk, f->fid);
     msgpack_pack_str(&pk, strlen(f->name));
     msgpack_pack_str_body(&pk, f->name, strlen(f->name));
@@ -269,7 +255,7 @@ static void disconnect(struct adv *a)
     if (!a->c)
         return;
     fs_conn_kill(a->c, "closing");
-    pthread_join(a->io, NULL);
+    pthread_join(a->rd.t, NULL);
     fs_conn_free(a->c);
     a->c = NULL;
     pthread_mutex_lock(&a->mu);
@@ -289,31 +275,18 @@ static void disconnect(struct adv *a)
         atomic_store(&a->o->stats->connected, 0);
 }
 
-static int connect_hub(struct adv *a, struct r3_tls_ctx *ctx)
+/* Connected (after the hello): run the connection, announce the files. */
+static int start_conn(struct adv *a)
 {
-    int rc = fs_conn_connect(ctx, a->o->hub, 5000, &a->c);
-    if (rc < 0)
-        return rc;
     a->io_done = false;
-    rc = r3_thread_create(&a->io, io_main, a);
+    a->rd = (struct fs_reader){ .c = a->c, .fn = on_msg, .arg = a, .mu = &a->mu, .cv = &a->cv,
+                                .done = &a->io_done };
+    int rc = fs_reader_start(&a->rd);
     if (rc < 0) {
         fs_conn_free(a->c);
         a->c = NULL;
         return rc;
     }
-    msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_uint8(&pk, FS_HELLO);
-    msgpack_pack_str(&pk, 6);
-    msgpack_pack_str_body(&pk, "r3sync", 6);
-    msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
-    msgpack_pack_str(&pk, 3);
-    msgpack_pack_str_body(&pk, "adv", 3);
-    rc = send_small(a, &b);
-    msgpack_sbuffer_destroy(&b);
     /* (re)announce every file: receivers answer with their hashes, which
      * repairs whatever a lost connection cost them */
     for (size_t i = 0; rc == 0 && i < a->nfiles; i++)
@@ -345,10 +318,8 @@ static struct fs_frame *block_frame(uint64_t rid, uint64_t fid, uint64_t idx, co
     msgpack_pack_uint64(&pk, idx);
     msgpack_pack_bin(&pk, n);
     size_t body = hb.size + n;
-    struct fs_frame *f = malloc(sizeof *f + 4 + body);
+    struct fs_frame *f = fs_frame_alloc(body, NULL);
     if (f) {
-        atomic_init(&f->refs, 1);
-        f->len = (uint32_t)(4 + body);
         f->data[0] = (unsigned char)(body >> 24);
         f->data[1] = (unsigned char)(body >> 16);
         f->data[2] = (unsigned char)(body >> 8);
@@ -394,7 +365,7 @@ static int catchup(struct adv *a, struct inmsg *m)
         pp = &a->cus;
     }
     struct fs_progress pr;
-    fs_progress_start(&pr, a->o->progress && m->last && m->first == 0, "catch-up",
+    fs_progress_start(&pr, m->last && m->first == 0 ? &a->o->report : NULL, "catch-up",
                       (end > m->first ? end - m->first : 0) * a->block);
     for (uint64_t b = m->first; b < end; b++) {
         uint64_t k = b - m->first;
@@ -420,11 +391,8 @@ static int catchup(struct adv *a, struct inmsg *m)
     if (!m->last)
         return 0;
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_uint8(&pk, FS_TDONE);
+    fs_msg_begin(&b, &pk, 4, FS_TDONE);
     msgpack_pack_uint64(&pk, m->rid);
     msgpack_pack_uint64(&pk, f->fid);
     msgpack_pack_uint64(&pk, cu->blocks);
@@ -435,11 +403,9 @@ static int catchup(struct adv *a, struct inmsg *m)
     msgpack_sbuffer_destroy(&b);
     if (a->o->stats)
         atomic_fetch_add(&a->o->stats->catchup_bytes, sent_bytes);
-    if (!a->o->quiet) {
-        printf("catchup receiver=%llu file=%s blocks=%llu wire=%llu\n", (unsigned long long)m->rid,
-               f->name, (unsigned long long)sent_blocks, (unsigned long long)sent_bytes);
-        fflush(stdout);
-    }
+    fs_say(&a->o->report, FS_SAY_OUT, "catchup receiver=%llu file=%s blocks=%llu wire=%llu",
+           (unsigned long long)m->rid, f->name, (unsigned long long)sent_blocks,
+           (unsigned long long)sent_bytes);
     return rc;
 }
 
@@ -482,8 +448,8 @@ static int do_round(struct adv *a)
         if (f->track) {
             long n = fs_track_scan(f->track, a->block, f->changed);
             if (n < 0) {
-                fprintf(stderr, "r3sync advertise: %s: %s; hashing from now on\n", f->name,
-                        r3_last_error());
+                fs_say(&a->o->report, FS_SAY_DIAG, "%s: %s; hashing from now on", f->name,
+                       r3_last_error());
                 fs_track_close(f->track);
                 f->track = NULL;
             }
@@ -496,7 +462,7 @@ static int do_round(struct adv *a)
         for (uint64_t k = 0; k < f->nblocks; k++)
             nch += f->changed[k];
         struct fs_progress pr;
-        fs_progress_start(&pr, a->o->progress, "round", nch * a->block);
+        fs_progress_start(&pr, &a->o->report, "round", nch * a->block);
         for (uint64_t k = 0; rc == 0 && k < f->nblocks; k++) {
             if (!f->changed[k])
                 continue;
@@ -532,13 +498,10 @@ static int do_round(struct adv *a)
         atomic_store(&a->o->stats->last_round_blocks, blocks);
         atomic_store(&a->o->stats->rounds, round);
     }
-    if (!a->o->quiet) {
-        printf("round %llu: blocks=%llu payload=%llu wire=%llu detect=%s ms=%.1f%s\n",
-               (unsigned long long)round, (unsigned long long)blocks, (unsigned long long)payload,
-               (unsigned long long)wire, tracked ? "pagemap" : "hash",
-               (double)(r3_now_ns() - t0) / 1e6, rc < 0 ? " (connection lost)" : "");
-        fflush(stdout);
-    }
+    fs_say(&a->o->report, FS_SAY_OUT, "round %llu: blocks=%llu payload=%llu wire=%llu detect=%s ms=%.1f%s",
+           (unsigned long long)round, (unsigned long long)blocks, (unsigned long long)payload,
+           (unsigned long long)wire, tracked ? "pagemap" : "hash",
+           (double)(r3_now_ns() - t0) / 1e6, rc < 0 ? " (connection lost)" : "");
     return rc;
 }
 
@@ -550,32 +513,30 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
     if (o->nfiles + o->nmaps == 0)
         return r3_error(-EINVAL, "nothing to advertise");
     struct r3_tls_ctx *ctx;
-    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
-        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
-    int rc = r3_tls_client_ctx(&o->tls, &ctx);
+    int rc = fs_client_ctx(&o->tls, &ctx);
     if (rc < 0)
         return rc;
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
     rc = files_open(&a);
-    unsigned backoff = 100;
     uint64_t next_round = r3_now_ns() + (uint64_t)o->interval_ms * 1000000u;
-    bool warned = false;
+    struct fs_dial dial = { .hub = o->hub, .ctx = ctx, .role = "adv", .give_up_ms = o->give_up_ms,
+                            .rep = &o->report, .stop = stop };
     while (rc == 0 && !*stop) {
         if (!a.c) {
-            int crc = connect_hub(&a, ctx);
-            if (crc < 0) {
-                if (!warned)
-                    fprintf(stderr, "r3sync advertise: %s (retrying)\n", r3_last_error());
-                warned = true;
-                for (unsigned t = 0; t < backoff && !*stop; t += 50)
-                    usleep(50000);
-                backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+            int crc = fs_dial(&dial, &a.c);
+            if (crc == -EINTR)
+                break;
+            if (crc == 0 && (crc = start_conn(&a)) == -EPIPE) {
+                fs_say(&o->report, FS_SAY_DIAG, "%s", r3_last_error());
+                fs_dial_lost(&dial);
                 continue;
             }
-            fprintf(stderr, "r3sync advertise: connected to %s\n", o->hub);
-            warned = false;
-            backoff = 100;
+            if (crc < 0) {
+                rc = crc;               /* refused, gave up, or out of resources */
+                break;
+            }
+            fs_say(&o->report, FS_SAY_DIAG, "connected to %s", o->hub);
         }
         /* wait for a message, a kick, the interval or the connection's end */
         pthread_mutex_lock(&a.mu);
@@ -606,11 +567,8 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
                     atomic_fetch_add(&o->stats->acks, 1);
                     atomic_store(&o->stats->last_acked_round, m->round);
                 }
-                if (!o->quiet) {
-                    printf("ack round=%llu receiver=%llu\n", (unsigned long long)m->round,
-                           (unsigned long long)m->rid);
-                    fflush(stdout);
-                }
+                fs_say(&o->report, FS_SAY_OUT, "ack round=%llu receiver=%llu",
+                       (unsigned long long)m->round, (unsigned long long)m->rid);
             }
             free(m);
         }
@@ -627,9 +585,10 @@ int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *ki
             }
         }
         if (crc < 0 || dead) {
-            fprintf(stderr, "r3sync advertise: connection to %s lost: %s; reconnecting\n", o->hub,
-                    a.c && a.c->err[0] ? a.c->err : r3_last_error());
+            fs_say(&o->report, FS_SAY_DIAG, "connection to %s lost: %s; reconnecting", o->hub,
+                   a.c && a.c->err[0] ? a.c->err : r3_last_error());
             disconnect(&a);
+            fs_dial_lost(&dial);
         }
     }
     if (a.c) {

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
@@ -20,15 +22,24 @@ struct fs_qent {
     struct fs_frame *f;
 };
 
-struct fs_frame *fs_frame_raw(const void *body, size_t len)
+struct fs_frame *fs_frame_alloc(size_t body, struct r3_net_budget *budget)
 {
-    if (len + 4 > FS_MAX_FRAME)
+    if (body + 4 > FS_MAX_FRAME)
         return NULL;
-    struct fs_frame *f = malloc(sizeof *f + 4 + len);
+    struct fs_frame *f = malloc(sizeof *f + 4 + body);
     if (!f)
         return NULL;
     atomic_init(&f->refs, 1);
-    f->len = (uint32_t)(4 + len);
+    f->len = (uint32_t)(4 + body);
+    f->budget = budget;
+    return f;
+}
+
+struct fs_frame *fs_frame_raw(const void *body, size_t len)
+{
+    struct fs_frame *f = fs_frame_alloc(len, NULL);
+    if (!f)
+        return NULL;
     f->data[0] = (unsigned char)(len >> 24);
     f->data[1] = (unsigned char)(len >> 16);
     f->data[2] = (unsigned char)(len >> 8);
@@ -44,8 +55,51 @@ struct fs_frame *fs_frame_new(const msgpack_sbuffer *b)
 
 void fs_frame_put(struct fs_frame *f)
 {
-    if (f && atomic_fetch_sub(&f->refs, 1) == 1)
-        free(f);
+    if (!f || atomic_fetch_sub(&f->refs, 1) != 1)
+        return;
+    if (f->budget)
+        r3_net_budget_give(f->budget, f->len, NULL);
+    free(f);
+}
+
+int fs_frame_read(struct r3_io *io, uint32_t max, struct r3_net_budget *budget, const bool *stop,
+                  struct fs_frame **out)
+{
+    unsigned char hdr[4];
+    uint32_t len;
+    *out = NULL;
+    int rc = r3_io_read_all(io, hdr, 4);
+    if (rc < 0)
+        return rc;
+    if (r3_wire_frame_len(hdr, max, &len) < 0)
+        return r3_error(-EMSGSIZE, "frame of %u bytes refused (limit %u)",
+                        (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
+                        max);
+    if (budget && (rc = r3_net_budget_take(budget, len + 4u, NULL, 0, stop)) < 0)
+        return rc;
+    struct fs_frame *f = fs_frame_alloc(len, budget);
+    if (!f) {
+        if (budget)
+            r3_net_budget_give(budget, len + 4u, NULL);
+        return r3_error(-ENOMEM, "out of memory for a frame of %u bytes", len);
+    }
+    memcpy(f->data, hdr, 4);
+    if ((rc = r3_io_read_all(io, f->data + 4, len)) < 0) {
+        fs_frame_put(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+int fs_frame_unpack(const struct fs_frame *f, msgpack_unpacked *u)
+{
+    size_t used = 0;
+    msgpack_unpacked_init(u);
+    if (msgpack_unpack_next(u, (const char *)f->data + 4, f->len - 4, &used) != MSGPACK_UNPACK_SUCCESS ||
+        used != f->len - 4 || u->data.type != MSGPACK_OBJECT_ARRAY || u->data.via.array.size < 1)
+        return r3_error(-EPROTO, "malformed frame");
+    return 0;
 }
 
 static struct fs_conn *conn_alloc(void)
@@ -62,22 +116,32 @@ static struct fs_conn *conn_alloc(void)
 int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out)
 {
     *out = NULL;
-    char host[256];
-    int port;
-    int rc = fs_parse_addr(addr, host, sizeof host, &port);
-    if (rc < 0)
+    struct r3_net_addr a;
+    int fd, rc = r3_net_addr_parse(addr, 0, 0, &a);
+    uint64_t deadline = r3_net_deadline(timeout_ms);
+    if (rc < 0 || (rc = r3_net_dial(&a, timeout_ms, &fd)) < 0)
         return rc;
-    int fd = fs_tcp_connect(addr, timeout_ms);
-    if (fd < 0)
-        return fd;
     struct fs_conn *c = conn_alloc();
     if (!c) {
         close(fd);
         return r3_error(-ENOMEM, "out of memory");
     }
     rc = r3_io_init(&c->io, fd);
+    if (a.kind == R3_NET_TCP) {
+        /* a hub that vanishes without a FIN (a partition, a dead machine) is
+         * noticed within about a minute, not at the next write (which a
+         * receiver may never do) */
+        int on = 1, idle = 30, intvl = 10, cnt = 3;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    }
+    int left = r3_net_remaining_ms(deadline);
     if (rc == 0)
-        rc = r3_tls_connect(ctx, &c->io, host, timeout_ms);
+        rc = r3_tls_connect(ctx, &c->io, a.kind == R3_NET_TCP ? a.host : NULL, left > 0 ? left : 1);
+    if (rc < 0 && rc != -EACCES && fs_refused_alert())
+        rc = -EACCES;       /* TLS 1.2: the hub's alert comes during the handshake */
     if (rc < 0) {
         r3_error_prefix(rc, "%s: ", addr);
         fs_conn_free(c);
@@ -87,23 +151,74 @@ int fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, st
     return 0;
 }
 
-int fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out)
+/* After a failed TLS call: was it a fatal alert from the peer (it refused
+ * our certificate, or the handshake)? The TLS layer says so only in its
+ * sentence ("TLS: tlsv1 alert unknown ca"); then the sentence is rewritten
+ * to say what it means. */
+bool fs_refused_alert(void)
 {
-    *out = NULL;
-    struct fs_conn *c = conn_alloc();
-    if (!c) {
-        close(fd);
+    char why[400];
+    snprintf(why, sizeof why, "%s", r3_last_error());
+    if (!strstr(why, " alert "))
+        return false;
+    r3_error(-EACCES, "the hub refused our certificate (%s)", why);
+    return true;
+}
+
+/* The first frame from the hub, read synchronously (small: bounded). */
+
+int fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms)
+{
+    msgpack_sbuffer b;
+    msgpack_packer pk;
+    fs_msg_begin(&b, &pk, 4, FS_HELLO);
+    msgpack_pack_str(&pk, 6);
+    msgpack_pack_str_body(&pk, "r3sync", 6);
+    msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
+    msgpack_pack_str(&pk, strlen(role));
+    msgpack_pack_str_body(&pk, role, strlen(role));
+    struct fs_frame *hello = fs_frame_new(&b);
+    msgpack_sbuffer_destroy(&b);
+    if (!hello)
         return r3_error(-ENOMEM, "out of memory");
-    }
-    int rc = r3_io_init(&c->io, fd);
-    if (rc == 0)
-        rc = r3_tls_accept(ctx, &c->io, timeout_ms);
+    int wrc = r3_io_write_all(&c->io, hello->data, hello->len);
+    fs_frame_put(hello);
+    /* even when the write failed, the hub's reason may be waiting (a TLS
+     * alert sent as it refused our certificate): read it */
+    char werr[256];
+    snprintf(werr, sizeof werr, "%s", wrc < 0 ? r3_last_error() : "");
+    c->io.rtimeout_ms = timeout_ms;
+    struct fs_frame *f;
+    int rc = fs_frame_read(&c->io, FS_HELLO_MAX, NULL, NULL, &f);
+    c->io.rtimeout_ms = -1;
+    if (rc == -EMSGSIZE)
+        return r3_error(-EPROTO, "not an r3sync hub (its first frame is not a hello)");
     if (rc < 0) {
-        fs_conn_free(c);
-        return rc;
+        if (fs_refused_alert())
+            return -EACCES;
+        if (wrc < 0)
+            return r3_error(wrc, "hello: %s", werr);
+        return r3_error_prefix(rc, "hello: ");
     }
-    *out = c;
-    return 0;
+    msgpack_unpacked u;
+    const char *s, *ok;
+    uint32_t sn, okn;
+    uint64_t type = 0, ver = 0;
+    if (fs_frame_unpack(f, &u) < 0 || !fs_msg_uint(&u.data, 0, &type))
+        rc = r3_error(-EPROTO, "not an r3sync hub (malformed hello)");
+    else if (type == FS_ERR)
+        rc = fs_msg_str(&u.data, 1, &s, &sn)
+           ? r3_error(-EACCES, "the hub refused: %.*s", (int)(sn > 300 ? 300 : sn), s)
+           : r3_error(-EACCES, "the hub refused without a reason");
+    else if (type != FS_HELLO || !fs_msg_str(&u.data, 1, &s, &sn) || sn != 6 ||
+             memcmp(s, "r3sync", 6) || !fs_msg_uint(&u.data, 2, &ver) ||
+             !fs_msg_str(&u.data, 3, &ok, &okn) || okn != 2 || memcmp(ok, "ok", 2))
+        rc = r3_error(-EPROTO, "not an r3sync hub (unexpected hello)");
+    else if (!fs_msg_uint(&u.data, 4, &c->id))
+        rc = r3_error(-EPROTO, "not an r3sync hub (hello without an id)");
+    fs_frame_put(f);
+    msgpack_unpacked_destroy(&u);
+    return rc;
 }
 
 static void q_clear(struct fs_conn *c)
@@ -288,43 +403,17 @@ void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
         pthread_mutex_unlock(&c->mu);
         return;
     }
-    unsigned char *buf = NULL;
-    size_t cap = 0;
     for (;;) {
-        unsigned char hdr[4];
-        uint32_t len;
-        int rc = r3_io_read_all(&c->io, hdr, 4);
-        if (rc == 0 && (rc = r3_wire_frame_len(hdr, FS_MAX_FRAME - 4, &len)) < 0)
-            r3_error(rc, "frame of %u bytes refused (limit %u)",
-                     (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 | (unsigned)hdr[2] << 8 | hdr[3],
-                     FS_MAX_FRAME - 4);
-        if (rc == 0 && len > cap) {
-            size_t ncap = cap ? cap : 65536;
-            while (ncap < len)
-                ncap *= 2;
-            unsigned char *nb = realloc(buf, ncap);
-            if (!nb)
-                rc = r3_error(-ENOMEM, "out of memory");
-            else {
-                buf = nb;
-                cap = ncap;
-            }
-        }
-        if (rc == 0)
-            rc = r3_io_read_all(&c->io, buf, len);
+        struct fs_frame *f;
+        int rc = fs_frame_read(&c->io, FS_MAX_FRAME - 4, NULL, NULL, &f);
         if (rc == 0) {
             msgpack_unpacked u;
-            msgpack_unpacked_init(&u);
-            size_t used = 0;
-            msgpack_unpack_return ur = msgpack_unpack_next(&u, (const char *)buf, len, &used);
-            if (ur != MSGPACK_UNPACK_SUCCESS || used != len || u.data.type != MSGPACK_OBJECT_ARRAY ||
-                u.data.via.array.size < 1)
-                rc = r3_error(-EPROTO, "malformed frame");
-            else {
-                atomic_fetch_add(&c->bytes_in, (uint64_t)len + 4);
-                rc = fn(arg, c, &u.data, buf, len);
+            if ((rc = fs_frame_unpack(f, &u)) == 0) {
+                atomic_fetch_add(&c->bytes_in, f->len);
+                rc = fn(arg, c, &u.data, f->data + 4, f->len - 4);
             }
             msgpack_unpacked_destroy(&u);
+            fs_frame_put(f);
         }
         if (rc < 0) {
             pthread_mutex_lock(&c->mu);
@@ -336,9 +425,33 @@ void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg)
             break;
         }
     }
-    free(buf);
     r3_io_shutdown(&c->io);
     pthread_join(wt, NULL);
+}
+
+static void *reader_main(void *p)
+{
+    struct fs_reader *r = p;
+    fs_conn_run(r->c, r->fn, r->arg);
+    pthread_mutex_lock(r->mu);
+    *r->done = true;
+    if (r->cv)
+        pthread_cond_broadcast(r->cv);
+    pthread_mutex_unlock(r->mu);
+    return NULL;
+}
+
+int fs_reader_start(struct fs_reader *r)
+{
+    return r3_thread_create(&r->t, reader_main, r);
+}
+
+void fs_msg_begin(msgpack_sbuffer *b, msgpack_packer *pk, uint32_t n, unsigned type)
+{
+    msgpack_sbuffer_init(b);
+    msgpack_packer_init(pk, b, msgpack_sbuffer_write);
+    msgpack_pack_array(pk, n);
+    msgpack_pack_uint8(pk, (uint8_t)type);
 }
 
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v)

@@ -2,8 +2,10 @@
  * Internal to libr3 and r3sync (not installed). Parts:
  *   hash.c      XXH3-128 per fixed block, several threads
  *   track.c     change tracking of a mapping: uffd WP_ASYNC + PAGEMAP_SCAN
- *   net.c, conn.c  TCP, and framed msgpack messages over a TLS r3_io (src/wire/tls.h)
+ *   conn.c      a client's framed msgpack messages over a TLS r3_io (src/net)
+ *   dial.c      reaching the hub: retries with backoff + jitter, final refusals, giving up
  *   hub.c, advertise.c, receive.c   the three r3sync roles
+ *   report.c    lines and progress handed to the caller (the library never prints)
  *   strategy.c  the "filesync" region strategy */
 #ifndef R3_FILESYNC_H
 #define R3_FILESYNC_H
@@ -14,12 +16,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <msgpack.h>
-#include "wire/tls.h"
+#include "net/net.h"
 
 #define FS_DEFAULT_BLOCK   (64u * 1024u)
 #define FS_MAX_BLOCK       (4u << 20)           /* largest block size accepted */
 #define FS_MAX_FRAME       (FS_MAX_BLOCK + 4096u) /* bounded before any allocation */
 #define FS_MAX_NAME        4096u
+#define FS_HELLO_MAX       4096u                /* a hello (or the refusal in its place) */
 #define FS_HAVE_PER_MSG    65536u               /* hashes per HAVE message */
 #define FS_HASH_LEN        16u
 
@@ -50,26 +53,30 @@ int  fs_track_open(void *base, size_t len, struct fs_track **out);
 long fs_track_scan(struct fs_track *t, uint32_t block, uint8_t *dirty);
 void fs_track_close(struct fs_track *t);
 
-/* ---- TLS: the shared layer of src/wire/tls.h (contexts, r3_io, peer CN);
- * net.c adds TCP connect/listen for "host:port" addresses. */
-/* Split "host:port" ("[v6]:port"); 0 or -EINVAL. */
-int  fs_parse_addr(const char *addr, char *host, size_t hn, int *port);
-/* A connected TCP socket, or -errno. */
-int  fs_tcp_connect(const char *addr, int timeout_ms);
-/* A listening TCP socket, or -errno. */
-int  fs_tcp_listen(const char *addr);
-
 /* ---- frames and connections (conn.c) */
 /* A frame: 4-byte big-endian length + one msgpack array. Shared by reference
  * between the queues of many connections (the hub relays one copy). */
 struct fs_frame {
     atomic_uint refs;
     uint32_t len;              /* bytes in data, header included */
+    struct r3_net_budget *budget;   /* given len bytes back when freed (NULL: none) */
     unsigned char data[];
 };
 struct fs_frame *fs_frame_new(const msgpack_sbuffer *body);   /* refs = 1; NULL on ENOMEM */
 struct fs_frame *fs_frame_raw(const void *body, size_t len);
+/* A frame of body bytes (header and body not filled in) whose len bytes
+ * were taken from budget (NULL: none); refs = 1. NULL on ENOMEM. */
+struct fs_frame *fs_frame_alloc(size_t body, struct r3_net_budget *budget);
 void fs_frame_put(struct fs_frame *f);
+/* The one frame reader of filesync (hub and clients): the length (frame.h's
+ * r3_wire_frame_len) is checked against max before anything is allocated
+ * (-EMSGSIZE with a sentence), then taken from budget (NULL: none; waits
+ * while it is used up, -ESHUTDOWN once *stop), then the frame is read. */
+int  fs_frame_read(struct r3_io *io, uint32_t max, struct r3_net_budget *budget, const bool *stop,
+                   struct fs_frame **out);
+/* Its payload as one msgpack array (-EPROTO otherwise); destroy u after,
+ * also on failure. */
+int  fs_frame_unpack(const struct fs_frame *f, msgpack_unpacked *u);
 
 struct fs_qent;
 struct fs_conn {
@@ -83,10 +90,9 @@ struct fs_conn {
     atomic_uint_fast64_t bytes_out, bytes_in;   /* framed bytes */
     char err[256];             /* why the connection died */
 };
-/* Dial addr and do the TLS handshake (client certificate from ctx). */
+/* Dial addr (src/net's address syntax) and do the TLS handshake (client
+ * certificate from ctx), within timeout_ms. */
 int  fs_conn_connect(struct r3_tls_ctx *ctx, const char *addr, int timeout_ms, struct fs_conn **out);
-/* TLS accept on an accepted socket (owned from now on, also on failure). */
-int  fs_conn_accept(struct r3_tls_ctx *ctx, int fd, int timeout_ms, struct fs_conn **out);
 void fs_conn_free(struct fs_conn *c);
 /* Queue a frame (takes a reference). Blocks while more than limit bytes are
  * queued, up to timeout_ms (<0 = until the connection dies). 0, -EPIPE (dead),
@@ -99,12 +105,35 @@ void fs_conn_kill(struct fs_conn *c, const char *why);
 int  fs_conn_drain(struct fs_conn *c, int timeout_ms);
 typedef int (*fs_msg_fn)(void *arg, struct fs_conn *c, const msgpack_object *msg,
                          const unsigned char *raw, size_t rawlen);
+/* The client's hello, before fs_conn_run: sends [HELLO, "r3sync", version,
+ * role] and waits up to timeout_ms for the hub's answer. 0; -EACCES when the
+ * hub refused (a TLS alert about our certificate, or an ERR message): final,
+ * retrying cannot help; other -errno: the connection failed (retry). */
+int  fs_conn_hello(struct fs_conn *c, const char *role, int timeout_ms);
+/* True (and the sentence rewritten) if the last error is a fatal TLS alert
+ * from the peer: it refused us, and retrying cannot help. */
+bool fs_refused_alert(void);
 /* Runs the connection: a writer thread drains the queue while this thread
  * reads frames (bounded by FS_MAX_FRAME before allocation) and calls fn for
  * each. Returns when the peer goes away, fn returns < 0, or fs_conn_kill;
  * the connection is dead then. */
 void fs_conn_run(struct fs_conn *c, fs_msg_fn fn, void *arg);
 
+/* fs_conn_run on a thread of its own (a client's reader): when it returns,
+ * *done is set under *mu and *cv (if any) broadcast. Join r->t. */
+struct fs_reader {
+    struct fs_conn *c;
+    fs_msg_fn fn;
+    void *arg;
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    bool *done;
+    pthread_t t;
+};
+int  fs_reader_start(struct fs_reader *r);
+
+/* Start a message [type, ...] of n elements into a new b (destroy it after). */
+void fs_msg_begin(msgpack_sbuffer *b, msgpack_packer *pk, uint32_t n, unsigned type);
 /* msgpack helpers: pull typed fields out of an array message. */
 bool fs_msg_uint(const msgpack_object *m, uint32_t i, uint64_t *v);
 bool fs_msg_str(const msgpack_object *m, uint32_t i, const char **s, uint32_t *n);
@@ -130,12 +159,54 @@ enum {
  * empty or "." components). 0 or -EINVAL with r3_error set. */
 int fs_name_check(const char *name, uint32_t n);
 
+/* ---- reporting (report.c): the library never prints; lines and progress
+ * go to the caller's callbacks (any may be NULL: not reported). */
+enum { FS_SAY_OUT = 0,         /* a result line ("round 3 done ...": r3sync's stdout) */
+       FS_SAY_DIAG = 1 };      /* a diagnostic ("connected to ...": r3sync's stderr) */
+struct fs_report {
+    void (*line)(void *arg, int kind, const char *text);
+    /* a long operation: done of total bytes after secs; final once at the end */
+    void (*progress)(void *arg, const char *what, uint64_t done, uint64_t total, double secs,
+                     bool final);
+    void *arg;
+};
+void fs_say(const struct fs_report *r, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- reaching the hub (dial.c) */
+/* A client's TLS context: mTLS only, so cert, key and ca are all required. */
+int  fs_client_ctx(const struct r3_tls_opts *tls, struct r3_tls_ctx **out);
+struct fs_dial {
+    const char *hub;           /* "host:port" */
+    struct r3_tls_ctx *ctx;
+    const char *role;          /* "adv" or "recv" */
+    unsigned give_up_ms;       /* 0 = retry until *stop */
+    const struct fs_report *rep;
+    volatile int *stop;
+    /* state */
+    struct r3_net_backoff b;   /* src/net's backoff; its start is this disconnected period's */
+    bool started, warned, pause;
+    uint64_t up_since;         /* when the current connection came up (ns), 0 = none */
+    unsigned attempts, total_attempts;
+    char why[512];             /* the last failure */
+};
+/* Connect and say hello, retrying until it works (0 and *out), *stop
+ * (-EINTR), a final refusal (-EACCES) or give_up_ms without a connection
+ * since the start or the last fs_dial_lost (-ETIMEDOUT), each with a
+ * sentence. fs_dial_lost: the connection ended; if it lasted less than 10 s
+ * the backoff (and the give-up clock) go on, else they start afresh. */
+int  fs_dial(struct fs_dial *d, struct fs_conn **out);
+void fs_dial_lost(struct fs_dial *d);
+
 /* ---- roles (hub.c, advertise.c, receive.c); each runs until *stop */
 struct fs_hub_opts {
     const char *listen;
     struct r3_tls_opts tls;
     size_t queue_limit;        /* per receiver; 0 = 64 MiB */
+    size_t max_inflight;       /* advertisers' frames alive in the hub; 0 = 256 MiB */
+    unsigned max_connections;  /* 0 = 1024 (src/net's default) */
     bool verbose;
+    struct fs_report report;
 };
 int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop);
 
@@ -162,8 +233,8 @@ struct fs_adv_opts {
     unsigned interval_ms;      /* 0 = rounds only when *kick is set (SIGUSR1 in r3sync) */
     unsigned threads;          /* hash threads; 0 = 2 */
     unsigned rounds;           /* > 0: stop after this many rounds */
-    bool progress;             /* terminal progress on stderr */
-    bool quiet;                /* no per-round lines on stdout */
+    unsigned give_up_ms;       /* not connected for this long: give up (0 = never) */
+    struct fs_report report;
     struct fs_adv_stats *stats;
 };
 int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *kick);
@@ -173,17 +244,20 @@ struct fs_recv_opts {
     struct r3_tls_opts tls;
     const char *dir;
     unsigned threads;
-    bool progress;
+    unsigned give_up_ms;       /* not connected for this long: give up (0 = never) */
+    struct fs_report report;
 };
 int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop);
 
-/* ---- terminal progress (progress.c) */
+/* ---- progress of a long operation through fs_report (report.c) */
 struct fs_progress {
     bool on;
+    const struct fs_report *rep;
     const char *what;
     uint64_t total, done, t0, last;
 };
-void fs_progress_start(struct fs_progress *p, bool on, const char *what, uint64_t total);
+void fs_progress_start(struct fs_progress *p, const struct fs_report *rep, const char *what,
+                       uint64_t total);
 void fs_progress_add(struct fs_progress *p, uint64_t n);
 void fs_progress_end(struct fs_progress *p);
 

@@ -1,37 +1,41 @@
 /* The hub: accepts mTLS connections only; the client certificate's CN is the
  * sync id. Advertisers register files under their id; receivers of that id
  * get every file (also ones advertised later). The advertiser's stream is
- * sent once and relayed to every receiver of its id; catch-up blocks go to
- * one receiver; hashes from receivers go to the file's advertiser. */
+ * sent once and relayed to every receiver of its id (the frame as read, by
+ * reference); catch-up blocks go to one receiver; hashes from receivers go
+ * to the file's advertiser.
+ *
+ * Connections are served by the network layer's server (src/net/server.c:
+ * connection cap, handshake deadline, per-connection send queues, pool
+ * threads only for connections with input). Frames read from advertisers
+ * take their bytes from a budget (max_inflight) until every receiver's queue
+ * has sent them, so the hub's memory is bounded whatever clients do; a
+ * receiver whose queue stays above queue_limit is dropped (it reconnects and
+ * repairs). Lock order: never call into the server (send, put, close) in a
+ * way that may end a connection while holding hub->mu: its on_close takes
+ * hub->mu. Under hub->mu, connections are held first (r3_net_conn_tryhold:
+ * one whose on_close is about to run is skipped),
+ * and put after unlocking. */
 #include <errno.h>
 #include <stdarg.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <openssl/crypto.h>
-#include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
+#include "wire/frame.h"
 
 enum { ROLE_NONE, ROLE_ADV, ROLE_RECV };
 
 struct hub;
-struct hconn {
-    struct hconn *next;
+struct hconn {                      /* r3_net_conn.data once the hello is done */
+    struct hconn *next;             /* hub->conns */
     struct hub *hub;
-    struct fs_conn *c;
-    int fd;
-    int refs;                       /* under hub->mu */
+    struct r3_net_conn *c;
     int role;
-    char sid[256];
-    char peer[64];
+    uint64_t id;
+    const char *sid;                /* c->cn */
 };
 
 struct hfile {
@@ -44,44 +48,76 @@ struct hfile {
 
 struct hub {
     struct r3_tls_ctx *ctx;
+    struct r3_net_server *srv;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     struct hconn *conns;
     struct hfile *files;
     uint64_t next_id;
-    unsigned nthreads;
     size_t qlimit;
     bool verbose;
+    const struct fs_report *rep;
+    struct r3_net_budget budget;    /* bytes of advertisers' frames alive */
+    bool stopping;                  /* under budget.mu: stop waiting for budget */
 };
 
 #define SEND_TIMEOUT_MS 10000
 
-static void hlog(struct hub *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void hlog(struct hub *h, const char *fmt, ...)
+#define hlog(h, ...) fs_say((h)->rep, FS_SAY_DIAG, __VA_ARGS__)
+
+static void server_log(void *arg, const char *line)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "r3sync hub: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    (void)h;
+    struct hub *h = arg;
+    hlog(h, "%s", line);
 }
 
-static void unref_locked(struct hconn *hc)
+/* ---- sending: a frame is queued by reference (its bytes are not copied) */
+static void frame_done(void *p) { fs_frame_put(p); }
+
+static int send_frame(struct r3_net_conn *c, struct fs_frame *f)
 {
-    if (--hc->refs > 0)
-        return;
-    fs_conn_free(hc->c);
-    free(hc);
+    atomic_fetch_add(&f->refs, 1);
+    return r3_net_conn_send(c, NULL, 0, f->data, f->len, frame_done, f);
 }
 
-static void unref(struct hconn *hc)
+static int send_buf(struct r3_net_conn *c, const msgpack_sbuffer *b)
 {
-    struct hub *h = hc->hub;
-    pthread_mutex_lock(&h->mu);
-    unref_locked(hc);
-    pthread_mutex_unlock(&h->mu);
+    struct fs_frame *f = fs_frame_new(b);
+    if (!f)
+        return r3_error(-ENOMEM, "out of memory");
+    int rc = send_frame(c, f);
+    fs_frame_put(f);
+    return rc;
+}
+
+/* Connections held under hub->mu, put after unlocking. held_add: false if
+ * c is closing (not held) or out of memory. */
+struct held {
+    struct r3_net_conn **v;
+    size_t n, cap;
+};
+
+static bool held_add(struct held *hd, struct r3_net_conn *c)
+{
+    if (hd->n == hd->cap) {
+        size_t nc = hd->cap ? hd->cap * 2 : 16;
+        struct r3_net_conn **nv = realloc(hd->v, nc * sizeof *nv);
+        if (!nv)
+            return false;
+        hd->v = nv;
+        hd->cap = nc;
+    }
+    if (!r3_net_conn_tryhold(c))
+        return false;
+    hd->v[hd->n++] = c;
+    return true;
+}
+
+static void held_put(struct held *hd)
+{
+    for (size_t i = 0; i < hd->n; i++)
+        r3_net_conn_put(hd->v[i]);
+    free(hd->v);
+    *hd = (struct held){ 0 };
 }
 
 static struct hfile *file_find(struct hub *h, const char *sid, uint64_t fid)
@@ -92,12 +128,11 @@ static struct hfile *file_find(struct hub *h, const char *sid, uint64_t fid)
     return NULL;
 }
 
+/* [FILE, fid, name, size, block] into a new b */
 static void pack_file(msgpack_sbuffer *b, const struct hfile *f)
 {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, FS_FILE);
+    fs_msg_begin(b, &pk, 5, FS_FILE);
     msgpack_pack_uint64(&pk, f->fid);
     size_t n = strlen(f->name);
     msgpack_pack_str(&pk, n);
@@ -106,54 +141,55 @@ static void pack_file(msgpack_sbuffer *b, const struct hfile *f)
     msgpack_pack_uint32(&pk, f->block);
 }
 
-/* Queue a small frame to every receiver of sid (under h->mu; never blocks). */
-static void to_receivers_locked(struct hub *h, const char *sid, struct fs_frame *fr)
+/* Queue a small frame to every receiver of sid (under h->mu; never blocks).
+ * The receivers are held in *hd: put them after unlocking. */
+static void to_receivers_locked(struct hub *h, const char *sid, struct fs_frame *fr, struct held *hd)
 {
     for (struct hconn *r = h->conns; r; r = r->next)
-        if (r->role == ROLE_RECV && strcmp(r->sid, sid) == 0)
-            fs_conn_send(r->c, fr, 0, 0);
+        if (r->role == ROLE_RECV && strcmp(r->sid, sid) == 0 && held_add(hd, r->c))
+            send_frame(r->c, fr);
 }
 
-/* Relay a (big) frame to the receivers of sid, or to one receiver (rid);
- * a receiver that cannot take it within the timeout is dropped (it will
- * reconnect and repair). */
+/* Relay a (big) frame to the receivers of sid, or to one receiver (rid). A
+ * receiver with more than qlimit bytes queued gets SEND_TIMEOUT_MS to drain
+ * below it, else it is dropped (it will reconnect and repair). */
 static void relay(struct hub *h, const char *sid, uint64_t rid, struct fs_frame *fr)
 {
-    struct hconn *list[256];
-    size_t n = 0;
-    bool more = true;
-    struct hconn *skip_upto = NULL;   /* simple batching for > 256 receivers */
-    while (more) {
-        more = false;
-        n = 0;
-        pthread_mutex_lock(&h->mu);
-        bool passed = skip_upto == NULL;
-        for (struct hconn *r = h->conns; r; r = r->next) {
-            if (!passed) {
-                passed = r == skip_upto;
-                continue;
-            }
-            if (r->role != ROLE_RECV || strcmp(r->sid, sid) != 0 || (rid && r->c->id != rid))
-                continue;
-            if (n == 256) {
-                more = true;
+    struct held hd = { 0 };
+    pthread_mutex_lock(&h->mu);
+    for (struct hconn *r = h->conns; r; r = r->next)
+        if (r->role == ROLE_RECV && strcmp(r->sid, sid) == 0 && (!rid || r->id == rid))
+            held_add(&hd, r->c);
+    pthread_mutex_unlock(&h->mu);
+    for (size_t i = 0; i < hd.n; i++) {
+        struct r3_net_conn *c = hd.v[i];
+        uint64_t t0 = r3_now_ns();
+        while (r3_net_conn_queued(c) > h->qlimit) {
+            if (r3_now_ns() - t0 > SEND_TIMEOUT_MS * 1000000ull) {
+                hlog(h, "%s: receiver too slow, dropped", c->peer);
+                r3_net_conn_close(c, "too slow");
                 break;
             }
-            r->refs++;
-            list[n++] = r;
+            usleep(5000);
         }
-        pthread_mutex_unlock(&h->mu);
-        for (size_t i = 0; i < n; i++) {
-            int rc = fs_conn_send(list[i]->c, fr, h->qlimit, SEND_TIMEOUT_MS);
-            if (rc == -ETIMEDOUT) {
-                hlog(h, "%s: receiver too slow, dropped", list[i]->peer);
-                fs_conn_kill(list[i]->c, "too slow");
-            }
-        }
-        skip_upto = n ? list[n - 1] : NULL;
-        for (size_t i = 0; i < n; i++)
-            unref(list[i]);
+        send_frame(c, fr);
     }
+    held_put(&hd);
+}
+
+/* Tell the peer why (an ERR frame, sent before the connection closes) and
+ * fail with that sentence. */
+static int refuse_conn(struct hub *h, struct r3_net_conn *c, const char *sid, const char *msg)
+{
+    hlog(h, "%s (%s): %s", c->peer, sid, msg);
+    msgpack_sbuffer b;
+    msgpack_packer pk;
+    fs_msg_begin(&b, &pk, 2, FS_ERR);
+    msgpack_pack_str(&pk, strlen(msg));
+    msgpack_pack_str_body(&pk, msg, strlen(msg));
+    send_buf(c, &b);
+    msgpack_sbuffer_destroy(&b);
+    return r3_error(-EPROTO, "%s", msg);
 }
 
 static int refuse(struct hconn *hc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -164,73 +200,94 @@ static int refuse(struct hconn *hc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    hlog(hc->hub, "%s (%s): %s", hc->peer, hc->sid, msg);
-    msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_uint8(&pk, FS_ERR);
-    msgpack_pack_str(&pk, strlen(msg));
-    msgpack_pack_str_body(&pk, msg, strlen(msg));
-    fs_conn_send_buf(hc->c, &b, 0, 0);
-    msgpack_sbuffer_destroy(&b);
-    fs_conn_drain(hc->c, 1000);
-    return r3_error(-EPROTO, "%s", msg);
+    return refuse_conn(hc->hub, hc->c, hc->sid, msg);
 }
 
-static int on_hello(struct hconn *hc, const msgpack_object *m)
+/* One frame from c; an advertiser's frames take their bytes from the budget. */
+static int read_frame(struct hub *h, struct r3_net_conn *c, uint32_t max, bool budget,
+                      struct fs_frame **out)
 {
-    struct hub *h = hc->hub;
+    return fs_frame_read(&c->io, max, budget ? &h->budget : NULL, &h->stopping, out);
+}
+
+/* The server's handshake callback (after the TLS handshake, within the
+ * handshake deadline): the client's hello. */
+static int on_handshake(struct r3_net_conn *c)
+{
+    struct hub *h = r3_net_server_arg(c);
+    struct fs_frame *f;
+    int rc = read_frame(h, c, FS_HELLO_MAX, false, &f);
+    if (rc < 0)
+        return rc;
+    if (!c->cn[0]) {
+        fs_frame_put(f);
+        return refuse_conn(h, c, "?", "the client certificate has no common name");
+    }
+    msgpack_unpacked u;
+    const msgpack_object *m = &u.data;
     const char *s, *role;
     uint32_t sn, rn;
-    uint64_t ver;
-    if (!fs_msg_str(m, 1, &s, &sn) || sn != 6 || memcmp(s, "r3sync", 6) ||
-        !fs_msg_uint(m, 2, &ver) || !fs_msg_str(m, 3, &role, &rn))
-        return refuse(hc, "bad hello");
-    if (ver != FS_PROTO_VERSION)
-        return refuse(hc, "protocol version %llu not supported", (unsigned long long)ver);
-    int r = rn == 3 && !memcmp(role, "adv", 3) ? ROLE_ADV
+    uint64_t type, ver;
+    int r = ROLE_NONE;
+    if ((rc = fs_frame_unpack(f, &u)) < 0)
+        ;
+    else if (!fs_msg_uint(m, 0, &type) || type != FS_HELLO)
+        rc = refuse_conn(h, c, c->cn, "hello expected");
+    else if (!fs_msg_str(m, 1, &s, &sn) || sn != 6 || memcmp(s, "r3sync", 6) ||
+             !fs_msg_uint(m, 2, &ver) || !fs_msg_str(m, 3, &role, &rn))
+        rc = refuse_conn(h, c, c->cn, "bad hello");
+    else if (ver != FS_PROTO_VERSION) {
+        char msg[80];
+        snprintf(msg, sizeof msg, "protocol version %llu not supported", (unsigned long long)ver);
+        rc = refuse_conn(h, c, c->cn, msg);
+    } else {
+        r = rn == 3 && !memcmp(role, "adv", 3) ? ROLE_ADV
           : rn == 4 && !memcmp(role, "recv", 4) ? ROLE_RECV : ROLE_NONE;
-    if (r == ROLE_NONE)
-        return refuse(hc, "unknown role");
+        if (r == ROLE_NONE)
+            rc = refuse_conn(h, c, c->cn, "unknown role");
+    }
+    msgpack_unpacked_destroy(&u);
+    fs_frame_put(f);
+    if (rc < 0)
+        return rc;
+    struct hconn *hc = calloc(1, sizeof *hc);
+    if (!hc)
+        return r3_error(-ENOMEM, "out of memory");
+    *hc = (struct hconn){ .hub = h, .c = c, .role = r, .sid = c->cn };
     msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, FS_HELLO);
+    pthread_mutex_lock(&h->mu);
+    hc->id = ++h->next_id;
+    fs_msg_begin(&b, &pk, 5, FS_HELLO);
     msgpack_pack_str(&pk, 6);
     msgpack_pack_str_body(&pk, "r3sync", 6);
     msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
     msgpack_pack_str(&pk, 2);
     msgpack_pack_str_body(&pk, "ok", 2);
-    msgpack_pack_uint64(&pk, hc->c->id);
-    pthread_mutex_lock(&h->mu);
-    fs_conn_send_buf(hc->c, &b, 0, 0);
-    hc->role = r;
+    msgpack_pack_uint64(&pk, hc->id);
+    send_buf(c, &b);        /* c is in its handshake: it cannot end under us */
     if (r == ROLE_RECV) {
         /* every file of this id, in the same locked step that makes this
          * receiver visible to relays, so no block can precede its FILE */
-        for (struct hfile *f = h->files; f; f = f->next)
-            if (strcmp(f->adv->sid, hc->sid) == 0) {
+        for (struct hfile *fl = h->files; fl; fl = fl->next)
+            if (strcmp(fl->adv->sid, hc->sid) == 0) {
                 msgpack_sbuffer fb;
-                msgpack_sbuffer_init(&fb);
-                pack_file(&fb, f);
-                fs_conn_send_buf(hc->c, &fb, 0, 0);
+                pack_file(&fb, fl);
+                send_buf(c, &fb);
                 msgpack_sbuffer_destroy(&fb);
             }
     }
+    hc->next = h->conns;
+    h->conns = hc;
+    c->data = hc;
     pthread_mutex_unlock(&h->mu);
     msgpack_sbuffer_destroy(&b);
     if (h->verbose)
-        hlog(h, "%s: %s joined id '%s'", hc->peer, r == ROLE_ADV ? "advertiser" : "receiver",
-             hc->sid);
+        hlog(h, "%s: %s joined id '%s'", c->peer, r == ROLE_ADV ? "advertiser" : "receiver", hc->sid);
     return 0;
 }
 
-static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m,
-                   const unsigned char *raw, size_t rawlen)
+static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m, struct fs_frame *raw)
 {
     struct hub *h = hc->hub;
     uint64_t fid, size, block, idx, rid, round;
@@ -284,17 +341,18 @@ static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m,
         f->size = size;
         f->block = (uint32_t)block;
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         pack_file(&b, f);
         struct fs_frame *fr = fs_frame_new(&b);
         msgpack_sbuffer_destroy(&b);
+        struct held hd = { 0 };
         if (fr) {
-            to_receivers_locked(h, hc->sid, fr);
+            to_receivers_locked(h, hc->sid, fr, &hd);
             fs_frame_put(fr);
         }
         pthread_mutex_unlock(&h->mu);
+        held_put(&hd);
         if (h->verbose)
-            hlog(h, "%s: id '%s' advertises %.*s (%llu bytes)", hc->peer, hc->sid, (int)nn, name,
+            hlog(h, "%s: id '%s' advertises %.*s (%llu bytes)", hc->c->peer, hc->sid, (int)nn, name,
                  (unsigned long long)size);
         return 0;
     }
@@ -311,27 +369,25 @@ static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m,
         bool mine = f && f->adv == hc;
         uint64_t fsize = f ? f->size : 0;
         uint32_t fblock = f ? f->block : 0;
+        struct held hd = { 0 };
         if (mine && type == FS_SIZE) {
             if (!fs_msg_uint(m, 2, &size) || size > (1ull << 50)) {
                 pthread_mutex_unlock(&h->mu);
                 return refuse(hc, "bad SIZE message");
             }
             f->size = size;
-            struct fs_frame *fr = fs_frame_raw(raw, rawlen);
-            if (fr) {
-                to_receivers_locked(h, hc->sid, fr);
-                fs_frame_put(fr);
-            }
+            to_receivers_locked(h, hc->sid, raw, &hd);
         }
         bool other = f && !mine;
         pthread_mutex_unlock(&h->mu);
+        held_put(&hd);
         if (other)
             return refuse(hc, "message for a file this advertiser does not own");
         if (!f) {
             /* unknown (e.g. its name was taken over by another advertiser
              * of this id): dropped, so two advertisers never fight */
             if (h->verbose)
-                hlog(h, "%s (%s): message for unknown file %llu dropped", hc->peer, hc->sid,
+                hlog(h, "%s (%s): message for unknown file %llu dropped", hc->c->peer, hc->sid,
                      (unsigned long long)fid);
             return 0;
         }
@@ -348,24 +404,17 @@ static int adv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m,
         }
         if (type != FS_BLK && rid == 0)
             return refuse(hc, "targeted message without a receiver");
-        struct fs_frame *fr = fs_frame_raw(raw, rawlen);
-        if (!fr)
-            return refuse(hc, "out of memory");
-        relay(h, hc->sid, type == FS_BLK ? 0 : rid, fr);
-        fs_frame_put(fr);
+        relay(h, hc->sid, type == FS_BLK ? 0 : rid, raw);   /* the frame as read: no copy */
         return 0;
     }
     case FS_END: {
         if (!fs_msg_uint(m, 1, &round))
             return refuse(hc, "bad END message");
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint8(&pk, FS_END);
+        fs_msg_begin(&b, &pk, 3, FS_END);
         msgpack_pack_uint64(&pk, round);
-        msgpack_pack_uint64(&pk, hc->c->id);
+        msgpack_pack_uint64(&pk, hc->id);
         struct fs_frame *fr = fs_frame_new(&b);
         msgpack_sbuffer_destroy(&b);
         if (fr) {
@@ -385,9 +434,9 @@ static struct hconn *find_conn_ref(struct hub *h, const char *sid, uint64_t id, 
     struct hconn *r = NULL;
     pthread_mutex_lock(&h->mu);
     for (struct hconn *x = h->conns; x; x = x->next)
-        if (x->c->id == id && x->role == role && strcmp(x->sid, sid) == 0) {
-            x->refs++;
-            r = x;
+        if (x->id == id && x->role == role && strcmp(x->sid, sid) == 0) {
+            if (r3_net_conn_tryhold(x->c))
+                r = x;
             break;
         }
     pthread_mutex_unlock(&h->mu);
@@ -410,23 +459,18 @@ static int recv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m)
             return refuse(hc, "bad HAVE message");
         pthread_mutex_lock(&h->mu);
         struct hfile *f = file_find(h, hc->sid, fid);
-        if (f) {
+        if (f && r3_net_conn_tryhold(f->adv->c))
             to = f->adv;
-            to->refs++;
-        }
         pthread_mutex_unlock(&h->mu);
         if (!to)
             return 0;            /* the advertiser left: it re-announces on return */
-        msgpack_sbuffer_init(&b);
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 6);
-        msgpack_pack_uint8(&pk, FS_HAVE);
+        fs_msg_begin(&b, &pk, 6, FS_HAVE);
         msgpack_pack_uint64(&pk, fid);
         msgpack_pack_uint64(&pk, first);
         msgpack_pack_bin(&pk, dn);
         msgpack_pack_bin_body(&pk, data, dn);
         msgpack_pack_uint64(&pk, last);
-        msgpack_pack_uint64(&pk, hc->c->id);
+        msgpack_pack_uint64(&pk, hc->id);
         break;
     case FS_ACK:
         if (!fs_msg_uint(m, 1, &round) || !fs_msg_uint(m, 2, &adv))
@@ -434,172 +478,132 @@ static int recv_msg(struct hconn *hc, uint64_t type, const msgpack_object *m)
         to = find_conn_ref(h, hc->sid, adv, ROLE_ADV);
         if (!to)
             return 0;
-        msgpack_sbuffer_init(&b);
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint8(&pk, FS_ACK);
+        fs_msg_begin(&b, &pk, 3, FS_ACK);
         msgpack_pack_uint64(&pk, round);
-        msgpack_pack_uint64(&pk, hc->c->id);
+        msgpack_pack_uint64(&pk, hc->id);
         break;
     default:
         return refuse(hc, "message type %llu not allowed for a receiver", (unsigned long long)type);
     }
-    fs_conn_send_buf(to->c, &b, 0, 0);
+    send_buf(to->c, &b);
     msgpack_sbuffer_destroy(&b);
-    unref(to);
+    r3_net_conn_put(to->c);      /* after this, to may be gone */
     return 0;
 }
 
-static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const unsigned char *raw,
-                  size_t rawlen)
+/* The server's on_readable callback: one frame, dispatched. */
+static int on_readable(struct r3_net_conn *c)
 {
-    struct hconn *hc = arg;
+    struct hconn *hc = c->data;
+    struct hub *h = hc->hub;
+    struct fs_frame *f;
+    int rc = read_frame(h, c, FS_MAX_FRAME - 4, hc->role == ROLE_ADV, &f);
+    if (rc == -EMSGSIZE)
+        return refuse(hc, "%s", r3_last_error());
+    if (rc < 0)
+        return rc;
+    msgpack_unpacked u;
     uint64_t type;
-    if (!fs_msg_uint(m, 0, &type))
-        return refuse(hc, "message without a type");
-    if (hc->role == ROLE_NONE)
-        return type == FS_HELLO ? on_hello(hc, m) : refuse(hc, "hello expected");
-    if (type == FS_HELLO)
-        return refuse(hc, "second hello");
-    return hc->role == ROLE_ADV ? adv_msg(hc, type, m, raw, rawlen) : recv_msg(hc, type, m);
+    if ((rc = fs_frame_unpack(f, &u)) < 0)
+        rc = refuse(hc, "malformed frame");
+    else if (!fs_msg_uint(&u.data, 0, &type))
+        rc = refuse(hc, "message without a type");
+    else if (type == FS_HELLO)
+        rc = refuse(hc, "second hello");
+    else
+        rc = hc->role == ROLE_ADV ? adv_msg(hc, type, &u.data, f) : recv_msg(hc, type, &u.data);
+    msgpack_unpacked_destroy(&u);
+    fs_frame_put(f);
+    return rc;
 }
 
-static void *conn_main(void *p)
+/* The server's on_close callback: the connection is gone (nothing holds
+ * it). An advertiser's files go with it; its receivers hear GONE. */
+static bool on_close(struct r3_net_conn *c)
 {
-    struct hconn *hc = p;
-    struct hub *h = hc->hub;
-    /* a client that does not finish the handshake in 10 s is dropped */
-    if (fs_conn_accept(h->ctx, hc->fd, 10000, &hc->c) < 0) {
-        hlog(h, "%s: refused: %s", hc->peer, r3_last_error());
-        goto out_free;
+    struct hub *h = r3_net_server_arg(c);
+    struct hconn *hc = c->data;
+    if (!hc) {
+        hlog(h, "%s: refused: %s", c->peer, c->why[0] ? c->why : "closed before its hello");
+        return true;
     }
-    if (r3_tls_peer_cn(&hc->c->io, hc->sid, sizeof hc->sid) < 0 || !hc->sid[0]) {
-        hlog(h, "%s: refused: the client certificate has no common name", hc->peer);
-        fs_conn_free(hc->c);
-        goto out_free;
-    }
-    pthread_mutex_lock(&h->mu);
-    hc->c->id = ++h->next_id;
-    hc->refs = 1;
-    hc->next = h->conns;
-    h->conns = hc;
-    pthread_mutex_unlock(&h->mu);
-
-    fs_conn_run(hc->c, on_msg, hc);
-    if (h->verbose || hc->role != ROLE_NONE)
-        hlog(h, "%s (%s): closed: %s", hc->peer, hc->sid, hc->c->err);
-
+    struct held hd = { 0 };
     pthread_mutex_lock(&h->mu);
     for (struct hconn **pp = &h->conns; *pp; pp = &(*pp)->next)
         if (*pp == hc) {
             *pp = hc->next;
             break;
         }
-    if (hc->role == ROLE_ADV) {
-        for (struct hfile **pp = &h->files; *pp;) {
-            struct hfile *f = *pp;
-            if (f->adv != hc) {
-                pp = &f->next;
-                continue;
-            }
-            msgpack_sbuffer b;
-            msgpack_sbuffer_init(&b);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-            msgpack_pack_array(&pk, 2);
-            msgpack_pack_uint8(&pk, FS_GONE);
-            msgpack_pack_uint64(&pk, f->fid);
-            struct fs_frame *fr = fs_frame_new(&b);
-            msgpack_sbuffer_destroy(&b);
-            if (fr) {
-                to_receivers_locked(h, hc->sid, fr);
-                fs_frame_put(fr);
-            }
-            *pp = f->next;
-            free(f->name);
-            free(f);
+    for (struct hfile **pp = &h->files; *pp;) {
+        struct hfile *f = *pp;
+        if (f->adv != hc) {
+            pp = &f->next;
+            continue;
         }
+        msgpack_sbuffer b;
+        msgpack_packer pk;
+        fs_msg_begin(&b, &pk, 2, FS_GONE);
+        msgpack_pack_uint64(&pk, f->fid);
+        struct fs_frame *fr = fs_frame_new(&b);
+        msgpack_sbuffer_destroy(&b);
+        if (fr) {
+            to_receivers_locked(h, hc->sid, fr, &hd);
+            fs_frame_put(fr);
+        }
+        *pp = f->next;
+        free(f->name);
+        free(f);
     }
-    unref_locked(hc);
     pthread_mutex_unlock(&h->mu);
-    /* free this thread's OpenSSL state now: the process may exit as soon
-     * as nthreads reaches 0, before thread-exit destructors run */
-    OPENSSL_thread_stop();
-    pthread_mutex_lock(&h->mu);
-    h->nthreads--;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
-out_free:
+    held_put(&hd);
+    hlog(h, "%s (%s): closed: %s", c->peer, hc->sid, c->why[0] ? c->why : "closed");
     free(hc);
-    OPENSSL_thread_stop();
-    pthread_mutex_lock(&h->mu);
-    h->nthreads--;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
+    return true;
 }
 
 int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
 {
-    struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose };
+    struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose,
+                     .rep = &o->report };
     if (!o->tls.cert || !o->tls.key || !o->tls.ca)
         return r3_error(-EINVAL, "the hub needs --tls-cert, --tls-key and --tls-ca (mTLS only)");
-    int rc = r3_tls_server_ctx(&o->tls, &h.ctx);
+    struct r3_net_server_opts so = {
+        .name = "r3sync hub", .max_connections = o->max_connections,
+        .handshake_ms = 10000, .send_timeout_ms = SEND_TIMEOUT_MS,
+        .h = { .handshake = on_handshake, .on_readable = on_readable, .on_close = on_close,
+               .arg = &h },
+        .log = server_log, .log_arg = &h,
+    };
+    int rc = r3_net_addr_parse(o->listen, 0, R3_NET_PASSIVE, &so.listen);
     if (rc < 0)
         return rc;
-    int lfd = fs_tcp_listen(o->listen);
-    if (lfd < 0) {
-        r3_tls_ctx_free(h.ctx);
-        return lfd;
-    }
+    if ((rc = r3_tls_server_ctx(&o->tls, &h.ctx)) < 0)
+        return rc;
+    so.tls = h.ctx;
     pthread_mutex_init(&h.mu, NULL);
-    pthread_cond_init(&h.cv, NULL);
-    hlog(&h, "listening on %s", o->listen);
-    while (!*stop) {
-        struct pollfd p = { lfd, POLLIN, 0 };
-        if (poll(&p, 1, 200) <= 0)
-            continue;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        struct hconn *hc = calloc(1, sizeof *hc);
-        if (!hc) {
-            close(fd);
-            continue;
-        }
-        hc->hub = &h;
-        hc->fd = fd;
-        char hs[64] = "?", ps[16] = "?";
-        getnameinfo((struct sockaddr *)&ss, sl, hs, sizeof hs, ps, sizeof ps,
-                    NI_NUMERICHOST | NI_NUMERICSERV);
-        snprintf(hc->peer, sizeof hc->peer, "%s:%s", hs, ps);
-        pthread_t t;
-        pthread_mutex_lock(&h.mu);
-        h.nthreads++;
-        pthread_mutex_unlock(&h.mu);
-        if (r3_thread_create(&t, conn_main, hc) < 0) {
-            close(fd);
-            free(hc);
-            pthread_mutex_lock(&h.mu);
-            h.nthreads--;
-            pthread_mutex_unlock(&h.mu);
-            continue;
-        }
-        pthread_detach(t);
+    r3_net_budget_init(&h.budget, o->max_inflight ? o->max_inflight : (256u << 20));
+    if ((rc = r3_net_server_start(&so, &h.srv)) < 0)
+        goto out;
+    char ab[300];
+    hlog(&h, "listening on %s", r3_net_addr_format(r3_net_server_addr(h.srv), ab, sizeof ab));
+    while (!*stop)
+        usleep(100000);
+    /* wake a reader waiting for budget, then close every connection */
+    pthread_mutex_lock(&h.budget.mu);
+    h.stopping = true;
+    pthread_mutex_unlock(&h.budget.mu);
+    r3_net_budget_wake(&h.budget);
+    r3_net_server_stop(h.srv);
+    hlog(&h, "stopped");
+out:
+    while (h.files) {
+        struct hfile *f = h.files;
+        h.files = f->next;
+        free(f->name);
+        free(f);
     }
-    close(lfd);
-    pthread_mutex_lock(&h.mu);
-    for (struct hconn *c = h.conns; c; c = c->next)
-        fs_conn_kill(c->c, "hub stopping");
-    while (h.nthreads > 0)
-        pthread_cond_wait(&h.cv, &h.mu);
-    pthread_mutex_unlock(&h.mu);
+    r3_net_budget_destroy(&h.budget);
     r3_tls_ctx_free(h.ctx);
     pthread_mutex_destroy(&h.mu);
-    pthread_cond_destroy(&h.cv);
-    hlog(&h, "stopped");
-    return 0;
+    return rc;
 }

@@ -1,8 +1,8 @@
 # filesync: mmap + hash delta sync (hasher, tracker, hub, advertiser,
 # receiver, strategy) and the r3sync tool, tests and benchmark.
 noinst_HEADERS += filesync/filesync.h
-libr3core_la_SOURCES += filesync/hash.c filesync/track.c filesync/net.c filesync/conn.c \
-	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/progress.c filesync/strategy.c
+libr3core_la_SOURCES += filesync/hash.c filesync/track.c filesync/conn.c \
+	filesync/hub.c filesync/advertise.c filesync/receive.c filesync/report.c filesync/dial.c filesync/strategy.c
 
 bin_PROGRAMS += r3sync
 r3sync_SOURCES = src/cmd/r3sync.c

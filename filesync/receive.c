@@ -73,23 +73,14 @@ static int open_file(struct recv *r, const char *name)
     return open_beneath(r->dirfd, name, O_RDWR | O_CREAT, 0644);
 }
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
-}
+#define say(r, ...) fs_say(&(r)->o->report, FS_SAY_OUT, __VA_ARGS__)
 
-static void fail_file(struct rfile *f, int err, const char *what)
+static void fail_file(struct recv *r, struct rfile *f, int err, const char *what)
 {
     if (!f->failed)
-        fprintf(stderr, "r3sync receive: %s: %s: %s (the file is incomplete)\n", f->name, what,
-                strerror(-err));
-    say("error %s: %s: %s", f->name, what, strerror(-err));
+        fs_say(&r->o->report, FS_SAY_DIAG, "%s: %s: %s (the file is incomplete)", f->name, what,
+               strerror(-err));
+    say(r, "error %s: %s: %s", f->name, what, strerror(-err));
     f->failed = true;
 }
 
@@ -110,18 +101,15 @@ static int send_have(struct recv *r, struct rfile *f)
     int rc = fs_hash_fd(f->fd, f->size, f->block, h, r->o->threads);
     if (rc < 0) {
         free(h);
-        fail_file(f, rc, "read");
+        fail_file(r, f, rc, "read");
         return 0;
     }
     uint64_t first = 0;
     do {
         uint64_t n = nb - first < FS_HAVE_PER_MSG ? nb - first : FS_HAVE_PER_MSG;
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 5);
-        msgpack_pack_uint8(&pk, FS_HAVE);
+        fs_msg_begin(&b, &pk, 5, FS_HAVE);
         msgpack_pack_uint64(&pk, f->fid);
         msgpack_pack_uint64(&pk, first);
         msgpack_pack_bin(&pk, (size_t)n * FS_HASH_LEN);
@@ -165,8 +153,8 @@ static int on_file(struct recv *r, const msgpack_object *m)
         return r3_error(-EPROTO, "bad FILE message");
     if (fs_name_check(name, nn) < 0) {
         /* refuse this file, keep the others */
-        fprintf(stderr, "r3sync receive: %s\n", r3_last_error());
-        say("refused %.*s", (int)(nn > 200 ? 200 : nn), name);
+        fs_say(&r->o->report, FS_SAY_DIAG, "%s", r3_last_error());
+        say(r, "refused %.*s", (int)(nn > 200 ? 200 : nn), name);
         return 0;
     }
     struct rfile *f = find(r, fid);
@@ -193,17 +181,17 @@ static int on_file(struct recv *r, const msgpack_object *m)
         if (f->fd < 0) {
             int e = f->fd;
             f->fd = -1;
-            fail_file(f, e, "open");
+            fail_file(r, f, e, "open");
             return 0;
         }
     }
     int rc = resize(f, size);
     if (rc < 0) {
-        fail_file(f, rc, "resize");
+        fail_file(r, f, rc, "resize");
         return 0;
     }
-    say("file %s size=%llu", f->name, (unsigned long long)size);
-    fs_progress_start(&f->pr, r->o->progress, f->name, size);
+    say(r, "file %s size=%llu", f->name, (unsigned long long)size);
+    fs_progress_start(&f->pr, &r->o->report, f->name, size);
     return send_have(r, f);
 }
 
@@ -226,7 +214,7 @@ static int on_block(struct recv *r, const msgpack_object *m, bool targeted)
                         n, f->name);
     int rc = r3_pwrite_all(f->fd, data, n, off);
     if (rc < 0) {
-        fail_file(f, rc, "write");
+        fail_file(r, f, rc, "write");
         return 0;
     }
     f->dirty = true;
@@ -240,12 +228,12 @@ static int on_block(struct recv *r, const msgpack_object *m, bool targeted)
     return 0;
 }
 
-static int sync_file(struct rfile *f)
+static int sync_file(struct recv *r, struct rfile *f)
 {
     if (!f->dirty || f->failed)
         return 0;
     if (fsync(f->fd) < 0) {
-        fail_file(f, -errno, "fsync");
+        fail_file(r, f, -errno, "fsync");
         return -1;
     }
     f->dirty = false;
@@ -271,9 +259,9 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         if (f && !f->failed && f->fd >= 0) {
             int rc = resize(f, size);
             if (rc < 0)
-                fail_file(f, rc, "resize");
+                fail_file(r, f, rc, "resize");
             else
-                say("resized %s size=%llu", f->name, (unsigned long long)size);
+                say(r, "resized %s size=%llu", f->name, (unsigned long long)size);
         }
         return 0;
     }
@@ -287,8 +275,8 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         if (!f)
             return 0;
         fs_progress_end(&f->pr);
-        if (sync_file(f) == 0 && !f->failed)
-            say("synced %s bytes=%llu", f->name, (unsigned long long)f->cu_bytes);
+        if (sync_file(r, f) == 0 && !f->failed)
+            say(r, "synced %s bytes=%llu", f->name, (unsigned long long)f->cu_bytes);
         return 0;
     }
     case FS_END: {
@@ -297,24 +285,21 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         uint64_t blocks = 0, bytes = 0;
         bool ok = true;
         for (struct rfile *f = r->files; f; f = f->next) {
-            sync_file(f);
+            sync_file(r, f);
             ok = ok && !f->failed;
             blocks += f->round_blocks;
             bytes += f->round_bytes;
             f->round_blocks = f->round_bytes = 0;
         }
         if (!ok) {
-            say("round %llu incomplete", (unsigned long long)round);
+            say(r, "round %llu incomplete", (unsigned long long)round);
             return 0;
         }
-        say("round %llu done blocks=%llu bytes=%llu", (unsigned long long)round,
+        say(r, "round %llu done blocks=%llu bytes=%llu", (unsigned long long)round,
             (unsigned long long)blocks, (unsigned long long)bytes);
         msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint8(&pk, FS_ACK);
+        fs_msg_begin(&b, &pk, 3, FS_ACK);
         msgpack_pack_uint64(&pk, round);
         msgpack_pack_uint64(&pk, adv);
         int rc = fs_conn_send_buf(c, &b, 0, 0);
@@ -323,81 +308,50 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
     }
     case FS_GONE:
         if (fs_msg_uint(m, 1, &fid) && find(r, fid))
-            say("gone %s", find(r, fid)->name);
+            say(r, "gone %s", find(r, fid)->name);
         return 0;
     case FS_ERR: {
         const char *s;
         uint32_t n;
         if (fs_msg_str(m, 1, &s, &n))
-            fprintf(stderr, "r3sync receive: hub refused: %.*s\n", (int)n, s);
-        return r3_error(-EPROTO, "hub refused");
+            return r3_error(-EPROTO, "the hub refused: %.*s", (int)(n > 300 ? 300 : n), s);
+        return r3_error(-EPROTO, "the hub refused");
     }
     default:
         return 0;
     }
 }
 
-struct io_arg { struct recv *r; };
 
-static void *io_main(void *p)
-{
-    struct recv *r = p;
-    fs_conn_run(r->c, on_msg, r);
-    pthread_mutex_lock(&r->mu);
-    r->io_done = true;
-    pthread_mutex_unlock(&r->mu);
-    return NULL;
-}
 
 int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
 {
     struct recv r = { .o = o };
-    if (mkdir(o->dir, 0755) < 0 && errno != EEXIST)
-        return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
-    r.dirfd = open(o->dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    if (r.dirfd < 0)
-        return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
     struct r3_tls_ctx *ctx;
-    if (!o->tls.cert || !o->tls.key || !o->tls.ca)
-        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
-    int rc = r3_tls_client_ctx(&o->tls, &ctx);
-    if (rc < 0) {
-        close(r.dirfd);
+    int rc = fs_client_ctx(&o->tls, &ctx);
+    if (rc < 0)
+        return rc;
+    if (mkdir(o->dir, 0755) < 0 && errno != EEXIST) {
+        r3_tls_ctx_free(ctx);
+        return r3_error(-errno, "%s: %s", o->dir, strerror(errno));
+    }
+    r.dirfd = open(o->dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (r.dirfd < 0) {
+        rc = r3_error(-errno, "%s: %s", o->dir, strerror(errno));
+        r3_tls_ctx_free(ctx);
         return rc;
     }
     pthread_mutex_init(&r.mu, NULL);
-    unsigned backoff = 100;
-    bool warned = false;
+    struct fs_dial dial = { .hub = o->hub, .ctx = ctx, .role = "recv", .give_up_ms = o->give_up_ms,
+                            .rep = &o->report, .stop = stop };
     while (!*stop) {
-        rc = fs_conn_connect(ctx, o->hub, 5000, &r.c);
-        if (rc < 0) {
-            if (!warned)
-                fprintf(stderr, "r3sync receive: %s (retrying)\n", r3_last_error());
-            warned = true;
-            for (unsigned t = 0; t < backoff && !*stop; t += 50)
-                usleep(50000);
-            backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-            continue;
-        }
-        warned = false;
-        backoff = 100;
-        msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_uint8(&pk, FS_HELLO);
-        msgpack_pack_str(&pk, 6);
-        msgpack_pack_str_body(&pk, "r3sync", 6);
-        msgpack_pack_uint8(&pk, FS_PROTO_VERSION);
-        msgpack_pack_str(&pk, 4);
-        msgpack_pack_str_body(&pk, "recv", 4);
-        fs_conn_send_buf(r.c, &b, 0, 0);
-        msgpack_sbuffer_destroy(&b);
-        fprintf(stderr, "r3sync receive: connected to %s\n", o->hub);
+        rc = fs_dial(&dial, &r.c);
+        if (rc < 0)
+            break;                  /* stopped, refused or gave up */
+        fs_say(&o->report, FS_SAY_DIAG, "connected to %s", o->hub);
         r.io_done = false;
-        pthread_t t;
-        rc = r3_thread_create(&t, io_main, &r);
+        struct fs_reader rd = { .c = r.c, .fn = on_msg, .arg = &r, .mu = &r.mu, .done = &r.io_done };
+        rc = fs_reader_start(&rd);
         if (rc < 0) {
             fs_conn_free(r.c);
             break;
@@ -411,12 +365,13 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
             usleep(50000);
         }
         fs_conn_kill(r.c, "closing");
-        pthread_join(t, NULL);
+        pthread_join(rd.t, NULL);
         if (!*stop)
-            fprintf(stderr, "r3sync receive: connection to %s lost: %s; reconnecting\n", o->hub,
-                    r.c->err);
+            fs_say(&o->report, FS_SAY_DIAG, "connection to %s lost: %s; reconnecting", o->hub,
+                   r.c->err);
         fs_conn_free(r.c);
         r.c = NULL;
+        fs_dial_lost(&dial);
         rc = 0;
     }
     if (*stop)
@@ -425,7 +380,7 @@ int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
         struct rfile *f = r.files;
         r.files = f->next;
         if (f->fd >= 0) {
-            sync_file(f);
+            sync_file(&r, f);
             close(f->fd);
         }
         free(f->name);

@@ -1,9 +1,20 @@
 /* The "filesync" strategy: pre-copy. The source's content is copied into a
  * local file (opts->workdir, default /tmp) before the region opens; the
- * region is that file mapped MAP_SHARED; changed blocks (one block = one
- * chunk) are pushed back to the source on the push interval and on
- * r3_region_sync. Changes are found with uffd WP_ASYNC + PAGEMAP_SCAN on the
- * mapping where the kernel allows, else by hashing every block (XXH3). */
+ * region is that file mapped MAP_SHARED. Write-back is the push stage
+ * (src/stages/push.c) over a view of the mapping: its collect hook marks the
+ * blocks (one block = one chunk) changed since the last round, found with
+ * uffd WP_ASYNC + PAGEMAP_SCAN on the mapping where the kernel allows, else
+ * by hashing every block (XXH3); its workers write them back on the push
+ * interval and on r3_region_sync.
+ *
+ * The region contract (include/r3/region.h): before_sync runs first in
+ * every r3_region_sync (and close's) and may veto it; after_sync runs once
+ * per successful sync with the chunks written back since the previous
+ * after_sync (by that sync and by interval rounds), ascending, each once,
+ * maybe none; stats count what was pre-copied and written back.
+ * Options it cannot honour (background pull, access-ordered prefetch, access
+ * logs, fault threads) are -EINVAL with a sentence; opts->filesync_detect chooses
+ * "pagemap" or "hash" (the library reads no environment). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,12 +22,17 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <r3/thread.h>
 #include "internal.h"
 #include "filesync/filesync.h"
 
 #define PRECOPY_IO (4u << 20)    /* bytes per source read while pre-copying */
-#define PUSH_IO    (4u << 20)    /* most bytes per source write while pushing */
+
+struct fsr;
+/* The push stage's inner source: the mapping's bytes. */
+struct fsview {
+    struct r3_source src;
+    struct fsr *f;
+};
 
 struct fsr {
     struct r3_region r;
@@ -25,18 +41,16 @@ struct fsr {
     int fd;
     uint64_t nblocks;
     struct fs_track *track;      /* NULL: hashing */
-    struct fs_hash *last;        /* hashing: content last pushed */
-    uint8_t *dirty;
-    uint8_t *retry;              /* blocks whose last push failed */
-    uint64_t *list;              /* dirty block numbers for after_sync */
-    unsigned char *bounce;       /* PUSH_IO bytes: what is written to the source */
-    pthread_mutex_t mu;          /* one sync at a time */
-    pthread_mutex_t wmu;
-    pthread_cond_t wcv;
-    pthread_t pusher;
-    bool has_pusher, stop;
-    unsigned interval_ms;
-    struct r3_region_stats st;
+    struct fs_hash *last;        /* hashing: hash of what was last read for a push */
+    uint8_t *dirty;              /* collect's scratch: one byte per block */
+    struct fsview view;
+    struct r3_source *push;      /* the push stage over view; writes to r.src */
+    pthread_mutex_t sync_mu;     /* one r3_region_sync at a time */
+    pthread_mutex_t wmu;         /* written */
+    uint64_t *written;           /* bitmap: written back since the last after_sync */
+    uint64_t *list;              /* after_sync's list (under sync_mu) */
+    _Atomic uint64_t syncs;
+    uint64_t bytes_pulled, chunks_pulled;
 };
 
 /* Copy region bytes the program may be writing right now. The race is the
@@ -60,126 +74,104 @@ static void copy_racy(unsigned char *dst, const unsigned char *src, size_t n)
         dst[i] = src[i];
 }
 
-static int push(struct fsr *f)
+/* ---- the view: what the push workers read is what gets written back, and
+ * (hashing) its hash becomes the block's baseline, so a block is compared
+ * with exactly the bytes the source holds. */
+static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
+    struct fsr *f = ((struct fsview *)s)->f;
     uint32_t block = f->r.chunk;
-    if (f->hooks.before_sync) {
-        int rc = f->hooks.before_sync(f->hooks.arg, &f->r);
-        if (rc < 0)
-            return rc;
-    }
-    memset(f->dirty, 0, f->nblocks);
-    if (f->track) {
-        long n = fs_track_scan(f->track, block, f->dirty);
-        if (n < 0) {
-            /* lost the tracker: hash from now on, pushing everything once */
-            fprintf(stderr, "r3 filesync: %s; falling back to hashing\n", r3_last_error());
-            fs_track_close(f->track);
-            f->track = NULL;
-            f->last = calloc(f->nblocks ? f->nblocks : 1, sizeof *f->last);
-            if (!f->last)
-                return r3_error(-ENOMEM, "filesync: out of memory");
+    copy_racy(buf, (const unsigned char *)f->r.base + off, len);
+    if (f->last && off % block == 0)
+        for (uint64_t k = off / block, o = off; o < off + len; k++, o += block) {
+            size_t n = off + len - o < block ? (size_t)(off + len - o) : block;
+            f->last[k] = fs_hash_block((const unsigned char *)buf + (o - off), n);
         }
+    return 0;
+}
+
+static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct fsr *f = ((struct fsview *)s)->f;
+    memcpy((unsigned char *)f->r.base + off, buf, len);
+    return 0;
+}
+
+static int view_flush(struct r3_source *s) { (void)s; return 0; }
+static void view_close(struct r3_source *s) { (void)s; }   /* part of struct fsr */
+
+static const struct r3_source_ops view_ops = {
+    .scheme = "filesync-view", .read = view_read, .write = view_write, .flush = view_flush,
+    .close = view_close,
+};
+
+/* The push stage's collect hook: mark the blocks changed since the last
+ * round. Runs under the stage's round lock (never twice at once). */
+static int collect(void *arg, struct r3_source *push)
+{
+    struct fsr *f = arg;
+    uint32_t block = f->r.chunk;
+    memset(f->dirty, 0, f->nblocks);
+    if (f->track && fs_track_scan(f->track, block, f->dirty) < 0) {
+        /* lost the tracker: hash from now on; a zero baseline pushes
+         * every block once, so nothing written meanwhile is missed */
+        fs_track_close(f->track);
+        f->track = NULL;
+        if (!(f->last = calloc(f->nblocks, sizeof *f->last)))
+            return r3_error(-ENOMEM, "filesync: out of memory");
     }
     if (!f->track)
         fs_hash_diff(f->r.base, f->r.len, block, f->last, f->dirty, 2);
-    for (uint64_t k = 0; k < f->nblocks; k++) {
-        f->dirty[k] |= f->retry[k];
-        f->retry[k] = 0;
-    }
-    size_t n = 0;
-    int rc = 0;
-    uint64_t e_last = 0;
-    for (uint64_t b = 0; b < f->nblocks && rc == 0;) {
-        if (!f->dirty[b]) {
-            b++;
-            continue;
-        }
-        uint64_t e = b;
-        do
-            e++;
-        while (e < f->nblocks && f->dirty[e] && (e - b + 1) * block <= PUSH_IO);
-        uint64_t off = b * block;
-        uint64_t end = e * block < f->r.len ? e * block : f->r.len;
-        copy_racy(f->bounce, (const unsigned char *)f->r.base + off, (size_t)(end - off));
-        if (f->last)      /* the hash of exactly what is written */
-            for (uint64_t k = b; k < e; k++) {
-                uint64_t ko = k * block;
-                f->last[k] = fs_hash_block(f->bounce + (ko - off), (size_t)((k + 1) * block < f->r.len ?
-                                           block : f->r.len - ko));
-            }
-        rc = r3_source_write(f->r.src, f->bounce, (size_t)(end - off), off);
-        e_last = e;
-        for (uint64_t k = b; k < e; k++)
-            f->list[n++] = k;
-        if (rc == 0)
-            f->st.bytes_pushed += end - off;
-        b = e;
-    }
-    if (rc < 0) {
-        /* nothing of this push is flushed: all of it goes out on the next try */
-        for (size_t i = 0; i < n; i++)
-            f->retry[f->list[i]] = 1;
-        for (uint64_t k = e_last; k < f->nblocks; k++)
-            f->retry[k] |= f->dirty[k];
-        return r3_error_prefix(rc, "filesync: push: ");
-    }
-    rc = r3_source_flush(f->r.src);
-    if (rc < 0) {
-        for (size_t i = 0; i < n; i++)
-            f->retry[f->list[i]] = 1;
-        return r3_error_prefix(rc, "filesync: flush: ");
-    }
-    f->st.chunks_pushed += n;
-    f->st.syncs++;
-    if (f->hooks.after_sync)
-        f->hooks.after_sync(f->hooks.arg, &f->r, f->list, n);
+    for (uint64_t k = 0; k < f->nblocks; k++)
+        if (f->dirty[k])
+            r3_push_mark(push, k);
     return 0;
+}
+
+/* The push stage's after hook: a write-back round (interval or sync) wrote
+ * these chunks; the next successful sync reports them. */
+static void after_push(void *arg, const uint64_t *chunks, size_t n)
+{
+    struct fsr *f = arg;
+    pthread_mutex_lock(&f->wmu);
+    for (size_t i = 0; i < n; i++)
+        f->written[chunks[i] / 64] |= 1ull << (chunks[i] % 64);
+    pthread_mutex_unlock(&f->wmu);
+}
+
+/* after_sync with every chunk written back since the last call, ascending. */
+static void report_written(struct fsr *f)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&f->wmu);
+    for (uint64_t w = 0; w < (f->nblocks + 63) / 64; w++) {
+        for (uint64_t bits = f->written[w]; bits; bits &= bits - 1)
+            f->list[n++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
+        f->written[w] = 0;
+    }
+    pthread_mutex_unlock(&f->wmu);
+    f->hooks.after_sync(f->hooks.arg, &f->r, f->list, n);
 }
 
 static int fsr_sync(struct r3_region *r)
 {
     struct fsr *f = (struct fsr *)r;
-    pthread_mutex_lock(&f->mu);
-    int rc = push(f);
-    pthread_mutex_unlock(&f->mu);
-    return rc;
-}
-
-static void *pusher_main(void *p)
-{
-    struct fsr *f = p;
-    pthread_mutex_lock(&f->wmu);
-    while (!f->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += f->interval_ms / 1000;
-        ts.tv_nsec += (long)(f->interval_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&f->wcv, &f->wmu, &ts);
-        if (f->stop)
-            break;
-        pthread_mutex_unlock(&f->wmu);
-        if (fsr_sync(&f->r) < 0)
-            fprintf(stderr, "r3 filesync: background push: %s\n", r3_last_error());
-        pthread_mutex_lock(&f->wmu);
+    pthread_mutex_lock(&f->sync_mu);
+    int rc = f->hooks.before_sync ? f->hooks.before_sync(f->hooks.arg, r) : 0;
+    if (rc == 0) {
+        if ((rc = r3_source_flush(f->push)) < 0)
+            r3_error_prefix(rc, "filesync: write-back: ");
+        else if (f->hooks.after_sync)
+            report_written(f);
+        atomic_fetch_add(&f->syncs, 1);
     }
-    pthread_mutex_unlock(&f->wmu);
-    return NULL;
+    pthread_mutex_unlock(&f->sync_mu);
+    return rc;
 }
 
 static void teardown(struct fsr *f)
 {
-    if (f->has_pusher) {
-        pthread_mutex_lock(&f->wmu);
-        f->stop = true;
-        pthread_cond_broadcast(&f->wcv);
-        pthread_mutex_unlock(&f->wmu);
-        pthread_join(f->pusher, NULL);
-    }
+    r3_source_close(f->push);              /* stops its workers; view_close is a no-op */
     fs_track_close(f->track);
     if (f->r.base)
         munmap(f->r.base, f->r.len);
@@ -187,28 +179,18 @@ static void teardown(struct fsr *f)
         close(f->fd);
     free(f->path);
     r3_source_close(f->r.src);
-    pthread_mutex_destroy(&f->mu);
-    pthread_mutex_destroy(&f->wmu);
-    pthread_cond_destroy(&f->wcv);
     free(f->last);
     free(f->dirty);
+    free(f->written);
     free(f->list);
-    free(f->bounce);
-    free(f->retry);
+    pthread_mutex_destroy(&f->sync_mu);
+    pthread_mutex_destroy(&f->wmu);
     free(f);
 }
 
 static int fsr_close(struct r3_region *r)
 {
     struct fsr *f = (struct fsr *)r;
-    if (f->has_pusher) {
-        pthread_mutex_lock(&f->wmu);
-        f->stop = true;
-        pthread_cond_broadcast(&f->wcv);
-        pthread_mutex_unlock(&f->wmu);
-        pthread_join(f->pusher, NULL);
-        f->has_pusher = false;
-    }
     int rc = fsr_sync(r);
     if (f->hooks.before_close)
         f->hooks.before_close(f->hooks.arg, r);
@@ -219,9 +201,13 @@ static int fsr_close(struct r3_region *r)
 static int fsr_stats(struct r3_region *r, struct r3_region_stats *st)
 {
     struct fsr *f = (struct fsr *)r;
-    pthread_mutex_lock(&f->mu);
-    *st = f->st;
-    pthread_mutex_unlock(&f->mu);
+    struct r3_push_progress pp;
+    r3_push_progress(f->push, &pp);
+    st->chunks_pushed = pp.chunks_pushed;
+    st->bytes_pushed = pp.bytes_pushed;
+    st->syncs = atomic_load(&f->syncs);
+    st->bytes_pulled = f->bytes_pulled;
+    st->chunks_prefetch = f->chunks_pulled;
     return 0;
 }
 
@@ -239,8 +225,6 @@ static bool all_zero(const unsigned char *p, size_t n)
 
 static int precopy(struct fsr *f)
 {
-    struct fs_progress pr;
-    fs_progress_start(&pr, isatty(2), "filesync pre-copy", f->r.len);
     unsigned char *buf = malloc(PRECOPY_IO);
     if (!buf)
         return r3_error(-ENOMEM, "filesync: out of memory");
@@ -254,13 +238,73 @@ static int precopy(struct fsr *f)
             rc = r3_pwrite_all(f->fd, buf, n, off);
         if (rc < 0)
             r3_error_prefix(rc, "filesync: pre-copy at %llu: ", (unsigned long long)off);
-        fs_progress_add(&pr, n);
     }
-    fs_progress_end(&pr);
-    f->st.bytes_pulled = rc == 0 ? f->r.len : 0;
-    f->st.chunks_prefetch = rc == 0 ? f->nblocks : 0;
+    f->bytes_pulled = rc == 0 ? f->r.len : 0;
+    f->chunks_pulled = rc == 0 ? f->nblocks : 0;
     free(buf);
     return rc;
+}
+
+/* The region contract: an option this strategy cannot honour is an error. */
+static int check_opts(const struct r3_region_opts *o)
+{
+    if (o->prefetch == R3_PREFETCH_HOT || o->prefetch_file)
+        return r3_error(-EINVAL, "filesync cannot prefetch in access order (prefetch \"hot\", "
+                        "an access log): it copies the whole source before the region opens");
+    if (o->prefetch != R3_PREFETCH_SEQUENTIAL && o->prefetch != R3_PREFETCH_NONE)
+        return r3_error(-EINVAL, "filesync: unknown prefetch order %d", o->prefetch);
+    if (o->record_access)
+        return r3_error(-EINVAL, "filesync cannot record an access log: the program's reads "
+                        "are plain memory reads it never sees");
+    if (o->pull_workers)
+        return r3_error(-EINVAL, "filesync cannot pull in the background (pull workers %u): it "
+                        "copies the whole source before the region opens", o->pull_workers);
+    if (o->fault_threads && o->fault_threads != 2)
+        return r3_error(-EINVAL, "filesync cannot use fault handler threads (%u): it takes no "
+                        "faults; leave the default", o->fault_threads);
+    const char *d = o->filesync_detect;
+    if (d && strcmp(d, "pagemap") && strcmp(d, "hash"))
+        return r3_error(-EINVAL, "filesync: detection '%s' is unknown (pagemap or hash)", d);
+    return 0;
+}
+
+/* Local file of len bytes in dir, unlinked at once: the mapping keeps it
+ * alive and no crash (or a process that exits without closing the region)
+ * leaves it behind. */
+static int local_file(struct fsr *f, const char *dir)
+{
+    if (asprintf(&f->path, "%s/r3-filesync-XXXXXX", dir) < 0) {
+        f->path = NULL;
+        return r3_error(-ENOMEM, "filesync: out of memory");
+    }
+    f->fd = mkostemp(f->path, O_CLOEXEC);
+    if (f->fd < 0)
+        return r3_error(-errno, "filesync: cannot create a file in %s: %s", dir, strerror(errno));
+    unlink(f->path);
+    if (ftruncate(f->fd, (off_t)f->r.len) < 0)
+        return r3_error(-errno, "filesync: %s: %s", f->path, strerror(errno));
+    if (posix_fallocate(f->fd, 0, (off_t)f->r.len) == ENOSPC)
+        return r3_error(-ENOSPC, "filesync: %s: no space for %zu bytes", dir, f->r.len);
+    return 0;
+}
+
+/* Change detection: PAGEMAP_SCAN unless hashing was asked for or the kernel
+ * cannot track this mapping; hashing starts from the pre-copied content. */
+static int detect_open(struct fsr *f, const char *want)
+{
+    bool hash = want && !strcmp(want, "hash");
+    if (!hash && fs_track_open(f->r.base, f->r.len, &f->track) < 0) {
+        f->track = NULL;
+        if (want)      /* "pagemap" asked for explicitly */
+            return r3_error_prefix(-ENOTSUP, "filesync cannot track writes with PAGEMAP_SCAN "
+                                   "here: ");
+    }
+    if (f->track)
+        return 0;
+    if (!(f->last = malloc(f->nblocks * sizeof *f->last)))
+        return r3_error(-ENOMEM, "filesync: out of memory");
+    fs_hash_blocks(f->r.base, f->r.len, f->r.chunk, f->last, 2);
+    return 0;
 }
 
 static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out);
@@ -272,10 +316,11 @@ const struct r3_strategy_ops r3_strategy_filesync = {
 static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
 {
     *out = NULL;
-    struct fsr *f = calloc(1, sizeof *f);
+    int rc = check_opts(o);
+    struct fsr *f = rc < 0 ? NULL : calloc(1, sizeof *f);
     if (!f) {
         r3_source_close(src);
-        return r3_error(-ENOMEM, "filesync: out of memory");
+        return rc < 0 ? rc : r3_error(-ENOMEM, "filesync: out of memory");
     }
     f->fd = -1;
     f->r.src = src;
@@ -283,11 +328,8 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
     f->r.chunk = o->chunk ? o->chunk : R3_DEFAULT_CHUNK;
     f->r.len = (size_t)(o->size ? o->size : src->size);
     f->hooks = o->hooks;
-    f->interval_ms = o->push_interval_ms;
-    pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->sync_mu, NULL);
     pthread_mutex_init(&f->wmu, NULL);
-    pthread_cond_init(&f->wcv, NULL);
-    int rc = 0;
     if (f->r.len == 0) {
         rc = r3_error(-EINVAL, "filesync: the region is empty");
         goto fail;
@@ -297,40 +339,13 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
         goto fail;
     }
     f->nblocks = (f->r.len + f->r.chunk - 1) / f->r.chunk;
-    f->dirty = calloc(f->nblocks, 1);
+    f->written = calloc((f->nblocks + 63) / 64, sizeof *f->written);
     f->list = calloc(f->nblocks, sizeof *f->list);
-    f->retry = calloc(f->nblocks, 1);
-    f->bounce = malloc(PUSH_IO > f->r.chunk ? PUSH_IO : f->r.chunk);
-    if (!f->dirty || !f->list || !f->bounce || !f->retry) {
+    if (!(f->dirty = calloc(f->nblocks, 1)) || !f->written || !f->list) {
         rc = r3_error(-ENOMEM, "filesync: out of memory");
         goto fail;
     }
-    const char *dir = o->workdir ? o->workdir : "/tmp";
-    if (asprintf(&f->path, "%s/r3-filesync-XXXXXX", dir) < 0) {
-        f->path = NULL;
-        rc = r3_error(-ENOMEM, "filesync: out of memory");
-        goto fail;
-    }
-    f->fd = mkostemp(f->path, O_CLOEXEC);
-    if (f->fd < 0) {
-        rc = r3_error(-errno, "filesync: cannot create a file in %s: %s", dir, strerror(errno));
-        free(f->path);
-        f->path = NULL;
-        goto fail;
-    }
-    /* unlinked at once: the mapping keeps it alive and no crash (or a
-     * process that exits without closing the region) leaves it behind */
-    unlink(f->path);
-    if (ftruncate(f->fd, (off_t)f->r.len) < 0) {
-        rc = r3_error(-errno, "filesync: %s: %s", f->path, strerror(errno));
-        goto fail;
-    }
-    int e = posix_fallocate(f->fd, 0, (off_t)f->r.len);
-    if (e == ENOSPC) {
-        rc = r3_error(-ENOSPC, "filesync: %s: no space for %zu bytes", dir, f->r.len);
-        goto fail;
-    }
-    if ((rc = precopy(f)) < 0)
+    if ((rc = local_file(f, o->workdir ? o->workdir : "/tmp")) < 0 || (rc = precopy(f)) < 0)
         goto fail;
     void *p = mmap(NULL, f->r.len, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
     if (p == MAP_FAILED) {
@@ -338,24 +353,17 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
         goto fail;
     }
     f->r.base = p;
-    /* R3_FILESYNC_DETECT=hash forces hashing (tests, comparisons) */
-    const char *det = getenv("R3_FILESYNC_DETECT");
-    bool want_hash = det && strcmp(det, "hash") == 0;
-    if (want_hash || fs_track_open(p, f->r.len, &f->track) < 0) {
-        /* no WP_ASYNC here: hash the pre-copied content as the baseline */
-        f->track = NULL;
-        f->last = malloc(f->nblocks * sizeof *f->last);
-        if (!f->last) {
-            rc = r3_error(-ENOMEM, "filesync: out of memory");
-            goto fail;
-        }
-        fs_hash_blocks(p, f->r.len, f->r.chunk, f->last, 2);
-    }
-    if (f->interval_ms) {
-        rc = r3_thread_create(&f->pusher, pusher_main, f);
-        if (rc < 0)
-            goto fail;
-        f->has_pusher = true;
+    if ((rc = detect_open(f, o->filesync_detect)) < 0)
+        goto fail;
+    f->view = (struct fsview){ .src = { .ops = &view_ops, .size = f->r.len, .align = 1,
+                                        .flags = R3_SRC_PARALLEL }, .f = f };
+    struct r3_push_opts po = {
+        .chunk = f->r.chunk, .workers = o->push_workers, .interval_ms = o->push_interval_ms,
+        .collect = collect, .after = after_push, .arg = f,
+    };
+    if ((rc = r3_stage_push_open(&f->view.src, src, &po, &f->push)) < 0) {
+        f->push = NULL;
+        goto fail;
     }
     *out = &f->r;
     return 0;

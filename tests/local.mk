@@ -89,7 +89,9 @@ INTEGRATION_TESTS = \
 	tests/integration/nbd_exposure.sh tests/integration/nbd_r3mount.sh \
 	tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
-	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh
+	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
+	tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh \
+	tests/integration/filesync_limits.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/sigv4proxy.py tests/integration/sources_lib.sh \

@@ -56,7 +56,7 @@ static struct {
     unsigned threads;
     bool threads_given;
     int pull, push, interval_ms;
-    const char *strategy;
+    const char *strategy, *detect;
     double seconds, limit;
 } opt = { .seed = 1, .threads = 4, .seconds = 5, .limit = 10, .pull = -1, .push = -1,
           .interval_ms = -1, .strategy = "uffd" };
@@ -430,6 +430,7 @@ static int region_open(const char *uri, struct r3_region **r)
         return 1;
     r3_region_opts_init(&o);
     o.strategy = opt.strategy;
+    o.filesync_detect = opt.detect;
     o.chunk = (uint32_t)opt.chunk;
     if (opt.pull >= 0)
         o.pull_workers = (unsigned)opt.pull;
@@ -539,6 +540,7 @@ static const char help[] =
     "      --strategy S      region: the strategy (uffd)\n"
     "      --chunk SIZE, --pull N, --push N, --interval MS   region options\n"
     "      --sha256          region: print 'before HEX' and 'after HEX'\n"
+    "      --detect MODE     region (filesync): pagemap or hash\n"
     "      --die             region: SIGKILL itself after the sync\n"
     "  -h, --help            this text;  -V, --version  the version\n"
     "Exit status: 0 ok, 1 a check failed, 2 usage error, 77 the kernel lacks a feature.\n";
@@ -574,7 +576,7 @@ static void parse_piece(const char *s)
     opt.piece_given = true;
 }
 
-enum { O_NOFLUSH = 256, O_STRATEGY, O_CHUNK, O_PULL, O_PUSH, O_INTERVAL, O_SHA, O_DIE };
+enum { O_NOFLUSH = 256, O_STRATEGY, O_CHUNK, O_PULL, O_PUSH, O_INTERVAL, O_SHA, O_DIE, O_DETECT };
 
 static void parse(int argc, char **argv)
 {
@@ -585,6 +587,7 @@ static void parse(int argc, char **argv)
         { "no-flush", 0, NULL, O_NOFLUSH }, { "strategy", 1, NULL, O_STRATEGY },
         { "chunk", 1, NULL, O_CHUNK }, { "pull", 1, NULL, O_PULL }, { "push", 1, NULL, O_PUSH },
         { "interval", 1, NULL, O_INTERVAL }, { "sha256", 0, NULL, O_SHA }, { "die", 0, NULL, O_DIE },
+        { "detect", 1, NULL, O_DETECT },
         { "help", 0, NULL, 'h' }, { "version", 0, NULL, 'V' }, { NULL, 0, NULL, 0 },
     };
     opterr = 0;
@@ -612,6 +615,7 @@ static void parse(int argc, char **argv)
         case O_INTERVAL: opt.interval_ms = (int)num("--interval", optarg, false); break;
         case O_SHA: opt.sha256 = true; break;
         case O_DIE: opt.die = true; break;
+        case O_DETECT: opt.detect = optarg; break;
         case 'h': fputs(help, stdout); exit(0);
         case 'V': printf("r3check (r3) %s\n", PACKAGE_VERSION); exit(0);
         case ':': usage_error("%s needs a value", argv[optind - 1]);

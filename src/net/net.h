@@ -268,6 +268,11 @@ void r3_net_server_stop(struct r3_net_server *s);
 
 /* Keep c alive past the callback that got it (a request handed to a worker). */
 void r3_net_conn_hold(struct r3_net_conn *c);
+/* Like hold, but false (and no hold) once the connection is finishing: for
+ * a protocol that finds c in its own list, from which its on_close (about to
+ * run) removes it. c must be valid memory: on_close takes the lock the
+ * caller holds while it looks c up. */
+bool r3_net_conn_tryhold(struct r3_net_conn *c);
 void r3_net_conn_put(struct r3_net_conn *c);
 /* Ask for the connection to end (from any thread): no further on_readable;
  * queued output is still sent. why goes to the log (first reason wins). */

@@ -234,6 +234,17 @@ void r3_net_conn_hold(struct r3_net_conn *pc)
     pthread_mutex_unlock(&c->mu);
 }
 
+bool r3_net_conn_tryhold(struct r3_net_conn *pc)
+{
+    struct conn *c = (struct conn *)pc;
+    pthread_mutex_lock(&c->mu);
+    bool ok = !c->finished;
+    if (ok)
+        c->refs++;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
 void r3_net_conn_put(struct r3_net_conn *pc)
 {
     struct conn *c = (struct conn *)pc;

@@ -3,7 +3,7 @@
 # filled with a pattern, and pushed back on close; the source is then read by
 # an independent tool (sha256sum) and compared with the program's own hash
 # and with python3's hash of the same pattern. Run twice: PAGEMAP_SCAN
-# detection and hashing (R3_FILESYNC_DETECT=hash). When r3run is built, the
+# detection and hashing (--detect hash, the region option). When r3run is built, the
 # python3 workload (a 512 MiB bytearray filled with a pattern, its SHA-256
 # printed) also runs under `r3run --strategy filesync`: identical output to
 # plain python3, and the source holds the final bytes after exit.
@@ -17,8 +17,8 @@ for detect in pagemap hash; do
     head -c 1M /dev/urandom > "$T_DIR/head.bin"
     cp "$T_DIR/head.bin" "$img"; truncate -s $SIZE "$img"
     before=$(sha256sum < "$img" | cut -d' ' -f1)
-    if [ "$detect" = hash ]; then export R3_FILESYNC_DETECT=hash; else unset R3_FILESYNC_DETECT; fi
-    out=$(t_timeout 50 "$R3CHECK" region --strategy filesync --interval 200 --sha256 -S 1 "file://$img" \
+    dflag=""; [ "$detect" = hash ] && dflag="--detect hash"
+    out=$(t_timeout 50 "$R3CHECK" region --strategy filesync --interval 200 --sha256 -S 1 $dflag "file://$img" \
         2>"$T_DIR/err") || { cat "$T_DIR/err"; t_fail "r3check region failed ($detect)"; }
     grep -q "detect=$detect" "$T_DIR/err" || { cat "$T_DIR/err"; t_fail "expected $detect detection"; }
     [ "$(echo "$out" | sed -n 's/^before //p')" = "$before" ] || t_fail "pre-copy differs from the source ($detect)"
@@ -29,7 +29,6 @@ for detect in pagemap hash; do
     rm -f "$img"
     t_log "$detect: region, program and source agree ($want)"
 done
-unset R3_FILESYNC_DETECT
 
 # r3run with the python3 bytearray workload, if r3run is in this build
 if [ -x "$top_builddir/r3run" ] && [ -e "$top_builddir/.libs/libr3preload.so" ]; then

@@ -110,10 +110,6 @@ END_TEST
  * with pread (another path) and compared. */
 static void strategy_roundtrip(const char *detect, unsigned interval_ms)
 {
-    if (detect)
-        setenv("R3_FILESYNC_DETECT", detect, 1);
-    else
-        unsetenv("R3_FILESYNC_DETECT");
     char uri[600], path[512];
     snprintf(path, sizeof path, "%s/src.bin", tmp);
     snprintf(uri, sizeof uri, "file://%s?size=8M", path);
@@ -128,14 +124,20 @@ static void strategy_roundtrip(const char *detect, unsigned interval_ms)
     o.strategy = "filesync";
     o.workdir = tmp;
     o.push_interval_ms = interval_ms;
+    o.filesync_detect = detect;
     struct r3_region *r;
     ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
     ck_assert_str_eq(r3_filesync_detect(r), detect ? "hash" : "pagemap");
     ck_assert_int_eq(tu_check(r->base, len, 0, 1), -1);           /* pre-copied */
-    /* writes in 3 blocks (one spanning two) */
-    unsigned char *b = r->base;
-    tu_fill(b + 100, 10, 100, 2);
-    tu_fill(b + 5 * 65536 - 3, 6, 5 * 65536 - 3, 2);
+    /* writes in 3 blocks (one spanning two), each one store into the region
+     * so an interval round cannot fall between a block's bytes (it would
+     * push that block twice) */
+    unsigned char *b = r->base, w[10];
+    tu_fill(w, 10, 100, 2);
+    memcpy(b + 100, w, 10);
+    tu_fill(w, 6, 5 * 65536 - 3, 2);
+    memcpy(b + 5 * 65536 - 3, w, 3);
+    memcpy(b + 5 * 65536, w + 3, 3);
     memcpy(buf, b, len);
     int fd = open(path, O_RDONLY);
     unsigned char *back = malloc(len);
@@ -175,7 +177,6 @@ static void strategy_roundtrip(const char *detect, unsigned interval_ms)
     ck_assert_int_ne(system(cmd), 0);
     free(buf);
     free(back);
-    unsetenv("R3_FILESYNC_DETECT");
 }
 
 START_TEST(test_strategy_pagemap) { strategy_roundtrip(NULL, 0); }
@@ -252,6 +253,137 @@ START_TEST(test_strategy_errors)
 }
 END_TEST
 
+/* The region contract: options the strategy cannot honour are refused with a
+ * sentence; after_sync gets exactly the chunks each write-back wrote, and the
+ * stats count them. */
+struct seen { uint64_t chunks[16]; size_t n, calls; };
+static void on_after(void *arg, struct r3_region *r, const uint64_t *dirty, size_t n)
+{
+    (void)r;
+    struct seen *s = arg;
+    s->calls++;
+    for (size_t i = 0; i < n && s->n < 16; i++)
+        s->chunks[s->n++] = dirty[i];
+}
+
+static int open_with(void (*set)(struct r3_region_opts *), struct r3_region **r)
+{
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    set(&o);
+    return r3_region_open(&o, src, r);
+}
+static void set_hot(struct r3_region_opts *o) { o->prefetch = R3_PREFETCH_HOT; o->prefetch_file = "x"; }
+static void set_record(struct r3_region_opts *o) { o->record_access = "/tmp/x"; }
+static void set_pull(struct r3_region_opts *o) { o->pull_workers = 4; }
+static void set_faults(struct r3_region_opts *o) { o->fault_threads = 8; }
+static void set_detect(struct r3_region_opts *o) { o->filesync_detect = "psychic"; }
+
+START_TEST(test_strategy_contract)
+{
+    void (*bad[])(struct r3_region_opts *) = { set_hot, set_record, set_pull, set_faults, set_detect };
+    static const char *const words[] = { "prefetch", "access log", "pull", "fault", "psychic" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct r3_region *r = (struct r3_region *)1;
+        ck_assert_int_eq(open_with(bad[i], &r), -EINVAL);
+        ck_assert_ptr_null(r);
+        ck_assert_msg(strstr(r3_last_error(), "filesync") && strstr(r3_last_error(), words[i]),
+                      "case %zu: %s", i, r3_last_error());
+    }
+    /* after_sync: once per sync, the chunks written back since the last
+     * call, ascending, each once (also those of interval rounds); n may be 0 */
+    struct seen seen = { 0 };
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    o.push_workers = 3;
+    o.hooks.after_sync = on_after;
+    o.hooks.arg = &seen;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    unsigned char *b = r->base;
+    b[7 * 65536 + 1] = 1;
+    b[65536] = 2;
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_uint_eq(seen.calls, 1);
+    ck_assert_uint_eq(seen.n, 2);
+    ck_assert_uint_eq(seen.chunks[0], 1);
+    ck_assert_uint_eq(seen.chunks[1], 7);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_eq(st.chunks_pushed, 2);
+    ck_assert_uint_eq(st.bytes_pushed, 2 * 65536);
+    ck_assert_uint_eq(st.syncs, 1);
+    ck_assert_uint_eq(st.bytes_pulled, 1 << 20);
+    ck_assert_int_eq(r3_region_sync(r), 0);          /* nothing written: n = 0 */
+    ck_assert_uint_eq(seen.calls, 2);
+    ck_assert_uint_eq(seen.n, 2);
+    b[3 * 65536] = 3;
+    ck_assert_int_eq(r3_region_close(r), 0);         /* close syncs: chunk 3 */
+    ck_assert_uint_eq(seen.calls, 3);
+    ck_assert_uint_eq(seen.n, 3);
+    ck_assert_uint_eq(seen.chunks[2], 3);
+}
+END_TEST
+
+/* Interval rounds write back on their own; the next sync's after_sync
+ * reports their chunks too, once each, ascending. A vetoing before_sync
+ * stops a sync (nothing reported). */
+static int veto;
+static int on_before(void *arg, struct r3_region *r)
+{
+    (void)arg;
+    (void)r;
+    return veto ? r3_error(-EBUSY, "vetoed") : 0;
+}
+
+START_TEST(test_strategy_after_interval)
+{
+    struct seen seen = { 0 };
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "filesync";
+    o.workdir = tmp;
+    o.push_interval_ms = 20;
+    o.hooks.after_sync = on_after;
+    o.hooks.before_sync = on_before;
+    o.hooks.arg = &seen;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    unsigned char *b = r->base;
+    b[9 * 65536] = 1;
+    struct r3_region_stats st;
+    for (int i = 0; i < 200; i++) {              /* an interval round pushes it */
+        ck_assert_int_eq(r3_region_stats(r, &st), 0);
+        if (st.chunks_pushed == 1)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(st.chunks_pushed, 1);
+    ck_assert_uint_eq(seen.calls, 0);                /* after_sync belongs to syncs */
+    b[2 * 65536] = 2;
+    veto = 1;
+    ck_assert_int_eq(r3_region_sync(r), -EBUSY);
+    ck_assert_uint_eq(seen.calls, 0);
+    veto = 0;
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    ck_assert_uint_eq(seen.calls, 1);
+    ck_assert_uint_eq(seen.n, 2);
+    ck_assert_uint_eq(seen.chunks[0], 2);
+    ck_assert_uint_eq(seen.chunks[1], 9);
+    ck_assert_int_eq(r3_region_close(r), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("filesync");
@@ -266,6 +398,8 @@ int main(void)
     tcase_add_test(tc, test_strategy_interval);
     tcase_add_test(tc, test_strategy_retry);
     tcase_add_test(tc, test_strategy_errors);
+    tcase_add_test(tc, test_strategy_contract);
+    tcase_add_test(tc, test_strategy_after_interval);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
