@@ -103,7 +103,4 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/r3run/needs_uffd.sh tests/integration/hostile_nbd.py
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
-# every tool, subcommand, bench program and example. XFAIL on the build
-# branch only, until the tool owners' branches are merged: the lead removes
-# this line at merge.
-XFAIL_TESTS = tests/integration/tools_cli.sh
+# every tool, subcommand, bench program and example.

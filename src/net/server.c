@@ -120,6 +120,14 @@ static void set_why(struct conn *c, const char *why)
     }
 }
 
+/* set_why from a thread that does not hold c->mu (the pool's serve_one). */
+static void set_why_locked(struct conn *c, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    set_why(c, why);
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* Under c->mu: interest for the next epoll event (EPOLLONESHOT). */
 static void rearm(struct conn *c)
 {
@@ -399,14 +407,14 @@ static void serve_one(struct r3_net_server *s, struct conn *c)
         if (s->o.tls && !s->o.starttls) {
             rc = r3_tls_accept(s->o.tls, &pc->io, s->o.handshake_ms);
             if (rc < 0)
-                set_why(c, r3_last_error());
+                set_why_locked(c, r3_last_error());
             else
                 r3_tls_peer_cn(&pc->io, pc->cn, sizeof pc->cn);
         }
         if (rc == 0 && s->o.h.handshake) {
             rc = s->o.h.handshake(pc);
-            if (rc < 0 && !pc->why[0])
-                set_why(c, r3_last_error());
+            if (rc < 0)
+                set_why_locked(c, r3_last_error());       /* keeps a reason set earlier */
             if (rc == 0 && !pc->cn[0])
                 r3_tls_peer_cn(&pc->io, pc->cn, sizeof pc->cn);    /* after a STARTTLS */
         }
@@ -425,8 +433,7 @@ static void serve_one(struct r3_net_server *s, struct conn *c)
     while (!closing) {
         rc = s->o.h.on_readable ? s->o.h.on_readable(pc) : -ENOSYS;
         if (rc < 0) {
-            if (!pc->why[0])
-                set_why(c, rc == -EPIPE ? "peer closed the connection" : r3_last_error());
+            set_why_locked(c, rc == -EPIPE ? "peer closed the connection" : r3_last_error());
             r3_net_conn_close(pc, NULL);
             return;
         }
