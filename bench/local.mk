@@ -19,4 +19,4 @@ r3bench: $(top_srcdir)/bench/r3bench.in Makefile
 	chmod +x $@.tmp && mv $@.tmp $@
 TESTS += tests/integration/r3bench_smoke.sh
 dist_check_SCRIPTS += tests/integration/r3bench_smoke.sh
-EXTRA_DIST += bench/r3bench_proxy.py
+EXTRA_DIST += bench/r3bench_proxy.py docs/r3bench.pod

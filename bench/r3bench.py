@@ -63,7 +63,7 @@ def usage_error(what):
 # ---------------------------------------------------------------- modes
 
 MODES = {
-    "smoke": dict(runs=1, size="4M", lat_samples=3, rtts=[0, 2], workers=[1, 16],
+    "smoke": dict(runs=1, size="4M", chunking_size="1M", lat_samples=3, rtts=[0, 2], workers=[1, 16],
                   sources=["mem", "file", "dir", "r3", "s3"],
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
                   fs_size="8M", fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
@@ -71,9 +71,10 @@ MODES = {
     "quick": dict(runs=3, size="16M", lat_samples=100, lat_rtt_samples=15, rtts=[0, 5, 10, 20, 40],
                   workers=[1, 4, 16, 64, 256, 1024, 4096], pull=16,
                   chunks=["4K", "16K", "64K", "256K", "1M", "4M"],
-                  dirty_sizes=["64M", "256M", "1G"], fs_size="128M", fio_seconds=3,
+                  dirty_sizes=["64M", "256M", "1G"], fs_size="128M", fio_seconds=2,
                   fio_size="256M", src_size="64M", wire_size="64M", pipe_size="128M",
-                  open_workers=[1, 4, 16, 64, 256], budget=600),
+                  open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 5, 10, 20],
+                  cap_transports=1, cap_sources=1, budget=600),
     "full": dict(runs=10, size="256M", lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
                  workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], pull=64,
                  chunks=["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M"],
@@ -185,7 +186,8 @@ class Ctx:
         self.out = out
         self.mode = mode
         self.m = dict(MODES[mode])
-        self.runs = runs
+        self.runs = runs or self.m["runs"]
+        self.runs_given = runs is not None
         self.rtt_mode = rtt_mode
         self.quiet = quiet
         self.rows = []
@@ -199,6 +201,13 @@ class Ctx:
         self.t_exp = 0
         self.last_line = 0
         self.tls = None
+
+    def runs_for(self, exp):
+        """Runs of one experiment: --runs if given, else the mode's, capped per
+        experiment where one run already holds many samples."""
+        if self.runs_given:
+            return self.runs
+        return min(self.runs, self.m.get("cap_" + exp, self.runs))
 
     # -- results
     def add(self, strategy="", source="", transport="", rtt_ms="", workers="", chunk="", size="",
@@ -410,13 +419,18 @@ def exp_open(ctx):
 
 def exp_chunking(ctx):
     combos = [(s, side) for s in ("nbd-direct", "nbd-managed") for side in ("server", "client")]
-    ctx.begin(len(combos) * len(ctx.m["rtts"]))
-    for rtt in ctx.m["rtts"]:
+    rtts = ctx.m.get("chunking_rtts", ctx.m["rtts"])
+    size = ctx.m.get("chunking_size", ctx.m["size"])
+    ctx.note("a 4 KiB chunk stage below (server) or above (client) the delay; region chunk 64 KiB; "
+             "region of %s, RTTs %s ms (client-side chunking pays one RTT per 4 KiB)" %
+             (size, ", ".join(map(str, rtts))))
+    ctx.begin(len(combos) * len(rtts))
+    for rtt in rtts:
         for s, side in combos:
-            rows = ctx.region(s, "read", samples=ctx.runs, rtt_ms=rtt, pull=pull_for(ctx, s),
+            rows = ctx.region(s, "read", size=size, samples=ctx.runs, rtt_ms=rtt, pull=pull_for(ctx, s),
                               extra=["--split", "4K", "--split-at", side])
             emit_region(ctx, rows, s, 0, source="mem", transport="chunk-" + side, rtt_ms=rtt,
-                        workers=pull_for(ctx, s), chunk=4096, size=size_bytes(ctx.m["size"]))
+                        workers=pull_for(ctx, s), chunk=4096, size=size_bytes(size))
             ctx.step()
 
 
@@ -451,7 +465,7 @@ def exp_transports(ctx):
         uris = {"r3": "r3://127.0.0.1:%d/bench?conns=4" % lp,
                 "r3s": "r3s://127.0.0.1:%d/bench?conns=4&ca=%s" % (tp, cert),
                 "nbd": "nbd://127.0.0.1:%d/" % np_}
-        for run in range(ctx.runs):
+        for run in range(ctx.runs_for("transports")):
             for mode, flag in (("direct", []), ("managed", ["-P"])):
                 for t, uri in uris.items():
                     rows = ctx.run_csv([ctx.engine("wire"), "-c", "1M", "-w", "16", "-t", size] + flag
@@ -485,8 +499,9 @@ def exp_sources(ctx):
     if missing:
         ctx.note("skipped sources: " + ", ".join(missing))
     ctx.note("0 ms RTT only (the study's figures 19 and 21); nbd:// through nbdkit is in experiment 15")
-    ctx.begin(ctx.runs)
-    for run in range(ctx.runs):
+    runs = ctx.runs_for("sources")
+    ctx.begin(runs)
+    for run in range(runs):
         rows = ctx.run_csv([ctx.engine("sources"), "--size", ctx.m["src_size"], "--chunks", "1M",
                             "--workers", "16", "--samples", str(min(100, ctx.m["lat_samples"] * 10)),
                             "--only", ",".join(only), "--r3serve", ctx.tool("r3serve")],
@@ -918,12 +933,11 @@ def cmd_run(args):
                 names.append(e)
         i += 1
     exps = names or EXPERIMENTS
-    if runs is None:
-        runs = MODES[mode]["runs"]
     if out is None:
         out = time.strftime("r3bench-%Y%m%d-%H%M%S")
     os.makedirs(out, exist_ok=True)
     ctx = Ctx(out, mode, runs, rtt_mode, quiet)
+    runs = ctx.runs
     meta = dict(command=" ".join(["r3bench", "run"] + args), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 cores=os.cpu_count(), kernel=platform.release(), machine=platform.machine(),
                 load_before=loadavg(), git=git_rev(), version=VERSION, builddir=BUILDDIR,
