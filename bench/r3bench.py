@@ -64,7 +64,8 @@ def usage_error(what):
 
 MODES = {
     "smoke": dict(runs=1, size="4M", chunking_size="1M", lat_samples=3, rtts=[0, 2], workers=[1, 16],
-                  sources=["mem", "file", "dir", "r3", "s3"],
+                  sources=["mem", "file", "dir", "r3", "s3"], sources_rtt=["mem", "r3", "nbd"],
+                  sources_samples=2,
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
                   fs_size="8M", fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
                   pipe_size="16M", open_workers=[1, 16], budget=60),
@@ -74,7 +75,9 @@ MODES = {
                   dirty_sizes=["64M", "256M", "1G"], fs_size="128M", fio_seconds=2,
                   fio_size="256M", src_size="64M", wire_size="64M", pipe_size="128M",
                   open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 5, 10, 20],
-                  cap_transports=1, cap_sources=1, budget=600),
+                  cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=5,
+                  sources_rtt_size="8M",
+                  budget=600),
     "full": dict(runs=10, size="256M", lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
                  workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], pull=64,
                  chunks=["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M"],
@@ -471,7 +474,7 @@ def exp_transports(ctx):
                     rows = ctx.run_csv([ctx.engine("wire"), "-c", "1M", "-w", "16", "-t", size] + flag
                                        + [uri], timeout=600)
                     for r in rows:
-                        kw = dict(strategy=mode, source="mem", transport=t + ("+proxy" if proxy else ""),
+                        kw = dict(strategy=mode, source="mem", transport=t + ("+proxy" if proxy and rtt else ""),
                                   rtt_ms=rtt, workers=16, chunk=int(r["chunk"]), size=int(r["bytes"]),
                                   run=run)
                         ctx.add(metric="read_throughput", value=float(r["MBps"]), unit="MB/s", **kw)
@@ -498,7 +501,9 @@ def exp_sources(ctx):
             missing.append("%s (%s missing)" % (src, "/".join(p for p in progs if not which(p))))
     if missing:
         ctx.note("skipped sources: " + ", ".join(missing))
-    ctx.note("0 ms RTT only (the study's figures 19 and 21); nbd:// through nbdkit is in experiment 15")
+    ctx.note("strategies direct and managed at 0 ms: bench/sources (direct reads from the source by "
+             "16 threads; cache+pull); nbd-direct and nbd-managed against RTT: regions over the same "
+             "sources (and nbd:// to nbdkit memory) through bench/r3bench_region")
     runs = ctx.runs_for("sources")
     ctx.begin(runs)
     for run in range(runs):
@@ -518,6 +523,108 @@ def exp_sources(ctx):
             ctx.add(strategy="direct", metric="first_chunk_latency",
                     value=float(r["direct_chunk_median_us"]), unit="us", **base)
         ctx.step()
+    exp_sources_rtt(ctx)
+
+
+def start_source_servers(ctx, which_, size, chunk):
+    """Start the server behind each source of which_; returns {name: (uri, port or None)}.
+    A source whose server cannot start is left out with a note."""
+    t = ctx.tmp
+    out = {}
+    for name in which_:
+        try:
+            if name == "mem":
+                out[name] = ("mem:?size=%s" % size, None)
+            elif name == "file":
+                out[name] = ("file://%s/src.img?size=%s" % (t, size), None)
+            elif name == "dir":
+                out[name] = ("dir://%s/srcdir?size=%s&chunk=%s" % (t, size, chunk), None)
+            elif name == "redis":
+                p = free_port()
+                d = os.path.join(t, "redis%d" % p)
+                os.makedirs(d, exist_ok=True)
+                ctx.servers.start(["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", d], p)
+                out[name] = ("redis://127.0.0.1:%d/b?size=%s&chunk=%s&conns=16" % (p, size, chunk), p)
+            elif name == "redis-cluster":
+                ports = []
+                for _ in range(3):
+                    p, bus = free_port(), free_port()
+                    d = os.path.join(t, "cl%d" % p)
+                    os.makedirs(d, exist_ok=True)
+                    ctx.servers.start(["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", d, "--cluster-enabled", "yes",
+                                       "--cluster-port", str(bus), "--cluster-config-file",
+                                       os.path.join(d, "nodes.conf")], p)
+                    ports.append(p)
+                subprocess.run(["redis-cli", "--cluster", "create"] + ["127.0.0.1:%d" % p for p in ports] +
+                               ["--cluster-replicas", "0", "--cluster-yes"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=60, check=True)
+                for _ in range(200):
+                    ok = all(b"cluster_state:ok" in subprocess.run(
+                        ["redis-cli", "-p", str(p), "CLUSTER", "INFO"], stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, timeout=10).stdout for p in ports)
+                    if ok:
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise EngineError("the Redis Cluster did not come up")
+                out[name] = ("redis://127.0.0.1:%d/b?size=%s&chunk=%s&conns=16&cluster=1" %
+                             (ports[0], size, chunk), None)    # redirects name real ports: no proxy
+            elif name == "s3":
+                p = free_port()
+                d = os.path.join(t, "s3")
+                os.makedirs(d, exist_ok=True)
+                ctx.servers.start(["s3rver", "-d", d, "-a", "127.0.0.1", "-p", str(p), "-s",
+                                   "--configure-bucket", "bench"], p)
+                os.environ.setdefault("AWS_ACCESS_KEY_ID", "S3RVER")
+                os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "S3RVER")
+                out[name] = ("s3://bench/b?endpoint=http://127.0.0.1:%d&size=%s&chunk=%s&conns=16" %
+                             (p, size, chunk), p)
+            elif name in ("r3", "r3s"):
+                _, lp, _ = start_r3serve(ctx, size, 0, name == "r3s")
+                q = "&ca=%s" % ctx.certs()[0] if name == "r3s" else ""
+                out[name] = ("%s://127.0.0.1:%d/bench?conns=4%s" % (name, lp, q), lp)
+            elif name == "nbd":
+                p = free_port()
+                ctx.servers.start(["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(p), "memory", size], p)
+                out[name] = ("nbd://127.0.0.1:%d/" % p, p)
+        except (EngineError, OSError, subprocess.SubprocessError) as x:
+            ctx.note("%s left out of the RTT sweep: %s" % (name, x))
+    return out
+
+
+def exp_sources_rtt(ctx):
+    """Part two of experiment 9: every source as a region (nbd-direct and
+    nbd-managed) against RTT, through the region engine."""
+    names = ctx.m.get("sources_rtt", ["mem", "file", "dir", "redis", "redis-cluster", "s3", "r3", "r3s",
+                                      "nbd"])
+    need = {"redis": ["redis-server"], "redis-cluster": ["redis-server", "redis-cli"], "s3": ["s3rver"],
+            "nbd": ["nbdkit"]}
+    names = [n for n in names if all(which(p) for p in need.get(n, []))]
+    size, rtts = ctx.m.get("sources_rtt_size", ctx.m["size"]), ctx.m.get("sources_rtts", ctx.m["rtts"])
+    srv = start_source_servers(ctx, names, size, "64K")
+    ctx.points += len(srv) * len(rtts) * 2
+    ctx.progress()
+    try:
+        for name, (uri, port) in srv.items():
+            for rtt in rtts:
+                proxied = ctx.rtt_mode == "proxy" and port is not None and rtt > 0
+                u = uri.replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % ctx.proxy(port, rtt)) \
+                    if proxied else uri
+                for s in ("nbd-direct", "nbd-managed"):
+                    rows = ctx.region(s, "latency", source=u, rtt_ms=0 if proxied else rtt,
+                                      pull=pull_for(ctx, s), samples=ctx.m.get("sources_samples", 5))
+                    rows += ctx.region(s, "read", source=u, rtt_ms=0 if proxied else rtt,
+                                       pull=pull_for(ctx, s), samples=ctx.runs_for("sources"))
+                    for r in rows:
+                        ctx.add(strategy=s, source=name, transport="proxy" if proxied else "delay",
+                                rtt_ms=rtt, workers=pull_for(ctx, s), chunk=65536, size=size_bytes(size),
+                                metric=r["metric"], value=float(r["value"]), unit=r["unit"],
+                                run=int(r["sample"]))
+                    ctx.step()
+    finally:
+        ctx.servers.stop()
 
 
 def exp_pull_workers(ctx):
@@ -646,10 +753,10 @@ EXPERIMENTS = [
     Exp(8, "transports", "Transports r3://, r3s://, nbd://, direct and managed, against RTT",
         "study figs. 16-18 (gRPC, fRPC, Dudirekta)", exp_transports,
         dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True), needs=("openssl",)),
-    Exp(9, "sources", "Sources: first-chunk latency and throughput, direct and managed (0 ms RTT)",
+    Exp(9, "sources", "Sources: first-chunk latency and throughput, direct and managed, against RTT",
         "study figs. 19-24", exp_sources,
-        dict(metric="read_throughput", x="source", kind="bars", ylabel="MB/s", logy=True),
-        needs=("openssl",)),
+        dict(metric="read_throughput", x="source", kind="bars", ylabel="MB/s (0 ms RTT)", logy=True,
+             where={"rtt_ms": "0"}), needs=("openssl",)),
     Exp(10, "pull-workers", "Pull workers 1-4096 at 0 and 30 ms RTT", "study figs. 4, 9",
         exp_pull_workers, dict(metric="read_throughput", x="workers", ylabel="MB/s", logx=True,
                                logy=True)),
@@ -727,7 +834,8 @@ def plot(out, quiet=False):
     status = 0
     for e in EXPERIMENTS:
         spec = e.plot
-        mine = [r for r in rows if r["experiment"] == e.name and r["metric"] == spec.get("metric")]
+        mine = [r for r in rows if r["experiment"] == e.name and r["metric"] == spec.get("metric")
+                and all(r[k] == v for k, v in spec.get("where", {}).items())]
         if not mine:
             continue
         groups = {}
