@@ -734,7 +734,7 @@ def exp_nbd_server(ctx):
 EXPERIMENTS = [
     Exp(1, "first-chunk-latency", "First-chunk latency at 0 ms RTT per strategy",
         "study figs. 1-2", exp_first_chunk,
-        dict(metric="first_chunk_latency", x="strategy", kind="bars", logy=True, ylabel="µs")),
+        dict(metric="first_chunk_latency", kind="cdf", logx=True, ylabel="share of samples")),
     Exp(2, "latency-rtt", "First-chunk latency against RTT", "study fig. 3", exp_latency_rtt,
         dict(metric="first_chunk_latency", x="rtt_ms", ylabel="µs", logy=True)),
     Exp(3, "read-throughput", "Read throughput at 0 ms RTT per strategy", "study figs. 5, 7",
@@ -841,6 +841,9 @@ def plot(out, quiet=False):
         groups = {}
         for r in mine:
             key = series_name(r) if spec.get("kind") != "bars" else ""
+            if spec.get("kind") == "cdf":
+                groups.setdefault(key, {}).setdefault("v", []).append(float(r["value"]))
+                continue
             x = r[spec["x"]]
             if spec.get("kind") == "bars":
                 x = series_name(r) if spec["x"] == "strategy" else "%s %s" % (r[spec["x"]], r["strategy"])
@@ -853,9 +856,18 @@ def plot(out, quiet=False):
         if spec.get("logy"):
             gp.append("set logscale y")
         if spec.get("logx"):
-            gp.append("set logscale x 2" if spec["x"] in ("chunk", "size", "workers") else "set logscale x")
+            gp.append("set logscale x 2" if spec.get("x") in ("chunk", "size", "workers") else "set logscale x")
         plots = []
-        if spec.get("kind") == "bars":
+        if spec.get("kind") == "cdf":      # the whole distribution: median at 0.5, p99 at 0.99
+            gp += ["set xlabel \"%s\" noenhanced" % unit, "set yrange [0:1]", "set logscale x"]
+            for i, (key, d) in enumerate(sorted(groups.items())):
+                v = sorted(d["v"])
+                data = "%s.%d.dat" % (base, i)
+                with open(data, "w") as f:
+                    for k, x in enumerate(v):
+                        f.write("%g,%g\n" % (max(x, 1e-3), (k + 1) / len(v)))
+                plots.append("'%s' using 1:2 with steps lw 2 title \"%s\" noenhanced" % (data, key))
+        elif spec.get("kind") == "bars":
             data = base + ".dat"
             with open(data, "w") as f:
                 for i, (x, v) in enumerate(sorted(groups[""].items(), key=lambda kv: median(kv[1]))):
