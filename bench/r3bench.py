@@ -76,7 +76,7 @@ MODES = {
                   fio_size="256M", src_size="64M", wire_size="64M", pipe_size="128M",
                   open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 5, 10, 20],
                   cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=5,
-                  sources_rtt_size="8M",
+                  sources_rtt_size="8M", rtt_size="8M",
                   budget=600),
     "full": dict(runs=10, size="256M", lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
                  workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], pull=64,
@@ -386,9 +386,10 @@ def exp_read_rtt(ctx):
     ctx.begin(len(strats) * len(ctx.m["rtts"]))
     for rtt in ctx.m["rtts"]:
         for s in strats:
-            rows = ctx.region(s, "read", samples=ctx.runs, rtt_ms=rtt, pull=pull_for(ctx, s))
+            size = ctx.m.get("rtt_size", ctx.m["size"])
+            rows = ctx.region(s, "read", size=size, samples=ctx.runs, rtt_ms=rtt, pull=pull_for(ctx, s))
             emit_region(ctx, rows, s, 0, source="mem", transport="delay", rtt_ms=rtt,
-                        workers=pull_for(ctx, s), chunk=65536, size=size_bytes(ctx.m["size"]))
+                        workers=pull_for(ctx, s), chunk=65536, size=size_bytes(size))
             ctx.step()
 
 
@@ -397,9 +398,10 @@ def exp_write_rtt(ctx):
     ctx.begin(len(strats) * len(ctx.m["rtts"]))
     for rtt in ctx.m["rtts"]:
         for s, push in strats:
-            rows = ctx.region(s, "write", samples=ctx.runs, rtt_ms=rtt, push=push)
+            size = ctx.m.get("rtt_size", ctx.m["size"])
+            rows = ctx.region(s, "write", size=size, samples=ctx.runs, rtt_ms=rtt, push=push)
             emit_region(ctx, rows, s, 0, source="mem", transport="delay", rtt_ms=rtt,
-                        workers=push, chunk=65536, size=size_bytes(ctx.m["size"]))
+                        workers=push, chunk=65536, size=size_bytes(size))
             ctx.step()
 
 
