@@ -69,16 +69,17 @@ MODES = {
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
                   fs_size="8M", fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
                   pipe_size="16M", open_workers=[1, 16], budget=60),
-    "quick": dict(runs=3, size="16M", lat_samples=100, lat_rtt_samples=15, rtts=[0, 5, 10, 20, 40],
+    "quick": dict(runs=3, size="16M", lat_samples=100, lat_rtt_samples=10, rtts=[0, 5, 10, 20, 40],
                   workers=[1, 4, 16, 64, 256, 1024, 4096], pull=16,
                   chunks=["4K", "16K", "64K", "256K", "1M", "4M"],
                   dirty_sizes=["64M", "256M", "1G"], fs_size="128M", fio_seconds=2,
-                  fio_size="256M", src_size="64M", wire_size="64M", pipe_size="128M",
+                  fio_size="128M", src_size="64M", wire_size="64M", pipe_size="128M",
                   open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 5, 10, 20],
                   cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=5,
-                  sources_rtt_size="8M", rtt_size="8M",
+                  sources_rtt_size="8M", rtt_size="32M",
+                  rtt_chunk="256K", rtt_pull=64,
                   budget=600),
-    "full": dict(runs=10, size="256M", lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
+    "full": dict(runs=10, size="256M", rtt_size="1G", rtt_chunk="1M", rtt_pull=64, lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
                  workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], pull=64,
                  chunks=["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M"],
                  dirty_sizes=["64M", "256M", "1G", "4G"], fs_size="1G", fio_seconds=10,
@@ -383,25 +384,33 @@ def exp_read0(ctx):
 
 def exp_read_rtt(ctx):
     strats = STRATS + ["uffd+pull"]
+    size, chunk, pull = ctx.m.get("rtt_size", ctx.m["size"]), ctx.m.get("rtt_chunk", "64K"), \
+        ctx.m.get("rtt_pull", ctx.m["pull"])
+    ctx.note("region %s, chunk %s, %d pull workers for the managed strategies" % (size, chunk, pull))
     ctx.begin(len(strats) * len(ctx.m["rtts"]))
     for rtt in ctx.m["rtts"]:
         for s in strats:
-            size = ctx.m.get("rtt_size", ctx.m["size"])
-            rows = ctx.region(s, "read", size=size, samples=ctx.runs, rtt_ms=rtt, pull=pull_for(ctx, s))
+            w = pull if pull_for(ctx, s) else 0
+            rows = ctx.region(s, "read", size=size, chunk=chunk, samples=ctx.runs, rtt_ms=rtt, pull=w)
             emit_region(ctx, rows, s, 0, source="mem", transport="delay", rtt_ms=rtt,
-                        workers=pull_for(ctx, s), chunk=65536, size=size_bytes(size))
+                        workers=w, chunk=size_bytes(chunk), size=size_bytes(size))
             ctx.step()
 
 
 def exp_write_rtt(ctx):
-    strats = [("nbd-direct", 1), ("nbd-managed", 4), ("uffd", 4)]
+    """Writes of the whole region, then sync: direct (every write goes to the
+    remote), managed and uffd (pull + push workers, written back at sync)."""
+    size, chunk, pull = ctx.m.get("rtt_size", ctx.m["size"]), ctx.m.get("rtt_chunk", "64K"), \
+        ctx.m.get("rtt_pull", ctx.m["pull"])
+    strats = [("nbd-direct", 0, 1), ("nbd-managed", pull, 16), ("uffd", pull, 16)]
+    ctx.note("region %s, chunk %s; nbd-managed and uffd: %d pull and 16 push workers" % (size, chunk, pull))
     ctx.begin(len(strats) * len(ctx.m["rtts"]))
     for rtt in ctx.m["rtts"]:
-        for s, push in strats:
-            size = ctx.m.get("rtt_size", ctx.m["size"])
-            rows = ctx.region(s, "write", size=size, samples=ctx.runs, rtt_ms=rtt, push=push)
+        for s, w, push in strats:
+            rows = ctx.region(s, "write", size=size, chunk=chunk, samples=ctx.runs, rtt_ms=rtt, pull=w,
+                              push=push)
             emit_region(ctx, rows, s, 0, source="mem", transport="delay", rtt_ms=rtt,
-                        workers=push, chunk=65536, size=size_bytes(size))
+                        workers=push, chunk=size_bytes(chunk), size=size_bytes(size))
             ctx.step()
 
 
