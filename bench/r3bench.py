@@ -326,9 +326,12 @@ class Ctx:
 # ---------------------------------------------------------------- experiments
 
 class Exp:
-    def __init__(self, num, name, title, figure, run=None, plot=None, needs=(), status=None):
+    """peer: (r3's strategy, the peer's strategy) measured in the same run;
+    the report puts their ratio beside each other."""
+
+    def __init__(self, num, name, title, figure, run=None, plot=None, needs=(), status=None, peer=None):
         self.num, self.name, self.title, self.figure = num, name, title, figure
-        self.fn, self.plot, self.needs, self.status = run, plot or {}, needs, status
+        self.fn, self.plot, self.needs, self.status, self.peer = run, plot or {}, needs, status, peer
 
 
 STRATS = ["uffd", "nbd-direct", "nbd-managed", "filesync"]
@@ -777,14 +780,15 @@ EXPERIMENTS = [
         "r3 only", exp_uffd_chunk,
         dict(metric="read_throughput", x="chunk", ylabel="MB/s", logx=True)),
     Exp(13, "dirty-pages", "Finding written pages: PAGEMAP_SCAN vs hashing against region size",
-        "r3 only", exp_dirty, dict(metric="find_written", x="size", ylabel="ms", logx=True, logy=True)),
+        "r3 only", exp_dirty, dict(metric="find_written", x="size", ylabel="ms", logx=True, logy=True),
+        peer=("pagemap_scan", "xxh3_hash")),
     Exp(14, "delta-sync", "Delta sync: r3sync vs rsync (default, -B 4096), 1% changed",
         "r3 only", exp_delta_sync,
         dict(metric="sync_time", x="strategy", kind="bars", ylabel="ms"),
-        needs=("rsync", "openssl")),
+        needs=("rsync", "openssl"), peer=("r3sync", "rsync -B 4096")),
     Exp(15, "nbd-server", "NBD server: r3serve --nbd vs nbdkit memory (fio nbd engine)", "r3 only",
         exp_nbd_server, dict(metric="fio_read_1M_qd16", x="strategy", kind="bars", ylabel="MB/s"),
-        needs=("fio", "nbdkit", "nbdcopy")),
+        needs=("fio", "nbdkit", "nbdcopy"), peer=("r3serve", "nbdkit-memory")),
 ]
 
 
@@ -935,6 +939,33 @@ def study_match(rows, s):
     return out
 
 
+def peer_table(mine, peer):
+    """r3 beside the peer measured in the same run: medians and their ratio,
+    for each metric and point both have."""
+    a, b = peer
+    keyf = ("metric", "unit", "source", "rtt_ms", "workers", "chunk", "size")
+    med = {}
+    for r in mine:
+        if r["strategy"] in (a, b):
+            med.setdefault((r["strategy"],) + tuple(r[k] for k in keyf), []).append(float(r["value"]))
+    L = ["Beside the peer in the same run:", "",
+         "| metric | size | %s | %s | %s / %s |" % (a, b, a, b), "|---|---|---|---|---|"]
+    n = 0
+    def num(x):
+        try:
+            return (0, float(x), "")
+        except ValueError:
+            return (1, 0.0, x)
+    for k in sorted(med, key=lambda k: tuple(num(x) for x in k)):
+        if k[0] != a or (b,) + k[1:] not in med:
+            continue
+        va, vb = median(med[k]), median(med[(b,) + k[1:]])
+        L.append("| %s (%s) | %s | %s | %s | %s |" % (k[1], k[2], k[7], fmt(va), fmt(vb),
+                                                   "%.3g×" % (va / vb) if vb else "—"))
+        n += 1
+    return L + [""] if n else []
+
+
 def report(out):
     rows = read_csv(out)
     meta = load_meta(out)
@@ -977,6 +1008,8 @@ def report(out):
                      (key[0], key[1], key[2], key[3], key[4], key[5], key[6], fmt(median(v)),
                       fmt(pct(v, 99)) if len(v) > 1 else "", len(v)))
         L.append("")
+        if e.peer:
+            L += peer_table(mine, e.peer)
         srows = [s for s in study if s["experiment"] == e.name]
         if srows:
             L += ["Beside the study:", "",
