@@ -873,6 +873,9 @@ def plot(out, quiet=False):
         if spec.get("logx"):
             gp.append("set logscale x 2" if spec.get("x") in ("chunk", "size", "workers") else "set logscale x")
         plots = []
+        width = 900
+        if spec.get("kind") == "bars":
+            width = max(900, 36 * len(groups.get("", {})) + 200)
         if spec.get("kind") == "cdf":      # the whole distribution: median at 0.5, p99 at 0.99
             gp += ["set xlabel \"%s\" noenhanced" % unit, "set yrange [0:1]", "set logscale x"]
             for i, (key, d) in enumerate(sorted(groups.items())):
@@ -902,7 +905,7 @@ def plot(out, quiet=False):
                     for x in sorted(pts, key=lambda x: float(x or 0)):
                         f.write("%s,%g\n" % (x, median(pts[x])))
                 plots.append("'%s' using 1:2 with linespoints lw 2 title \"%s\" noenhanced" % (data, key))
-        for term, ext in (("svg size 900,540 dynamic", "svg"), ("pngcairo size 900,540", "png")):
+        for term, ext in (("svg size %d,540 dynamic" % width, "svg"), ("pngcairo size %d,540" % width, "png")):
             script = "\n".join(["set terminal " + term, "set output '%s.%s'" % (base, ext)] + gp +
                                ["plot " + ", ".join(plots)]) + "\n"
             with open("%s.%s.gp" % (base, ext), "w") as f:
