@@ -45,8 +45,9 @@ The study's experiments with r3, side by side with the study's numbers.
       --runs N         repetitions of each measurement (default: 1 smoke, 3 quick, 10 full)
       --quiet          no progress lines
       --rtt-mode MODE  delay: a delay stage on every source request (the study's way;
-                       default); proxy: network transports go through a delaying
-                       loopback TCP proxy, so latency also hits the wire and TLS
+                       default); proxy: network transports and sources (experiments
+                       8 and 9) go through a delaying loopback TCP proxy, so latency
+                       also hits the wire, TLS and the connection pool
   plot DIR             draw DIR/<experiment>.svg and .png from DIR/results.csv (gnuplot)
   report DIR           write DIR/report.md from DIR/results.csv and bench/study.csv
   -h, --help           this text
