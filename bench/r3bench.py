@@ -279,14 +279,34 @@ class Ctx:
 
     def run_csv(self, argv, timeout=600, env=None, header_prefix=None):
         """Run an engine, return its CSV rows as dicts (lines starting with # dropped)."""
+        # its own process group: on a timeout the engine and every server it
+        # started (nbd.sh starts several) are stopped together
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                             stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         try:
-            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                               env=env, stdin=subprocess.DEVNULL, text=True)
+            out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    p.communicate(timeout=5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
             raise EngineError("%s timed out after %ds" % (os.path.basename(argv[0]), timeout))
-        lines = [l for l in r.stdout.splitlines() if l and not l.startswith("#")]
-        if r.returncode != 0:
-            err = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
+        except BaseException:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            p.wait()
+            raise
+        lines = [l for l in out.splitlines() if l and not l.startswith("#")]
+        if p.returncode != 0:
+            err = (err.strip().splitlines() or ["exit %d" % p.returncode])[-1]
             raise EngineError("%s: %s" % (os.path.basename(argv[0]), err))
         if header_prefix:
             while lines and not lines[0].startswith(header_prefix):
