@@ -91,7 +91,8 @@ INTEGRATION_TESTS = \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
 	tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh \
-	tests/integration/filesync_limits.sh
+	tests/integration/filesync_limits.sh \
+	tests/integration/r3bench_smoke.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/sigv4proxy.py tests/integration/sources_lib.sh \
