@@ -216,7 +216,9 @@ static int map_open(const struct cfg *c, bool first, struct mapping *m)
     r3_region_opts_init(&o);
     o.strategy = c->strategy;
     o.chunk = (uint32_t)c->chunk;
-    o.pull_workers = c->pull;
+    /* background pull exists in uffd and nbd-managed only; the others refuse it */
+    if (!strcmp(c->strategy, "uffd") || !strcmp(c->strategy, "nbd-managed"))
+        o.pull_workers = c->pull;
     o.push_workers = c->push;
     o.workdir = c->workdir;
     if (c->no_prefetch)
