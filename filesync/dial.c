@@ -21,7 +21,7 @@
 int fs_client_ctx(const struct r3_tls_opts *tls, struct r3_tls_ctx **out)
 {
     if (!tls->cert || !tls->key || !tls->ca)
-        return r3_error(-EINVAL, "needs --cert, --key and --ca (mTLS only)");
+        return r3_error(-EINVAL, "needs a client certificate, its key and a CA (mTLS only)");
     return r3_tls_client_ctx(tls, out);
 }
 

@@ -566,7 +566,7 @@ int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
     struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose,
                      .rep = &o->report };
     if (!o->tls.cert || !o->tls.key || !o->tls.ca)
-        return r3_error(-EINVAL, "the hub needs --tls-cert, --tls-key and --tls-ca (mTLS only)");
+        return r3_error(-EINVAL, "the hub needs a certificate, its key and a CA (mTLS only)");
     struct r3_net_server_opts so = {
         .name = "r3sync hub", .max_connections = o->max_connections,
         .handshake_ms = 10000, .send_timeout_ms = SEND_TIMEOUT_MS,

@@ -908,19 +908,6 @@ static int on_handshake(struct r3_net_conn *nc)
     return rc < 0 ? rc : -ECONNABORTED;
 }
 
-static const char *human(uint64_t v, char *buf, size_t n)
-{
-    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-    double d = (double)v;
-    int u = 0;
-    while (d >= 1024 && u < 4) {
-        d /= 1024;
-        u++;
-    }
-    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", d, unit[u]);
-    return buf;
-}
-
 /* The one line per connection, then the protocol state goes. */
 static bool on_close(struct r3_net_conn *nc)
 {
@@ -939,7 +926,7 @@ static bool on_close(struct r3_net_conn *nc)
         snprintf(line, sizeof line, "nbd %s%s%s%s%s export '%s': %" PRIu64 " requests, %s read, %s written "
                  "in %.1f s; %s", nc->peer, r3_io_is_tls(&nc->io) ? " tls" : "", nc->cn[0] ? " (cn=" : "",
                  nc->cn, nc->cn[0] ? ")" : "", c->exp->name, (uint64_t)atomic_load(&c->nreq),
-                 human(atomic_load(&c->rbytes), a, sizeof a), human(atomic_load(&c->wbytes), b, sizeof b),
+                 r3_fmt_bytes(atomic_load(&c->rbytes), a, sizeof a), r3_fmt_bytes(atomic_load(&c->wbytes), b, sizeof b),
                  (double)(r3_now_ns() - nc->t_accept) / 1e9, nc->why[0] ? nc->why : "closed");
         s->o.log(s->o.log_arg, line);
     }

@@ -81,6 +81,8 @@ int r3_pread_all(int fd, void *buf, size_t len, uint64_t off);
 int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Human size "64 KiB", "1 GiB" into buf. */
 const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
+/* Rounded byte count for logs: "512 B", "1.5 KiB", "3.2 MiB", "1.25 GiB". */
+const char *r3_fmt_bytes(uint64_t v, char *buf, size_t n);
 /* A duration with a unit: us, ms, s or m ("500ms", "2s", "1.5s"). A bare
  * number is -EINVAL ("needs a unit"), as is a negative, empty or
  * overflowing one; r3_last_error() says which. _ms rounds a

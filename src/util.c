@@ -2,6 +2,7 @@
  * way by every URI, stage spec and tool). */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,4 +142,17 @@ int r3_opts_check(uint32_t got, size_t want, const char *what)
         return 0;
     return r3_error(-EINVAL, "struct %s has struct_size %u, but this libr3 knows only %zu "
                     "(rebuild against its headers, or use %s_init)", what, got, want, what);
+}
+
+const char *r3_fmt_bytes(uint64_t v, char *buf, size_t n)
+{
+    if (v < 1024)
+        snprintf(buf, n, "%" PRIu64 " B", v);
+    else if (v < (1u << 20))
+        snprintf(buf, n, "%.1f KiB", (double)v / 1024);
+    else if (v < (1u << 30))
+        snprintf(buf, n, "%.1f MiB", (double)v / (1 << 20));
+    else
+        snprintf(buf, n, "%.2f GiB", (double)v / (1 << 30));
+    return buf;
 }

@@ -93,19 +93,6 @@ static void logf_(struct r3_net_server *s, const char *fmt, ...)
     s->o.log(s->o.log_arg, line);
 }
 
-static const char *human(uint64_t v, char *buf, size_t n)
-{
-    if (v < 1024)
-        snprintf(buf, n, "%" PRIu64 " B", v);
-    else if (v < (1u << 20))
-        snprintf(buf, n, "%.1f KiB", (double)v / 1024);
-    else if (v < (1u << 30))
-        snprintf(buf, n, "%.1f MiB", (double)v / (1 << 20));
-    else
-        snprintf(buf, n, "%.2f GiB", (double)v / (1 << 30));
-    return buf;
-}
-
 /* ---- connection lifetime */
 
 static void set_why(struct conn *c, const char *why)
@@ -194,8 +181,8 @@ static void destroy(struct conn *c)
         char a[32], b[32];
         logf_(s, "%s%s%s%s%s: %.1f s, %s in, %s out; %s", c->pub.peer, r3_io_is_tls(&c->pub.io) ? " tls" : "",
               c->pub.cn[0] ? " (cn=" : "", c->pub.cn, c->pub.cn[0] ? ")" : "",
-              (double)(r3_now_ns() - c->pub.t_accept) / 1e9, human(c->pub.io.nread, a, sizeof a),
-              human(c->pub.io.nwritten, b, sizeof b), c->pub.why[0] ? c->pub.why : "closed");
+              (double)(r3_now_ns() - c->pub.t_accept) / 1e9, r3_fmt_bytes(c->pub.io.nread, a, sizeof a),
+              r3_fmt_bytes(c->pub.io.nwritten, b, sizeof b), c->pub.why[0] ? c->pub.why : "closed");
     }
     r3_io_close(&c->pub.io);
     pthread_mutex_lock(&s->mu);
@@ -752,7 +739,7 @@ int r3_net_server_start(const struct r3_net_server_opts *o, struct r3_net_server
     if (!o->tls && !o->insecure && !r3_net_addr_is_loopback(&o->listen))
         return r3_error(-EACCES, "%s: refusing to listen on %s without TLS: anyone who can reach that "
                         "address could use the server without authentication (configure TLS, or allow "
-                        "it with --insecure)", name, ab);
+                        "it with the insecure option)", name, ab);
     struct r3_net_server *s = calloc(1, sizeof *s);
     if (!s)
         return r3_error(-ENOMEM, "%s: out of memory", name);

@@ -123,7 +123,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         if (rc == -ECONNRESET || rc == -EPROTO) {
             char keep[400];
             snprintf(keep, sizeof keep, "%s", r3_last_error());
-            return r3_error(rc, "%s: %s (does the server speak TLS? r3serve needs --tls-cert)", cl->name, keep);
+            return r3_error(rc, "%s: %s (does the server speak TLS?)", cl->name, keep);
         }
         return r3_error_prefix(rc, "%s: ", cl->name);
     }

@@ -417,7 +417,7 @@ static int on_readable(struct r3_net_conn *c)
         int err = 0;
         if (m.len > s->o.max_request) {
             err = -EMSGSIZE;
-            snprintf(msg, sizeof msg, "r3serve: %s of %" PRIu64 " bytes is larger than --max-request %zu",
+            snprintf(msg, sizeof msg, "r3serve: %s of %" PRIu64 " bytes is larger than the server's largest request (%zu)",
                      rd ? "read" : "write", m.len, s->o.max_request);
         } else if (wr && read_only(s)) {
             err = -EROFS;
@@ -448,7 +448,7 @@ static int on_readable(struct r3_net_conn *c)
                     j->budget += m.len;
                 } else if (rc == -EMSGSIZE) {
                     char why[200];
-                    snprintf(why, sizeof why, "r3serve: %s (see --max-inflight)", r3_last_error());
+                    snprintf(why, sizeof why, "r3serve: %s (the server's in-flight budget)", r3_last_error());
                     reply(j, &sb, rc, why, false, 0, NULL, 0);
                     j = NULL;
                     rc = 0;
@@ -494,19 +494,6 @@ static int on_readable(struct r3_net_conn *c)
 
 /* ---- logging */
 
-static const char *human(uint64_t v, char *buf, size_t n)
-{
-    if (v < 1024)
-        snprintf(buf, n, "%" PRIu64 " B", v);
-    else if (v < (1u << 20))
-        snprintf(buf, n, "%.1f KiB", (double)v / 1024);
-    else if (v < (1u << 30))
-        snprintf(buf, n, "%.1f MiB", (double)v / (1 << 20));
-    else
-        snprintf(buf, n, "%.2f GiB", (double)v / (1 << 30));
-    return buf;
-}
-
 static bool normal_end(const char *why)
 {
     return !why[0] || strcmp(why, "peer closed the connection") == 0 || strcmp(why, "server shutting down") == 0;
@@ -540,7 +527,7 @@ static bool on_close(struct r3_net_conn *c)
             snprintf(line, sizeof line, "%s%s%s%s%s export '%s': %u connection%s, %" PRIu64 " requests, %s read, "
                      "%s written in %.1f s; %s", cl->host, cl->tls ? " tls" : "", cl->cn[0] ? " (cn=" : "", cl->cn,
                      cl->cn[0] ? ")" : "", cl->export_name, cl->total, cl->total == 1 ? "" : "s", cl->nreq,
-                     human(cl->rbytes, a, sizeof a), human(cl->wbytes, b, sizeof b),
+                     r3_fmt_bytes(cl->rbytes, a, sizeof a), r3_fmt_bytes(cl->wbytes, b, sizeof b),
                      (double)(r3_now_ns() - cl->t0) / 1e9,
                      cl->why[0] ? cl->why : c->why[0] ? c->why : "closed");
             if (s->o.log)
@@ -550,7 +537,7 @@ static bool on_close(struct r3_net_conn *c)
     } else {
         snprintf(line, sizeof line, "%s%s%s%s%s export '%s': %" PRIu64 " requests, %s read, %s written in %.1f s; %s",
                  c->peer, r3_io_is_tls(&c->io) ? " tls" : "", c->cn[0] ? " (cn=" : "", c->cn, c->cn[0] ? ")" : "",
-                 w->export_name, (uint64_t)w->nreq, human(w->rbytes, a, sizeof a), human(w->wbytes, b, sizeof b),
+                 w->export_name, (uint64_t)w->nreq, r3_fmt_bytes(w->rbytes, a, sizeof a), r3_fmt_bytes(w->wbytes, b, sizeof b),
                  (double)(r3_now_ns() - c->t_accept) / 1e9, c->why[0] ? c->why : "closed");
         if (s->o.log)
             s->o.log(s->o.log_arg, line);
