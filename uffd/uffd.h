@@ -63,6 +63,10 @@ struct r3u_region {
      * written to the source; what was written since the last after_sync */
     _Atomic uint64_t *unsynced;
     _Atomic uint64_t *written;
+    /* migration (r3_region_track): chunks collected as written since
+     * tracking started */
+    _Atomic uint64_t *tracked;
+    _Atomic bool tracking;
     struct r3_source remote;      /* the source as the pipeline sees it (remote.c) */
     struct r3_source *inner;      /* the source itself */
     _Atomic uint64_t sync_deadline;   /* ns; remote writes fail at once past it (0 = none) */

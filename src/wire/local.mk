@@ -12,6 +12,7 @@ TESTS += tests/unit/test_net
 
 # src/wire: the r3 wire protocol (frames, server, r3:// client) on top of src/net.
 noinst_HEADERS += src/wire/tls.h src/wire/frame.h
+noinst_HEADERS += src/wire/call.h
 pkginclude_HEADERS += include/r3/wire.h
 libr3_la_SOURCES += src/wire/frame.c src/wire/server.c src/wire/client.c
 
