@@ -2,3 +2,9 @@
 pkginclude_HEADERS += include/r3/migrate.h
 noinst_HEADERS += src/migrate/proto.h
 libr3_la_SOURCES += src/migrate/seed.c src/migrate/leech.c
+
+check_PROGRAMS += tests/unit/test_migrate
+tests_unit_test_migrate_SOURCES = tests/unit/test_migrate.c
+tests_unit_test_migrate_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_migrate_LDADD = $(UNIT_LDADD)
+TESTS += tests/unit/test_migrate

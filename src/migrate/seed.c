@@ -271,8 +271,8 @@ int r3_seed_open(struct r3_region *r, const struct r3_seed_opts *o, struct r3_se
     uint8_t probe[1];
     if ((rc = r3_region_read(r, probe, 1, 0)) < 0)
         return r3_error_prefix(rc, "seeder: ");
-    if (!r->ops->track)
-        return r3_error(-ENOTSUP, "seeder: the %s strategy cannot track written chunks", r->ops->name);
+    if ((rc = r3_region_track(r, R3_TRACK_STOP, NULL, NULL)) < 0)     /* can it track at all? */
+        return r3_error_prefix(rc, "seeder: ");
     struct r3_seeder *s = calloc(1, sizeof *s);
     if (!s)
         return r3_error(-ENOMEM, "seeder: out of memory");
