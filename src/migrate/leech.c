@@ -361,7 +361,8 @@ int r3_leech_finalize(struct r3_region *r)
     if (rc < 0) {
         fail_locked(l, rc, r3_last_error());
         pthread_mutex_unlock(&l->mu);
-        return r3_error(rc, "leecher: FINALIZE failed: %s", l->msg);
+        return r3_error(rc, "leecher: the seeder did not answer FINALIZE (it is gone, or lying; the region is"
+                        " not usable): %s", l->msg);
     }
     l->ndirty = n;
     /* New queue: stale chunks copied over, then the dirty ones not local

@@ -8,3 +8,11 @@ tests_unit_test_migrate_SOURCES = tests/unit/test_migrate.c
 tests_unit_test_migrate_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_migrate_LDADD = $(UNIT_LDADD)
 TESTS += tests/unit/test_migrate
+
+# A migration peer in its own process, for the tests that kill one.
+check_PROGRAMS += tests/migrate_peer
+tests_migrate_peer_SOURCES = tests/migrate_peer.c
+tests_migrate_peer_LDADD = libr3.la
+dist_check_SCRIPTS += tests/integration/migrate_kill.sh tests/integration/migrate_tls.sh
+EXTRA_DIST += tests/integration/migrate_lib.sh
+TESTS += tests/integration/migrate_kill.sh tests/integration/migrate_tls.sh
