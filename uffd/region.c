@@ -401,11 +401,15 @@ static int uffd_track(struct r3_region *rr, int op, uint64_t **list, size_t *n)
     if (r->cow || !r->p || !r->p->push)
         return r3_error(-ENOTSUP, "uffd: a copy-on-write region does not track its writes");
     if (op == R3_TRACK_START) {
-        /* Writes not collected yet count as after the start: never too few. */
+        /* Collect what was written before the start (it goes to the push
+         * stage, not to the list), then track. A write between that collect
+         * and the start is older than any read the leecher makes after it. */
+        atomic_store(&r->tracking, false);
+        int rc = r3u_collect(r, r->p->push);
         for (uint64_t w = 0; w < (r->nchunks + 63) / 64; w++)
             atomic_store(&r->tracked[w], 0);
         atomic_store(&r->tracking, true);
-        return 0;
+        return rc;
     }
     if (op == R3_TRACK_STOP) {
         atomic_store(&r->tracking, false);

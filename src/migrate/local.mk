@@ -16,3 +16,12 @@ tests_migrate_peer_LDADD = libr3.la
 dist_check_SCRIPTS += tests/integration/migrate_kill.sh tests/integration/migrate_tls.sh
 EXTRA_DIST += tests/integration/migrate_lib.sh
 TESTS += tests/integration/migrate_kill.sh tests/integration/migrate_tls.sh
+
+# examples/kvmigrate: a key-value server moved between hosts (libr3 API only).
+noinst_PROGRAMS += examples/kvmigrate examples/kvmigrate-load
+examples_kvmigrate_SOURCES = examples/kvmigrate.c
+examples_kvmigrate_LDADD = libr3.la
+examples_kvmigrate_load_SOURCES = examples/kvmigrate-load.c
+examples_kvmigrate_load_LDADD = libr3.la
+dist_check_SCRIPTS += tests/integration/migrate_kv.sh
+TESTS += tests/integration/migrate_kv.sh
