@@ -274,3 +274,10 @@ struct r3_source *r3_region_cache(struct r3_region *r)
 {
     return r->ops->cache ? r->ops->cache(r) : NULL;
 }
+
+int r3_region_invalidate(struct r3_region *r, const uint64_t *chunks, size_t n)
+{
+    if (!r->ops->invalidate)
+        return r3_error(-ENOTSUP, "the %s strategy cannot make chunks remote again", r->ops->name);
+    return r->ops->invalidate(r, chunks, n);
+}

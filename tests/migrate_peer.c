@@ -2,9 +2,9 @@
  * that kill a peer with SIGKILL (tests/integration/migrate_*.sh).
  *
  *   migrate_peer seed --source URI --addr-file F --hashes F [--listen ADDR]
- *                [--tls-cert F --tls-key F [--tls-ca F]] [--chunk SIZE]
+ *                [--tls-cert F --tls-key F [--tls-ca F]] [--chunk SIZE] [--write-pct P]
  *       A uffd region on URI with a thread writing random chunks the whole
- *       time, seeded. before_finalize stops the writer and writes the hash
+ *       time (in the first P % of the chunks), seeded. before_finalize stops the writer and writes the hash
  *       of every chunk (A's bytes at the pause) to --hashes. Exits 0 after
  *       RELEASE.
  *   migrate_peer leech --uri URI [--hashes F] [--finalize-at PCT]
@@ -47,11 +47,14 @@ static int usage(const char *msg)
 static struct r3_region *A;
 static atomic_bool pause_req, paused;
 static const char *hashes_path;
+static unsigned write_pct = 100;     /* the writer writes only the first write_pct % of the chunks */
 
 static void *writer_main(void *arg)
 {
     (void)arg;
-    uint64_t s = 88172645463325252ull, n = A->len / A->chunk;
+    uint64_t s = 88172645463325252ull, n = A->len / A->chunk * write_pct / 100;
+    if (n == 0)
+        n = 1;
     while (1) {
         if (atomic_load(&pause_req)) {
             atomic_store(&paused, true);
@@ -93,13 +96,13 @@ static int before_finalize(void *arg, struct r3_region *r)
 
 static int seed_main(int argc, char **argv)
 {
-    enum { O_SRC = 256, O_ADDR, O_HASH, O_LISTEN, O_CERT, O_KEY, O_CA, O_CHUNK };
+    enum { O_SRC = 256, O_ADDR, O_HASH, O_LISTEN, O_CERT, O_KEY, O_CA, O_CHUNK, O_WPCT };
     static const struct option opts[] = {
         { "source", required_argument, NULL, O_SRC }, { "addr-file", required_argument, NULL, O_ADDR },
         { "hashes", required_argument, NULL, O_HASH }, { "listen", required_argument, NULL, O_LISTEN },
         { "tls-cert", required_argument, NULL, O_CERT }, { "tls-key", required_argument, NULL, O_KEY },
         { "tls-ca", required_argument, NULL, O_CA }, { "chunk", required_argument, NULL, O_CHUNK },
-        { NULL, 0, NULL, 0 },
+        { "write-pct", required_argument, NULL, O_WPCT }, { NULL, 0, NULL, 0 },
     };
     const char *source = NULL, *addr_file = NULL;
     struct r3_seed_opts so;
@@ -116,6 +119,7 @@ static int seed_main(int argc, char **argv)
         case O_CERT: so.tls_cert = optarg; break;
         case O_KEY: so.tls_key = optarg; break;
         case O_CA: so.tls_ca = optarg; break;
+        case O_WPCT: write_pct = (unsigned)atoi(optarg); break;
         case O_CHUNK:
             if (r3_parse_size(optarg, &chunk) < 0)
                 return usage("bad --chunk");
@@ -301,7 +305,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("usage: migrate_peer seed --source URI --addr-file F --hashes F [--listen ADDR]\n"
-               "                    [--tls-cert F --tls-key F [--tls-ca F]] [--chunk SIZE]\n"
+               "                    [--tls-cert F --tls-key F [--tls-ca F]] [--chunk SIZE] [--write-pct P]\n"
                "       migrate_peer leech --uri URI [--hashes F] [--finalize-at PCT]\n"
                "                    [--finalize-file F] [--slow-us US] [--workers N]\n");
         return 0;

@@ -10,6 +10,7 @@
  * child's faults (EVENT_FORK) would give it pages of a region that keeps
  * changing under the parent; r3 does not try. */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ static void destroy(struct r3u_region *r)
     free(r->unsynced);
     free(r->written);
     free(r->tracked);
+    free(r->dropping);
     free(r->record_path);
     pthread_mutex_destroy(&r->collect_lock);
     free(r);
@@ -183,13 +185,14 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->unsynced = calloc(cwords, 8);
     r->written = calloc(cwords, 8);
     r->tracked = calloc(cwords, 8);
+    r->dropping = calloc(cwords, 8);
     r->ahead = calloc(cwords, 8);
     if (!r->track_wp && !r->cow) {
         r->hash = calloc(r->nchunks, sizeof *r->hash);
         r->scratch = malloc(chunk);
     }
     if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead || !r->unsynced ||
-        !r->written || !r->tracked || (!r->track_wp && !r->cow && (!r->hash || !r->scratch))) {
+        !r->written || !r->tracked || !r->dropping || (!r->track_wp && !r->cow && (!r->hash || !r->scratch))) {
         rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
         goto fail_src;
     }
@@ -443,6 +446,70 @@ static int uffd_access_order(struct r3_region *rr, uint64_t **list, size_t *n)
     return 0;
 }
 
+void r3u_dropped(struct r3u_region *r, uint64_t start, uint64_t end)
+{
+    uint64_t base = (uintptr_t)r->r.base;
+    if (end <= base || start >= base + r->maplen)
+        return;
+    uint64_t c0 = ((start < base ? base : start) - base) >> r->chunk_shift;
+    uint64_t c1 = ((end > base + r->maplen ? base + r->maplen : end) - base + r->r.chunk - 1) >> r->chunk_shift;
+    for (uint64_t c = c0; c < c1 && c < r->nchunks; c++) {
+        if (!r3u_bit(r->dropping, c))
+            continue;
+        uint64_t p0 = (c << r->chunk_shift) >> r->page_shift, p1 = ((c + 1) << r->chunk_shift) >> r->page_shift;
+        for (uint64_t pg = p0; pg < p1; pg++)
+            r3u_bit_clear(r->zpage, pg);
+        r3u_bit_clear(r->pdirty, c);
+        atomic_store_explicit(&r->filled[c], 0, memory_order_release);
+        r3u_bit_clear(r->dropping, c);      /* last: the invalidating thread waits for it */
+    }
+}
+
+/* Chunks remote again: their pages are dropped (MADV_DONTNEED, in runs) and
+ * the next access fetches them from the source. Nothing may use the chunks
+ * meanwhile (the leecher calls this before its program runs). */
+static int uffd_invalidate(struct r3_region *rr, const uint64_t *list, size_t n)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    bool ev = r->features & UFFD_FEATURE_EVENT_REMOVE;
+    for (size_t i = 0; i < n; i++)
+        if (list[i] >= r->nchunks || (i && list[i] <= list[i - 1]))
+            return r3_error(-EINVAL, "uffd: invalidate: chunk %llu is not in the region (or not ascending)",
+                            (unsigned long long)list[i]);
+    for (size_t i = 0; i < n && ev; i++)
+        r3u_bit_set(r->dropping, list[i]);
+    /* Every run first (each madvise returns once a handler read its REMOVE
+     * event), then wait for the handlers to have handled them all. */
+    int rc = 0;
+    for (size_t i = 0, j; i < n && rc == 0; i = j) {
+        for (j = i + 1; j < n && list[j] == list[j - 1] + 1;)
+            j++;
+        if (madvise((char *)r->r.base + (list[i] << r->chunk_shift), (list[j - 1] + 1 - list[i]) << r->chunk_shift,
+                    MADV_DONTNEED) < 0)
+            rc = r3_error(-errno, "uffd: invalidate: madvise: %s", strerror(errno));
+    }
+    uint64_t deadline = r3_now_ns() + 5000000000ull;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t c = list[i];
+        while (ev && r3u_bit(r->dropping, c)) {
+            if (rc < 0 || r3_now_ns() > deadline) {
+                r3u_bit_clear(r->dropping, c);
+                if (rc == 0)
+                    rc = r3_error(-ETIMEDOUT, "uffd: invalidate: the fault handlers did not see the REMOVE"
+                                  " event of chunk %llu", (unsigned long long)c);
+                break;
+            }
+            sched_yield();
+        }
+        if (rc < 0)
+            continue;
+        if (!ev)
+            atomic_store_explicit(&r->filled[c], 0, memory_order_release);
+        r3_cache_invalidate(r->p->cache, c);
+    }
+    return rc;
+}
+
 static struct r3_source *uffd_cache(struct r3_region *rr)
 {
     struct r3u_region *r = (struct r3u_region *)rr;
@@ -453,4 +520,5 @@ const struct r3_strategy_ops r3_uffd_strategy = {
     .name = "uffd", .open = uffd_open, .sync = uffd_sync, .close = uffd_close, .stats = uffd_stats,
     .unsynced = uffd_unsynced, .caps = R3_STRATEGY_COPY_ON_WRITE,
     .read = uffd_read, .track = uffd_track, .access_order = uffd_access_order, .cache = uffd_cache,
+    .invalidate = uffd_invalidate,
 };

@@ -95,6 +95,9 @@ struct r3_leech_opts {
     /* Optional: a chunk became local (from a pull thread). */
     void (*on_chunk_local)(void *arg, uint64_t chunk);
     void *arg;
+    /* Latency added to every request to the seeder, in microseconds: the
+     * study's RTT injection, for benchmarks (0 = none). */
+    uint64_t delay_us;
     /* Told what the library cannot return (a fault it could not fill). */
     void (*on_error)(void *arg, struct r3_region *r, int err, const char *msg);
 };

@@ -139,6 +139,8 @@ struct r3_strategy_ops {
     int  (*access_order)(struct r3_region *r, uint64_t **chunks, size_t *n);
     /* the cache stage whose local side is the region (borrowed), or NULL */
     struct r3_source *(*cache)(struct r3_region *r);
+    /* the chunks (ascending) are remote again: the next access fetches them */
+    int  (*invalidate)(struct r3_region *r, const uint64_t *chunks, size_t n);
 };
 
 void r3_region_opts_init(struct r3_region_opts *o);
@@ -163,6 +165,10 @@ int r3_region_track(struct r3_region *r, int op, uint64_t **chunks, size_t *n);
 int r3_region_access_order(struct r3_region *r, uint64_t **chunks, size_t *n);
 /* The cache stage that fills the region (borrowed), or NULL. */
 struct r3_source *r3_region_cache(struct r3_region *r);
+/* Make chunks (ascending) remote again: their bytes are dropped and the
+ * next access fetches them from the source. Nothing may touch them during
+ * the call. -ENOTSUP when the strategy cannot. */
+int r3_region_invalidate(struct r3_region *r, const uint64_t *chunks, size_t n);
 
 /* Strategy lookup (src/registry.c); NULL if unknown. */
 const struct r3_strategy_ops *r3_strategy_find(const char *name);

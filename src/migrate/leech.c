@@ -7,10 +7,11 @@
  * chunk even when a fault and a pull meet). At FINALIZE the threads are
  * paused and drained, so no fetch that read the seeder before its pause
  * can land afterwards; the seeder's dirty list then splits in two: chunks
- * already local are read again and copied over (they are "stale" until
- * then, and the region is not usable before they are done: that is the
- * downtime); chunks not local yet will be fetched after the pause anyway,
- * so they only go first in the new queue. The region is copy-on-write: the
+ * already local are made remote again (r3_region_invalidate: their pages
+ * are dropped, the next access fetches them; a strategy that cannot has
+ * them read again and copied over before the region is usable); chunks not
+ * local yet will be fetched after the pause anyway. Both go first in the
+ * new queue, and the region is usable at once (post-copy). The region is copy-on-write: the
  * seeder is read-only and the leecher's writes stay in its memory. */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,6 +30,7 @@
 struct r3_leech {
     struct r3_region *r;
     struct r3_source *remote;         /* the r3:// client (owned by the region) */
+    struct r3_source *data;           /* what chunks are read from: remote, or a delay stage over it */
     struct r3_source *cache;          /* the region's cache (borrowed) */
     struct r3_leech_opts o;
     uint64_t session, nchunks;
@@ -76,7 +78,7 @@ static int run_one(struct r3_leech *l, uint64_t e, uint8_t *buf)
 {
     uint64_t idx = e & ~OVW;
     if (e & OVW) {
-        int rc = r3_source_read(l->remote, buf, l->chunk, idx * l->chunk);
+        int rc = r3_source_read(l->data, buf, l->chunk, idx * l->chunk);
         if (rc < 0)
             return r3_error_prefix(rc, "re-pulling chunk %" PRIu64 ": ", idx);
         /* The chunk is installed (it was local) and nobody runs on the
@@ -125,6 +127,14 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A migration call, delayed like every request when delay_us is set. */
+static int ctl(struct r3_leech *l, const char *method, uint64_t a, uint64_t b, void *buf, uint64_t *val)
+{
+    if (l->o.delay_us)
+        usleep((useconds_t)l->o.delay_us);
+    return r3_wire_call(l->remote, method, a, b, buf, val);
+}
+
 /* Read a list of n chunk indexes (method order/dirty) in slices. */
 static int read_list(struct r3_leech *l, const char *method, uint64_t n, uint64_t **out)
 {
@@ -136,7 +146,7 @@ static int read_list(struct r3_leech *l, const char *method, uint64_t n, uint64_
     int rc = list && buf ? 0 : r3_error(-ENOMEM, "leecher: out of memory");
     for (uint64_t off = 0; rc == 0 && off < n * 8; off += step) {
         uint64_t len = n * 8 - off < step ? n * 8 - off : step;
-        rc = r3_wire_call(l->remote, method, off, len, buf, NULL);
+        rc = ctl(l, method, off, len, buf, NULL);
         for (uint64_t i = 0; rc == 0 && i < len / 8; i++) {
             uint64_t c = r3m_get64(buf + i * 8);
             if (c >= l->nchunks)
@@ -261,7 +271,7 @@ int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_regi
     if (!l->session)
         l->session = 1;
     uint64_t chunk = 0, norder = 0, *order = NULL;
-    rc = r3_wire_call(src, R3M_HELLO, R3_MIGRATE_VERSION, l->session, NULL, &chunk);
+    rc = ctl(l, R3M_HELLO, R3_MIGRATE_VERSION, l->session, NULL, &chunk);
     if (rc == -ENOSYS || rc == -ENOTSUP)
         rc = r3_error_prefix(rc, "leecher: %s is not a seeder (a plain r3serve?): ", uri);
     else if (rc == 0 && (!r3_is_pow2(chunk) || chunk < 4096 || chunk > (1u << 30) || src->size % chunk))
@@ -270,7 +280,7 @@ int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_regi
     if (rc == 0) {
         l->chunk = (uint32_t)chunk;
         l->nchunks = src->size / chunk;
-        rc = r3_wire_call(src, R3M_TRACK, l->session, 0, NULL, &norder);
+        rc = ctl(l, R3M_TRACK, l->session, 0, NULL, &norder);
         if (rc == 0 && norder > l->nchunks)
             rc = r3_error(-EPROTO, "leecher: the seeder's access order has %" PRIu64 " entries for %" PRIu64
                           " chunks", norder, l->nchunks);
@@ -288,6 +298,13 @@ int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_regi
         leech_free(l);
         return rc;
     }
+    l->data = src;
+    if (o->delay_us && (rc = r3_stage_delay_open(src, o->delay_us, &l->data)) < 0) {
+        r3_source_close(src);
+        leech_free(l);
+        return r3_error_prefix(rc, "leecher: ");
+    }
+    src = l->data;
     struct r3_region_opts ro;
     r3_region_opts_init(&ro);
     ro.strategy = "uffd";
@@ -352,7 +369,7 @@ int r3_leech_finalize(struct r3_region *r)
     pthread_mutex_unlock(&l->mu);
 
     uint64_t n = 0, *dirty = NULL;
-    int rc = r3_wire_call(l->remote, R3M_FINALIZE, l->session, 0, NULL, &n);
+    int rc = ctl(l, R3M_FINALIZE, l->session, 0, NULL, &n);
     if (rc == 0 && n > l->nchunks)
         rc = r3_error(-EPROTO, "leecher: the seeder names %" PRIu64 " dirty chunks of %" PRIu64, n, l->nchunks);
     if (rc == 0 && n)
@@ -365,16 +382,37 @@ int r3_leech_finalize(struct r3_region *r)
                         " not usable): %s", l->msg);
     }
     l->ndirty = n;
-    /* New queue: stale chunks copied over, then the dirty ones not local
-     * yet, then everything else in pull order (local ones are skipped). */
-    size_t q = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t c = dirty[i];
-        if (r3_cache_is_local(l->cache, c) && !bit(l->stale, c)) {
-            atomic_fetch_or(&l->stale[c >> 6], UINT64_C(1) << (c & 63));
-            l->queue[q++] = c | OVW;
-        }
+    /* The dirty chunks B holds are stale: made remote again (post-copy: the
+     * first access or the pull fetches them), or, where the strategy cannot,
+     * copied over before the region is usable. */
+    size_t q = 0, ns = 0;
+    uint64_t *st = malloc((n ? n : 1) * sizeof *st);
+    if (!st) {
+        free(dirty);
+        fail_locked(l, -ENOMEM, "leecher: out of memory");
+        pthread_mutex_unlock(&l->mu);
+        return r3_error(-ENOMEM, "leecher: out of memory");
     }
+    for (uint64_t i = 0; i < n; i++)
+        if (r3_cache_is_local(l->cache, dirty[i]))
+            st[ns++] = dirty[i];
+    for (size_t i = 0; i < ns; i++)
+        atomic_fetch_or(&l->stale[st[i] >> 6], UINT64_C(1) << (st[i] & 63));
+    rc = r3_region_invalidate(l->r, st, ns);
+    if (rc == 0) {
+        for (size_t i = 0; i < ns; i++)
+            atomic_fetch_and(&l->stale[st[i] >> 6], ~(UINT64_C(1) << (st[i] & 63)));
+    } else if (rc == -ENOTSUP) {
+        for (size_t i = 0; i < ns; i++)
+            l->queue[q++] = st[i] | OVW;
+    } else {
+        free(st);
+        free(dirty);
+        fail_locked(l, rc, r3_last_error());
+        pthread_mutex_unlock(&l->mu);
+        return r3_error(rc, "leecher: cannot make the dirty chunks remote again: %s", l->msg);
+    }
+    free(st);
     l->ovw_left = q;
     for (uint64_t i = 0; i < n && q < l->nchunks; i++)
         if (!r3_cache_is_local(l->cache, dirty[i]))
@@ -462,7 +500,7 @@ int r3_leech_wait(struct r3_region *r)
                         nm, nm == 1 ? "" : "s", list, nm > 12 ? ", ..." : "", why);
     }
     free(miss);
-    rc = r3_wire_call(l->remote, R3M_RELEASE, l->session, 0, NULL, NULL);
+    rc = ctl(l, R3M_RELEASE, l->session, 0, NULL, NULL);
     pthread_mutex_lock(&l->mu);
     if (rc == 0)
         l->phase = R3_LEECH_DONE;

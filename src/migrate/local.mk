@@ -25,3 +25,8 @@ examples_kvmigrate_load_SOURCES = examples/kvmigrate-load.c
 examples_kvmigrate_load_LDADD = libr3.la
 dist_check_SCRIPTS += tests/integration/migrate_kv.sh
 TESTS += tests/integration/migrate_kv.sh
+
+# bench/migrate: downtime and total time of a migration (CSV; run by hand).
+noinst_PROGRAMS += bench/migrate
+bench_migrate_SOURCES = bench/migrate.c
+bench_migrate_LDADD = libr3.la

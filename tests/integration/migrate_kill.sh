@@ -41,8 +41,9 @@ grep -qE '^finalize failed: .*seeder' "$D/l3.out" || { cat "$D/l3.out" >&2; t_fa
 [ "$ms" -lt 6000 ] || t_fail "the error took $ms ms (timeout 2 s)"
 t_log "seeder killed before FINALIZE: $(grep '^finalize failed' "$D/l3.out") ($ms ms)"
 
-# ---- 3. seeder killed after FINALIZE, before every chunk is local
-mig_seed c
+# ---- 3. seeder killed after FINALIZE, before every chunk is local (A writes
+# in a tenth of its chunks, so most of what B pulled stays valid)
+mig_seed c --write-pct 10
 t_bg "$PEER" leech --uri "r3://$ADDR/?timeout=2s&connect_timeout=500ms" --hashes "$D/c.hashes" \
     --finalize-at 20 --slow-us 3000 --workers 1 >"$D/l4.out" 2>&1
 L4=$T_LAST_PID
@@ -53,6 +54,6 @@ wait "$L4"; rc=$?
 grep -qE '^wait failed: .*still missing \([0-9]' "$D/l4.out" || { cat "$D/l4.out" >&2; t_fail "the error does not name the missing chunks"; }
 grep -q '^missing chunk: SIGBUS' "$D/l4.out" || { cat "$D/l4.out" >&2; t_fail "a missing chunk did not give SIGBUS"; }
 checked=$(sed -n 's/^missing=[0-9]* checked=\([0-9]*\)$/\1/p' "$D/l4.out")
-[ "${checked:-0}" -gt 100 ] || { cat "$D/l4.out" >&2; t_fail "too few chunks checked ($checked)"; }
+[ "${checked:-0}" -gt 30 ] || { cat "$D/l4.out" >&2; t_fail "too few chunks checked ($checked)"; }
 t_log "seeder killed after FINALIZE: $(grep '^wait failed' "$D/l4.out" | cut -c1-160)...; $checked chunks held, all A's"
 exit 0
