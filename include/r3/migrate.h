@@ -48,6 +48,8 @@ struct r3_seed_opts {
     const char *tls_ca;          /* require client certificates signed by this CA (mTLS) */
     bool insecure;               /* allow a non-loopback listen without TLS */
     unsigned timeout_ms;         /* a silent leecher connection is dropped after this (0 = 30 s) */
+    bool sync;                   /* FINALIZE also syncs the region (A's source up to date at the
+                                    pause; its write-back is then part of the downtime) */
     /* Pause the program's writers (return 0) before the dirty list is taken;
      * a negative return refuses the FINALIZE (the leecher gets the error).
      * Runs on a server thread. Required. */

@@ -6,8 +6,10 @@
  *   track    starts tracking written chunks (one leecher session at a time)
  *            and snapshots the access order (first-fault order)
  *   order    the snapshot, in slices
- *   finalize before_finalize pauses the writers, one collect finds what was
- *            written, the list of chunks written since track is kept
+ *   finalize before_finalize pauses the writers, (opts.sync: the region is
+ *            synced,) one collect finds what was written, the list of
+ *            chunks written since track is kept; from then on A must not
+ *            write (the served view is read-only anyway)
  *   dirty    that list, in slices
  *   release  the leecher holds everything; r3_seed_wait returns
  *
@@ -149,6 +151,8 @@ static int do_finalize(struct r3_seeder *s, uint64_t session, uint64_t *val)
         *val = nd;                /* a retry */
     } else if ((rc = s->o.before_finalize(s->o.arg, s->r)) < 0) {
         r3_error_prefix(rc, "seeder: before_finalize refused: ");
+    } else if (s->o.sync && (rc = r3_region_sync(s->r)) < 0) {
+        r3_error_prefix(rc, "seeder: the sync at FINALIZE failed: ");
     } else {
         uint64_t *l = NULL;
         size_t n = 0;

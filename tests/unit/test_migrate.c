@@ -15,6 +15,7 @@
 #include <r3/migrate.h>
 #include <r3/wire.h>
 #include "testutil.h"
+#include "wire/call.h"
 
 #define MiB (1024ull * 1024)
 #define SIZE (64 * MiB)
@@ -296,8 +297,17 @@ START_TEST(test_leecher_gone)
     ck_assert_int_eq(r3_region_close(b), 0);         /* gone without FINALIZE */
     ck_assert(!r3_seed_finalized(a.s));
     ck_assert_uint_eq(atomic_load(&a.finalizes), 0);
-    /* A's writer never stopped */
+    /* A's writer never stopped, and A stops tracking soon (2 s without the leecher) */
     ck_assert(!atomic_load(&a.paused));
+    uint64_t *l = NULL;
+    size_t n = 0;
+    int rc = 0;
+    for (int i = 0; i < 40 && (rc = r3_region_track(a.r, R3_TRACK_TAKE, &l, &n)) == 0; i++) {
+        free(l);
+        l = NULL;
+        usleep(100000);
+    }
+    ck_assert_msg(rc == -EINVAL, "A still tracks after its leecher went (%d)", rc);
     ck_assert_msg(r3_leech_open(uri, NULL, &b) == 0, "second leech: %s", r3_last_error());
     while (!atomic_load(&a.pass_done))
         usleep(1000);
@@ -361,6 +371,40 @@ START_TEST(test_not_a_seeder)
 }
 END_TEST
 
+/* The migration methods against a stranger: version, order of calls, bounds. */
+START_TEST(test_methods)
+{
+    struct host_a a;
+    char addr[64], uri[128];
+    host_a_open(&a, 0);
+    host_a_seed(&a, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    struct r3_source *c;
+    TU_OPEN(uri, &c);
+    uint64_t v = 0;
+    uint8_t buf[64];
+    ck_assert_int_eq(r3_wire_call(c, "migrate", 99, 1, NULL, &v), -EPROTONOSUPPORT);
+    ck_assert_msg(strstr(r3_last_error(), "version 99") != NULL, "%s", r3_last_error());
+    ck_assert_int_eq(r3_wire_call(c, "migrate", R3_MIGRATE_VERSION, 1, NULL, &v), 0);
+    ck_assert_uint_eq(v, CHUNK);
+    ck_assert_int_eq(r3_wire_call(c, "track", 0, 0, NULL, &v), -EINVAL);       /* no session */
+    ck_assert_int_eq(r3_wire_call(c, "finalize", 5, 0, NULL, &v), -EPROTO);    /* no track */
+    ck_assert_int_eq(r3_wire_call(c, "dirty", 0, 8, buf, NULL), -EPROTO);      /* before finalize */
+    ck_assert_int_eq(r3_wire_call(c, "release", 5, 0, NULL, NULL), -EPROTO);
+    ck_assert_int_eq(r3_wire_call(c, "track", 5, 0, NULL, &v), 0);
+    ck_assert_uint_ge(v, 16);                                  /* the 16 chunks read at open */
+    ck_assert_int_eq(r3_wire_call(c, "order", 0, 8, buf, NULL), 0);
+    ck_assert_int_eq(r3_wire_call(c, "order", v * 8, 8, buf, NULL), -EINVAL);   /* past the list */
+    ck_assert_int_eq(r3_wire_call(c, "order", UINT64_MAX - 3, 8, buf, NULL), -EINVAL);
+    ck_assert_int_eq(r3_wire_call(c, "finalize", 6, 0, NULL, &v), -EPROTO);    /* another session */
+    ck_assert_int_eq(r3_wire_call(c, "bogus", 0, 0, NULL, &v), -ENOSYS);
+    ck_assert_int_eq(r3_source_write(c, buf, 8, 0), -EROFS);                    /* the view is read-only */
+    ck_assert_uint_eq(atomic_load(&a.finalizes), 0);
+    r3_source_close(c);
+    host_a_close(&a);
+}
+END_TEST
+
 /* What the seeder refuses before listening. */
 START_TEST(test_seed_refuses)
 {
@@ -411,6 +455,7 @@ int main(void)
     tcase_add_test(tc, test_leecher_gone);
     tcase_add_test(tc, test_seeder_gone);
     tcase_add_test(tc, test_not_a_seeder);
+    tcase_add_test(tc, test_methods);
     tcase_add_test(tc, test_seed_refuses);
     suite_add_tcase(s, tc);
     return tu_run(s);
