@@ -324,9 +324,12 @@ int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_regi
     unsigned n = o->pull_workers ? o->pull_workers : 8;
     l->workers = calloc(n, sizeof *l->workers);
     rc = l->cache && l->workers ? 0 : r3_error(-ENOMEM, "leecher: out of memory");
-    for (; rc == 0 && l->nworkers < n; l->nworkers++)
+    while (rc == 0 && l->nworkers < n) {
         if ((rc = r3_thread_create(&l->workers[l->nworkers], worker_main, l)) < 0)
             r3_error(rc, "leecher: cannot start pull threads");
+        else
+            l->nworkers++;
+    }
     r->leech = l;
     if (rc < 0) {
         r3_region_close(r);
