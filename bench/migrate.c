@@ -229,12 +229,13 @@ int main(int argc, char **argv)
         { "size", required_argument, NULL, 's' }, { "chunk", required_argument, NULL, 'c' },
         { "workers", required_argument, NULL, 'w' }, { "rewrite", required_argument, NULL, 'r' },
         { "delay-ms", required_argument, NULL, 'd' }, { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int o;
     uint64_t v;
     opterr = 0;
-    while ((o = getopt_long(argc, argv, "s:c:w:r:d:h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "s:c:w:r:d:hV", opts, NULL)) != -1) {
         switch (o) {
         case 's':
             if (r3_parse_size(optarg, &c.size) < 0)
@@ -250,12 +251,13 @@ int main(int argc, char **argv)
         case 'd': delays = optarg; break;
         case 'h':
             printf("Usage: bench/migrate [--size 1G] [--chunk 64K] [--workers 16] [--rewrite 1,0,10,50,100]\n"
-                   "                     [--delay-ms 0,10]\n"
+                   "                     [--delay-ms 0,10] [--help] [--version]\n"
                    "Migrates a uffd region over loopback (seeder and leecher in this process) and prints\n"
                    "CSV: downtime (A paused -> B usable), total time, next to reading the region through\n"
                    "r3:// and to stop-and-copy, for each delay and each percentage of chunks written\n"
                    "again after TRACK (the first is the headline: 1%% dirty at FINALIZE).\n");
             return 0;
+        case 'V': printf("bench/migrate (r3) %s\n", PACKAGE_VERSION); return 0;
         default: return usage_error("unknown or incomplete option");
         }
     }

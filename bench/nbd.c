@@ -119,12 +119,33 @@ static int region(int argc, char **argv)
     return rc < 0;
 }
 
+static void usage(FILE *f)
+{
+    fputs("Usage: bench/nbd mmapread PATH LABEL\n"
+          "       bench/nbd region STRATEGY SIZE DELAY_US CHUNK PULL PUSH\n"
+          "The region side of the NBD benchmark (bench/nbd.sh runs it); CSV rows on stdout.\n"
+          "  mmapread   the first sequential read of a file through mmap MAP_SHARED\n"
+          "  region     a mem: source of SIZE behind a DELAY_US delay stage opened as a\n"
+          "             STRATEGY region: open to first byte, sequential read, writes + sync\n"
+          "  -h, --help     show this help and exit\n"
+          "  -V, --version  show the version and exit\n", f);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc == 2 && (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version"))) {
+        printf("bench/nbd (r3) %s\n", PACKAGE_VERSION);
+        return 0;
+    }
     if (argc == 4 && !strcmp(argv[1], "mmapread"))
         return mmapread(argv[2], argv[3]);
     if (argc == 8 && !strcmp(argv[1], "region"))
         return region(argc, argv);
-    fprintf(stderr, "usage: nbd mmapread PATH LABEL | nbd region STRATEGY SIZE DELAY_US CHUNK PULL PUSH\n");
+    fprintf(stderr, "bench/nbd: %s\nTry 'bench/nbd --help' for more information.\n",
+            argc < 2 ? "missing a command (mmapread or region)" : "bad command or number of arguments");
     return 2;
 }

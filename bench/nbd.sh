@@ -10,7 +10,36 @@
 # Usage: bench/nbd.sh [BUILDDIR] (default: the current directory)
 # Env: SIZE (default 1G), FIO_SECONDS (10), FIO_SIZE (1G)
 set -u
+usage() {
+    cat <<'EOF2'
+Usage: bench/nbd.sh [BUILDDIR]
+The NBD benchmark: prints CSV (bench,what,target,size,delay_us,value,unit) on
+stdout; notes on stderr. Runs, in one go:
+  1. fio --ioengine=nbd against r3serve --nbd (mem source) and nbdkit memory:
+     sequential 1 MiB reads at QD 16 and 4 KiB random reads at QD 32
+  2. the first mmap read of SIZE through r3mount (FUSE) and through nbdfuse
+  3. nbd-managed and nbd-direct regions over a mem source behind a 10 ms delay
+BUILDDIR is the build directory holding r3serve, r3mount and bench/nbd
+(default: the current directory).
+Environment: SIZE (default 1G), FIO_SECONDS (10), FIO_SIZE (1G).
+Needs fio, nbdkit, nbdcopy, nbdfuse, python3.
+  -h, --help     show this help and exit
+  -V, --version  print the version and exit
+EOF2
+}
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    -V|--version)
+        v=$(sed -n 's/^AC_INIT(\[r3\], \[\([^]]*\)\].*/\1/p' "$(dirname "$0")/../configure.ac" 2>/dev/null)
+        echo "bench/nbd.sh (r3) ${v:-unknown}"; exit 0 ;;
+    -*) echo "bench/nbd.sh: unknown option '$1'" >&2
+        echo "Try 'bench/nbd.sh --help' for more information." >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "bench/nbd.sh: unexpected argument '$2'" >&2
+                  echo "Try 'bench/nbd.sh --help' for more information." >&2; exit 2; }
 B=${1:-.}
+[ -x "$B/r3serve" ] || { echo "bench/nbd.sh: no r3serve in '$B' (give the build directory)" >&2
+                         echo "Try 'bench/nbd.sh --help' for more information." >&2; exit 2; }
 SIZE=${SIZE:-1G}; FIO_SECONDS=${FIO_SECONDS:-10}; FIO_SIZE=${FIO_SIZE:-1G}
 W=$(mktemp -d /tmp/r3-bench-nbd.XXXXXX)
 PIDS=""

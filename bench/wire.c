@@ -6,6 +6,7 @@
  * workers do. -P instead measures the real thing: cache+pull (r3_pipeline,
  * WORKERS pull workers, CHUNK chunks) making the whole source local; mode
  * says which. Not a test: run it by hand, one run per row. */
+#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -55,24 +56,60 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static const char usage_text[] =
+    "Usage: bench/wire [-P] [-c CHUNK] [-w WORKERS] [-t TOTAL] URI...\n"
+    "Sequential read throughput and one-chunk latency of each source URI (CSV on stdout).\n"
+    "  -c, --chunk SIZE     chunk size (1M)\n"
+    "  -w, --workers N      reader threads, or pull workers with -P (16, at most 256)\n"
+    "  -t, --total SIZE     bytes to read (1G, at most the source's size)\n"
+    "  -P, --pipeline       measure cache+pull making the whole source local\n"
+    "  -h, --help           this text;  -V, --version  the version\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "bench/wire: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'bench/wire --help' for more information.\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t chunk = 1 << 20, total = 1ull << 30, workers = 16;
     int o;
     bool pipeline = false;
-    while ((o = getopt(argc, argv, "c:w:t:P")) != -1) {
+    static const struct option lo[] = {
+        { "chunk", required_argument, NULL, 'c' }, { "workers", required_argument, NULL, 'w' },
+        { "total", required_argument, NULL, 't' }, { "pipeline", no_argument, NULL, 'P' },
+        { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":c:w:t:PhV", lo, NULL)) != -1) {
+        char *end;
         switch (o) {
         case 'P': pipeline = true; break;
-        case 'c': r3_parse_size(optarg, &chunk); break;
-        case 'w': workers = strtoull(optarg, NULL, 10); break;
-        case 't': r3_parse_size(optarg, &total); break;
-        default: return 2;
+        case 'c':
+            if (r3_parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30))
+                return usage_error("bad chunk size '%s'", optarg);
+            break;
+        case 'w':
+            workers = strtoull(optarg, &end, 10);
+            if (*end || !*optarg || workers < 1 || workers > 256)
+                return usage_error("bad worker count '%s' (1 to 256)", optarg);
+            break;
+        case 't':
+            if (r3_parse_size(optarg, &total) < 0 || total == 0)
+                return usage_error("bad total '%s'", optarg);
+            break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V': printf("bench/wire (r3) %s\n", PACKAGE_VERSION); return 0;
+        case ':': return usage_error("%s needs a value", argv[optind - 1]);
+        default: return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (workers < 1 || workers > 256 || chunk == 0) {
-        fprintf(stderr, "wire: bad -w or -c\n");
-        return 2;
-    }
+    if (optind >= argc)
+        return usage_error("%s", "no URI given");
     printf("uri,mode,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us\n");
     int status = 0;
     for (int i = optind; i < argc; i++) {

@@ -9,6 +9,7 @@
  *
  * The default URI is file:///tmp/region_demo.img?size=64M.
  * Build: cc region_demo.c $(pkg-config --cflags --libs libr3) */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,17 +136,36 @@ static int do_read(const char *uri)
     return bad;
 }
 
+static int usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, "region_demo: %s%s\nTry 'region_demo --help' for more information.\n", what, arg);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     const char *dflt = "file:///tmp/region_demo.img?size=64M";
-    if (argc == 3 && strcmp(argv[1], "write") == 0)
-        return do_write(argv[2]);
-    if (argc == 3 && strcmp(argv[1], "read") == 0)
-        return do_read(argv[2]);
-    if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
-        fprintf(stderr, "usage: region_demo [URI] | write URI | read URI\n");
-        return 2;
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("Usage: region_demo [URI]        write a table, sync, re-exec to read it back\n"
+               "       region_demo write URI    only the writing half\n"
+               "       region_demo read URI     only the reading half (exit 1 if it differs)\n"
+               "The default URI is %s.\n", dflt);
+        return 0;
     }
+    if (argc == 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        printf("region_demo (r3) %s\n", R3_VERSION);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] == '-')
+            return usage_error("unknown option ", argv[i]);
+    bool mode = argc >= 2 && (strcmp(argv[1], "write") == 0 || strcmp(argv[1], "read") == 0);
+    if (mode && argc == 2)
+        return usage_error("write and read need a URI", "");
+    if (argc > (mode ? 3 : 2))
+        return usage_error("too many arguments", "");
+    if (mode)
+        return argv[1][0] == 'w' ? do_write(argv[2]) : do_read(argv[2]);
     const char *uri = argc == 2 ? argv[1] : dflt;
     if (do_write(uri))
         return 1;

@@ -21,23 +21,31 @@ struct r3_nbd_client_opts {
     const char *tls_psk;          /* psk file */
     const char *tls_user;         /* PSK identity */
     unsigned max_inflight;        /* 0 = 64 */
+    /* Connecting plus the whole handshake (incl. TLS) must end within
+     * connect_timeout_ms (0 = 5000); each request must be answered within
+     * timeout_ms (0 = 30000), else the connection is closed and the request
+     * fails with -ETIMEDOUT and a sentence. The same names and defaults as
+     * r3:// (URI parameters connect_timeout= and timeout=). timeout_ms =
+     * R3_NBD_NO_TIMEOUT: requests wait as long as the server takes (a mount
+     * of our own in-process server, whose source has its own timeouts: a
+     * flush that pushes a whole region may take minutes). */
+    unsigned connect_timeout_ms, timeout_ms;
     bool handshake_only;          /* no reader thread: the fd goes to the kernel */
 };
+
+#define R3_NBD_NO_TIMEOUT (~0u)
 
 struct r3_nbd_client;
 
 int  r3_nbd_client_connect(const struct r3_nbd_client_opts *o, struct r3_nbd_client **out);
 uint64_t r3_nbd_client_size(const struct r3_nbd_client *c);
 uint16_t r3_nbd_client_flags(const struct r3_nbd_client *c);     /* transmission flags */
-uint32_t r3_nbd_client_max_request(const struct r3_nbd_client *c);
 uint32_t r3_nbd_client_min_block(const struct r3_nbd_client *c);
 /* 0 or -errno; requests larger than the server's maximum are split and the
- * pieces pipelined. */
+ * pieces pipelined. A read returns 0 only when every byte was filled. */
 int  r3_nbd_client_pread(struct r3_nbd_client *c, void *buf, size_t len, uint64_t off);
 int  r3_nbd_client_pwrite(struct r3_nbd_client *c, const void *buf, size_t len, uint64_t off, bool fua);
 int  r3_nbd_client_flush(struct r3_nbd_client *c);
-int  r3_nbd_client_zero(struct r3_nbd_client *c, size_t len, uint64_t off);
-int  r3_nbd_client_trim(struct r3_nbd_client *c, size_t len, uint64_t off);
 /* handshake_only: take the connected socket (the caller owns it afterwards). */
 int  r3_nbd_client_take_fd(struct r3_nbd_client *c);
 struct r3_uri;

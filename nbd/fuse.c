@@ -29,7 +29,13 @@ struct r3_nbd_fuse {
     pthread_cond_t cv;
     bool unmounted;
     char dev[32];                 /* "0:N" of the FUSE connection */
+    struct timespec atime, mtime, ctime;   /* kept in memory: mount time, then real */
 };
+
+static void now(struct timespec *t)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+}
 
 static void fill_attr(struct r3_nbd_fuse *f, fuse_ino_t ino, struct stat *st)
 {
@@ -47,6 +53,11 @@ static void fill_attr(struct r3_nbd_fuse *f, fuse_ino_t ino, struct stat *st)
         st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
         st->st_blksize = 65536;
     }
+    pthread_mutex_lock(&f->mu);
+    st->st_atim = f->atime;
+    st->st_mtim = f->mtime;
+    st->st_ctim = f->ctime;
+    pthread_mutex_unlock(&f->mu);
 }
 
 static void op_init(void *ud, struct fuse_conn_info *conn)
@@ -56,8 +67,12 @@ static void op_init(void *ud, struct fuse_conn_info *conn)
     conn->max_readahead = 1u << 20;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
-    if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
-        conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    /* No writeback cache: with it the kernel keeps the file size itself, so
+     * a write past the end would grow the file in the page cache and fail
+     * only at writeback. Without it every write() reaches op_write, which
+     * refuses bytes past the end at write time. (mmap writes still go
+     * through the page cache.) */
+    conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;   /* only we change the file */
 }
 
@@ -68,7 +83,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENOENT);
         return;
     }
-    struct fuse_entry_param e = { .ino = FILE_INO, .attr_timeout = 3600, .entry_timeout = 3600 };
+    /* Attributes are cached 1 s: times change with writes. */
+    struct fuse_entry_param e = { .ino = FILE_INO, .attr_timeout = 1, .entry_timeout = 3600 };
     fill_attr(f, FILE_INO, &e.attr);
     fuse_reply_entry(req, &e);
 }
@@ -82,17 +98,33 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     }
     struct stat st;
     fill_attr(f, ino, &st);
-    fuse_reply_attr(req, &st, 3600);
+    fuse_reply_attr(req, &st, 1);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
-    /* The size is the export's; times and modes are not kept. */
+    /* The size is the export's; modes are fixed; times are kept (in memory). */
     if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != f->size) {
         fuse_reply_err(req, (uint64_t)attr->st_size > f->size ? EFBIG : EPERM);
         return;
+    }
+    if (ino == FILE_INO && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                                      FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_SIZE))) {
+        struct timespec t;
+        now(&t);
+        pthread_mutex_lock(&f->mu);
+        if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+            f->atime = t;
+        else if (to_set & FUSE_SET_ATTR_ATIME)
+            f->atime = attr->st_atim;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+            f->mtime = t;
+        else if (to_set & FUSE_SET_ATTR_MTIME)
+            f->mtime = attr->st_mtim;
+        f->ctime = t;
+        pthread_mutex_unlock(&f->mu);
     }
     op_getattr(req, ino, fi);
 }
@@ -139,6 +171,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                      struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    /* The export's size is fixed: bytes past the end fail now (a write that
+     * starts inside writes what fits, as on a block device). */
     if ((uint64_t)off >= f->size && size) {
         fuse_reply_err(req, ENOSPC);
         return;
@@ -146,10 +180,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     if (size > f->size - (uint64_t)off)
         size = (size_t)(f->size - (uint64_t)off);
     int rc = r3_nbd_client_pwrite(f->o.client, buf, size, (uint64_t)off, false);
-    if (rc < 0)
+    if (rc < 0) {
         fuse_reply_err(req, -rc);
-    else
-        fuse_reply_write(req, size);
+        return;
+    }
+    struct timespec t;
+    now(&t);
+    pthread_mutex_lock(&f->mu);
+    f->mtime = f->ctime = t;
+    pthread_mutex_unlock(&f->mu);
+    fuse_reply_write(req, size);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -274,6 +314,8 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
     f->mnt = realpath(o->mountpoint, NULL);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
+    now(&f->mtime);
+    f->atime = f->ctime = f->mtime;
     int rc = 0;
     if (!f->mnt) {
         rc = r3_error(-errno, "fuse: mountpoint %s: %s", o->mountpoint, strerror(errno));

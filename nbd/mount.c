@@ -34,12 +34,6 @@ int r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **o
 {
     *out = NULL;
     int mode = o->mode;
-    if (mode == R3_NBD_MOUNT_AUTO) {
-        int m = r3_nbd_mount_mode_parse(getenv("R3_NBD_MOUNT"));
-        if (m < 0)
-            return m;
-        mode = m;
-    }
     if (mode == R3_NBD_MOUNT_AUTO)
         mode = r3_nbd_kernel_available() ? R3_NBD_MOUNT_KERNEL : R3_NBD_MOUNT_FUSE;
     struct r3_nbd_mount *m = calloc(1, sizeof *m);
@@ -62,9 +56,10 @@ int r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **o
             return rc;
         }
         int fd = r3_nbd_client_take_fd(c);
-        rc = r3_nbd_kernel_connect(fd, r3_nbd_client_size(c), r3_nbd_client_flags(c), m->timeout_ms,
-                                   &m->index);
-        close(fd);
+        rc = fd < 0 ? fd : r3_nbd_kernel_connect(fd, r3_nbd_client_size(c), r3_nbd_client_flags(c),
+                                                 m->timeout_ms, &m->index);
+        if (fd >= 0)
+            close(fd);
         r3_nbd_client_close(c);
         if (rc < 0) {
             free(m);

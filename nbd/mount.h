@@ -10,7 +10,7 @@ enum r3_nbd_mount_mode { R3_NBD_MOUNT_AUTO = 0, R3_NBD_MOUNT_FUSE = 1, R3_NBD_MO
 
 struct r3_nbd_mount_opts {
     struct r3_nbd_client_opts client;  /* where the server is */
-    int mode;                     /* enum r3_nbd_mount_mode; AUTO also reads $R3_NBD_MOUNT */
+    int mode;                     /* enum r3_nbd_mount_mode (AUTO: kernel if available, else FUSE) */
     const char *mountpoint;       /* FUSE: an existing directory */
     const char *name;             /* FUSE: the file in it (NULL = "disk") */
     const char *fsname;           /* FUSE: shown in /proc/mounts */

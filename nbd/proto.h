@@ -108,15 +108,15 @@
 #define NBD_MAX_OPTION    (64u << 10)     /* larger option payloads are refused */
 #define NBD_MAX_SKIP      (1u << 20)      /* unknown option payloads we skip */
 
-static inline void nbd_put16(unsigned char *p, uint16_t v) { p[0] = v >> 8; p[1] = (unsigned char)v; }
-static inline void nbd_put32(unsigned char *p, uint32_t v)
+static inline void r3_nbd_put16(unsigned char *p, uint16_t v) { p[0] = v >> 8; p[1] = (unsigned char)v; }
+static inline void r3_nbd_put32(unsigned char *p, uint32_t v)
 { p[0] = v >> 24; p[1] = (unsigned char)(v >> 16); p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v; }
-static inline void nbd_put64(unsigned char *p, uint64_t v)
-{ nbd_put32(p, (uint32_t)(v >> 32)); nbd_put32(p + 4, (uint32_t)v); }
-static inline uint16_t nbd_get16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t nbd_get32(const unsigned char *p)
+static inline void r3_nbd_put64(unsigned char *p, uint64_t v)
+{ r3_nbd_put32(p, (uint32_t)(v >> 32)); r3_nbd_put32(p + 4, (uint32_t)v); }
+static inline uint16_t r3_nbd_get16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t r3_nbd_get32(const unsigned char *p)
 { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static inline uint64_t nbd_get64(const unsigned char *p)
-{ return (uint64_t)nbd_get32(p) << 32 | nbd_get32(p + 4); }
+static inline uint64_t r3_nbd_get64(const unsigned char *p)
+{ return (uint64_t)r3_nbd_get32(p) << 32 | r3_nbd_get32(p + 4); }
 
 #endif

@@ -1,181 +1,95 @@
-/* NBD server: fixed newstyle handshake, then transmission with several
- * worker threads per connection taking turns at reading requests (leader /
- * followers, no hand-off queue) and sending each reply as soon as its request
- * is done. Every length from the wire is bounded before use. */
+/* NBD server: the fixed newstyle handshake and the transmission phase, on
+ * the one network layer (src/net: listen + accept, the connection cap, the
+ * whole-handshake deadline from accept, send queues, the in-flight budget,
+ * TLS). The greeting goes out at accept; the handshake runs when the
+ * client answers. Then each readable turn reads one request (a WRITE with
+ * its payload, under the budget) and hands it to the connection's workers
+ * (up to opts.workers, started on demand, gone when idle), which run it on
+ * the source and queue the reply: replies go out as requests finish, in any
+ * order. Every length from the wire is bounded before use. */
 #include <errno.h>
-#include <fcntl.h>
-#include <stddef.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include "internal.h"
-#include "nbd/io.h"
+#include "net/net.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
 
-#define RBUF_SIZE (64u << 10)
 #define ZERO_SIZE (1u << 20)
-#define KEEP_BUF  (4u << 20)      /* worker buffers above this are freed after use */
-#define HANDSHAKE_TIMEOUT_S 30
-#define BATCH_MAX 32              /* READs answered together by one worker */
-#define BATCH_BYTES (1u << 20)
-#define FAST_NS 30000             /* a source faster than this gets batched */
+#define WORKER_IDLE_MS 50         /* a worker with nothing to do for this long exits */
+#define PEEK_MAX (64u << 10)      /* input looked at for a DISC behind the peer's FIN */
+#define BATCH_MAX 32              /* small READs of an in-memory source answered together */
+#define BATCH_ONE (64u << 10)     /* ... each at most this long */
 
 struct export {
     struct r3_nbd_export e;
     char *name, *desc;
     bool serialize;               /* source is not R3_SRC_PARALLEL */
     bool direct;                  /* the source's bytes are in our memory (mem:) */
-    _Atomic uint64_t read_ns;     /* moving average of a source read */
     pthread_mutex_t mu;
 };
-
-struct conn;
 
 struct r3_nbd_server {
     struct r3_nbd_server_opts o;
     struct export *exp;
     size_t nexp;
-    int lfd, port;
-    char *unix_path;
-    void *tls;                    /* SSL_CTX * */
+    struct r3_tls_ctx *tls;
+    struct r3_net_server *net;
+    unsigned char greeting[18];
     unsigned char *zeros;
-    pthread_t acceptor;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct conn *conns;           /* live connections */
-    unsigned nconns;
-    bool stopping;
 };
 
-struct conn {
+/* One request on its way: read by the reader, run by a worker. */
+struct job {
+    struct job *next;
+    uint16_t flags, type;
+    uint64_t cookie, off;
+    uint32_t len;
+    int err;                      /* set by the reader: answer with this at once */
+    unsigned char *wdata;         /* WRITE payload (budget held: len) */
+    size_t budget;                /* bytes of the budget this job holds */
+};
+
+/* The protocol's state of one connection (r3_net_conn.data). */
+struct nconn {
     struct r3_nbd_server *srv;
-    struct conn *next, *prev;
-    struct nbd_io io;
+    struct r3_net_conn *nc;
+    struct r3_io *io;
     const struct export *exp;
     bool structured, no_zeroes;
-    uint16_t tflags;
-    pthread_mutex_t recv_mu, send_mu;
-    pthread_rwlock_t gate;        /* writes hold it shared; death takes it exclusive */
-    atomic_bool dead;             /* no more writes may land */
-    atomic_bool disc;             /* NBD_CMD_DISC seen: finish what is in flight */
-    atomic_uint running;          /* worker threads alive */
-    unsigned char rbuf[RBUF_SIZE];
-    size_t rpos, rlen;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* jobs queued / a worker left */
+    struct job *qhead, *qtail;
+    unsigned workers, idle;
+    pthread_rwlock_t gate;        /* writes hold it shared; the fence takes it exclusive */
+    atomic_bool gone;             /* the peer left without DISC: no more writes may land */
+    atomic_bool disc;             /* NBD_CMD_DISC seen: finish what is queued */
+    atomic_bool ending;           /* no more requests will come: workers leave once idle */
+    atomic_uint_fast64_t nreq, rbytes, wbytes;
 };
-
-static void logf_(struct r3_nbd_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(struct r3_nbd_server *s, const char *fmt, ...)
-{
-    if (!s->o.verbose)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("r3 nbd: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-/* ---- buffered input (transmission phase; recv_mu held) */
-
-static int conn_read(struct conn *c, void *dst, size_t len)
-{
-    char *p = dst;
-    while (len) {
-        if (c->rpos < c->rlen) {
-            size_t n = c->rlen - c->rpos < len ? c->rlen - c->rpos : len;
-            memcpy(p, c->rbuf + c->rpos, n);
-            c->rpos += n;
-            p += n;
-            len -= n;
-            continue;
-        }
-        if (len >= RBUF_SIZE)             /* big payloads go straight to their buffer */
-            return nbd_io_read(&c->io, p, len);
-        ssize_t n = nbd_io_read_some(&c->io, c->rbuf, RBUF_SIZE);
-        if (n <= 0)
-            return n == 0 ? -EPIPE : (int)n;
-        c->rpos = 0;
-        c->rlen = (size_t)n;
-    }
-    return 0;
-}
-
-static int conn_skip(struct conn *c, uint64_t len)
-{
-    size_t have = c->rlen - c->rpos;
-    size_t n = have < len ? have : (size_t)len;
-    c->rpos += n;
-    len -= n;
-    return len ? nbd_io_skip(&c->io, (size_t)len) : 0;
-}
-
-/* ---- connection lifetime */
-
-/* Fence: after this returns no write of this connection is in progress and
- * none will start, so a write that outlived its client cannot overwrite
- * newer data written through another connection. */
-static void conn_kill(struct conn *c)
-{
-    if (atomic_load(&c->dead))
-        return;
-    nbd_io_shutdown(&c->io);
-    pthread_rwlock_wrlock(&c->gate);
-    atomic_store(&c->dead, true);
-    pthread_rwlock_unlock(&c->gate);
-}
-
-static void conn_free(struct conn *c)
-{
-    struct r3_nbd_server *s = c->srv;
-    pthread_mutex_lock(&s->mu);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    nbd_io_close(&c->io);
-    pthread_mutex_destroy(&c->recv_mu);
-    pthread_mutex_destroy(&c->send_mu);
-    pthread_rwlock_destroy(&c->gate);
-    free(c);
-}
-
-static void conn_leave(struct conn *c)
-{
-    if (atomic_fetch_sub(&c->running, 1) == 1)
-        conn_free(c);
-}
 
 /* ---- handshake */
 
-static int send_rep(struct conn *c, uint32_t opt, uint32_t type, const void *data, uint32_t len)
+static int send_rep(struct nconn *c, uint32_t opt, uint32_t type, const void *data, uint32_t len)
 {
     unsigned char h[20];
-    nbd_put64(h, NBD_REP_MAGIC);
-    nbd_put32(h + 8, opt);
-    nbd_put32(h + 12, type);
-    nbd_put32(h + 16, len);
+    r3_nbd_put64(h, NBD_REP_MAGIC);
+    r3_nbd_put32(h + 8, opt);
+    r3_nbd_put32(h + 12, type);
+    r3_nbd_put32(h + 16, len);
     struct iovec v[2] = { { h, sizeof h }, { (void *)data, len } };
-    return nbd_io_writev(&c->io, v, len ? 2 : 1);
+    return r3_io_writev_all(c->io, v, len ? 2 : 1);
 }
 
-static int send_err(struct conn *c, uint32_t opt, uint32_t type, const char *msg)
+static int send_err(struct nconn *c, uint32_t opt, uint32_t type, const char *msg)
 {
     return send_rep(c, opt, type, msg, (uint32_t)strlen(msg));
 }
@@ -202,24 +116,24 @@ static uint16_t export_flags(const struct export *x)
     return f;
 }
 
-static int send_info(struct conn *c, uint32_t opt, uint16_t type, const void *data, size_t len)
+static int send_info(struct nconn *c, uint32_t opt, uint16_t type, const void *data, size_t len)
 {
     unsigned char b[2 + NBD_MAX_NAME + 1];
-    nbd_put16(b, type);
+    r3_nbd_put16(b, type);
     memcpy(b + 2, data, len);
     return send_rep(c, opt, NBD_REP_INFO, b, (uint32_t)(2 + len));
 }
 
 /* NBD_OPT_INFO / NBD_OPT_GO. Returns 1 when transmission should start. */
-static int opt_info_go(struct conn *c, uint32_t opt, const unsigned char *d, uint32_t len)
+static int opt_info_go(struct nconn *c, uint32_t opt, const unsigned char *d, uint32_t len)
 {
     struct r3_nbd_server *s = c->srv;
     if (len < 6)
         return send_err(c, opt, NBD_REP_ERR_INVALID, "option too short");
-    uint32_t nl = nbd_get32(d);
+    uint32_t nl = r3_nbd_get32(d);
     if (nl > NBD_MAX_NAME || nl > len - 6)
         return send_err(c, opt, NBD_REP_ERR_INVALID, "export name length out of range");
-    uint16_t nreq = nbd_get16(d + 4 + nl);
+    uint16_t nreq = r3_nbd_get16(d + 4 + nl);
     if (6 + nl + 2u * nreq != len)
         return send_err(c, opt, NBD_REP_ERR_INVALID, "option length does not match its content");
     char name[NBD_MAX_NAME + 1];
@@ -231,11 +145,11 @@ static int opt_info_go(struct conn *c, uint32_t opt, const unsigned char *d, uin
     if (!x)
         return send_err(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
     unsigned char b[12];
-    nbd_put64(b, x->e.src->size);
-    nbd_put16(b + 8, export_flags(x));
+    r3_nbd_put64(b, x->e.src->size);
+    r3_nbd_put16(b + 8, export_flags(x));
     int rc = send_info(c, opt, NBD_INFO_EXPORT, b, 10);
     for (uint16_t i = 0; rc == 0 && i < nreq; i++) {
-        uint16_t t = nbd_get16(d + 6 + nl + 2 * i);
+        uint16_t t = r3_nbd_get16(d + 6 + nl + 2 * i);
         if (t == NBD_INFO_NAME)
             rc = send_info(c, opt, NBD_INFO_NAME, x->name, strlen(x->name));
         else if (t == NBD_INFO_DESCRIPTION && x->desc)
@@ -244,22 +158,21 @@ static int opt_info_go(struct conn *c, uint32_t opt, const unsigned char *d, uin
     /* Any alignment works (the source layer handles it); 4 KiB is what we
      * prefer, and max_request is the most we take in one request. */
     unsigned char bs[12];
-    nbd_put32(bs, 1);
-    nbd_put32(bs + 4, 4096);
-    nbd_put32(bs + 8, s->o.max_request);
+    r3_nbd_put32(bs, 1);
+    r3_nbd_put32(bs + 4, 4096);
+    r3_nbd_put32(bs + 8, s->o.max_request);
     if (rc == 0)
         rc = send_info(c, opt, NBD_INFO_BLOCK_SIZE, bs, 12);
     if (rc == 0)
         rc = send_rep(c, opt, NBD_REP_ACK, NULL, 0);
     if (rc == 0 && opt == NBD_OPT_GO) {
         c->exp = x;
-        c->tflags = export_flags(x);
         return 1;
     }
     return rc;
 }
 
-static int opt_list(struct conn *c)
+static int opt_list(struct nconn *c)
 {
     for (size_t i = 0; i < c->srv->nexp; i++) {
         const struct export *x = &c->srv->exp[i];
@@ -267,7 +180,7 @@ static int opt_list(struct conn *c)
         if (dl > NBD_MAX_NAME)
             dl = NBD_MAX_NAME;
         unsigned char b[4 + 2 * NBD_MAX_NAME];
-        nbd_put32(b, (uint32_t)nl);
+        r3_nbd_put32(b, (uint32_t)nl);
         memcpy(b + 4, x->name, nl);
         if (dl)
             memcpy(b + 4 + nl, x->desc, dl);
@@ -279,20 +192,15 @@ static int opt_list(struct conn *c)
 }
 
 /* 1 = go to transmission, 0 = close quietly, <0 = error. */
-static int handshake(struct conn *c)
+static int handshake(struct nconn *c)
 {
     struct r3_nbd_server *s = c->srv;
-    unsigned char h[18];
-    nbd_put64(h, NBD_MAGIC);
-    nbd_put64(h + 8, NBD_IHAVEOPT);
-    nbd_put16(h + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-    int rc = nbd_io_write(&c->io, h, sizeof h);
+    /* The greeting went out at accept (the net layer's greeting). */
     unsigned char cf[4];
-    if (rc == 0)
-        rc = nbd_io_read(&c->io, cf, 4);
+    int rc = r3_io_read_all(c->io, cf, 4);
     if (rc < 0)
         return rc;
-    uint32_t cflags = nbd_get32(cf);
+    uint32_t cflags = r3_nbd_get32(cf);
     if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
         return r3_error(-EPROTO, "unknown client flags 0x%x", cflags);
     bool fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
@@ -306,13 +214,13 @@ static int handshake(struct conn *c)
             rc = r3_error(-EPROTO, "too many options");
             break;
         }
-        if ((rc = nbd_io_read(&c->io, oh, 16)) < 0)
+        if ((rc = r3_io_read_all(c->io, oh, 16)) < 0)
             break;
-        if (nbd_get64(oh) != NBD_IHAVEOPT) {
+        if (r3_nbd_get64(oh) != NBD_IHAVEOPT) {
             rc = r3_error(-EPROTO, "bad option magic");
             break;
         }
-        uint32_t opt = nbd_get32(oh + 8), len = nbd_get32(oh + 12);
+        uint32_t opt = r3_nbd_get32(oh + 8), len = r3_nbd_get32(oh + 12);
         bool known = opt == NBD_OPT_EXPORT_NAME || opt == NBD_OPT_ABORT || opt == NBD_OPT_LIST ||
                      opt == NBD_OPT_STARTTLS || opt == NBD_OPT_INFO || opt == NBD_OPT_GO ||
                      opt == NBD_OPT_STRUCTURED_REPLY;
@@ -322,11 +230,11 @@ static int handshake(struct conn *c)
                 break;
             }
             char name[NBD_MAX_NAME + 1];
-            if ((rc = nbd_io_read(&c->io, name, len)) < 0)
+            if ((rc = r3_io_read_all(c->io, name, len)) < 0)
                 break;
             name[len] = 0;
             /* No error reply is possible here: refusing means closing. */
-            if (s->tls && s->o.tls_required && !nbd_io_is_tls(&c->io)) {
+            if (s->tls && !r3_io_is_tls(c->io)) {
                 rc = r3_error(-EACCES, "EXPORT_NAME without TLS refused");
                 break;
             }
@@ -336,12 +244,11 @@ static int handshake(struct conn *c)
                 break;
             }
             unsigned char r[10 + 124] = { 0 };
-            nbd_put64(r, x->e.src->size);
-            nbd_put16(r + 8, export_flags(x));
-            if ((rc = nbd_io_write(&c->io, r, c->no_zeroes ? 10 : sizeof r)) < 0)
+            r3_nbd_put64(r, x->e.src->size);
+            r3_nbd_put16(r + 8, export_flags(x));
+            if ((rc = r3_io_write_all(c->io, r, c->no_zeroes ? 10 : sizeof r)) < 0)
                 break;
             c->exp = x;
-            c->tflags = export_flags(x);
             rc = 1;
             break;
         }
@@ -354,7 +261,7 @@ static int handshake(struct conn *c)
                 rc = r3_error(-EPROTO, "option %u with %u bytes of payload", opt, len);
                 break;
             }
-            if ((rc = nbd_io_skip(&c->io, len)) < 0)
+            if ((rc = r3_io_skip(c->io, len)) < 0)
                 break;
             rc = known ? send_err(c, opt, NBD_REP_ERR_TOO_BIG, "option payload too large")
                        : send_err(c, opt, NBD_REP_ERR_UNSUP, "option not supported");
@@ -362,21 +269,26 @@ static int handshake(struct conn *c)
                 break;
             continue;
         }
-        if ((rc = nbd_io_read(&c->io, d, len)) < 0)
+        if ((rc = r3_io_read_all(c->io, d, len)) < 0)
             break;
         if (opt == NBD_OPT_ABORT) {
             send_rep(c, opt, NBD_REP_ACK, NULL, 0);
             rc = 0;
             break;
         }
-        if (s->tls && s->o.tls_required && !nbd_io_is_tls(&c->io) && opt != NBD_OPT_STARTTLS) {
+        /* With TLS configured, a plaintext client may only start TLS or
+         * leave (tls_required is implied). */
+        if (s->tls && !r3_io_is_tls(c->io) && opt != NBD_OPT_STARTTLS) {
             if ((rc = send_err(c, opt, NBD_REP_ERR_TLS_REQD, "TLS is required")) < 0)
                 break;
             continue;
         }
         switch (opt) {
         case NBD_OPT_LIST:
-            rc = len ? send_err(c, opt, NBD_REP_ERR_INVALID, "LIST takes no data") : opt_list(c);
+            if (!s->o.list_exports)
+                rc = send_err(c, opt, NBD_REP_ERR_POLICY, "listing exports is disabled");
+            else
+                rc = len ? send_err(c, opt, NBD_REP_ERR_INVALID, "LIST takes no data") : opt_list(c);
             break;
         case NBD_OPT_STRUCTURED_REPLY:
             if (len)
@@ -391,10 +303,10 @@ static int handshake(struct conn *c)
                 rc = send_err(c, opt, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
             else if (!s->tls)
                 rc = send_err(c, opt, NBD_REP_ERR_UNSUP, "TLS is not configured");
-            else if (nbd_io_is_tls(&c->io))
+            else if (r3_io_is_tls(c->io))
                 rc = send_err(c, opt, NBD_REP_ERR_INVALID, "TLS is already on");
             else if ((rc = send_rep(c, opt, NBD_REP_ACK, NULL, 0)) == 0) {
-                rc = nbd_tls_accept(s->tls, &c->io);
+                rc = r3_tls_accept(s->tls, c->io, r3_net_remaining_ms(c->io->rdeadline));
                 /* Options negotiated before TLS are forgotten (spec). */
                 c->structured = false;
             }
@@ -413,7 +325,7 @@ static int handshake(struct conn *c)
 
 /* ---- transmission */
 
-static int nbd_errno(int rc)
+static int to_nbd_errno(int rc)
 {
     switch (-rc) {
     case EPERM: case EROFS: case EACCES: return NBD_EPERM;
@@ -425,65 +337,6 @@ static int nbd_errno(int rc)
     case ESHUTDOWN: return NBD_ESHUTDOWN;
     default: return NBD_EIO;
     }
-}
-
-/* One request of a batch, and its reply. */
-struct req {
-    uint16_t flags, type;
-    uint64_t cookie, off;
-    uint32_t len;
-    int err;
-    bool drop;                    /* fenced write: no reply */
-    const void *data;             /* READ payload to send */
-    size_t rlen;
-    unsigned char h[32];
-};
-
-static size_t build_reply(struct conn *c, struct req *r)
-{
-    unsigned char *h = r->h;
-    if (c->structured && r->type == NBD_CMD_READ) {
-        nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
-        nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
-        nbd_put64(h + 8, r->cookie);
-        if (r->err) {
-            nbd_put16(h + 6, NBD_REPLY_TYPE_ERROR);
-            nbd_put32(h + 16, 6);
-            nbd_put32(h + 20, (uint32_t)r->err);
-            nbd_put16(h + 24, 0);
-            return 26;
-        }
-        nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
-        nbd_put32(h + 16, (uint32_t)(8 + r->rlen));
-        nbd_put64(h + 20, r->off);
-        return 28;
-    }
-    nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
-    nbd_put32(h + 4, (uint32_t)r->err);
-    nbd_put64(h + 8, r->cookie);
-    return 16;
-}
-
-static int send_replies(struct conn *c, struct req *rs, int n)
-{
-    struct iovec v[2 * BATCH_MAX];
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        if (rs[i].drop)
-            continue;
-        v[k++] = (struct iovec){ rs[i].h, build_reply(c, &rs[i]) };
-        if (!rs[i].err && rs[i].rlen)
-            v[k++] = (struct iovec){ (void *)rs[i].data, rs[i].rlen };
-    }
-    if (k == 0)
-        return 0;
-    /* Replies of an in-memory source point straight at its bytes: the
-     * kernel copies them once, into the socket. (Splicing the pages instead
-     * measured slower on loopback: the receiver copies 4 KiB fragments.) */
-    pthread_mutex_lock(&c->send_mu);
-    int rc = atomic_load(&c->dead) ? -EPIPE : nbd_io_writev(&c->io, v, k);
-    pthread_mutex_unlock(&c->send_mu);
-    return rc;
 }
 
 static int src_call(const struct export *x, int (*fn)(struct r3_source *, void *, size_t, uint64_t),
@@ -499,459 +352,608 @@ static int src_call(const struct export *x, int (*fn)(struct r3_source *, void *
 
 static int do_read(struct r3_source *s, void *b, size_t l, uint64_t o) { return r3_source_read(s, b, l, o); }
 static int do_write(struct r3_source *s, void *b, size_t l, uint64_t o) { return r3_source_write(s, b, l, o); }
-static int do_flush(struct r3_source *s, void *b, size_t l, uint64_t o) { return r3_source_flush(s); }
+static int do_flush(struct r3_source *s, void *b, size_t l, uint64_t o) { (void)b; (void)l; (void)o; return r3_source_flush(s); }
 
-struct wbuf { unsigned char *p; size_t cap; };
+/* A reply's memory: freed, and its budget given back, once it is sent. */
+struct sent {
+    struct r3_net_conn *nc;
+    void *buf;
+    size_t budget;
+};
 
-static int wbuf_need(struct wbuf *b, size_t len)
+static void reply_done(void *arg)
 {
-    if (b->cap >= len)
-        return 0;
-    free(b->p);
-    b->p = malloc(len < 4096 ? 4096 : len);
-    b->cap = b->p ? (len < 4096 ? 4096 : len) : 0;
-    return b->p ? 0 : -ENOMEM;
+    struct sent *d = arg;
+    free(d->buf);
+    if (d->budget)
+        r3_net_budget_release(d->nc, d->budget);
+    free(d);
 }
 
-static void wbuf_trim(struct wbuf *b)
+/* Queue the reply of j: a simple reply, or for READs with structured
+ * replies negotiated a data (or error) chunk. data (len bytes) is freed
+ * with owned/budget once sent. */
+static void reply(struct nconn *c, struct job *j, const void *data, size_t len, void *owned)
 {
-    if (b->cap > KEEP_BUF) {
-        free(b->p);
-        b->p = NULL;
-        b->cap = 0;
+    unsigned char h[32];
+    size_t hl;
+    if (c->structured && j->type == NBD_CMD_READ) {
+        r3_nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+        r3_nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
+        r3_nbd_put64(h + 8, j->cookie);
+        if (j->err) {
+            r3_nbd_put16(h + 6, NBD_REPLY_TYPE_ERROR);
+            r3_nbd_put32(h + 16, 6);
+            r3_nbd_put32(h + 20, (uint32_t)j->err);
+            r3_nbd_put16(h + 24, 0);
+            hl = 26;
+        } else {
+            r3_nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
+            r3_nbd_put32(h + 16, (uint32_t)(8 + len));
+            r3_nbd_put64(h + 20, j->off);
+            hl = 28;
+        }
+    } else {
+        r3_nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
+        r3_nbd_put32(h + 4, (uint32_t)j->err);
+        r3_nbd_put64(h + 8, j->cookie);
+        hl = 16;
     }
+    if (j->err)
+        len = 0;
+    struct sent *d = malloc(sizeof *d);
+    if (!d) {
+        free(owned);
+        if (j->budget)
+            r3_net_budget_release(c->nc, j->budget);
+        r3_net_conn_close(c->nc, "out of memory for a reply");
+        return;
+    }
+    *d = (struct sent){ .nc = c->nc, .buf = owned, .budget = j->budget };
+    j->budget = 0;
+    r3_net_conn_send(c->nc, h, hl, data, len, reply_done, d);
 }
 
-/* Is a DISC still waiting in our input buffer? Walks the buffered requests
- * (recv_mu held). */
-static bool disc_buffered(struct conn *c)
+/* Is a DISC waiting in the socket behind the requests not read yet? (plain
+ * connections; a TLS stream cannot be looked into) */
+static bool disc_pending(struct nconn *c)
 {
-    size_t p = c->rpos;
-    while (c->rlen - p >= NBD_REQUEST_SIZE) {
-        const unsigned char *h = c->rbuf + p;
-        if (nbd_get32(h) != NBD_REQUEST_MAGIC)
-            return false;
-        if (nbd_get16(h + 6) == NBD_CMD_DISC)
-            return true;
-        uint64_t skip = NBD_REQUEST_SIZE + (nbd_get16(h + 6) == NBD_CMD_WRITE ? nbd_get32(h + 24) : 0);
-        if (skip > c->rlen - p)
-            return false;
+    if (r3_io_is_tls(c->io))
+        return false;
+    unsigned char *b = malloc(PEEK_MAX);
+    if (!b)
+        return false;
+    ssize_t n = recv(c->io->fd, b, PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
+    bool found = false;
+    size_t have = n > 0 ? (size_t)n : 0;
+    for (size_t p = 0; have - p >= NBD_REQUEST_SIZE;) {
+        const unsigned char *h = b + p;
+        if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
+            break;
+        if (r3_nbd_get16(h + 6) == NBD_CMD_DISC) {
+            found = true;
+            break;
+        }
+        uint64_t skip = NBD_REQUEST_SIZE + (r3_nbd_get16(h + 6) == NBD_CMD_WRITE ? r3_nbd_get32(h + 24) : 0);
+        if (skip > have - p)
+            break;                        /* the rest is not here yet */
         p += (size_t)skip;
     }
-    return false;
+    free(b);
+    return found;
 }
 
-/* Has the client gone away (reset, or closed without NBD_CMD_DISC)? Writes
- * it left behind in our buffers must not land after newer writes from
- * other connections, so each write asks before it starts. POLLRDHUP is set
- * as soon as the peer's FIN or RST arrives, even with its requests still
- * queued unread. */
-static bool peer_gone(struct conn *c)
+/* Fence: after this no write of the connection is running and none will
+ * start, so a write that outlived its client cannot land after newer data
+ * written through another connection. */
+static void fence(struct nconn *c)
 {
-    struct pollfd p = { .fd = c->io.fd, .events = POLLIN | POLLRDHUP };
+    if (atomic_load(&c->gone))
+        return;
+    pthread_rwlock_wrlock(&c->gate);
+    atomic_store(&c->gone, true);
+    pthread_rwlock_unlock(&c->gate);
+}
+
+/* Has the client gone away (reset, or FIN without NBD_CMD_DISC)? Asked
+ * before every write: its requests may still be queued here. POLLRDHUP is
+ * set as soon as the peer's FIN or RST arrives. */
+static bool peer_gone(struct nconn *c)
+{
+    if (atomic_load(&c->gone))
+        return true;
+    struct pollfd p = { .fd = c->io->fd, .events = POLLIN | POLLRDHUP };
     if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
         return false;
-    pthread_mutex_lock(&c->recv_mu);
-    bool gone = !atomic_load(&c->disc) && !disc_buffered(c);
-    pthread_mutex_unlock(&c->recv_mu);
-    return gone;
+    return !atomic_load(&c->disc) && !disc_pending(c);
 }
 
-/* Run one mutating request under the connection's gate; -ESHUTDOWN if the
- * connection is dead (the write is dropped, nothing is replied). */
-static int gated(struct conn *c, int (*fn)(struct conn *, void *, size_t, uint64_t, uint16_t),
-                 void *buf, size_t len, uint64_t off, uint16_t flags)
+/* Run a mutating request under the gate; -ESHUTDOWN once fenced (the write
+ * is dropped and nothing is replied). */
+static int gated(struct nconn *c, struct job *j, int (*fn)(struct nconn *, struct job *))
 {
-    if (!atomic_load(&c->dead) && peer_gone(c))
-        conn_kill(c);
+    if (peer_gone(c))
+        fence(c);
     pthread_rwlock_rdlock(&c->gate);
-    int rc = atomic_load(&c->dead) ? -ESHUTDOWN : fn(c, buf, len, off, flags);
+    int rc = atomic_load(&c->gone) ? -ESHUTDOWN : fn(c, j);
     pthread_rwlock_unlock(&c->gate);
     return rc;
 }
 
-static int op_write(struct conn *c, void *buf, size_t len, uint64_t off, uint16_t flags)
+static int op_write(struct nconn *c, struct job *j)
 {
-    int rc = src_call(c->exp, do_write, buf, len, off);
-    if (rc == 0 && (flags & NBD_CMD_FLAG_FUA))
+    int rc = src_call(c->exp, do_write, j->wdata, j->len, j->off);
+    if (rc == 0 && (j->flags & NBD_CMD_FLAG_FUA))
         rc = src_call(c->exp, do_flush, NULL, 0, 0);
     return rc;
 }
 
-static int op_zero(struct conn *c, void *unused, size_t len, uint64_t off, uint16_t flags)
+static int op_zero(struct nconn *c, struct job *j)
 {
     int rc = 0;
+    uint64_t off = j->off;
+    size_t len = j->len;
     while (rc == 0 && len) {
         size_t n = len < ZERO_SIZE ? len : ZERO_SIZE;
         rc = src_call(c->exp, do_write, c->srv->zeros, n, off);
         off += n;
         len -= n;
     }
-    if (rc == 0 && (flags & NBD_CMD_FLAG_FUA))
+    if (rc == 0 && (j->flags & NBD_CMD_FLAG_FUA))
         rc = src_call(c->exp, do_flush, NULL, 0, 0);
     return rc;
 }
 
-static int op_trim(struct conn *c, void *unused, size_t len, uint64_t off, uint16_t flags)
+static int op_trim(struct nconn *c, struct job *j)
 {
     /* Trim is advisory: the data may stay. FUA still means durable. */
-    return (flags & NBD_CMD_FLAG_FUA) ? src_call(c->exp, do_flush, NULL, 0, 0) : 0;
+    return (j->flags & NBD_CMD_FLAG_FUA) ? src_call(c->exp, do_flush, NULL, 0, 0) : 0;
 }
 
-static bool export_fast(const struct export *x)
+/* Run one request and queue its reply (none for a fenced write). */
+static void run(struct nconn *c, struct job *j)
 {
-    return x->direct || atomic_load_explicit(&x->read_ns, memory_order_relaxed) < FAST_NS;
-}
-
-/* Read one request (recv_mu held), a WRITE's payload into b. Returns 0, 1 to
- * stop this worker quietly (DISC), or -errno with the connection killed. */
-static int take_request(struct conn *c, struct req *r, struct wbuf *b)
-{
-    struct r3_nbd_server *s = c->srv;
-    const struct export *x = c->exp;
-    uint64_t size = x->e.src->size;
-    unsigned char h[NBD_REQUEST_SIZE];
-    int rc = conn_read(c, h, sizeof h);
-    if (rc < 0 || nbd_get32(h) != NBD_REQUEST_MAGIC) {
-        if (rc == 0)
-            logf_(s, "bad request magic: closing the connection");
-        conn_kill(c);
-        return rc < 0 ? rc : -EPROTO;
-    }
-    memset(r, 0, offsetof(struct req, h));
-    r->flags = nbd_get16(h + 4);
-    r->type = nbd_get16(h + 6);
-    r->cookie = nbd_get64(h + 8);
-    r->off = nbd_get64(h + 16);
-    r->len = nbd_get32(h + 24);
-    if (r->type == NBD_CMD_DISC) {
-        atomic_store(&c->disc, true);
-        return 1;
-    }
-    if (r->type != NBD_CMD_WRITE)
-        return 0;
-    /* The payload must be consumed to stay in step, but an oversized one is
-     * never allocated: it is discarded in small pieces. */
-    bool range_ok = r->off <= size && r->len <= size - r->off;
-    if (r->len > s->o.max_request || !range_ok || x->e.readonly || r->len == 0) {
-        r->err = x->e.readonly ? NBD_EPERM : r->len > s->o.max_request ? NBD_EOVERFLOW
-                 : r->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
-        if (r->len > 64u * s->o.max_request) {
-            conn_kill(c);             /* too much to skip: drop the client */
-            return -EPROTO;
-        }
-        rc = conn_skip(c, r->len);
-    } else if ((rc = wbuf_need(b, r->len)) == 0) {
-        rc = conn_read(c, b->p, r->len);
-    } else {
-        r->err = NBD_ENOMEM;
-        rc = conn_skip(c, r->len);
-    }
-    if (rc < 0) {
-        conn_kill(c);                 /* truncated payload: the write never happens */
-        return rc;
-    }
-    return 0;
-}
-
-/* Run one request; READ data goes to buf (unless the source is in memory). */
-static void run_request(struct conn *c, struct req *r, void *wdata, void *buf)
-{
-    struct r3_nbd_server *s = c->srv;
     struct export *x = (struct export *)c->exp;
     uint64_t size = x->e.src->size;
-    bool range_ok = r->off <= size && r->len <= size - r->off;
+    bool range_ok = j->off <= size && j->len <= size - j->off;
     int rc;
-    if (r->err)
-        return;
-    if (r->flags & ~(uint16_t)(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF)) {
-        r->err = NBD_EINVAL;
+    if (j->err) {
+        reply(c, j, NULL, 0, NULL);
         return;
     }
-    switch (r->type) {
-    case NBD_CMD_READ:
-        if (r->len == 0 || !range_ok)
-            r->err = NBD_EINVAL;
-        else if (r->len > s->o.max_request)
-            r->err = NBD_EOVERFLOW;
-        else if (x->direct) {
-            r->data = r3_source_direct(x->e.src, r->off, r->len);
-            r->rlen = r->len;
-        } else if (!buf) {
-            r->err = NBD_ENOMEM;
-        } else {
-            uint64_t t0 = r3_now_ns();
-            if ((rc = src_call(x, do_read, buf, r->len, r->off)) < 0)
-                r->err = nbd_errno(rc);
-            uint64_t dt = r3_now_ns() - t0, avg = atomic_load_explicit(&x->read_ns, memory_order_relaxed);
-            atomic_store_explicit(&x->read_ns, avg - avg / 8 + dt / 8, memory_order_relaxed);
-            r->data = buf;
-            r->rlen = r->err ? 0 : r->len;
+    if (j->flags & ~(uint16_t)(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF)) {
+        j->err = NBD_EINVAL;
+        reply(c, j, NULL, 0, NULL);
+        return;
+    }
+    switch (j->type) {
+    case NBD_CMD_READ: {
+        if (x->direct) {
+            /* An in-memory source: the reply points at its bytes. */
+            reply(c, j, r3_source_direct(x->e.src, j->off, j->len), j->len, NULL);
+            atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
+            return;
         }
-        break;
+        void *buf = malloc(j->len);
+        if (!buf)
+            j->err = NBD_ENOMEM;
+        else if ((rc = src_call(x, do_read, buf, j->len, j->off)) < 0)
+            j->err = to_nbd_errno(rc);
+        if (j->err) {
+            free(buf);
+            reply(c, j, NULL, 0, NULL);
+            return;
+        }
+        atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
+        reply(c, j, buf, j->len, buf);
+        return;
+    }
     case NBD_CMD_WRITE:
-        rc = gated(c, op_write, wdata, r->len, r->off, r->flags);
-        r->drop = rc == -ESHUTDOWN;
-        r->err = rc < 0 ? nbd_errno(rc) : 0;
+        rc = gated(c, j, op_write);
+        free(j->wdata);
+        j->wdata = NULL;
+        if (j->budget) {
+            r3_net_budget_release(c->nc, j->budget);
+            j->budget = 0;
+        }
+        if (rc == -ESHUTDOWN)
+            return;                       /* fenced: the client is gone */
+        j->err = rc < 0 ? to_nbd_errno(rc) : 0;
+        if (rc == 0)
+            atomic_fetch_add_explicit(&c->wbytes, j->len, memory_order_relaxed);
         break;
     case NBD_CMD_WRITE_ZEROES:
     case NBD_CMD_TRIM:
         if (x->e.readonly)
-            r->err = NBD_EPERM;
+            j->err = NBD_EPERM;
         else if (!range_ok)
-            r->err = r->type == NBD_CMD_TRIM ? NBD_EINVAL : NBD_ENOSPC;
+            j->err = j->type == NBD_CMD_TRIM ? NBD_EINVAL : NBD_ENOSPC;
         else {
-            rc = gated(c, r->type == NBD_CMD_TRIM ? op_trim : op_zero, NULL, r->len, r->off, r->flags);
-            r->drop = rc == -ESHUTDOWN;
-            r->err = rc < 0 ? nbd_errno(rc) : 0;
+            rc = gated(c, j, j->type == NBD_CMD_TRIM ? op_trim : op_zero);
+            if (rc == -ESHUTDOWN)
+                return;
+            j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         }
         break;
     case NBD_CMD_FLUSH:
         rc = src_call(x, do_flush, NULL, 0, 0);
-        r->err = rc < 0 ? nbd_errno(rc) : 0;
+        j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         break;
-    case NBD_CMD_CACHE:
+    case NBD_CMD_CACHE: {
         /* Reading through the source warms a cache stage below. */
         if (!range_ok) {
-            r->err = NBD_EINVAL;
+            j->err = NBD_EINVAL;
             break;
         }
         char *tmp = malloc(ZERO_SIZE);
         if (!tmp) {
-            r->err = NBD_ENOMEM;
+            j->err = NBD_ENOMEM;
             break;
         }
-        for (uint64_t o = r->off; o < r->off + r->len && !r->err;) {
-            size_t n = r->off + r->len - o < ZERO_SIZE ? (size_t)(r->off + r->len - o) : ZERO_SIZE;
+        for (uint64_t o = j->off; o < j->off + j->len && !j->err;) {
+            size_t n = j->off + j->len - o < ZERO_SIZE ? (size_t)(j->off + j->len - o) : ZERO_SIZE;
             if ((rc = src_call(x, do_read, tmp, n, o)) < 0)
-                r->err = nbd_errno(rc);
+                j->err = to_nbd_errno(rc);
             o += n;
         }
         free(tmp);
         break;
-    default:
-        r->err = NBD_EINVAL;
     }
+    default:
+        j->err = NBD_EINVAL;
+    }
+    reply(c, j, NULL, 0, NULL);
 }
 
+static struct timespec in_ms(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    return ts;
+}
+
+/* A worker holds the connection while it lives; it leaves when there has
+ * been nothing to do for WORKER_IDLE_MS (idle connections cost no thread). */
 static void *worker(void *arg)
 {
-    struct conn *c = arg;
+    struct nconn *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        if (!c->qhead && atomic_load(&c->ending))
+            break;                        /* the connection ends: let it go at once */
+        if (!c->qhead) {
+            c->idle++;
+            struct timespec ts = in_ms(WORKER_IDLE_MS);
+            pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+            c->idle--;
+            if (!c->qhead)
+                break;
+        }
+        struct job *j = c->qhead;
+        c->qhead = j->next;
+        if (!c->qhead)
+            c->qtail = NULL;
+        pthread_mutex_unlock(&c->mu);
+        run(c, j);
+        free(j->wdata);
+        if (j->budget)
+            r3_net_budget_release(c->nc, j->budget);
+        free(j);
+        pthread_mutex_lock(&c->mu);
+    }
+    c->workers--;
+    pthread_mutex_unlock(&c->mu);
+    r3_net_conn_put(c->nc);
+    return NULL;
+}
+
+/* Hand j to a worker, starting one if none is free. */
+static void dispatch(struct nconn *c, struct job *j)
+{
+    pthread_mutex_lock(&c->mu);
+    j->next = NULL;
+    if (c->qtail)
+        c->qtail->next = j;
+    else
+        c->qhead = j;
+    c->qtail = j;
+    bool start = c->idle == 0 && c->workers < c->srv->o.workers;
+    if (start)
+        c->workers++;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (start) {
+        pthread_t t;
+        r3_net_conn_hold(c->nc);
+        if (r3_thread_create(&t, worker, c) == 0) {
+            pthread_detach(t);
+        } else {
+            r3_net_conn_put(c->nc);
+            pthread_mutex_lock(&c->mu);
+            c->workers--;
+            bool none = c->workers == 0;
+            pthread_mutex_unlock(&c->mu);
+            if (none) {
+                /* No thread at all: run it here rather than never. */
+                pthread_mutex_lock(&c->mu);
+                struct job *q = c->qhead;
+                c->qhead = c->qtail = NULL;
+                pthread_mutex_unlock(&c->mu);
+                while (q) {
+                    struct job *n = q->next;
+                    run(c, q);
+                    free(q->wdata);
+                    if (q->budget)
+                        r3_net_budget_release(c->nc, q->budget);
+                    free(q);
+                    q = n;
+                }
+            }
+        }
+    }
+}
+
+static void free_done(void *p)
+{
+    free(p);
+}
+
+/* An in-memory source, a plain socket, and several small READs waiting:
+ * take them with one read and answer them with one send (one copy of the
+ * data, two system calls for the lot, instead of two per request). 1 if a
+ * batch was served, 0 if not (nothing was consumed), -errno. */
+static int read_batch(struct nconn *c)
+{
+    const struct export *x = c->exp;
+    uint64_t size = x->e.src->size;
+    unsigned char pk[BATCH_MAX * NBD_REQUEST_SIZE];
+    ssize_t n = recv(c->io->fd, pk, sizeof pk, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 2 * NBD_REQUEST_SIZE)
+        return 0;
+    size_t k = 0, total = 0, hl = c->structured ? 28 : 16;
+    for (; k < (size_t)n / NBD_REQUEST_SIZE; k++) {
+        const unsigned char *h = pk + k * NBD_REQUEST_SIZE;
+        uint64_t off = r3_nbd_get64(h + 16);
+        uint32_t len = r3_nbd_get32(h + 24);
+        if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC || r3_nbd_get16(h + 6) != NBD_CMD_READ ||
+            (r3_nbd_get16(h + 4) & ~(uint16_t)(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF)) ||
+            len == 0 || len > BATCH_ONE || off > size || len > size - off)
+            break;
+        total += hl + len;
+    }
+    if (k < 2)
+        return 0;
+    unsigned char *out = malloc(total);
+    if (!out)
+        return 0;
+    int rc = r3_io_read_all(c->io, pk, k * NBD_REQUEST_SIZE);   /* exactly what was peeked */
+    if (rc < 0) {
+        free(out);
+        return rc;
+    }
+    unsigned char *p = out;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < k; i++) {
+        const unsigned char *h = pk + i * NBD_REQUEST_SIZE;
+        uint64_t off = r3_nbd_get64(h + 16);
+        uint32_t len = r3_nbd_get32(h + 24);
+        if (c->structured) {
+            r3_nbd_put32(p, NBD_STRUCTURED_REPLY_MAGIC);
+            r3_nbd_put16(p + 4, NBD_REPLY_FLAG_DONE);
+            r3_nbd_put16(p + 6, NBD_REPLY_TYPE_OFFSET_DATA);
+            memcpy(p + 8, h + 8, 8);                          /* the cookie */
+            r3_nbd_put32(p + 16, 8 + len);
+            r3_nbd_put64(p + 20, off);
+        } else {
+            r3_nbd_put32(p, NBD_SIMPLE_REPLY_MAGIC);
+            r3_nbd_put32(p + 4, 0);
+            memcpy(p + 8, h + 8, 8);
+        }
+        memcpy(p + hl, r3_source_direct(x->e.src, off, len), len);
+        p += hl + len;
+        bytes += len;
+    }
+    atomic_fetch_add_explicit(&c->nreq, k, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->rbytes, bytes, memory_order_relaxed);
+    r3_net_conn_send(c->nc, NULL, 0, out, total, free_done, out);
+    return 1;
+}
+
+/* Read one request (and a WRITE's payload) and dispatch it. */
+static int read_request(struct r3_net_conn *nc)
+{
+    struct nconn *c = nc->data;
     struct r3_nbd_server *s = c->srv;
     const struct export *x = c->exp;
-    struct wbuf b = { 0 }, rb = { 0 };
-    struct req rs[BATCH_MAX];
-    for (;;) {
-        pthread_mutex_lock(&c->recv_mu);
-        if (atomic_load(&c->dead) || atomic_load(&c->disc)) {
-            pthread_mutex_unlock(&c->recv_mu);
-            break;
+    uint64_t size = x->e.src->size;
+    unsigned char h[NBD_REQUEST_SIZE];
+    int rc = x->direct && !r3_io_is_tls(c->io) ? read_batch(c) : 0;
+    if (rc > 0)
+        return 0;
+    if (rc == 0)
+        rc = r3_io_read_all(c->io, h, sizeof h);
+    if (rc < 0) {
+        if (rc == -EPIPE || rc == -ECONNRESET) {
+            fence(c);                 /* gone without NBD_CMD_DISC */
+            snprintf(nc->why, sizeof nc->why, "peer closed without NBD_CMD_DISC");
         }
-        int rc = take_request(c, &rs[0], &b);
-        if (rc != 0) {
-            pthread_mutex_unlock(&c->recv_mu);
-            break;
+        return rc;
+    }
+    if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC) {
+        fence(c);
+        snprintf(nc->why, sizeof nc->why, "bad request magic");
+        return -EPROTO;
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        snprintf(nc->why, sizeof nc->why, "out of memory");
+        return -ENOMEM;
+    }
+    j->flags = r3_nbd_get16(h + 4);
+    j->type = r3_nbd_get16(h + 6);
+    j->cookie = r3_nbd_get64(h + 8);
+    j->off = r3_nbd_get64(h + 16);
+    j->len = r3_nbd_get32(h + 24);
+    if (j->type == NBD_CMD_DISC) {
+        free(j);
+        atomic_store(&c->disc, true);
+        r3_net_conn_close(nc, "client disconnected");   /* what is queued still runs and is answered */
+        return 1;
+    }
+    atomic_fetch_add_explicit(&c->nreq, 1, memory_order_relaxed);
+    bool range_ok = j->off <= size && j->len <= size - j->off;
+    if (j->type == NBD_CMD_READ) {
+        if (j->len == 0 || !range_ok)
+            j->err = NBD_EINVAL;
+        else if (j->len > s->o.max_request)
+            j->err = NBD_EOVERFLOW;
+        else if (!x->direct && (rc = r3_net_budget_acquire(nc, j->len)) < 0) {
+            free(j);
+            return rc;
+        } else if (!x->direct) {
+            j->budget = j->len;
         }
-        /* A fast source (in memory, or answering in microseconds): take every
-         * READ already buffered, run them here and answer them with one
-         * writev. A slow one: one request per worker, so they overlap. */
-        int n = 1;
-        size_t total = rs[0].type == NBD_CMD_READ && rs[0].len <= BATCH_BYTES ? rs[0].len : 0;
-        if (total && export_fast(x)) {
-            while (n < BATCH_MAX && c->rlen - c->rpos >= NBD_REQUEST_SIZE) {
-                const unsigned char *h = c->rbuf + c->rpos;
-                uint32_t l = nbd_get32(h + 24);
-                if (nbd_get32(h) != NBD_REQUEST_MAGIC || nbd_get16(h + 6) != NBD_CMD_READ ||
-                    l > BATCH_BYTES - total)
-                    break;
-                struct req *r = &rs[n++];
-                memset(r, 0, offsetof(struct req, h));
-                r->flags = nbd_get16(h + 4);
-                r->type = NBD_CMD_READ;
-                r->cookie = nbd_get64(h + 8);
-                r->off = nbd_get64(h + 16);
-                r->len = l;
-                total += l;
-                c->rpos += NBD_REQUEST_SIZE;
+    } else if (j->type == NBD_CMD_WRITE) {
+        /* The payload must be consumed to stay in step, but a refused one
+         * is never allocated: it is discarded in small pieces. */
+        if (j->len > s->o.max_request || !range_ok || x->e.readonly || j->len == 0) {
+            j->err = x->e.readonly ? NBD_EPERM : j->len > s->o.max_request ? NBD_EOVERFLOW
+                     : j->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
+            if (j->len > 64u * s->o.max_request) {
+                snprintf(nc->why, sizeof nc->why, "a WRITE of %u bytes (too much to skip)", j->len);
+                free(j);
+                fence(c);
+                return -EPROTO;
             }
+            rc = r3_io_skip(c->io, j->len);
+        } else if ((rc = r3_net_budget_acquire(nc, j->len)) == 0) {
+            j->budget = j->len;
+            j->wdata = malloc(j->len);
+            rc = j->wdata ? r3_io_read_all(c->io, j->wdata, j->len) : -ENOMEM;
         }
-        pthread_mutex_unlock(&c->recv_mu);
-
-        size_t need = 0;
-        for (int i = 0; i < n && !x->direct; i++)
-            if (rs[i].type == NBD_CMD_READ && rs[i].len <= s->o.max_request)
-                need += rs[i].len;
-        bool have = need == 0 || wbuf_need(&rb, need) == 0;
-        size_t at = 0;
-        for (int i = 0; i < n; i++) {
-            void *buf = NULL;
-            if (have && need && rs[i].type == NBD_CMD_READ && rs[i].len <= s->o.max_request) {
-                buf = rb.p + at;
-                at += rs[i].len;
-            }
-            run_request(c, &rs[i], b.p, buf);
+        if (rc < 0) {
+            /* A truncated payload: that write never happens. */
+            snprintf(nc->why, sizeof nc->why, "peer closed in the middle of a WRITE payload");
+            fence(c);
+            free(j->wdata);
+            if (j->budget)
+                r3_net_budget_release(nc, j->budget);
+            free(j);
+            return rc;
         }
-        if (send_replies(c, rs, n) < 0) {
-            conn_kill(c);
-            break;
-        }
-        wbuf_trim(&b);
-        wbuf_trim(&rb);
     }
-    free(b.p);
-    free(rb.p);
-    conn_leave(c);
-    return NULL;
-}
-
-static void *conn_main(void *arg)
-{
-    struct conn *c = arg;
-    struct r3_nbd_server *s = c->srv;
-    struct timeval tv = { HANDSHAKE_TIMEOUT_S, 0 };
-    setsockopt(c->io.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    int rc = handshake(c);
-    if (rc != 1) {
-        /* One line at most per failed connection, and only when asked. */
-        if (rc < 0 && rc != -EPIPE)
-            logf_(s, "handshake ended: %s", r3_last_error());
-        conn_leave(c);
-        return NULL;
-    }
-    tv.tv_sec = 0;
-    setsockopt(c->io.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    unsigned n = s->o.workers;
-    for (unsigned i = 1; i < n; i++) {
-        pthread_t t;
-        atomic_fetch_add(&c->running, 1);
-        if (r3_thread_create(&t, worker, c) < 0) {
-            atomic_fetch_sub(&c->running, 1);
-            break;
-        }
-        pthread_detach(t);
-    }
-    return worker(c);
-}
-
-static void *acceptor(void *arg)
-{
-    struct r3_nbd_server *s = arg;
-    for (;;) {
-        int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
-        pthread_mutex_lock(&s->mu);
-        bool stop = s->stopping;
-        pthread_mutex_unlock(&s->mu);
-        if (stop) {
-            if (fd >= 0)
-                close(fd);
-            break;
-        }
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                usleep(10000);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct conn *c = calloc(1, sizeof *c);
-        pthread_mutex_lock(&s->mu);
-        bool full = s->nconns >= s->o.max_conns;
-        pthread_mutex_unlock(&s->mu);
-        if (!c || full) {
-            logf_(s, "refusing a connection: %s", c ? "too many connections" : "out of memory");
-            free(c);
-            close(fd);
-            continue;
-        }
-        c->srv = s;
-        nbd_io_init(&c->io, fd);
-        pthread_mutex_init(&c->recv_mu, NULL);
-        pthread_mutex_init(&c->send_mu, NULL);
-        pthread_rwlockattr_t ra;
-        pthread_rwlockattr_init(&ra);
-        pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&c->gate, &ra);
-        pthread_rwlockattr_destroy(&ra);
-        atomic_init(&c->running, 1);
-        pthread_mutex_lock(&s->mu);
-        c->next = s->conns;
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
-        pthread_mutex_unlock(&s->mu);
-        pthread_t t;
-        if (r3_thread_create(&t, conn_main, c) < 0)
-            conn_leave(c);
-        else
-            pthread_detach(t);
-    }
-    return NULL;
-}
-
-static int listen_on(struct r3_nbd_server *s, const char *spec)
-{
-    const char *path = NULL;
-    if (strncmp(spec, "unix:", 5) == 0)
-        path = spec + 5;
-    else if (spec[0] == '/')
-        path = spec;
-    if (path) {
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof a.sun_path)
-            return r3_error(-ENAMETOOLONG, "nbd: socket path %s is too long", path);
-        strcpy(a.sun_path, path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return r3_error(-errno, "nbd: socket: %s", strerror(errno));
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path);          /* a stale socket from an earlier run */
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 128) < 0) {
-            int e = errno;
-            close(fd);
-            return r3_error(-e, "nbd: cannot listen on %s: %s", path, strerror(e));
-        }
-        s->lfd = fd;
-        s->unix_path = strdup(path);
+    if (x->direct && j->type == NBD_CMD_READ) {
+        /* In memory: the reply is a pointer into the source, queued here
+         * without a hand-off to a worker. */
+        run(c, j);
+        free(j);
         return 0;
     }
-    char host[256];
-    const char *colon = strrchr(spec, ':');
-    if (!colon || (size_t)(colon - spec) >= sizeof host)
-        return r3_error(-EINVAL, "nbd: listen address '%s' is not HOST:PORT, unix:PATH or /PATH", spec);
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = 0;
-    char *h = host;
-    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
-        h[strlen(h) - 1] = 0;
-        h++;
-    }
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    struct addrinfo *ai;
-    int g = getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &ai);
-    if (g)
-        return r3_error(-EINVAL, "nbd: listen address '%s': %s", spec, gai_strerror(g));
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return r3_error(-e, "nbd: cannot listen on %s: %s", spec, strerror(e));
-    }
-    freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    s->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    s->lfd = fd;
+    dispatch(c, j);
     return 0;
 }
+
+/* Readable: one request. When no more will come (DISC, EOF, an error),
+ * idle workers are told to leave now rather than after their idle time. */
+static int on_readable(struct r3_net_conn *nc)
+{
+    struct nconn *c = nc->data;
+    int rc = read_request(nc);
+    if (rc != 0) {
+        pthread_mutex_lock(&c->mu);
+        atomic_store(&c->ending, true);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- the net layer's callbacks */
+
+static int on_handshake(struct r3_net_conn *nc)
+{
+    struct r3_nbd_server *s = r3_net_server_arg(nc);
+    struct nconn *c = calloc(1, sizeof *c);
+    if (!c)
+        return r3_error(-ENOMEM, "out of memory");
+    c->srv = s;
+    c->nc = nc;
+    c->io = &nc->io;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&c->gate, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    nc->data = c;
+    int rc = handshake(c);
+    if (rc == 1)
+        return 0;
+    if (rc == -ETIMEDOUT)
+        snprintf(nc->why, sizeof nc->why, "handshake not finished within %u ms", s->o.handshake_timeout_ms);
+    else if (rc == -EPIPE)
+        snprintf(nc->why, sizeof nc->why, "peer closed during the handshake");
+    else if (rc < 0)
+        snprintf(nc->why, sizeof nc->why, "handshake: %s", r3_last_error());
+    else
+        snprintf(nc->why, sizeof nc->why, "client aborted");
+    return rc < 0 ? rc : -ECONNABORTED;
+}
+
+static const char *human(uint64_t v, char *buf, size_t n)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    double d = (double)v;
+    int u = 0;
+    while (d >= 1024 && u < 4) {
+        d /= 1024;
+        u++;
+    }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", d, unit[u]);
+    return buf;
+}
+
+/* The one line per connection, then the protocol state goes. */
+static bool on_close(struct r3_net_conn *nc)
+{
+    struct r3_nbd_server *s = r3_net_server_arg(nc);
+    struct nconn *c = nc->data;
+    if (!s->o.log) {
+        /* nothing to say */
+    } else if (!c || !c->exp) {
+        char line[512];
+        snprintf(line, sizeof line, "nbd %s%s: no export chosen in %.1f s; %s", nc->peer,
+                 r3_io_is_tls(&nc->io) ? " tls" : "", (double)(r3_now_ns() - nc->t_accept) / 1e9,
+                 nc->why[0] ? nc->why : "closed");
+        s->o.log(s->o.log_arg, line);
+    } else {
+        char line[600], a[32], b[32];
+        snprintf(line, sizeof line, "nbd %s%s%s%s%s export '%s': %" PRIu64 " requests, %s read, %s written "
+                 "in %.1f s; %s", nc->peer, r3_io_is_tls(&nc->io) ? " tls" : "", nc->cn[0] ? " (cn=" : "",
+                 nc->cn, nc->cn[0] ? ")" : "", c->exp->name, (uint64_t)atomic_load(&c->nreq),
+                 human(atomic_load(&c->rbytes), a, sizeof a), human(atomic_load(&c->wbytes), b, sizeof b),
+                 (double)(r3_now_ns() - nc->t_accept) / 1e9, nc->why[0] ? nc->why : "closed");
+        s->o.log(s->o.log_arg, line);
+    }
+    if (c) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        pthread_rwlock_destroy(&c->gate);
+        free(c);
+        nc->data = NULL;
+    }
+    return true;
+}
+
+/* ---- start / stop */
 
 int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server **out)
 {
@@ -968,15 +970,27 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
         s->o.workers = 64;
     if (!s->o.max_request || s->o.max_request > (256u << 20))
         s->o.max_request = NBD_MAX_REQUEST;
-    if (!s->o.max_conns)
-        s->o.max_conns = 64;
-    s->lfd = -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    int rc = 0;
+    if (!s->o.handshake_timeout_ms)
+        s->o.handshake_timeout_ms = 10000;
+    r3_nbd_put64(s->greeting, NBD_MAGIC);
+    r3_nbd_put64(s->greeting + 8, NBD_IHAVEOPT);
+    r3_nbd_put16(s->greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    struct r3_net_server_opts no = {
+        .name = "nbd", .starttls = true, .insecure = o->insecure, .max_connections = o->max_conns,
+        .handshake_ms = (int)s->o.handshake_timeout_ms, .max_inflight = o->max_inflight,
+        .h = { .handshake = on_handshake, .on_readable = on_readable, .on_close = on_close, .arg = s },
+        .greeting = s->greeting, .greeting_len = sizeof s->greeting,
+        .log = o->log, .log_arg = o->log_arg,
+    };
+    /* An absolute path is a Unix socket too (as unix:PATH). */
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s%s", o->listen[0] == '/' ? "unix:" : "", o->listen);
+    int rc = r3_net_addr_parse(spec, NBD_DEFAULT_PORT, R3_NET_PASSIVE, &no.listen);
+    if (rc < 0)
+        r3_error_prefix(rc, "nbd: ");
     s->exp = calloc(o->nexports, sizeof *s->exp);
     s->zeros = calloc(1, ZERO_SIZE);
-    if (!s->exp || !s->zeros)
+    if (rc == 0 && (!s->exp || !s->zeros))
         rc = r3_error(-ENOMEM, "nbd: out of memory");
     for (size_t i = 0; rc == 0 && i < o->nexports; i++) {
         struct export *x = &s->exp[i];
@@ -985,7 +999,6 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
         x->desc = x->e.description ? strdup(x->e.description) : NULL;
         x->serialize = !(x->e.src->flags & R3_SRC_PARALLEL);
         x->direct = r3_source_direct(x->e.src, 0, x->e.src->size) != NULL;
-        atomic_init(&x->read_ns, 1000000);
         if (x->e.src->flags & R3_SRC_RDONLY)
             x->e.readonly = true;
         pthread_mutex_init(&x->mu, NULL);
@@ -994,25 +1007,18 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
             rc = r3_error(-EINVAL, "nbd: export name too long");
     }
     if (rc == 0 && (o->tls_dir || o->tls_cert || o->tls_psk)) {
-        struct nbd_tls_opts t = { .dir = o->tls_dir, .cert = o->tls_cert, .key = o->tls_key,
-                                  .ca = o->tls_ca, .psk_file = o->tls_psk,
-                                  .verify_peer = o->tls_verify_peer };
-        rc = nbd_tls_server_ctx(&t, &s->tls);
+        struct r3_tls_opts t = { .dir = o->tls_dir, .cert = o->tls_cert, .key = o->tls_key,
+                                 .ca = o->tls_ca, .psk_file = o->tls_psk,
+                                 .verify_peer = o->tls_verify_peer };
+        rc = r3_tls_server_ctx(&t, &s->tls);
+        s->o.tls_required = true;         /* a port with TLS never serves plaintext */
+        no.tls = s->tls;
     } else if (rc == 0 && o->tls_required) {
         rc = r3_error(-EINVAL, "nbd: TLS is required but no certificates or PSK file were given");
     }
     if (rc == 0)
-        rc = listen_on(s, o->listen);
-    if (rc == 0)
-        rc = r3_thread_create(&s->acceptor, acceptor, s);
+        rc = r3_net_server_start(&no, &s->net);
     if (rc < 0) {
-        if (s->lfd >= 0)
-            close(s->lfd);
-        s->lfd = -1;
-        if (s->unix_path)
-            unlink(s->unix_path);
-        s->acceptor = 0;
-        s->nconns = 0;
         r3_nbd_server_stop(s);
         return rc;
     }
@@ -1022,40 +1028,20 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
 
 int r3_nbd_server_port(const struct r3_nbd_server *s)
 {
-    return s->port;
+    const struct r3_net_addr *a = r3_net_server_addr(s->net);
+    return a->kind == R3_NET_TCP ? a->port : 0;
 }
 
 unsigned r3_nbd_server_conns(struct r3_nbd_server *s)
 {
-    pthread_mutex_lock(&s->mu);
-    unsigned n = s->nconns;
-    pthread_mutex_unlock(&s->mu);
-    return n;
+    return r3_net_server_conns(s->net);
 }
 
 void r3_nbd_server_stop(struct r3_nbd_server *s)
 {
     if (!s)
         return;
-    pthread_mutex_lock(&s->mu);
-    s->stopping = true;
-    pthread_mutex_unlock(&s->mu);
-    if (s->lfd >= 0) {
-        shutdown(s->lfd, SHUT_RDWR);      /* wakes accept() */
-        if (s->acceptor)
-            pthread_join(s->acceptor, NULL);
-        close(s->lfd);
-    }
-    pthread_mutex_lock(&s->mu);
-    for (struct conn *c = s->conns; c; c = c->next)
-        nbd_io_shutdown(&c->io);
-    while (s->nconns)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-    if (s->unix_path) {
-        unlink(s->unix_path);
-        free(s->unix_path);
-    }
+    r3_net_server_stop(s->net);
     for (size_t i = 0; i < s->nexp; i++) {
         free(s->exp[i].name);
         free(s->exp[i].desc);
@@ -1063,8 +1049,6 @@ void r3_nbd_server_stop(struct r3_nbd_server *s)
     }
     free(s->exp);
     free(s->zeros);
-    nbd_tls_ctx_free(s->tls);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+    r3_tls_ctx_free(s->tls);
     free(s);
 }

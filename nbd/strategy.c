@@ -6,7 +6,15 @@
  * the region is that file mmapped MAP_SHARED.
  *   sync  = msync + fsync (an NBD flush, which flushes the served source) +
  *           pipeline flush
- *   close = sync, unmap, unmount, stop the server, close the pipeline/source */
+ *   close = sync, unmap, unmount, stop the server, close the pipeline/source
+ * The region contract (include/r3/region.h), here:
+ *   after_sync gets the chunks written back since the previous after_sync,
+ *   ascending, each once: nbd-managed the push stage's rounds (interval and
+ *   sync), nbd-direct every chunk a write touched (its writes reach the
+ *   source at once, through the server; a pass-through source notes them).
+ *   Options only uffd can honour (access logs, hot prefetch, fault threads)
+ *   and pipeline options given to nbd-direct are errors that say so.
+ *   Stats: pulled/pushed bytes and chunks as they happened, for both. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,22 +28,27 @@
 #include "nbd/helper.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
+#include "nbd/written.h"
 
-struct nbd_region {
+struct r3_nbd_region {
     struct r3_region r;
     bool managed;
     struct r3_pipeline *pipe;
     struct r3_source *served;
     struct r3_nbd_server *srv;
     struct r3_nbd_helper *mnt;      /* the mount lives in a helper process */
+    struct r3_source *written;      /* direct: the pass-through that notes writes (owns src) */
     struct r3_region_hooks hooks;
     int fd;
-    uint64_t syncs;
+    uint64_t syncs, chunks_reported;
+    pthread_mutex_t mu;             /* pushed: chunks of managed push rounds since after_sync */
+    uint64_t *pushed;
+    size_t npushed, cap;
     char dir[PATH_MAX], sock[PATH_MAX + 16], mdir[PATH_MAX + 16];
 };
 
 
-static void teardown(struct nbd_region *n)
+static void teardown(struct r3_nbd_region *n)
 {
     if (n->r.base && n->r.base != MAP_FAILED)
         munmap(n->r.base, n->r.len);
@@ -45,19 +58,100 @@ static void teardown(struct nbd_region *n)
     r3_nbd_server_stop(n->srv);
     if (n->pipe)
         r3_pipeline_close(n->pipe);         /* owns the source */
+    else if (n->written)
+        r3_source_close(n->written);        /* owns the source */
     else
         r3_source_close(n->r.src);
     if (n->mdir[0])
         rmdir(n->mdir);
     if (n->dir[0])
         rmdir(n->dir);
+    free(n->pushed);
+    pthread_mutex_destroy(&n->mu);
     free(n);
 }
 
-static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out,
+/* What the nbd strategies cannot do, said instead of ignored. */
+static int check_opts(const struct r3_region_opts *o, bool managed)
+{
+    const char *name = managed ? "nbd-managed" : "nbd-direct";
+    if (o->record_access)
+        return r3_error(-EINVAL, "%s cannot record an access log (record_access): only the uffd"
+                        " strategy sees first touches", name);
+    if (o->prefetch == R3_PREFETCH_HOT || o->prefetch_file)
+        return r3_error(-EINVAL, "%s cannot replay an access log (prefetch=hot): only the uffd"
+                        " strategy can", name);
+    if (o->prefetch != R3_PREFETCH_SEQUENTIAL && o->prefetch != R3_PREFETCH_NONE)
+        return r3_error(-EINVAL, "%s: unknown prefetch mode %d", name, o->prefetch);
+    if (o->fault_threads != 0 && o->fault_threads != 2)
+        return r3_error(-EINVAL, "%s has no fault threads (fault_threads is an option of the uffd"
+                        " strategy)", name);
+    if (!managed && (o->pull_workers || o->push_interval_ms || o->push_workers > 1))
+        return r3_error(-EINVAL, "nbd-direct serves the source as is: %s needs nbd-managed",
+                        o->pull_workers ? "pull_workers" : o->push_interval_ms ? "push_interval_ms"
+                                                                               : "push_workers");
+    return 0;
+}
+
+/* The push stage's hook (its threads): remember the chunks for after_sync. */
+static void on_push(void *arg, const uint64_t *chunks, size_t k)
+{
+    struct r3_nbd_region *n = arg;
+    pthread_mutex_lock(&n->mu);
+    if (n->npushed + k > n->cap) {
+        size_t nc = n->cap ? n->cap : 256;
+        while (nc < n->npushed + k)
+            nc *= 2;
+        uint64_t *nl = realloc(n->pushed, nc * sizeof *nl);
+        if (nl) {
+            n->pushed = nl;
+            n->cap = nc;
+        }
+    }
+    if (n->npushed + k <= n->cap) {
+        memcpy(n->pushed + n->npushed, chunks, k * sizeof *chunks);
+        n->npushed += k;
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The chunks written back since the last call: ascending, each once. */
+static int take_written(struct r3_nbd_region *n, uint64_t **list, size_t *k)
+{
+    if (n->written)
+        return r3_nbd_written_take(n->written, list, k);
+    pthread_mutex_lock(&n->mu);
+    uint64_t *l = n->pushed;
+    size_t m = n->npushed;
+    n->pushed = NULL;
+    n->npushed = n->cap = 0;
+    pthread_mutex_unlock(&n->mu);
+    if (m > 1)
+        qsort(l, m, sizeof *l, cmp_u64);
+    size_t j = 0;
+    for (size_t i = 0; i < m; i++)
+        if (j == 0 || l[i] != l[j - 1])
+            l[j++] = l[i];
+    *list = l;
+    *k = j;
+    return 0;
+}
+
+static int region_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out,
                     bool managed)
 {
-    struct nbd_region *n = calloc(1, sizeof *n);
+    int rc = check_opts(o, managed);
+    if (rc < 0) {
+        r3_source_close(src);
+        return rc;
+    }
+    struct r3_nbd_region *n = calloc(1, sizeof *n);
     if (!n) {
         r3_source_close(src);
         return r3_error(-ENOMEM, "nbd region: out of memory");
@@ -70,7 +164,7 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
     n->r.len = o->size ? o->size : src->size;
     n->hooks = o->hooks;
     n->served = src;
-    int rc = 0;
+    pthread_mutex_init(&n->mu, NULL);
     /* Scratch paths first: the mount helper is forked before any thread of
      * ours starts (pipeline workers, server), with the mount options ready. */
     snprintf(n->dir, sizeof n->dir, "%s/r3nbd.XXXXXX", o->workdir ? o->workdir : "/tmp");
@@ -87,9 +181,16 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
         n->mdir[0] = 0;
         goto fail;
     }
+    int mode = r3_nbd_mount_mode_parse(o->nbd_mount);
+    if (mode < 0) {
+        rc = mode;
+        goto fail;
+    }
     struct r3_nbd_mount_opts mo = {
-        .client = { .unix_path = n->sock, .export_name = "" },
+        /* our own server: its source bounds each request, however long a flush takes */
+        .client = { .unix_path = n->sock, .export_name = "", .timeout_ms = R3_NBD_NO_TIMEOUT },
         .mountpoint = n->mdir, .name = "region", .fsname = managed ? "r3:nbd-managed" : "r3:nbd-direct",
+        .mode = mode,
     };
     if ((rc = r3_nbd_helper_spawn(&mo, &n->mnt)) < 0)
         goto fail;
@@ -101,6 +202,7 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
             .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
             .push_workers = o->push_workers ? o->push_workers : 1,
             .push_interval_ms = o->push_interval_ms,
+            .after_push = on_push, .hook_arg = n,
         };
         rc = r3_pipeline_open(src, &po, &n->pipe);
         if (rc < 0) {
@@ -108,6 +210,10 @@ static int nbd_open(const struct r3_region_opts *o, struct r3_source *src, struc
             goto fail;
         }
         n->served = n->pipe->top;
+    } else {
+        if ((rc = r3_nbd_written_open(src, n->r.chunk, &n->written)) < 0)
+            goto fail;
+        n->served = n->written;
     }
     struct r3_nbd_export e = { .name = "", .src = n->served };
     struct r3_nbd_server_opts so = { .listen = n->sock, .exports = &e, .nexports = 1 };
@@ -136,17 +242,17 @@ fail:
 
 static int open_direct(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
 {
-    return nbd_open(o, src, out, false);
+    return region_open(o, src, out, false);
 }
 
 static int open_managed(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
 {
-    return nbd_open(o, src, out, true);
+    return region_open(o, src, out, true);
 }
 
-static int nbd_sync(struct r3_region *r)
+static int region_sync(struct r3_region *r)
 {
-    struct nbd_region *n = (struct nbd_region *)r;
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
     int rc = 0;
     if (n->hooks.before_sync && (rc = n->hooks.before_sync(n->hooks.arg, r)) < 0)
         return rc;
@@ -160,24 +266,30 @@ static int nbd_sync(struct r3_region *r)
     if (n->pipe && (rc = r3_source_flush(n->served)) < 0)
         return rc;
     n->syncs++;
+    uint64_t *list = NULL;
+    size_t k = 0;
+    if ((rc = take_written(n, &list, &k)) < 0)
+        return rc;
+    n->chunks_reported += k;
     if (n->hooks.after_sync)
-        n->hooks.after_sync(n->hooks.arg, r, NULL, 0);
+        n->hooks.after_sync(n->hooks.arg, r, list, k);
+    free(list);
     return 0;
 }
 
-static int nbd_close(struct r3_region *r)
+static int region_close(struct r3_region *r)
 {
-    struct nbd_region *n = (struct nbd_region *)r;
-    int rc = nbd_sync(r);
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    int rc = region_sync(r);
     if (n->hooks.before_close)
         n->hooks.before_close(n->hooks.arg, r);
     teardown(n);
     return rc;
 }
 
-static int nbd_stats(struct r3_region *r, struct r3_region_stats *st)
+static int region_stats(struct r3_region *r, struct r3_region_stats *st)
 {
-    struct nbd_region *n = (struct nbd_region *)r;
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
     st->syncs = n->syncs;
     if (n->pipe && n->pipe->pull) {
         struct r3_pull_progress p;
@@ -191,12 +303,20 @@ static int nbd_stats(struct r3_region *r, struct r3_region_stats *st)
         st->chunks_pushed = p.chunks_pushed;
         st->bytes_pushed = p.bytes_pushed;
     }
+    if (n->written) {
+        /* Every write went straight to the source: that is what was pushed. */
+        struct r3_nbd_written_counts c;
+        r3_nbd_written_counts(n->written, &c);
+        st->bytes_pulled = c.bytes_read;
+        st->bytes_pushed = c.bytes_written;
+        st->chunks_pushed = n->chunks_reported;
+    }
     return 0;
 }
 
 const struct r3_strategy_ops r3_strategy_nbd_direct = {
-    .name = "nbd-direct", .open = open_direct, .sync = nbd_sync, .close = nbd_close, .stats = nbd_stats,
+    .name = "nbd-direct", .open = open_direct, .sync = region_sync, .close = region_close, .stats = region_stats,
 };
 const struct r3_strategy_ops r3_strategy_nbd_managed = {
-    .name = "nbd-managed", .open = open_managed, .sync = nbd_sync, .close = nbd_close, .stats = nbd_stats,
+    .name = "nbd-managed", .open = open_managed, .sync = region_sync, .close = region_close, .stats = region_stats,
 };

@@ -1,39 +1,18 @@
 # libr3 core: errors, URIs, registry, sources, stages, region dispatch.
 noinst_HEADERS += src/internal.h
-libr3_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c \
+libr3core_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c \
 	src/sources/mem.c src/sources/file.c src/sources/dir.c
 
-# Remote chunk sources: Redis (+ Cluster) and S3 (issue 4, branch stores).
+# Remote chunk sources: Redis (+ Cluster) and S3.
 noinst_HEADERS += src/sources/redis.h
-libr3_la_SOURCES += src/sources/redis.c src/sources/redis_cluster.c src/sources/s3.c
-noinst_PROGRAMS += tests/srccheck
-tests_srccheck_SOURCES = tests/srccheck.c
-tests_srccheck_LDADD = libr3.la
-EXTRA_DIST += tests/integration/sigv4proxy.py tests/integration/sources_lib.sh
-TESTS += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
-	tests/integration/sources_bad.sh
-EXTRA_DIST += tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
-	tests/integration/sources_bad.sh
-check_PROGRAMS += tests/unit/test_redis_slot
-tests_unit_test_redis_slot_SOURCES = tests/unit/test_redis_slot.c
-tests_unit_test_redis_slot_CFLAGS = $(UNIT_CFLAGS) $(HIREDIS_CFLAGS)
-tests_unit_test_redis_slot_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/test_redis_slot
+libr3core_la_SOURCES += src/sources/redis.c src/sources/redis_cluster.c src/sources/s3.c
+# Their tests are registered in tests/local.mk.
 # bench/sources: every source side by side (CSV; run by hand, never a test).
 noinst_PROGRAMS += bench/sources
 bench_sources_SOURCES = bench/sources.c
-bench_sources_LDADD = libr3.la
-# A fake Redis server that lies (issue 9 item 7): bounded replies, timeouts.
-TESTS += tests/integration/hostile_resp.sh
-EXTRA_DIST += tests/integration/hostile_resp.sh tests/integration/hostile_resp.py
-TESTS += tests/integration/sources_hostile_s3.sh
-EXTRA_DIST += tests/integration/sources_hostile_s3.sh tests/integration/sources_hostile_s3.py
+bench_sources_LDADD = libr3core.la
+
 # src/kernel: kernel helpers shared by the strategies (uffd open, PAGEMAP_SCAN, probe).
 noinst_HEADERS += src/kernel/kernel.h src/kernel/compat.h
 pkginclude_HEADERS += include/r3/probe.h
-libr3_la_SOURCES += src/kernel/uffd.c src/kernel/pagemap.c src/kernel/wptrack.c src/kernel/probe.c
-check_PROGRAMS += tests/unit/test_kernel
-tests_unit_test_kernel_SOURCES = tests/unit/test_kernel.c
-tests_unit_test_kernel_CFLAGS = $(UNIT_CFLAGS)
-tests_unit_test_kernel_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/test_kernel
+libr3core_la_SOURCES += src/kernel/uffd.c src/kernel/pagemap.c src/kernel/wptrack.c src/kernel/probe.c

@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,42 +19,139 @@
 #include "internal.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
+#include "net/net.h"
 
 struct opts {
     const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
     uint32_t chunk;
     unsigned pull_workers, push_workers, push_interval_ms, fuse_threads, workers;
     uint64_t delay_us;
-    bool foreground, readonly, quiet;
+    bool foreground, readonly, quiet, list_exports, insecure;
 };
 
 static void usage(FILE *f)
 {
-    fputs("usage: r3mount [options] SOURCE MOUNTPOINT\n"
+    fputs("Usage: r3mount [OPTION]... SOURCE MOUNTPOINT\n"
           "       r3mount -u MOUNTPOINT\n"
           "Expose SOURCE (any r3 source URI) as the file MOUNTPOINT/NAME (FUSE) or as\n"
           "/dev/nbdN (kernel NBD, where the nbd module is loaded), served by an NBD\n"
           "server inside r3mount. Without --foreground, r3mount returns once the file\n"
           "is ready and a daemon keeps it mounted until r3mount -u (or umount).\n"
+          "MOUNTPOINT must be a directory that is not already a mount point.\n"
+          "\n"
           "  --strategy S          nbd-direct (serve SOURCE as is, default) or nbd-managed\n"
           "                        (serve cache + pull + push + chunk over SOURCE)\n"
           "  --chunk SIZE          chunk size of the managed pipeline (default 64K)\n"
           "  --pull-workers N      background pull workers (managed; default 4, 0 = none)\n"
           "  --push-workers N      write-back workers (managed; default 1)\n"
-          "  --push-interval MS    write back dirty chunks every MS ms (default: on fsync only)\n"
-          "  --delay-us US         add US microseconds to every source request (RTT injection)\n"
-          "  --mount auto|fuse|kernel  how to expose it (default auto: kernel if available)\n"
+          "  --push-interval DUR   write back dirty chunks every DUR, e.g. 500ms or 2s\n"
+          "                        (managed; default: on fsync only)\n"
+          "  --delay DUR           add DUR to every source request, e.g. 10ms (RTT injection)\n"
+          "  --mount MODE          how to expose it: auto (default: kernel if available),\n"
+          "                        fuse or kernel\n"
           "  --name NAME           file name inside MOUNTPOINT (default disk)\n"
           "  --fuse-threads N      FUSE request threads (default 4)\n"
           "  --workers N           NBD server threads per connection (default 4)\n"
           "  --nbd-listen ADDR     also serve the same export over NBD on ADDR\n"
-          "                        (HOST:PORT or unix:PATH)\n"
+          "                        (HOST:PORT, unix:PATH or /PATH)\n"
+          "  --list-exports        answer NBD clients' export listing on --nbd-listen\n"
+          "                        (default: refused)\n"
+          "  --insecure            allow --nbd-listen on a non-loopback address (it has\n"
+          "                        no TLS: anyone who reaches it can read and write)\n"
           "  --read-only           refuse writes\n"
           "  -f, --foreground      stay in the foreground until SIGINT/SIGTERM or umount\n"
           "  -u, --unmount         unmount MOUNTPOINT (syncs, stops the daemon)\n"
           "  -q, --quiet           do not print the path\n"
-          "      --log FILE        daemon: append later messages to FILE (default: none)\n"
-          "  -h, --help            this text\n", f);
+          "      --log FILE        daemon: append later messages and one line per NBD\n"
+          "                        connection to FILE (default: none)\n"
+          "  -h, --help            show this help and exit\n"
+          "  -V, --version         show the version and exit\n"
+          "\n"
+          "Durations take a unit: us, ms, s or m. Sizes take K, M or G.\n"
+          "Exit status: 0 mounted (or unmounted), 1 a runtime failure, 2 a usage error.\n", f);
+}
+
+/* A usage error: two lines on stderr, exit status 2. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("r3mount: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'r3mount --help' for more information.\n", stderr);
+    return 2;
+}
+
+/* "500ms", "2s", "1m", "250us" -> microseconds; a bare number has no unit
+ * and is refused. */
+static int parse_duration_us(const char *v, uint64_t *us)
+{
+    char *end;
+    errno = 0;
+    if (!v[0] || v[0] < '0' || v[0] > '9')
+        return -EINVAL;
+    unsigned long long n = strtoull(v, &end, 10);
+    uint64_t mul;
+    if (errno || end == v)
+        return -EINVAL;
+    if (!strcmp(end, "us"))
+        mul = 1;
+    else if (!strcmp(end, "ms"))
+        mul = 1000;
+    else if (!strcmp(end, "s"))
+        mul = 1000000;
+    else if (!strcmp(end, "m"))
+        mul = 60000000;
+    else
+        return *end ? -EINVAL : -EDOM;        /* -EDOM: no unit */
+    if (n > UINT64_MAX / mul / 1000)
+        return -ERANGE;
+    *us = n * mul;
+    return 0;
+}
+
+/* Is path (a resolved directory) a mount point already? */
+static bool is_mount_point(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[8192];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f)) {
+        char m[4096];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", m) == 1) {
+            /* mountinfo escapes space, tab, newline and backslash as \ooo */
+            char u[4096];
+            size_t j = 0;
+            for (size_t i = 0; m[i] && j + 1 < sizeof u; i++) {
+                if (m[i] == '\\' && m[i + 1] >= '0' && m[i + 1] <= '7' && m[i + 2] && m[i + 3]) {
+                    u[j++] = (char)((m[i + 1] - '0') * 64 + (m[i + 2] - '0') * 8 + (m[i + 3] - '0'));
+                    i += 3;
+                } else {
+                    u[j++] = m[i];
+                }
+            }
+            u[j] = 0;
+            found = strcmp(u, path) == 0;
+        }
+    }
+    if (f)
+        fclose(f);
+    if (!found) {
+        /* Without /proc: a different device than the parent is a mount. */
+        char parent[PATH_MAX + 4];
+        struct stat a, b;
+        snprintf(parent, sizeof parent, "%s/..", path);
+        found = stat(path, &a) == 0 && stat(parent, &b) == 0 && (a.st_dev != b.st_dev || a.st_ino == b.st_ino);
+    }
+    return found;
+}
+
+static void log_line(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "r3mount: %s\n", line);
 }
 
 /* ---- unmount */
@@ -200,19 +298,20 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
     if (rc == 0) {
         snprintf(s->sock, sizeof s->sock, "%s/nbd.sock", s->sockdir);
         struct r3_nbd_server_opts so = { .listen = s->sock, .exports = &e, .nexports = 1,
-                                         .workers = o->workers };
+                                         .workers = o->workers, .log = log_line };
         rc = r3_nbd_server_start(&so, &s->srv);
     }
     if (rc == 0 && o->nbd_listen) {
         struct r3_nbd_server_opts so = { .listen = o->nbd_listen, .exports = &e, .nexports = 1,
-                                         .workers = o->workers };
+                                         .workers = o->workers, .list_exports = o->list_exports,
+                                         .insecure = o->insecure, .log = log_line };
         rc = r3_nbd_server_start(&so, &s->extra);
     }
     char fsname[64];
     snprintf(fsname, sizeof fsname, "r3mount:%d", (int)getpid());
     if (rc == 0) {
         struct r3_nbd_mount_opts mo = {
-            .client = { .unix_path = s->sock, .export_name = "" },
+            .client = { .unix_path = s->sock, .export_name = "", .timeout_ms = R3_NBD_NO_TIMEOUT },
             .mode = r3_nbd_mount_mode_parse(o->mode), .mountpoint = o->mountpoint,
             .name = o->name, .fsname = fsname, .fuse_threads = o->fuse_threads,
         };
@@ -295,71 +394,126 @@ static int run(const struct opts *o, int ready_fd)
 int main(int argc, char **argv)
 {
     enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
-           O_LOG };
+           O_LOG, O_LIST, O_INSEC };
     static const struct option lo[] = {
         { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
         { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
-        { "delay-us", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
+        { "delay", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
         { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
-        { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' },
-        { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+        { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "list-exports", 0, 0, O_LIST },
+        { "insecure", 0, 0, O_INSEC },
+        { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' }, { "quiet", 0, 0, 'q' },
+        { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 } };
     struct opts o = { .strategy = "nbd-direct", .name = "disk", .mode = "auto", .pull_workers = 4,
                       .push_workers = 1 };
     bool unmount = false;
-    int c;
+    int c, li = -1;
     uint64_t v;
-    while ((c = getopt_long(argc, argv, "fuqh", lo, NULL)) != -1) {
-        bool bad = false;
+    opterr = 0;                   /* our own two-line messages */
+    while ((c = getopt_long(argc, argv, ":fuqhV", lo, &li)) != -1) {
+        const char *why = NULL;   /* what is wrong with the value */
         switch (c) {
-        case O_STRAT: o.strategy = optarg; break;
+        case O_STRAT:
+            o.strategy = optarg;
+            if (strcmp(optarg, "nbd-direct") && strcmp(optarg, "nbd-managed"))
+                why = "is not nbd-direct or nbd-managed";
+            break;
         case O_CHUNK:
-            bad = r3_parse_size(optarg, &v) < 0 || !r3_is_pow2(v) || v < 4096 || v > (64u << 20);
+            if (r3_parse_size(optarg, &v) < 0 || !r3_is_pow2(v) || v < 4096 || v > (64u << 20))
+                why = "is not a power of two between 4K and 64M";
             o.chunk = (uint32_t)v;
             break;
-        case O_PULL: bad = r3_parse_size(optarg, &v) < 0 || v > 256; o.pull_workers = (unsigned)v; break;
-        case O_PUSH: bad = r3_parse_size(optarg, &v) < 0 || v > 256; o.push_workers = (unsigned)v; break;
-        case O_IVAL: bad = r3_parse_size(optarg, &v) < 0 || v > 3600000; o.push_interval_ms = (unsigned)v; break;
-        case O_DELAY: bad = r3_parse_size(optarg, &v) < 0 || v > 10000000; o.delay_us = v; break;
-        case O_MOUNT: o.mode = optarg; bad = r3_nbd_mount_mode_parse(optarg) < 0; break;
-        case O_NAME: o.name = optarg; bad = !*optarg || strchr(optarg, '/'); break;
-        case O_FT: bad = r3_parse_size(optarg, &v) < 0 || v < 1 || v > 64; o.fuse_threads = (unsigned)v; break;
-        case O_W: bad = r3_parse_size(optarg, &v) < 0 || v < 1 || v > 64; o.workers = (unsigned)v; break;
+        case O_PULL:
+        case O_PUSH:
+            if (r3_parse_size(optarg, &v) < 0 || v > 256)
+                why = "is not a number from 0 to 256";
+            *(c == O_PULL ? &o.pull_workers : &o.push_workers) = (unsigned)v;
+            break;
+        case O_IVAL:
+        case O_DELAY: {
+            int rc = parse_duration_us(optarg, &v);
+            if (rc == -EDOM)
+                why = "needs a unit (us, ms, s or m), e.g. 500ms";
+            else if (rc < 0 || (c == O_IVAL && (v < 1000 || v > 3600000000u)) || (c == O_DELAY && v > 10000000))
+                why = c == O_IVAL ? "is not a duration from 1ms to 1h" : "is not a duration up to 10s";
+            else if (c == O_IVAL)
+                o.push_interval_ms = (unsigned)(v / 1000);
+            else
+                o.delay_us = v;
+            break;
+        }
+        case O_MOUNT:
+            o.mode = optarg;
+            if (r3_nbd_mount_mode_parse(optarg) < 0)
+                why = "is not auto, fuse or kernel";
+            break;
+        case O_NAME:
+            o.name = optarg;
+            if (!*optarg || strchr(optarg, '/') || !strcmp(optarg, ".") || !strcmp(optarg, ".."))
+                why = "is not a file name";
+            break;
+        case O_FT:
+        case O_W:
+            if (r3_parse_size(optarg, &v) < 0 || v < 1 || v > 64)
+                why = "is not a number from 1 to 64";
+            *(c == O_FT ? &o.fuse_threads : &o.workers) = (unsigned)v;
+            break;
         case O_NBD: o.nbd_listen = optarg; break;
+        case O_LIST: o.list_exports = true; break;
+        case O_INSEC: o.insecure = true; break;
         case O_RO: o.readonly = true; break;
         case O_LOG: o.log = optarg; break;
         case 'f': o.foreground = true; break;
         case 'u': unmount = true; break;
         case 'q': o.quiet = true; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'V': printf("r3mount (r3) %s\n", PACKAGE_VERSION); return 0;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            if (optopt && optopt < 256)
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", argv[optind - 1]);
         }
-        if (bad) {
-            fprintf(stderr, "r3mount: bad value '%s' for --%s\n", optarg, lo[c - O_STRAT].name);
-            return 2;
-        }
+        if (why)
+            return usage_error("--%s '%s' %s", lo[li].name, optarg, why);
+        li = -1;
     }
     if (unmount) {
-        if (optind != argc - 1) {
-            usage(stderr);
-            return 2;
-        }
+        if (optind != argc - 1)
+            return usage_error("%s", optind == argc ? "-u needs a MOUNTPOINT" : "-u takes one MOUNTPOINT only");
         return do_unmount(argv[optind]);
     }
-    if (optind != argc - 2) {
-        usage(stderr);
-        return 2;
+    if (optind > argc - 2)
+        return usage_error("%s", optind == argc ? "missing SOURCE and MOUNTPOINT" : "missing MOUNTPOINT");
+    if (optind < argc - 2)
+        return usage_error("unexpected argument '%s'", argv[optind + 2]);
+    if (o.list_exports && !o.nbd_listen)
+        return usage_error("--list-exports needs --nbd-listen");
+    if (o.insecure && !o.nbd_listen)
+        return usage_error("--insecure needs --nbd-listen");
+    if (o.nbd_listen) {
+        /* A bad address is a usage error, found before anything starts. */
+        struct r3_net_addr a;
+        char spec[300];
+        snprintf(spec, sizeof spec, "%s%s", o.nbd_listen[0] == '/' ? "unix:" : "", o.nbd_listen);
+        if (r3_net_addr_parse(spec, 10809, R3_NET_PASSIVE, &a) < 0)
+            return usage_error("--nbd-listen: %s", r3_last_error());
+        if (!o.insecure && !r3_net_addr_is_loopback(&a))
+            return usage_error("--nbd-listen %s is not a loopback address and r3mount has no TLS: "
+                               "anyone who reaches it could read and write the source (add --insecure "
+                               "to allow it)", o.nbd_listen);
     }
     o.source = argv[optind];
     o.mountpoint = argv[optind + 1];
-    if (strcmp(o.strategy, "nbd-direct") && strcmp(o.strategy, "nbd-managed")) {
-        fprintf(stderr, "r3mount: --strategy must be nbd-direct or nbd-managed\n");
-        return 2;
-    }
     struct stat st;
     static char mp[PATH_MAX];
-    if (!realpath(o.mountpoint, mp) || stat(mp, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "r3mount: %s is not a directory\n", o.mountpoint);
-        return 2;
+    if (!realpath(o.mountpoint, mp) || stat(mp, &st) < 0 || !S_ISDIR(st.st_mode))
+        return usage_error("MOUNTPOINT '%s' is not a directory", o.mountpoint);
+    if (is_mount_point(mp)) {
+        fprintf(stderr, "r3mount: %s is already a mount point: unmount it first or choose another "
+                "directory\n", mp);
+        return 1;
     }
     o.mountpoint = mp;
     if (o.foreground)

@@ -21,8 +21,8 @@
 struct opts {
     const char *listen, *source, *export_name;
     const char *tls_cert, *tls_key, *tls_ca, *tls_psk;
-    const char *nbd;
-    bool read_only, insecure;
+    const char *nbd, *pipeline;
+    bool read_only, insecure, list_exports;
     uint64_t max_request, max_inflight, delay_us;
     unsigned workers, nbd_workers, max_connections;
     uint64_t handshake_ms, timeout_ms;
@@ -58,6 +58,9 @@ static void usage(FILE *f)
         "  -w, --workers N            threads running r3 requests (default 8)\n"
         "      --nbd ADDR             also (or only) serve the source over NBD on ADDR\n"
         "      --nbd-workers N        NBD: request threads per connection (default 4)\n"
+        "      --list-exports         NBD: answer LIST with the export's name (default: refused)\n"
+        "      --pipeline SPEC        serve the source through these stages, e.g.\n"
+        "                             'delay:ms=10,chunk:size=1M,cache,pull:workers=16'\n"
         "      --delay DUR            add DUR to every source request (RTT injection: 500us, 2ms)\n"
         "      --delay-us US          the same in microseconds\n"
         "  -h, --help                 this text\n"
@@ -124,7 +127,7 @@ static int check_addr(const char *flag, const char *v, int default_port, bool tl
 static int parse_args(int argc, char **argv, struct opts *o)
 {
     enum { O_CERT = 256, O_KEY, O_CA, O_MAXREQ, O_NBD, O_PSK, O_TLSREQ, O_NBDW, O_DELAYUS, O_DELAY,
-           O_INFL, O_MAXC, O_HS, O_TMO, O_INSEC };
+           O_INFL, O_MAXC, O_HS, O_TMO, O_INSEC, O_LIST, O_PIPE };
     static const struct option lo[] = {
         { "listen", required_argument, NULL, 'l' },
         { "source", required_argument, NULL, 's' },
@@ -136,6 +139,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         { "tls-psk", required_argument, NULL, O_PSK },
         { "tls-required", no_argument, NULL, O_TLSREQ },
         { "insecure", no_argument, NULL, O_INSEC },
+        { "list-exports", no_argument, NULL, O_LIST },
+        { "pipeline", required_argument, NULL, O_PIPE },
         { "max-request", required_argument, NULL, O_MAXREQ },
         { "max-inflight", required_argument, NULL, O_INFL },
         { "max-connections", required_argument, NULL, O_MAXC },
@@ -165,6 +170,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case O_PSK: o->tls_psk = optarg; break;
         case O_TLSREQ: break;                 /* always, when TLS is configured */
         case O_INSEC: o->insecure = true; break;
+        case O_LIST: o->list_exports = true; break;
+        case O_PIPE: o->pipeline = optarg; break;
         case O_MAXREQ:
             if (r3_parse_size(optarg, &o->max_request) < 0 || o->max_request < 4096 ||
                 o->max_request > (1u << 30))
@@ -280,6 +287,16 @@ int main(int argc, char **argv)
         }
         src = d;
     }
+    if (o.pipeline) {
+        struct r3_pipeline *pl;
+        if (r3_pipeline_parse(o.pipeline, src, &pl) < 0) {     /* closes src on failure */
+            src = NULL;
+            fprintf(stderr, "r3serve: %s\n", r3_last_error());
+            goto out;
+        }
+        src = pl->top;        /* closing the top stage closes the whole pipeline */
+        free(pl);
+    }
     if (o.tls_cert) {
         struct r3_tls_opts to = { .cert = o.tls_cert, .key = o.tls_key, .ca = o.tls_ca };
         if (r3_tls_server_ctx(&to, &tls) < 0) {
@@ -308,11 +325,14 @@ int main(int argc, char **argv)
         struct r3_nbd_server_opts no = {
             .listen = o.nbd, .exports = &ne, .nexports = 1, .workers = o.nbd_workers,
             .max_request = o.max_request ? (uint32_t)o.max_request : 0,
-            .max_conns = o.max_connections,
+            .max_conns = o.max_connections, .list_exports = o.list_exports,
             .tls_cert = o.tls_cert, .tls_key = o.tls_key, .tls_ca = o.tls_ca,
             .tls_verify_peer = o.tls_ca != NULL, .tls_psk = o.tls_psk,
             /* TLS configured: every port requires it (NBD: STARTTLS before anything else) */
             .tls_required = o.tls_cert != NULL || o.tls_psk != NULL,
+            /* the NBD server runs on src/net too (nbd helper: these four lines) */
+            .insecure = o.insecure, .max_inflight = (size_t)o.max_inflight,
+            .handshake_timeout_ms = (unsigned)o.handshake_ms, .log = log_line,
         };
         if (r3_nbd_server_start(&no, &nbd) < 0) {
             fprintf(stderr, "r3serve: %s\n", r3_last_error());
@@ -339,7 +359,7 @@ int main(int argc, char **argv)
 out:
     r3_nbd_server_stop(nbd);
     r3_wire_server_free(wire);
-    if (!o.read_only && !(src->flags & R3_SRC_RDONLY) && r3_source_flush(src) < 0) {
+    if (src && !o.read_only && !(src->flags & R3_SRC_RDONLY) && r3_source_flush(src) < 0) {
         fprintf(stderr, "r3serve: flush at exit failed: %s\n", r3_last_error());
         status = 1;
     }

@@ -1,7 +1,7 @@
 # src/migrate: seeder + leecher (issue 12) on regions and the r3 protocol.
 pkginclude_HEADERS += include/r3/migrate.h
 noinst_HEADERS += src/migrate/proto.h
-libr3_la_SOURCES += src/migrate/seed.c src/migrate/leech.c
+libr3core_la_SOURCES += src/migrate/seed.c src/migrate/leech.c
 
 check_PROGRAMS += tests/unit/test_migrate
 tests_unit_test_migrate_SOURCES = tests/unit/test_migrate.c

@@ -227,6 +227,11 @@ struct r3_net_server_opts {
                                     * 0 = max_connections: a connection waiting (for budget, for
                                     * the rest of a request) holds one, an idle one none */
     struct r3_net_handler h;
+    /* Sent on every accepted connection before anything else, for protocols
+     * where the server speaks first (the NBD greeting). Plain: not with
+     * implicit TLS (starttls or no tls only). NULL: none. */
+    const void *greeting;
+    size_t greeting_len;
     /* One line per connection when it ends (peer, TLS/CN, duration, bytes,
      * why), one per refusal. Called from server threads. NULL: silent. */
     void (*log)(void *arg, const char *line);

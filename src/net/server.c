@@ -564,6 +564,8 @@ static void do_accept(struct r3_net_server *s)
         struct epoll_event e = { .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c };
         if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) < 0)
             r3_net_conn_close(&c->pub, "cannot watch the socket");
+        else if (s->o.greeting_len && !(s->o.tls && !s->o.starttls))
+            r3_net_conn_send(&c->pub, s->o.greeting, s->o.greeting_len, NULL, 0, NULL, NULL);
     }
 }
 

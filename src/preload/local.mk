@@ -7,18 +7,10 @@
 lib_LTLIBRARIES += libr3preload.la
 noinst_HEADERS += src/preload/palloc.h src/preload/env.h
 libr3preload_la_SOURCES = src/preload/shim.c src/preload/palloc.c src/preload/env.c \
-	$(libr3_la_SOURCES)
+	$(libr3core_la_SOURCES)
 libr3preload_la_CFLAGS = -std=gnu11 $(WARN_CFLAGS) $(COV_CFLAGS) -pthread -ftls-model=initial-exec \
 	$(CURL_CFLAGS) $(HIREDIS_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS) $(FUSE3_CFLAGS) $(XXHASH_CFLAGS)
 libr3preload_la_LIBADD = $(CURL_LIBS) $(HIREDIS_LIBS) $(MSGPACK_LIBS) $(OPENSSL_LIBS) \
 	$(FUSE3_LIBS) $(XXHASH_LIBS) -ldl
 libr3preload_la_LDFLAGS = -module -avoid-version -shared -pthread $(COV_CFLAGS) \
 	-export-symbols-regex '^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|malloc_usable_size|_exit|_Exit|pthread_create)$$'
-
-# The allocator against plain memory: alignment, realloc across the
-# threshold, coalescing, many threads.
-check_PROGRAMS += tests/unit/test_palloc
-tests_unit_test_palloc_SOURCES = tests/unit/test_palloc.c src/preload/palloc.c
-tests_unit_test_palloc_CFLAGS = $(UNIT_CFLAGS)
-tests_unit_test_palloc_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/test_palloc

@@ -1,11 +1,5 @@
 # Stages: sources that wrap a source (chunk, cache, pull, push, lock, delay,
 # stats) and the pipeline builder.
 noinst_HEADERS += src/bitmap.h
-libr3_la_SOURCES += src/stages/chunk.c src/stages/cache.c src/stages/pull.c src/stages/push.c \
+libr3core_la_SOURCES += src/stages/chunk.c src/stages/cache.c src/stages/pull.c src/stages/push.c \
 	src/stages/lock.c src/stages/delay.c src/stages/stats.c src/stages/pipeline.c
-
-check_PROGRAMS += tests/unit/test_stages
-tests_unit_test_stages_SOURCES = tests/unit/test_stages.c
-tests_unit_test_stages_CFLAGS = $(UNIT_CFLAGS)
-tests_unit_test_stages_LDADD = $(UNIT_LDADD)
-TESTS += tests/unit/test_stages

@@ -8,21 +8,10 @@ t_need cmp
 # Certificates in $T_DIR/c: ca, hub (IP 127.0.0.1), a (id syncA), a2 (id syncA),
 # b (id syncB), evil (id syncA signed by another CA).
 fs_certs() {
-    local d="$T_DIR/c"; mkdir -p "$d"
-    ( cd "$d"
-      ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1" 2>/dev/null; }
-      ec ca.key; openssl req -x509 -new -key ca.key -subj /CN=r3test-ca -days 2 -out ca.pem 2>/dev/null
-      ec ca2.key; openssl req -x509 -new -key ca2.key -subj /CN=other-ca -days 2 -out ca2.pem 2>/dev/null
-      sign() {
-          ec "$1.key"; openssl req -new -key "$1.key" -subj "/CN=$2" -out "$1.csr" 2>/dev/null
-          printf '%s\n' "${4:-basicConstraints=CA:FALSE}" > "$1.ext"
-          openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial -days 2 \
-              -extfile "$1.ext" -out "$1.pem" 2>/dev/null
-      }
-      sign hub hub ca "subjectAltName=IP:127.0.0.1"
-      sign a syncA ca; sign a2 syncA ca; sign b syncB ca; sign evil syncA ca2
-    ) || t_fail "cannot make certificates"
-    [ -s "$d/evil.pem" ] || t_fail "cannot make certificates"
+    local d="$T_DIR/c"
+    t_ca "$d" ca r3test-ca; t_ca "$d" ca2 other-ca
+    t_cert "$d" hub hub ca "subjectAltName=IP:127.0.0.1"
+    t_cert "$d" a syncA ca; t_cert "$d" a2 syncA ca; t_cert "$d" b syncB ca; t_cert "$d" evil syncA ca2
 }
 
 # fs_hub PORT [LOG]: start a hub on 127.0.0.1:PORT

@@ -11,21 +11,18 @@ source "$top_srcdir/tests/integration/lib.sh"
 t_need python3
 t_need sha256sum
 SIZE=$((128 * 1024 * 1024))
-want=$(python3 -c "
-import hashlib
-n = $SIZE
-print(hashlib.sha256((bytes(range(251)) * (n // 251 + 1))[:n]).hexdigest())")
+want=$(python3 "$PATTERN_PY" sha256 1 0 $SIZE)
 for detect in pagemap hash; do
     img="$T_DIR/src-$detect.img"
     head -c 1M /dev/urandom > "$T_DIR/head.bin"
     cp "$T_DIR/head.bin" "$img"; truncate -s $SIZE "$img"
     before=$(sha256sum < "$img" | cut -d' ' -f1)
     if [ "$detect" = hash ]; then export R3_FILESYNC_DETECT=hash; else unset R3_FILESYNC_DETECT; fi
-    out=$(t_timeout 50 "$top_builddir/tests/filesync_region" "file://$img" --interval 200 2>"$T_DIR/err") ||
-        { cat "$T_DIR/err"; t_fail "filesync_region failed ($detect)"; }
+    out=$(t_timeout 50 "$R3CHECK" region --strategy filesync --interval 200 --sha256 -S 1 "file://$img" \
+        2>"$T_DIR/err") || { cat "$T_DIR/err"; t_fail "r3check region failed ($detect)"; }
     grep -q "detect=$detect" "$T_DIR/err" || { cat "$T_DIR/err"; t_fail "expected $detect detection"; }
     [ "$(echo "$out" | sed -n 's/^before //p')" = "$before" ] || t_fail "pre-copy differs from the source ($detect)"
-    got=$(echo "$out" | tail -n 1)
+    got=$(echo "$out" | sed -n 's/^after //p')
     [ "$got" = "$want" ] || t_fail "program hash $got, python3 says $want ($detect)"
     src=$(sha256sum < "$img" | cut -d' ' -f1)
     [ "$src" = "$want" ] || t_fail "the source does not hold the final bytes ($detect)"

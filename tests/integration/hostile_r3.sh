@@ -5,11 +5,11 @@
 # a "successful" read would be a file of 0x5a's, which is checked for too).
 source "$top_srcdir/tests/integration/lib.sh"
 t_need python3
-CAT="$top_builddir/tests/r3cat"
+CAT="$top_builddir/tests/r3check"
 FAKE="$top_srcdir/tests/integration/hostile_r3.py"
 D=$T_DIR
 
-# hostile MODE REGEX URI_PARAMS LIMIT_S : r3cat get must fail within LIMIT_S saying REGEX
+# hostile MODE REGEX URI_PARAMS LIMIT_S : r3check get must fail within LIMIT_S saying REGEX
 hostile() {
     local mode=$1 re=$2 params=$3 limit=$4 port rc=0 t0 ms
     port=$(t_free_port)

@@ -7,7 +7,7 @@
 # is the control: the same fake, honest, reads fine.
 source "$top_srcdir/tests/integration/lib.sh"
 t_need python3
-SC="$top_builddir/tests/srccheck"
+SC="$top_builddir/tests/r3check"
 # "${MEASURE[@]}" FILE CMD...: run CMD, write "SECONDS MAX-RSS-KiB" to FILE, exit with its status
 MEASURE=(python3 -c 'import resource, subprocess, sys, time
 t = time.monotonic(); rc = subprocess.call(sys.argv[2:])
@@ -33,7 +33,7 @@ check() {
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
     local secs kb
     read -r secs kb < <(tail -1 "$T_DIR/$mode.time")
-    t_log "$mode: exit $rc in ${secs}s, max RSS ${kb} KiB: $(grep srccheck "$T_DIR/$mode.err" | head -1)"
+    t_log "$mode: exit $rc in ${secs}s, max RSS ${kb} KiB: $(grep r3check "$T_DIR/$mode.err" | head -1)"
     if [ "$mode" = ok ]; then
         [ "$rc" = 0 ] || t_fail "ok: the honest fake did not read: $(cat "$T_DIR/$mode.err")"
         cmp -s "$T_DIR/$mode.out" <(head -c 131072 /dev/zero) || t_fail "ok: wrong bytes"

@@ -17,6 +17,10 @@ t_cleanup() {
     rm -rf "$T_DIR"
 }
 trap t_cleanup EXIT
+# Each test runs in its own scratch directory, so that whatever a program
+# writes to the current directory (fio's verify state, a default image) goes
+# away with it instead of staying in the build tree.
+cd "$T_DIR" || { echo "[$T_NAME] ERROR: cannot enter $T_DIR" >&2; exit 99; }
 
 t_log() { echo "[$T_NAME] $*" >&2; }
 t_fail() { echo "[$T_NAME] FAIL: $*" >&2; exit 1; }
@@ -44,3 +48,21 @@ t_wait_port() {
 
 # Run with a time limit so that a hang is a failure, not a stuck suite.
 t_timeout() { timeout --kill-after=5 "$@"; }
+
+# The one checker of the tests (tests/r3check.c) and the one test pattern
+# (tests/common/pattern.h; pattern.py is the same in python3).
+R3CHECK="$top_builddir/tests/r3check"
+PATTERN_PY="$top_srcdir/tests/common/pattern.py"
+
+# t_require FEATURE...: skip (exit 77) with the reason when the kernel lacks
+# one, as the library's probe sees it (features: tests/common/requires.h).
+t_require() {
+    local why rc=0
+    why=$("$R3CHECK" requires "$@") || rc=$?
+    [ "$rc" = 0 ] && return 0
+    [ "$rc" = 77 ] && t_skip "$why"
+    t_fail "r3check requires $* exited $rc"
+}
+
+# Certificates: t_ca, t_cert.
+. "$top_srcdir/tests/common/certs.sh"

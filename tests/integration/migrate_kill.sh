@@ -6,7 +6,7 @@
 # clear error naming the missing chunks; every chunk B holds is A's; touching
 # a missing one is SIGBUS, not zeros).
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/migrate_lib.sh"
+. "$top_srcdir/tests/integration/migrate_lib.sh"
 [ -x "$PEER" ] || t_fail "$PEER is not built"
 [ -e /proc/sys/vm/unprivileged_userfaultfd ] || [ -e /dev/userfaultfd ] || t_skip "no userfaultfd"
 

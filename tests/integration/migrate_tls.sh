@@ -3,7 +3,7 @@
 # CA migrates (bytes equal A's at the pause); one with a stranger's
 # certificate, one without a certificate and a plain r3:// one are refused.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/migrate_lib.sh"
+. "$top_srcdir/tests/integration/migrate_lib.sh"
 t_need openssl
 [ -x "$PEER" ] || t_fail "$PEER is not built"
 

@@ -5,16 +5,10 @@
 source "$top_srcdir/tests/integration/lib.sh"
 for t in nbdinfo openssl; do t_need $t; done
 R3SERVE="$top_builddir/r3serve"
-CHECK="$top_builddir/nbd/test/nbdcheck"
+CHECK="$top_builddir/tests/r3check"
 
 D="$T_DIR/pki"; C="$T_DIR/client"; mkdir -p "$D" "$C"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/ca-key.pem" -out "$D/ca-cert.pem" \
-    -days 2 -subj "/CN=r3 test CA" 2>/dev/null || t_fail "openssl CA"
-openssl req -newkey rsa:2048 -nodes -keyout "$D/server-key.pem" -out "$D/server.csr" \
-    -subj "/CN=localhost" 2>/dev/null || t_fail "openssl CSR"
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > "$D/ext.cnf"
-openssl x509 -req -in "$D/server.csr" -CA "$D/ca-cert.pem" -CAkey "$D/ca-key.pem" -CAcreateserial \
-    -out "$D/server-cert.pem" -days 2 -extfile "$D/ext.cnf" 2>/dev/null || t_fail "openssl sign"
+t_nbd_certs "$D"
 cp "$D/ca-cert.pem" "$C/"
 echo "alice:$(openssl rand -hex 32)" > "$T_DIR/psk.txt"
 echo "alice:$(openssl rand -hex 32)" > "$T_DIR/wrong.txt"
@@ -34,9 +28,21 @@ t_timeout 20 nbdinfo "nbd://127.0.0.1:$P/" >/dev/null 2>&1 && t_fail "a plain cl
 t_timeout 20 nbdinfo --list "nbd://127.0.0.1:$P/" >/dev/null 2>&1 && t_fail "a plain client could list exports"
 
 # Our client: write with certificates, read back with the PSK
-t_timeout 60 "$CHECK" write "nbds://localhost:$P/?tls-certificates=$C" 11 || t_fail "nbds write failed"
-t_timeout 60 "$CHECK" verify "nbds://127.0.0.1:$P/?tls-psk-file=$T_DIR/psk.txt&tls-username=alice" 11 \
+t_timeout 60 "$CHECK" -s 11 write "nbds://localhost:$P/?tls-certificates=$C" || t_fail "nbds write failed"
+t_timeout 60 "$CHECK" -s 11 verify "nbds://127.0.0.1:$P/?tls-psk-file=$T_DIR/psk.txt&tls-username=alice" \
     || t_fail "nbds verify failed"
-t_timeout 20 "$CHECK" verify "nbd://127.0.0.1:$P/" 11 2>/dev/null && t_fail "our plain client was served"
+t_timeout 20 "$CHECK" -s 11 verify "nbd://127.0.0.1:$P/" 2>/dev/null && t_fail "our plain client was served"
 kill -0 $T_LAST_PID || t_fail "the server died"
+
+# TLS configured without --tls-required: still required (a port with TLS
+# never serves plaintext)
+P2=$(t_free_port)
+t_bg "$R3SERVE" --nbd 127.0.0.1:$P2 --source mem:?size=8M --tls-cert "$D/server-cert.pem" \
+    --tls-key "$D/server-key.pem" 2>"$T_DIR/serve2.log"
+t_wait_port $P2
+t_timeout 20 nbdinfo "nbd://127.0.0.1:$P2/" >/dev/null 2>&1 && t_fail "plaintext served beside TLS"
+t_timeout 20 "$CHECK" -s 11 verify "nbd://127.0.0.1:$P2/" 2>"$T_DIR/err" && t_fail "our plain client was served beside TLS"
+grep -qi "TLS" "$T_DIR/err" || t_fail "the refusal does not mention TLS: $(cat "$T_DIR/err")"
+out=$(t_timeout 20 nbdinfo "nbds://127.0.0.1:$P2/?tls-certificates=$C") || t_fail "nbdinfo with TLS failed"
+echo "$out" | grep -q "with TLS" || t_fail "nbdinfo did not use TLS: $out"
 t_log "ok"

@@ -7,7 +7,7 @@ source "$top_srcdir/tests/integration/lib.sh"
 source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need redis-server
 t_need redis-cli
-SC="$top_builddir/tests/srccheck"
+SC="$top_builddir/tests/r3check"
 P=$(t_free_port)
 mkdir -p "$T_DIR/data"
 start_redis() {

@@ -8,7 +8,7 @@ source "$top_srcdir/tests/integration/lib.sh"
 source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need redis-server
 t_need redis-cli
-SC="$top_builddir/tests/srccheck"
+SC="$top_builddir/tests/r3check"
 PORTS=""
 for i in 1 2 3; do
     p=$(t_free_port)

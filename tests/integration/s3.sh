@@ -7,7 +7,7 @@ source "$top_srcdir/tests/integration/lib.sh"
 source "$top_srcdir/tests/integration/sources_lib.sh"
 t_need curl
 t_need s3rver
-SC="$top_builddir/tests/srccheck"
+SC="$top_builddir/tests/r3check"
 P=$(t_free_port)
 start_s3() {
     t_bg s3rver -d "$T_DIR/s3" -a 127.0.0.1 -p "$P" -s --configure-bucket bk

@@ -2,7 +2,7 @@
 # Remote sources facing servers that are not there or never answer: one clear
 # sentence from r3_last_error() within the timeout, no hang, no crash.
 source "$top_srcdir/tests/integration/lib.sh"
-SC="$top_builddir/tests/srccheck"
+SC="$top_builddir/tests/r3check"
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
 DEAD=$(t_free_port)          # nothing listens here
 

@@ -2,7 +2,7 @@
 # region_step SEED NEWSEED URI: the data written through the source is seen
 # through a uffd region; NEWSEED written through the region's memory is read
 # back through the source. Logged and left out while libr3 has no uffd
-# strategy (srccheck exits 77), or when the kernel refuses userfaultfd.
+# strategy (r3check exits 77), or when the kernel refuses userfaultfd.
 region_step() {
     local rc=0
     t_timeout 120 "$SC" -s "$1" -S "$2" region "$3" || rc=$?

@@ -7,17 +7,17 @@ source "$top_srcdir/tests/integration/lib.sh"
 source "$top_srcdir/tests/r3run/needs_uffd.sh"
 r3_needs_uffd
 t_need cmp
-RW="$top_builddir/tests/uffd/uffd_rw"
+RW="$top_builddir/tests/r3check"
 img="$T_DIR/region.img"
 truncate -s 1G "$img"
 
-t_timeout 120 "$RW" write "file://$img" 7 --die
+t_timeout 120 "$RW" region -S 7 --die "file://$img"
 rc=$?
 [ $rc -eq 137 ] || t_fail "writer should die by SIGKILL after its sync (exit $rc)"
-t_timeout 120 "$RW" read "file://$img" 7 || t_fail "the second process read different bytes"
-t_timeout 60 "$RW" gen "$T_DIR/plain.img" 1G 7 || t_fail "cannot write the reference file"
+t_timeout 120 "$RW" region -s 7 "file://$img" || t_fail "the second process read different bytes"
+t_timeout 60 "$RW" -s 7 gen 0 1G > "$T_DIR/plain.img" || t_fail "cannot write the reference file"
 cmp "$img" "$T_DIR/plain.img" || t_fail "the file differs from the pattern"
 # And the other way: a wrong seed must be noticed.
-t_timeout 120 "$RW" read "file://$img" 8 2>/dev/null && t_fail "a wrong pattern was not detected"
+t_timeout 120 "$RW" region -s 8 "file://$img" 2>/dev/null && t_fail "a wrong pattern was not detected"
 t_log "ok: 1 GiB written by one process, read by another, file equal to the pattern"
 exit 0

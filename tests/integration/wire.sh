@@ -8,7 +8,7 @@ t_need openssl
 t_need python3
 t_need cmp
 SERVE="$top_builddir/r3serve"
-CAT="$top_builddir/tests/r3cat"
+CAT="$top_builddir/tests/r3check"
 D=$T_DIR
 
 # start_serve LOG ARGS... : starts r3serve, sets PORT (or waits for the unix socket)
@@ -36,14 +36,10 @@ expect_fail() {
 
 # ---- certificates: CA A (server + client1), CA B (an unrelated client)
 mkcerts() {
-    local d=$D/$1; mkdir -p "$d"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=r3 test CA $1" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout "$d/srv.key" -out "$d/srv.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/ext"
-    openssl x509 -req -in "$d/srv.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/srv.pem" -days 2 -extfile "$d/ext" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout "$d/cli.key" -out "$d/cli.csr" -subj "/CN=client-$1" 2>/dev/null
-    openssl x509 -req -in "$d/cli.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/cli.pem" -days 2 2>/dev/null
-    [ -s "$d/cli.pem" ] || t_fail "openssl could not make certificates"
+    local d=$D/$1
+    t_ca "$d" ca "r3 test CA $1"
+    t_cert "$d" srv 127.0.0.1 ca "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    t_cert "$d" cli "client-$1" ca
 }
 mkcerts A
 mkcerts B
@@ -90,10 +86,7 @@ expect_fail "plain client to a TLS server" "r3 127.0.0.1:$PT: .*(TLS|closed)" \
     "$CAT" get "r3://127.0.0.1:$PT/x?connect_timeout=3s" "$D/none" -l 64K
 grep -q "cn=client-A" "$D/tls.log" || t_fail "the TLS log line does not name the client certificate"
 # the client checks the server's name, not just its CA: a certificate for another name is refused
-openssl req -newkey rsa:2048 -nodes -keyout "$D/A/other.key" -out "$D/A/other.csr" -subj "/CN=other.example" 2>/dev/null
-printf 'subjectAltName=DNS:other.example\n' >"$D/A/other.ext"
-openssl x509 -req -in "$D/A/other.csr" -CA "$D/A/ca.pem" -CAkey "$D/A/ca.key" -CAcreateserial \
-    -out "$D/A/other.pem" -days 2 -extfile "$D/A/other.ext" 2>/dev/null
+t_cert "$D/A" other other.example ca "subjectAltName=DNS:other.example"
 start_serve "$D/other.log" --listen 127.0.0.1:0 --source "mem:?size=1M" --tls-cert "$D/A/other.pem" --tls-key "$D/A/other.key"
 expect_fail "server certificate for another name" "certificate verify failed: IP address mismatch" \
     "$CAT" get "r3s://127.0.0.1:$PORT/x?ca=$D/A/ca.pem" "$D/none"
@@ -103,7 +96,7 @@ kill "$SERVE_PID"
 
 # ---- 4. bad input: one clear sentence each, within the connect timeout
 FREE=$(t_free_port)
-expect_fail "connection refused" "^r3cat: r3 127.0.0.1:$FREE: connection refused$" \
+expect_fail "connection refused" "^r3check: r3 127.0.0.1:$FREE: connection refused$" \
     "$CAT" get "r3://127.0.0.1:$FREE/x" "$D/none"
 expect_fail "wrong export" "no such export 'nope'$" "$CAT" get "r3://127.0.0.1:$P1/nope" "$D/none"
 expect_fail "TLS client to a plain server" "does the server speak TLS" \
@@ -271,7 +264,7 @@ t_log "writer with the server gone: $(cat "$D/w3.err")"
 # ---- 7. SIGTERM: stops cleanly after flushing
 start_serve "$D/term.log" --listen 127.0.0.1:0 --source "file://$D/term?size=4M"
 head -c 4M "$D/data" >"$D/four"
-t_timeout 30 "$CAT" put "r3://127.0.0.1:$PORT/x" "$D/four" -n || t_fail "put without flush"
+t_timeout 30 "$CAT" put "r3://127.0.0.1:$PORT/x" "$D/four" --no-flush || t_fail "put without flush"
 kill -TERM "$SERVE_PID"
 rc=0; wait "$SERVE_PID" || rc=$?
 [ "$rc" = 0 ] || t_fail "r3serve exit status $rc after SIGTERM"

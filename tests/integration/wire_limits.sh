@@ -11,7 +11,7 @@ source "$top_srcdir/tests/integration/lib.sh"
 t_need python3
 t_need openssl
 SERVE="$top_builddir/r3serve"
-CAT="$top_builddir/tests/r3cat"
+CAT="$top_builddir/tests/r3check"
 PEER="$top_srcdir/tests/integration/wire_peer.py"
 D=$T_DIR
 
@@ -74,7 +74,7 @@ sleep 1
 worst=$(t_timeout 60 python3 "$PEER" "$PORT" timedreads 50 65536) || t_fail "a good client's reads failed beside a non-reading client"
 [ "$worst" -lt 2000 ] || t_fail "a good client waited $worst ms for a read beside a non-reading client"
 t_log "beside a client that does not read 16 x 32 MiB of replies, the slowest of 50 reads took $worst ms"
-t_timeout 30 "$CAT" get "r3://127.0.0.1:$PORT/x" "$D/back" -l 8M || t_fail "r3cat beside a non-reading client"
+t_timeout 30 "$CAT" get "r3://127.0.0.1:$PORT/x" "$D/back" -l 8M || t_fail "r3check beside a non-reading client"
 kill $SLOW
 stop_serve
 

@@ -1,4 +1,6 @@
-/* Shared helpers for the Check unit tests. */
+/* What the Check unit tests share: tests/common/ (the pattern, the temp-dir
+ * fixture, kernel requirements) and running a suite. The tu_ names are the
+ * common functions under the names the unit tests already use. */
 #ifndef R3_TESTUTIL_H
 #define R3_TESTUTIL_H
 
@@ -9,51 +11,15 @@
 #include <string.h>
 #include <unistd.h>
 #include <r3/r3.h>
+#include "tests/common/pattern.h"
+#include "tests/common/requires.h"
+#include "tests/common/tmpdir.h"
 
-/* A deterministic byte pattern: byte at absolute offset off for seed. */
-static inline uint8_t tu_byte(uint64_t off, uint32_t seed)
-{
-    uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    x ^= x >> 29;
-    return (uint8_t)(x ^ (x >> 8));
-}
-
-static inline void tu_fill(void *buf, size_t len, uint64_t off, uint32_t seed)
-{
-    uint8_t *p = buf;
-    for (size_t i = 0; i < len; i++)
-        p[i] = tu_byte(off + i, seed);
-}
-
-/* Index of the first byte that differs from the pattern, or -1. */
-static inline long tu_check(const void *buf, size_t len, uint64_t off, uint32_t seed)
-{
-    const uint8_t *p = buf;
-    for (size_t i = 0; i < len; i++)
-        if (p[i] != tu_byte(off + i, seed))
-            return (long)i;
-    return -1;
-}
-
-/* A fresh scratch directory under $TMPDIR (or /tmp); caller frees. */
-static inline char *tu_tmpdir(void)
-{
-    const char *t = getenv("TMPDIR");
-    char *p;
-    if (asprintf(&p, "%s/r3test.XXXXXX", t ? t : "/tmp") < 0)
-        return NULL;
-    return mkdtemp(p) ? p : NULL;
-}
-
-static inline void tu_rmrf(const char *path)
-{
-    char *cmd;
-    if (path && asprintf(&cmd, "rm -rf '%s'", path) >= 0) {
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove %s\n", path);
-        free(cmd);
-    }
-}
+#define tu_byte  r3t_byte
+#define tu_fill  r3t_fill
+#define tu_check(buf, len, off, seed) ((long)r3t_check((buf), (len), (off), (seed)))
+#define tu_tmpdir r3t_tmpdir
+#define tu_rmrf  r3t_rmrf
 
 /* Run one suite; the exit status is what automake's harness reads. */
 static inline int tu_run(Suite *s)
