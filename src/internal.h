@@ -100,6 +100,10 @@ int r3_uri_param_duration_ms(const struct r3_uri *u, const char *key, uint64_t d
 #define R3_CONNECT_TIMEOUT_MS 5000u      /* connect_timeout= default of every network URI */
 #define R3_TIMEOUT_MS         30000u     /* timeout= default of every network URI */
 
+/* ---- migration (src/migrate/leech.c): r3_region_close of a leeched
+ * region stops its pull workers and frees the migration first. */
+void r3_leech_detach_(struct r3_region *r);
+
 /* ---- strategies */
 extern const struct r3_strategy_ops r3_strategy_filesync;   /* filesync/strategy.c */
 /* "pagemap" or "hash": how a filesync region finds changed blocks. */

@@ -215,6 +215,8 @@ int r3_region_close(struct r3_region *r)
 {
     if (!r)
         return 0;
+    if (r->leech)
+        r3_leech_detach_(r);           /* its pull workers use the region: stop them first */
     struct r3_region_syncer *y = r->syncer;
     if (y) {
         /* An abandoned sync still uses the region: let it end first. */
@@ -235,4 +237,47 @@ int r3_region_stats(struct r3_region *r, struct r3_region_stats *st)
 {
     memset(st, 0, sizeof *st);
     return r->ops->stats ? r->ops->stats(r, st) : 0;
+}
+
+/* ---- migration accessors */
+
+int r3_region_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
+{
+    if (off > r->len || len > r->len - off)
+        return r3_error(-EINVAL, "a read of %zu bytes at %llu is past the region's end (%zu bytes)", len,
+                        (unsigned long long)off, r->len);
+    if (r->ops->read)
+        return r->ops->read(r, buf, len, off);
+    return r3_error(-ENOTSUP, "the %s strategy cannot be read without filling it (no migration yet)",
+                    r->ops->name);
+}
+
+int r3_region_track(struct r3_region *r, int op, uint64_t **chunks, size_t *n)
+{
+    if (!r->ops->track)
+        return r3_error(-ENOTSUP, "the %s strategy cannot track written chunks (no migration yet)",
+                        r->ops->name);
+    return r->ops->track(r, op, chunks, n);
+}
+
+int r3_region_access_order(struct r3_region *r, uint64_t **chunks, size_t *n)
+{
+    if (!r->ops->access_order) {
+        *chunks = NULL;
+        *n = 0;
+        return 0;                      /* no order recorded: the leecher pulls ascending */
+    }
+    return r->ops->access_order(r, chunks, n);
+}
+
+struct r3_source *r3_region_cache(struct r3_region *r)
+{
+    return r->ops->cache ? r->ops->cache(r) : NULL;
+}
+
+int r3_region_invalidate(struct r3_region *r, const uint64_t *chunks, size_t n)
+{
+    if (!r->ops->invalidate)
+        return r3_error(-ENOTSUP, "the %s strategy cannot make chunks remote again", r->ops->name);
+    return r->ops->invalidate(r, chunks, n);
 }

@@ -229,6 +229,7 @@ static void handle_event(struct r3u_region *r, const struct uffd_msg *m)
     switch (m->event) {
     case UFFD_EVENT_REMOVE:
         mark_range(r, r->zpage, m->arg.remove.start, m->arg.remove.end, true);
+        r3u_dropped(r, m->arg.remove.start, m->arg.remove.end);
         break;
     case UFFD_EVENT_UNMAP:
         atomic_store(&r->any_gone, true);

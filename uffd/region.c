@@ -10,6 +10,7 @@
  * child's faults (EVENT_FORK) would give it pages of a region that keeps
  * changing under the parent; r3 does not try. */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,8 @@ static void destroy(struct r3u_region *r)
     free(r->scratch);
     free(r->unsynced);
     free(r->written);
+    free(r->tracked);
+    free(r->dropping);
     free(r->record_path);
     pthread_mutex_destroy(&r->collect_lock);
     free(r);
@@ -181,21 +184,29 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->pdirty = calloc(cwords, 8);
     r->unsynced = calloc(cwords, 8);
     r->written = calloc(cwords, 8);
+    r->tracked = calloc(cwords, 8);
+    r->dropping = calloc(cwords, 8);
     r->ahead = calloc(cwords, 8);
     if (!r->track_wp && !r->cow) {
         r->hash = calloc(r->nchunks, sizeof *r->hash);
         r->scratch = malloc(chunk);
     }
     if (!r->filled || !r->zpage || !r->gone || !r->pdirty || !r->ahead || !r->unsynced ||
-        !r->written || (!r->track_wp && !r->cow && (!r->hash || !r->scratch))) {
+        !r->written || !r->tracked || !r->dropping || (!r->track_wp && !r->cow && (!r->hash || !r->scratch))) {
         rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
+        goto fail_src;
+    }
+    /* The first-fault order is always kept (9 bytes a chunk): a seeder
+     * sends it so that its leecher pulls hot chunks first. */
+    r->seen = calloc(r->nchunks, 1);
+    r->order = calloc(r->nchunks, sizeof *r->order);
+    if (!r->seen || !r->order) {
+        rc = r3_error(-ENOMEM, "uffd: out of memory for the access log");
         goto fail_src;
     }
     if (o->record_access) {
         r->record_path = strdup(o->record_access);
-        r->seen = calloc(r->nchunks, 1);
-        r->order = malloc(r->nchunks * sizeof *r->order);
-        if (!r->record_path || !r->seen || !r->order) {
+        if (!r->record_path) {
             rc = r3_error(-ENOMEM, "uffd: out of memory for the access log");
             goto fail_src;
         }
@@ -341,7 +352,173 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
     return 0;
 }
 
+/* ---- migration hooks (src/migrate) */
+
+/* The region's current bytes: installed chunks from the memory, the others
+ * from the source (they hold what the source holds until filled). */
+static int uffd_read(struct r3_region *rr, void *buf, size_t len, uint64_t off)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    uint8_t *out = buf;
+    while (len) {
+        uint64_t idx = off >> r->chunk_shift;
+        size_t in = r->r.chunk - (off & (r->r.chunk - 1));
+        if (in > len)
+            in = len;
+        int rc = atomic_load_explicit(&r->filled[idx], memory_order_acquire)
+                     ? r3_source_read(&r->view, out, in, off)
+                     : r3_source_read(r->inner, out, in, off);
+        if (rc < 0)
+            return rc;
+        out += in;
+        off += in;
+        len -= in;
+    }
+    return 0;
+}
+
+static int take_bits(_Atomic uint64_t *map, uint64_t n, uint64_t **list, size_t *cnt)
+{
+    size_t k = 0;
+    for (uint64_t w = 0; w < (n + 63) / 64; w++)
+        k += (size_t)__builtin_popcountll(atomic_load(&map[w]));
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (!l)
+        return r3_error(-ENOMEM, "uffd: out of memory");
+    size_t i = 0;
+    for (uint64_t w = 0; w < (n + 63) / 64 && i < k; w++) {
+        uint64_t bits = atomic_load(&map[w]);
+        while (bits && i < k) {
+            l[i++] = w * 64 + (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+        }
+    }
+    *list = l;
+    *cnt = i;
+    return 0;
+}
+
+static int uffd_track(struct r3_region *rr, int op, uint64_t **list, size_t *n)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    if (r->cow || !r->p || !r->p->push)
+        return r3_error(-ENOTSUP, "uffd: a copy-on-write region does not track its writes");
+    if (op == R3_TRACK_START) {
+        /* Collect what was written before the start (it goes to the push
+         * stage, not to the list), then track. A write between that collect
+         * and the start is older than any read the leecher makes after it. */
+        atomic_store(&r->tracking, false);
+        int rc = r3u_collect(r, r->p->push);
+        for (uint64_t w = 0; w < (r->nchunks + 63) / 64; w++)
+            atomic_store(&r->tracked[w], 0);
+        atomic_store(&r->tracking, true);
+        return rc;
+    }
+    if (op == R3_TRACK_STOP) {
+        atomic_store(&r->tracking, false);
+        return 0;
+    }
+    if (op != R3_TRACK_TAKE || !list || !n)
+        return r3_error(-EINVAL, "uffd: bad track operation %d", op);
+    if (!atomic_load(&r->tracking))
+        return r3_error(-EINVAL, "uffd: writes are not being tracked");
+    /* One collect (PAGEMAP_SCAN or hashes) finds what was written up to now. */
+    int rc = r3u_collect(r, r->p->push);
+    if (rc < 0)
+        return rc;
+    return take_bits(r->tracked, r->nchunks, list, n);
+}
+
+static int uffd_access_order(struct r3_region *rr, uint64_t **list, size_t *n)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    uint64_t k = atomic_load(&r->norder);
+    if (k > r->nchunks)
+        k = r->nchunks;
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (!l)
+        return r3_error(-ENOMEM, "uffd: out of memory");
+    /* A slot being written right now may still read 0: a hint, not data. */
+    for (uint64_t i = 0; i < k; i++)
+        l[i] = r->order[i];
+    *list = l;
+    *n = (size_t)k;
+    return 0;
+}
+
+void r3u_dropped(struct r3u_region *r, uint64_t start, uint64_t end)
+{
+    uint64_t base = (uintptr_t)r->r.base;
+    if (end <= base || start >= base + r->maplen)
+        return;
+    uint64_t c0 = ((start < base ? base : start) - base) >> r->chunk_shift;
+    uint64_t c1 = ((end > base + r->maplen ? base + r->maplen : end) - base + r->r.chunk - 1) >> r->chunk_shift;
+    for (uint64_t c = c0; c < c1 && c < r->nchunks; c++) {
+        if (!r3u_bit(r->dropping, c))
+            continue;
+        uint64_t p0 = (c << r->chunk_shift) >> r->page_shift, p1 = ((c + 1) << r->chunk_shift) >> r->page_shift;
+        for (uint64_t pg = p0; pg < p1; pg++)
+            r3u_bit_clear(r->zpage, pg);
+        r3u_bit_clear(r->pdirty, c);
+        atomic_store_explicit(&r->filled[c], 0, memory_order_release);
+        r3u_bit_clear(r->dropping, c);      /* last: the invalidating thread waits for it */
+    }
+}
+
+/* Chunks remote again: their pages are dropped (MADV_DONTNEED, in runs) and
+ * the next access fetches them from the source. Nothing may use the chunks
+ * meanwhile (the leecher calls this before its program runs). */
+static int uffd_invalidate(struct r3_region *rr, const uint64_t *list, size_t n)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    bool ev = r->features & UFFD_FEATURE_EVENT_REMOVE;
+    for (size_t i = 0; i < n; i++)
+        if (list[i] >= r->nchunks || (i && list[i] <= list[i - 1]))
+            return r3_error(-EINVAL, "uffd: invalidate: chunk %llu is not in the region (or not ascending)",
+                            (unsigned long long)list[i]);
+    for (size_t i = 0; i < n && ev; i++)
+        r3u_bit_set(r->dropping, list[i]);
+    /* Every run first (each madvise returns once a handler read its REMOVE
+     * event), then wait for the handlers to have handled them all. */
+    int rc = 0;
+    for (size_t i = 0, j; i < n && rc == 0; i = j) {
+        for (j = i + 1; j < n && list[j] == list[j - 1] + 1;)
+            j++;
+        if (madvise((char *)r->r.base + (list[i] << r->chunk_shift), (list[j - 1] + 1 - list[i]) << r->chunk_shift,
+                    MADV_DONTNEED) < 0)
+            rc = r3_error(-errno, "uffd: invalidate: madvise: %s", strerror(errno));
+    }
+    uint64_t deadline = r3_now_ns() + 5000000000ull;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t c = list[i];
+        while (ev && r3u_bit(r->dropping, c)) {
+            if (rc < 0 || r3_now_ns() > deadline) {
+                r3u_bit_clear(r->dropping, c);
+                if (rc == 0)
+                    rc = r3_error(-ETIMEDOUT, "uffd: invalidate: the fault handlers did not see the REMOVE"
+                                  " event of chunk %llu", (unsigned long long)c);
+                break;
+            }
+            sched_yield();
+        }
+        if (rc < 0)
+            continue;
+        if (!ev)
+            atomic_store_explicit(&r->filled[c], 0, memory_order_release);
+        r3_cache_invalidate(r->p->cache, c);
+    }
+    return rc;
+}
+
+static struct r3_source *uffd_cache(struct r3_region *rr)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    return r->p ? r->p->cache : NULL;
+}
+
 const struct r3_strategy_ops r3_uffd_strategy = {
     .name = "uffd", .open = uffd_open, .sync = uffd_sync, .close = uffd_close, .stats = uffd_stats,
     .unsynced = uffd_unsynced, .caps = R3_STRATEGY_COPY_ON_WRITE,
+    .read = uffd_read, .track = uffd_track, .access_order = uffd_access_order, .cache = uffd_cache,
+    .invalidate = uffd_invalidate,
 };

@@ -73,6 +73,8 @@ void r3u_remote_init(struct r3u_region *r, struct r3_source *src)
 
 void r3u_mark(struct r3u_region *r, struct r3_source *push, uint64_t c)
 {
+    if (atomic_load_explicit(&r->tracking, memory_order_acquire))
+        r3u_bit_set(r->tracked, c);
     r3u_bit_set(r->unsynced, c);
     r3_push_mark(push, c);
 }

@@ -63,6 +63,11 @@ struct r3u_region {
      * written to the source; what was written since the last after_sync */
     _Atomic uint64_t *unsynced;
     _Atomic uint64_t *written;
+    /* migration (r3_region_track): chunks collected as written since
+     * tracking started */
+    _Atomic uint64_t *tracked;
+    _Atomic bool tracking;
+    _Atomic uint64_t *dropping;   /* per chunk: being invalidated (r3_region_invalidate) */
     struct r3_source remote;      /* the source as the pipeline sees it (remote.c) */
     struct r3_source *inner;      /* the source itself */
     _Atomic uint64_t sync_deadline;   /* ns; remote writes fail at once past it (0 = none) */
@@ -92,6 +97,10 @@ struct r3u_region {
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t wait_hist[R3U_HIST];
 };
+
+/* uffd/region.c: a REMOVE event over chunks r3 itself is invalidating:
+ * they are remote again, not zeros (called by the handler that read it). */
+void r3u_dropped(struct r3u_region *r, uint64_t start, uint64_t end);
 
 /* uffd/view.c: the region as a source (write installs, read copies). */
 void r3u_view_init(struct r3u_region *r, uint64_t size);

@@ -5,6 +5,7 @@
 #include <r3/source.h>
 #include <r3/stage.h>
 #include <r3/region.h>
+#include <r3/migrate.h>
 #include <r3/thread.h>
 #include <r3/probe.h>
 #include <r3/wire.h>

@@ -46,6 +46,7 @@ extern "C" {
 enum r3_prefetch { R3_PREFETCH_SEQUENTIAL = 0, R3_PREFETCH_NONE = 1, R3_PREFETCH_HOT = 2 };
 
 struct r3_region;
+struct r3_leech;
 
 struct r3_region_hooks {
     int  (*before_sync)(void *arg, struct r3_region *r);
@@ -109,7 +110,13 @@ struct r3_region {
     /* set by src/region.c after open; strategies leave them alone */
     uint64_t sync_timeout_ms;
     struct r3_region_syncer *syncer;   /* a sync still running after its timeout */
+    struct r3_leech *leech;       /* set by r3_leech_open: the migration that fills it */
 };
+
+/* r3_region_track operations (migration). */
+#define R3_TRACK_START 1          /* from now on remember every chunk written */
+#define R3_TRACK_TAKE  2          /* find what was written so far; the list since START */
+#define R3_TRACK_STOP  3          /* forget (tracking costs a bit per chunk) */
 
 /* What a strategy can do beyond the common options (r3_strategy_ops.caps). */
 #define R3_STRATEGY_COPY_ON_WRITE 0x1u   /* honours opts.copy_on_write */
@@ -123,6 +130,17 @@ struct r3_strategy_ops {
     unsigned caps;                /* R3_STRATEGY_* */
     /* optional: chunks (and bytes) written and not yet written back */
     int  (*unsynced)(struct r3_region *r, uint64_t *chunks, uint64_t *bytes);
+    /* optional, for migration (src/migrate): the region's current bytes
+     * without filling anything (chunks never filled come from the source) */
+    int  (*read)(struct r3_region *r, void *buf, size_t len, uint64_t off);
+    /* R3_TRACK_*: TAKE returns the chunk indexes written since START (malloc'd) */
+    int  (*track)(struct r3_region *r, int op, uint64_t **chunks, size_t *n);
+    /* the chunks in first-fault order (malloc'd) */
+    int  (*access_order)(struct r3_region *r, uint64_t **chunks, size_t *n);
+    /* the cache stage whose local side is the region (borrowed), or NULL */
+    struct r3_source *(*cache)(struct r3_region *r);
+    /* the chunks (ascending) are remote again: the next access fetches them */
+    int  (*invalidate)(struct r3_region *r, const uint64_t *chunks, size_t n);
 };
 
 void r3_region_opts_init(struct r3_region_opts *o);
@@ -135,6 +153,22 @@ int r3_region_sync(struct r3_region *r);
  * (each source call has its own timeout) before tearing down. */
 int r3_region_close(struct r3_region *r);
 int r3_region_stats(struct r3_region *r, struct r3_region_stats *st);
+
+/* Migration accessors (src/migrate uses them; -ENOTSUP with a sentence when
+ * the strategy cannot). The region's current bytes, chunks it has not
+ * filled read from its source (nothing is filled by reading); bounded by len. */
+int r3_region_read(struct r3_region *r, void *buf, size_t len, uint64_t off);
+/* Track written chunks: R3_TRACK_START, _TAKE (*chunks malloc'd, ascending,
+ * the caller frees), _STOP. */
+int r3_region_track(struct r3_region *r, int op, uint64_t **chunks, size_t *n);
+/* The chunks in the order they were first faulted (malloc'd; may be empty). */
+int r3_region_access_order(struct r3_region *r, uint64_t **chunks, size_t *n);
+/* The cache stage that fills the region (borrowed), or NULL. */
+struct r3_source *r3_region_cache(struct r3_region *r);
+/* Make chunks (ascending) remote again: their bytes are dropped and the
+ * next access fetches them from the source. Nothing may touch them during
+ * the call. -ENOTSUP when the strategy cannot. */
+int r3_region_invalidate(struct r3_region *r, const uint64_t *chunks, size_t n);
 
 /* Strategy lookup (src/registry.c); NULL if unknown. */
 const struct r3_strategy_ops *r3_strategy_find(const char *name);

@@ -15,7 +15,17 @@
  *           read  [OFF, LEN]    → bin (LEN bytes; LEN ≤ max_request)
  *           write [OFF, bin]    → nil
  *           flush []            → nil (every write answered before the flush was sent is durable)
- *           track, finalize, close: reserved for migration (answer ENOTSUP today)
+ *           track, finalize, close: answered ENOTSUP by a plain server; a seeder
+ *           (r3_seed_open, include/r3/migrate.h) answers the migration methods:
+ *           migrate [VERSION, SESSION] → uint chunk size (EPROTONOSUPPORT if
+ *                                        the seeder speaks another version)
+ *           track   [SESSION, 0]       → uint N: entries of the access order
+ *           order   [OFF, LEN]         → bin: bytes OFF.. of the access order
+ *                                        (8-byte big-endian chunk indexes)
+ *           finalize [SESSION, 0]      → uint N: chunks written since track
+ *           dirty   [OFF, LEN]         → bin: bytes of that list (as order)
+ *           release [SESSION, 0]       → nil
+ *   Other methods take [] or [A, B] (two uints).
  *   An unknown method gets an ENOSYS reply and the connection stays up; a frame that is
  *   too long, not msgpack, or of the wrong shape gets a reply with ID 0 (EMSGSIZE/EPROTO)
  *   and the connection is closed.
@@ -26,6 +36,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <r3/source.h>
 
 #ifdef __cplusplus
@@ -55,6 +66,15 @@ struct r3_wire_server_opts {
      * Called from server threads. */
     void (*log)(void *arg, const char *line);
     void *log_arg;
+    /* Methods other than size/read/write/flush (the seeder's migration
+     * methods); NULL keeps the plain server's answers. Called on the
+     * connection's thread with the method's name and its two numbers
+     * (0, 0 for []). 0 with a uint result in *val, or with a malloc'd bin
+     * result in *data and *dlen (the server frees it; dlen <= max_request);
+     * else -errno with r3_last_error() (-ENOSYS: an unknown method). */
+    int (*call)(void *arg, const char *method, uint64_t a, uint64_t b, uint64_t *val,
+                void **data, size_t *dlen);
+    void *call_arg;
 };
 
 /* Listen on o->listen and serve in background threads. 0 or -errno (a

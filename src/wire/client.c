@@ -23,6 +23,7 @@
 #include "internal.h"
 #include "net/net.h"
 #include "wire/frame.h"
+#include "wire/call.h"
 
 #define MAX_CONNS 64
 #define HEAD 32            /* bytes read before deciding where a reply's data goes */
@@ -35,6 +36,7 @@ struct call {
     size_t len;
     int rc;
     bool done, lost, claimed;
+    uint64_t val;          /* a uint result (r3_wire_call) */
     char msg[512];
     pthread_cond_t cv;
 };
@@ -336,6 +338,8 @@ static int read_reply(struct rconn *c, char *why, size_t whyn)
                 snprintf(k->msg, sizeof k->msg, "%s: protocol error: a read reply of the wrong length", cl->name);
             } else if (k->buf) {
                 memcpy(k->buf, m.data, k->len);
+            } else if (m.has_val) {
+                k->val = m.val;
             }
             complete(c, k, r);
         }
@@ -461,7 +465,7 @@ static struct rconn *pick(struct client *cl, uint64_t deadline)
 
 /* One request/reply on one connection. -EAGAIN: the connection was lost. */
 static int call_once(struct client *cl, struct rconn *c, const char *method, void *rbuf,
-                     const void *wbuf, size_t len, uint64_t off, uint64_t deadline)
+                     const void *wbuf, size_t len, uint64_t off, uint64_t deadline, uint64_t *val)
 {
     struct call k = { .buf = rbuf, .len = len };
     pthread_cond_init(&k.cv, NULL);
@@ -519,10 +523,13 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
     }
     if (k.rc < 0)
         return r3_error(k.rc, "%s", k.msg[0] ? k.msg : strerror(-k.rc));
+    if (val)
+        *val = k.val;
     return 0;
 }
 
-static int call(struct client *cl, const char *method, void *rbuf, const void *wbuf, size_t len, uint64_t off)
+static int call(struct client *cl, const char *method, void *rbuf, const void *wbuf, size_t len, uint64_t off,
+                uint64_t *val)
 {
     uint64_t deadline = r3_now_ns() + (uint64_t)cl->timeout_ms * 1000000u;
     char last[400] = "";       /* why the previous attempt was lost */
@@ -532,7 +539,7 @@ static int call(struct client *cl, const char *method, void *rbuf, const void *w
         struct rconn *c = pick(cl, deadline);
         if (!c)
             return -EIO;
-        int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline);
+        int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline, val);
         if (rc == -ETIMEDOUT && last[0]) {
             char now[400];
             snprintf(now, sizeof now, "%s", r3_last_error());
@@ -554,7 +561,7 @@ static int r3c_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
     struct client *cl = (struct client *)s;
     while (len > 0) {
         size_t n = len > cl->max_request ? cl->max_request : len;
-        int rc = call(cl, "read", buf, NULL, n, off);
+        int rc = call(cl, "read", buf, NULL, n, off, NULL);
         if (rc < 0)
             return rc;
         buf = (char *)buf + n;
@@ -569,7 +576,7 @@ static int r3c_write(struct r3_source *s, const void *buf, size_t len, uint64_t 
     struct client *cl = (struct client *)s;
     while (len > 0) {
         size_t n = len > cl->max_request ? cl->max_request : len;
-        int rc = call(cl, "write", NULL, buf, n, off);
+        int rc = call(cl, "write", NULL, buf, n, off, NULL);
         if (rc < 0)
             return rc;
         atomic_fetch_add(&cl->acked_writes, 1);
@@ -584,7 +591,7 @@ static int r3c_flush(struct r3_source *s)
 {
     struct client *cl = (struct client *)s;
     uint64_t acked = atomic_exchange(&cl->acked_writes, 0);
-    int rc = call(cl, "flush", NULL, NULL, 0, 0);
+    int rc = call(cl, "flush", NULL, NULL, 0, 0, NULL);
     if (rc < 0) {
         atomic_fetch_add(&cl->acked_writes, acked);
         return rc;
@@ -633,6 +640,24 @@ static void r3c_close(struct r3_source *s)
 static const struct r3_source_ops r3c_ops = {
     .scheme = "r3", .read = r3c_read, .write = r3c_write, .flush = r3c_flush, .close = r3c_close,
 };
+
+int r3_wire_call(struct r3_source *s, const char *method, uint64_t a, uint64_t b, void *buf, uint64_t *val)
+{
+    if (s->ops != &r3c_ops)
+        return r3_error(-EINVAL, "%s: not an r3:// source", method);
+    struct client *cl = (struct client *)s;
+    if (buf && (b == 0 || b > cl->max_request))
+        return r3_error(-EINVAL, "%s: a reply of %" PRIu64 " bytes (1 to %" PRIu64 ")", method, b,
+                        cl->max_request);
+    if (val)
+        *val = 0;
+    return call(cl, method, buf, NULL, buf ? (size_t)b : b, a, val);
+}
+
+uint64_t r3_wire_max_request(struct r3_source *s)
+{
+    return s->ops == &r3c_ops ? ((struct client *)s)->max_request : 0;
+}
 
 /* timeout= and connect_timeout=: a duration with a unit, as in every network URI. */
 static int ms_param(const struct r3_uri *u, const char *key, uint64_t dflt_ms, int *out)

@@ -106,6 +106,10 @@ static int decode_request(const msgpack_object *a, struct r3_wire_msg *m)
             m->data = args->ptr[1].via.bin.ptr;
             m->has_data = true;
         }
+    } else if (args->size == 2 && is_uint(&args->ptr[0]) && is_uint(&args->ptr[1])) {
+        /* other methods (migration) take two numbers, or none */
+        m->off = args->ptr[0].via.u64;
+        m->len = args->ptr[1].via.u64;
     }
     return 0;
 }
@@ -366,6 +370,10 @@ void r3_wire_pack_request(msgpack_packer *pk, uint64_t id, const char *method, u
             msgpack_pack_bin(pk, (size_t)len);
         else
             msgpack_pack_uint64(pk, len);
+    } else if (off || len) {
+        msgpack_pack_array(pk, 2);          /* migration methods: two numbers */
+        msgpack_pack_uint64(pk, off);
+        msgpack_pack_uint64(pk, len);
     } else {
         msgpack_pack_array(pk, 0);
     }

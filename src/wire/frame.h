@@ -73,7 +73,8 @@ void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint
 void r3_wire_pack_server_hello(msgpack_packer *pk, int err, const char *msg, uint64_t size,
                                uint32_t align, unsigned flags, uint64_t max_request);
 /* Request [0, id, method, args]: args [] (size, flush), [off, len] (read),
- * [off, bin(len)] (write: data follows, not packed). */
+ * [off, bin(len)] (write: data follows, not packed); other methods get
+ * [off, len] when either is nonzero, else [] (decoded into off/len). */
 void r3_wire_pack_request(msgpack_packer *pk, uint64_t id, const char *method, uint64_t off,
                           uint64_t len, bool write_data);
 /* Reply [1, id, nil | [errno, msg], result]: result nil, a uint (has_val), or

@@ -474,6 +474,30 @@ static int on_readable(struct r3_net_conn *c)
         wait_inflight(w);
         int frc = read_only(s) ? 0 : r3_source_flush(s->o.src);
         reply(j, &sb, frc, frc < 0 ? r3_last_error() : NULL, false, 0, NULL, 0);
+    } else if (s->o.call && m.method_len < 32) {
+        /* the seeder's migration methods (src/migrate) */
+        char name[32];
+        memcpy(name, m.method, m.method_len);
+        name[m.method_len] = 0;
+        uint64_t val = 0;
+        void *data = NULL;
+        size_t dlen = 0;
+        int crc = s->o.call(s->o.call_arg, name, m.off, m.len, &val, &data, &dlen);
+        if (crc == 0 && data && dlen > s->o.max_request) {
+            free(data);
+            data = NULL;
+            crc = r3_error(-EMSGSIZE, "r3serve: a '%s' reply of %zu bytes is larger than --max-request", name, dlen);
+        }
+        if (crc < 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", r3_last_error());
+            reply(j, &sb, crc, msg, false, 0, NULL, 0);
+        } else if (data) {
+            j->buf = data;             /* freed with the job, once sent */
+            reply(j, &sb, 0, NULL, false, 0, data, (uint32_t)dlen);
+        } else {
+            reply(j, &sb, 0, NULL, true, val, NULL, 0);
+        }
     } else if (method_is(&m, "track") || method_is(&m, "finalize") || method_is(&m, "close")) {
         char msg[96];
         snprintf(msg, sizeof msg, "r3serve: method '%.*s' is not supported yet", (int)m.method_len, m.method);

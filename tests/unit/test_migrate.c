@@ -1,0 +1,462 @@
+/* Migration (src/migrate): a uffd region on A over a file:// source with a
+ * thread writing chunks the whole time; B leeches it over r3:// on
+ * loopback, finalizes, and B's bytes must equal A's bytes at the pause (a
+ * copy of A's memory taken inside before_finalize). With 0, 10, 50 and 100 %
+ * of the chunks written again after TRACK; a leecher that goes away before
+ * FINALIZE (a second one then migrates); a seeder that goes away before
+ * FINALIZE (a clear error, in time); a plain r3 server is not a seeder. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <time.h>
+#include "internal.h"
+#include <r3/migrate.h>
+#include <r3/wire.h>
+#include "testutil.h"
+#include "wire/call.h"
+
+#define MiB (1024ull * 1024)
+#define SIZE (64 * MiB)
+#define CHUNK (64u * 1024)
+#define NCHUNKS (SIZE / CHUNK)
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = tu_tmpdir();
+    ck_assert_ptr_nonnull(tmp);
+}
+
+static void teardown(void)
+{
+    tu_rmrf(tmp);
+    free(tmp);
+}
+
+static char *make_file(uint64_t size)
+{
+    char *path;
+    ck_assert_int_ge(asprintf(&path, "%s/a.img", tmp), 0);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    size_t bl = 4 * MiB;
+    void *b = malloc(bl);
+    for (uint64_t off = 0; off < size; off += bl) {
+        tu_fill(b, bl, off, 7);
+        ck_assert_int_eq(r3_pwrite_all(fd, b, bl, off), 0);
+    }
+    free(b);
+    close(fd);
+    return path;
+}
+
+/* Host A: the region, its writer thread and the seeder's hooks. */
+struct host_a {
+    struct r3_region *r;
+    struct r3_seeder *s;
+    pthread_t writer;
+    atomic_bool stop, pause_req, paused, tracked, pass_done;
+    unsigned pct;                 /* chunks written again after TRACK, in % */
+    uint64_t *set;                /* which ones (a random permutation's prefix) */
+    uint64_t nset;
+    uint8_t *snap;                /* A's bytes at the pause */
+    size_t ndirty;
+    atomic_uint finalizes;
+};
+
+static uint64_t xs(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Write a few words at random places of chunk c. */
+static void scribble(struct host_a *a, uint64_t c, uint64_t *seed)
+{
+    uint8_t *p = (uint8_t *)a->r->base + c * CHUNK;
+    for (int k = 0; k < 4; k++) {
+        uint64_t v = xs(seed), at = (v % (CHUNK / 8)) * 8;
+        memcpy(p + at, &v, 8);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct host_a *a = arg;
+    uint64_t seed = 0x1234567 + a->pct, i = 0;
+    bool after = false;
+    while (!atomic_load(&a->stop)) {
+        if (atomic_load(&a->pause_req)) {
+            atomic_store(&a->paused, true);
+            while (atomic_load(&a->pause_req) && !atomic_load(&a->stop))
+                usleep(1000);
+            atomic_store(&a->paused, false);
+            continue;
+        }
+        if (!after && atomic_load(&a->tracked)) {
+            after = true;
+            i = 0;
+        }
+        if (!after) {
+            scribble(a, xs(&seed) % NCHUNKS, &seed);     /* anywhere, before TRACK */
+        } else if (a->nset == 0) {
+            atomic_store(&a->pass_done, true);
+            usleep(1000);
+        } else if (i < a->nset) {
+            scribble(a, a->set[i++], &seed);              /* each of the set once */
+            if (i == a->nset)
+                atomic_store(&a->pass_done, true);
+        } else {
+            scribble(a, a->set[xs(&seed) % a->nset], &seed);   /* then again, the whole time */
+            if ((i++ & 63) == 0)
+                usleep(100);
+        }
+    }
+    return NULL;
+}
+
+static int before_finalize(void *arg, struct r3_region *r)
+{
+    struct host_a *a = arg;
+    atomic_fetch_add(&a->finalizes, 1);
+    atomic_store(&a->pause_req, true);
+    while (!atomic_load(&a->paused))
+        usleep(100);
+    memcpy(a->snap, r->base, r->len);            /* A's bytes at the pause */
+    return 0;
+}
+
+static void after_track(void *arg, struct r3_region *r)
+{
+    (void)r;
+    atomic_store(&((struct host_a *)arg)->tracked, true);
+}
+
+static void after_finalize(void *arg, struct r3_region *r, const uint64_t *dirty, size_t n)
+{
+    (void)r;
+    (void)dirty;
+    ((struct host_a *)arg)->ndirty = n;
+}
+
+static bool uffd_missing(int rc)
+{
+    return rc == -EPERM || rc == -ENOSYS || rc == -EACCES;
+}
+
+static void host_a_open(struct host_a *a, unsigned pct)
+{
+    memset(a, 0, sizeof *a);
+    a->pct = pct;
+    char *path = make_file(SIZE), *uri;
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    struct r3_source *src;
+    TU_OPEN(uri, &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.chunk = CHUNK;
+    o.push_interval_ms = 50;          /* interval write-back collects too: tracking must see it */
+    int rc = r3_region_open(&o, src, &a->r);
+    if (uffd_missing(rc)) {
+        fprintf(stderr, "SKIP: userfaultfd is not available: %s\n", r3_last_error());
+        exit(77);
+    }
+    ck_assert_msg(rc == 0, "region: %s", r3_last_error());
+    free(uri);
+    free(path);
+    a->snap = malloc(SIZE);
+    ck_assert_ptr_nonnull(a->snap);
+    /* the set written after TRACK: a prefix of a random permutation */
+    a->nset = NCHUNKS * pct / 100;
+    a->set = malloc(NCHUNKS * sizeof *a->set);
+    uint64_t seed = 99 + pct;
+    for (uint64_t i = 0; i < NCHUNKS; i++)
+        a->set[i] = i;
+    for (uint64_t i = NCHUNKS - 1; i > 0; i--) {
+        uint64_t j = xs(&seed) % (i + 1), t = a->set[i];
+        a->set[i] = a->set[j];
+        a->set[j] = t;
+    }
+    /* a first-fault order for the leecher: read a few chunks backwards */
+    volatile uint8_t sink = 0;
+    for (uint64_t c = NCHUNKS; c-- > NCHUNKS - 16;)
+        sink += ((uint8_t *)a->r->base)[c * CHUNK];
+    (void)sink;
+    ck_assert_int_eq(pthread_create(&a->writer, NULL, writer_main, a), 0);
+}
+
+static void host_a_seed(struct host_a *a, char *addr, size_t n)
+{
+    struct r3_seed_opts so;
+    r3_seed_opts_init(&so);
+    so.listen = "127.0.0.1:0";
+    so.before_finalize = before_finalize;
+    so.after_track = after_track;
+    so.after_finalize = after_finalize;
+    so.arg = a;
+    ck_assert_msg(r3_seed_open(a->r, &so, &a->s) == 0, "seed: %s", r3_last_error());
+    r3_seed_address(a->s, addr, n);
+}
+
+static void host_a_close(struct host_a *a)
+{
+    atomic_store(&a->stop, true);
+    pthread_join(a->writer, NULL);
+    r3_seed_close(a->s);
+    ck_assert_int_eq(r3_region_close(a->r), 0);
+    free(a->snap);
+    free(a->set);
+}
+
+static void wait_local(struct r3_region *b, unsigned pct)
+{
+    struct r3_leech_progress p;
+    for (int i = 0; i < 3000; i++) {
+        ck_assert_int_eq(r3_leech_progress(b, &p), 0);
+        ck_assert_msg(p.error == 0, "pull: %s", p.message);
+        if (p.chunks_local * 100 >= p.chunks_total * pct)
+            return;
+        usleep(10000);
+    }
+    ck_abort_msg("the pull did not reach %u%%", pct);
+}
+
+static void migrate(unsigned pct, unsigned finalize_at)
+{
+    struct host_a a;
+    char addr[64], uri[128];
+    host_a_open(&a, pct);
+    usleep(20000);                                   /* writes before TRACK */
+    host_a_seed(&a, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    struct r3_region *b;
+    struct r3_leech_opts lo;
+    r3_leech_opts_init(&lo);
+    lo.pull_workers = 4;
+    ck_assert_msg(r3_leech_open(uri, &lo, &b) == 0, "leech: %s", r3_last_error());
+    ck_assert_uint_eq(b->len, SIZE);
+    ck_assert(atomic_load(&a.tracked));
+    while (!atomic_load(&a.pass_done))
+        usleep(1000);
+    wait_local(b, finalize_at);
+    ck_assert_msg(r3_leech_finalize(b) == 0, "finalize: %s", r3_last_error());
+    struct r3_leech_progress p;
+    ck_assert_int_eq(r3_leech_progress(b, &p), 0);
+    ck_assert_int_eq(p.phase, R3_LEECH_POSTCOPY);
+    ck_assert_uint_eq(p.chunks_dirty, a.ndirty);
+    /* every chunk written after TRACK is in the dirty list (a few written
+     * just before it may be too) */
+    ck_assert_uint_ge(a.ndirty, a.nset);
+    if (pct == 100)
+        ck_assert_uint_eq(a.ndirty, NCHUNKS);
+    if (pct == 0)                                   /* what was written before TRACK is not dirty */
+        ck_assert_msg(a.ndirty <= NCHUNKS / 20, "%zu chunks dirty, none re-written", a.ndirty);
+    ck_assert(r3_seed_finalized(a.s));
+    /* Usable now: chunks not pulled yet come on demand (post-copy). */
+    for (uint64_t c = 0; c < NCHUNKS; c++)
+        ck_assert_msg(memcmp((uint8_t *)b->base + c * CHUNK, a.snap + c * CHUNK, CHUNK) == 0,
+                      "chunk %llu differs from A's at the pause (%u%% re-written)", (unsigned long long)c, pct);
+    ck_assert_msg(r3_leech_wait(b) == 0, "wait: %s", r3_last_error());
+    ck_assert_int_eq(r3_leech_progress(b, &p), 0);
+    ck_assert_int_eq(p.phase, R3_LEECH_DONE);
+    ck_assert_uint_eq(p.chunks_local, NCHUNKS);
+    ck_assert_msg(r3_seed_wait(a.s, 5000) == 0, "release: %s", r3_last_error());
+    ck_assert_uint_eq(atomic_load(&a.finalizes), 1);
+    /* B's region is B's own now: writes stay in it */
+    memset(b->base, 0xAB, 4096);
+    ck_assert_uint_eq(((uint8_t *)b->base)[100], 0xAB);
+    ck_assert_int_eq(r3_region_close(b), 0);
+    host_a_close(&a);
+}
+
+START_TEST(test_rewrite_0) { migrate(0, 100); }
+END_TEST
+START_TEST(test_rewrite_10) { migrate(10, 30); }
+END_TEST
+START_TEST(test_rewrite_50) { migrate(50, 60); }
+END_TEST
+START_TEST(test_rewrite_100) { migrate(100, 100); }
+END_TEST
+
+/* A leecher that goes away before FINALIZE costs A nothing; the next one migrates. */
+START_TEST(test_leecher_gone)
+{
+    struct host_a a;
+    char addr[64], uri[128];
+    host_a_open(&a, 10);
+    host_a_seed(&a, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    struct r3_region *b;
+    ck_assert_msg(r3_leech_open(uri, NULL, &b) == 0, "leech: %s", r3_last_error());
+    wait_local(b, 20);
+    ck_assert_int_eq(r3_region_close(b), 0);         /* gone without FINALIZE */
+    ck_assert(!r3_seed_finalized(a.s));
+    ck_assert_uint_eq(atomic_load(&a.finalizes), 0);
+    /* A's writer never stopped, and A stops tracking soon (2 s without the leecher) */
+    ck_assert(!atomic_load(&a.paused));
+    uint64_t *l = NULL;
+    size_t n = 0;
+    int rc = 0;
+    for (int i = 0; i < 40 && (rc = r3_region_track(a.r, R3_TRACK_TAKE, &l, &n)) == 0; i++) {
+        free(l);
+        l = NULL;
+        usleep(100000);
+    }
+    ck_assert_msg(rc == -EINVAL, "A still tracks after its leecher went (%d)", rc);
+    ck_assert_msg(r3_leech_open(uri, NULL, &b) == 0, "second leech: %s", r3_last_error());
+    while (!atomic_load(&a.pass_done))
+        usleep(1000);
+    ck_assert_msg(r3_leech_finalize(b) == 0, "finalize: %s", r3_last_error());
+    ck_assert_msg(r3_leech_wait(b) == 0, "wait: %s", r3_last_error());
+    ck_assert_msg(memcmp(b->base, a.snap, SIZE) == 0, "B differs from A at the pause");
+    ck_assert_int_eq(r3_region_close(b), 0);
+    host_a_close(&a);
+}
+END_TEST
+
+/* A seeder that goes away before FINALIZE: a clear error within the
+ * timeout, and A's region is untouched (it never paused). */
+START_TEST(test_seeder_gone)
+{
+    struct host_a a;
+    char addr[64], uri[128];
+    host_a_open(&a, 0);
+    host_a_seed(&a, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=1s&connect_timeout=500ms", addr);
+    struct r3_region *b;
+    struct r3_leech_opts lo;
+    r3_leech_opts_init(&lo);
+    lo.priority = NULL;
+    ck_assert_msg(r3_leech_open(uri, &lo, &b) == 0, "leech: %s", r3_last_error());
+    r3_seed_close(a.s);
+    a.s = NULL;
+    uint64_t t0 = r3_now_ns();
+    int rc = r3_leech_finalize(b);
+    uint64_t ms = (r3_now_ns() - t0) / 1000000;
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(r3_last_error(), "seeder") != NULL, "unclear: %s", r3_last_error());
+    ck_assert_msg(ms < 4000, "the error took %llu ms", (unsigned long long)ms);
+    ck_assert_uint_eq(atomic_load(&a.finalizes), 0);
+    struct r3_leech_progress p;
+    ck_assert_int_eq(r3_leech_progress(b, &p), 0);
+    ck_assert_int_eq(p.phase, R3_LEECH_FAILED);
+    ck_assert_int_eq(r3_region_close(b), 0);
+    host_a_close(&a);
+}
+END_TEST
+
+/* A plain r3 server is not a seeder: said at open. */
+START_TEST(test_not_a_seeder)
+{
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_wire_server_opts wo = { .src = src, .listen = "127.0.0.1:0" };
+    struct r3_wire_server *ws;
+    ck_assert_int_eq(r3_wire_server_new(&wo, &ws), 0);
+    char addr[64], uri[128];
+    r3_wire_server_address(ws, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/", addr);
+    struct r3_region *b = NULL;
+    int rc = r3_leech_open(uri, NULL, &b);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(r3_last_error(), "not a seeder") != NULL, "unclear: %s", r3_last_error());
+    ck_assert_ptr_null(b);
+    r3_wire_server_free(ws);
+    r3_source_close(src);
+}
+END_TEST
+
+/* The migration methods against a stranger: version, order of calls, bounds. */
+START_TEST(test_methods)
+{
+    struct host_a a;
+    char addr[64], uri[128];
+    host_a_open(&a, 0);
+    host_a_seed(&a, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    struct r3_source *c;
+    TU_OPEN(uri, &c);
+    uint64_t v = 0;
+    uint8_t buf[64];
+    ck_assert_int_eq(r3_wire_call(c, "migrate", 99, 1, NULL, &v), -EPROTONOSUPPORT);
+    ck_assert_msg(strstr(r3_last_error(), "version 99") != NULL, "%s", r3_last_error());
+    ck_assert_int_eq(r3_wire_call(c, "migrate", R3_MIGRATE_VERSION, 1, NULL, &v), 0);
+    ck_assert_uint_eq(v, CHUNK);
+    ck_assert_int_eq(r3_wire_call(c, "track", 0, 0, NULL, &v), -EINVAL);       /* no session */
+    ck_assert_int_eq(r3_wire_call(c, "finalize", 5, 0, NULL, &v), -EPROTO);    /* no track */
+    ck_assert_int_eq(r3_wire_call(c, "dirty", 0, 8, buf, NULL), -EPROTO);      /* before finalize */
+    ck_assert_int_eq(r3_wire_call(c, "release", 5, 0, NULL, NULL), -EPROTO);
+    ck_assert_int_eq(r3_wire_call(c, "track", 5, 0, NULL, &v), 0);
+    ck_assert_uint_ge(v, 16);                                  /* the 16 chunks read at open */
+    ck_assert_int_eq(r3_wire_call(c, "order", 0, 8, buf, NULL), 0);
+    ck_assert_int_eq(r3_wire_call(c, "order", v * 8, 8, buf, NULL), -EINVAL);   /* past the list */
+    ck_assert_int_eq(r3_wire_call(c, "order", UINT64_MAX - 3, 8, buf, NULL), -EINVAL);
+    ck_assert_int_eq(r3_wire_call(c, "finalize", 6, 0, NULL, &v), -EPROTO);    /* another session */
+    ck_assert_int_eq(r3_wire_call(c, "bogus", 0, 0, NULL, &v), -ENOSYS);
+    ck_assert_int_eq(r3_source_write(c, buf, 8, 0), -EROFS);                    /* the view is read-only */
+    ck_assert_uint_eq(atomic_load(&a.finalizes), 0);
+    r3_source_close(c);
+    host_a_close(&a);
+}
+END_TEST
+
+/* What the seeder refuses before listening. */
+START_TEST(test_seed_refuses)
+{
+    struct r3_source *src;
+    TU_OPEN("mem:?size=1M", &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.copy_on_write = true;
+    struct r3_region *r;
+    int rc = r3_region_open(&o, src, &r);
+    if (uffd_missing(rc))
+        return;
+    ck_assert_int_eq(rc, 0);
+    struct r3_seed_opts so;
+    r3_seed_opts_init(&so);
+    so.listen = "127.0.0.1:0";
+    struct r3_seeder *s = NULL;
+    ck_assert_int_eq(r3_seed_open(r, &so, &s), -EINVAL);        /* no before_finalize */
+    so.before_finalize = before_finalize;
+    ck_assert_int_eq(r3_seed_open(r, &so, &s), -ENOTSUP);       /* copy-on-write tracks nothing */
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(r3_region_close(r), 0);
+}
+END_TEST
+
+int main(void)
+{
+    /* userfaultfd must be there (a kernel feature, or forbidden to us) */
+    struct r3_source *src;
+    struct r3_region *r;
+    if (r3_source_open("mem:?size=1M", &src) == 0) {
+        int rc = r3_region_open(NULL, src, &r);
+        if (uffd_missing(rc)) {
+            fprintf(stderr, "SKIP: userfaultfd is not available: %s\n", r3_last_error());
+            return 77;
+        }
+        if (rc == 0)
+            r3_region_close(r);
+    }
+    Suite *s = suite_create("migrate");
+    TCase *tc = tcase_create("migrate");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_rewrite_0);
+    tcase_add_test(tc, test_rewrite_10);
+    tcase_add_test(tc, test_rewrite_50);
+    tcase_add_test(tc, test_rewrite_100);
+    tcase_add_test(tc, test_leecher_gone);
+    tcase_add_test(tc, test_seeder_gone);
+    tcase_add_test(tc, test_not_a_seeder);
+    tcase_add_test(tc, test_methods);
+    tcase_add_test(tc, test_seed_refuses);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
