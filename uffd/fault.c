@@ -132,8 +132,22 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(r->pagesz - 1);
     uint64_t base = (uintptr_t)r->r.base;
     atomic_fetch_add_explicit(&r->faults, 1, memory_order_relaxed);
-    if (addr < base || addr >= base + r->maplen)
+    if (addr < base || addr >= base + r->maplen) {
+        /* Region memory the program moved away (mremap): r3 has no bytes
+         * for it there; SIGBUS, never a hang or wrong data. */
+        if (atomic_exchange(&r->reported, 1) == 0 && r->hooks.on_error)
+            r->hooks.on_error(r->hooks.arg, &r->r, -EFAULT, "uffd: a fault outside the region"
+                              " (memory moved away by mremap): the thread gets SIGBUS");
+        struct uffdio_poison p = { .range = { .start = addr, .len = r->pagesz } };
+        if (!r->poison || ioctl(r->uffd, UFFDIO_POISON, &p) < 0) {
+            uint32_t ptid = m->arg.pagefault.feat.ptid;
+            if (r->thread_id && ptid)
+                syscall(SYS_tgkill, getpid(), (pid_t)ptid, SIGBUS);
+            else
+                kill(getpid(), SIGBUS);
+        }
         return;
+    }
     uint64_t off = addr - base, idx = off >> r->chunk_shift;
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
         /* Not expected with WP_ASYNC; never leave a thread waiting. */
@@ -235,9 +249,13 @@ static void handle_event(struct r3u_region *r, const struct uffd_msg *m)
         mark_range(r, r->gone, m->arg.remove.start, m->arg.remove.end, false);
         break;
     case UFFD_EVENT_REMAP:
-        /* Pages moved out of the region: r3 stops tracking them there. */
+        /* Pages moved out of the region: r3 stops tracking them there (a
+         * fault at their new place gets SIGBUS, see handle_fault). */
         atomic_store(&r->any_gone, true);
         mark_range(r, r->gone, m->arg.remap.from, m->arg.remap.from + m->arg.remap.len, false);
+        break;
+    case UFFD_EVENT_FORK:
+        r3u_fork_event(r, (int)m->arg.fork.ufd);
         break;
     default:
         break;

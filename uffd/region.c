@@ -4,11 +4,10 @@
  * (view.c). Written pages are found by WP_ASYNC + PAGEMAP_SCAN (or by
  * hashing on older kernels) and written back by the push stage.
  *
- * Fork: the region is MADV_DONTFORK. A child (fork+exec, system()) does
- * not inherit it, so it can never read silent zeros where data should be;
- * a forked child that touches region memory gets SIGSEGV. Serving the
- * child's faults (EVENT_FORK) would give it pages of a region that keeps
- * changing under the parent; r3 does not try. */
+ * Fork: with UFFD_FEATURE_EVENT_FORK the mapping is inherited and a forked
+ * child sees the region as it was at the fork (fork.c). Without it the
+ * region is MADV_DONTFORK: a child never reads silent zeros where data
+ * should be; touching region memory there gets SIGSEGV. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -46,6 +45,7 @@ static void destroy(struct r3u_region *r)
             }
         }
     }
+    r3u_kids_stop(r);
     if (r->uffd >= 0)
         close(r->uffd);
     r3_pm_scanner_close(&r->scan);
@@ -91,7 +91,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         return r3_error(-ENOMEM, "uffd: out of memory");
     }
     pthread_mutex_init(&r->collect_lock, NULL);
-    r->uffd = r->stopfd = -1;
+    r->uffd = r->stopfd = r->kids_ep = r->kids_wake = -1;
     r->scan.fd = -1;
     r->r.ops = &r3_uffd_strategy;
     r->r.chunk = chunk;
@@ -123,7 +123,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
-                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_FORK;
     /* Written pages need no tracking when nothing is written back. */
     bool wp_ok = !o->uffd_no_wp_async && !r->cow;
     if (wp_ok)
@@ -166,7 +166,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->r.base = (void *)al;
     if (chunk != 2u * 1024 * 1024)
         madvise(r->r.base, len, MADV_NOHUGEPAGE);
-    madvise(r->r.base, len, MADV_DONTFORK);
+    if (!(r->features & UFFD_FEATURE_EVENT_FORK))
+        madvise(r->r.base, len, MADV_DONTFORK);
 
     r->zeros = mmap(NULL, chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (r->zeros == MAP_FAILED) {
@@ -243,6 +244,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Handlers after the pipeline: they read r->p (thread creation orders
      * that for them). Nothing faults before open returns; pull workers
      * fill without handlers. */
+    if ((r->features & UFFD_FEATURE_EVENT_FORK) && (rc = r3u_kids_start(r)) < 0)
+        goto fail;
     if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
         goto fail;
     *out = &r->r;
@@ -313,6 +316,7 @@ static int uffd_close(struct r3_region *rr)
      * (a push round reading a page removed after the final sync gets an
      * ordinary zero page, which is what a removed page holds). */
     r3u_handlers_stop(r);
+    r3u_kids_stop(r);                 /* uses the source: before the pipeline closes */
     struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
     ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
     r3_pipeline_close(r->p);
@@ -344,4 +348,5 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
 const struct r3_strategy_ops r3_uffd_strategy = {
     .name = "uffd", .open = uffd_open, .sync = uffd_sync, .close = uffd_close, .stats = uffd_stats,
     .unsynced = uffd_unsynced, .caps = R3_STRATEGY_COPY_ON_WRITE,
+    .fork_prepare = r3u_fork_prepare, .fork_done = r3u_fork_done,
 };

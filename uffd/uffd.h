@@ -19,6 +19,7 @@
 #define R3U_FILLED 2             /* every page of the chunk was installed */             /* fault-wait histogram: 4 buckets per power of two */
 
 struct r3u_region;
+struct r3u_kid;
 
 /* One fault-handler thread; its message queue lets a fill that meets a
  * changing layout (EAGAIN) read pending events without losing faults. */
@@ -88,6 +89,19 @@ struct r3u_region {
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
     _Atomic int reported;         /* on_error told once */
+    /* forked children (fork.c) */
+    _Atomic bool forking;         /* between fork_prepare and fork_done */
+    _Atomic int inflight;         /* fills and write-backs past the gate */
+    _Atomic uint64_t forks_seen;
+    uint64_t forks_before;
+    bool kids_ep_ok, kids_started;
+    _Atomic bool kids_stop;
+    int kids_ep, kids_wake;
+    pthread_t kids_thread;
+    pthread_mutex_t kids_lock;
+    struct r3u_kid *kids;
+    _Atomic uint64_t nkids, kid_faults;
+    uint8_t *kid_buf;
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t wait_hist[R3U_HIST];
@@ -115,6 +129,23 @@ struct r3u_handler *r3u_current(struct r3u_region *r);
 /* Record the time the current fault's thread was blocked (once). */
 void r3u_fault_woken(struct r3u_handler *h);
 uint64_t r3u_wait_percentile(struct r3u_region *r, double pct);
+
+/* uffd/fork.c: forked children. */
+int  r3u_kids_start(struct r3u_region *r);
+void r3u_kids_stop(struct r3u_region *r);
+void r3u_fork_prepare(struct r3_region *rr);
+void r3u_fork_done(struct r3_region *rr);
+/* A FORK message on the region's own userfaultfd (the child's fd). */
+void r3u_fork_event(struct r3u_region *r, int ufd);
+/* Before chunks [c0, c1] are written to the source: give each child that
+ * still needs them their bytes of the fork. 0 or -errno. */
+int  r3u_fork_preserve(struct r3u_region *r, uint64_t c0, uint64_t c1);
+/* Read the pending messages of a child (kids thread only). */
+void r3u_kid_read(struct r3u_region *r, struct r3u_kid *k);
+/* Around every fill of the parent and write to the source: held off while
+ * a fork is being made. */
+void r3u_gate_enter(struct r3u_region *r);
+void r3u_gate_leave(struct r3u_region *r);
 
 /* uffd/remote.c: the source under the pipeline, counting write-back. */
 void r3u_remote_init(struct r3u_region *r, struct r3_source *src);

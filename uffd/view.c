@@ -35,11 +35,14 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
             .len = len - done,
             .mode = mode | (r->track_wp ? UFFDIO_COPY_MODE_WP : 0),
         };
-        if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0) {
+        r3u_gate_enter(r);
+        int ok = ioctl(r->uffd, UFFDIO_COPY, &c);
+        int e = errno;
+        r3u_gate_leave(r);
+        if (ok == 0) {
             *n_new += len - done;
             return 0;
         }
-        int e = errno;
         if (c.copy > 0) {
             done += (size_t)c.copy;
             *n_new += (size_t)c.copy;

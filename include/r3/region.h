@@ -85,6 +85,12 @@ struct r3_region_opts {
     /* filesync / nbd choices (the tools set them from R3_FILESYNC_DETECT, R3_NBD_MOUNT) */
     const char *filesync_detect;  /* NULL = best the kernel has, "hash", "pagemap" */
     const char *nbd_mount;        /* NULL = best available, else a mode the nbd strategies name */
+    /* Bytes of the region kept resident at most (0 = no bound; uffd only):
+     * chunks not used recently are written back if dirty and dropped, and
+     * fault back in from the source when touched again. A budget smaller
+     * than the chunks that can be in flight at once is refused (-EINVAL,
+     * the sentence says the minimum). */
+    uint64_t max_resident;
 };
 
 struct r3_region_stats {
@@ -123,6 +129,9 @@ struct r3_strategy_ops {
     unsigned caps;                /* R3_STRATEGY_* */
     /* optional: chunks (and bytes) written and not yet written back */
     int  (*unsynced)(struct r3_region *r, uint64_t *chunks, uint64_t *bytes);
+    /* optional: around a fork() of the process (see r3_region_fork_prepare) */
+    void (*fork_prepare)(struct r3_region *r);
+    void (*fork_done)(struct r3_region *r);
 };
 
 void r3_region_opts_init(struct r3_region_opts *o);
@@ -135,6 +144,20 @@ int r3_region_sync(struct r3_region *r);
  * (each source call has its own timeout) before tearing down. */
 int r3_region_close(struct r3_region *r);
 int r3_region_stats(struct r3_region *r, struct r3_region_stats *st);
+
+/* Forked children (uffd): a child sees the region as the parent saw it at
+ * the fork, copy-on-write; what the parent had not filled yet is served to
+ * the child by the parent's r3 threads, with the bytes of the moment of
+ * the fork (a chunk the parent writes back afterwards is first given to
+ * the children that still lack it). The child's writes stay in the child.
+ * A process that forks while a region is open calls fork_prepare just
+ * before fork() and fork_done in the parent just after (pthread_atfork's
+ * prepare and parent handlers; r3run's shim does): no fill lands in the
+ * parent in between, so r3 knows exactly which pages the child got. The
+ * child must not call r3_region_* (its copy of r3's threads is gone); it
+ * uses the memory. Strategies that do not serve children do nothing. */
+void r3_region_fork_prepare(struct r3_region *r);
+void r3_region_fork_done(struct r3_region *r);
 
 /* Strategy lookup (src/registry.c); NULL if unknown. */
 const struct r3_strategy_ops *r3_strategy_find(const char *name);

@@ -13,6 +13,9 @@ r3run_LDADD = libr3.la
 
 # Test programs run under r3run, and the integration tests.
 check_PROGRAMS += tests/r3run/alloc_check tests/r3run/forker tests/r3run/static_true
+check_PROGRAMS += tests/r3run/forkcow
+tests_r3run_forkcow_SOURCES = tests/r3run/forkcow.c
+tests_r3run_forkcow_CFLAGS = $(R3RUN_TEST_CFLAGS)
 # Unmodified programs to run under the shim: never sanitized (a sanitizer
 # runtime replaces malloc itself and refuses to come after LD_PRELOAD).
 R3RUN_TEST_CFLAGS = -std=gnu11 $(WARN_CFLAGS) -pthread
