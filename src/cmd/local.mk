@@ -36,3 +36,8 @@ EXTRA_DIST += tests/integration/r3run_exit.sh tests/integration/r3run_fork.sh \
 TESTS += tests/integration/r3run_sync_timeout.sh
 EXTRA_DIST += tests/integration/r3run_sync_timeout.sh
 EXTRA_DIST += tests/r3run/needs_uffd.sh
+
+# Real programs under r3run (issue 11): forked children, exits by signal,
+# lazy open, --max-resident.
+TESTS += tests/integration/programs_fork.sh
+EXTRA_DIST += tests/integration/programs_fork.sh tests/r3run/forkcow_check.py tests/r3run/mp_hash.py

@@ -494,6 +494,25 @@ static void on_region_error(void *arg, struct r3_region *r, int err, const char 
  * so nothing is left behind however the program ends. The program may exec
  * itself (same pid, the shim runs again): an inherited descriptor keeps
  * the file reachable for that as /proc/self/fd/N. */
+/* The image's descriptor inherited from an earlier program of this chain
+ * (bash exports the environment it started with, not the one the shim
+ * changed): "PATH (deleted)" among /proc/self/fd. -1 if none. */
+static int inherited_image_fd(const char *path)
+{
+    char want[4200], link[4200], name[64];
+    snprintf(want, sizeof want, "%s (deleted)", path);
+    for (int fd = 100; fd < 1024; fd++) {
+        snprintf(name, sizeof name, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(name, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = 0;
+        if (strcmp(link, want) == 0)
+            return fd;
+    }
+    return -1;
+}
+
 static void unlink_default_image(void)
 {
     const char *path = getenv("R3_UNLINK_SOURCE");
@@ -505,6 +524,8 @@ static void unlink_default_image(void)
         close(fd);
         fd = hi;
     }
+    if (fd < 0 && errno == ENOENT)
+        fd = inherited_image_fd(path);
     if (fd >= 0) {
         char *uri;
         const char *q = strchr(S.env.source, '?');
@@ -738,7 +759,11 @@ __attribute__((constructor)) static void shim_init(void)
         return;                   /* a child of the program: glibc only */
     busy = 1;
     S.errfd = fcntl(2, F_DUPFD_CLOEXEC, 64);
-    S.libc_usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+    /* glibc's own, not the next one in line: a program linked with
+     * another allocator (redis with jemalloc) has that one's first, and it
+     * knows nothing of glibc's blocks. */
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    S.libc_usable = (size_t (*)(void *))dlsym(libc ? libc : RTLD_NEXT, "malloc_usable_size");
     if (r3_preload_env_parse(&S.env) < 0)
         fail("bad environment");
     /* The default image goes now, whether or not the region is ever
