@@ -39,5 +39,5 @@ EXTRA_DIST += tests/r3run/needs_uffd.sh
 
 # Real programs under r3run (issue 11): forked children, exits by signal,
 # lazy open, --max-resident.
-TESTS += tests/integration/programs_fork.sh
-EXTRA_DIST += tests/integration/programs_fork.sh tests/r3run/forkcow_check.py tests/r3run/mp_hash.py
+TESTS += tests/integration/programs_fork.sh tests/integration/programs_signals.sh
+EXTRA_DIST += tests/integration/programs_fork.sh tests/integration/programs_signals.sh tests/r3run/sig_exit.py tests/r3run/forkcow_check.py tests/r3run/mp_hash.py
