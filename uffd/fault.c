@@ -109,12 +109,14 @@ static void first_page(struct r3u_handler *h, uint64_t off, uint64_t idx)
     if (off + r->pagesz > r->r.src->size ||
         !atomic_compare_exchange_strong(&r->filled[idx], &zero, R3U_INSTALLING))
         return;
+    atomic_fetch_add(&r->resident, 1);
     uint64_t pg = off >> r->page_shift;
     const void *src = r->zeros;
     if (!r3u_bit(r->zpage, pg)) {
         if (r3_source_read(r->r.src, h->page, r->pagesz, off) < 0) {
             uint8_t inst = R3U_INSTALLING;
-            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            if (atomic_compare_exchange_strong(&r->filled[idx], &inst, 0))
+                atomic_fetch_sub(&r->resident, 1);
             return;                   /* the chunk fetch reports the error */
         }
         src = h->page;
@@ -163,6 +165,12 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     uint64_t prev = atomic_exchange_explicit(&r->last_fault, idx, memory_order_relaxed);
     h->seq = prev + 1 == idx;
     uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    for (unsigned tries = 1; st == R3U_EVICTING; tries++) {
+        /* Being taken out: wait for its bytes to reach the source, then
+         * fault it back in (events are read meanwhile). */
+        r3u_layout_wait(r, tries);
+        st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    }
     if (st == R3U_INSTALLING) {
         /* Being installed right now: the installer wakes the whole chunk.
          * The reader caught up with the fills: keep ahead of it. (Not
@@ -187,6 +195,7 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             return;
         }
     } else {
+        r3u_evict_wait_room(r);
         h->fault_off = off;
         h->first_done = false;
         if (r->first_page)
@@ -200,7 +209,8 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             /* The chunk never came: undo "installing" and wake whoever
              * waits on its other pages, so they fault again and see it. */
             uint8_t inst = R3U_INSTALLING;
-            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            if (atomic_compare_exchange_strong(&r->filled[idx], &inst, 0))
+                atomic_fetch_sub(&r->resident, 1);
             struct uffdio_range w = { .start = base + (idx << r->chunk_shift), .len = r->r.chunk };
             ioctl(r->uffd, UFFDIO_WAKE, &w);
         }
@@ -321,6 +331,8 @@ static void fill_ahead(struct r3u_handler *h, uint64_t idx)
         return;
     h->ra = true;
     for (uint64_t j = idx + 1; j <= idx + r->readahead && j < r->nchunks; j++) {
+        if (r->max_resident && atomic_load(&r->resident) >= r->evict_high)
+            break;                    /* no read-ahead into a full budget */
         /* Each chunk is read ahead by one handler only, so several handlers
          * fill disjoint chunks in parallel instead of waiting on each other. */
         if (atomic_load_explicit(&r->filled[j], memory_order_acquire) ||

@@ -21,6 +21,7 @@
 
 static void destroy(struct r3u_region *r)
 {
+    r3u_evict_stop(r);
     if (r->nh)
         r3u_handlers_stop(r);
     if (r->p)
@@ -46,6 +47,7 @@ static void destroy(struct r3u_region *r)
         }
     }
     r3u_kids_stop(r);
+    r3u_evict_free(r);
     if (r->uffd >= 0)
         close(r->uffd);
     r3_pm_scanner_close(&r->scan);
@@ -124,6 +126,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
                     UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_FORK;
+    if (o->max_resident)
+        want |= UFFD_FEATURE_MOVE;    /* eviction moves pages out (evict.c) */
     /* Written pages need no tracking when nothing is written back. */
     bool wp_ok = !o->uffd_no_wp_async && !r->cow;
     if (wp_ok)
@@ -228,7 +232,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
      * the region (the cache's local side) keeps every write. */
     struct r3_pipeline_opts po = {
         .chunk = chunk,
-        .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
+        /* background pulls would fill past a max_resident budget */
+        .pull_workers = o->prefetch == R3_PREFETCH_NONE || o->max_resident ? 0 : o->pull_workers,
         .push_workers = r->cow ? 0 : o->push_workers ? o->push_workers : 1,
         .push_interval_ms = o->push_interval_ms,
         .priority = r3u_priority, .priority_arg = r,
@@ -245,6 +250,9 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
      * that for them). Nothing faults before open returns; pull workers
      * fill without handlers. */
     if ((r->features & UFFD_FEATURE_EVENT_FORK) && (rc = r3u_kids_start(r)) < 0)
+        goto fail;
+    if (o->max_resident &&
+        (rc = r3u_evict_start(r, o->max_resident, o->fault_threads ? o->fault_threads : 2)) < 0)
         goto fail;
     if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
         goto fail;
@@ -306,6 +314,7 @@ static int uffd_unsynced(struct r3_region *rr, uint64_t *chunks, uint64_t *bytes
 static int uffd_close(struct r3_region *rr)
 {
     struct r3u_region *r = (struct r3u_region *)rr;
+    r3u_evict_stop(r);                /* nothing moves out of the region from here */
     int rc = uffd_sync(rr);
     if (r->hooks.before_close)
         r->hooks.before_close(r->hooks.arg, rr);
@@ -340,6 +349,7 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
         st->chunks_pushed = pp.chunks_pushed;
         st->bytes_pushed = pp.bytes_pushed;
     }
+    st->chunks_evicted = atomic_load(&r->evictions);
     st->fault_wait_p50_ns = r3u_wait_percentile(r, 50);
     st->fault_wait_p99_ns = r3u_wait_percentile(r, 99);
     return 0;

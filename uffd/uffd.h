@@ -16,7 +16,8 @@
 #define R3U_BATCH 64             /* fault messages read per read() */
 #define R3U_HIST 256
 #define R3U_INSTALLING 1         /* the faulting page is in, the rest is coming */
-#define R3U_FILLED 2             /* every page of the chunk was installed */             /* fault-wait histogram: 4 buckets per power of two */
+#define R3U_FILLED 2             /* every page of the chunk was installed */
+#define R3U_EVICTING 3           /* being taken out (evict.c): faults wait */             /* fault-wait histogram: 4 buckets per power of two */
 
 struct r3u_region;
 struct r3u_kid;
@@ -102,6 +103,21 @@ struct r3u_region {
     struct r3u_kid *kids;
     _Atomic uint64_t nkids, kid_faults;
     uint8_t *kid_buf;
+    /* eviction (evict.c) */
+    uint64_t max_resident, budget_chunks, evict_high, evict_low, hand;
+    _Atomic uint64_t resident;    /* chunks not 0 in filled */
+    _Atomic uint64_t *young;      /* per chunk: filled or written since the hand passed */
+    _Atomic uint64_t *evicted;    /* per chunk: taken out; its bytes are in the source */
+    void *staging, *staging_map;
+    int staging_uffd;             /* staging's own userfaultfd (0 = none yet) */
+    uint8_t *evict_buf;
+    pthread_t evict_thread;
+    bool evict_started, evict_init;
+    _Atomic bool evict_stop;
+    _Atomic int evict_reported;
+    pthread_mutex_t evict_m;
+    pthread_cond_t evict_cv;
+    _Atomic uint64_t evictions, evict_waits;
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t wait_hist[R3U_HIST];
@@ -146,6 +162,16 @@ void r3u_kid_read(struct r3u_region *r, struct r3u_kid *k);
  * a fork is being made. */
 void r3u_gate_enter(struct r3u_region *r);
 void r3u_gate_leave(struct r3u_region *r);
+
+/* uffd/evict.c: max_resident. */
+uint64_t r3u_evict_min_chunks(unsigned fault_threads, unsigned readahead);
+int  r3u_evict_start(struct r3u_region *r, uint64_t max_resident, unsigned nh);
+void r3u_evict_stop(struct r3u_region *r);
+void r3u_evict_free(struct r3u_region *r);
+/* After a fill: wake the evictor if over the high-water mark. */
+void r3u_evict_kick(struct r3u_region *r);
+/* Before a fill by a fault: wait while the budget is full. */
+void r3u_evict_wait_room(struct r3u_region *r);
 
 /* uffd/remote.c: the source under the pipeline, counting write-back. */
 void r3u_remote_init(struct r3u_region *r, struct r3_source *src);

@@ -103,6 +103,7 @@ struct r3_region_stats {
     uint64_t syncs;
     uint64_t fault_wait_p50_ns;   /* time a faulting thread was blocked */
     uint64_t fault_wait_p99_ns;
+    uint64_t chunks_evicted;      /* taken out under max_resident (written back first) */
 };
 
 /* The region a program sees. Strategies embed it as their first member. */

@@ -403,6 +403,9 @@ static void print_stats(const struct r3_region_stats *st)
             "pulled %.1f MiB\n", (unsigned long long)st->faults,
             (unsigned long long)st->chunks_fault, (unsigned long long)st->chunks_prefetch,
             mib(st->bytes_pulled));
+    if (S.env.max_resident)
+        say("r3run: max-resident %.1f MiB: chunks evicted %llu\n", mib(S.env.max_resident),
+            (unsigned long long)st->chunks_evicted);
     say("r3run: chunks pushed %llu (%.1f MiB), syncs %llu, "
             "fault wait p50 %.1f us, p99 %.1f us\n", (unsigned long long)st->chunks_pushed,
             mib(st->bytes_pushed), (unsigned long long)st->syncs,
