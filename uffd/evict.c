@@ -186,8 +186,14 @@ static void *evictor_main(void *arg)
             int rc = evict_one(r, c);
             if (rc < 0) {
                 report(r, rc, c);
-                if (++failed > 8)
-                    break;            /* the source is failing: try again later */
+                if (++failed > 8) {
+                    /* the source is failing: faults may go over the budget
+                     * (said by on_error) rather than wait; again later */
+                    atomic_store(&r->evict_failing, true);
+                    break;
+                }
+            } else if (rc == 0) {
+                atomic_store(&r->evict_failing, false);
             }
         }
         pthread_mutex_lock(&r->evict_m);
@@ -219,7 +225,8 @@ void r3u_evict_wait_room(struct r3u_region *r)
 {
     if (!r->max_resident)
         return;
-    for (unsigned tries = 1; atomic_load(&r->resident) >= r->budget_chunks; tries++) {
+    for (unsigned tries = 1; atomic_load(&r->resident) >= r->budget_chunks &&
+                             !atomic_load(&r->evict_failing); tries++) {
         r3u_evict_kick(r);
         atomic_fetch_add(&r->evict_waits, tries == 1);
         r3u_layout_wait(r, tries);

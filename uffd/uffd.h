@@ -115,6 +115,7 @@ struct r3u_region {
     bool evict_started, evict_init;
     _Atomic bool evict_stop;
     _Atomic int evict_reported;
+    _Atomic bool evict_failing;   /* the last round could not write back */
     pthread_mutex_t evict_m;
     pthread_cond_t evict_cv;
     _Atomic uint64_t evictions, evict_waits;
