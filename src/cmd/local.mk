@@ -13,7 +13,9 @@ r3run_LDADD = libr3.la
 
 # Test programs run under r3run, and the integration tests.
 check_PROGRAMS += tests/r3run/alloc_check tests/r3run/forker tests/r3run/static_true
-check_PROGRAMS += tests/r3run/forkcow
+check_PROGRAMS += tests/r3run/forkcow tests/r3run/sparse_touch
+tests_r3run_sparse_touch_SOURCES = tests/r3run/sparse_touch.c
+tests_r3run_sparse_touch_CFLAGS = $(R3RUN_TEST_CFLAGS)
 tests_r3run_forkcow_SOURCES = tests/r3run/forkcow.c
 tests_r3run_forkcow_CFLAGS = $(R3RUN_TEST_CFLAGS)
 # Unmodified programs to run under the shim: never sanitized (a sanitizer
@@ -39,5 +41,7 @@ EXTRA_DIST += tests/r3run/needs_uffd.sh
 
 # Real programs under r3run (issue 11): forked children, exits by signal,
 # lazy open, --max-resident.
-TESTS += tests/integration/programs_fork.sh tests/integration/programs_signals.sh
-EXTRA_DIST += tests/integration/programs_fork.sh tests/integration/programs_signals.sh tests/r3run/sig_exit.py tests/r3run/forkcow_check.py tests/r3run/mp_hash.py
+TESTS += tests/integration/programs_fork.sh tests/integration/programs_signals.sh \
+	tests/integration/programs_evict.sh
+EXTRA_DIST += tests/integration/programs_fork.sh tests/integration/programs_signals.sh \
+	tests/integration/programs_evict.sh tests/r3run/twopass.py tests/r3run/rss_max.sh tests/r3run/sig_exit.py tests/r3run/forkcow_check.py tests/r3run/mp_hash.py
