@@ -245,6 +245,11 @@ void r3_region_fork_done(struct r3_region *r)
         r->ops->fork_done(r);
 }
 
+unsigned r3_region_children(struct r3_region *r)
+{
+    return r && r->ops->children ? r->ops->children(r) : 0;
+}
+
 int r3_region_stats(struct r3_region *r, struct r3_region_stats *st)
 {
     memset(st, 0, sizeof *st);

@@ -493,3 +493,16 @@ void r3u_kids_stop(struct r3u_region *r)
     free(r->kid_buf);
     r->kid_buf = NULL;
 }
+
+unsigned r3u_children(struct r3_region *rr)
+{
+    struct r3u_region *r = (struct r3u_region *)rr;
+    if (!r->kids_ep_ok)
+        return 0;
+    unsigned n = 0;
+    pthread_mutex_lock(&r->kids_lock);   /* the kids thread alone unlists them */
+    for (struct r3u_kid *k = r->kids; k; k = k->next)
+        n += kid_alive(r, k);
+    pthread_mutex_unlock(&r->kids_lock);
+    return n;
+}

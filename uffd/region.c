@@ -358,5 +358,5 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
 const struct r3_strategy_ops r3_uffd_strategy = {
     .name = "uffd", .open = uffd_open, .sync = uffd_sync, .close = uffd_close, .stats = uffd_stats,
     .unsynced = uffd_unsynced, .caps = R3_STRATEGY_COPY_ON_WRITE,
-    .fork_prepare = r3u_fork_prepare, .fork_done = r3u_fork_done,
+    .fork_prepare = r3u_fork_prepare, .fork_done = r3u_fork_done, .children = r3u_children,
 };

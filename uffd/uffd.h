@@ -152,6 +152,7 @@ int  r3u_kids_start(struct r3u_region *r);
 void r3u_kids_stop(struct r3u_region *r);
 void r3u_fork_prepare(struct r3_region *rr);
 void r3u_fork_done(struct r3_region *rr);
+unsigned r3u_children(struct r3_region *rr);
 /* A FORK message on the region's own userfaultfd (the child's fd). */
 void r3u_fork_event(struct r3u_region *r, int ufd);
 /* Before chunks [c0, c1] are written to the source: give each child that

@@ -133,6 +133,7 @@ struct r3_strategy_ops {
     /* optional: around a fork() of the process (see r3_region_fork_prepare) */
     void (*fork_prepare)(struct r3_region *r);
     void (*fork_done)(struct r3_region *r);
+    unsigned (*children)(struct r3_region *r);
 };
 
 void r3_region_opts_init(struct r3_region_opts *o);
@@ -159,6 +160,11 @@ int r3_region_stats(struct r3_region *r, struct r3_region_stats *st);
  * uses the memory. Strategies that do not serve children do nothing. */
 void r3_region_fork_prepare(struct r3_region *r);
 void r3_region_fork_done(struct r3_region *r);
+/* Forked children the region still serves (0 for strategies that serve
+ * none). r3_region_close gives each of them, first, every chunk it still
+ * lacks that holds anything but zeros: after close, their missing pages
+ * read zeros. */
+unsigned r3_region_children(struct r3_region *r);
 
 /* Strategy lookup (src/registry.c); NULL if unknown. */
 const struct r3_strategy_ops *r3_strategy_find(const char *name);

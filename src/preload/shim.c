@@ -441,6 +441,10 @@ static int shim_final(void)
      * from threads of this process (a FUSE/NBD mount) must be torn down
      * here: exit would otherwise wait for their dead server forever. */
     bool close_it = S.env.record_access || strcmp(S.env.strategy, "uffd") != 0;
+    /* Forked children still running: closing hands them what they still
+     * lack (after this process, their missing pages would read zeros). */
+    if (rc == 0 && !close_it && r3_region_children(S.region) > 0)
+        close_it = true;
     if (rc == 0 && close_it) {
         void *base = S.region->base;
         size_t len = S.region->len;
