@@ -65,4 +65,25 @@ TMPDIR="$T_DIR/imgs" R3_TRACE_OPEN="$T_DIR/trace" t_timeout 60 "$R3RUN" --size 6
     t_fail "bash chain: $(cat err)"
 [ ! -e trace ] || t_fail "a chain that never allocates opened the region: $(cat trace)"
 [ -z "$(ls imgs)" ] || t_fail "the default image was left behind: $(ls imgs)"
+t_log "a bash chain that never allocates: no open"
+
+# mremap of region memory is refused with EINVAL; of other memory it works.
+out=$(t_timeout 60 "$R3RUN" --size 64M -- python3 -c '
+import ctypes, mmap
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mremap.restype = ctypes.c_void_p
+libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+b = bytearray(1 << 20)
+addr = ctypes.addressof((ctypes.c_char * len(b)).from_buffer(b))
+r = libc.mremap(addr, 1 << 20, 2 << 20, 1)
+print("region", r == ctypes.c_void_p(-1).value, ctypes.get_errno())
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+m = libc.mmap(None, 1 << 20, 3, 0x22, -1, 0)
+r = libc.mremap(m, 1 << 20, 2 << 20, 1)
+print("other", r != ctypes.c_void_p(-1).value)
+' 2> err) || t_fail "mremap: $(cat err)"
+[ "$out" = "region True 22
+other True" ] || t_fail "mremap: $out"
+t_log "mremap: region memory refused with EINVAL, other memory moved"
 t_log "ok"
