@@ -13,7 +13,9 @@ r3run_LDADD = libr3.la
 
 # Test programs run under r3run, and the integration tests.
 check_PROGRAMS += tests/r3run/alloc_check tests/r3run/forker tests/r3run/static_true
-check_PROGRAMS += tests/r3run/forkcow tests/r3run/sparse_touch
+check_PROGRAMS += tests/r3run/forkcow tests/r3run/sparse_touch tests/r3run/orphan
+tests_r3run_orphan_SOURCES = tests/r3run/orphan.c
+tests_r3run_orphan_CFLAGS = $(R3RUN_TEST_CFLAGS)
 tests_r3run_sparse_touch_SOURCES = tests/r3run/sparse_touch.c
 tests_r3run_sparse_touch_CFLAGS = $(R3RUN_TEST_CFLAGS)
 tests_r3run_forkcow_SOURCES = tests/r3run/forkcow.c

@@ -29,6 +29,22 @@ res=$(python3 "$top_srcdir/tests/r3run/forkcow_check.py" storm.out orig.img src.
     t_fail "fork storm: $res"
 t_log "fork storm: $res"
 
+# 1b. a child that outlives its parent: when the parent exits, the child is
+# given what it still lacks (here: the untouched half, the source's bytes).
+cp orig.img src.img
+t_timeout 120 "$R3RUN" --source "file://$T_DIR/src.img" -- "$top_builddir/tests/r3run/orphan" $mib \
+    "$T_DIR/orphan.out" 2> orphan.err || t_fail "orphan: exit $?: $(cat orphan.err)"
+for i in $(seq 1 100); do [ -s orphan.out ] && [ "$(stat -c %s orphan.out)" -eq $((mib << 20)) ] && break; sleep 0.1; done
+sleep 0.2
+python3 - "$mib" <<'PY' || t_fail "orphan: the child read wrong bytes"
+import sys
+n = int(sys.argv[1]) << 20
+got = open("orphan.out", "rb").read()
+want = bytes(((i * 7 + 1) & 255) for i in range(256)) * (n // 512) + open("orig.img", "rb").read(n)[n // 2:]
+sys.exit(0 if got == want else 1)
+PY
+t_log "a child that outlived its parent read the fork-time bytes"
+
 # 2. python multiprocessing: the hashes equal a plain run's.
 mp="$top_srcdir/tests/r3run/mp_hash.py"
 t_timeout 300 python3 "$mp" 256 > mp.plain || t_fail "multiprocessing, plain run failed"
