@@ -206,6 +206,9 @@ static int kid_copy(struct r3u_region *r, struct r3u_kid *k, uint64_t off, const
              * kids thread (which, when it is us, reads it here). */
             if (in_kids_thread)
                 r3u_kid_read(r, k);
+            if (again > 20000)
+                return r3_error(-EAGAIN, "uffd: a forked child's address space kept changing"
+                                " while filling offset %llu", (unsigned long long)(off + done));
             struct timespec ts = { 0, (again++ % 64) ? 20000 : 1000000 };
             nanosleep(&ts, NULL);
             continue;
