@@ -16,10 +16,13 @@ check_PROGRAMS += tests/r3run/alloc_check tests/r3run/forker tests/r3run/static_
 check_PROGRAMS += tests/r3run/forkcow tests/r3run/sparse_touch tests/r3run/orphan
 tests_r3run_orphan_SOURCES = tests/r3run/orphan.c
 tests_r3run_orphan_CFLAGS = $(R3RUN_TEST_CFLAGS)
+tests_r3run_orphan_LDFLAGS = -pthread
 tests_r3run_sparse_touch_SOURCES = tests/r3run/sparse_touch.c
 tests_r3run_sparse_touch_CFLAGS = $(R3RUN_TEST_CFLAGS)
+tests_r3run_sparse_touch_LDFLAGS = -pthread
 tests_r3run_forkcow_SOURCES = tests/r3run/forkcow.c
 tests_r3run_forkcow_CFLAGS = $(R3RUN_TEST_CFLAGS)
+tests_r3run_forkcow_LDFLAGS = -pthread
 # Unmodified programs to run under the shim: never sanitized (a sanitizer
 # runtime replaces malloc itself and refuses to come after LD_PRELOAD).
 R3RUN_TEST_CFLAGS = -std=gnu11 $(WARN_CFLAGS) -pthread
