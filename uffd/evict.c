@@ -98,15 +98,17 @@ static int evict_one(struct r3u_region *r, uint64_t c)
         return 1;
     uint64_t off = c << r->chunk_shift;
     size_t moved;
+    /* The gate is held from the move to the end of the write-back: a fork
+     * never sees the chunk's bytes neither in the region nor in the source. */
     r3u_gate_enter(r);
     int rc = move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off,
                   r->r.chunk, &moved);
-    r3u_gate_leave(r);
     if (rc < 0) {
         if (moved)
             move_back(r, off);
         atomic_store(&r->filled[c], R3U_FILLED);
         r3u_bit_set(r->young, c);
+        r3u_gate_leave(r);
         return rc == -EBUSY ? 1 : r3_error(rc, "UFFDIO_MOVE: %s", strerror(-rc));
     }
     /* What the program had there: present pages as moved, removed ones zeros. */
@@ -134,11 +136,12 @@ static int evict_one(struct r3u_region *r, uint64_t c)
     if (off + len > r->remote_size)
         len = off < r->remote_size ? (size_t)(r->remote_size - off) : 0;
     if (rc == 0 && len)
-        rc = r3_source_write(&r->remote, buf, len, off);
+        rc = r3u_write_back(r, buf, len, off);
     if (rc < 0) {
         move_back(r, off);
         atomic_store(&r->filled[c], R3U_FILLED);
         r3u_bit_set(r->young, c);
+        r3u_gate_leave(r);
         return rc;
     }
     madvise(r->staging, r->r.chunk, MADV_DONTNEED);
@@ -151,6 +154,7 @@ static int evict_one(struct r3u_region *r, uint64_t c)
     atomic_fetch_sub(&r->resident, 1);
     atomic_fetch_add(&r->evictions, 1);
     atomic_store(&r->filled[c], 0);
+    r3u_gate_leave(r);
     return 0;
 }
 

@@ -177,6 +177,9 @@ void r3u_evict_wait_room(struct r3u_region *r);
 
 /* uffd/remote.c: the source under the pipeline, counting write-back. */
 void r3u_remote_init(struct r3u_region *r, struct r3_source *src);
+/* Write back len bytes at off (children's pre-images first, accounting);
+ * the caller holds the fork gate. 0 or -errno. */
+int  r3u_write_back(struct r3u_region *r, const void *buf, size_t len, uint64_t off);
 /* Hand chunk c to the push stage (and count it as not yet written back). */
 void r3u_mark(struct r3u_region *r, struct r3_source *push, uint64_t c);
 /* Chunks collected and not yet written back, and their bytes. */

@@ -19,7 +19,7 @@ cd "$T_DIR"
 
 # 1. fork storm over a source holding random bytes.
 mib=16
-head -c $((2 * mib))M /dev/urandom > orig.img
+head -c 64M /dev/urandom > orig.img
 cp orig.img src.img
 t_timeout 300 "$R3RUN" --source "file://$T_DIR/src.img" --push-interval 20ms -- \
     "$top_builddir/tests/r3run/forkcow" $mib 50 7 > storm.out 2> storm.err ||
@@ -28,6 +28,17 @@ grep -q '^done$' storm.out || t_fail "fork storm: the parent did not finish: $(t
 res=$(python3 "$top_srcdir/tests/r3run/forkcow_check.py" storm.out orig.img src.img $mib 2>&1) ||
     t_fail "fork storm: $res"
 t_log "fork storm: $res"
+
+# 1a. the same while the parent evicts (--max-resident): chunks shared with
+# children stay, chunks taken out are written back (children first).
+cp orig.img src.img
+t_timeout 300 "$R3RUN" --stats --source "file://$T_DIR/src.img" --push-interval 20ms --max-resident 8M -- \
+    "$top_builddir/tests/r3run/forkcow" 32 10 5 > storm2.out 2> storm2.err ||
+    t_fail "fork + eviction: exit $?: $(tail -5 storm2.err)"
+res=$(python3 "$top_srcdir/tests/r3run/forkcow_check.py" storm2.out orig.img src.img 32 2>&1) ||
+    t_fail "fork + eviction: $res"
+grep -q "chunks evicted [1-9]" storm2.err || t_fail "fork + eviction: nothing evicted: $(cat storm2.err)"
+t_log "fork + eviction: $res"
 
 # 1b. a child that outlives its parent: when the parent exits, the child is
 # given what it still lacks (here: the untouched half, the source's bytes).
