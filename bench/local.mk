@@ -18,3 +18,8 @@ r3bench: $(top_srcdir)/bench/r3bench.in Makefile
 		-e 's|%VERSION%|$(PACKAGE_VERSION)|g' $(top_srcdir)/bench/r3bench.in >$@.tmp && \
 	chmod +x $@.tmp && mv $@.tmp $@
 EXTRA_DIST += bench/r3bench_proxy.py docs/r3bench.pod
+
+# Eviction under r3run --max-resident (issue 11): plain vs budgets, file:// and r3://
+#   bench/evict --script ../tests/r3run/twopass.py --mib 4096 --budgets 4G,1G,512M --r3serve ./r3serve
+noinst_PROGRAMS += bench/evict
+bench_evict_SOURCES = bench/evict.c

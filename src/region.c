@@ -33,6 +33,8 @@ static const char *uffd_only(const struct r3_region_opts *o)
         return "uffd_no_poison";
     if (o->uffd_no_wp_async)
         return "uffd_no_wp_async";
+    if (o->max_resident)
+        return "max_resident";
     return NULL;
 }
 
@@ -231,6 +233,23 @@ int r3_region_close(struct r3_region *r)
         r->syncer = NULL;
     }
     return r->ops->close(r);
+}
+
+void r3_region_fork_prepare(struct r3_region *r)
+{
+    if (r && r->ops->fork_prepare)
+        r->ops->fork_prepare(r);
+}
+
+void r3_region_fork_done(struct r3_region *r)
+{
+    if (r && r->ops->fork_done)
+        r->ops->fork_done(r);
+}
+
+unsigned r3_region_children(struct r3_region *r)
+{
+    return r && r->ops->children ? r->ops->children(r) : 0;
 }
 
 int r3_region_stats(struct r3_region *r, struct r3_region_stats *st)

@@ -68,6 +68,16 @@ tests_r3run_forker_LDFLAGS = -pthread
 tests_r3run_static_true_SOURCES = tests/r3run/static_true.c
 tests_r3run_static_true_CFLAGS = -std=gnu11 $(WARN_CFLAGS)
 tests_r3run_static_true_LDFLAGS = -all-static
+check_PROGRAMS += tests/r3run/forkcow tests/r3run/sparse_touch tests/r3run/orphan
+tests_r3run_orphan_SOURCES = tests/r3run/orphan.c
+tests_r3run_orphan_CFLAGS = $(R3RUN_TEST_CFLAGS)
+tests_r3run_orphan_LDFLAGS = -pthread
+tests_r3run_sparse_touch_SOURCES = tests/r3run/sparse_touch.c
+tests_r3run_sparse_touch_CFLAGS = $(R3RUN_TEST_CFLAGS)
+tests_r3run_sparse_touch_LDFLAGS = -pthread
+tests_r3run_forkcow_SOURCES = tests/r3run/forkcow.c
+tests_r3run_forkcow_CFLAGS = $(R3RUN_TEST_CFLAGS)
+tests_r3run_forkcow_LDFLAGS = -pthread
 
 # ---- integration tests, by part
 INTEGRATION_TESTS = \
@@ -78,7 +88,8 @@ INTEGRATION_TESTS = \
 	tests/integration/sources_bad.sh \
 	tests/integration/wire.sh tests/integration/wire_limits.sh tests/integration/hostile_r3.sh \
 	tests/integration/hostile_resp.sh tests/integration/sources_hostile_s3.sh \
-	tests/integration/r3run_sync_timeout.sh \
+	tests/integration/r3run_sync_timeout.sh tests/integration/programs_fork.sh \
+	tests/integration/programs_signals.sh tests/integration/programs_evict.sh \
 	tests/integration/uffd_two_procs.sh \
 	tests/integration/r3run_exit.sh tests/integration/r3run_fork.sh \
 	tests/integration/r3run_programs.sh \
@@ -101,7 +112,9 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/filesync_writer.py \
 	tests/integration/wire_peer.py tests/integration/hostile_r3.py \
 	tests/integration/hostile_resp.py tests/integration/sources_hostile_s3.py \
-	tests/r3run/needs_uffd.sh tests/integration/hostile_nbd.py
+	tests/r3run/needs_uffd.sh tests/integration/hostile_nbd.py \
+	tests/r3run/twopass.py tests/r3run/rss_max.sh tests/r3run/sig_exit.py \
+	tests/r3run/forkcow_check.py tests/r3run/mp_hash.py
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
 # every tool, subcommand, bench program and example.

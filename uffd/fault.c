@@ -109,12 +109,14 @@ static void first_page(struct r3u_handler *h, uint64_t off, uint64_t idx)
     if (off + r->pagesz > r->r.src->size ||
         !atomic_compare_exchange_strong(&r->filled[idx], &zero, R3U_INSTALLING))
         return;
+    atomic_fetch_add(&r->resident, 1);
     uint64_t pg = off >> r->page_shift;
     const void *src = r->zeros;
     if (!r3u_bit(r->zpage, pg)) {
         if (r3_source_read(r->r.src, h->page, r->pagesz, off) < 0) {
             uint8_t inst = R3U_INSTALLING;
-            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            if (atomic_compare_exchange_strong(&r->filled[idx], &inst, 0))
+                atomic_fetch_sub(&r->resident, 1);
             return;                   /* the chunk fetch reports the error */
         }
         src = h->page;
@@ -132,8 +134,22 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(r->pagesz - 1);
     uint64_t base = (uintptr_t)r->r.base;
     atomic_fetch_add_explicit(&r->faults, 1, memory_order_relaxed);
-    if (addr < base || addr >= base + r->maplen)
+    if (addr < base || addr >= base + r->maplen) {
+        /* Region memory the program moved away (mremap): r3 has no bytes
+         * for it there; SIGBUS, never a hang or wrong data. */
+        if (atomic_exchange(&r->reported, 1) == 0 && r->hooks.on_error)
+            r->hooks.on_error(r->hooks.arg, &r->r, -EFAULT, "uffd: a fault outside the region"
+                              " (memory moved away by mremap): the thread gets SIGBUS");
+        struct uffdio_poison p = { .range = { .start = addr, .len = r->pagesz } };
+        if (!r->poison || ioctl(r->uffd, UFFDIO_POISON, &p) < 0) {
+            uint32_t ptid = m->arg.pagefault.feat.ptid;
+            if (r->thread_id && ptid)
+                syscall(SYS_tgkill, getpid(), (pid_t)ptid, SIGBUS);
+            else
+                kill(getpid(), SIGBUS);
+        }
         return;
+    }
     uint64_t off = addr - base, idx = off >> r->chunk_shift;
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
         /* Not expected with WP_ASYNC; never leave a thread waiting. */
@@ -149,6 +165,12 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     uint64_t prev = atomic_exchange_explicit(&r->last_fault, idx, memory_order_relaxed);
     h->seq = prev + 1 == idx;
     uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    for (unsigned tries = 1; st == R3U_EVICTING; tries++) {
+        /* Being taken out: wait for its bytes to reach the source, then
+         * fault it back in (events are read meanwhile). */
+        r3u_layout_wait(r, tries);
+        st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    }
     if (st == R3U_INSTALLING) {
         /* Being installed right now: the installer wakes the whole chunk.
          * The reader caught up with the fills: keep ahead of it. (Not
@@ -173,6 +195,7 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             return;
         }
     } else {
+        r3u_evict_wait_room(r);
         h->fault_off = off;
         h->first_done = false;
         if (r->first_page)
@@ -186,7 +209,8 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             /* The chunk never came: undo "installing" and wake whoever
              * waits on its other pages, so they fault again and see it. */
             uint8_t inst = R3U_INSTALLING;
-            atomic_compare_exchange_strong(&r->filled[idx], &inst, 0);
+            if (atomic_compare_exchange_strong(&r->filled[idx], &inst, 0))
+                atomic_fetch_sub(&r->resident, 1);
             struct uffdio_range w = { .start = base + (idx << r->chunk_shift), .len = r->r.chunk };
             ioctl(r->uffd, UFFDIO_WAKE, &w);
         }
@@ -236,9 +260,13 @@ static void handle_event(struct r3u_region *r, const struct uffd_msg *m)
         mark_range(r, r->gone, m->arg.remove.start, m->arg.remove.end, false);
         break;
     case UFFD_EVENT_REMAP:
-        /* Pages moved out of the region: r3 stops tracking them there. */
+        /* Pages moved out of the region: r3 stops tracking them there (a
+         * fault at their new place gets SIGBUS, see handle_fault). */
         atomic_store(&r->any_gone, true);
         mark_range(r, r->gone, m->arg.remap.from, m->arg.remap.from + m->arg.remap.len, false);
+        break;
+    case UFFD_EVENT_FORK:
+        r3u_fork_event(r, (int)m->arg.fork.ufd);
         break;
     default:
         break;
@@ -304,6 +332,8 @@ static void fill_ahead(struct r3u_handler *h, uint64_t idx)
         return;
     h->ra = true;
     for (uint64_t j = idx + 1; j <= idx + r->readahead && j < r->nchunks; j++) {
+        if (r->max_resident && atomic_load(&r->resident) >= r->evict_high)
+            break;                    /* no read-ahead into a full budget */
         /* Each chunk is read ahead by one handler only, so several handlers
          * fill disjoint chunks in parallel instead of waiting on each other. */
         if (atomic_load_explicit(&r->filled[j], memory_order_acquire) ||

@@ -4,11 +4,10 @@
  * (view.c). Written pages are found by WP_ASYNC + PAGEMAP_SCAN (or by
  * hashing on older kernels) and written back by the push stage.
  *
- * Fork: the region is MADV_DONTFORK. A child (fork+exec, system()) does
- * not inherit it, so it can never read silent zeros where data should be;
- * a forked child that touches region memory gets SIGSEGV. Serving the
- * child's faults (EVENT_FORK) would give it pages of a region that keeps
- * changing under the parent; r3 does not try. */
+ * Fork: with UFFD_FEATURE_EVENT_FORK the mapping is inherited and a forked
+ * child sees the region as it was at the fork (fork.c). Without it the
+ * region is MADV_DONTFORK: a child never reads silent zeros where data
+ * should be; touching region memory there gets SIGSEGV. */
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
@@ -23,6 +22,7 @@
 
 static void destroy(struct r3u_region *r)
 {
+    r3u_evict_stop(r);
     if (r->nh)
         r3u_handlers_stop(r);
     if (r->p)
@@ -47,6 +47,8 @@ static void destroy(struct r3u_region *r)
             }
         }
     }
+    r3u_kids_stop(r);
+    r3u_evict_free(r);
     if (r->uffd >= 0)
         close(r->uffd);
     r3_pm_scanner_close(&r->scan);
@@ -94,7 +96,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         return r3_error(-ENOMEM, "uffd: out of memory");
     }
     pthread_mutex_init(&r->collect_lock, NULL);
-    r->uffd = r->stopfd = -1;
+    r->uffd = r->stopfd = r->kids_ep = r->kids_wake = -1;
     r->scan.fd = -1;
     r->r.ops = &r3_uffd_strategy;
     r->r.chunk = chunk;
@@ -126,7 +128,9 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
-                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_FORK;
+    if (o->max_resident)
+        want |= UFFD_FEATURE_MOVE;    /* eviction moves pages out (evict.c) */
     /* Written pages need no tracking when nothing is written back. */
     bool wp_ok = !o->uffd_no_wp_async && !r->cow;
     if (wp_ok)
@@ -169,7 +173,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->r.base = (void *)al;
     if (chunk != 2u * 1024 * 1024)
         madvise(r->r.base, len, MADV_NOHUGEPAGE);
-    madvise(r->r.base, len, MADV_DONTFORK);
+    if (!(r->features & UFFD_FEATURE_EVENT_FORK))
+        madvise(r->r.base, len, MADV_DONTFORK);
 
     r->zeros = mmap(NULL, chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (r->zeros == MAP_FAILED) {
@@ -238,7 +243,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
      * the region (the cache's local side) keeps every write. */
     struct r3_pipeline_opts po = {
         .chunk = chunk,
-        .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
+        /* background pulls would fill past a max_resident budget */
+        .pull_workers = o->prefetch == R3_PREFETCH_NONE || o->max_resident ? 0 : o->pull_workers,
         .push_workers = r->cow ? 0 : o->push_workers ? o->push_workers : 1,
         .push_interval_ms = o->push_interval_ms,
         .priority = r3u_priority, .priority_arg = r,
@@ -254,6 +260,11 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     /* Handlers after the pipeline: they read r->p (thread creation orders
      * that for them). Nothing faults before open returns; pull workers
      * fill without handlers. */
+    if ((r->features & UFFD_FEATURE_EVENT_FORK) && (rc = r3u_kids_start(r)) < 0)
+        goto fail;
+    if (o->max_resident &&
+        (rc = r3u_evict_start(r, o->max_resident, o->fault_threads ? o->fault_threads : 2)) < 0)
+        goto fail;
     if ((rc = r3u_handlers_start(r, o->fault_threads ? o->fault_threads : 2)) < 0)
         goto fail;
     *out = &r->r;
@@ -314,6 +325,7 @@ static int uffd_unsynced(struct r3_region *rr, uint64_t *chunks, uint64_t *bytes
 static int uffd_close(struct r3_region *rr)
 {
     struct r3u_region *r = (struct r3u_region *)rr;
+    r3u_evict_stop(r);                /* nothing moves out of the region from here */
     int rc = uffd_sync(rr);
     if (r->hooks.before_close)
         r->hooks.before_close(r->hooks.arg, rr);
@@ -324,6 +336,7 @@ static int uffd_close(struct r3_region *rr)
      * (a push round reading a page removed after the final sync gets an
      * ordinary zero page, which is what a removed page holds). */
     r3u_handlers_stop(r);
+    r3u_kids_stop(r);                 /* uses the source: before the pipeline closes */
     struct uffdio_range rg = { .start = (uintptr_t)r->r.base, .len = r->maplen };
     ioctl(r->uffd, UFFDIO_UNREGISTER, &rg);
     r3_pipeline_close(r->p);
@@ -347,6 +360,7 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
         st->chunks_pushed = pp.chunks_pushed;
         st->bytes_pushed = pp.bytes_pushed;
     }
+    st->chunks_evicted = atomic_load(&r->evictions);
     st->fault_wait_p50_ns = r3u_wait_percentile(r, 50);
     st->fault_wait_p99_ns = r3u_wait_percentile(r, 99);
     return 0;
@@ -521,4 +535,5 @@ const struct r3_strategy_ops r3_uffd_strategy = {
     .unsynced = uffd_unsynced, .caps = R3_STRATEGY_COPY_ON_WRITE,
     .read = uffd_read, .track = uffd_track, .access_order = uffd_access_order, .cache = uffd_cache,
     .invalidate = uffd_invalidate,
+    .fork_prepare = r3u_fork_prepare, .fork_done = r3u_fork_done, .children = r3u_children,
 };

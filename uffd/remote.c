@@ -31,8 +31,22 @@ static int remote_write(struct r3_source *s, const void *buf, size_t len, uint64
     if (late(r))
         return r3_error(-ETIMEDOUT, "uffd: the sync ran out of time (%llu ms)",
                         (unsigned long long)r->sync_timeout_ms);
-    int rc = r3_source_write(r->inner, buf, len, off);
-    if (rc < 0 || !len)
+    if (!len)
+        return r3_source_write(r->inner, buf, len, off);
+    /* no fork is made while this runs (the gate) */
+    r3u_gate_enter(r);
+    int rc = r3u_write_back(r, buf, len, off);
+    r3u_gate_leave(r);
+    return rc;
+}
+
+int r3u_write_back(struct r3u_region *r, const void *buf, size_t len, uint64_t off)
+{
+    /* Forked children that still need these chunks get them first. */
+    int rc = r3u_fork_preserve(r, off >> r->chunk_shift, (off + len - 1) >> r->chunk_shift);
+    if (rc == 0)
+        rc = r3_source_write(r->inner, buf, len, off);
+    if (rc < 0)
         return rc;
     for (uint64_t c = off >> r->chunk_shift; c <= (off + len - 1) >> r->chunk_shift && c < r->nchunks; c++) {
         r3u_bit_clear(r->unsynced, c);

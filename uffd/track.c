@@ -60,6 +60,8 @@ static void mark_run(void *arg, uint64_t s, uint64_t t)
             continue;
         if (atomic_load_explicit(&r->filled[c], memory_order_acquire)) {
             r3u_mark(r, m->push, c);
+            if (r->young)
+                r3u_bit_set(r->young, c);     /* written: recently used */
             m->last = c;
         }
     }

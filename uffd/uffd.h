@@ -16,9 +16,11 @@
 #define R3U_BATCH 64             /* fault messages read per read() */
 #define R3U_HIST 256
 #define R3U_INSTALLING 1         /* the faulting page is in, the rest is coming */
-#define R3U_FILLED 2             /* every page of the chunk was installed */             /* fault-wait histogram: 4 buckets per power of two */
+#define R3U_FILLED 2             /* every page of the chunk was installed */
+#define R3U_EVICTING 3           /* being taken out (evict.c): faults wait */             /* fault-wait histogram: 4 buckets per power of two */
 
 struct r3u_region;
+struct r3u_kid;
 
 /* One fault-handler thread; its message queue lets a fill that meets a
  * changing layout (EAGAIN) read pending events without losing faults. */
@@ -93,6 +95,35 @@ struct r3u_region {
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool stopping;
     _Atomic int reported;         /* on_error told once */
+    /* forked children (fork.c) */
+    _Atomic bool forking;         /* between fork_prepare and fork_done */
+    _Atomic int inflight;         /* fills and write-backs past the gate */
+    _Atomic uint64_t forks_seen;
+    uint64_t forks_before;
+    bool kids_ep_ok, kids_started;
+    _Atomic bool kids_stop;
+    int kids_ep, kids_wake;
+    pthread_t kids_thread;
+    pthread_mutex_t kids_lock;
+    struct r3u_kid *kids;
+    _Atomic uint64_t nkids, kid_faults;
+    uint8_t *kid_buf;
+    /* eviction (evict.c) */
+    uint64_t max_resident, budget_chunks, evict_high, evict_low, hand;
+    _Atomic uint64_t resident;    /* chunks not 0 in filled */
+    _Atomic uint64_t *young;      /* per chunk: filled or written since the hand passed */
+    _Atomic uint64_t *evicted;    /* per chunk: taken out; its bytes are in the source */
+    void *staging, *staging_map;
+    int staging_uffd;             /* staging's own userfaultfd (0 = none yet) */
+    uint8_t *evict_buf;
+    pthread_t evict_thread;
+    bool evict_started, evict_init;
+    _Atomic bool evict_stop;
+    _Atomic int evict_reported;
+    _Atomic bool evict_failing;   /* the last round could not write back */
+    pthread_mutex_t evict_m;
+    pthread_cond_t evict_cv;
+    _Atomic uint64_t evictions, evict_waits;
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t wait_hist[R3U_HIST];
@@ -125,8 +156,39 @@ struct r3u_handler *r3u_current(struct r3u_region *r);
 void r3u_fault_woken(struct r3u_handler *h);
 uint64_t r3u_wait_percentile(struct r3u_region *r, double pct);
 
+/* uffd/fork.c: forked children. */
+int  r3u_kids_start(struct r3u_region *r);
+void r3u_kids_stop(struct r3u_region *r);
+void r3u_fork_prepare(struct r3_region *rr);
+void r3u_fork_done(struct r3_region *rr);
+unsigned r3u_children(struct r3_region *rr);
+/* A FORK message on the region's own userfaultfd (the child's fd). */
+void r3u_fork_event(struct r3u_region *r, int ufd);
+/* Before chunks [c0, c1] are written to the source: give each child that
+ * still needs them their bytes of the fork. 0 or -errno. */
+int  r3u_fork_preserve(struct r3u_region *r, uint64_t c0, uint64_t c1);
+/* Read the pending messages of a child (kids thread only). */
+void r3u_kid_read(struct r3u_region *r, struct r3u_kid *k);
+/* Around every fill of the parent and write to the source: held off while
+ * a fork is being made. */
+void r3u_gate_enter(struct r3u_region *r);
+void r3u_gate_leave(struct r3u_region *r);
+
+/* uffd/evict.c: max_resident. */
+uint64_t r3u_evict_min_chunks(unsigned fault_threads, unsigned readahead);
+int  r3u_evict_start(struct r3u_region *r, uint64_t max_resident, unsigned nh);
+void r3u_evict_stop(struct r3u_region *r);
+void r3u_evict_free(struct r3u_region *r);
+/* After a fill: wake the evictor if over the high-water mark. */
+void r3u_evict_kick(struct r3u_region *r);
+/* Before a fill by a fault: wait while the budget is full. */
+void r3u_evict_wait_room(struct r3u_region *r);
+
 /* uffd/remote.c: the source under the pipeline, counting write-back. */
 void r3u_remote_init(struct r3u_region *r, struct r3_source *src);
+/* Write back len bytes at off (children's pre-images first, accounting);
+ * the caller holds the fork gate. 0 or -errno. */
+int  r3u_write_back(struct r3u_region *r, const void *buf, size_t len, uint64_t off);
 /* Hand chunk c to the push stage (and count it as not yet written back). */
 void r3u_mark(struct r3u_region *r, struct r3_source *push, uint64_t c);
 /* Chunks collected and not yet written back, and their bytes. */

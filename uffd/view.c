@@ -35,11 +35,14 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
             .len = len - done,
             .mode = mode | (r->track_wp ? UFFDIO_COPY_MODE_WP : 0),
         };
-        if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0) {
+        r3u_gate_enter(r);
+        int ok = ioctl(r->uffd, UFFDIO_COPY, &c);
+        int e = errno;
+        r3u_gate_leave(r);
+        if (ok == 0) {
             *n_new += len - done;
             return 0;
         }
-        int e = errno;
         if (c.copy > 0) {
             done += (size_t)c.copy;
             *n_new += (size_t)c.copy;
@@ -156,7 +159,8 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     bool fault = h && !h->ra;
     /* Published (and counted, so a woken thread reads exact stats) before
      * the first page goes in: see r3u_install. */
-    atomic_store_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_release);
+    if (atomic_exchange_explicit(&r->filled[idx], R3U_INSTALLING, memory_order_acq_rel) == 0)
+        atomic_fetch_add(&r->resident, 1);
     _Atomic uint64_t *ctr = fault ? &r->chunks_fault : &r->chunks_prefetch;
     atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
@@ -180,12 +184,18 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
             r3u_fault_woken(h);
     }
     if (rc == 0) {
+        if (r->young) {
+            r3u_bit_set(r->young, idx);
+            r3u_bit_clear(r->evicted, idx);
+        }
         atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+        r3u_evict_kick(r);
         return 0;
     }
     atomic_fetch_sub_explicit(ctr, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&r->bytes_pulled, len, memory_order_relaxed);
     atomic_store_explicit(&r->filled[idx], 0, memory_order_release);
+    atomic_fetch_sub(&r->resident, 1);
     /* Wake after a failure: the waiters fault again and see the error. */
     wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
     return rc;
@@ -221,8 +231,13 @@ static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
         size_t in = r->pagesz - (off & (r->pagesz - 1));
         if (in > len)
             in = len;
-        if (!atomic_load_explicit(&r->filled[off >> r->chunk_shift], memory_order_acquire) ||
-            r3u_bit(r->zpage, pg)) {
+        uint8_t st = atomic_load_explicit(&r->filled[off >> r->chunk_shift], memory_order_acquire);
+        if (!st && r->evicted && r3u_bit(r->evicted, off >> r->chunk_shift)) {
+            /* Evicted: its bytes were written back; the source has them. */
+            int rc = r3_source_read(r->inner, out, in, off);
+            if (rc < 0)
+                return rc;
+        } else if (!st || r3u_bit(r->zpage, pg)) {
             /* Never installed (the cache does not ask) or removed: zeros,
              * without touching the page. */
             memset(out, 0, in);

@@ -86,6 +86,12 @@ struct r3_region_opts {
     /* filesync / nbd choices (the tools set them from R3_FILESYNC_DETECT, R3_NBD_MOUNT) */
     const char *filesync_detect;  /* NULL = best the kernel has, "hash", "pagemap" */
     const char *nbd_mount;        /* NULL = best available, else a mode the nbd strategies name */
+    /* Bytes of the region kept resident at most (0 = no bound; uffd only):
+     * chunks not used recently are written back if dirty and dropped, and
+     * fault back in from the source when touched again. A budget smaller
+     * than the chunks that can be in flight at once is refused (-EINVAL,
+     * the sentence says the minimum). */
+    uint64_t max_resident;
 };
 
 struct r3_region_stats {
@@ -98,6 +104,7 @@ struct r3_region_stats {
     uint64_t syncs;
     uint64_t fault_wait_p50_ns;   /* time a faulting thread was blocked */
     uint64_t fault_wait_p99_ns;
+    uint64_t chunks_evicted;      /* taken out under max_resident (written back first) */
 };
 
 /* The region a program sees. Strategies embed it as their first member. */
@@ -141,6 +148,10 @@ struct r3_strategy_ops {
     struct r3_source *(*cache)(struct r3_region *r);
     /* the chunks (ascending) are remote again: the next access fetches them */
     int  (*invalidate)(struct r3_region *r, const uint64_t *chunks, size_t n);
+    /* optional: around a fork() of the process (see r3_region_fork_prepare) */
+    void (*fork_prepare)(struct r3_region *r);
+    void (*fork_done)(struct r3_region *r);
+    unsigned (*children)(struct r3_region *r);
 };
 
 void r3_region_opts_init(struct r3_region_opts *o);
@@ -169,6 +180,24 @@ struct r3_source *r3_region_cache(struct r3_region *r);
  * next access fetches them from the source. Nothing may touch them during
  * the call. -ENOTSUP when the strategy cannot. */
 int r3_region_invalidate(struct r3_region *r, const uint64_t *chunks, size_t n);
+/* Forked children (uffd): a child sees the region as the parent saw it at
+ * the fork, copy-on-write; what the parent had not filled yet is served to
+ * the child by the parent's r3 threads, with the bytes of the moment of
+ * the fork (a chunk the parent writes back afterwards is first given to
+ * the children that still lack it). The child's writes stay in the child.
+ * A process that forks while a region is open calls fork_prepare just
+ * before fork() and fork_done in the parent just after (pthread_atfork's
+ * prepare and parent handlers; r3run's shim does): no fill lands in the
+ * parent in between, so r3 knows exactly which pages the child got. The
+ * child must not call r3_region_* (its copy of r3's threads is gone); it
+ * uses the memory. Strategies that do not serve children do nothing. */
+void r3_region_fork_prepare(struct r3_region *r);
+void r3_region_fork_done(struct r3_region *r);
+/* Forked children the region still serves (0 for strategies that serve
+ * none). r3_region_close gives each of them, first, every chunk it still
+ * lacks that holds anything but zeros: after close, their missing pages
+ * read zeros. */
+unsigned r3_region_children(struct r3_region *r);
 
 /* Strategy lookup (src/registry.c); NULL if unknown. */
 const struct r3_strategy_ops *r3_strategy_find(const char *name);

@@ -38,11 +38,16 @@ static void usage(FILE *f)
 "                       default source, else the source's size)\n"
 "  --copy-on-write      writes stay in the region and never reach the source\n"
 "                       (a read-only source is then fine; uffd strategy)\n"
+"  --max-resident SIZE  keep at most SIZE of the region in memory: chunks not used\n"
+"                       recently are written back and dropped, and fault back in\n"
+"                       from the source (uffd strategy; no background pulls)\n"
 "  --chunk SIZE         unit of transfer and tracking, power of two >= 4K (default 64K)\n"
 "  --min-alloc SIZE     smallest allocation placed in the region (default 64K)\n"
 "  --pull-workers N     background prefetch workers (default 0)\n"
 "  --push-workers N     write-back workers (default 1)\n"
-"  --push-interval DUR  write dirty chunks back every DUR (500ms, 2s; default: at exit)\n"
+"  --push-interval DUR  write dirty chunks back every DUR (500ms, 2s; default: at exit);\n"
+"                       also what SIGKILL can lose (SIGTERM, SIGINT, SIGHUP and\n"
+"                       SIGQUIT with default handlers sync before the program dies)\n"
 "  --sync-timeout DUR   give up a sync (the one at exit too) after DUR, say how much\n"
 "                       was not written back and exit 125 (default 60s; 0s = never)\n"
 "  --fault-threads N    fault handler threads (default 2)\n"
@@ -271,7 +276,7 @@ static const char *const managed[] = {
     "R3_SOURCE", "R3_STRATEGY", "R3_SIZE", "R3_CHUNK", "R3_MIN_ALLOC", "R3_PULL_WORKERS",
     "R3_PUSH_WORKERS", "R3_PUSH_INTERVAL", "R3_FAULT_THREADS", "R3_PREFETCH",
     "R3_RECORD_ACCESS", "R3_STATS", "R3_PID", "R3_SYNC_TIMEOUT", "R3_COPY_ON_WRITE",
-    "R3_UNLINK_SOURCE", NULL,
+    "R3_UNLINK_SOURCE", "R3_MAX_RESIDENT", NULL,
 };
 
 /* The default source: a sparse image of size bytes, created (mode 0600,
@@ -312,7 +317,7 @@ int main(int argc, char **argv)
 {
     enum { O_STRATEGY = 256, O_SOURCE, O_SIZE, O_CHUNK, O_MIN_ALLOC, O_PULL, O_PUSH,
            O_INTERVAL, O_FAULT, O_PREFETCH, O_RECORD, O_STATS, O_PROBE, O_SYNC_TIMEOUT,
-           O_COW, O_KEEP };
+           O_COW, O_KEEP, O_MAX_RESIDENT };
     static const struct option opts[] = {
         { "strategy", required_argument, 0, O_STRATEGY },
         { "source", required_argument, 0, O_SOURCE },
@@ -321,6 +326,7 @@ int main(int argc, char **argv)
         { "chunk", required_argument, 0, O_CHUNK },
         { "min-alloc", required_argument, 0, O_MIN_ALLOC },
         { "copy-on-write", no_argument, 0, O_COW },
+        { "max-resident", required_argument, 0, O_MAX_RESIDENT },
         { "pull-workers", required_argument, 0, O_PULL },
         { "push-workers", required_argument, 0, O_PUSH },
         { "push-interval", required_argument, 0, O_INTERVAL },
@@ -338,7 +344,7 @@ int main(int argc, char **argv)
     const char *interval = NULL;
     uint64_t size = 0, chunk = R3_DEFAULT_CHUNK, min_alloc = 64 * 1024;
     uint64_t pull = 0, push = 1, fault = 2, interval_ms = 0;
-    uint64_t sync_timeout_ms = R3_PRELOAD_SYNC_TIMEOUT_MS;
+    uint64_t sync_timeout_ms = R3_PRELOAD_SYNC_TIMEOUT_MS, max_resident = 0;
     bool stats = false, probe = false, have_size = false, cow = false, keep = false;
     int c;
     opterr = 0;
@@ -364,6 +370,11 @@ int main(int argc, char **argv)
                 usage_error("--min-alloc must be at least 1");
             break;
         case O_COW: cow = true; break;
+        case O_MAX_RESIDENT:
+            max_resident = opt_size("max-resident", optarg);
+            if (max_resident == 0)
+                usage_error("--max-resident must be greater than 0");
+            break;
         case O_PULL: pull = opt_uint("pull-workers", optarg, 1024); break;
         case O_PUSH: push = opt_uint("push-workers", optarg, 1024); break;
         case O_FAULT: fault = opt_uint("fault-threads", optarg, 256); break;
@@ -422,6 +433,22 @@ int main(int argc, char **argv)
     if (cow && !(st->caps & R3_STRATEGY_COPY_ON_WRITE))
         usage_error("--copy-on-write: the %s strategy cannot keep writes local (the uffd strategy"
                     " can)", strategy);
+    if (max_resident && strcmp(strategy, "uffd") != 0)
+        usage_error("--max-resident: the %s strategy cannot evict (the uffd strategy can)", strategy);
+    if (max_resident && cow)
+        usage_error("--max-resident cannot be used with --copy-on-write (evicted writes would be lost)");
+    if (max_resident) {
+        /* The same minimum the region checks: the chunks in flight at once. */
+        const char *ra = getenv("R3_UFFD_READAHEAD");
+        uint64_t min = (fault ? fault : 2) * ((ra && *ra ? strtoull(ra, NULL, 10) : 16) + 1) + 4;
+        if (max_resident / chunk < min) {
+            char b1[32], b2[32];
+            usage_error("--max-resident %s is too small: at least %s (%llu chunks of %llu bytes can be"
+                        " in flight at once)", r3_fmt_size(max_resident, b1, sizeof b1),
+                        r3_fmt_size(min * chunk, b2, sizeof b2), (unsigned long long)min,
+                        (unsigned long long)chunk);
+        }
+    }
     if (have_size && size % chunk)
         usage_error("--size %llu is not a multiple of the chunk (%llu)", (unsigned long long)size,
                     (unsigned long long)chunk);
@@ -496,6 +523,8 @@ int main(int argc, char **argv)
     setenv("R3_SYNC_TIMEOUT", b, 1);
     if (cow)
         setenv("R3_COPY_ON_WRITE", "1", 1);
+    if (max_resident)
+        setenv_u("R3_MAX_RESIDENT", max_resident);
     if (image && !keep)
         setenv("R3_UNLINK_SOURCE", image, 1);   /* the shim unlinks it once open */
     if (prefetch)

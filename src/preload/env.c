@@ -97,6 +97,8 @@ int r3_preload_env_parse(struct r3_preload_env *e)
     if (!rc && v && *v && r3_util_parse_duration_ms(v, &e->sync_timeout_ms) < 0)
         rc = r3_error_prefix(-EINVAL, "R3_SYNC_TIMEOUT: ");
     e->copy_on_write = env_flag("R3_COPY_ON_WRITE");
+    if (!rc)
+        rc = env_size("R3_MAX_RESIDENT", 0, &e->max_resident);
     uint64_t ra;
     if (!rc && (rc = env_uint("R3_UFFD_READAHEAD", UINT64_MAX, 1u << 20, &ra)) == 0)
         e->uffd_readahead = ra == UINT64_MAX ? -1 : (int)ra;
@@ -136,6 +138,7 @@ void r3_preload_env_opts(const struct r3_preload_env *e, struct r3_region_opts *
     o->record_access = e->record_access;
     o->sync_timeout_ms = e->sync_timeout_ms;
     o->copy_on_write = e->copy_on_write;
+    o->max_resident = e->max_resident;
     o->uffd_readahead = e->uffd_readahead;
     o->uffd_no_first_page = e->uffd_no_first_page;
     o->uffd_no_poison = e->uffd_no_poison;

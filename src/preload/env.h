@@ -14,6 +14,8 @@
  *   R3_SYNC_TIMEOUT   bound on the final sync (and every sync): 60s default, 0s = none;
  *                     past it the shim says how much was not written back and exits 125
  *   R3_COPY_ON_WRITE  1: writes stay in the region, never reach the source
+ *   R3_MAX_RESIDENT   bytes of the region kept resident at most (uffd; 0 = no bound)
+ *   R3_TRACE_OPEN     append "open PID COMM" to this file when a process opens the region
  * Tuning and kernel-feature switches (tests, comparisons), not set by r3run
  * (it passes them through from its own environment):
  *   R3_UFFD_READAHEAD    chunks filled ahead of a sequential fault (default 16, 0 = off)
@@ -44,6 +46,7 @@ struct r3_preload_env {
     bool stats;
     uint64_t sync_timeout_ms;
     bool copy_on_write;
+    uint64_t max_resident;
     int uffd_readahead;           /* -1 = default */
     bool uffd_no_first_page, uffd_no_poison, uffd_no_wp_async;
     const char *filesync_detect, *nbd_mount;

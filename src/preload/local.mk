@@ -13,4 +13,4 @@ libr3preload_la_CFLAGS = -std=gnu11 $(WARN_CFLAGS) $(COV_CFLAGS) -pthread -ftls-
 libr3preload_la_LIBADD = $(CURL_LIBS) $(HIREDIS_LIBS) $(MSGPACK_LIBS) $(OPENSSL_LIBS) \
 	$(FUSE3_LIBS) $(XXHASH_LIBS) -ldl
 libr3preload_la_LDFLAGS = -module -avoid-version -shared -pthread $(COV_CFLAGS) \
-	-export-symbols-regex '^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|malloc_usable_size|_exit|_Exit|pthread_create)$$'
+	-export-symbols-regex '^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|malloc_usable_size|_exit|_Exit|pthread_create|sigaction|signal|mremap)$$'

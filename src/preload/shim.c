@@ -8,12 +8,19 @@
  * Only the process r3run started serves the region (R3_PID): a child that
  * execs inherits LD_PRELOAD but passes everything to glibc, and a forked
  * child stops placing new blocks in the region, so no two processes ever
- * open one source. At exit the region is synced (and stats printed).
+ * open one source. The region is opened lazily, at the first allocation
+ * that goes there: a chain of wrapper scripts that exec each other (same
+ * pid) opens nothing until the real program allocates. At exit, and when
+ * the program is ended by SIGTERM, SIGINT, SIGHUP or SIGQUIT while that
+ * signal's handler is the default one, the region is synced (and stats
+ * printed); the signal then ends the process as it would have.
  *
  * This file is the one place in r3 with global mutable state: a malloc
  * replacement has nowhere else to keep it. */
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +46,7 @@ extern void *__libc_pvalloc(size_t);
 
 static struct {
     atomic_int active;            /* new blocks may go to the region */
+    atomic_int armed;             /* this process may open the region (lazily) */
     uintptr_t lo;                 /* region range: set before active, kept after */
     size_t len;
     size_t min_alloc;
@@ -49,7 +57,14 @@ static struct {
     atomic_ulong fallbacks;       /* region full: glibc served a large block */
     size_t (*libc_usable)(void *);
     int errfd;                    /* our own stderr: programs close theirs at exit */
+    /* exits by signal: which of the terminating signals carry our handler,
+     * and the thread that syncs for it (a handler must not: it may have
+     * interrupted a thread inside malloc or holding a lock the sync needs) */
+    atomic_int ours[NSIG];
+    int sig_req[2], sig_done[2];
 } S;
+
+static int lazy_open(void);
 
 /* Set while this thread is inside the shim's own setup or teardown. */
 static __thread int busy __attribute__((tls_model("initial-exec")));
@@ -61,8 +76,11 @@ static inline bool in_region(const void *p)
 
 static inline bool want_region(size_t size)
 {
-    return size >= S.min_alloc && atomic_load_explicit(&S.active, memory_order_acquire) &&
-           !busy && !r3_thread_is_internal();
+    if (size < S.min_alloc || busy || r3_thread_is_internal())
+        return false;
+    if (atomic_load_explicit(&S.active, memory_order_acquire))
+        return true;
+    return atomic_load_explicit(&S.armed, memory_order_acquire) && lazy_open() == 0;
 }
 
 static void *region_alloc(size_t size, size_t align)
@@ -249,6 +267,28 @@ EXPORT size_t malloc_usable_size(void *p)
     return p ? usable(p) : 0;
 }
 
+/* mremap of region memory is refused with EINVAL (r3run(1) says so): the
+ * pages would leave the range r3 fills, tracks and writes back. Elsewhere
+ * it is the kernel's. */
+EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+    void *new_addr = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        new_addr = va_arg(ap, void *);
+        va_end(ap);
+    }
+    uintptr_t o = (uintptr_t)old, n = (uintptr_t)new_addr;
+    if (S.len && ((o < S.lo + S.len && o + old_len > S.lo) ||
+                  ((flags & MREMAP_FIXED) && n < S.lo + S.len && n + new_len > S.lo))) {
+        errno = EINVAL;
+        return MAP_FAILED;
+    }
+    long r = syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+    return (void *)r;
+}
+
 /* ---- threads started by r3's threads (a FUSE or NBD server's workers, a
  * library's helper threads) or while the shim opens the region are r3's
  * too: they serve the region, so they must never allocate from it. */
@@ -259,6 +299,15 @@ static void *internal_start(void *p)
     struct start s = *(struct start *)p;
     __libc_free(p);
     r3_thread_mark_internal();
+    /* The terminating signals are the program's threads' to take: an r3
+     * thread running the sync-on-signal handler could wait for itself. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     return s.fn(s.arg);
 }
 
@@ -286,30 +335,42 @@ EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(
     return rc;
 }
 
-/* ---- fork: the lock is held across it; the child never serves the region */
+/* ---- fork: the allocator's lock is held across it (so forks are one at a
+ * time), and the region is told (uffd: no fill lands in the parent while
+ * the child's copy of the page tables is made, so r3 knows exactly what the
+ * child got). The child keeps the region's memory as it was at the fork
+ * (copy-on-write; what it had not filled is served by the parent's r3
+ * threads), places no new blocks there and never syncs. */
 static void at_prepare(void)
 {
-    if (S.len)
+    if (S.len) {
         r3_palloc_lock(&S.pa);
+        if (atomic_load(&S.active))
+            r3_region_fork_prepare(S.region);
+    }
 }
 
 static void at_parent(void)
 {
-    if (S.len)
+    if (S.len) {
+        if (atomic_load(&S.active))
+            r3_region_fork_done(S.region);
         r3_palloc_unlock(&S.pa);
+    }
 }
 
 static void at_child(void)
 {
+    atomic_store(&S.armed, 0);
     if (!S.len)
         return;
     r3_palloc_unlock(&S.pa);
     atomic_store(&S.active, 0);
-    /* A uffd region is MADV_DONTFORK: the range is empty in the child, and
-     * glibc's next mmap could land in it, which free() would then route to
-     * the region. Reserve it (touching a region block in the child faults,
-     * as without the shim); a strategy whose mapping is inherited keeps it
-     * (NOREPLACE fails). */
+    /* A strategy whose mapping is not inherited (MADV_DONTFORK) leaves the
+     * range empty in the child, and glibc's next mmap could land in it,
+     * which free() would then route to the region. Reserve it (touching a
+     * region block there faults, as without the shim); an inherited
+     * mapping stays (NOREPLACE fails). */
     mmap((void *)S.lo, S.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
          MAP_FIXED_NOREPLACE, -1, 0);
 }
@@ -342,13 +403,18 @@ static void print_stats(const struct r3_region_stats *st)
             "pulled %.1f MiB\n", (unsigned long long)st->faults,
             (unsigned long long)st->chunks_fault, (unsigned long long)st->chunks_prefetch,
             mib(st->bytes_pulled));
+    if (S.env.max_resident)
+        say("r3run: max-resident %.1f MiB: chunks evicted %llu\n", mib(S.env.max_resident),
+            (unsigned long long)st->chunks_evicted);
     say("r3run: chunks pushed %llu (%.1f MiB), syncs %llu, "
             "fault wait p50 %.1f us, p99 %.1f us\n", (unsigned long long)st->chunks_pushed,
             mib(st->bytes_pushed), (unsigned long long)st->syncs,
             (double)st->fault_wait_p50_ns / 1e3, (double)st->fault_wait_p99_ns / 1e3);
-    r3_palloc_lock(&S.pa);
+    /* trylock: a signal may have stopped a thread holding it */
+    bool locked = pthread_mutex_trylock(&S.pa.lock) == 0;
     unsigned long long na = S.pa.nalloc, in_use = S.pa.in_use, peak = S.pa.peak;
-    r3_palloc_unlock(&S.pa);
+    if (locked)
+        r3_palloc_unlock(&S.pa);
     say("r3run: blocks placed in the region %llu (peak %.1f MiB, %.1f MiB at exit), "
             "large blocks left to glibc because the region was full %lu\n", na, mib(peak),
             mib(in_use), atomic_load(&S.fallbacks));
@@ -375,6 +441,10 @@ static int shim_final(void)
      * from threads of this process (a FUSE/NBD mount) must be torn down
      * here: exit would otherwise wait for their dead server forever. */
     bool close_it = S.env.record_access || strcmp(S.env.strategy, "uffd") != 0;
+    /* Forked children still running: closing hands them what they still
+     * lack (after this process, their missing pages would read zeros). */
+    if (rc == 0 && !close_it && r3_region_children(S.region) > 0)
+        close_it = true;
     if (rc == 0 && close_it) {
         void *base = S.region->base;
         size_t len = S.region->len;
@@ -431,6 +501,25 @@ static void on_region_error(void *arg, struct r3_region *r, int err, const char 
  * so nothing is left behind however the program ends. The program may exec
  * itself (same pid, the shim runs again): an inherited descriptor keeps
  * the file reachable for that as /proc/self/fd/N. */
+/* The image's descriptor inherited from an earlier program of this chain
+ * (bash exports the environment it started with, not the one the shim
+ * changed): "PATH (deleted)" among /proc/self/fd. -1 if none. */
+static int inherited_image_fd(const char *path)
+{
+    char want[4200], link[4200], name[64];
+    snprintf(want, sizeof want, "%s (deleted)", path);
+    for (int fd = 100; fd < 1024; fd++) {
+        snprintf(name, sizeof name, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(name, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = 0;
+        if (strcmp(link, want) == 0)
+            return fd;
+    }
+    return -1;
+}
+
 static void unlink_default_image(void)
 {
     const char *path = getenv("R3_UNLINK_SOURCE");
@@ -442,6 +531,8 @@ static void unlink_default_image(void)
         close(fd);
         fd = hi;
     }
+    if (fd < 0 && errno == ENOENT)
+        fd = inherited_image_fd(path);
     if (fd >= 0) {
         char *uri;
         const char *q = strchr(S.env.source, '?');
@@ -452,27 +543,199 @@ static void unlink_default_image(void)
     unsetenv("R3_UNLINK_SOURCE");
 }
 
-__attribute__((constructor)) static void shim_init(void)
+/* ---- exits by signal. SIGTERM, SIGINT, SIGHUP and SIGQUIT, while the
+ * program leaves them at SIG_DFL, carry r3's handler: it wakes the sync
+ * thread, waits for the region to be synced, puts SIG_DFL back and raises
+ * the signal again, so the process still dies of it (status, core rules).
+ * The program sees SIG_DFL when it asks; when it installs a handler of its
+ * own, that one replaces r3's (its exit then syncs as any exit does); when
+ * it sets SIG_DFL again, r3's comes back. SIGKILL cannot be caught: what
+ * was written since the last push round (--push-interval) is lost. */
+static const int term_sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
+
+static bool is_term_sig(int sig)
 {
-    S.errfd = -1;
-    if (!getenv("R3_SOURCE"))
-        return;                   /* not under r3run: glibc for everything */
-    const char *owner = getenv("R3_PID");
-    if (owner && strtol(owner, NULL, 10) != getpid())
-        return;                   /* a child of the program: glibc only */
-    busy = 1;
-    S.errfd = fcntl(2, F_DUPFD_CLOEXEC, 64);
-    S.libc_usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
-    if (r3_preload_env_parse(&S.env) < 0)
-        fail("bad environment");
+    for (size_t i = 0; i < sizeof term_sigs / sizeof term_sigs[0]; i++)
+        if (term_sigs[i] == sig)
+            return true;
+    return false;
+}
+
+static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
+
+static int call_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    if (!real_sigaction) {
+        busy++;
+        real_sigaction = (int (*)(int, const struct sigaction *, struct sigaction *))
+            dlsym(RTLD_NEXT, "sigaction");
+        busy--;
+        if (!real_sigaction) {
+            errno = ENOSYS;
+            return -1;
+        }
+    }
+    return real_sigaction(sig, act, old);
+}
+
+static void on_term_signal(int sig)
+{
+    int saved = errno;
+    if (getpid() == S.pid && atomic_load(&S.active) && S.sig_req[1] >= 0) {
+        char c = 1;
+        if (write(S.sig_req[1], &c, 1) == 1) {
+            while (read(S.sig_done[0], &c, 1) < 0 && errno == EINTR) {
+                /* wait for the sync */
+            }
+        }
+    }
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    atomic_store(&S.ours[sig], 0);
+    call_sigaction(sig, &dfl, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    raise(sig);                   /* pending: delivered when unblocked */
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    errno = saved;
+}
+
+static int shim_final(void);
+
+static void *signal_syncer(void *arg)
+{
+    (void)arg;
+    char c;
+    for (;;) {
+        ssize_t n = read(S.sig_req[0], &c, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return NULL;
+        shim_final();
+        if (write(S.sig_done[1], &c, 1) < 0) { /* the handler dies anyway */ }
+    }
+}
+
+static void install_term_handler(int sig)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term_signal;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    atomic_store(&S.ours[sig], 1);
+    if (call_sigaction(sig, &sa, NULL) < 0)
+        atomic_store(&S.ours[sig], 0);
+}
+
+/* At open: the sync thread, and r3's handler on each terminating signal
+ * the program leaves at SIG_DFL. */
+static void arm_signals(void)
+{
+    S.sig_req[0] = S.sig_req[1] = S.sig_done[0] = S.sig_done[1] = -1;
+    if (pipe2(S.sig_req, O_CLOEXEC) < 0)
+        return;
+    if (pipe2(S.sig_done, O_CLOEXEC) < 0) {
+        close(S.sig_req[0]);
+        close(S.sig_req[1]);
+        S.sig_req[0] = S.sig_req[1] = -1;
+        return;
+    }
+    pthread_t t;
+    if (r3_thread_create(&t, signal_syncer, NULL) < 0) {
+        r3_error_clear();
+        return;                   /* no handler: signals end the program unsynced, as before */
+    }
+    pthread_detach(t);
+    for (size_t i = 0; i < sizeof term_sigs / sizeof term_sigs[0]; i++) {
+        struct sigaction cur;
+        if (call_sigaction(term_sigs[i], NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
+            cur.sa_handler == SIG_DFL)
+            install_term_handler(term_sigs[i]);
+    }
+}
+
+EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    if (sig <= 0 || sig >= NSIG || !is_term_sig(sig) || getpid() != S.pid)
+        return call_sigaction(sig, act, old);
+    if (atomic_load(&S.ours[sig])) {
+        /* r3's handler is in place: the program sees SIG_DFL. */
+        if (old) {
+            memset(old, 0, sizeof *old);
+            old->sa_handler = SIG_DFL;
+        }
+        if (!act || (!(act->sa_flags & SA_SIGINFO) && act->sa_handler == SIG_DFL))
+            return 0;
+        atomic_store(&S.ours[sig], 0);
+        return call_sigaction(sig, act, NULL);
+    }
+    int rc = call_sigaction(sig, act, old);
+    if (rc == 0 && act && !(act->sa_flags & SA_SIGINFO) && act->sa_handler == SIG_DFL &&
+        atomic_load(&S.active) && S.sig_req[1] >= 0)
+        install_term_handler(sig);
+    return rc;
+}
+
+/* glibc's signal() calls its internal sigaction, out of reach: the same,
+ * with BSD semantics as glibc gives it. */
+EXPORT sighandler_t signal(int sig, sighandler_t h)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = h;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, sig);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(sig, &sa, &old) < 0)
+        return SIG_ERR;
+    return old.sa_handler;
+}
+
+/* R3_TRACE_OPEN=FILE: one line per region opened ("open PID COMM"), for
+ * tests of the lazy open. */
+static void trace_open(void)
+{
+    const char *path = getenv("R3_TRACE_OPEN");
+    if (!path || !*path)
+        return;
+    char comm[64] = "?";
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, comm, sizeof comm - 1);
+        comm[n > 0 ? n : 0] = 0;
+        comm[strcspn(comm, "\n")] = 0;
+        close(fd);
+    }
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        char line[128];
+        int n = snprintf(line, sizeof line, "open %d %s\n", (int)getpid(), comm);
+        if (write(fd, line, (size_t)n) < 0) { /* a trace only */ }
+        close(fd);
+    }
+}
+
+/* The first allocation that goes to the region opens it. Any failure ends
+ * the program (exit 125) with the reason: never a silent run on glibc. */
+static int lazy_open(void)
+{
+    static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&m);
+    if (atomic_load(&S.active) || !atomic_load(&S.armed) || getpid() != S.pid) {
+        pthread_mutex_unlock(&m);
+        return atomic_load(&S.active) ? 0 : -1;
+    }
+    busy++;
     struct r3_region_opts o;
     r3_region_opts_init(&o);
     r3_preload_env_opts(&S.env, &o);
     o.hooks.on_error = on_region_error;
     struct r3_source *src;
-    int orc = r3_source_open(S.env.source, &src);
-    unlink_default_image();
-    if (orc < 0)
+    if (r3_source_open(S.env.source, &src) < 0)
         fail("cannot open the source");
     if (r3_region_open(&o, src, &S.region) < 0)
         fail("cannot open the region");
@@ -482,15 +745,45 @@ __attribute__((constructor)) static void shim_init(void)
                  S.region->base, S.region->len);
         fail("cannot use the region");
     }
-    S.min_alloc = S.env.min_alloc;
     S.lo = (uintptr_t)S.region->base;
     S.len = S.region->len;
+    trace_open();
+    atomic_store_explicit(&S.active, 1, memory_order_release);
+    arm_signals();
+    busy--;
+    pthread_mutex_unlock(&m);
+    return 0;
+}
+
+__attribute__((constructor)) static void shim_init(void)
+{
+    S.errfd = -1;
+    S.sig_req[1] = -1;
+    if (!getenv("R3_SOURCE"))
+        return;                   /* not under r3run: glibc for everything */
+    const char *owner = getenv("R3_PID");
+    if (owner && strtol(owner, NULL, 10) != getpid())
+        return;                   /* a child of the program: glibc only */
+    busy = 1;
+    S.errfd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+    /* glibc's own, not the next one in line: a program linked with
+     * another allocator (redis with jemalloc) has that one's first, and it
+     * knows nothing of glibc's blocks. */
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    S.libc_usable = (size_t (*)(void *))dlsym(libc ? libc : RTLD_NEXT, "malloc_usable_size");
+    if (r3_preload_env_parse(&S.env) < 0)
+        fail("bad environment");
+    /* The default image goes now, whether or not the region is ever
+     * opened: nothing is left behind. */
+    unlink_default_image();
+    S.env.source = getenv("R3_SOURCE");
+    S.min_alloc = S.env.min_alloc;
     S.pid = getpid();
     char pid[24];
     snprintf(pid, sizeof pid, "%d", (int)S.pid);
     setenv("R3_PID", pid, 1);
     pthread_atfork(at_prepare, at_parent, at_child);
     atexit(shim_exit);
-    atomic_store_explicit(&S.active, 1, memory_order_release);
+    atomic_store_explicit(&S.armed, 1, memory_order_release);
     busy = 0;
 }

@@ -1,8 +1,9 @@
 /* Run under r3run: system() and fork() from a program whose large blocks
- * live in the region. The child (region not mapped there: MADV_DONTFORK)
- * must get glibc memory, may free region blocks (metadata only) and must
- * not sync; the parent's region data must survive, also while other
- * threads allocate across the forks. Prints a checksum of the region data. */
+ * live in the region. The child (the region is there as it was at the
+ * fork) must get glibc memory for new blocks, may free region blocks
+ * (metadata only) and must not sync; the parent's region data must
+ * survive, also while other threads allocate across the forks. Prints a
+ * checksum of the region data. */
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>

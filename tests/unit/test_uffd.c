@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -21,6 +22,12 @@
 #define GiB (1024 * MiB)
 
 static char *tmp;
+
+/* The pattern's byte at off (little-endian words). */
+static uint8_t up_byte(uint64_t off, uint32_t seed)
+{
+    return (uint8_t)(up_word(off & ~(uint64_t)7, seed) >> (8 * (off & 7)));
+}
 
 static void setup(void)
 {
@@ -550,31 +557,199 @@ START_TEST(test_source_error_sigbus_nopoison)
 }
 END_TEST
 
-/* Fork: the region is MADV_DONTFORK. A child that does not touch it runs
- * normally (fork+exec, system()); one that touches it gets SIGSEGV, never
- * zeros; the parent's region keeps working and syncing. */
+/* Fork: the child sees the region as it was at the fork. A chunk the
+ * parent had filled shows the parent's bytes of then; one it had not
+ * filled shows the source's bytes of then, even after the parent wrote it
+ * and synced (its pre-image is given to the child first). The child's own
+ * writes never reach the source; system() still works. */
 START_TEST(test_fork)
 {
     char *path = make_file("f.img", 8 * MiB, 71);
     struct r3_region *r = open_region(path, NULL);
     uint8_t *b = r->base;
-    ck_assert_int_eq(up_check(b, MiB, 0, 71), -1);
+    ck_assert_int_eq(up_check(b, MiB, 0, 71), -1);      /* first MiB filled */
+    b[4096] = 0x11;
     ck_assert_int_eq(system("true"), 0);
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    r3_region_fork_prepare(r);
     pid_t pid = fork();
     if (pid == 0) {
-        alarm(10);
-        signal(SIGSEGV, SIG_DFL);
-        _exit(b[4096] == 0 ? 5 : 6);        /* must not get here: SIGSEGV */
+        alarm(20);
+        close(go[1]);
+        char c;
+        if (read(go[0], &c, 1) != 0)
+            _exit(2);
+        if (b[4096] != 0x11 || b[8192] != up_byte(8192, 71))
+            _exit(3);                        /* filled at the fork */
+        if (up_check(b + 5 * MiB, MiB, 5 * MiB, 71) != -1)
+            _exit(4);                        /* not filled at the fork: the source's */
+        b[6 * MiB] = 0x99;                   /* private */
+        _exit(0);
     }
+    r3_region_fork_done(r);
+    close(go[0]);
+    b[4096] = 0x22;
+    memset(b + 5 * MiB, 0x77, MiB);
+    ck_assert_int_eq(r3_region_sync(r), 0);
+    close(go[1]);                            /* the child reads now */
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV, "child status 0x%x", st);
-    b[5 * MiB] = 0x77;
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
     ck_assert_int_eq(r3_region_close(r), 0);
     uint8_t c;
     file_read(path, &c, 1, 5 * MiB);
     ck_assert_uint_eq(c, 0x77);
+    file_read(path, &c, 1, 4096);
+    ck_assert_uint_eq(c, 0x22);
+    file_read(path, &c, 1, 6 * MiB);
+    ck_assert_uint_eq(c, up_byte(6 * MiB, 71));
     free(path);
+}
+END_TEST
+
+/* mremap of region memory by a library user (the shim refuses it): pages
+ * that were in move with their bytes; a page that was missing faults at
+ * its new place, outside the region: SIGBUS, never a hang or wrong data. */
+START_TEST(test_mremap_sigbus)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        signal(SIGBUS, SIG_DFL);
+        char *path = make_file("m.img", 8 * MiB, 61);
+        struct r3_region *r = open_region(path, NULL);
+        uint8_t *b = r->base;
+        if (up_check(b, r->chunk, 0, 61) != -1)
+            _exit(3);
+        /* two chunks: the first filled, the second never touched */
+        void *to = mmap(NULL, 2 * r->chunk, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *m = (void *)syscall(SYS_mremap, b, 2 * r->chunk, 2 * r->chunk,
+                                  MREMAP_MAYMOVE | MREMAP_FIXED, to);
+        if (m != to)
+            _exit(4);
+        if (up_check(m, r->chunk, 0, 61) != -1)
+            _exit(5);                        /* moved with its bytes */
+        volatile uint8_t *q = (uint8_t *)m + r->chunk;
+        (void)q[0];                          /* never filled: SIGBUS */
+        _exit(6);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "child status 0x%x", st);
+}
+END_TEST
+
+/* max_resident: every chunk written, read back and synced through a budget
+ * of a few chunks; too small a budget is refused with the minimum. */
+START_TEST(test_evict)
+{
+    char *path = make_file("e.img", 64 * MiB, 91);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.max_resident = MiB;
+    char *uri;
+    struct r3_source *src;
+    struct r3_region *r;
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    TU_OPEN(uri, &src);
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_msg(strstr(r3_last_error(), "too small") && strstr(r3_last_error(), "at least"),
+                  "%s", r3_last_error());
+    free(uri);
+    o.max_resident = 4 * MiB;
+    r = open_region(path, &o);
+    uint8_t *b = r->base;
+    ck_assert_int_eq(up_check(b, 64 * MiB, 0, 91), -1);
+    for (size_t off = 0; off < 64 * MiB; off += 4096)
+        b[off] ^= 0xff;
+    for (size_t off = 0; off < 64 * MiB; off += 4096)
+        ck_assert_uint_eq(b[off], (uint8_t)(up_byte(off, 91) ^ 0xff));
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_gt(st.chunks_evicted, 900);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    uint8_t *f = malloc(64 * MiB);
+    file_read(path, f, 64 * MiB, 0);
+    size_t bad = SIZE_MAX;
+    for (size_t off = 0; off < 64 * MiB && bad == SIZE_MAX; off++)
+        if (f[off] != (uint8_t)(up_byte(off, 91) ^ (off % 4096 ? 0 : 0xff)))
+            bad = off;
+    ck_assert_msg(bad == SIZE_MAX, "the file differs at %zu", bad);
+    free(f);
+    free(path);
+}
+END_TEST
+
+/* A source whose writes fail while evicting: reported once, the chunks
+ * stay resident with their bytes (nothing dropped that was not written
+ * back), the program goes on; once the source works again, sync writes
+ * everything. */
+struct flaky_source { struct r3_source src; uint8_t *data; _Atomic int fail; };
+
+static int flaky_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    memcpy(buf, ((struct flaky_source *)s)->data + off, len);
+    return 0;
+}
+
+static int flaky_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct flaky_source *x = (struct flaky_source *)s;
+    if (atomic_load(&x->fail))
+        return r3_error(-EIO, "test: the source refuses writes");
+    memcpy(x->data + off, buf, len);
+    return 0;
+}
+
+static void flaky_close(struct r3_source *s)
+{
+    (void)s;                    /* the test owns it */
+}
+
+static const struct r3_source_ops flaky_ops = {
+    .scheme = "flaky", .read = flaky_read, .write = flaky_write, .flush = bad_flush,
+    .close = flaky_close,
+};
+
+static _Atomic int evict_errors;
+static char evict_msg[512];
+
+static void on_evict_error(void *arg, struct r3_region *r, int err, const char *msg)
+{
+    (void)arg, (void)r, (void)err;
+    if (atomic_fetch_add(&evict_errors, 1) == 0)
+        snprintf(evict_msg, sizeof evict_msg, "%s", msg);
+}
+
+START_TEST(test_evict_source_error)
+{
+    static struct flaky_source x;
+    x.src = (struct r3_source){ .ops = &flaky_ops, .size = 32 * MiB, .align = 1,
+                                .flags = R3_SRC_PARALLEL };
+    x.data = calloc(1, 32 * MiB);
+    struct r3_region_opts o;
+    struct r3_region *r;
+    r3_region_opts_init(&o);
+    o.max_resident = 4 * MiB;
+    o.hooks.on_error = on_evict_error;
+    ck_assert_msg(r3_region_open(&o, &x.src, &r) == 0, "%s", r3_last_error());
+    atomic_store(&x.fail, 1);
+    uint8_t *b = r->base;
+    for (size_t off = 0; off < 16 * MiB; off += 4096)
+        b[off] = (uint8_t)(off >> 12);
+    for (size_t off = 0; off < 16 * MiB; off += 4096)
+        ck_assert_uint_eq(b[off], (uint8_t)(off >> 12));
+    ck_assert_int_ge(atomic_load(&evict_errors), 1);
+    ck_assert_msg(strstr(evict_msg, "cannot evict") && strstr(evict_msg, "stays resident"),
+                  "%s", evict_msg);
+    atomic_store(&x.fail, 0);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    for (size_t off = 0; off < 16 * MiB; off += 4096)
+        ck_assert_uint_eq(x.data[off], (uint8_t)(off >> 12));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(x.data);
 }
 END_TEST
 
@@ -871,6 +1046,9 @@ static Suite *suite(void)
     tcase_add_test(tc, test_source_error_sigbus_nopoison);
     tcase_add_test(tc, test_bad_opts);
     tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_evict);
+    tcase_add_test(tc, test_mremap_sigbus);
+    tcase_add_test(tc, test_evict_source_error);
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);

@@ -1,0 +1,332 @@
+/* Eviction (max_resident): a region larger than the memory it may use.
+ * Filled chunks are counted; when they pass a high-water mark an evictor
+ * thread takes chunks out, by CLOCK, until a low-water mark, so faults
+ * rarely wait (a fault only waits when the budget itself is reached).
+ *
+ * Taking chunk c out, without ever losing a write:
+ *  1. c goes FILLED -> EVICTING (faults on it wait for the end);
+ *  2. UFFDIO_MOVE moves its pages, atomically, to a one-chunk staging area
+ *     (registered, as MOVE wants, with a userfaultfd of its own that has no
+ *     events: dropping its pages sends the region's handlers nothing): a
+ *     write by the program lands either in the moved page or, after the
+ *     move, faults;
+ *  3. the moved bytes are written back to the source (pages the program
+ *     had removed are zeros); on a source error they are moved back and c
+ *     stays resident (reported once through on_error);
+ *  4. the staging pages are dropped (MADV_DONTNEED: no REMOVE event, see
+ *     2), the cache forgets c, c goes to 0: the
+ *     next touch faults it back from the source.
+ * Young bits: set when a chunk is filled or found written by a collect; the
+ * hand clears them and takes chunks whose bit is clear (reads after the
+ * fill are not seen: an approximation of LRU). Pages shared with a forked
+ * child cannot be moved (EBUSY): such a chunk stays until the child is
+ * gone. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+#include "uffd/uffd.h"
+
+uint64_t r3u_evict_min_chunks(unsigned fault_threads, unsigned readahead)
+{
+    return (uint64_t)fault_threads * (readahead + 1u) + 4u;
+}
+
+/* Move len bytes from src to dst (both page aligned), holes allowed.
+ * 0 or -errno; *moved gets the bytes done before an error. */
+static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size_t len,
+                size_t *moved)
+{
+    size_t done = 0;
+    unsigned again = 0;
+    *moved = 0;
+    while (done < len) {
+        struct uffdio_move mv = {
+            .dst = dst + done, .src = src + done, .len = len - done,
+            .mode = UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+        };
+        int rc = ioctl(fd, UFFDIO_MOVE, &mv);
+        int e = errno;
+        if (rc == 0) {
+            done = len;
+            break;
+        }
+        if (mv.move > 0) {
+            done += (size_t)mv.move;
+            continue;
+        }
+        if (e == EAGAIN && again++ < 100000) {
+            struct timespec ts = { 0, 20000 };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        *moved = done;
+        return -e;
+    }
+    *moved = done;
+    return 0;
+}
+
+/* Put the staging pages back where they came from (after a failure). */
+static void move_back(struct r3u_region *r, uint64_t off)
+{
+    size_t moved;
+    move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk, &moved);
+}
+
+static void report(struct r3u_region *r, int rc, uint64_t c)
+{
+    if (atomic_exchange(&r->evict_reported, 1) == 0 && r->hooks.on_error) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "uffd: cannot evict chunk %llu: %s; it stays resident (the"
+                 " region may go over its max_resident budget)", (unsigned long long)c,
+                 r3_last_error());
+        r->hooks.on_error(r->hooks.arg, &r->r, rc, msg);
+    }
+}
+
+/* 0 evicted, 1 skipped (not evictable now), -errno failed (stays). */
+static int evict_one(struct r3u_region *r, uint64_t c)
+{
+    uint8_t st = R3U_FILLED;
+    if (!atomic_compare_exchange_strong(&r->filled[c], &st, R3U_EVICTING))
+        return 1;
+    uint64_t off = c << r->chunk_shift;
+    size_t moved;
+    /* The gate is held from the move to the end of the write-back: a fork
+     * never sees the chunk's bytes neither in the region nor in the source. */
+    r3u_gate_enter(r);
+    int rc = move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off,
+                  r->r.chunk, &moved);
+    if (rc < 0) {
+        if (moved)
+            move_back(r, off);
+        atomic_store(&r->filled[c], R3U_FILLED);
+        r3u_bit_set(r->young, c);
+        r3u_gate_leave(r);
+        return rc == -EBUSY ? 1 : r3_error(rc, "UFFDIO_MOVE: %s", strerror(-rc));
+    }
+    /* What the program had there: present pages as moved, removed ones zeros. */
+    size_t np = r->r.chunk >> r->page_shift;
+    unsigned char vec[np];
+    const uint8_t *buf = r->staging;
+    if (mincore(r->staging, r->r.chunk, vec) == 0) {
+        bool all = true;
+        for (size_t i = 0; i < np && all; i++)
+            all = vec[i] & 1;
+        if (!all) {
+            for (size_t i = 0; i < np; i++) {
+                uint8_t *d = r->evict_buf + (i << r->page_shift);
+                if (vec[i] & 1)
+                    memcpy(d, (uint8_t *)r->staging + (i << r->page_shift), r->pagesz);
+                else
+                    memset(d, 0, r->pagesz);
+            }
+            buf = r->evict_buf;
+        }
+    } else {
+        rc = r3_error(-errno, "mincore: %s", strerror(errno));
+    }
+    size_t len = r->r.chunk;
+    if (off + len > r->remote_size)
+        len = off < r->remote_size ? (size_t)(r->remote_size - off) : 0;
+    if (rc == 0 && len)
+        rc = r3u_write_back(r, buf, len, off);
+    if (rc < 0) {
+        move_back(r, off);
+        atomic_store(&r->filled[c], R3U_FILLED);
+        r3u_bit_set(r->young, c);
+        r3u_gate_leave(r);
+        return rc;
+    }
+    madvise(r->staging, r->r.chunk, MADV_DONTNEED);
+    r3_cache_invalidate(r->p->cache, c);
+    /* the source now holds those zeros: a refill needs no zero pages */
+    for (uint64_t pg = off >> r->page_shift; pg < (off + r->r.chunk) >> r->page_shift; pg++)
+        r3u_bit_clear(r->zpage, pg);
+    r3u_bit_set(r->evicted, c);
+    r3u_bit_clear(r->young, c);
+    atomic_fetch_sub(&r->resident, 1);
+    atomic_fetch_add(&r->evictions, 1);
+    atomic_store(&r->filled[c], 0);
+    r3u_gate_leave(r);
+    return 0;
+}
+
+static void *evictor_main(void *arg)
+{
+    struct r3u_region *r = arg;
+    pthread_mutex_lock(&r->evict_m);
+    while (!r->evict_stop) {
+        if (atomic_load(&r->resident) <= r->evict_high) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 20 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&r->evict_cv, &r->evict_m, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&r->evict_m);
+        uint64_t scanned = 0, failed = 0;
+        while (atomic_load(&r->resident) > r->evict_low && !r->evict_stop &&
+               scanned < 4 * r->nchunks) {
+            uint64_t c = r->hand;
+            r->hand = (r->hand + 1) % r->nchunks;
+            scanned++;
+            if (atomic_load_explicit(&r->filled[c], memory_order_acquire) != R3U_FILLED)
+                continue;
+            if (r3u_bit(r->young, c)) {
+                r3u_bit_clear(r->young, c);
+                continue;
+            }
+            int rc = evict_one(r, c);
+            if (rc < 0) {
+                report(r, rc, c);
+                if (++failed > 8) {
+                    /* the source is failing: faults may go over the budget
+                     * (said by on_error) rather than wait; again later */
+                    atomic_store(&r->evict_failing, true);
+                    break;
+                }
+            } else if (rc == 0) {
+                atomic_store(&r->evict_failing, false);
+            }
+        }
+        pthread_mutex_lock(&r->evict_m);
+        if (failed > 8 || scanned >= 4 * r->nchunks) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 100 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&r->evict_cv, &r->evict_m, &ts);
+        }
+    }
+    pthread_mutex_unlock(&r->evict_m);
+    return NULL;
+}
+
+void r3u_evict_kick(struct r3u_region *r)
+{
+    if (!r->max_resident || atomic_load(&r->resident) <= r->evict_high)
+        return;
+    pthread_mutex_lock(&r->evict_m);
+    pthread_cond_signal(&r->evict_cv);
+    pthread_mutex_unlock(&r->evict_m);
+}
+
+void r3u_evict_wait_room(struct r3u_region *r)
+{
+    if (!r->max_resident)
+        return;
+    for (unsigned tries = 1; atomic_load(&r->resident) >= r->budget_chunks &&
+                             !atomic_load(&r->evict_failing); tries++) {
+        r3u_evict_kick(r);
+        atomic_fetch_add(&r->evict_waits, tries == 1);
+        r3u_layout_wait(r, tries);
+        if (atomic_load(&r->stopping))
+            return;
+    }
+}
+
+int r3u_evict_start(struct r3u_region *r, uint64_t max_resident, unsigned nh)
+{
+    char a[32], b[32];
+    uint64_t min = r3u_evict_min_chunks(nh, r->readahead);
+    r->budget_chunks = max_resident >> r->chunk_shift;
+    if (r->budget_chunks < min)
+        return r3_error(-EINVAL, "max_resident %s is too small: the chunks that can be in flight"
+                        " at once need at least %s (%llu chunks of %u bytes)",
+                        r3_fmt_size(max_resident, a, sizeof a),
+                        r3_fmt_size(min << r->chunk_shift, b, sizeof b),
+                        (unsigned long long)min, r->r.chunk);
+    if (r->cow)
+        return r3_error(-EINVAL, "max_resident cannot be used with copy_on_write: an evicted"
+                        " chunk's writes would have nowhere to go");
+    if (!(r->features & UFFD_FEATURE_MOVE))
+        return r3_error(-ENOTSUP, "max_resident needs UFFDIO_MOVE (Linux 6.8), which this kernel"
+                        " lacks");
+    uint64_t inflight = (uint64_t)nh * (r->readahead + 1u);
+    uint64_t slack = r->budget_chunks / 16 > 1 ? r->budget_chunks / 16 : 1;
+    r->evict_high = r->budget_chunks - inflight - 1;
+    r->evict_low = r->evict_high > slack ? r->evict_high - slack : 0;
+    r->max_resident = max_resident;
+    r->young = calloc((r->nchunks + 63) / 64, 8);
+    r->evicted = calloc((r->nchunks + 63) / 64, 8);
+    r->evict_buf = malloc(r->r.chunk);
+    void *m = mmap(NULL, 2 * (size_t)r->r.chunk, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (!r->young || !r->evicted || !r->evict_buf || m == MAP_FAILED)
+        return r3_error(-ENOMEM, "uffd: out of memory for eviction");
+    uintptr_t al = ((uintptr_t)m + r->r.chunk - 1) & ~((uintptr_t)r->r.chunk - 1);
+    r->staging_map = m;
+    r->staging = (void *)al;
+    madvise(r->staging, r->r.chunk, MADV_NOHUGEPAGE);
+    madvise(r->staging, r->r.chunk, MADV_DONTFORK);
+    struct uffdio_register reg = {
+        .range = { .start = al, .len = r->r.chunk }, .mode = UFFDIO_REGISTER_MODE_MISSING,
+    };
+    uint64_t got;
+    r->staging_uffd = r3_kernel_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_MOVE,
+                                          UFFD_FEATURE_MOVE, &got, NULL);
+    if (r->staging_uffd < 0)
+        return r3_error_prefix(r->staging_uffd, "uffd: eviction: ");
+    if (ioctl(r->staging_uffd, UFFDIO_REGISTER, &reg) < 0)
+        return r3_error(-errno, "uffd: cannot register the eviction staging area: %s",
+                        strerror(errno));
+    pthread_mutex_init(&r->evict_m, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->evict_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    r->evict_init = true;
+    int rc = r3_thread_create(&r->evict_thread, evictor_main, r);
+    if (rc < 0)
+        return rc;
+    r->evict_started = true;
+    return 0;
+}
+
+void r3u_evict_stop(struct r3u_region *r)
+{
+    if (r->evict_started) {
+        pthread_mutex_lock(&r->evict_m);
+        r->evict_stop = true;
+        pthread_cond_broadcast(&r->evict_cv);
+        pthread_mutex_unlock(&r->evict_m);
+        pthread_join(r->evict_thread, NULL);
+        r->evict_started = false;
+    }
+}
+
+void r3u_evict_free(struct r3u_region *r)
+{
+    r3u_evict_stop(r);
+    if (r->evict_init) {
+        pthread_mutex_destroy(&r->evict_m);
+        pthread_cond_destroy(&r->evict_cv);
+        r->evict_init = false;
+    }
+    if (r->staging_map)
+        munmap(r->staging_map, 2 * (size_t)r->r.chunk);
+    if (r->staging_uffd > 0)
+        close(r->staging_uffd);
+    r->staging_uffd = -1;
+    r->staging_map = r->staging = NULL;
+    free(r->young);
+    free(r->evicted);
+    free(r->evict_buf);
+    r->young = r->evicted = NULL;
+    r->evict_buf = NULL;
+}
