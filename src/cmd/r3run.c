@@ -41,6 +41,8 @@ static void usage(FILE *f)
 "  --max-resident SIZE  keep at most SIZE of the region in memory: chunks not used\n"
 "                       recently are written back and dropped, and fault back in\n"
 "                       from the source (uffd strategy; no background pulls)\n"
+"  --pipeline SPEC      stages between the source and the region, e.g.\n"
+"                       'delay:ms=10,stats' or 'chunk:size=1M,cache,pull:workers=16'\n"
 "  --chunk SIZE         unit of transfer and tracking, power of two >= 4K (default 64K)\n"
 "  --min-alloc SIZE     smallest allocation placed in the region (default 64K)\n"
 "  --pull-workers N     background prefetch workers (default 0)\n"
@@ -276,7 +278,7 @@ static const char *const managed[] = {
     "R3_SOURCE", "R3_STRATEGY", "R3_SIZE", "R3_CHUNK", "R3_MIN_ALLOC", "R3_PULL_WORKERS",
     "R3_PUSH_WORKERS", "R3_PUSH_INTERVAL", "R3_FAULT_THREADS", "R3_PREFETCH",
     "R3_RECORD_ACCESS", "R3_STATS", "R3_PID", "R3_SYNC_TIMEOUT", "R3_COPY_ON_WRITE",
-    "R3_UNLINK_SOURCE", "R3_MAX_RESIDENT", NULL,
+    "R3_UNLINK_SOURCE", "R3_MAX_RESIDENT", "R3_PIPELINE", NULL,
 };
 
 /* The default source: a sparse image of size bytes, created (mode 0600,
@@ -317,10 +319,11 @@ int main(int argc, char **argv)
 {
     enum { O_STRATEGY = 256, O_SOURCE, O_SIZE, O_CHUNK, O_MIN_ALLOC, O_PULL, O_PUSH,
            O_INTERVAL, O_FAULT, O_PREFETCH, O_RECORD, O_STATS, O_PROBE, O_SYNC_TIMEOUT,
-           O_COW, O_KEEP, O_MAX_RESIDENT };
+           O_COW, O_KEEP, O_MAX_RESIDENT, O_PIPELINE };
     static const struct option opts[] = {
         { "strategy", required_argument, 0, O_STRATEGY },
         { "source", required_argument, 0, O_SOURCE },
+        { "pipeline", required_argument, 0, O_PIPELINE },
         { "keep-image", no_argument, 0, O_KEEP },
         { "size", required_argument, 0, O_SIZE },
         { "chunk", required_argument, 0, O_CHUNK },
@@ -341,7 +344,7 @@ int main(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *strategy = "uffd", *source = NULL, *prefetch = NULL, *record = NULL;
-    const char *interval = NULL;
+    const char *interval = NULL, *pipeline = NULL;
     uint64_t size = 0, chunk = R3_DEFAULT_CHUNK, min_alloc = 64 * 1024;
     uint64_t pull = 0, push = 1, fault = 2, interval_ms = 0;
     uint64_t sync_timeout_ms = R3_PRELOAD_SYNC_TIMEOUT_MS, max_resident = 0;
@@ -370,6 +373,7 @@ int main(int argc, char **argv)
                 usage_error("--min-alloc must be at least 1");
             break;
         case O_COW: cow = true; break;
+        case O_PIPELINE: pipeline = optarg; break;
         case O_MAX_RESIDENT:
             max_resident = opt_size("max-resident", optarg);
             if (max_resident == 0)
@@ -475,6 +479,13 @@ int main(int argc, char **argv)
         struct r3_source *src;
         if (r3_source_open(source, &src) < 0)
             die("cannot open the source %s: %s", source, r3_last_error());
+        if (pipeline) {               /* a bad spec is said before the program starts */
+            struct r3_pipeline *pl;
+            if (r3_pipeline_parse(pipeline, src, &pl) < 0)
+                usage_error("--pipeline: %s", r3_last_error());
+            src = pl->top;            /* closing the top stage closes them all */
+            free(pl);
+        }
         uint64_t have = src->size;
         bool ro = src->flags & R3_SRC_RDONLY;
         r3_source_close(src);
@@ -486,6 +497,16 @@ int main(int argc, char **argv)
         if (!have_size && have % chunk)
             die("the source %s holds %llu bytes, not a multiple of the chunk (%llu); give --size",
                 source, (unsigned long long)have, (unsigned long long)chunk);
+    }
+
+    if (pipeline && !source) {        /* the spec's grammar, before the default image exists */
+        struct r3_source *m;
+        struct r3_pipeline *pl;
+        if (r3_source_open("mem:?size=16M", &m) < 0)
+            die("%s", r3_last_error());
+        if (r3_pipeline_parse(pipeline, m, &pl) < 0)
+            usage_error("--pipeline: %s", r3_last_error());
+        r3_pipeline_close(pl);
     }
 
     char *shim = find_shim();
@@ -523,6 +544,8 @@ int main(int argc, char **argv)
     setenv("R3_SYNC_TIMEOUT", b, 1);
     if (cow)
         setenv("R3_COPY_ON_WRITE", "1", 1);
+    if (pipeline)
+        setenv("R3_PIPELINE", pipeline, 1);
     if (max_resident)
         setenv_u("R3_MAX_RESIDENT", max_resident);
     if (image && !keep)

@@ -70,6 +70,9 @@ int r3_preload_env_parse(struct r3_preload_env *e)
     e->source = getenv("R3_SOURCE");
     if (!e->source || !*e->source)
         return r3_error(-EINVAL, "R3_SOURCE is not set");
+    e->pipeline = getenv("R3_PIPELINE");
+    if (e->pipeline && !*e->pipeline)
+        e->pipeline = NULL;
     e->strategy = getenv("R3_STRATEGY");
     if (!e->strategy || !*e->strategy)
         e->strategy = "uffd";

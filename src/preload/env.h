@@ -1,6 +1,7 @@
 /* The environment r3run hands to libr3preload.so: one variable per option.
  *   R3_SOURCE         source URI (required: without it the shim stays idle)
  *   R3_STRATEGY       strategy name (default uffd)
+ *   R3_PIPELINE       stages between the source and the region (r3_pipeline_parse grammar)
  *   R3_SIZE           region size, K/M/G/T suffixes (default: the source's size)
  *   R3_CHUNK          chunk size (default 64K)
  *   R3_MIN_ALLOC      smallest allocation placed in the region (default 64K)
@@ -39,6 +40,7 @@
 
 struct r3_preload_env {
     const char *source, *strategy;
+    const char *pipeline;         /* R3_PIPELINE: stages over the source (NULL = none) */
     uint64_t size, chunk, min_alloc;
     uint64_t pull_workers, push_workers, push_interval_ms, fault_threads;
     int prefetch;                 /* enum r3_prefetch */

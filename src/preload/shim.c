@@ -737,6 +737,13 @@ static int lazy_open(void)
     struct r3_source *src;
     if (r3_source_open(S.env.source, &src) < 0)
         fail("cannot open the source");
+    if (S.env.pipeline) {
+        struct r3_pipeline *pl;
+        if (r3_pipeline_parse(S.env.pipeline, src, &pl) < 0)    /* closes src on failure */
+            fail("cannot build the pipeline");
+        src = pl->top;                /* closing the top stage closes them all */
+        free(pl);
+    }
     if (r3_region_open(&o, src, &S.region) < 0)
         fail("cannot open the region");
     size_t page = (size_t)sysconf(_SC_PAGESIZE);

@@ -204,7 +204,7 @@ assert r[:3] == b'\x94\x01\x07' and b'unknown method' in r, r
 s.sendall(frame([0, 8, 'size', []])); r = read_frame(s); assert r[2] == 8 and r[3] == 0xc0, r
 s.sendall(frame([0, 9, 'track', []])); r = read_frame(s); assert b'not supported' in r, r
 s.sendall(frame([0, 10, 'read', [(64 << 20) - 10, 100]])); r = read_frame(s); assert b'past the end' in r, r
-s.sendall(frame([0, 11, 'read', [0, 1 << 30]])); r = read_frame(s); assert b'max-request' in r, r
+s.sendall(frame([0, 11, 'read', [0, 1 << 30]])); r = read_frame(s); assert b'largest request' in r, r
 s.close(); still_serving()
 
 s = conn(); s.sendall(struct.pack('>I', 0x7fffffff) + b'x' * 100)     # oversized
