@@ -43,7 +43,7 @@ rm -f "$T_DIR/back.bin"
 head -c 64M /dev/urandom > "$T_DIR/q.bin"
 truncate -s 256M "$T_DIR/q.bin"
 t_timeout 60 qemu-img convert -n -f raw -O raw "$T_DIR/q.bin" "$URI" || t_fail "qemu-img convert to NBD failed"
-t_timeout 60 qemu-img convert -f raw -O raw "$URI" "$T_DIR/q.out" || t_fail "qemu-img convert from NBD failed"
+t_timeout 60 qemu-img convert -f raw -O raw "$URI" "$T_DIR/q.out" || { tail -5 "$T_DIR/serve.log" >&2; t_fail "qemu-img convert from NBD failed"; }
 cmp "$T_DIR/q.bin" "$T_DIR/q.out" || t_fail "qemu-img convert: data differs"
 rm -f "$T_DIR/q.out" "$T_DIR/rand.bin"
 
