@@ -69,7 +69,8 @@ MODES = {
                   sources_samples=2,
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
                   fs_size="8M", fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
-                  pipe_size="16M", open_workers=[1, 16], budget=60),
+                  pipe_size="16M", open_workers=[1, 16], mig_size="32M", mig_shares=[10],
+                  mig_rtts=[0], budget=60),
     "quick": dict(runs=3, size="16M", lat_samples=100, lat_rtt_samples=10, rtts=[0, 5, 10, 20, 40],
                   workers=[1, 4, 16, 64, 256, 1024, 4096], pull=16,
                   chunks=["4K", "16K", "64K", "256K", "1M", "4M"],
@@ -78,14 +79,15 @@ MODES = {
                   open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 5, 10, 20],
                   cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=5,
                   sources_rtt_size="8M", rtt_size="32M",
-                  rtt_chunk="256K", rtt_pull=64,
-                  budget=600),
+                  rtt_chunk="256K", rtt_pull=64, mig_size="128M", mig_shares=[0, 1, 10, 50, 100],
+                  mig_rtts=[0, 10], cap_migration=1, budget=600),
     "full": dict(runs=10, size="256M", rtt_size="1G", rtt_chunk="1M", rtt_pull=64, lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
                  workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], pull=64,
                  chunks=["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M"],
                  dirty_sizes=["64M", "256M", "1G", "4G"], fs_size="1G", fio_seconds=10,
                  fio_size="1G", src_size="1G", wire_size="1G", pipe_size="1G",
-                 open_workers=[1, 4, 16, 64, 256, 1024, 4096], budget=4 * 3600),
+                 open_workers=[1, 4, 16, 64, 256, 1024, 4096], mig_size="1G",
+                 mig_shares=[0, 1, 10, 50, 100], mig_rtts=[0, 10], budget=4 * 3600),
 }
 
 
@@ -745,6 +747,48 @@ def exp_delta_sync(ctx):
         ctx.step()
 
 
+def exp_migration(ctx):
+    """bench/migrate: a uffd region moved between two regions of one process
+    over loopback r3://; per RTT it first reads the region through r3:// and
+    stop-and-copies it (the baselines), then migrates once per share of chunks
+    written again after TRACK. The share goes in the `source` column (percent)."""
+    size, shares, rtts = ctx.m["mig_size"], ctx.m["mig_shares"], ctx.m["mig_rtts"]
+    ctx.note("region %s, chunk 64 KiB, 16 pull workers; `source` is the share of chunks written again "
+             "after TRACK (%%); downtime: A paused -> B usable; total: leech open -> RELEASE; "
+             "total_vs_read: total / reading the region through r3:// with the same workers" % size)
+    runs = ctx.runs_for("migration")
+    ctx.begin(runs * len(rtts))
+    for run in range(runs):
+        for rtt in rtts:
+            rows = ctx.run_csv([ctx.engine("migrate"), "--size", size, "--chunk", "64K", "--workers", "16",
+                                "--rewrite", ",".join(str(x) for x in shares), "--delay-ms", str(rtt)],
+                               timeout=900, header_prefix="mode,")
+            for r in rows:
+                kw = dict(transport="r3", rtt_ms=rtt, workers=16, chunk=int(r["chunk"]),
+                          size=int(r["size"]), run=run)
+                if r["equal"] == "no":
+                    ctx.problem("run %d, RTT %d ms, %s%s: B's bytes differ from A's at the pause; left out" %
+                                (run, rtt, r["mode"], " %s%%" % r["rewrite_pct"] if r["mode"] == "migrate"
+                                 else ""))
+                    continue
+                if r["mode"] == "read":
+                    ctx.add(strategy="read", metric="total_s", value=float(r["read_s"]), unit="s", **kw)
+                elif r["mode"] == "stopcopy":
+                    ctx.add(strategy="stop-and-copy", metric="stop_and_copy_downtime_ms",
+                            value=float(r["stopcopy_downtime_ms"] or r["downtime_ms"]), unit="ms", **kw)
+                elif r["mode"] == "migrate":
+                    share = "%g" % float(r["rewrite_pct"])
+                    ctx.add(strategy="migrate", source=share, metric="downtime_ms",
+                            value=float(r["downtime_ms"]), unit="ms", **kw)
+                    ctx.add(strategy="migrate", source=share, metric="total_s",
+                            value=float(r["total_s"]), unit="s", **kw)
+                    ctx.add(strategy="migrate", source=share, metric="total_vs_read",
+                            value=float(r["total_over_read"]), unit="ratio", **kw)
+                    ctx.add(strategy="migrate", source=share, metric="dirty_chunks",
+                            value=float(r["dirty_chunks"] or 0), unit="chunks", **kw)
+            ctx.step()
+
+
 def exp_nbd_server(ctx):
     ctx.begin(ctx.runs)
     env = dict(os.environ, SIZE=ctx.m["size"], FIO_SECONDS=str(ctx.m["fio_seconds"]),
@@ -796,7 +840,10 @@ EXPERIMENTS = [
         exp_pull_workers, dict(metric="read_throughput", x="workers", ylabel="MB/s", logx=True,
                                logy=True)),
     Exp(11, "migration", "Migration: downtime and total time against share re-written",
-        "study ch. migration", None, status="not available (migration is being built; issue 12)"),
+        "study ch. migration", exp_migration,
+        dict(kind="dual", metrics=[("downtime_ms", "downtime (ms)", "x1y1"), ("total_s", "total (s)", "x1y2")],
+             x="source", series="rtt_ms", xlabel="share of chunks written again after TRACK (%)",
+             ylabel="downtime (ms)", y2label="total migration time (s)")),
     Exp(12, "uffd-chunk", "uffd chunk size 4 KiB-4 MiB beside the minimal 4 KiB handler",
         "r3 only", exp_uffd_chunk,
         dict(metric="read_throughput", x="chunk", ylabel="MB/s", logx=True)),
@@ -842,6 +889,8 @@ def read_csv(out):
 
 
 def series_name(r):
+    if r["experiment"] == "migration" and r["source"]:   # there `source` is the share re-written
+        return "%s %s%% re-written" % (r["strategy"], r["source"])
     parts = [r["strategy"]]
     for k in ("source", "transport"):
         if r[k] and r[k] not in ("mem", "delay") or (k == "source" and r[k] and r["strategy"] in
@@ -870,9 +919,13 @@ def plot(out, quiet=False):
     status = 0
     for e in EXPERIMENTS:
         spec = e.plot
-        mine = [r for r in rows if r["experiment"] == e.name and r["metric"] == spec.get("metric")
+        metrics = [m[0] for m in spec.get("metrics", [])] or [spec.get("metric")]
+        mine = [r for r in rows if r["experiment"] == e.name and r["metric"] in metrics
                 and all(r[k] == v for k, v in spec.get("where", {}).items())]
         if not mine:
+            continue
+        if spec.get("kind") == "dual":
+            status |= plot_dual(pdir, e, spec, mine)
             continue
         groups = {}
         for r in mine:
@@ -937,6 +990,44 @@ def plot(out, quiet=False):
                 status = 1
     if not quiet:
         sys.stderr.write("%s: plots in %s\n" % (NAME, pdir))
+    return status
+
+
+def plot_dual(pdir, e, spec, mine):
+    """Two metrics against one x, each on its own y axis (x1y1, x1y2), one
+    line per value of spec["series"] and metric (medians over runs)."""
+    groups = {}
+    for r in mine:
+        groups.setdefault((r["metric"], r[spec["series"]]), {}).setdefault(r[spec["x"]], []).append(
+            float(r["value"]))
+    base = os.path.join(pdir, e.name)
+    gp = ["set datafile separator ','", "set key outside right top", "set grid",
+          "set title \"%d. %s\" noenhanced" % (e.num, e.title.replace('"', "'")),
+          "set xlabel \"%s\" noenhanced" % spec.get("xlabel", spec["x"]),
+          "set ylabel \"%s\" noenhanced" % spec.get("ylabel", ""),
+          "set y2label \"%s\" noenhanced" % spec.get("y2label", ""), "set ytics nomirror", "set y2tics",
+          "set yrange [0:*]", "set y2range [0:*]"]
+    plots = []
+    for i, (metric, label, axes) in enumerate(spec["metrics"]):
+        for j, ser in enumerate(sorted((k[1] for k in groups if k[0] == metric), key=lambda x: float(x or 0))):
+            pts = groups[(metric, ser)]
+            data = "%s.%d.%d.dat" % (base, i, j)
+            with open(data, "w") as f:
+                for x in sorted(pts, key=lambda x: float(x or 0)):
+                    f.write("%s,%g\n" % (x, median(pts[x])))
+            plots.append("'%s' using 1:2 axes %s with linespoints lw 2 dt %d title \"%s, %s %s\" noenhanced"
+                         % (data, axes, i + 1, label, "RTT" if spec["series"] == "rtt_ms" else spec["series"],
+                            ser + (" ms" if spec["series"] == "rtt_ms" else "")))
+    status = 0
+    for term, ext in (("svg size 900,540 dynamic", "svg"), ("pngcairo size 900,540", "png")):
+        script = "\n".join(["set terminal " + term, "set output '%s.%s'" % (base, ext)] + gp +
+                           ["plot " + ", ".join(plots)]) + "\n"
+        with open("%s.%s.gp" % (base, ext), "w") as f:
+            f.write(script)
+        r = subprocess.run(["gnuplot", "%s.%s.gp" % (base, ext)], stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0 or not os.path.getsize("%s.%s" % (base, ext)):
+            sys.stderr.write("%s: plot %s.%s failed: %s\n" % (NAME, e.name, ext, r.stderr.strip()))
+            status = 1
     return status
 
 
