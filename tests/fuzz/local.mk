@@ -106,3 +106,9 @@ fuzz fuzz-smoke:
 	@echo "make $@: configure with --enable-fuzz (needs clang with libFuzzer)"; exit 1
 endif
 .PHONY: fuzz fuzz-smoke
+
+# tests/chaos: SIGKILL the server of each path mid-write, then read every
+# acknowledged round back through another path (8 rounds per path here;
+# tests/chaos/run.sh --rounds N for longer runs).
+dist_check_SCRIPTS += tests/chaos/run.sh
+TESTS += tests/chaos/run.sh
