@@ -4,11 +4,11 @@
 # tests/fuzz/corpus/<target>/. Every build also has tests/fuzz/replay_<target>
 # (make check): the target's code replaying its seeds and every input fuzzing
 # found (tests/fuzz/regress/<target>/), without libFuzzer.
-FUZZ_NAMES = wire_frame wire_server wire_client uri redis_reply redis_cluster s3 access_log dir_meta
+FUZZ_NAMES = wire_frame wire_server wire_client uri redis_reply redis_cluster s3 access_log dir_meta nbd_client nbd_server
 FUZZ_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(HIREDIS_CFLAGS)
 FUZZ_LIBS = libr3.la $(MSGPACK_LIBS) $(HIREDIS_LIBS)
 noinst_HEADERS += tests/fuzz/fuzz.h
-EXTRA_DIST += tests/fuzz/smoke.sh tests/fuzz/seeds.py tests/fuzz/corpus tests/fuzz/regress
+EXTRA_DIST += tests/fuzz/smoke.sh tests/fuzz/seeds.py tests/fuzz/corpus tests/fuzz/regress tests/fuzz/known
 
 check_PROGRAMS += tests/fuzz/replay_wire_frame
 tests_fuzz_replay_wire_frame_SOURCES = tests/fuzz/replay.c tests/fuzz/wire_frame.c
@@ -55,9 +55,19 @@ tests_fuzz_replay_dir_meta_SOURCES = tests/fuzz/replay.c tests/fuzz/dir_meta.c
 tests_fuzz_replay_dir_meta_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"dir_meta"'
 tests_fuzz_replay_dir_meta_LDADD = $(FUZZ_LIBS)
 TESTS += tests/fuzz/replay_dir_meta
+check_PROGRAMS += tests/fuzz/replay_nbd_client
+tests_fuzz_replay_nbd_client_SOURCES = tests/fuzz/replay.c tests/fuzz/nbd_client.c
+tests_fuzz_replay_nbd_client_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"nbd_client"'
+tests_fuzz_replay_nbd_client_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_nbd_client
+check_PROGRAMS += tests/fuzz/replay_nbd_server
+tests_fuzz_replay_nbd_server_SOURCES = tests/fuzz/replay.c tests/fuzz/nbd_server.c
+tests_fuzz_replay_nbd_server_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"nbd_server"'
+tests_fuzz_replay_nbd_server_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_nbd_server
 
 if R3_FUZZ
-FUZZ_PROGS = tests/fuzz/fuzz_wire_frame tests/fuzz/fuzz_wire_server tests/fuzz/fuzz_wire_client tests/fuzz/fuzz_uri tests/fuzz/fuzz_redis_reply tests/fuzz/fuzz_redis_cluster tests/fuzz/fuzz_s3 tests/fuzz/fuzz_access_log tests/fuzz/fuzz_dir_meta
+FUZZ_PROGS = tests/fuzz/fuzz_wire_frame tests/fuzz/fuzz_wire_server tests/fuzz/fuzz_wire_client tests/fuzz/fuzz_uri tests/fuzz/fuzz_redis_reply tests/fuzz/fuzz_redis_cluster tests/fuzz/fuzz_s3 tests/fuzz/fuzz_access_log tests/fuzz/fuzz_dir_meta tests/fuzz/fuzz_nbd_client tests/fuzz/fuzz_nbd_server
 noinst_PROGRAMS += $(FUZZ_PROGS)
 tests_fuzz_fuzz_wire_frame_SOURCES = tests/fuzz/wire_frame.c
 tests_fuzz_fuzz_wire_frame_CFLAGS = $(FUZZ_CFLAGS)
@@ -95,6 +105,14 @@ tests_fuzz_fuzz_dir_meta_SOURCES = tests/fuzz/dir_meta.c
 tests_fuzz_fuzz_dir_meta_CFLAGS = $(FUZZ_CFLAGS)
 tests_fuzz_fuzz_dir_meta_LDADD = $(FUZZ_LIBS)
 tests_fuzz_fuzz_dir_meta_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_nbd_client_SOURCES = tests/fuzz/nbd_client.c
+tests_fuzz_fuzz_nbd_client_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_nbd_client_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_nbd_client_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_nbd_server_SOURCES = tests/fuzz/nbd_server.c
+tests_fuzz_fuzz_nbd_server_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_nbd_server_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_nbd_server_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 
 FUZZ_SECONDS = 30
 fuzz: $(FUZZ_PROGS)

@@ -6,6 +6,23 @@
 #include "fuzz.h"
 #include "sources/redis.h"
 
+/* r3 reads CLUSTER SLOTS with its bounded reader (r3_redis_reply, a 32 MiB
+ * budget); plain hiredis would allocate any array size a reply announces,
+ * so the harness bounds arrays the same way before they reach apply. */
+static redisReplyObjectFunctions fns;
+static const redisReplyObjectFunctions *dflt;
+
+#if HIREDIS_MAJOR >= 1
+static void *bounded_array(const redisReadTask *t, size_t n)
+#else
+static void *bounded_array(const redisReadTask *t, int n)
+#endif
+{
+    if (n > 65536)
+        return NULL;
+    return dflt->createArray(t, n);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 65536)
@@ -32,6 +49,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         void *rep = NULL;
         if (!rd)
             FUZZ_DIE("out of memory");
+        if (!dflt) {
+            static redisReplyObjectFunctions copy;
+            copy = *rd->fn;
+            dflt = &copy;
+            fns = copy;
+            fns.createArray = bounded_array;
+        }
+        rd->fn = &fns;
         redisReaderFeed(rd, (const char *)nl + 1, size - l1 - 1);
         if (redisReaderGetReply(rd, &rep) == REDIS_OK && rep) {
             pthread_rwlock_wrlock(&r->maplock);

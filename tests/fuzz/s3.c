@@ -70,7 +70,19 @@ static void serve(int fd, const uint8_t *data, size_t size, bool first)
     if (!p)
         return;                                     /* no answers left: close */
     const char *q = memmem(p, (size_t)(e - p), SEP, 4);
-    fuzz_write_all(fd, p, (size_t)((q ? q : e) - p));
+    size_t n = (size_t)((q ? q : e) - p);
+    /* libcurl 7.88.1 (Debian 12) reads freed memory on some folded header
+     * lines (a line starting with a space or tab): not r3's bug (reproduced
+     * without r3, see tests/fuzz/known/README), so no answer folds lines. */
+    char *a = malloc(n ? n : 1);
+    if (!a)
+        FUZZ_DIE("out of memory");
+    memcpy(a, p, n);
+    for (size_t i = 1; i < n; i++)
+        if (a[i - 1] == '\n' && (a[i] == ' ' || a[i] == '\t'))
+            a[i] = 'X';
+    fuzz_write_all(fd, a, n);
+    free(a);
     shutdown(fd, SHUT_WR);
     fuzz_drain(fd);
 }

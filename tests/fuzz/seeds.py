@@ -135,6 +135,44 @@ seed("dir_meta", "meta_size", bytes([1 | 4]) + b"1048576 65536\n")
 seed("dir_meta", "meta_chunk", bytes([2]) + b"1048576 65536\n")
 seed("dir_meta", "small", bytes([4]) + b"8192 4096\n")
 
+# nbd_client: byte 0 = request (0 read 512, 1 write 512, 2 flush, 3 read 4096);
+# the server's handshake, "@@@@", then its replies (first cookie: 1 << 16)
+P = struct.pack
+REPM = P('>Q', 0x0003e889045565a9)
+def optrep(o, t, d=b""):
+    return REPM + P('>III', o, t, len(d)) + d
+greet = b"NBDMAGIC" + b"IHAVEOPT" + P('>H', 3)
+info_exp = optrep(7, 3, P('>HQH', 0, 65536, 1 | 4 | 32 | 64))
+info_bs = optrep(7, 3, P('>HIII', 3, 1, 4096, 1 << 20))
+ack = lambda o: optrep(o, 1)
+hs_struct = greet + ack(8) + info_exp + info_bs + ack(7)
+hs_simple = greet + optrep(8, 0x80000001) + info_exp + ack(7)
+ck = 1 << 16
+simple = lambda err, data=b"": P('>IIQ', 0x67446698, err, ck) + data
+def chunk(flags, typ, payload):
+    return P('>IHHQI', 0x668e33ef, flags, typ, ck, len(payload)) + payload
+seed("nbd_client", "read_structured", b"\x00" + hs_struct + b"@@@@" + chunk(1, 1, P('>Q', 0) + b"d" * 512))
+seed("nbd_client", "read_hole", b"\x00" + hs_struct + b"@@@@" + chunk(0, 2, P('>QI', 0, 256)) + chunk(1, 1, P('>Q', 256) + b"e" * 256))
+seed("nbd_client", "read_error", b"\x00" + hs_struct + b"@@@@" + chunk(1, 0x8001, P('>IH', 5, 4) + b"oops"))
+seed("nbd_client", "read_simple", b"\x00" + hs_simple + b"@@@@" + simple(0, b"s" * 512))
+seed("nbd_client", "write", b"\x01" + hs_struct + b"@@@@" + simple(0))
+seed("nbd_client", "flush_err", b"\x02" + hs_simple + b"@@@@" + simple(5))
+seed("nbd_client", "read4k", b"\x03" + hs_struct + b"@@@@" + chunk(1, 1, P('>Q', 0) + b"f" * 4096))
+seed("nbd_client", "go_unsup", b"\x00" + greet + ack(8) + optrep(7, 0x80000001) + P('>QH', 65536, 1) + b"@@@@")
+seed("nbd_client", "unknown_export", b"\x00" + greet + ack(8) + optrep(7, 0x80000006, b"no such export"))
+
+# nbd_server: byte 0 odd = the target negotiates first (bit 1: structured replies); then requests
+def nreq(typ, off, ln, cookie, flags=0, data=b""):
+    return P('>IHHQQI', 0x25609513, flags, typ, cookie, off, ln) + data
+def copt(o, d=b""):
+    return b"IHAVEOPT" + P('>II', o, len(d)) + d
+seed("nbd_server", "rw", b"\x03" + nreq(1, 0, 512, 1, 0, b"w" * 512) + nreq(0, 0, 512, 2) + nreq(3, 0, 0, 3) + nreq(2, 0, 0, 4))
+seed("nbd_server", "trim_zero", b"\x01" + nreq(4, 4096, 4096, 1) + nreq(6, 8192, 4096, 2, 1) + nreq(5, 0, 4096, 3) + nreq(0, 65000, 1000, 4))
+seed("nbd_server", "negotiate", b"\x00" + P('>I', 3) + copt(3) + copt(6, P('>I', 0) + P('>H', 1) + P('>H', 3)) +
+     copt(10, P('>I', 0) + P('>I', 1) + P('>I', 15) + b"base:allocation") + copt(8) + copt(7, P('>I', 0) + P('>H', 0)) + nreq(7, 0, 4096, 9))
+seed("nbd_server", "export_name", b"\x00" + P('>I', 1) + copt(1, b"") + nreq(0, 0, 16, 1))
+seed("nbd_server", "abort", b"\x00" + P('>I', 3) + copt(5) + copt(99, b"x" * 10) + copt(2))
+
 top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 for t, seeds in out.items():
     d = os.path.join(top, t)
