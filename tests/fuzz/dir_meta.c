@@ -17,6 +17,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(dir, sizeof dir, "/tmp/r3fuzz-dir-XXXXXX");
     if (!mkdtemp(dir))
         FUZZ_DIE("mkdtemp: %s", strerror(errno));
+    fuzz_rm_at_exit(dir);
     return 0;
 }
 

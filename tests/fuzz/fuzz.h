@@ -35,6 +35,38 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
     int nanosleep(const struct timespec *req, struct timespec *rem) \
     { (void)req; (void)rem; sched_yield(); return 0; }
 
+/* ---- files to remove at exit (sockets, scratch directories) */
+
+static char fuzz_rm_paths[8][128];
+
+static inline void fuzz_rm_all(void)
+{
+    for (int i = 0; i < 8; i++) {
+        if (!fuzz_rm_paths[i][0])
+            continue;
+        if (unlink(fuzz_rm_paths[i]) < 0 && errno == EISDIR) {
+            char cmd[300];
+            snprintf(cmd, sizeof cmd, "rm -rf '%.200s'", fuzz_rm_paths[i]);
+            if (system(cmd) != 0)
+                fprintf(stderr, "fuzz: cannot remove %s\n", fuzz_rm_paths[i]);
+        }
+    }
+}
+
+/* Remove path (a file, a socket or a directory tree) when the process exits. */
+static inline void fuzz_rm_at_exit(const char *path)
+{
+    static bool registered;
+    for (int i = 0; i < 8; i++) {
+        if (!fuzz_rm_paths[i][0]) {
+            snprintf(fuzz_rm_paths[i], sizeof fuzz_rm_paths[i], "%s", path);
+            break;
+        }
+    }
+    if (!registered && atexit(fuzz_rm_all) == 0)
+        registered = true;
+}
+
 /* ---- the fake peer */
 
 /* What a connection of the fake peer does with the current input: it gets
@@ -125,6 +157,7 @@ static inline struct fuzz_peer *fuzz_peer_start(bool unix_sock, fuzz_conn_fn fn)
         p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *)&a, sizeof a) < 0)
             FUZZ_DIE("cannot bind %s: %s", p->path, strerror(errno));
+        fuzz_rm_at_exit(p->path);
     } else {
         struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t al = sizeof a;

@@ -25,6 +25,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         FUZZ_DIE("mem source: %s", r3_last_error());
     snprintf(sock, sizeof sock, "/tmp/r3fuzz-nbd-%d.sock", (int)getpid());
     unlink(sock);
+    fuzz_rm_at_exit(sock);
     char listen[128];
     snprintf(listen, sizeof listen, "unix:%s", sock);
     static struct r3_nbd_export ex = { .name = "" };

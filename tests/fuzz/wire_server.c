@@ -23,6 +23,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         FUZZ_DIE("mem source: %s", r3_last_error());
     snprintf(sock, sizeof sock, "/tmp/r3fuzz-server-%d.sock", (int)getpid());
     unlink(sock);
+    fuzz_rm_at_exit(sock);
     char listen[128];
     snprintf(listen, sizeof listen, "unix:%s", sock);
     struct r3_wire_server_opts o = { .src = src, .listen = listen, .max_request = 65536,
