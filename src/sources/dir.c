@@ -223,7 +223,7 @@ int r3_dir_open(const struct r3_uri *u, struct r3_source **out)
         else if (r3_uri_param(u, "chunk") && chunk != mchunk)
             rc = r3_error(-EINVAL, "dir: %s uses chunk %llu, not chunk=%u", u->path,
                           (unsigned long long)mchunk, chunk);
-        else if (!r3_is_pow2(mchunk) || mchunk < 4096 || msize == 0 || msize % mchunk)
+        else if (!r3_is_pow2(mchunk) || mchunk < 4096 || mchunk > (1u << 30) || msize == 0 || msize % mchunk)
             rc = r3_error(-EINVAL, "dir: %s/" DIR_META " is corrupt", u->path);
         size = msize;
         chunk = (uint32_t)mchunk;

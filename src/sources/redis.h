@@ -77,6 +77,10 @@ int  r3_redis_node_index(struct redis_source *r, const char *host, int port);
 /* Parse "MOVED 3999 127.0.0.1:6381" / "ASK ..." into slot and node index
  * (adding the node). 1 = MOVED, 2 = ASK, 0 = not a redirection, <0 error. */
 int  r3_redis_redirect(struct redis_source *r, const char *err, unsigned *slot, unsigned *node);
+/* Apply one CLUSTER SLOTS reply (from = the host asked, for "" / "?" hosts);
+ * caller holds maplock for write. 0 or -errno. (An entry point of its own
+ * so tests/fuzz/redis_cluster.c can feed it.) */
+int  r3_redis_apply_slots(struct redis_source *r, redisReply *rep, const char *from);
 /* Reload the slot map with CLUSTER SLOTS from any reachable node. */
 int  r3_redis_refresh(struct redis_source *r);
 /* The node serving key (cluster) or node 0 (single server). */

@@ -75,7 +75,7 @@ int r3_redis_redirect(struct redis_source *r, const char *err, unsigned *slot, u
 #define SLOTS_BUDGET (32u << 20)
 
 /* Apply one CLUSTER SLOTS reply; 0 or -errno. from = host we asked. */
-static int apply_slots(struct redis_source *r, redisReply *rep, const char *from)
+int r3_redis_apply_slots(struct redis_source *r, redisReply *rep, const char *from)
 {
     if (rep->type != REDIS_REPLY_ARRAY)
         return r3_error(-EIO, "%s: CLUSTER SLOTS: unexpected reply", r->name);
@@ -138,7 +138,7 @@ int r3_redis_refresh(struct redis_source *r)
             return rc;
         }
         pthread_rwlock_wrlock(&r->maplock);
-        rc = apply_slots(r, rep, node->host);
+        rc = r3_redis_apply_slots(r, rep, node->host);
         if (rc == 0)
             r->map_gen++;
         pthread_rwlock_unlock(&r->maplock);

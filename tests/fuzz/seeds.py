@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora tests/fuzz/corpus/<target>/ (small valid messages,
+as the real clients and servers send them: the frames follow src/wire/frame.c,
+the RESP and HTTP answers what redis-server and s3rver send). Run from the
+source tree: python3 tests/fuzz/seeds.py"""
+import os, struct
+
+def mp(o):
+    """A tiny msgpack encoder (the subset r3 uses)."""
+    if o is None: return b'\xc0'
+    if isinstance(o, bool): return b'\xc3' if o else b'\xc2'
+    if isinstance(o, int):
+        if o < 128: return bytes([o])
+        if o < 256: return b'\xcc' + bytes([o])
+        if o < 65536: return b'\xcd' + struct.pack('>H', o)
+        if o < 2**32: return b'\xce' + struct.pack('>I', o)
+        return b'\xcf' + struct.pack('>Q', o)
+    if isinstance(o, str):
+        b = o.encode()
+        return (bytes([0xa0 | len(b)]) if len(b) < 32 else b'\xd9' + bytes([len(b)])) + b
+    if isinstance(o, bytes):
+        return (b'\xc4' + bytes([len(o)]) if len(o) < 256 else b'\xc5' + struct.pack('>H', len(o))) + o
+    if isinstance(o, list):
+        return bytes([0x90 | len(o)]) + b''.join(mp(x) for x in o)
+    if isinstance(o, dict):
+        return bytes([0x80 | len(o)]) + b''.join(mp(k) + mp(v) for k, v in o.items())
+    raise TypeError(o)
+
+def frame(o):
+    p = mp(o)
+    return struct.pack('>I', len(p)) + p
+
+class Bin:
+    """A bin header whose data follows outside the packed object (write requests, read replies)."""
+
+def req(i, method, off=None, ln=None, data=None):
+    if data is not None:
+        return frame([0, i, method, [off, data]])
+    if off is None:
+        return frame([0, i, method, []])
+    return frame([0, i, method, [off, ln]])
+
+def rep(i, err=None, val=None):
+    return frame([1, i, None if err is None else [err[0], err[1]], val])
+
+chello = frame(["r3", 1, {"export": "fuzz", "client": 42}])
+shello = frame(["r3", 1, {"size": 65536, "align": 1, "flags": 0, "max_request": 1048576}])
+shello_err = frame(["r3", 1, {"error": [2, "r3serve: no such export 'x'"]}])
+
+out = {}
+def seed(target, name, data):
+    out.setdefault(target, []).append((name, data))
+
+# wire_frame: payloads (the decoder gets a frame without its 4-byte header)
+for n, f in [("client_hello", chello), ("server_hello", shello), ("server_hello_error", shello_err),
+             ("read", req(1, "read", 0, 4096)), ("write", req(2, "write", 4096, data=b"abcdefgh")),
+             ("size", req(3, "size")), ("flush", req(4, "flush")),
+             ("reply_data", rep(1, None, b"0123456789abcdef")), ("reply_val", rep(3, None, 65536)),
+             ("reply_nil", rep(4)), ("reply_err", rep(5, (28, "r3serve: write past the end")))]:
+    seed("wire_frame", n, f[4:])
+
+# wire_server: byte 0 odd = the target sends a valid hello first
+seed("wire_server", "requests", b"\x01" + req(1, "size") + req(2, "write", 0, data=b"hello") +
+     req(3, "read", 0, 5) + req(4, "flush") + req(5, "track") + req(6, "nope"))
+seed("wire_server", "client_id", b"\x03" + req(1, "read", 65530, 6) + req(2, "read", 65536, 1))
+seed("wire_server", "own_hello", b"\x00" + chello + req(1, "read", 0, 16) + req(2, "write", 8, data=b"x" * 300))
+seed("wire_server", "bad_version", b"\x00" + frame(["r3", 2, {"export": "fuzz"}]))
+seed("wire_server", "too_big", b"\x01" + struct.pack('>I', 0x7fffffff))
+
+# wire_client: byte 0 picks the call (0 read 16, 1 read 4096, 2 write 16, 3 flush)
+seed("wire_client", "read16", b"\x00" + shello + rep(1, None, b"r" * 16))
+seed("wire_client", "read4k", b"\x01" + shello + rep(1, None, b"R" * 4096))
+seed("wire_client", "write", b"\x02" + shello + rep(1))
+seed("wire_client", "flush", b"\x03" + shello + rep(1))
+seed("wire_client", "error", b"\x00" + shello + rep(1, (5, "r3serve: I/O error")))
+seed("wire_client", "dropped", b"\x00" + shello + rep(0, (71, "r3serve: bad frame")))
+seed("wire_client", "hello_error", b"\x00" + shello_err)
+
+# uri
+for i, u in enumerate([b"r3://127.0.0.1:7000/export?conns=4&timeout=2s&chunk=64K",
+                       b"r3s://[::1]:7001/e?ca=/etc/ca.pem&cert=c.pem&key=k.pem",
+                       b"r3+unix:///export?socket=/run/r3.sock",
+                       b"redis://user:pa%40ss@localhost:6379/prefix?size=1G&chunk=64K&db=2&cluster=0",
+                       b"s3://bucket/some/prefix?endpoint=http://127.0.0.1:4568&size=16M&region=eu-west-1",
+                       b"dir:///var/lib/r3/x?size=1T&chunk=1M", b"mem:?size=4M", b"file:///tmp/a%20b?size=10G",
+                       b"nbd://host:10809/name?timeout=500ms&connect_timeout=1m"]):
+    seed("uri", "uri%d" % i, u)
+
+# redis_reply: byte 0 = auth (bits 0-1: none, password, user+password, db=3) | op << 2
+chunk = b"C" * 4096
+seed("redis_reply", "new_read", bytes([0]) + b"$-1\r\n+OK\r\n$4096\r\n" + chunk + b"\r\n$-1\r\n")
+seed("redis_reply", "meta_read", bytes([0]) + b"$13\r\nr3 16384 4096\r\n$4096\r\n" + chunk + b"\r\n$5\r\nshort\r\n")
+seed("redis_reply", "auth_range", bytes([1 | 4]) + b"+OK\r\n$13\r\nr3 16384 4096\r\n$96\r\n" + b"a" * 96 + b"\r\n$4\r\nbbbb\r\n")
+seed("redis_reply", "user_set", bytes([2 | 8]) + b"+OK\r\n$13\r\nr3 16384 4096\r\n+OK\r\n")
+seed("redis_reply", "db_setrange", bytes([3 | 12]) + b"+OK\r\n$13\r\nr3 16384 4096\r\n:13\r\n")
+seed("redis_reply", "noauth", bytes([3]) + b"+OK\r\n-NOAUTH Authentication required.\r\n")
+seed("redis_reply", "errors", bytes([0]) + b"$13\r\nr3 16384 4096\r\n-TRYAGAIN\r\n-LOADING x\r\n-MOVED 1 127.0.0.1:1\r\n*2\r\n:1\r\n:2\r\n")
+seed("redis_reply", "bad_meta", bytes([0]) + b"$9\r\nr3 0 4096\r\n")
+
+# redis_cluster: a redirection line, then a CLUSTER SLOTS reply
+def slots(ranges):
+    s = b"*%d\r\n" % len(ranges)
+    for lo, hi, host, port in ranges:
+        s += b"*3\r\n:%d\r\n:%d\r\n*3\r\n$%d\r\n%s\r\n:%d\r\n$40\r\n%s\r\n" % (lo, hi, len(host), host, port, b"f" * 40)
+    return s
+seed("redis_cluster", "moved", b"MOVED 3999 127.0.0.1:6381\n" + slots([(0, 16383, b"127.0.0.1", 7000)]))
+seed("redis_cluster", "ask", b"ASK 12182 10.0.0.7:7002\n" + slots([(0, 5460, b"127.0.0.1", 7000), (5461, 10922, b"127.0.0.1", 7001), (10923, 16383, b"", 7002)]))
+seed("redis_cluster", "ipv6", b"MOVED 1 ::1:7003\n" + slots([(0, 16383, b"?", 7000)]))
+seed("redis_cluster", "unknown", b"MOVED 5 :7004\n-ERR This instance has cluster support disabled\r\n")
+
+# s3: byte 0 = op (bits 0-1) | size given (bit 2); answers separated by @@@@
+def http(code, body=b"", reason=b"X", extra=b""):
+    return b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s\r\n" % (code, reason, len(body), extra) + body
+ok = http(200, reason=b"OK")
+meta = http(200, b"r3 16384 4096", b"OK")
+err403 = http(403, b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+nokey = http(404, b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>")
+S = b"@@@@"
+seed("s3", "read", bytes([0]) + S.join([ok, meta, http(200, b"D" * 4096, b"OK"), nokey]))
+seed("s3", "new_ranged", bytes([1 | 4]) + S.join([ok, nokey, ok, http(206, b"r" * 100, b"Partial Content")]))
+seed("s3", "put_retry", bytes([2]) + S.join([ok, meta, http(503, b"<Error><Code>SlowDown</Code></Error>"), ok]))
+seed("s3", "rmw", bytes([3]) + S.join([ok, meta, http(200, b"o" * 4096, b"OK"), ok]))
+seed("s3", "denied", bytes([0]) + S.join([err403]))
+seed("s3", "no_bucket", bytes([0]) + S.join([http(404)]))
+seed("s3", "range_ignored", bytes([1]) + S.join([ok, meta, http(200, b"w" * 4096, b"OK")]))
+
+# access_log: byte 0 = chunks - 1
+seed("access_log", "log", bytes([15]) + b"r3-access-log 1\nchunk 65536\n3\n1\n7\n3\n")
+seed("access_log", "comments", bytes([3]) + b"r3-access-log 1\r\n# hot first\r\n\r\nchunk 65536\r\n0\r\n2\r\n")
+seed("access_log", "bad_chunk", bytes([7]) + b"r3-access-log 1\nchunk 4096\n1\n")
+
+# dir_meta: byte 0 = URI (bits 0-1) | write (bit 2)
+seed("dir_meta", "meta", bytes([0]) + b"1048576 65536\n")
+seed("dir_meta", "meta_size", bytes([1 | 4]) + b"1048576 65536\n")
+seed("dir_meta", "meta_chunk", bytes([2]) + b"1048576 65536\n")
+seed("dir_meta", "small", bytes([4]) + b"8192 4096\n")
+
+# nbd_client: byte 0 = request (0 read 512, 1 write 512, 2 flush, 3 read 4096);
+# the server's handshake, "@@@@", then its replies (first cookie: 1 << 16)
+P = struct.pack
+REPM = P('>Q', 0x0003e889045565a9)
+def optrep(o, t, d=b""):
+    return REPM + P('>III', o, t, len(d)) + d
+greet = b"NBDMAGIC" + b"IHAVEOPT" + P('>H', 3)
+info_exp = optrep(7, 3, P('>HQH', 0, 65536, 1 | 4 | 32 | 64))
+info_bs = optrep(7, 3, P('>HIII', 3, 1, 4096, 1 << 20))
+ack = lambda o: optrep(o, 1)
+hs_struct = greet + ack(8) + info_exp + info_bs + ack(7)
+hs_simple = greet + optrep(8, 0x80000001) + info_exp + ack(7)
+ck = 1 << 16
+simple = lambda err, data=b"": P('>IIQ', 0x67446698, err, ck) + data
+def chunk(flags, typ, payload):
+    return P('>IHHQI', 0x668e33ef, flags, typ, ck, len(payload)) + payload
+seed("nbd_client", "read_structured", b"\x00" + hs_struct + b"@@@@" + chunk(1, 1, P('>Q', 0) + b"d" * 512))
+seed("nbd_client", "read_hole", b"\x00" + hs_struct + b"@@@@" + chunk(0, 2, P('>QI', 0, 256)) + chunk(1, 1, P('>Q', 256) + b"e" * 256))
+seed("nbd_client", "read_error", b"\x00" + hs_struct + b"@@@@" + chunk(1, 0x8001, P('>IH', 5, 4) + b"oops"))
+seed("nbd_client", "read_simple", b"\x00" + hs_simple + b"@@@@" + simple(0, b"s" * 512))
+seed("nbd_client", "write", b"\x01" + hs_struct + b"@@@@" + simple(0))
+seed("nbd_client", "flush_err", b"\x02" + hs_simple + b"@@@@" + simple(5))
+seed("nbd_client", "read4k", b"\x03" + hs_struct + b"@@@@" + chunk(1, 1, P('>Q', 0) + b"f" * 4096))
+seed("nbd_client", "go_unsup", b"\x00" + greet + ack(8) + optrep(7, 0x80000001) + P('>QH', 65536, 1) + b"@@@@")
+seed("nbd_client", "unknown_export", b"\x00" + greet + ack(8) + optrep(7, 0x80000006, b"no such export"))
+
+# nbd_server: byte 0 odd = the target negotiates first (bit 1: structured replies); then requests
+def nreq(typ, off, ln, cookie, flags=0, data=b""):
+    return P('>IHHQQI', 0x25609513, flags, typ, cookie, off, ln) + data
+def copt(o, d=b""):
+    return b"IHAVEOPT" + P('>II', o, len(d)) + d
+seed("nbd_server", "rw", b"\x03" + nreq(1, 0, 512, 1, 0, b"w" * 512) + nreq(0, 0, 512, 2) + nreq(3, 0, 0, 3) + nreq(2, 0, 0, 4))
+seed("nbd_server", "trim_zero", b"\x01" + nreq(4, 4096, 4096, 1) + nreq(6, 8192, 4096, 2, 1) + nreq(5, 0, 4096, 3) + nreq(0, 65000, 1000, 4))
+seed("nbd_server", "negotiate", b"\x00" + P('>I', 3) + copt(3) + copt(6, P('>I', 0) + P('>H', 1) + P('>H', 3)) +
+     copt(10, P('>I', 0) + P('>I', 1) + P('>I', 15) + b"base:allocation") + copt(8) + copt(7, P('>I', 0) + P('>H', 0)) + nreq(7, 0, 4096, 9))
+seed("nbd_server", "export_name", b"\x00" + P('>I', 1) + copt(1, b"") + nreq(0, 0, 16, 1))
+seed("nbd_server", "abort", b"\x00" + P('>I', 3) + copt(5) + copt(99, b"x" * 10) + copt(2))
+
+top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+for t, seeds in out.items():
+    d = os.path.join(top, t)
+    os.makedirs(d, exist_ok=True)
+    for n, data in seeds:
+        with open(os.path.join(d, n), "wb") as f:
+            f.write(data)
+print("wrote", sum(len(v) for v in out.values()), "seeds for", len(out), "targets")
