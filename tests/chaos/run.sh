@@ -4,11 +4,11 @@
 # random moment and restarted; after every restart, every acknowledged round
 # must read back byte-identical through a different path than it was
 # written. Paths:
-#   r3     r3cat put r3://  -> r3serve -> dir://     read back: dir:// directly
-#   redis  r3cat put redis:// (appendfsync always)   read back: redis-cli GET
+#   r3     r3check put r3://  -> r3serve -> dir://     read back: dir:// directly
+#   redis  r3check put redis:// (appendfsync always)   read back: redis-cli GET
 # A round writes one 64 KiB region (a chunk) in random pieces with a delay
 # between them, so the kill lands mid-transfer; it is acknowledged when
-# r3cat exits 0 (the data was written and flushed). A round that failed
+# r3check exits 0 (the data was written and flushed). A round that failed
 # makes its region unknown until a later round rewrites it.
 # Prints rounds, kills, acknowledged rounds and bytes lost per path; fails
 # on any loss, on a command that hangs past its deadline, or on a server
@@ -31,7 +31,7 @@ case $ROUNDS in ''|*[!0-9]*) echo "run.sh: --rounds needs a number" >&2; exit 2 
 t_need python3
 t_need cmp
 SERVE="$top_builddir/r3serve"
-CAT="$top_builddir/tests/r3cat"
+CAT="$top_builddir/tests/r3check"
 D=$T_DIR
 REG=65536
 NREG=16

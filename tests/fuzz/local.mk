@@ -6,7 +6,7 @@
 # found (tests/fuzz/regress/<target>/), without libFuzzer.
 FUZZ_NAMES = wire_frame wire_server wire_client uri redis_reply redis_cluster s3 access_log dir_meta nbd_client nbd_server
 FUZZ_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(HIREDIS_CFLAGS)
-FUZZ_LIBS = libr3.la $(MSGPACK_LIBS) $(HIREDIS_LIBS)
+FUZZ_LIBS = libr3core.la $(MSGPACK_LIBS) $(HIREDIS_LIBS)
 noinst_HEADERS += tests/fuzz/fuzz.h
 EXTRA_DIST += tests/fuzz/smoke.sh tests/fuzz/seeds.py tests/fuzz/corpus tests/fuzz/regress tests/fuzz/known
 
