@@ -1,0 +1,76 @@
+#!/bin/bash
+# r3mount --seed / --leech with a real program (issue 12): sqlite3 commits
+# rows into a database file on A's seeding mount while B pulls it (B's pull
+# is slowed so the inserts land after TRACK, in chunks B already holds);
+# B finalizes, and only then B's file appears: PRAGMA integrity_check is ok
+# on B and every row committed on A is there, read through B's own mount.
+# After RELEASE a write on A fails (EIO). B's copy is kept in a file://
+# (--local), which must hold the same bytes as B's file.
+source "$top_srcdir/tests/integration/lib.sh"
+[ -c /dev/fuse ] || t_skip "no /dev/fuse (FUSE is not available in this kernel/container)"
+for t in sqlite3 cmp; do t_need $t; done
+R3MOUNT="$top_builddir/r3mount"
+D=$T_DIR
+mkdir -p "$D/a" "$D/b"
+trap '"$R3MOUNT" -u "$D/b" 2>/dev/null; "$R3MOUNT" -u "$D/a" 2>/dev/null; t_cleanup' EXIT
+
+# Usage errors of the new flags
+"$R3MOUNT" --seed 127.0.0.1:1 --leech r3://127.0.0.1:1/ "$D/b" 2>"$D/err"; [ $? -eq 2 ] || t_fail "--seed --leech"
+"$R3MOUNT" --local mem: "mem:?size=1M" "$D/b" 2>"$D/err"; [ $? -eq 2 ] || t_fail "--local without --leech"
+"$R3MOUNT" --leech --finalize-at 101 r3://127.0.0.1:1/ "$D/b" 2>"$D/err"; [ $? -eq 2 ] || t_fail "--finalize-at 101"
+
+# A: a 64 MiB file holding a fresh database, mounted and seeded
+rm -f "$D/new.db"
+sqlite3 "$D/new.db" "CREATE TABLE t(i INTEGER PRIMARY KEY, v TEXT);" || t_fail "sqlite3 create"
+head -c 64M /dev/zero >"$D/a.img"
+dd if="$D/new.db" of="$D/a.img" conv=notrunc 2>/dev/null
+P=$(t_free_port)
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P --log "$D/a.log" "file://$D/a.img" "$D/a") \
+    || t_fail "r3mount --seed"
+ins() {   # FROM TO: one committed transaction a row
+    local i sql="PRAGMA journal_mode=MEMORY;"
+    for i in $(seq "$1" "$2"); do sql="$sql INSERT INTO t(v) VALUES('row $i');"; done
+    sqlite3 "$fa" "$sql" >/dev/null
+}
+ins 1 50 || t_fail "inserts on A before the move"
+
+# B: leech (each request delayed, so the pull takes seconds), kept in a file
+t_bg t_timeout 120 "$R3MOUNT" --mount fuse --leech --delay 10ms --pull-workers 4 --local "file://$D/b.img" \
+    --log "$D/b.log" "r3://127.0.0.1:$P/" "$D/b" >"$D/b.out" 2>"$D/b.err"
+LEECH=$T_LAST_PID
+for i in $(seq 1 400); do grep -q "pulling" "$D/b.err" 2>/dev/null && break; sleep 0.025; done
+grep -q "pulling" "$D/b.err" || t_fail "the leecher shows no progress: $(cat "$D/b.err")"
+# After TRACK: more commits on A, each one a transaction (header page, which B holds already)
+for k in $(seq 51 10 141); do ins $k $((k + 9)) || t_fail "inserts on A during the pull"; done
+[ -e "$D/b/disk" ] && t_fail "B's file appeared before the finalize"
+wait $LEECH || t_fail "r3mount --leech: $(cat "$D/b.err")"
+fb=$(cat "$D/b.out")
+[ "$fb" = "$D/b/disk" ] || t_fail "r3mount --leech printed '$fb' ($(cat "$D/b.err"))"
+grep -q "finalized after" "$D/b.err" || t_fail "no totals line: $(cat "$D/b.err")"
+dt=$(sed -n 's/.*downtime \([0-9.]*\) ms.*/\1/p' "$D/b.err")
+[ -n "$dt" ] || t_fail "no downtime line: $(cat "$D/b.err")"
+t_log "downtime $dt ms; $(grep finalized "$D/b.err")"
+
+# B: the database is whole, and every committed row is there
+[ "$(sqlite3 "$fb" 'PRAGMA integrity_check;')" = ok ] || t_fail "integrity_check on B"
+[ "$(sqlite3 "$fb" 'SELECT count(*), min(i), max(i) FROM t;')" = "150|1|150" ] \
+    || t_fail "rows on B: $(sqlite3 "$fb" 'SELECT count(*), min(i), max(i) FROM t;')"
+[ "$(sqlite3 "$fb" "SELECT v FROM t WHERE i = 137;")" = "row 137" ] || t_fail "row 137 on B"
+# B's file is B's: it takes writes
+sqlite3 "$fb" "PRAGMA journal_mode=MEMORY; INSERT INTO t(v) VALUES('on B');" >/dev/null || t_fail "insert on B"
+
+# Every chunk reaches B, the seeder is released; A's writers then get EIO
+for i in $(seq 1 600); do grep -q "released" "$D/b.log" 2>/dev/null && break; sleep 0.05; done
+grep -q "released" "$D/b.log" || t_fail "B never held every chunk: $(cat "$D/b.log")"
+for i in $(seq 1 100); do grep -q "EIO" "$D/a.log" 2>/dev/null && break; sleep 0.05; done
+grep -q "EIO" "$D/a.log" || t_fail "A was not told of the release: $(cat "$D/a.log")"
+dd if=/dev/zero of="$fa" bs=4096 count=1 conv=notrunc,fsync 2>"$D/dd" && t_fail "a write on A after RELEASE succeeded"
+t_log "A after RELEASE: $(tail -1 "$D/dd")"
+
+# The kept copy (--local file) holds B's bytes (read through another path)
+sqlite3 "$fb" "SELECT 1;" >/dev/null
+"$R3MOUNT" -u "$D/b" || t_fail "unmount B"
+[ "$(sqlite3 "$D/b.img" "SELECT count(*) FROM t; PRAGMA integrity_check;" | tr '\n' ' ')" = "151 ok " ] \
+    || t_fail "the --local copy: $(sqlite3 "$D/b.img" "SELECT count(*) FROM t;")"
+"$R3MOUNT" -u "$D/a" 2>/dev/null
+exit 0
