@@ -688,6 +688,11 @@ int main(int argc, char **argv)
         perror("r3mount: pipe");
         return 1;
     }
+    if (o.leech) {
+        /* SIGUSR1 to the waiting parent finalizes the daemon's leech now */
+        struct sigaction sa = { .sa_handler = forward_usr1, .sa_flags = SA_RESTART };
+        sigaction(SIGUSR1, &sa, NULL);
+    }
     pid_t pid = fork();
     if (pid < 0) {
         perror("r3mount: fork");
@@ -708,12 +713,7 @@ int main(int argc, char **argv)
         _exit(run(&o, p[1]));
     }
     close(p[1]);
-    if (o.leech) {
-        /* SIGUSR1 to this waiting parent finalizes the daemon's leech now */
-        leech_child = pid;
-        struct sigaction sa = { .sa_handler = forward_usr1, .sa_flags = SA_RESTART };
-        sigaction(SIGUSR1, &sa, NULL);
-    }
+    leech_child = pid;
     char msg[1200];
     ssize_t n = 0, r;
     while ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0)

@@ -172,6 +172,8 @@ static int do_finalize(struct r3_seeder *s, uint64_t session, uint64_t *val)
             r3m_gate_set(s->gate, R3M_GATE_OPEN);
         r3_error_prefix(rc, "seeder: before_finalize refused: ");
     } else if (s->o.sync && (rc = s->r ? r3_region_sync(s->r) : r3_source_flush(s->view.inner)) < 0) {
+        if (s->gate)
+            r3m_gate_set(s->gate, R3M_GATE_OPEN);
         r3_error_prefix(rc, "seeder: the sync at FINALIZE failed: ");
     } else {
         uint64_t *l = NULL;
@@ -194,6 +196,8 @@ static int do_finalize(struct r3_seeder *s, uint64_t session, uint64_t *val)
                 s->o.after_finalize(s->o.arg, s->r, l, n);
         } else {
             r3_error_prefix(rc, "seeder: cannot find the written chunks: ");
+            if (s->gate)
+                r3m_gate_set(s->gate, R3M_GATE_OPEN);    /* not finalized: A goes on */
         }
         free(l);
     }

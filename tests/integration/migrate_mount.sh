@@ -1,8 +1,9 @@
 #!/bin/bash
 # r3mount --seed / --leech with a real program (issue 12): sqlite3 commits
-# rows into a database file on A's seeding mount while B pulls it (B's pull
-# is slowed so the inserts land after TRACK, in chunks B already holds);
-# B finalizes, and only then B's file appears: PRAGMA integrity_check is ok
+# rows into a database file on A's seeding mount (nbd-managed) while B pulls
+# it (B's pull is slowed so the inserts land after TRACK, in chunks B already
+# holds); B finalizes on SIGUSR1 with most chunks still remote (post-copy),
+# and only then B's file appears: PRAGMA integrity_check is ok
 # on B and every row committed on A is there, read through B's own mount.
 # After RELEASE a write on A fails (EIO). B's copy is kept in a file://
 # (--local), which must hold the same bytes as B's file.
@@ -25,7 +26,7 @@ sqlite3 "$D/new.db" "CREATE TABLE t(i INTEGER PRIMARY KEY, v TEXT);" || t_fail "
 head -c 64M /dev/zero >"$D/a.img"
 dd if="$D/new.db" of="$D/a.img" conv=notrunc 2>/dev/null
 P=$(t_free_port)
-fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P --log "$D/a.log" "file://$D/a.img" "$D/a") \
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --strategy nbd-managed --seed 127.0.0.1:$P --log "$D/a.log" "file://$D/a.img" "$D/a") \
     || t_fail "r3mount --seed"
 ins() {   # FROM TO: one committed transaction a row
     local i sql="PRAGMA journal_mode=MEMORY;"
@@ -35,14 +36,16 @@ ins() {   # FROM TO: one committed transaction a row
 ins 1 50 || t_fail "inserts on A before the move"
 
 # B: leech (each request delayed, so the pull takes seconds), kept in a file
-t_bg t_timeout 120 "$R3MOUNT" --mount fuse --leech --delay 10ms --pull-workers 4 --local "file://$D/b.img" \
-    --log "$D/b.log" "r3://127.0.0.1:$P/" "$D/b" >"$D/b.out" 2>"$D/b.err"
+t_bg "$R3MOUNT" --mount fuse --leech --delay 20ms --pull-workers 2 --local "file://$D/b.img" \
+    --log "$D/b.log" "r3://127.0.0.1:$P/?timeout=20s" "$D/b" >"$D/b.out" 2>"$D/b.err"
 LEECH=$T_LAST_PID
 for i in $(seq 1 400); do grep -q "pulling" "$D/b.err" 2>/dev/null && break; sleep 0.025; done
 grep -q "pulling" "$D/b.err" || t_fail "the leecher shows no progress: $(cat "$D/b.err")"
 # After TRACK: more commits on A, each one a transaction (header page, which B holds already)
 for k in $(seq 51 10 141); do ins $k $((k + 9)) || t_fail "inserts on A during the pull"; done
 [ -e "$D/b/disk" ] && t_fail "B's file appeared before the finalize"
+# Finalize now (SIGUSR1), well before every chunk is local: the rest is post-copy
+kill -USR1 $LEECH
 wait $LEECH || t_fail "r3mount --leech: $(cat "$D/b.err")"
 fb=$(cat "$D/b.out")
 [ "$fb" = "$D/b/disk" ] || t_fail "r3mount --leech printed '$fb' ($(cat "$D/b.err"))"
@@ -50,6 +53,8 @@ grep -q "finalized after" "$D/b.err" || t_fail "no totals line: $(cat "$D/b.err"
 dt=$(sed -n 's/.*downtime \([0-9.]*\) ms.*/\1/p' "$D/b.err")
 [ -n "$dt" ] || t_fail "no downtime line: $(cat "$D/b.err")"
 t_log "downtime $dt ms; $(grep finalized "$D/b.err")"
+pct=$(sed -n 's/.*, \([0-9]*\) of 1024 chunks local.*/\1/p' "$D/b.err")
+[ -n "$pct" ] && [ "$pct" -lt 1024 ] || t_fail "the finalize on SIGUSR1 waited for every chunk: $(cat "$D/b.err")"
 
 # B: the database is whole, and every committed row is there
 [ "$(sqlite3 "$fb" 'PRAGMA integrity_check;')" = ok ] || t_fail "integrity_check on B"
