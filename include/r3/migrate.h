@@ -147,8 +147,8 @@ int  r3_seed_source_open(struct r3_source *src, uint32_t chunk, const struct r3_
 struct r3_leech_source;
 /* Leech the seeder at uri into a source: *src is a cache whose remote is
  * the seeder and whose local side is o->local (NULL or "mem:", or any
- * writable source URI at least as large, e.g. file:///path, which gets
- * ?size= of the seeder when it has none). Pulling starts at once; *src
+ * writable source URI at least as large, e.g. file:///path or
+ * dir:///path, which get ?size= of the seeder when they have none). Pulling starts at once; *src
  * must not be used before r3_leech_source_finalize returned 0. Only
  * o->local, pull_workers, delay_us, on_chunk_local and arg are used. */
 int  r3_leech_source_open(const char *uri, const struct r3_leech_opts *o, struct r3_leech_source **out,

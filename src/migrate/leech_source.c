@@ -100,13 +100,13 @@ void r3_leech_source_close(struct r3_leech_source *l)
     free(l);
 }
 
-/* The local side: opts.local (a new file:// gets the seeder's size), else mem:. */
+/* The local side: opts.local (a new file:// or dir:// gets the seeder's size), else mem:. */
 static int open_local(const char *local, uint64_t size, struct r3_source **out)
 {
     char uri[4200];
     if (!local || !strcmp(local, "mem:"))
         snprintf(uri, sizeof uri, "mem:?size=%" PRIu64, size);
-    else if (!strncmp(local, "file://", 7) && !strstr(local, "size="))
+    else if ((!strncmp(local, "file://", 7) || !strncmp(local, "dir://", 6)) && !strstr(local, "size="))
         snprintf(uri, sizeof uri, "%s%csize=%" PRIu64, local, strchr(local, '?') ? '&' : '?', size);
     else
         snprintf(uri, sizeof uri, "%s", local);

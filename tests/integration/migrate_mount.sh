@@ -6,7 +6,8 @@
 # and only then B's file appears: PRAGMA integrity_check is ok
 # on B and every row committed on A is there, read through B's own mount.
 # After RELEASE a write on A fails (EIO). B's copy is kept in a file://
-# (--local), which must hold the same bytes as B's file.
+# (--local), which must hold the same bytes as B's file. A second, plain
+# handover (nbd-direct on A) keeps B's copy in a dir://.
 source "$top_srcdir/tests/integration/lib.sh"
 [ -c /dev/fuse ] || t_skip "no /dev/fuse (FUSE is not available in this kernel/container)"
 for t in sqlite3 cmp; do t_need $t; done
@@ -78,4 +79,18 @@ sqlite3 "$fb" "SELECT 1;" >/dev/null
 [ "$(sqlite3 "$D/b.img" "SELECT count(*) FROM t; PRAGMA integrity_check;" | tr '\n' ' ')" = "151 ok " ] \
     || t_fail "the --local copy: $(sqlite3 "$D/b.img" "SELECT count(*) FROM t;")"
 "$R3MOUNT" -u "$D/a" 2>/dev/null
+
+# Again with nbd-direct on A, finalize at 100%, and B's copy in a dir://
+mkdir -p "$D/a2" "$D/b2"
+trap '"$R3MOUNT" -u "$D/b2" 2>/dev/null; "$R3MOUNT" -u "$D/a2" 2>/dev/null; t_cleanup' EXIT
+head -c 8M /dev/urandom >"$D/a2.img"
+P=$(t_free_port)
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P "file://$D/a2.img" "$D/a2" 2>/dev/null) \
+    || t_fail "r3mount --seed (nbd-direct)"
+fb=$(t_timeout 60 "$R3MOUNT" --mount fuse --leech --local "dir://$D/b2.dir" "r3://127.0.0.1:$P/" "$D/b2" 2>"$D/b2.err") \
+    || t_fail "r3mount --leech --local dir://: $(cat "$D/b2.err")"
+cmp "$D/a2.img" "$fb" || t_fail "B's file differs from A's source"
+"$R3MOUNT" -u "$D/b2" || t_fail "unmount B (dir://)"
+[ "$(ls "$D/b2.dir" | wc -l)" -gt 100 ] || t_fail "the dir:// copy holds no chunks: $(ls "$D/b2.dir")"
+"$R3MOUNT" -u "$D/a2" 2>/dev/null
 exit 0
