@@ -18,10 +18,12 @@ struct gate {
     pthread_cond_t cv;
     int state;                    /* R3M_GATE_* */
     unsigned inflight;
+    unsigned untracked;           /* writes in flight that began before tracking */
     bool tracking;
 };
 
-static int gate_enter(struct gate *g)
+/* 0 and *tracked (whether this write must be remembered), or -EIO. */
+static int gate_enter(struct gate *g, bool *tracked)
 {
     pthread_mutex_lock(&g->mu);
     while (g->state == R3M_GATE_PAUSED)
@@ -29,43 +31,49 @@ static int gate_enter(struct gate *g)
     int rc = g->state == R3M_GATE_GONE
                  ? r3_error(-EIO, "the file was handed over to another host (migration released it)")
                  : 0;
-    if (rc == 0)
+    if (rc == 0) {
         g->inflight++;
+        *tracked = g->tracking;
+        g->untracked += !g->tracking;
+    }
     pthread_mutex_unlock(&g->mu);
     return rc;
 }
 
-static void gate_leave(struct gate *g)
+static void gate_leave(struct gate *g, bool tracked)
 {
     pthread_mutex_lock(&g->mu);
-    if (--g->inflight == 0)
-        pthread_cond_broadcast(&g->cv);
+    g->inflight--;
+    g->untracked -= !tracked;
+    pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
 }
 
 static int gate_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct gate *g = (struct gate *)s;
-    int rc = gate_enter(g);
+    bool tracked;
+    int rc = gate_enter(g, &tracked);
     if (rc < 0)
         return rc;
     /* marked before the write: a FINALIZE waits for it anyway */
-    if (g->tracking && len)
+    if (tracked && len)
         for (uint64_t c = off / g->chunk; c <= (off + len - 1) / g->chunk; c++)
             atomic_fetch_or(&g->written[c >> 6], UINT64_C(1) << (c & 63));
     rc = r3_source_write(s->next, buf, len, off);
-    gate_leave(g);
+    gate_leave(g, tracked);
     return rc;
 }
 
 static int gate_flush(struct r3_source *s)
 {
     struct gate *g = (struct gate *)s;
-    int rc = gate_enter(g);
+    bool tracked;
+    int rc = gate_enter(g, &tracked);
     if (rc < 0)
         return rc;
     rc = r3_source_flush(s->next);
-    gate_leave(g);
+    gate_leave(g, tracked);
     return rc;
 }
 
@@ -111,6 +119,10 @@ void r3m_gate_track(struct r3_source *s, int on)
         for (uint64_t i = 0; i < g->nchunks / 64 + 1; i++)
             atomic_store(&g->written[i], 0);
     g->tracking = on;
+    /* A write that began untracked may land after a leecher's read of its
+     * chunk: tracking has started only once none is left in flight. */
+    while (on && g->untracked)
+        pthread_cond_wait(&g->cv, &g->mu);
     pthread_mutex_unlock(&g->mu);
 }
 

@@ -12,7 +12,8 @@ enum { R3M_GATE_OPEN, R3M_GATE_PAUSED, R3M_GATE_GONE };
 
 /* A stage over inner (borrowed: closing the gate leaves inner open). */
 int  r3m_gate_open(struct r3_source *inner, uint32_t chunk, struct r3_source **out);
-/* Start (clear) / stop remembering written chunks. */
+/* Start (clear; returns once no write that began before is in flight) /
+ * stop remembering written chunks. */
 void r3m_gate_track(struct r3_source *g, int on);
 /* The chunks written since track started (malloc'd, ascending). */
 int  r3m_gate_take(struct r3_source *g, uint64_t **list, size_t *n);
