@@ -25,6 +25,7 @@
 struct opts {
     const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
     const char *seed, *local;     /* --seed ADDR; --leech's --local URI */
+    const char *tls_cert, *tls_key, *tls_ca;   /* --seed over TLS (mTLS with the CA) */
     uint32_t chunk;
     unsigned finalize_at;         /* --leech: finalize at this % local */
     bool leech;
@@ -68,6 +69,10 @@ static void usage(FILE *f)
           "  --seed ADDR           migration: let the file be leeched from ADDR\n"
           "                        (HOST:PORT or unix:PATH); writers block from the\n"
           "                        leecher's finalize on and get EIO once it has it all\n"
+          "  --tls-cert FILE       --seed over TLS: the seeder's certificate (PEM)\n"
+          "  --tls-key FILE        --seed over TLS: its private key (PEM)\n"
+          "  --tls-ca FILE         --seed: accept only leechers with a certificate\n"
+          "                        signed by this CA (mTLS)\n"
           "  --leech               migration: SOURCE is a seeder (r3://HOST:PORT/); pull\n"
           "                        it, finalize, and only then make the file appear\n"
           "  --local URI           --leech: keep the copy in URI (default mem:; e.g.\n"
@@ -351,6 +356,9 @@ static int seed(const struct opts *o, struct state *s)
     r3_seed_opts_init(&so);
     so.listen = o->seed;
     so.insecure = o->insecure;
+    so.tls_cert = o->tls_cert;
+    so.tls_key = o->tls_key;
+    so.tls_ca = o->tls_ca;
     so.log = seed_log;
     so.on_release = seed_released;
     struct r3_source *gate = NULL;
@@ -542,7 +550,8 @@ static void forward_usr1(int sig)
 int main(int argc, char **argv)
 {
     enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
-           O_LOG, O_LIST, O_INSEC, O_SEED, O_LEECH, O_LOCAL, O_FAT };
+           O_LOG, O_LIST, O_INSEC, O_SEED, O_LEECH, O_LOCAL, O_FAT,
+           O_TCERT, O_TKEY, O_TCA };
     static const struct option lo[] = {
         { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
         { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
@@ -550,7 +559,8 @@ int main(int argc, char **argv)
         { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
         { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "list-exports", 0, 0, O_LIST },
         { "insecure", 0, 0, O_INSEC }, { "seed", 1, 0, O_SEED }, { "leech", 0, 0, O_LEECH },
-        { "local", 1, 0, O_LOCAL }, { "finalize-at", 1, 0, O_FAT },
+        { "local", 1, 0, O_LOCAL }, { "finalize-at", 1, 0, O_FAT }, { "tls-cert", 1, 0, O_TCERT },
+        { "tls-key", 1, 0, O_TKEY }, { "tls-ca", 1, 0, O_TCA },
         { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' }, { "quiet", 0, 0, 'q' },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 } };
     struct opts o = { .strategy = "nbd-direct", .name = "disk", .mode = "auto", .pull_workers = 4,
@@ -614,6 +624,9 @@ int main(int argc, char **argv)
         case O_SEED: o.seed = optarg; break;
         case O_LEECH: o.leech = true; break;
         case O_LOCAL: o.local = optarg; break;
+        case O_TCERT: o.tls_cert = optarg; break;
+        case O_TKEY: o.tls_key = optarg; break;
+        case O_TCA: o.tls_ca = optarg; break;
         case O_FAT:
             if (r3_parse_size(optarg, &v) < 0 || v > 100)
                 why = "is not a percentage from 0 to 100";
@@ -649,6 +662,13 @@ int main(int argc, char **argv)
         return usage_error("--list-exports needs --nbd-listen");
     if (o.insecure && !o.nbd_listen && !o.seed)
         return usage_error("--insecure needs --nbd-listen or --seed");
+    if ((o.tls_cert || o.tls_key || o.tls_ca) && !o.seed)
+        return usage_error("--tls-cert, --tls-key and --tls-ca need --seed (a leecher gives its "
+                           "certificates in the r3s:// URI)");
+    if (!o.tls_cert != !o.tls_key)
+        return usage_error("--tls-cert and --tls-key go together");
+    if (o.tls_ca && !o.tls_cert)
+        return usage_error("--tls-ca needs --tls-cert and --tls-key");
     if (o.seed && o.leech)
         return usage_error("--seed and --leech do not go together");
     if ((o.local || o.finalize_at != 100) && !o.leech)

@@ -6,8 +6,9 @@
 # and only then B's file appears: PRAGMA integrity_check is ok
 # on B and every row committed on A is there, read through B's own mount.
 # After RELEASE a write on A fails (EIO). B's copy is kept in a file://
-# (--local), which must hold the same bytes as B's file. A second, plain
-# handover (nbd-direct on A) keeps B's copy in a dir://.
+# (--local), which must hold the same bytes as B's file. A second handover
+# over mTLS (a leecher without a client certificate is refused; nbd-direct
+# on A) keeps B's copy in a dir://.
 source "$top_srcdir/tests/integration/lib.sh"
 [ -c /dev/fuse ] || t_skip "no /dev/fuse (FUSE is not available in this kernel/container)"
 for t in sqlite3 cmp; do t_need $t; done
@@ -80,15 +81,28 @@ sqlite3 "$fb" "SELECT 1;" >/dev/null
     || t_fail "the --local copy: $(sqlite3 "$D/b.img" "SELECT count(*) FROM t;")"
 "$R3MOUNT" -u "$D/a" 2>/dev/null
 
-# Again with nbd-direct on A, finalize at 100%, and B's copy in a dir://
+# Again over mTLS, nbd-direct on A, finalize at 100%, B's copy in a dir://
+t_need openssl
+c=$D/certs; mkdir -p "$c"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$c/ca.key" -out "$c/ca.pem" -days 2 -subj "/CN=r3 test CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$c/srv.key" -out "$c/srv.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$c/ext"
+openssl x509 -req -in "$c/srv.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial -out "$c/srv.pem" -days 2 -extfile "$c/ext" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$c/cli.key" -out "$c/cli.csr" -subj "/CN=leecher" 2>/dev/null
+openssl x509 -req -in "$c/cli.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial -out "$c/cli.pem" -days 2 2>/dev/null
+[ -s "$c/cli.pem" ] || t_fail "openssl could not make certificates"
 mkdir -p "$D/a2" "$D/b2"
 trap '"$R3MOUNT" -u "$D/b2" 2>/dev/null; "$R3MOUNT" -u "$D/a2" 2>/dev/null; t_cleanup' EXIT
 head -c 8M /dev/urandom >"$D/a2.img"
 P=$(t_free_port)
-fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P "file://$D/a2.img" "$D/a2" 2>/dev/null) \
-    || t_fail "r3mount --seed (nbd-direct)"
-fb=$(t_timeout 60 "$R3MOUNT" --mount fuse --leech --local "dir://$D/b2.dir" "r3://127.0.0.1:$P/" "$D/b2" 2>"$D/b2.err") \
-    || t_fail "r3mount --leech --local dir://: $(cat "$D/b2.err")"
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P --tls-cert "$c/srv.pem" --tls-key "$c/srv.key" \
+    --tls-ca "$c/ca.pem" "file://$D/a2.img" "$D/a2" 2>/dev/null) || t_fail "r3mount --seed (mTLS, nbd-direct)"
+t_timeout 60 "$R3MOUNT" --mount fuse --leech "r3s://127.0.0.1:$P/?ca=$c/ca.pem&connect_timeout=3s&timeout=5s" \
+    "$D/b2" >/dev/null 2>"$D/b2.err" && t_fail "a leecher without a client certificate was let in"
+[ -e "$D/b2/disk" ] && t_fail "a refused leech left a file"
+fb=$(t_timeout 60 "$R3MOUNT" --mount fuse --leech --local "dir://$D/b2.dir" \
+    "r3s://127.0.0.1:$P/?ca=$c/ca.pem&cert=$c/cli.pem&key=$c/cli.key" "$D/b2" 2>"$D/b2.err") \
+    || t_fail "r3mount --leech (mTLS) --local dir://: $(cat "$D/b2.err")"
 cmp "$D/a2.img" "$fb" || t_fail "B's file differs from A's source"
 "$R3MOUNT" -u "$D/b2" || t_fail "unmount B (dir://)"
 [ "$(ls "$D/b2.dir" | wc -l)" -gt 100 ] || t_fail "the dir:// copy holds no chunks: $(ls "$D/b2.dir")"
