@@ -311,8 +311,11 @@ static int leech(const struct opts *o, struct state *s, uint64_t *t_pause)
     uint64_t t0 = r3_now_ns();
     for (;;) {
         r3_leech_source_progress(s->leech, &p);
-        if (p.error)
+        if (p.error) {
+            if (!o->quiet)
+                fprintf(stderr, "\n");   /* end the progress line */
             return r3_error(p.error, "%s", p.message);
+        }
         unsigned pct = p.chunks_total ? (unsigned)(p.chunks_local * 100 / p.chunks_total) : 100;
         if (!o->quiet)
             fprintf(stderr, "\rr3mount: pulling %3u%% (%llu of %llu chunks)", pct,

@@ -8,7 +8,8 @@
 # After RELEASE a write on A fails (EIO). B's copy is kept in a file://
 # (--local), which must hold the same bytes as B's file. A second handover
 # over mTLS (a leecher without a client certificate is refused; nbd-direct
-# on A) keeps B's copy in a dir://.
+# on A) keeps B's copy in a dir://. A seeder killed during the pull: the
+# leecher says so within its timeout and mounts nothing.
 source "$top_srcdir/tests/integration/lib.sh"
 [ -c /dev/fuse ] || t_skip "no /dev/fuse (FUSE is not available in this kernel/container)"
 for t in sqlite3 cmp; do t_need $t; done
@@ -107,4 +108,23 @@ cmp "$D/a2.img" "$fb" || t_fail "B's file differs from A's source"
 "$R3MOUNT" -u "$D/b2" || t_fail "unmount B (dir://)"
 [ "$(ls "$D/b2.dir" | wc -l)" -gt 100 ] || t_fail "the dir:// copy holds no chunks: $(ls "$D/b2.dir")"
 "$R3MOUNT" -u "$D/a2" 2>/dev/null
+
+# A seeder killed (-9) during the pull: the leecher fails within its
+# timeout with a sentence, and makes no file appear
+mkdir -p "$D/a3" "$D/b3"
+trap '"$R3MOUNT" -u "$D/b3" 2>/dev/null; fusermount -u "$D/a3" 2>/dev/null; umount "$D/a3" 2>/dev/null; t_cleanup' EXIT
+P=$(t_free_port)
+t_timeout 30 "$R3MOUNT" -q --mount fuse --seed 127.0.0.1:$P "file://$D/a2.img" "$D/a3" 2>/dev/null || t_fail "seed 3"
+apid=$(awk -v m="$D/a3" '$2 == m { sub("r3mount:", "", $1); print $1 }' /proc/mounts)
+[ -n "$apid" ] || t_fail "no r3mount daemon for $D/a3 in /proc/mounts"
+t_bg "$R3MOUNT" --mount fuse --leech --delay 20ms --pull-workers 1 "r3://127.0.0.1:$P/?timeout=3s" "$D/b3" \
+    >/dev/null 2>"$D/b3.err"
+LEECH=$T_LAST_PID
+for i in $(seq 1 400); do grep -q "pulling" "$D/b3.err" 2>/dev/null && break; sleep 0.025; done
+kill -9 "$apid"
+start=$(date +%s)
+wait $LEECH && t_fail "the leech went on without its seeder"
+[ $(( $(date +%s) - start )) -le 15 ] || t_fail "the leecher took more than 15 s to give up"
+grep -q "leecher: .*127.0.0.1:$P" "$D/b3.err" || t_fail "the leecher's error: $(cat "$D/b3.err")"
+[ -e "$D/b3/disk" ] && t_fail "a failed leech left a file"
 exit 0
