@@ -103,6 +103,7 @@ INTEGRATION_TESTS = \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
 	tests/integration/filesync_giveup.sh tests/integration/filesync_usage.sh \
 	tests/integration/filesync_limits.sh \
+	tests/integration/migrate_mount.sh \
 	tests/integration/r3bench_smoke.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += $(INTEGRATION_TESTS) \

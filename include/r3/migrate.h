@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <r3/region.h>
+#include <r3/source.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,6 +131,36 @@ int  r3_leech_wait(struct r3_region *r);
 int  r3_leech_progress(struct r3_region *r, struct r3_leech_progress *p);
 /* The chunks not local (and current) now (malloc'd, ascending). */
 int  r3_leech_missing(struct r3_region *r, uint64_t **chunks, size_t *n);
+
+/* ---- Source level (r3mount --seed / --leech): a source rather than a region.
+ *
+ * Seed src (borrowed; close it after r3_seed_close) in chunks of `chunk`
+ * bytes (0 = 64K; src's size must be a multiple). *served is a stage over
+ * src that the program must write through (the seeder's: r3_seed_close
+ * closes it, so stop its users first): its writes are tracked from TRACK,
+ * wait from FINALIZE on (the seeder pauses them itself; before_finalize is
+ * optional and gets r == NULL, as the other hooks) and fail with EIO after
+ * RELEASE. Reads are served from src. */
+int  r3_seed_source_open(struct r3_source *src, uint32_t chunk, const struct r3_seed_opts *o,
+                         struct r3_source **served, struct r3_seeder **out);
+
+struct r3_leech_source;
+/* Leech the seeder at uri into a source: *src is a cache whose remote is
+ * the seeder and whose local side is o->local (NULL or "mem:", or any
+ * writable source URI at least as large, e.g. file:///path or
+ * dir:///path, which get ?size= of the seeder when they have none). Pulling starts at once; *src
+ * must not be used before r3_leech_source_finalize returned 0. Only
+ * o->local, pull_workers, delay_us, on_chunk_local and arg are used. */
+int  r3_leech_source_open(const char *uri, const struct r3_leech_opts *o, struct r3_leech_source **out,
+                          struct r3_source **src);
+/* FINALIZE: the seeder pauses its writers and answers the chunks written
+ * since TRACK; those already local become remote again. 0: usable. */
+int  r3_leech_source_finalize(struct r3_leech_source *l);
+/* Every chunk local, then RELEASE. 0 or -errno with a sentence. */
+int  r3_leech_source_wait(struct r3_leech_source *l);
+int  r3_leech_source_progress(struct r3_leech_source *l, struct r3_leech_progress *p);
+/* Stop pulling and close *src. */
+void r3_leech_source_close(struct r3_leech_source *l);
 
 #ifdef __cplusplus
 }

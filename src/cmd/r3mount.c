@@ -20,10 +20,15 @@
 #include "nbd/mount.h"
 #include "nbd/server.h"
 #include "net/net.h"
+#include "r3/migrate.h"
 
 struct opts {
     const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
+    const char *seed, *local;     /* --seed ADDR; --leech's --local URI */
+    const char *tls_cert, *tls_key, *tls_ca;   /* --seed over TLS (mTLS with the CA) */
     uint32_t chunk;
+    unsigned finalize_at;         /* --leech: finalize at this % local */
+    bool leech;
     unsigned pull_workers, push_workers, push_interval_ms, fuse_threads, workers;
     uint64_t delay_us;
     bool foreground, readonly, quiet, list_exports, insecure;
@@ -32,6 +37,8 @@ struct opts {
 static void usage(FILE *f)
 {
     fputs("Usage: r3mount [OPTION]... SOURCE MOUNTPOINT\n"
+          "       r3mount --seed ADDR [OPTION]... SOURCE MOUNTPOINT\n"
+          "       r3mount --leech [OPTION]... r3://HOST:PORT/ MOUNTPOINT\n"
           "       r3mount -u MOUNTPOINT\n"
           "Expose SOURCE (any r3 source URI) as the file MOUNTPOINT/NAME (FUSE) or as\n"
           "/dev/nbdN (kernel NBD, where the nbd module is loaded), served by an NBD\n"
@@ -59,6 +66,19 @@ static void usage(FILE *f)
           "  --insecure            allow --nbd-listen on a non-loopback address (it has\n"
           "                        no TLS: anyone who reaches it can read and write)\n"
           "  --read-only           refuse writes\n"
+          "  --seed ADDR           migration: let the file be leeched from ADDR\n"
+          "                        (HOST:PORT or unix:PATH); writers block from the\n"
+          "                        leecher's finalize on and get EIO once it has it all\n"
+          "  --tls-cert FILE       --seed over TLS: the seeder's certificate (PEM)\n"
+          "  --tls-key FILE        --seed over TLS: its private key (PEM)\n"
+          "  --tls-ca FILE         --seed: accept only leechers with a certificate\n"
+          "                        signed by this CA (mTLS)\n"
+          "  --leech               migration: SOURCE is a seeder (r3://HOST:PORT/); pull\n"
+          "                        it, finalize, and only then make the file appear\n"
+          "  --local URI           --leech: keep the copy in URI (default mem:; e.g.\n"
+          "                        file:///var/tmp/copy.img)\n"
+          "  --finalize-at PCT     --leech: finalize when PCT%% of the chunks are local\n"
+          "                        (default 100; SIGUSR1 finalizes at once)\n"
           "  -f, --foreground      stay in the foreground until SIGINT/SIGTERM or umount\n"
           "  -u, --unmount         unmount MOUNTPOINT (syncs, stops the daemon)\n"
           "  -q, --quiet           do not print the path\n"
@@ -236,6 +256,9 @@ static int do_unmount(const char *arg)
 
 struct state {
     struct r3_source *src, *served;
+    struct r3_source *inner;          /* --seed: what the seeder's gate wraps */
+    struct r3_seeder *seeder;
+    struct r3_leech_source *leech;
     struct r3_pipeline *pipe;
     struct r3_nbd_server *srv, *extra;
     struct r3_nbd_mount *mnt;
@@ -253,9 +276,15 @@ static void stop(struct state *s)
         unlink(s->pidfile);
     r3_nbd_server_stop(s->extra);
     r3_nbd_server_stop(s->srv);
+    if (s->seeder) {
+        r3_seed_close(s->seeder);     /* closes its gate, s->served */
+        s->served = s->inner;
+    }
     if (s->served && r3_source_flush(s->served) < 0)
         fprintf(stderr, "r3mount: final flush: %s\n", r3_last_error());
-    if (s->pipe)
+    if (s->leech)
+        r3_leech_source_close(s->leech);
+    else if (s->pipe)
         r3_pipeline_close(s->pipe);
     else
         r3_source_close(s->src);
@@ -263,10 +292,95 @@ static void stop(struct state *s)
         rmdir(s->sockdir);
 }
 
+/* --leech: pull with a progress line on stderr, finalize at o->finalize_at
+ * percent or on SIGUSR1. 0: s->served is the leeched source (usable). */
+static int leech(const struct opts *o, struct state *s, uint64_t *t_pause)
+{
+    struct r3_leech_opts lo;
+    r3_leech_opts_init(&lo);
+    lo.local = o->local;
+    lo.pull_workers = o->pull_workers ? o->pull_workers : 4;
+    lo.delay_us = o->delay_us;
+    int rc = r3_leech_source_open(o->source, &lo, &s->leech, &s->served);
+    if (rc < 0)
+        return rc;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    struct r3_leech_progress p;
+    uint64_t t0 = r3_now_ns();
+    for (;;) {
+        r3_leech_source_progress(s->leech, &p);
+        if (p.error) {
+            if (!o->quiet)
+                fprintf(stderr, "\n");   /* end the progress line */
+            return r3_error(p.error, "%s", p.message);
+        }
+        unsigned pct = p.chunks_total ? (unsigned)(p.chunks_local * 100 / p.chunks_total) : 100;
+        if (!o->quiet)
+            fprintf(stderr, "\rr3mount: pulling %3u%% (%llu of %llu chunks)", pct,
+                    (unsigned long long)p.chunks_local, (unsigned long long)p.chunks_total);
+        if (p.chunks_local * 100 >= (uint64_t)o->finalize_at * p.chunks_total)
+            break;
+        struct timespec ts = { 0, 100 * 1000000L };
+        if (sigtimedwait(&usr1, NULL, &ts) == SIGUSR1)
+            break;
+    }
+    if (!o->quiet)
+        fprintf(stderr, "\n");
+    *t_pause = r3_now_ns();
+    if ((rc = r3_leech_source_finalize(s->leech)) < 0)
+        return rc;
+    r3_leech_source_progress(s->leech, &p);
+    fprintf(stderr, "r3mount: finalized after %.3f s of pulling: %llu chunks were written on the seeder"
+            " since the start, %llu of %llu chunks local (%.1f MiB)\n", (double)(*t_pause - t0) / 1e9,
+            (unsigned long long)p.chunks_dirty, (unsigned long long)p.chunks_local,
+            (unsigned long long)p.chunks_total, (double)p.bytes_local / 1048576.0);
+    return 0;
+}
+
+static void seed_log(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "r3mount: seed: %s\n", line);
+}
+
+static void seed_released(void *arg, struct r3_region *r)
+{
+    (void)arg;
+    (void)r;
+    fprintf(stderr, "r3mount: the leecher has every chunk: writes here fail with EIO from now on\n");
+}
+
+/* --seed: serve s->served to leechers; the mount writes through the gate. */
+static int seed(const struct opts *o, struct state *s)
+{
+    struct r3_seed_opts so;
+    r3_seed_opts_init(&so);
+    so.listen = o->seed;
+    so.insecure = o->insecure;
+    so.tls_cert = o->tls_cert;
+    so.tls_key = o->tls_key;
+    so.tls_ca = o->tls_ca;
+    so.log = seed_log;
+    so.on_release = seed_released;
+    struct r3_source *gate = NULL;
+    int rc = r3_seed_source_open(s->served, o->chunk, &so, &gate, &s->seeder);
+    if (rc < 0)
+        return rc;
+    s->inner = s->served;
+    s->served = gate;
+    char a[300];
+    if (!o->quiet)
+        fprintf(stderr, "r3mount: seeding on %s\n", r3_seed_address(s->seeder, a, sizeof a));
+    return 0;
+}
+
 static int start(const struct opts *o, struct state *s, char *err, size_t errn)
 {
-    int rc = r3_source_open(o->source, &s->src);
-    if (rc == 0) {
+    uint64_t t_pause = 0;
+    int rc = o->leech ? leech(o, s, &t_pause) : r3_source_open(o->source, &s->src);
+    if (rc == 0 && !o->leech) {
         s->served = s->src;
         if (!strcmp(o->strategy, "nbd-managed") || o->delay_us) {
             struct r3_pipeline_opts po = {
@@ -287,6 +401,8 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
             }
         }
     }
+    if (rc == 0 && o->seed)
+        rc = seed(o, s);
     if (rc == 0) {
         snprintf(s->sockdir, sizeof s->sockdir, "/tmp/r3mount.XXXXXX");
         if (!mkdtemp(s->sockdir)) {
@@ -330,11 +446,39 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
         if (symlink(r3_nbd_mount_path(s->mnt), s->link) < 0)
             s->link[0] = 0;
     }
+    if (rc == 0 && o->leech)
+        fprintf(stderr, "r3mount: downtime %.1f ms (finalize asked -> file usable here)\n",
+                (double)(r3_now_ns() - t_pause) / 1e6);
     if (rc < 0) {
         snprintf(err, errn, "%s", r3_last_error());
         stop(s);
     }
     return rc;
+}
+
+/* --leech: after the file appeared, the rest comes in; then RELEASE. */
+static volatile sig_atomic_t leech_quit;
+
+static void *leech_rest(void *arg)
+{
+    struct state *s = arg;
+    uint64_t t0 = r3_now_ns();
+    struct r3_leech_progress q;
+    while (!leech_quit && r3_leech_source_progress(s->leech, &q) == 0 && !q.error &&
+           q.chunks_local < q.chunks_total)
+        usleep(50 * 1000);
+    if (leech_quit)
+        return NULL;
+    if (r3_leech_source_wait(s->leech) < 0) {
+        fprintf(stderr, "r3mount: %s\n", r3_last_error());
+    } else {
+        struct r3_leech_progress p;
+        r3_leech_source_progress(s->leech, &p);
+        fprintf(stderr, "r3mount: every chunk is local (%llu chunks, %.1f MiB) %.3f s after the finalize;"
+                " the seeder was released\n", (unsigned long long)p.chunks_total,
+                (double)p.bytes_local / 1048576.0, (double)(r3_now_ns() - t0) / 1e9);
+    }
+    return NULL;
 }
 
 static void *watch_unmount(void *arg)
@@ -383,29 +527,47 @@ static int run(const struct opts *o, int ready_fd)
         return 1;
     pthread_t t;
     bool watching = !r3_nbd_mount_is_kernel(s.mnt) && r3_thread_create(&t, watch_unmount, s.mnt) == 0;
+    pthread_t rest;
+    bool resting = s.leech && r3_thread_create(&rest, leech_rest, &s) == 0;
     int sig;
     sigwait(&set, &sig);
+    if (resting) {
+        leech_quit = 1;
+        pthread_join(rest, NULL);
+    }
     stop(&s);                      /* unmount (waking the watcher) and flush */
     if (watching)
         pthread_join(t, NULL);
     return 0;
 }
 
+static pid_t leech_child;
+
+static void forward_usr1(int sig)
+{
+    (void)sig;
+    if (leech_child > 0)
+        kill(leech_child, SIGUSR1);
+}
+
 int main(int argc, char **argv)
 {
     enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
-           O_LOG, O_LIST, O_INSEC };
+           O_LOG, O_LIST, O_INSEC, O_SEED, O_LEECH, O_LOCAL, O_FAT,
+           O_TCERT, O_TKEY, O_TCA };
     static const struct option lo[] = {
         { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
         { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
         { "delay", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
         { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
         { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "list-exports", 0, 0, O_LIST },
-        { "insecure", 0, 0, O_INSEC },
+        { "insecure", 0, 0, O_INSEC }, { "seed", 1, 0, O_SEED }, { "leech", 0, 0, O_LEECH },
+        { "local", 1, 0, O_LOCAL }, { "finalize-at", 1, 0, O_FAT }, { "tls-cert", 1, 0, O_TCERT },
+        { "tls-key", 1, 0, O_TKEY }, { "tls-ca", 1, 0, O_TCA },
         { "foreground", 0, 0, 'f' }, { "unmount", 0, 0, 'u' }, { "quiet", 0, 0, 'q' },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 } };
     struct opts o = { .strategy = "nbd-direct", .name = "disk", .mode = "auto", .pull_workers = 4,
-                      .push_workers = 1 };
+                      .push_workers = 1, .finalize_at = 100 };
     bool unmount = false;
     int c, li = -1;
     uint64_t v;
@@ -462,6 +624,17 @@ int main(int argc, char **argv)
         case O_LIST: o.list_exports = true; break;
         case O_INSEC: o.insecure = true; break;
         case O_RO: o.readonly = true; break;
+        case O_SEED: o.seed = optarg; break;
+        case O_LEECH: o.leech = true; break;
+        case O_LOCAL: o.local = optarg; break;
+        case O_TCERT: o.tls_cert = optarg; break;
+        case O_TKEY: o.tls_key = optarg; break;
+        case O_TCA: o.tls_ca = optarg; break;
+        case O_FAT:
+            if (r3_parse_size(optarg, &v) < 0 || v > 100)
+                why = "is not a percentage from 0 to 100";
+            o.finalize_at = (unsigned)v;
+            break;
         case O_LOG: o.log = optarg; break;
         case 'f': o.foreground = true; break;
         case 'u': unmount = true; break;
@@ -490,8 +663,21 @@ int main(int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[optind + 2]);
     if (o.list_exports && !o.nbd_listen)
         return usage_error("--list-exports needs --nbd-listen");
-    if (o.insecure && !o.nbd_listen)
-        return usage_error("--insecure needs --nbd-listen");
+    if (o.insecure && !o.nbd_listen && !o.seed)
+        return usage_error("--insecure needs --nbd-listen or --seed");
+    if ((o.tls_cert || o.tls_key || o.tls_ca) && !o.seed)
+        return usage_error("--tls-cert, --tls-key and --tls-ca need --seed (a leecher gives its "
+                           "certificates in the r3s:// URI)");
+    if (!o.tls_cert != !o.tls_key)
+        return usage_error("--tls-cert and --tls-key go together");
+    if (o.tls_ca && !o.tls_cert)
+        return usage_error("--tls-ca needs --tls-cert and --tls-key");
+    if (o.seed && o.leech)
+        return usage_error("--seed and --leech do not go together");
+    if ((o.local || o.finalize_at != 100) && !o.leech)
+        return usage_error("%s needs --leech", o.local ? "--local" : "--finalize-at");
+    if (o.leech && strcmp(o.strategy, "nbd-direct") != 0)
+        return usage_error("--leech serves its own cache: --strategy does not apply");
     if (o.nbd_listen) {
         /* A bad address is a usage error, found before anything starts. */
         struct r3_net_addr a;
@@ -525,6 +711,11 @@ int main(int argc, char **argv)
         perror("r3mount: pipe");
         return 1;
     }
+    if (o.leech) {
+        /* SIGUSR1 to the waiting parent finalizes the daemon's leech now */
+        struct sigaction sa = { .sa_handler = forward_usr1, .sa_flags = SA_RESTART };
+        sigaction(SIGUSR1, &sa, NULL);
+    }
     pid_t pid = fork();
     if (pid < 0) {
         perror("r3mount: fork");
@@ -545,6 +736,7 @@ int main(int argc, char **argv)
         _exit(run(&o, p[1]));
     }
     close(p[1]);
+    leech_child = pid;
     char msg[1200];
     ssize_t n = 0, r;
     while ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0)

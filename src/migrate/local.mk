@@ -2,6 +2,8 @@
 pkginclude_HEADERS += include/r3/migrate.h
 noinst_HEADERS += src/migrate/proto.h
 libr3core_la_SOURCES += src/migrate/seed.c src/migrate/leech.c
+noinst_HEADERS += src/migrate/gate.h
+libr3core_la_SOURCES += src/migrate/gate.c src/migrate/leech_source.c
 
 check_PROGRAMS += tests/unit/test_migrate
 tests_unit_test_migrate_SOURCES = tests/unit/test_migrate.c

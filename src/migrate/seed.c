@@ -29,17 +29,21 @@
 #include "r3/wire.h"
 #include "net/net.h"
 #include "migrate/proto.h"
+#include "migrate/gate.h"
 
 enum { S_IDLE, S_TRACKING, S_FINALIZED, S_RELEASED };
 
 struct view {
     struct r3_source src;
     struct r3_region *r;
+    struct r3_source *inner;      /* source mode: what the gate wraps */
 };
 
 struct r3_seeder {
     struct view view;             /* first: the served source */
-    struct r3_region *r;
+    struct r3_region *r;          /* region mode, or NULL */
+    struct r3_source *gate;       /* source mode: the served gate (owned), or NULL */
+    uint32_t chunk;
     struct r3_seed_opts o;
     struct r3_tls_ctx *tls;
     struct r3_wire_server *ws;
@@ -57,7 +61,7 @@ struct r3_seeder {
 static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
     struct view *v = (struct view *)s;
-    return r3_region_read(v->r, buf, len, off);
+    return v->r ? r3_region_read(v->r, buf, len, off) : r3_source_read(v->inner, buf, len, off);
 }
 
 static void view_close(struct r3_source *s)
@@ -111,11 +115,16 @@ static int do_track(struct r3_seeder *s, uint64_t session, uint64_t *val)
         pthread_mutex_unlock(&s->mu);
         return r3_error(-EBUSY, "seeder: the region was already finalized for another leecher");
     }
-    int rc = r3_region_track(s->r, R3_TRACK_START, NULL, NULL);
     uint64_t *l = NULL;
     size_t n = 0;
-    if (rc == 0)
-        rc = r3_region_access_order(s->r, &l, &n);
+    int rc = 0;
+    if (s->gate) {
+        r3m_gate_track(s->gate, 1);   /* a source keeps no access order */
+    } else {
+        rc = r3_region_track(s->r, R3_TRACK_START, NULL, NULL);
+        if (rc == 0)
+            rc = r3_region_access_order(s->r, &l, &n);
+    }
     uint8_t *b = NULL;
     if (rc == 0 && !(b = encode(l, n)))
         rc = r3_error(-ENOMEM, "seeder: out of memory");
@@ -135,6 +144,14 @@ static int do_track(struct r3_seeder *s, uint64_t session, uint64_t *val)
     return rc < 0 ? r3_error_prefix(rc, "seeder: ") : 0;
 }
 
+static void track_stop(struct r3_seeder *s)
+{
+    if (s->gate)
+        r3m_gate_track(s->gate, 0);
+    else
+        r3_region_track(s->r, R3_TRACK_STOP, NULL, NULL);
+}
+
 static int do_finalize(struct r3_seeder *s, uint64_t session, uint64_t *val)
 {
     pthread_mutex_lock(&s->fmu);
@@ -149,19 +166,24 @@ static int do_finalize(struct r3_seeder *s, uint64_t session, uint64_t *val)
                       " for long enough that tracking stopped?)");
     } else if (state != S_TRACKING) {
         *val = nd;                /* a retry */
-    } else if ((rc = s->o.before_finalize(s->o.arg, s->r)) < 0) {
+    } else if (s->gate && (r3m_gate_set(s->gate, R3M_GATE_PAUSED), 0)) {
+    } else if (s->o.before_finalize && (rc = s->o.before_finalize(s->o.arg, s->r)) < 0) {
+        if (s->gate)
+            r3m_gate_set(s->gate, R3M_GATE_OPEN);
         r3_error_prefix(rc, "seeder: before_finalize refused: ");
-    } else if (s->o.sync && (rc = r3_region_sync(s->r)) < 0) {
+    } else if (s->o.sync && (rc = s->r ? r3_region_sync(s->r) : r3_source_flush(s->view.inner)) < 0) {
+        if (s->gate)
+            r3m_gate_set(s->gate, R3M_GATE_OPEN);
         r3_error_prefix(rc, "seeder: the sync at FINALIZE failed: ");
     } else {
         uint64_t *l = NULL;
         size_t n = 0;
-        rc = r3_region_track(s->r, R3_TRACK_TAKE, &l, &n);
+        rc = s->gate ? r3m_gate_take(s->gate, &l, &n) : r3_region_track(s->r, R3_TRACK_TAKE, &l, &n);
         uint8_t *b = NULL;
         if (rc == 0 && !(b = encode(l, n)))
             rc = r3_error(-ENOMEM, "seeder: out of memory");
         if (rc == 0) {
-            r3_region_track(s->r, R3_TRACK_STOP, NULL, NULL);
+            track_stop(s);
             pthread_mutex_lock(&s->mu);
             free(s->dirty);
             s->dirty = b;
@@ -174,6 +196,8 @@ static int do_finalize(struct r3_seeder *s, uint64_t session, uint64_t *val)
                 s->o.after_finalize(s->o.arg, s->r, l, n);
         } else {
             r3_error_prefix(rc, "seeder: cannot find the written chunks: ");
+            if (s->gate)
+                r3m_gate_set(s->gate, R3M_GATE_OPEN);    /* not finalized: A goes on */
         }
         free(l);
     }
@@ -188,7 +212,7 @@ static int seed_call(void *arg, const char *m, uint64_t a, uint64_t b, uint64_t 
         if (a != R3_MIGRATE_VERSION)
             return r3_error(-EPROTONOSUPPORT, "seeder: migration protocol version %" PRIu64 " is not"
                             " supported (this seeder speaks %d)", a, R3_MIGRATE_VERSION);
-        *val = s->r->chunk;
+        *val = s->chunk;
         return 0;
     }
     if (strcmp(m, R3M_TRACK) == 0)
@@ -209,6 +233,8 @@ static int seed_call(void *arg, const char *m, uint64_t a, uint64_t b, uint64_t 
             s->state = S_RELEASED;
             pthread_cond_broadcast(&s->cv);
             pthread_mutex_unlock(&s->mu);
+            if (s->gate)
+                r3m_gate_set(s->gate, R3M_GATE_GONE);     /* A's writers: EIO from now on */
             if (s->o.on_release)
                 s->o.on_release(s->o.arg, s->r);
             return 0;
@@ -241,7 +267,7 @@ static void *monitor_main(void *arg)
         }
         idle = r3_wire_server_conns(s->ws) ? 0 : idle + 1;
         if (idle >= 20) {
-            r3_region_track(s->r, R3_TRACK_STOP, NULL, NULL);
+            track_stop(s);
             s->state = S_IDLE;
             s->session = 0;
             idle = 0;
@@ -257,20 +283,30 @@ static void seed_log(void *arg, const char *line)
     s->o.log(s->o.arg, line);
 }
 
-int r3_seed_open(struct r3_region *r, const struct r3_seed_opts *o, struct r3_seeder **out)
+static int check_opts(const struct r3_seed_opts *o, bool need_hook)
 {
-    *out = NULL;
     int rc = r3_opts_check(o ? o->struct_size : 1, sizeof *o, "r3_seed_opts");
     if (rc < 0)
         return rc;
     if (!o->listen)
         return r3_error(-EINVAL, "seeder: no address to listen on (opts.listen)");
-    if (!o->before_finalize)
+    if (need_hook && !o->before_finalize)
         return r3_error(-EINVAL, "seeder: a before_finalize hook is required (it pauses the writers)");
     if ((o->tls_cert != NULL) != (o->tls_key != NULL))
         return r3_error(-EINVAL, "seeder: tls_cert and tls_key go together");
     if (o->tls_ca && !o->tls_cert)
         return r3_error(-EINVAL, "seeder: tls_ca (mTLS) needs tls_cert and tls_key");
+    return 0;
+}
+
+static int seed_start(struct r3_seeder *s, const struct r3_seed_opts *o, struct r3_seeder **out);
+
+int r3_seed_open(struct r3_region *r, const struct r3_seed_opts *o, struct r3_seeder **out)
+{
+    *out = NULL;
+    int rc = check_opts(o, true);
+    if (rc < 0)
+        return rc;
     /* What the strategy must do, asked before anything listens. */
     uint8_t probe[1];
     if ((rc = r3_region_read(r, probe, 1, 0)) < 0)
@@ -281,10 +317,45 @@ int r3_seed_open(struct r3_region *r, const struct r3_seed_opts *o, struct r3_se
     if (!s)
         return r3_error(-ENOMEM, "seeder: out of memory");
     s->r = r;
-    s->o = *o;
+    s->chunk = r->chunk;
     s->view.r = r;
-    s->view.src.ops = &view_ops;
     s->view.src.size = r->len;
+    return seed_start(s, o, out);
+}
+
+int r3_seed_source_open(struct r3_source *src, uint32_t chunk, const struct r3_seed_opts *o,
+                        struct r3_source **served, struct r3_seeder **out)
+{
+    *out = NULL;
+    *served = NULL;
+    int rc = check_opts(o, false);
+    if (rc < 0)
+        return rc;
+    if (!chunk)
+        chunk = 64 * 1024;
+    if (!r3_is_pow2(chunk) || chunk < 4096 || src->size % chunk)
+        return r3_error(-EINVAL, "seeder: the source's size (%" PRIu64 " bytes) is not a multiple of the"
+                        " chunk size (%u, a power of two >= 4096)", src->size, chunk);
+    struct r3_seeder *s = calloc(1, sizeof *s);
+    if (!s)
+        return r3_error(-ENOMEM, "seeder: out of memory");
+    if ((rc = r3m_gate_open(src, chunk, &s->gate)) < 0) {
+        free(s);
+        return rc;
+    }
+    s->chunk = chunk;
+    s->view.inner = src;
+    s->view.src.size = src->size;
+    if ((rc = seed_start(s, o, out)) == 0)
+        *served = (*out)->gate;
+    return rc;
+}
+
+static int seed_start(struct r3_seeder *s, const struct r3_seed_opts *o, struct r3_seeder **out)
+{
+    int rc;
+    s->o = *o;
+    s->view.src.ops = &view_ops;
     s->view.src.align = 1;
     s->view.src.flags = R3_SRC_PARALLEL | R3_SRC_RDONLY;
     pthread_mutex_init(&s->mu, NULL);
@@ -374,7 +445,11 @@ void r3_seed_close(struct r3_seeder *s)
     if (s->monitor_started)
         pthread_join(s->monitor, NULL);
     if (s->state == S_TRACKING)
-        r3_region_track(s->r, R3_TRACK_STOP, NULL, NULL);
+        track_stop(s);
+    if (s->gate) {
+        r3m_gate_set(s->gate, R3M_GATE_OPEN);
+        r3_source_close(s->gate);
+    }
     r3_tls_ctx_free(s->tls);
     free(s->order);
     free(s->dirty);

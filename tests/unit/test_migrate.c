@@ -274,6 +274,84 @@ static void migrate(unsigned pct, unsigned finalize_at)
     host_a_close(&a);
 }
 
+/* Source level (r3mount --seed/--leech): the gate tracks A's writes, holds
+ * them from FINALIZE on and fails them with EIO after RELEASE; B's cache
+ * holds A's bytes at the pause, including chunks re-written after B had
+ * pulled them. */
+struct gated_write { struct r3_source *g; int rc; atomic_bool done; };
+
+static void *write_later(void *arg)
+{
+    struct gated_write *w = arg;
+    char b[100] = { 7 };
+    w->rc = r3_source_write(w->g, b, sizeof b, 9 * 65536 + 10);
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+START_TEST(test_source_level)
+{
+    enum { SZ = 4 << 20, CH = 65536 };
+    struct r3_source *a, *served, *bsrc;
+    ck_assert_int_eq(r3_source_open("mem:?size=4M", &a), 0);
+    uint8_t *buf = malloc(SZ), *back = malloc(SZ);
+    for (size_t i = 0; i < SZ; i++)
+        buf[i] = (uint8_t)(i * 2654435761u >> 13);
+    ck_assert_int_eq(r3_source_write(a, buf, SZ, 0), 0);
+    struct r3_seed_opts so;
+    r3_seed_opts_init(&so);
+    so.listen = "127.0.0.1:0";
+    struct r3_seeder *s;
+    ck_assert_msg(r3_seed_source_open(a, CH, &so, &served, &s) == 0, "%s", r3_last_error());
+    char addr[64], uri[128];
+    r3_seed_address(s, addr, sizeof addr);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    struct r3_leech_opts lo;
+    r3_leech_opts_init(&lo);
+    lo.pull_workers = 2;
+    struct r3_leech_source *l;
+    ck_assert_msg(r3_leech_source_open(uri, &lo, &l, &bsrc) == 0, "%s", r3_last_error());
+    struct r3_leech_progress p;
+    for (int i = 0; i < 1000; i++) {
+        r3_leech_source_progress(l, &p);
+        if (p.chunks_local == p.chunks_total)
+            break;
+        usleep(5000);
+    }
+    ck_assert_uint_eq(p.chunks_local, SZ / CH);
+    /* after B holds them: two chunks change on A */
+    char x[5000];
+    memset(x, 0xAB, sizeof x);
+    ck_assert_int_eq(r3_source_write(served, x, sizeof x, 5 * CH + 100), 0);
+    ck_assert_int_eq(r3_source_write(served, x, 10, 60 * CH - 5), 0);   /* spans chunks 59 and 60 */
+    ck_assert_int_eq(r3_source_read(a, buf, SZ, 0), 0);
+    ck_assert_msg(r3_leech_source_finalize(l) == 0, "%s", r3_last_error());
+    r3_leech_source_progress(l, &p);
+    ck_assert_uint_eq(p.chunks_dirty, 3);
+    ck_assert_int_eq(p.phase, R3_LEECH_POSTCOPY);
+    ck_assert(r3_seed_finalized(s));
+    /* A's writers wait now */
+    struct gated_write w = { .g = served };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, write_later, &w), 0);
+    usleep(100000);
+    ck_assert(!atomic_load(&w.done));
+    ck_assert_int_eq(r3_source_read(bsrc, back, SZ, 0), 0);
+    ck_assert_msg(memcmp(buf, back, SZ) == 0, "B's bytes differ from A's at the pause");
+    ck_assert_msg(r3_leech_source_wait(l) == 0, "%s", r3_last_error());
+    ck_assert_int_eq(r3_seed_wait(s, 5000), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(w.rc, -EIO);
+    /* B's copy is B's */
+    ck_assert_int_eq(r3_source_write(bsrc, x, 100, 0), 0);
+    r3_leech_source_close(l);
+    r3_seed_close(s);
+    r3_source_close(a);
+    free(buf);
+    free(back);
+}
+END_TEST
+
 START_TEST(test_rewrite_0) { migrate(0, 100); }
 END_TEST
 START_TEST(test_rewrite_10) { migrate(10, 30); }
@@ -457,6 +535,7 @@ int main(void)
     tcase_add_test(tc, test_not_a_seeder);
     tcase_add_test(tc, test_methods);
     tcase_add_test(tc, test_seed_refuses);
+    tcase_add_test(tc, test_source_level);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

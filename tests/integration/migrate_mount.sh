@@ -1,0 +1,130 @@
+#!/bin/bash
+# r3mount --seed / --leech with a real program (issue 12): sqlite3 commits
+# rows into a database file on A's seeding mount (nbd-managed) while B pulls
+# it (B's pull is slowed so the inserts land after TRACK, in chunks B already
+# holds); B finalizes on SIGUSR1 with most chunks still remote (post-copy),
+# and only then B's file appears: PRAGMA integrity_check is ok
+# on B and every row committed on A is there, read through B's own mount.
+# After RELEASE a write on A fails (EIO). B's copy is kept in a file://
+# (--local), which must hold the same bytes as B's file. A second handover
+# over mTLS (a leecher without a client certificate is refused; nbd-direct
+# on A) keeps B's copy in a dir://. A seeder killed during the pull: the
+# leecher says so within its timeout and mounts nothing.
+source "$top_srcdir/tests/integration/lib.sh"
+[ -c /dev/fuse ] || t_skip "no /dev/fuse (FUSE is not available in this kernel/container)"
+for t in sqlite3 cmp; do t_need $t; done
+R3MOUNT="$top_builddir/r3mount"
+D=$T_DIR
+mkdir -p "$D/a" "$D/b"
+trap '"$R3MOUNT" -u "$D/b" 2>/dev/null; "$R3MOUNT" -u "$D/a" 2>/dev/null; t_cleanup' EXIT
+
+# Usage errors of the new flags
+"$R3MOUNT" --seed 127.0.0.1:1 --leech r3://127.0.0.1:1/ "$D/b" 2>"$D/err"; [ $? -eq 2 ] || t_fail "--seed --leech"
+"$R3MOUNT" --local mem: "mem:?size=1M" "$D/b" 2>"$D/err"; [ $? -eq 2 ] || t_fail "--local without --leech"
+"$R3MOUNT" --leech --finalize-at 101 r3://127.0.0.1:1/ "$D/b" 2>"$D/err"; [ $? -eq 2 ] || t_fail "--finalize-at 101"
+
+# A: a 64 MiB file holding a fresh database, mounted and seeded
+rm -f "$D/new.db"
+sqlite3 "$D/new.db" "CREATE TABLE t(i INTEGER PRIMARY KEY, v TEXT);" || t_fail "sqlite3 create"
+head -c 64M /dev/zero >"$D/a.img"
+dd if="$D/new.db" of="$D/a.img" conv=notrunc 2>/dev/null
+P=$(t_free_port)
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --strategy nbd-managed --seed 127.0.0.1:$P --log "$D/a.log" "file://$D/a.img" "$D/a") \
+    || t_fail "r3mount --seed"
+ins() {   # FROM TO: one committed transaction a row
+    local i sql="PRAGMA journal_mode=MEMORY;"
+    for i in $(seq "$1" "$2"); do sql="$sql INSERT INTO t(v) VALUES('row $i');"; done
+    sqlite3 "$fa" "$sql" >/dev/null
+}
+ins 1 50 || t_fail "inserts on A before the move"
+
+# B: leech (each request delayed, so the pull takes seconds), kept in a file
+t_bg "$R3MOUNT" --mount fuse --leech --delay 20ms --pull-workers 2 --local "file://$D/b.img" \
+    --log "$D/b.log" "r3://127.0.0.1:$P/?timeout=20s" "$D/b" >"$D/b.out" 2>"$D/b.err"
+LEECH=$T_LAST_PID
+for i in $(seq 1 400); do grep -q "pulling" "$D/b.err" 2>/dev/null && break; sleep 0.025; done
+grep -q "pulling" "$D/b.err" || t_fail "the leecher shows no progress: $(cat "$D/b.err")"
+# After TRACK: more commits on A, each one a transaction (header page, which B holds already)
+for k in $(seq 51 10 141); do ins $k $((k + 9)) || t_fail "inserts on A during the pull"; done
+[ -e "$D/b/disk" ] && t_fail "B's file appeared before the finalize"
+# Finalize now (SIGUSR1), well before every chunk is local: the rest is post-copy
+kill -USR1 $LEECH
+wait $LEECH || t_fail "r3mount --leech: $(cat "$D/b.err")"
+fb=$(cat "$D/b.out")
+[ "$fb" = "$D/b/disk" ] || t_fail "r3mount --leech printed '$fb' ($(cat "$D/b.err"))"
+grep -q "finalized after" "$D/b.err" || t_fail "no totals line: $(cat "$D/b.err")"
+dt=$(sed -n 's/.*downtime \([0-9.]*\) ms.*/\1/p' "$D/b.err")
+[ -n "$dt" ] || t_fail "no downtime line: $(cat "$D/b.err")"
+t_log "downtime $dt ms; $(grep finalized "$D/b.err")"
+pct=$(sed -n 's/.*, \([0-9]*\) of 1024 chunks local.*/\1/p' "$D/b.err")
+[ -n "$pct" ] && [ "$pct" -lt 1024 ] || t_fail "the finalize on SIGUSR1 waited for every chunk: $(cat "$D/b.err")"
+
+# B: the database is whole, and every committed row is there
+[ "$(sqlite3 "$fb" 'PRAGMA integrity_check;')" = ok ] || t_fail "integrity_check on B"
+[ "$(sqlite3 "$fb" 'SELECT count(*), min(i), max(i) FROM t;')" = "150|1|150" ] \
+    || t_fail "rows on B: $(sqlite3 "$fb" 'SELECT count(*), min(i), max(i) FROM t;')"
+[ "$(sqlite3 "$fb" "SELECT v FROM t WHERE i = 137;")" = "row 137" ] || t_fail "row 137 on B"
+# B's file is B's: it takes writes
+sqlite3 "$fb" "PRAGMA journal_mode=MEMORY; INSERT INTO t(v) VALUES('on B');" >/dev/null || t_fail "insert on B"
+
+# Every chunk reaches B, the seeder is released; A's writers then get EIO
+for i in $(seq 1 600); do grep -q "released" "$D/b.log" 2>/dev/null && break; sleep 0.05; done
+grep -q "released" "$D/b.log" || t_fail "B never held every chunk: $(cat "$D/b.log")"
+for i in $(seq 1 100); do grep -q "EIO" "$D/a.log" 2>/dev/null && break; sleep 0.05; done
+grep -q "EIO" "$D/a.log" || t_fail "A was not told of the release: $(cat "$D/a.log")"
+dd if=/dev/zero of="$fa" bs=4096 count=1 conv=notrunc,fsync 2>"$D/dd" && t_fail "a write on A after RELEASE succeeded"
+grep -q "Input/output error" "$D/dd" || t_fail "a write on A after RELEASE: $(cat "$D/dd")"
+
+# The kept copy (--local file) holds B's bytes (read through another path)
+sqlite3 "$fb" "SELECT 1;" >/dev/null
+"$R3MOUNT" -u "$D/b" || t_fail "unmount B"
+[ "$(sqlite3 "$D/b.img" "SELECT count(*) FROM t; PRAGMA integrity_check;" | tr '\n' ' ')" = "151 ok " ] \
+    || t_fail "the --local copy: $(sqlite3 "$D/b.img" "SELECT count(*) FROM t;")"
+"$R3MOUNT" -u "$D/a" 2>/dev/null
+
+# Again over mTLS, nbd-direct on A, finalize at 100%, B's copy in a dir://
+t_need openssl
+c=$D/certs; mkdir -p "$c"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$c/ca.key" -out "$c/ca.pem" -days 2 -subj "/CN=r3 test CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$c/srv.key" -out "$c/srv.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$c/ext"
+openssl x509 -req -in "$c/srv.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial -out "$c/srv.pem" -days 2 -extfile "$c/ext" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$c/cli.key" -out "$c/cli.csr" -subj "/CN=leecher" 2>/dev/null
+openssl x509 -req -in "$c/cli.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial -out "$c/cli.pem" -days 2 2>/dev/null
+[ -s "$c/cli.pem" ] || t_fail "openssl could not make certificates"
+mkdir -p "$D/a2" "$D/b2"
+trap '"$R3MOUNT" -u "$D/b2" 2>/dev/null; "$R3MOUNT" -u "$D/a2" 2>/dev/null; t_cleanup' EXIT
+head -c 8M /dev/urandom >"$D/a2.img"
+P=$(t_free_port)
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P --tls-cert "$c/srv.pem" --tls-key "$c/srv.key" \
+    --tls-ca "$c/ca.pem" "file://$D/a2.img" "$D/a2" 2>/dev/null) || t_fail "r3mount --seed (mTLS, nbd-direct)"
+t_timeout 60 "$R3MOUNT" --mount fuse --leech "r3s://127.0.0.1:$P/?ca=$c/ca.pem&connect_timeout=3s&timeout=5s" \
+    "$D/b2" >/dev/null 2>"$D/b2.err" && t_fail "a leecher without a client certificate was let in"
+[ -e "$D/b2/disk" ] && t_fail "a refused leech left a file"
+fb=$(t_timeout 60 "$R3MOUNT" --mount fuse --leech --local "dir://$D/b2.dir" \
+    "r3s://127.0.0.1:$P/?ca=$c/ca.pem&cert=$c/cli.pem&key=$c/cli.key" "$D/b2" 2>"$D/b2.err") \
+    || t_fail "r3mount --leech (mTLS) --local dir://: $(cat "$D/b2.err")"
+cmp "$D/a2.img" "$fb" || t_fail "B's file differs from A's source"
+"$R3MOUNT" -u "$D/b2" || t_fail "unmount B (dir://)"
+[ "$(ls "$D/b2.dir" | wc -l)" -gt 100 ] || t_fail "the dir:// copy holds no chunks: $(ls "$D/b2.dir")"
+"$R3MOUNT" -u "$D/a2" 2>/dev/null
+
+# A seeder killed (-9) during the pull: the leecher fails within its
+# timeout with a sentence, and makes no file appear
+mkdir -p "$D/a3" "$D/b3"
+trap '"$R3MOUNT" -u "$D/b3" 2>/dev/null; fusermount -u "$D/a3" 2>/dev/null; umount "$D/a3" 2>/dev/null; t_cleanup' EXIT
+P=$(t_free_port)
+t_timeout 30 "$R3MOUNT" -q --mount fuse --seed 127.0.0.1:$P "file://$D/a2.img" "$D/a3" 2>/dev/null || t_fail "seed 3"
+apid=$(awk -v m="$D/a3" '$2 == m { sub("r3mount:", "", $1); print $1 }' /proc/mounts)
+[ -n "$apid" ] || t_fail "no r3mount daemon for $D/a3 in /proc/mounts"
+t_bg "$R3MOUNT" --mount fuse --leech --delay 20ms --pull-workers 1 "r3://127.0.0.1:$P/?timeout=3s" "$D/b3" \
+    >/dev/null 2>"$D/b3.err"
+LEECH=$T_LAST_PID
+for i in $(seq 1 400); do grep -q "pulling" "$D/b3.err" 2>/dev/null && break; sleep 0.025; done
+kill -9 "$apid"
+start=$(date +%s)
+wait $LEECH && t_fail "the leech went on without its seeder"
+[ $(( $(date +%s) - start )) -le 15 ] || t_fail "the leecher took more than 15 s to give up"
+grep -q "leecher: .*127.0.0.1:$P" "$D/b3.err" || t_fail "the leecher's error: $(cat "$D/b3.err")"
+[ -e "$D/b3/disk" ] && t_fail "a failed leech left a file"
+exit 0
