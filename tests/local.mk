@@ -91,7 +91,7 @@ INTEGRATION_TESTS = \
 	tests/integration/r3run_sync_timeout.sh tests/integration/programs_fork.sh \
 	tests/integration/programs_signals.sh tests/integration/programs_evict.sh \
 	tests/integration/programs_nbd_signals.sh tests/integration/programs_nbd_unmount.sh \
-	tests/integration/programs_filesync_sparse.sh \
+	tests/integration/programs_filesync_sparse.sh tests/integration/programs_pool.sh \
 	tests/integration/uffd_two_procs.sh \
 	tests/integration/r3run_exit.sh tests/integration/r3run_fork.sh \
 	tests/integration/r3run_programs.sh \
