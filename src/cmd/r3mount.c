@@ -289,7 +289,24 @@ static int do_unmount(const char *arg)
          * writes from now on (its pages could not be written back once the
          * connection is gone): what it wrote so far is written back, and
          * the mount stays, like umount(8) says busy. */
-        sync_files(mnt);
+        /* In a child, bounded: a daemon whose source hangs must not hang -u. */
+        pid_t c = fork();
+        if (c == 0) {
+            sync_files(mnt);
+            _exit(0);
+        }
+        int done = c < 0;
+        for (int i = 0; i < 6000 && !done; i++) {
+            if (waitpid(c, NULL, WNOHANG) != 0)
+                done = 1;
+            else
+                usleep(10000);
+        }
+        if (!done) {
+            kill(c, SIGKILL);
+            fprintf(stderr, "r3mount: writing back the files of %s took more than 60 s;"
+                    " stopping the daemon anyway\n", mnt);
+        }
         pid_t who = 0;
         char path[PATH_MAX + 256];
         if (in_use(mnt, pid, &who, path, sizeof path)) {
