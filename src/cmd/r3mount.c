@@ -225,8 +225,10 @@ static void sync_files(const char *mnt)
         closedir(d);
 }
 
-/* Does a process other than the daemon hold a file of the mount (open or
- * mapped)? Its pid goes to *who, its path to path. */
+/* Does a process other than the daemon map a file of the mount? Only a
+ * mapping holds writes that are not yet the daemon's (dirty pages); write()
+ * reaches the daemon at once, so a process that only has the file open
+ * loses nothing (its later I/O fails). Its pid goes to *who, the path to path. */
 static bool in_use(const char *mnt, pid_t daemon, pid_t *who, char *path, size_t pathn)
 {
     size_t ml = strlen(mnt);
@@ -250,23 +252,6 @@ static bool in_use(const char *mnt, pid_t daemon, pid_t *who, char *path, size_t
         }
         if (f)
             fclose(f);
-        snprintf(p, sizeof p, "/proc/%d/fd", (int)pid);
-        DIR *fdd = used ? NULL : opendir(p);
-        struct dirent *fe;
-        while (!used && fdd && (fe = readdir(fdd))) {
-            char lp[96];
-            snprintf(lp, sizeof lp, "/proc/%d/fd/%.32s", (int)pid, fe->d_name);
-            ssize_t n = readlink(lp, line, sizeof line - 1);
-            if (n <= 0)
-                continue;
-            line[n] = '\0';
-            if (strncmp(line, mnt, ml) == 0 && line[ml] == '/') {
-                used = true;
-                snprintf(path, pathn, "%s", line);
-            }
-        }
-        if (fdd)
-            closedir(fdd);
         if (used)
             *who = pid;
     }
@@ -285,7 +270,7 @@ static int do_unmount(const char *arg)
     bool mounted;
     pid_t pid = find_daemon(mnt, &mounted);
     if (pid > 0 && alive(pid)) {
-        /* A program that still maps or opens the file would lose what it
+        /* A program that still maps the file would lose what it
          * writes from now on (its pages could not be written back once the
          * connection is gone): what it wrote so far is written back, and
          * the mount stays, like umount(8) says busy. */
@@ -318,7 +303,7 @@ static int do_unmount(const char *arg)
                     comm[strcspn(comm, "\n")] = '\0';
                 fclose(cf);
             }
-            fprintf(stderr, "r3mount: %s is busy: process %d (%s) still has %s open or mapped;"
+            fprintf(stderr, "r3mount: %s is busy: process %d (%s) still maps %s;"
                     " what it wrote so far is synced, the mount stays\n", mnt, (int)who, comm, path);
             return 1;
         }
