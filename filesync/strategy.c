@@ -223,22 +223,70 @@ static bool all_zero(const unsigned char *p, size_t n)
     return true;
 }
 
+/* Where the next bytes that may hold data are, from off: [*from, *to)
+ * within [off, end). A file source says where its data is (SEEK_DATA /
+ * SEEK_HOLE): holes are skipped without reading them. false: no data left. */
+static bool next_data(int sfd, uint64_t off, uint64_t end, uint64_t *from, uint64_t *to)
+{
+    *from = off;
+    *to = end;
+    if (sfd < 0)
+        return true;
+    off_t d = lseek(sfd, (off_t)off, SEEK_DATA);
+    if (d < 0)
+        return errno != ENXIO;          /* ENXIO: only a hole up to the end */
+    if ((uint64_t)d >= end)
+        return false;
+    uint64_t start = (uint64_t)d & ~(uint64_t)4095;
+    *from = start > off ? start : off;
+    off_t h = lseek(sfd, d, SEEK_HOLE);
+    if (h > d && (uint64_t)h < end)
+        *to = ((uint64_t)h + 4095) & ~(uint64_t)4095;
+    if (*to > end)
+        *to = end;
+    return true;
+}
+
+static void progress(struct fsr *f, uint64_t t0, uint64_t *last, uint64_t done, bool end)
+{
+    if (!f->hooks.on_progress)
+        return;
+    uint64_t now = r3_now_ns();
+    if (now - t0 < 1000000000u && !(end && *last))
+        return;                         /* short copies say nothing */
+    if (!end && *last && now - *last < 500000000u)
+        return;
+    *last = now;
+    f->hooks.on_progress(f->hooks.arg, NULL, "copying", done, f->r.len);
+}
+
+/* Copy what holds data: holes of a file source are not read, all-zero
+ * pieces of any source are not written (the local file starts as a hole:
+ * it stays sparse, saving disk, page cache and writeback). */
 static int precopy(struct fsr *f)
 {
     unsigned char *buf = malloc(PRECOPY_IO);
     if (!buf)
         return r3_error(-ENOMEM, "filesync: out of memory");
-    int rc = 0;
-    for (uint64_t off = 0; off < f->r.len && rc == 0; off += PRECOPY_IO) {
-        size_t n = (size_t)(f->r.len - off < PRECOPY_IO ? f->r.len - off : PRECOPY_IO);
-        rc = r3_source_read(f->r.src, buf, n, off);
-        /* the local file starts as zeros: zero ranges (sparse images) need
-         * no write, which saves page cache and disk writeback */
+    int rc = 0, sfd = r3_file_source_fd(f->r.src);
+    uint64_t t0 = r3_now_ns(), last = 0, off = 0, len = f->r.len;
+    while (off < len && rc == 0) {
+        uint64_t from, to;
+        if (!next_data(sfd, off, len, &from, &to))
+            break;
+        if (to > from + PRECOPY_IO)
+            to = from + PRECOPY_IO;
+        size_t n = (size_t)(to - from);
+        rc = r3_source_read(f->r.src, buf, n, from);
         if (rc == 0 && !all_zero(buf, n))
-            rc = r3_pwrite_all(f->fd, buf, n, off);
+            rc = r3_pwrite_all(f->fd, buf, n, from);
         if (rc < 0)
-            r3_error_prefix(rc, "filesync: pre-copy at %llu: ", (unsigned long long)off);
+            r3_error_prefix(rc, "filesync: pre-copy at %llu: ", (unsigned long long)from);
+        off = to;
+        progress(f, t0, &last, off, false);
     }
+    if (rc == 0)
+        progress(f, t0, &last, len, true);
     f->bytes_pulled = rc == 0 ? f->r.len : 0;
     f->chunks_pulled = rc == 0 ? f->nblocks : 0;
     free(buf);
@@ -281,10 +329,11 @@ static int local_file(struct fsr *f, const char *dir)
     if (f->fd < 0)
         return r3_error(-errno, "filesync: cannot create a file in %s: %s", dir, strerror(errno));
     unlink(f->path);
+    /* Sparse: only what holds data takes disk (a 4 GiB image with 1 MiB of
+     * data takes 1 MiB). The price: a disk that fills up later fails the
+     * program's write (SIGBUS), as with any sparse file mapped. */
     if (ftruncate(f->fd, (off_t)f->r.len) < 0)
         return r3_error(-errno, "filesync: %s: %s", f->path, strerror(errno));
-    if (posix_fallocate(f->fd, 0, (off_t)f->r.len) == ENOSPC)
-        return r3_error(-ENOSPC, "filesync: %s: no space for %zu bytes", dir, f->r.len);
     return 0;
 }
 

@@ -11,12 +11,109 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <dirent.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "internal.h"
 #include "nbd/helper.h"
 
 #define HELPER_READY_MS 30000
+#define OWNER_CHECK_MS 200
+
+/* Is the owner dying? A thread of a dying owner may be stuck in a request
+ * to our mount (a fault, or the write-back when its mapping goes at exit)
+ * while the NBD server that would answer, threads of the owner too, is
+ * gone: the owner never ends and never closes our control socket. The
+ * signs: SIGKILL pending on one of its threads (a fatal signal kills the
+ * others with it), or every thread left exiting (PF_EXITING) but for a
+ * leader that is already a zombie, or no such process. A leader that only
+ * ended its own thread while others work is not a sign. */
+#define PF_EXITING_FLAG 0x4u
+static bool owner_dying(pid_t owner)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/task", (int)owner);
+    DIR *d = opendir(p);
+    if (!d)
+        return true;
+    bool killed = false, all_exiting = true;
+    struct dirent *e;
+    while (!killed && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sp[128], line[1024];
+        snprintf(sp, sizeof sp, "/proc/%d/task/%.16s/status", (int)owner, e->d_name);
+        FILE *f = fopen(sp, "r");
+        while (f && !killed && fgets(line, sizeof line, f)) {
+            unsigned long long mask;
+            if ((sscanf(line, "SigPnd: %llx", &mask) == 1 || sscanf(line, "ShdPnd: %llx", &mask) == 1) &&
+                (mask & (1ull << (SIGKILL - 1))))
+                killed = true;
+        }
+        if (f)
+            fclose(f);
+        snprintf(sp, sizeof sp, "/proc/%d/task/%.16s/stat", (int)owner, e->d_name);
+        f = fopen(sp, "r");
+        char st = 0;
+        unsigned flags = 0;
+        if (f && fgets(line, sizeof line, f)) {
+            char *rp = strrchr(line, ')');
+            if (!rp || sscanf(rp + 1, " %c %*d %*d %*d %*d %*d %u", &st, &flags) != 2)
+                st = 0;
+        }
+        if (f)
+            fclose(f);
+        if (st && st != 'Z' && st != 'X' && !(flags & PF_EXITING_FLAG))
+            all_exiting = false;
+    }
+    closedir(d);
+    return killed || all_exiting;
+}
+
+/* The guard: a process of its own that outlives the helper and, when the
+ * helper is gone however it went (killed too), detaches the mount and
+ * removes the scratch directory. Without it a killed helper leaves a FUSE
+ * mount whose every access says "Transport endpoint is not connected". */
+static void start_guard(const struct r3_nbd_mount_opts *o)
+{
+    int pp[2];
+    if (!o->mountpoint || pipe(pp) < 0)
+        return;
+    pid_t g = fork();
+    if (g != 0) {
+        close(pp[0]);                       /* the helper keeps the write end until it dies */
+        if (g < 0)
+            close(pp[1]);
+        return;
+    }
+    close(pp[1]);
+    close_range(0, (unsigned)pp[0] - 1, 0);
+    close_range((unsigned)pp[0] + 1, ~0u, 0);
+    char c;
+    while (read(pp[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", o->mountpoint);
+    if (umount2(dir, MNT_DETACH) < 0 && errno == EPERM) {
+        pid_t u = fork();
+        if (u == 0) {
+            execlp("fusermount3", "fusermount3", "-u", "-z", "-q", dir, (char *)NULL);
+            _exit(127);
+        }
+        if (u > 0)
+            waitpid(u, NULL, 0);
+    }
+    if (o->client.unix_path)
+        unlink(o->client.unix_path);
+    rmdir(dir);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        rmdir(dir);
+    }
+    _exit(0);
+}
 
 struct r3_nbd_helper {
     pid_t pid;
@@ -32,6 +129,7 @@ struct ready_msg {
 /* The helper's life: detach, mount, report, wait for EOF, unmount. */
 static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts *o, int ctl)
 {
+    pid_t owner = getppid();
     /* Leave the owner's session (no terminal signals), its fds and handlers. */
     setsid();
     for (int s = 1; s < NSIG; s++)
@@ -52,6 +150,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
         ctl = 3;
     }
     close_range(4, ~0u, 0);
+    start_guard(o);
     r3_thread_mark_internal();
 
     char c;
@@ -70,8 +169,21 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
             r3_nbd_mount_close(m);
         _exit(1);
     }
-    while (read(ctl, &c, 1) > 0 || errno == EINTR)
-        ;                                   /* until the owner closes or dies */
+    /* Until the owner closes or dies; a dying owner may be waiting on the
+     * mount itself (see owner_dying): unmounting aborts its requests. */
+    for (;;) {
+        struct pollfd p = { .fd = ctl, .events = POLLIN };
+        int n = poll(&p, 1, OWNER_CHECK_MS);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0) {
+            ssize_t r = read(ctl, &c, 1);
+            if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+                break;
+        } else if (n == 0 && owner_dying(owner)) {
+            break;
+        }
+    }
     rc = r3_nbd_mount_close(m);
     /* An owner that exec'd or died leaves its scratch directory: the socket,
      * the mount point and their directory (all made by the strategy). */

@@ -109,4 +109,8 @@ extern const struct r3_strategy_ops r3_strategy_filesync;   /* filesync/strategy
 /* "pagemap" or "hash": how a filesync region finds changed blocks. */
 const char *r3_filesync_detect(const struct r3_region *r);
 
+/* The descriptor of a file:// source (for SEEK_DATA/SEEK_HOLE), or -1 for
+ * any other source. The source keeps it. */
+int r3_file_source_fd(const struct r3_source *s);
+
 #endif

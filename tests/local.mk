@@ -90,6 +90,8 @@ INTEGRATION_TESTS = \
 	tests/integration/hostile_resp.sh tests/integration/sources_hostile_s3.sh \
 	tests/integration/r3run_sync_timeout.sh tests/integration/programs_fork.sh \
 	tests/integration/programs_signals.sh tests/integration/programs_evict.sh \
+	tests/integration/programs_nbd_signals.sh tests/integration/programs_nbd_unmount.sh \
+	tests/integration/programs_filesync_sparse.sh tests/integration/programs_pool.sh \
 	tests/integration/uffd_two_procs.sh \
 	tests/integration/r3run_exit.sh tests/integration/r3run_fork.sh \
 	tests/integration/r3run_programs.sh \

@@ -58,6 +58,12 @@ struct r3_region_hooks {
      * thread gets SIGBUS). Runs on an r3 thread: it must not touch the
      * region's memory. The library itself prints nothing. */
     void (*on_error)(void *arg, struct r3_region *r, int err, const char *msg);
+    /* Progress of a long step of the open (filesync's pre-copy: what =
+     * "copying"), called about twice a second once the step has taken a
+     * second, and once with done == total at its end; the region is not
+     * usable yet (r is NULL). The library itself prints nothing. */
+    void (*on_progress)(void *arg, struct r3_region *r, const char *what, uint64_t done,
+                        uint64_t total);
 };
 
 struct r3_region_opts {

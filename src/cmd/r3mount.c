@@ -3,6 +3,7 @@
  *   r3mount [options] SOURCE MOUNTPOINT    mount (daemon unless --foreground)
  *   r3mount -u MOUNTPOINT                  unmount: the daemon syncs and exits
  * See usage() for every flag. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -222,6 +223,63 @@ static bool alive(pid_t pid)
     return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';   /* a zombie has exited */
 }
 
+/* Write back what was written to the files of the mount (through write()
+ * or a shared mapping: both are dirty pages of the page cache), before the
+ * daemon tears the connection down. */
+static void sync_files(const char *mnt)
+{
+    DIR *d = opendir(mnt);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && fsync(fd) < 0)
+            fprintf(stderr, "r3mount: fsync %s/%s: %s\n", mnt, e->d_name, strerror(errno));
+        close(fd);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* Does a process other than the daemon map a file of the mount? Only a
+ * mapping holds writes that are not yet the daemon's (dirty pages); write()
+ * reaches the daemon at once, so a process that only has the file open
+ * loses nothing (its later I/O fails). Its pid goes to *who, the path to path. */
+static bool in_use(const char *mnt, pid_t daemon, pid_t *who, char *path, size_t pathn)
+{
+    size_t ml = strlen(mnt);
+    DIR *pd = opendir("/proc");
+    struct dirent *e;
+    bool used = false;
+    while (!used && pd && (e = readdir(pd))) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || pid == daemon || pid == getpid())
+            continue;
+        char p[PATH_MAX + 64], line[PATH_MAX + 256];
+        snprintf(p, sizeof p, "/proc/%d/maps", (int)pid);
+        FILE *f = fopen(p, "r");
+        while (!used && f && fgets(line, sizeof line, f)) {
+            char *sl = strchr(line, '/');
+            line[strcspn(line, "\n")] = '\0';
+            if (sl && strncmp(sl, mnt, ml) == 0 && sl[ml] == '/') {
+                used = true;
+                snprintf(path, pathn, "%s", sl);
+            }
+        }
+        if (f)
+            fclose(f);
+        if (used)
+            *who = pid;
+    }
+    if (pd)
+        closedir(pd);
+    return used;
+}
+
 static int do_unmount(const char *arg)
 {
     char mnt[PATH_MAX];
@@ -232,6 +290,43 @@ static int do_unmount(const char *arg)
     bool mounted;
     pid_t pid = find_daemon(mnt, &mounted);
     if (pid > 0 && alive(pid)) {
+        /* A program that still maps the file would lose what it
+         * writes from now on (its pages could not be written back once the
+         * connection is gone): what it wrote so far is written back, and
+         * the mount stays, like umount(8) says busy. */
+        /* In a child, bounded: a daemon whose source hangs must not hang -u. */
+        pid_t c = fork();
+        if (c == 0) {
+            sync_files(mnt);
+            _exit(0);
+        }
+        int done = c < 0;
+        for (int i = 0; i < 6000 && !done; i++) {
+            if (waitpid(c, NULL, WNOHANG) != 0)
+                done = 1;
+            else
+                usleep(10000);
+        }
+        if (!done) {
+            kill(c, SIGKILL);
+            fprintf(stderr, "r3mount: writing back the files of %s took more than 60 s;"
+                    " stopping the daemon anyway\n", mnt);
+        }
+        pid_t who = 0;
+        char path[PATH_MAX + 256];
+        if (in_use(mnt, pid, &who, path, sizeof path)) {
+            char comm[64] = "?", cp[64];
+            snprintf(cp, sizeof cp, "/proc/%d/comm", (int)who);
+            FILE *cf = fopen(cp, "r");
+            if (cf) {
+                if (fgets(comm, sizeof comm, cf))
+                    comm[strcspn(comm, "\n")] = '\0';
+                fclose(cf);
+            }
+            fprintf(stderr, "r3mount: %s is busy: process %d (%s) still maps %s;"
+                    " what it wrote so far is synced, the mount stays\n", mnt, (int)who, comm, path);
+            return 1;
+        }
         kill(pid, SIGTERM);
         for (int i = 0; i < 6000 && alive(pid); i++)  /* it syncs first: up to 60 s */
             usleep(10000);

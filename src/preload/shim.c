@@ -497,6 +497,19 @@ static void on_region_error(void *arg, struct r3_region *r, int err, const char 
     say("r3run: %s\n", msg);
 }
 
+/* A long step of the open (filesync's pre-copy): said on stderr, since the
+ * program seems to hang otherwise. */
+static void on_region_progress(void *arg, struct r3_region *r, const char *what, uint64_t done,
+                               uint64_t total)
+{
+    (void)arg, (void)r;
+    char d[32], t[32];
+    r3_fmt_bytes(done, d, sizeof d);
+    r3_fmt_bytes(total, t, sizeof t);
+    say("r3run: %s the source: %s of %s (%d%%)\n", what, d, t,
+        total ? (int)(done * 100 / total) : 100);
+}
+
 /* r3run's default image (R3_UNLINK_SOURCE): removed as soon as it is open,
  * so nothing is left behind however the program ends. The program may exec
  * itself (same pid, the shim runs again): an inherited descriptor keeps
@@ -734,6 +747,7 @@ static int lazy_open(void)
     r3_region_opts_init(&o);
     r3_preload_env_opts(&S.env, &o);
     o.hooks.on_error = on_region_error;
+    o.hooks.on_progress = on_region_progress;
     struct r3_source *src;
     if (r3_source_open(S.env.source, &src) < 0)
         fail("cannot open the source");

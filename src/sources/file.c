@@ -46,6 +46,11 @@ static const struct r3_source_ops file_ops = {
     .scheme = "file", .read = file_read, .write = file_write, .flush = file_flush, .close = file_close,
 };
 
+int r3_file_source_fd(const struct r3_source *s)
+{
+    return s && s->ops == &file_ops ? ((const struct file_source *)s)->fd : -1;
+}
+
 int r3_file_open(const struct r3_uri *u, struct r3_source **out)
 {
     static const char *const allowed[] = { "size", "readonly", NULL };
