@@ -81,7 +81,7 @@ tests_r3run_forkcow_LDFLAGS = -pthread
 
 # ---- integration tests, by part
 INTEGRATION_TESTS = \
-	tests/integration/abi_exports.sh \
+	tests/integration/abi_exports.sh tests/integration/pipeline_tools.sh \
 	tests/integration/man_pages.sh \
 	tests/integration/tools_cli.sh \
 	tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \

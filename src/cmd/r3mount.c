@@ -26,6 +26,7 @@
 struct opts {
     const char *source, *mountpoint, *strategy, *name, *mode, *nbd_listen, *log;
     const char *seed, *local;     /* --seed ADDR; --leech's --local URI */
+    const char *pipeline;         /* --pipeline SPEC: the stages served, instead of r3mount's own */
     const char *tls_cert, *tls_key, *tls_ca;   /* --seed over TLS (mTLS with the CA) */
     uint32_t chunk;
     unsigned finalize_at;         /* --leech: finalize at this % local */
@@ -55,6 +56,8 @@ static void usage(FILE *f)
           "  --push-interval DUR   write back dirty chunks every DUR, e.g. 500ms or 2s\n"
           "                        (managed; default: on fsync only)\n"
           "  --delay DUR           add DUR to every source request, e.g. 10ms (RTT injection)\n"
+          "  --pipeline SPEC       serve SOURCE through these stages instead of the ones the\n"
+          "                        strategy builds, e.g. 'delay:ms=10,chunk:size=1M,cache,pull:workers=16'\n"
           "  --mount MODE          how to expose it: auto (default: kernel if available),\n"
           "                        fuse or kernel\n"
           "  --name NAME           file name inside MOUNTPOINT (default disk)\n"
@@ -477,7 +480,12 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
     int rc = o->leech ? leech(o, s, &t_pause) : r3_source_open(o->source, &s->src);
     if (rc == 0 && !o->leech) {
         s->served = s->src;
-        if (!strcmp(o->strategy, "nbd-managed") || o->delay_us) {
+        if (o->pipeline) {
+            rc = r3_pipeline_parse(o->pipeline, s->src, &s->pipe);   /* owns src, also on failure */
+            s->served = rc == 0 ? s->pipe->top : NULL;
+            if (rc < 0)
+                s->src = NULL;
+        } else if (!strcmp(o->strategy, "nbd-managed") || o->delay_us) {
             struct r3_pipeline_opts po = {
                 .chunk = o->chunk, .pull_workers = o->pull_workers,
                 .push_workers = o->push_workers ? o->push_workers : 1,
@@ -649,11 +657,11 @@ int main(int argc, char **argv)
 {
     enum { O_STRAT = 256, O_CHUNK, O_PULL, O_PUSH, O_IVAL, O_DELAY, O_MOUNT, O_NAME, O_FT, O_W, O_NBD, O_RO,
            O_LOG, O_LIST, O_INSEC, O_SEED, O_LEECH, O_LOCAL, O_FAT,
-           O_TCERT, O_TKEY, O_TCA };
+           O_TCERT, O_TKEY, O_TCA, O_PIPE };
     static const struct option lo[] = {
         { "strategy", 1, 0, O_STRAT }, { "chunk", 1, 0, O_CHUNK }, { "pull-workers", 1, 0, O_PULL },
         { "push-workers", 1, 0, O_PUSH }, { "push-interval", 1, 0, O_IVAL },
-        { "delay", 1, 0, O_DELAY }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
+        { "delay", 1, 0, O_DELAY }, { "pipeline", 1, 0, O_PIPE }, { "mount", 1, 0, O_MOUNT }, { "name", 1, 0, O_NAME },
         { "fuse-threads", 1, 0, O_FT }, { "workers", 1, 0, O_W }, { "nbd-listen", 1, 0, O_NBD },
         { "read-only", 0, 0, O_RO }, { "log", 1, 0, O_LOG }, { "list-exports", 0, 0, O_LIST },
         { "insecure", 0, 0, O_INSEC }, { "seed", 1, 0, O_SEED }, { "leech", 0, 0, O_LEECH },
@@ -719,6 +727,7 @@ int main(int argc, char **argv)
         case O_LIST: o.list_exports = true; break;
         case O_INSEC: o.insecure = true; break;
         case O_RO: o.readonly = true; break;
+        case O_PIPE: o.pipeline = optarg; break;
         case O_SEED: o.seed = optarg; break;
         case O_LEECH: o.leech = true; break;
         case O_LOCAL: o.local = optarg; break;
@@ -773,6 +782,10 @@ int main(int argc, char **argv)
         return usage_error("%s needs --leech", o.local ? "--local" : "--finalize-at");
     if (o.leech && strcmp(o.strategy, "nbd-direct") != 0)
         return usage_error("--leech serves its own cache: --strategy does not apply");
+    if (o.pipeline && o.leech)
+        return usage_error("--leech serves its own cache: --pipeline does not apply");
+    if (o.pipeline && o.delay_us)
+        return usage_error("--pipeline replaces the stages --delay would add: put 'delay:us=N' in it");
     if (o.nbd_listen) {
         /* A bad address is a usage error, found before anything starts. */
         struct r3_net_addr a;
