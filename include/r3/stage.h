@@ -55,8 +55,6 @@ int  r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
 /* Make chunk idx local; waits for a fetch already in flight. 0 or -errno. */
 int  r3_cache_fetch(struct r3_source *cache, uint64_t idx, int why);
 bool r3_cache_is_local(struct r3_source *cache, uint64_t idx);
-/* Is idx being fetched right now (a fetch of it would wait)? A hint. */
-bool r3_cache_is_fetching(struct r3_source *cache, uint64_t idx);
 /* Mark chunk idx as not local, so the next access fetches it again. */
 int  r3_cache_invalidate(struct r3_source *cache, uint64_t idx);
 /* Mark chunk idx local without fetching (its local bytes are authoritative). */
