@@ -96,6 +96,15 @@ static int evict_one(struct r3u_region *r, uint64_t c)
     uint8_t st = R3U_FILLED;
     if (!atomic_compare_exchange_strong(&r->filled[c], &st, R3U_EVICTING))
         return 1;
+    /* A chunk is FILLED a moment before its fetch is finished in the cache
+     * (LOCAL): taken out meanwhile, the cache would go LOCAL after our
+     * invalidate and the next fault would find a chunk "local" but gone.
+     * While the cache says LOCAL nobody fetches the chunk, so no fetch can
+     * read the source before the write-back below. */
+    if (!r3_cache_is_local(r->p->cache, c)) {
+        atomic_store(&r->filled[c], R3U_FILLED);
+        return 1;
+    }
     uint64_t off = c << r->chunk_shift;
     size_t moved;
     /* The gate is held from the move to the end of the write-back: a fork

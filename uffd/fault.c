@@ -164,14 +164,17 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     /* Sequential: this fault is in the chunk after the previous fault's. */
     uint64_t prev = atomic_exchange_explicit(&r->last_fault, idx, memory_order_relaxed);
     h->seq = prev + 1 == idx;
-    uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    uint8_t st;
+    unsigned spins = 0;
+again:
+    st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
     for (unsigned tries = 1; st == R3U_EVICTING; tries++) {
         /* Being taken out: wait for its bytes to reach the source, then
          * fault it back in (events are read meanwhile). */
         r3u_layout_wait(r, tries);
         st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
     }
-    if (st == R3U_INSTALLING) {
+    if (st == R3U_INSTALLING || st == R3U_ZEROING) {
         /* Being installed right now: the installer wakes the whole chunk.
          * The reader caught up with the fills: keep ahead of it. (Not
          * timed: the wake is not ours.) */
@@ -180,9 +183,16 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
         return;
     } else if (st == R3U_FILLED) {
         /* A missing page in a filled chunk was removed (MADV_DONTNEED or
-         * reclaimed MADV_FREE): it reads as zeros, and the zeros are data. */
+         * reclaimed MADV_FREE): it reads as zeros, and the zeros are data.
+         * The chunk is held ZEROING meanwhile: the evictor must not move it
+         * out under the zero page (the page would stay, zeros, over the
+         * written-back bytes). Other faults on it are woken at the end. */
+        if (!atomic_compare_exchange_strong(&r->filled[idx], &st, R3U_ZEROING))
+            goto again;
         bool installed = false;
         int rc = r3u_install_zero(r, off, &installed);
+        atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+        r3u_wake_chunk(r, idx);
         if (rc < 0)
             fail_fault(r, off, idx, rc, m->arg.pagefault.feat.ptid);
         else if (installed)
@@ -194,6 +204,12 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             fill_ahead(h, idx);
             return;
         }
+    } else if (r3_cache_is_fetching(r->p->cache, idx)) {
+        /* Another thread fetches it: wait here for its install to start,
+         * reading events, not asleep in the cache (its UFFDIO_COPY may wait
+         * for an event only a handler can read: a REMOVE, say). */
+        r3u_layout_wait(r, ++spins);
+        goto again;
     } else {
         r3u_evict_wait_room(r);
         h->fault_off = off;
@@ -202,7 +218,9 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
             first_page(h, off, idx);
         int rc = r3_cache_fetch(r->p->cache, idx, R3_FETCH_FAULT);
         h->fault_off = UINT64_MAX;
-        if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire))
+        if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire) &&
+            r3_cache_is_local(r->p->cache, idx))
+            /* (not local: filled, which woke the thread, and evicted since) */
             rc = r3_error(-EIO, "uffd: chunk %llu is local in the cache but was never installed",
                           (unsigned long long)idx);
         if (rc < 0 && h->first_done) {
@@ -337,7 +355,8 @@ static void fill_ahead(struct r3u_handler *h, uint64_t idx)
         /* Each chunk is read ahead by one handler only, so several handlers
          * fill disjoint chunks in parallel instead of waiting on each other. */
         if (atomic_load_explicit(&r->filled[j], memory_order_acquire) ||
-            r3u_bit(r->ahead, j) || r3_cache_is_local(r->p->cache, j))
+            r3u_bit(r->ahead, j) || r3_cache_is_local(r->p->cache, j) ||
+            r3_cache_is_fetching(r->p->cache, j))
             continue;
         if (atomic_fetch_or(&r->ahead[j >> 6], UINT64_C(1) << (j & 63)) & (UINT64_C(1) << (j & 63)))
             continue;

@@ -161,9 +161,11 @@ void r3u_fork_event(struct r3u_region *r, int ufd)
         atomic_fetch_add(&r->forks_seen, 1);
         return;
     }
-    for (uint64_t c = 0; c < r->nchunks; c++)
-        if (atomic_load_explicit(&r->filled[c], memory_order_acquire) != R3U_FILLED)
+    for (uint64_t c = 0; c < r->nchunks; c++) {
+        uint8_t st = atomic_load_explicit(&r->filled[c], memory_order_acquire);
+        if (st != R3U_FILLED && st != R3U_ZEROING)   /* (zeroing: filled, the child has it) */
             k->need0[c >> 6] |= UINT64_C(1) << (c & 63);
+    }
     for (uint64_t w = 0; w < (r->nchunks + 63) / 64; w++)
         atomic_store(&k->need[w], k->need0[w]);
     for (uint64_t w = 0; w < (r->npages + 63) / 64; w++)

@@ -14,10 +14,11 @@
 #include <r3/r3.h>
 
 #define R3U_BATCH 64             /* fault messages read per read() */
-#define R3U_HIST 256
+#define R3U_HIST 256             /* fault-wait histogram: 4 buckets per power of two */
 #define R3U_INSTALLING 1         /* the faulting page is in, the rest is coming */
 #define R3U_FILLED 2             /* every page of the chunk was installed */
-#define R3U_EVICTING 3           /* being taken out (evict.c): faults wait */             /* fault-wait histogram: 4 buckets per power of two */
+#define R3U_EVICTING 3           /* being taken out (evict.c): faults wait */
+#define R3U_ZEROING 4            /* filled; a removed page gets its zeros (fault.c) */
 
 struct r3u_region;
 struct r3u_kid;
@@ -55,7 +56,7 @@ struct r3u_region {
     uint64_t npages;
     unsigned chunk_shift, page_shift;
     const uint8_t *zeros;         /* one chunk of zeros (source for zero fills) */
-    _Atomic uint8_t *filled;      /* per chunk: R3U_INSTALLING, R3U_FILLED, or 0 */
+    _Atomic uint8_t *filled;      /* per chunk: 0 or an R3U_ state above */
     _Atomic uint64_t *zpage;      /* per page: must read as zeros (REMOVE/DONTNEED) */
     _Atomic uint64_t *gone;       /* per page: no longer mapped (UNMAP/REMAP) */
     _Atomic bool any_gone;
@@ -141,6 +142,8 @@ int  r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len
 /* Fill the page at off with zeros unless present; *installed says if it was. */
 int  r3u_install_page(struct r3u_region *r, uint64_t off, const void *page);
 int  r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed);
+/* Wake every thread waiting in chunk idx (after it leaves INSTALLING). */
+void r3u_wake_chunk(struct r3u_region *r, uint64_t idx);
 
 /* uffd/fault.c: handler threads and events. */
 int  r3u_handlers_start(struct r3u_region *r, unsigned n);

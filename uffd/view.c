@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include "internal.h"
 #include "uffd/uffd.h"
 
@@ -18,6 +19,21 @@ static int wake(struct r3u_region *r, uint64_t off, size_t len)
     return 0;
 }
 
+/* After a chunk leaves INSTALLING: a fault whose handler saw INSTALLING
+ * counts on the installer's wake, but a page installed and then removed
+ * (MADV_DONTNEED) before that fault was never woken by any copy. Woken now,
+ * its thread touches the page again and faults on the FILLED chunk. */
+void r3u_wake_chunk(struct r3u_region *r, uint64_t idx)
+{
+    uint64_t off = idx << r->chunk_shift;
+    size_t len = r->r.chunk;
+    if (off >= r->maplen)
+        return;
+    if (len > r->maplen - off)
+        len = (size_t)(r->maplen - off);
+    wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+}
+
 /* One UFFDIO_COPY loop over [off, off+len): partial copies continue where
  * they stopped, an existing page (EEXIST) counts as done and is woken,
  * zero progress with EAGAIN means the layout is changing. *n_new counts
@@ -27,7 +43,6 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
 {
     size_t done = 0;
     unsigned again = 0;
-    uint64_t t_first = 0;
     while (done < len) {
         struct uffdio_copy c = {
             .dst = (uintptr_t)r->r.base + off + done,
@@ -62,13 +77,21 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
              * thread has not resumed yet. Read events, let that thread run,
              * retry at once: the window between two events of a thread
              * that keeps calling madvise() is a few microseconds. */
-            uint64_t t = r3_now_ns();
-            if (again++ == 0)
-                t_first = t;
-            else if (t - t_first > 10ull * 1000 * 1000 * 1000)
-                return r3_error(-EAGAIN, "uffd: the address space kept changing for 10 s while"
-                                " filling offset %llu", (unsigned long long)(off + done));
-            r3u_layout_wait(r, again);
+            /* No time limit: a busy machine can keep an event unread for
+             * long, and a thread is never given SIGBUS for contention; only
+             * a region being closed stops the retries. A handler reads the
+             * events meanwhile; any other filler (a pull worker) steps
+             * aside for longer after a while, leaving the CPU to the
+             * threads that end the change. */
+            if (atomic_load(&r->stopping))
+                return r3_error(-EAGAIN, "uffd: the region closed while filling offset %llu",
+                                (unsigned long long)(off + done));
+            if (++again > 64 && !r3u_in_handler(r)) {
+                struct timespec ts = { 0, again > 1024 ? 1000000 : 100000 };
+                nanosleep(&ts, NULL);
+            } else {
+                r3u_layout_wait(r, again);
+            }
             continue;
         }
         if (e == ENOENT || e == ESRCH) {
@@ -148,7 +171,15 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     if ((off & (r->r.chunk - 1)) != 0 || len > r->r.chunk)
         return r3_error(-EINVAL, "uffd: the region takes whole chunks (offset %llu, %zu bytes)",
                         (unsigned long long)off, len);
-    if (atomic_load_explicit(&r->filled[idx], memory_order_acquire) == R3U_FILLED) {
+    /* The eviction of this chunk ends (its bytes are in the source, which
+     * this fetch read after the cache forgot the chunk) before it goes in
+     * again: never claim a chunk being moved out. */
+    uint8_t st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    for (unsigned tries = 1; st == R3U_EVICTING; tries++) {
+        r3u_layout_wait(r, tries);
+        st = atomic_load_explicit(&r->filled[idx], memory_order_acquire);
+    }
+    if (st == R3U_FILLED) {
         /* Installed already (a fetch after invalidate): pages present win. */
         return 0;
     }
@@ -189,6 +220,7 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
             r3u_bit_clear(r->evicted, idx);
         }
         atomic_store_explicit(&r->filled[idx], R3U_FILLED, memory_order_release);
+        r3u_wake_chunk(r, idx);
         r3u_evict_kick(r);
         return 0;
     }

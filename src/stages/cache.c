@@ -172,6 +172,13 @@ bool r3_cache_is_local(struct r3_source *s, uint64_t idx)
            atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL;
 }
 
+bool r3_cache_is_fetching(struct r3_source *s, uint64_t idx)
+{
+    struct cache_stage *c = as_cache(s);
+    return c && idx < c->nchunks &&
+           atomic_load_explicit(&c->state[idx], memory_order_acquire) == FETCHING;
+}
+
 int r3_cache_invalidate(struct r3_source *s, uint64_t idx)
 {
     int rc = check_idx(s, idx);

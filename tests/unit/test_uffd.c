@@ -375,12 +375,15 @@ static struct r3_region *open_delayed(const char *path, struct r3_region_opts *o
     return r;
 }
 
+/* Wait until n chunks are in. A chunk is counted when its install starts,
+ * so wait for the next one's: with one pull worker it starts after the
+ * n-th is wholly in (else a busy machine reads a half-installed chunk). */
 static void wait_prefetch(struct r3_region *r, uint64_t n)
 {
     struct r3_region_stats st;
     for (int i = 0; i < 5000; i++) {
         r3_region_stats(r, &st);
-        if (st.chunks_prefetch >= n)
+        if (st.chunks_prefetch > n)
             return;
         usleep(1000);
     }
