@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/evict: a working set larger than the memory it may use (issue 11).
  * Runs a Python script that makes two full passes over a MIB-MiB bytearray
  * and prints a checksum (tests/r3run/twopass.py) plainly, then under

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/filesync: change detection and delta sync of a 1 GiB mapping with 1%
  * of its 4 KiB pages written at random (one run, CSV on stdout).
  *   1. detection: hashing every block (XXH3-128, 2 threads) vs PAGEMAP_SCAN

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Benchmarks: programs that print CSV (never tests). Run them by hand, e.g.
 #   bench/pipeline --size 1G --rtt-ms 0,1,10,40
 noinst_PROGRAMS += bench/pipeline

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/migrate: migration of a uffd region over loopback, in one process
  * (seeder and leecher each with their own region), next to reading the
  * region through r3:// and to stop-and-copy in the same run. Prints CSV:

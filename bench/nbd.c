@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/nbd: the region side of the NBD benchmark (bench/nbd.sh runs it).
  *   nbd mmapread PATH LABEL
  *       first sequential read of a file through mmap MAP_SHARED (every byte)

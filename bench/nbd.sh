@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # bench/nbd.sh: the NBD benchmark (CSV on stdout; not a test). One run:
 #  1. fio --ioengine=nbd against r3serve --nbd (mem source) and nbdkit memory,
 #     both filled with the same random data first: sequential 1 MiB reads at

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/pipeline: how fast cache+pull makes a remote fully local, at several
  * round-trip times. Prints CSV: one row per RTT, next to the theoretical
  * limit workers x chunk / RTT and this machine's memory copy speed.

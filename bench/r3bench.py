@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """r3bench: the study's experiments with r3, one command, side by side with the
 study's numbers (bench/study.csv), with gnuplot plots and a report.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """r3bench_proxy: a delaying loopback TCP proxy (r3bench --rtt-mode proxy).
 
   r3bench_proxy.py LISTEN_PORT TARGET_PORT RTT_MS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/r3bench_region: the region engine of r3bench (CSV on stdout).
  * One strategy over one source, measured the way a program sees it: through
  * the region's memory. The baselines "mem" (populated anonymous memory) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/sources: every chunk source side by side. For each source and chunk
  * size: fill SIZE bytes, then read them sequentially through cache+pull
  * (16 pull workers plus one sequential reader), the same read straight from

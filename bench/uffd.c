@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/uffd: the uffd strategy next to its peers, in one run (CSV on stdout).
  *   peers: plain memory already populated ("mem"), and a minimal
  *   single-thread userfaultfd handler that fills one 4 KiB page per fault

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/wire: sequential read throughput and one-chunk latency of any source
  * URI (made for r3:// and r3s:// against a running r3serve). Prints CSV:
  *   uri,chunk,workers,bytes,seconds,MBps,chunk_latency_median_us

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Print a per-directory line-coverage table from gcovr's --json-summary on stdin."""
 import json, os, sys
 data = json.load(sys.stdin)

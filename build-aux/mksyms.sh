@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-3-Clause
 # Print the version script of libr3.so: every r3_* function that the
 # installed headers declare is global, everything else is local.
 #   mksyms.sh "CPP COMMAND" include/r3/a.h include/r3/b.h ... > libr3.sym

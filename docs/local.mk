@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # docs: manual pages, written in POD (docs/*.pod) and turned into roff by
 # pod2man at build time, as nbdkit does; `make install` installs them.
 MAN_PODS = docs/r3run.pod docs/r3serve.pod docs/r3mount.pod docs/r3sync.pod \

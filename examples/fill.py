@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Fill a bytearray (default 512 MiB; argument: MiB) with a pattern, print its SHA-256.
 # The main job of the quick start runs it plainly and under r3run and compares.
 import hashlib, sys

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* kvmigrate-load: a client of kvmigrate that keeps writing and reading and
  * follows the table when it moves (MOVED, or the old server gone: try the
  * next address). At the end it reads back every write the servers

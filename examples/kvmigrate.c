@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* kvmigrate: a small key-value server whose table lives in an r3 region,
  * moved to another host while clients keep using it (libr3 API only).
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The quick start's main job: a real, unmodified program (python3 filling a
 # 512 MiB bytearray) runs once plainly and once under r3run with its large
 # allocations in a uffd region on the default source, a sparse file image

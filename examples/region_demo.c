@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* region_demo: the libr3 API without the shim. Opens a source, opens a uffd
  * region on it, builds a small table of records in the region's memory,
  * syncs, then runs itself again as a new process that reopens the same

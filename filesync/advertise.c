@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The advertiser: maps each file MAP_SHARED, keeps the hash of what it last
  * sent per block (so a round sends no signature), and each round sends the
  * blocks whose content changed, found by PAGEMAP_SCAN when it owns the

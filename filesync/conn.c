@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Framed msgpack messages over one TLS connection (r3_io of src/wire/tls.h,
  * frames as in src/wire/frame.h: 4-byte big-endian length + one msgpack
  * array, the length bounded before allocation). One thread reads, a writer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* How the advertiser and the receiver reach the hub: dial, TLS, hello, and
  * on failure retry with src/net's backoff (exponential with jitter, so a
  * hub restart does not meet every client at the same instant). A refusal is

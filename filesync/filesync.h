@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* filesync: mmap + block-hash delta synchronisation through an mTLS hub.
  * Internal to libr3 and r3sync (not installed). Parts:
  *   hash.c      XXH3-128 per fixed block, several threads

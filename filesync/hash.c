@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Block hashing: XXH3-128 over fixed blocks, split across a few threads. */
 #include <errno.h>
 #include <stdlib.h>

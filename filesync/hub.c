@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The hub: accepts mTLS connections only; the client certificate's CN is the
  * sync id. Advertisers register files under their id; receivers of that id
  * get every file (also ones advertised later). The advertiser's stream is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # filesync: mmap + hash delta sync (hasher, tracker, hub, advertiser,
 # receiver, strategy) and the r3sync tool, tests and benchmark.
 noinst_HEADERS += filesync/filesync.h

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The receiver: gets every file advertised under its certificate's id,
  * writes blocks in place under DIR (never outside it: names are checked and
  * every open resolves beneath DIR), fsyncs at the end of each round and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Reporting: the library never prints. The roles hand result lines,
  * diagnostics and progress of long operations (bytes, rate) to the caller's
  * callbacks; r3sync prints them. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The "filesync" strategy: pre-copy. The source's content is copied into a
  * local file (opts->workdir, default /tmp) before the region opens; the
  * region is that file mapped MAP_SHARED. Write-back is the push stage

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Change tracking of a filesync mapping without hashing: the kernel layer's
  * write tracker (src/kernel/wptrack.c: WP_ASYNC + PAGEMAP_SCAN) over the
  * whole mapping; this file turns its runs of written pages into blocks. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* NBD client: handshake (GO, falling back to EXPORT_NAME), pipelined
  * requests with cookies, simple and structured replies. A reader thread
  * reads each reply straight into the buffer of the request it answers. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* An NBD client: fixed newstyle handshake with NBD_OPT_GO (falls back to
  * EXPORT_NAME), optional STARTTLS and structured replies, and pipelined
  * requests: any number of threads may call it at once; each request has its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* FUSE single-file bridge to an NBD export (see fuse.h). Inode 1 is the
  * mountpoint directory, inode 2 the file. */
 #define FUSE_USE_VERSION 35

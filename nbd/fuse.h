@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A single-file FUSE filesystem (libfuse3, low-level API) whose file is an
  * NBD export: page-cache reads, writes and fsync become NBD requests through
  * an r3 NBD client, so the file can be mmapped MAP_SHARED and msynced. The

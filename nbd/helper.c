@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The mount helper process (see helper.h). On the control socket the owner
  * sends one byte ("mount now"); the helper answers with one message: a
  * 4-byte status (0 or -errno) and the file's path or the error sentence.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A mount served by a helper process. The FUSE daemon of a region's mount
  * must not live in the process that maps the file: when that process execs
  * (a wrapper script execs the real program) or dies, its threads vanish

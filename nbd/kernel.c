@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Kernel NBD devices over generic netlink, without libnl: one request, one
  * acknowledgement. Only compiled code here can be exercised on a machine
  * with the nbd module (this build machine has none: the tests skip). */

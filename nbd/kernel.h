@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The kernel's NBD client (/dev/nbdX) driven through generic netlink
  * (family "nbd"): userspace does the handshake, then hands the socket over. */
 #ifndef R3_NBD_KERNEL_H

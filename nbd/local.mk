@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # nbd: NBD server + client, mounts (kernel /dev/nbdX, FUSE file), strategies.
 noinst_HEADERS += nbd/proto.h nbd/server.h nbd/client.h nbd/fuse.h nbd/kernel.h nbd/mount.h nbd/helper.h
 libr3core_la_SOURCES += nbd/server.c nbd/client.c nbd/source.c nbd/fuse.c nbd/kernel.c nbd/mount.c nbd/helper.c nbd/strategy.c

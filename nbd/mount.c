@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Mount an NBD export as a kernel device or a FUSE file (see mount.h). */
 #include <errno.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A mount of an NBD export: the kernel's /dev/nbdX where the nbd module is
  * loaded, else r3's single-file FUSE bridge. The path it gives can be opened
  * and mmapped MAP_SHARED. */

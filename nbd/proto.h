@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* NBD protocol constants (doc/proto.md of NetworkBlockDevice/nbd). All
  * integers on the wire are big-endian. */
 #ifndef R3_NBD_PROTO_H

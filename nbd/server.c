@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* NBD server: the fixed newstyle handshake and the transmission phase, on
  * the one network layer (src/net: listen + accept, the connection cap, the
  * whole-handshake deadline from accept, send queues, the in-flight budget,

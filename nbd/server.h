@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* An NBD server (fixed newstyle, doc/proto.md of NetworkBlockDevice/nbd)
  * serving r3 sources, embeddable: r3serve --nbd, r3mount and the nbd-direct /
  * nbd-managed strategies start it in-process. It runs on the one network

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The nbd source: any NBD server as an r3 source, by the NBD URI spec
  * (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/uri.md):
  *   nbd://host[:port]/[export]            nbds://... (TLS required)

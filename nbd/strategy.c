@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The nbd-direct and nbd-managed strategies. An in-process NBD server serves
  * the source (direct) or a cache + pull + push + chunk pipeline over it
  * (managed) on a private Unix socket; the export is mounted (kernel device or

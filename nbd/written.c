@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The written-chunks source (see written.h): an atomic bitmap, one bit per
  * chunk, set by every write before it goes on to the inner source. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A pass-through source that remembers which chunks were written (the
  * nbd-direct strategy: its writes reach the source at once, through the
  * NBD server, and after_sync reports them) and counts the bytes moved. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Atomic bitmaps for chunk state (dirty, local). Internal. */
 #ifndef R3_BITMAP_H
 #define R3_BITMAP_H

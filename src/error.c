@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Thread-local error sentences: the "why" behind a -errno. */
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Internal interfaces of libr3 shared by its parts (not installed). */
 #ifndef R3_INTERNAL_H
 #define R3_INTERNAL_H

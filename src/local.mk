@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # libr3 core: errors, URIs, registry, sources, stages, region dispatch.
 noinst_HEADERS += src/internal.h
 libr3core_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c \

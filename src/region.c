@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Region dispatch: picks the strategy by name, checks what every strategy
  * must refuse the same way, forwards to it, and bounds a sync in time
  * (sync_timeout_ms) for every strategy alike. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The one table of source schemes and strategies (no constructors). Parts
  * that add a scheme or a strategy add one line here. */
 #include <string.h>

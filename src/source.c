@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3_source_open and the dispatch every call goes through: bounds checks,
  * the fall-through of ops a stage leaves NULL to the source it wraps, and
  * the one lock that serializes calls into a source without R3_SRC_PARALLEL

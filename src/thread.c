@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3's own threads carry a thread-local mark so that the preload shim never
  * hands them memory from the region they serve (a fault handler faulting on
  * its own region would wait for itself forever). */

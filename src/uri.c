@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The one URI parser: scheme:[//[user[:password]@]host[:port]][/path][?k=v&...].
  * Sizes take K/M/G/T suffixes. Every error names the bad part. */
 #include <ctype.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Small helpers: whole-buffer file I/O, sizes and durations (parsed the same
  * way by every URI, stage spec and tool). */
 #include <ctype.h>

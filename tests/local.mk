@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Every test is registered here, the one place: the Check unit tests
 # (tests/unit/), the programs the scripts drive, and the integration scripts
 # (tests/integration/), which start real servers on free loopback ports.

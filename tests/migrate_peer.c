@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* migrate_peer: one end of a migration in its own process, for the tests
  * that kill a peer with SIGKILL (tests/integration/migrate_*.sh).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3check: the one checker the integration tests drive, through the real
  * library. Data is the pattern of tests/common/pattern.h, so whatever one
  * command writes another can check, through another path.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Access logs: the order in which chunks were first faulted, written at
  * close (record_access) and replayed as the pull priority (hot prefetch).
  *

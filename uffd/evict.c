@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Eviction (max_resident): a region larger than the memory it may use.
  * Filled chunks are counted; when they pass a high-water mark an evictor
  * thread takes chunks out, by CLOCK, until a low-water mark, so faults

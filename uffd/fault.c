@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fault-handler threads. Each reads fault messages in batches (poll, then
  * one read() of up to R3U_BATCH messages) and fills the whole chunk around
  * each fault through the pipeline's cache, so a fault jumps ahead of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Forked children (UFFD_FEATURE_EVENT_FORK). The region's mapping is
  * inherited; the kernel hands the parent a userfaultfd of the child's copy
  * (a FORK message), on which the child's faults arrive. What the child has

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The uffd strategy: an anonymous mapping whose missing pages are filled
  * by r3's fault handlers, chunk by chunk, from the source through the one
  * pipeline (cache + pull + push) whose local side is the region itself

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The source as the uffd region's pipeline sees it: every call goes to the
  * source itself; a write that succeeds marks its chunks written back (for
  * after_sync, once per sync) and no longer unsynced (for the message of a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Dirty tracking for write-back: the push stage's collect callback, run
  * before each push round (interval or flush).
  *  - WP_ASYNC: one PAGEMAP_SCAN over the region returns the pages written

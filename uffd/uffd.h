@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Internal interfaces of the uffd strategy (uffd/). */
 #ifndef R3_UFFD_INTERNAL_H
 #define R3_UFFD_INTERNAL_H

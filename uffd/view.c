@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The region as a source: the local side of the one pipeline (cache + pull +
  * push) that serves uffd. write() installs a chunk into the region with
  * UFFDIO_COPY (MODE_WP when writes are tracked by WP_ASYNC), so a fetch

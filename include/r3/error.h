@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3 error reporting: functions return 0 or -errno; the sentence a user reads
  * is kept per thread and returned by r3_last_error(). */
 #ifndef R3_ERROR_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Migration: hand a live region to another host (the study's Seed / Leech /
  * Finalize), on the r3 protocol and the one network layer.
  *

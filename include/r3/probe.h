@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The machine probe: what this kernel offers r3 (userfaultfd and its
  * features, PAGEMAP_SCAN, write tracking of file mappings, FUSE, NBD
  * devices) and, from that, what each strategy would do here. Nothing is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3: remote, migratable memory. The umbrella header: every public header. */
 #ifndef R3_R3_H
 #define R3_R3_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Regions: the memory a program sees, opened from a source with a strategy
  * (uffd, nbd-direct, nbd-managed, filesync).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The chunk-source contract: a random-access byte store. Every backend (mem,
  * file, dir, redis, s3, r3, nbd) and every stage implements these ops. */
 #ifndef R3_SOURCE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Stages: sources that wrap a source, like nbdkit filters. Each stage takes
  * ownership of the source it wraps (closing the stage closes it), except
  * where a comment says "borrowed".

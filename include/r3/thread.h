@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Threads that r3 itself runs (fault handlers, pull/push workers, servers).
  * Inside a program run by r3run, such threads must never allocate from or
  * touch the region they serve: the preload shim asks r3_thread_is_internal()

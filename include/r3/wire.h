@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The r3 wire protocol: serve a source to r3:// and r3s:// clients.
  *
  * Protocol (version 1). Over TCP, a Unix socket, or TLS on either:

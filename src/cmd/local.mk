@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # src/cmd: the command-line tools.
 bin_PROGRAMS += r3serve
 r3serve_SOURCES = src/cmd/r3serve.c

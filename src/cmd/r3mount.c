@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3mount: expose a source as a file (FUSE) or a device (/dev/nbdX) that
  * programs open() and mmap(), through an in-process NBD server.
  *   r3mount [options] SOURCE MOUNTPOINT    mount (daemon unless --foreground)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3run: run an unmodified, dynamically linked program with its large
  * allocations in an r3 region. r3run validates every option, opens the
  * source once to check it, puts libr3preload.so in front of LD_PRELOAD,

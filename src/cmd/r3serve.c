@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3serve: serve a source over the r3 protocol (r3://, r3s://) and, with
  * --nbd, over NBD. Argument parsing and printing only: the r3 server (with
  * its listener, limits and TLS) is src/wire on src/net, the NBD server is nbd/. */

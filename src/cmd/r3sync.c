@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3sync: filesync hub / advertise / receive (docs/r3sync.pod). Argument
  * parsing and printing only: the roles live in filesync/ and hand their
  * lines and progress to the callbacks below. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Kernel interfaces newer than the Debian 12 (Linux 6.1) uapi headers.
  * Values from the kernel's include/uapi/linux/userfaultfd.h and
  * include/uapi/linux/fs.h; each is defined only where the system header

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Kernel helpers shared by the strategies (uffd/, filesync/): opening a
  * userfaultfd with feature negotiation, and the one PAGEMAP_SCAN scanner
  * of written pages. The machine probe is public: include/r3/probe.h.

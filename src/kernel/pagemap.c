@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The one PAGEMAP_SCAN scanner of written pages (see kernel.h for the
  * behaviour on each of the kernel's answers, and why). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The machine probe (include/r3/probe.h): every answer is asked of the
  * running kernel, never inferred from the headers r3 was built with. */
 #include <dirent.h>

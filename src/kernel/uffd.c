@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Opening a userfaultfd and negotiating its features, in one place (the
  * shape of the kernel's tools/testing/selftests/mm/uffd-common.c). */
 #include <errno.h>

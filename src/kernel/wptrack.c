@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Write tracking of a whole mapping by WP_ASYNC + PAGEMAP_SCAN (kernel.h). */
 #include <errno.h>
 #include <fcntl.h>

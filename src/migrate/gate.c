@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The seeder's gate over a source: see gate.h. Writes are counted in
  * flight so a pause returns only once no write can still land: the dirty
  * list taken after it is complete. */

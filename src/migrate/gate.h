@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The seeder's gate over a source (r3mount --seed; internal): a stage the
  * program writes through that remembers the chunks written while tracking,
  * holds writers from FINALIZE on and fails them with EIO after RELEASE. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The leecher: a uffd region whose source is the seeder (an r3:// client),
  * filled in the background by pull threads in the seeder's access order,
  * then finalized.

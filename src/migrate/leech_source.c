@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The source-level leecher (r3mount --leech): a cache stage whose remote is
  * the seeder (an r3:// client) and whose local side is opts.local (mem: by
  * default, or a file:// / dir:// source to keep the copy), filled in the

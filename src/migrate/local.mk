@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # src/migrate: seeder + leecher (issue 12) on regions and the r3 protocol.
 pkginclude_HEADERS += include/r3/migrate.h
 noinst_HEADERS += src/migrate/proto.h

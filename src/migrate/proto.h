@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The migration methods' names and list encoding, shared by the seeder and
  * the leecher (internal; the protocol is described in include/r3/wire.h). */
 #ifndef R3_MIGRATE_PROTO_H

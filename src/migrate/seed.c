@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The seeder: an open region served read-only on the r3 protocol (the wire
  * server of src/wire on src/net, TLS and mTLS as r3serve), plus the
  * migration methods (include/r3/wire.h):

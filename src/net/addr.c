@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The one address parser: HOST:PORT, [V6]:PORT, unix:PATH; resolving,
  * the loopback test a server needs before listening without TLS, and the
  * formatting every log line uses. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A byte budget: readers take bytes before allocating a request or reply
  * buffer and give them back when it is freed, so a server's memory in
  * flight is bounded whatever its clients send. Taking waits (never fails)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* struct r3_io: the connection type. The socket is always non-blocking and
  * every wait goes through poll(), bounded by the per-wait timeout and the
  * absolute deadline of that direction, so a silent peer is an -ETIMEDOUT

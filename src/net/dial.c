@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Clients: connect within a timeout, and the one reconnect backoff
  * (exponential, jittered, capped, with a total after which a client gives
  * up) so that no client reconnects in a tight loop. */

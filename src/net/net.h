@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* src/net: the one network layer of r3 (internal; not installed).
  *
  * Shaped like redis's anet.c + connection.h: one address type, one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The listen + accept loop every server uses.
  *
  * One epoll thread owns the listening socket and every connection that has

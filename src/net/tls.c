@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* TLS over OpenSSL 3: contexts (PEM files, the nbdkit/qemu certificate
  * directory, mTLS, pre-shared keys) and the TLS half of struct r3_io. A
  * session is not safe for a concurrent SSL_read and SSL_write, so every SSL

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Between conn.c and tls.c only: the TLS half of struct r3_io. */
 #ifndef R3_NET_TLS_IO_H
 #define R3_NET_TLS_IO_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Parsing of the R3_* variables r3run sets for the preload shim (and of the
  * same values on r3run's command line). */
 #include <ctype.h>

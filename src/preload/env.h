@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The environment r3run hands to libr3preload.so: one variable per option.
  *   R3_SOURCE         source URI (required: without it the shim stays idle)
  *   R3_STRATEGY       strategy name (default uffd)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # src/preload: libr3preload.so, the LD_PRELOAD shim r3run puts in front of a
 # program. It carries its own copy of every libr3 source, compiled WITHOUT the
 # sanitizer flags (a preloaded, non-sanitized program must not need libasan)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Page-granular allocator with boundary tags kept outside the range: each
  * block (used or free) records its length at its first and last page's
  * metadata entry, so free coalesces with both neighbours in O(1). Free

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A page-granular allocator over one address range (the region), for the
  * preload shim. Its metadata lives in a separate anonymous mapping, never in
  * the range itself: freeing or sizing a block touches no region page, so it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* libr3preload.so: the LD_PRELOAD shim r3run puts in front of a program.
  * Allocations of at least R3_MIN_ALLOC bytes come from a region opened from
  * R3_SOURCE with R3_STRATEGY; smaller ones, r3's own threads and anything

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* dir: one file per chunk in a directory; a missing chunk file reads as
  * zeros. dir:///path?size=1G&chunk=64K. The size and chunk are recorded in
  * PATH/r3dir.meta so the directory can be reopened without them. Open

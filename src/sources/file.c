@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* file: a regular file (or block device) read and written with pread/pwrite.
  * file:///path[?size=1G][&readonly=1]. A new file is created; size= grows it. */
 #include <errno.h>

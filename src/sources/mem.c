@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* mem: an anonymous, lazily populated mapping. mem:?size=1G */
 #include <errno.h>
 #include <stdlib.h>

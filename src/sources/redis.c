@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* redis: one key per chunk, "<prefix>:<chunk index>", binary-safe values.
  *   redis://[[user:]password@]host:port/prefix?size=&chunk=&db=N&conns=N&timeout=DUR
  *          &connect_timeout=DUR[&cluster=1]      (defaults as r3://: 30s and 5s)

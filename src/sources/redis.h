@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Internal to the redis source (redis.c) and its cluster routing
  * (redis_cluster.c). */
 #ifndef R3_SOURCES_REDIS_H

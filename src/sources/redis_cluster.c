@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Redis Cluster routing for the redis source (?cluster=1): CRC16 hash slots
  * with {hashtag} keys, the slot map from CLUSTER SLOTS, and MOVED/ASK
  * redirections. hiredis 0.14 has no cluster support, so this is the small

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* s3: one object per chunk, "<prefix>/<chunk index>", over libcurl.
  *   s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&size=&chunk=&conns=N
  *        &timeout=DUR&connect_timeout=DUR       (defaults as r3://: 30s and 5s)

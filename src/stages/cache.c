@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cache stage: a local source plus the state of every chunk (absent,
  * fetching, local). A miss fetches the whole chunk from the remote into the
  * local source exactly once, however many threads miss it together: the

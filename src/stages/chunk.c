@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* chunk stage: every request reaching the inner source is one whole, aligned
  * chunk ("server-side chunking" in the study). Partial writes are
  * read-modify-write under a per-chunk stripe lock so two partial writes to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* delay stage: every request sleeps a fixed time before it reaches the inner
  * source. Each caller sleeps on its own, so N concurrent requests take one
  * delay, not N: a round trip, the way the study injected RTT. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Stages: sources that wrap a source (chunk, cache, pull, push, lock, delay,
 # stats) and the pipeline builder.
 noinst_HEADERS += src/bitmap.h

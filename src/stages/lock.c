@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lock stage: while held, new requests wait; acquire waits for the requests
  * already in flight (migration finalize suspends writers this way). */
 #include <errno.h>

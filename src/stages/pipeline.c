@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The pipeline builder: a list of stages, from the remote up, built in one
  * call. The list comes from r3_pipeline_opts' fields (remote -> [delay] ->
  * [stats] -> chunk -> cache(local) -> [pull] -> [push]) or from a spec string

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* pull stage: background workers make every chunk of a cache local, in
  * priority order (lowest first; negative = never). The order is fixed when
  * the stage opens; chunks that became local meanwhile are skipped. Reads

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* push stage: writes go to the inner source and mark their chunks dirty;
  * a round copies every dirty chunk from inner to the remote with N workers.
  * Rounds run every interval and on flush. A chunk's dirty bit is cleared

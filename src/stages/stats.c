@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* stats stage: counts ops, bytes and errors, and keeps a log2 histogram of
  * latencies, without locks (atomic counters). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3:// client calls beyond the source ops (internal; used by src/migrate).
  * The protocol's migration methods take two numbers and answer a uint or
  * bin (see include/r3/wire.h). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3:// r3s:// r3+unix:// — the client source of the r3 protocol.
  *
  * A pool of connections (?conns=N). Callers pick a connection round-robin,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3 wire frames: bounded length header + one msgpack array (see frame.h). */
 #include <errno.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3 wire protocol frames (internal; the protocol is described in include/r3/wire.h).
  *
  * A frame is a 4-byte big-endian length L, then exactly L bytes holding one

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # src/net: the one network layer (addresses, connections + TLS, dial + backoff,
 # the server loop, the in-flight budget). Listed here so Makefile.am needs no
 # new include line; it may move to src/net/local.mk.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The r3 protocol server, on the src/net server loop.
  *
  * src/net owns the sockets: it accepts (connection cap, refusal with an r3

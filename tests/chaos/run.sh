@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Chaos test of durability (issue 15): a writer does rounds of writes then
 # flush through a path while that path's server is killed with SIGKILL at a
 # random moment and restarted; after every restart, every acknowledged round

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Certificates for the TLS tests (sourced by tests/integration/lib.sh):
 # EC P-256 keys, valid for two days, made with openssl.
 #   t_ca DIR NAME [CN]             DIR/NAME.key + DIR/NAME.pem, a self-signed CA

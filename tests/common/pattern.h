@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The test pattern, one for every test: each little-endian 64-bit word is
  * its own byte offset XOR a 64-bit key made from the seed (top bit set). So
  * any range can be made or checked on its own, a word read from the wrong

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """The test pattern of tests/common/pattern.h, written again in Python so a
 test can check C output against an independent implementation.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Skip a test when the kernel lacks what it needs, asking the library's
  * probe (the same one `r3run --probe` prints), never guessing: exit 77, the
  * automake code for "skipped", with a line that says what is missing.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The temporary-directory fixture of the C tests: a fresh directory under
  * $TMPDIR (or /tmp), removed with everything in it at the end. The shell
  * tests get theirs from tests/integration/lib.sh ($T_DIR). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the access log a region replays as its prefetch order
  * (uffd/access.c, r3u_access_load). The input is the file; input byte 0
  * picks the region's chunk count (1..256). A loaded log must give every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the dir:// meta file (src/sources/dir.c, r3dir.meta). The
  * input is the file; byte 0 picks the URI (no size, or size/chunk given).
  * When the source opens, reads at its first and last byte and a write must

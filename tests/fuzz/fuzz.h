@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Shared helpers of the fuzz targets (tests/fuzz/TARGET.c): a fake peer that
  * serves the current input to the code under test over a real socket, and
  * small utilities. Each target is built twice: with libFuzzer (make fuzz,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # tests/fuzz: libFuzzer targets, one per parser of outside bytes (issue 15).
 # ./configure --enable-fuzz (clang) && make fuzz builds tests/fuzz/fuzz_<target>;
 # make fuzz-smoke runs each for FUZZ_SECONDS (30) over its seed corpus

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the NBD client (nbd/client.c through the nbd+unix:// source):
  * the server's greeting, option replies (GO/INFO, STRUCTURED_REPLY, errors)
  * and transmission replies (simple and structured chunks, errors, unknown

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the NBD server (nbd/server.c): newstyle negotiation (flags,
  * options: GO/INFO/EXPORT_NAME/LIST/STRUCTURED_REPLY/meta contexts/ABORT,
  * STARTTLS without TLS) and transmission (requests of every type, bad

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: Redis Cluster replies (src/sources/redis_cluster.c): a
  * MOVED/ASK redirection (the input's first line, as the error string
  * r3_redis_redirect gets) and a CLUSTER SLOTS reply (the rest, in RESP,

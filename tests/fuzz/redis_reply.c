@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: what the redis:// source reads from a server (src/sources/
  * redis.c): its bounded reply reader (r3_redis_reply: announced bulk
  * lengths, the reply budget, the sink that lands GET replies in the

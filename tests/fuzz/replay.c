@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Replays a fuzz target's inputs without libFuzzer: every file of
  * $top_srcdir/tests/fuzz/corpus/<target>/ (the seeds) and
  * $top_srcdir/tests/fuzz/regress/<target>/ (each crash, leak or hang that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: what the s3:// source reads from an S3 server (src/sources/
  * s3.c): status codes (retries on 5xx/429/408, 403, 404), bodies longer
  * than a chunk, short objects, ignored Range headers, error XML pulled into

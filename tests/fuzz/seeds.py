@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Writes the seed corpora tests/fuzz/corpus/<target>/ (small valid messages,
 as the real clients and servers send them: the frames follow src/wire/frame.c,
 the RESP and HTTP answers what redis-server and s3rver send). Run from the

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # make fuzz-smoke: run each fuzz target for FUZZ_SECONDS (default 30) over a
 # copy of its seed corpus; one summary line per target (runs, exec/s, edges);
 # exit 1 if any target found a crash, a leak, a timeout or ran out of memory

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the URI parser (src/uri.c) and the typed parameter readers
  * every source uses (sizes with suffixes, durations with units, integers,
  * size/chunk), on any string. A parsed URI must be consistent: a scheme,

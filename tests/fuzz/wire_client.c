@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the r3:// client's side (src/wire/client.c): the server's
  * hello, then replies (the zero-copy data path, the decoded path, errors,
  * unknown ids, a stream cut anywhere). A fake server on a unix socket reads

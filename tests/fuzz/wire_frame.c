@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: r3 wire frames as both sides decode them (src/wire/frame.c):
  * the 4-byte length header, the whole-frame decoder (hello, request, reply)
  * and the client's zero-copy peek at data replies. The two decoders must

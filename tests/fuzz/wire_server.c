@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fuzz target: the r3 server's side of a connection (src/wire/server.c on
  * src/net): hello checks, frame bounds, request decoding and dispatch. A
  * real r3_wire_server serves a 64 KiB mem:// export on a unix socket; each

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The ABI: libr3.so exports exactly the r3_* functions that the installed
 # headers declare (nothing internal: no fs_*, nbd_*, r3u_*), and the preload
 # shim exports only the malloc family it replaces, and sigaction, signal and mremap (exits by signal, region memory).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Bad input: truncated and oversized frames, garbage, file names with "..",
 # an absolute path or a NUL byte, messages a role may not send, and a
 # receiver whose disk is full: the hub and the other peers keep working, no

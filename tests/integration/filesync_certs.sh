@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Certificates: no client certificate, a certificate from another CA, or an
 # id with no advertiser: refused or idle, never given another id's files
 # (asserted by reading after the handshake with an independent client).

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """A minimal independent r3sync protocol client for tests (no msgpack module
 needed): connects with TLS (optional client certificate), sends frames, and
 prints what the hub sends, one decoded message per line.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Reconnect storms (issue 9, item 8): a certificate the hub refuses is final
 # (the client exits with the reason in one line, after very few attempts,
 # never a tight loop); a hub that cannot be reached is retried with backoff

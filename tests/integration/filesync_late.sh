@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # A receiver that joins late gets the whole file, then deltas; a file
 # advertised later reaches the receivers already connected.
 source "$top_srcdir/tests/integration/lib.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Shared by the filesync integration tests (sourced after lib.sh).
 R3SYNC="$top_builddir/r3sync"
 FS_CLIENT="$top_srcdir/tests/integration/filesync_client.py"

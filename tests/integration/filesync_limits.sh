@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The hub bounds what clients take (issue 9 on src/net): over
 # --max-connections a client is refused (and, never connecting, gives up
 # after --give-up-after); a receiver that never reads delays a round for the

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The hub killed and restarted mid-round: advertisers and receivers
 # reconnect, and the next round repairs every receiver (compare).
 source "$top_srcdir/tests/integration/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # A 256 MiB file mapped by a writer process, one advertiser, a hub and two
 # receivers (one empty, one holding an older copy): random writes in rounds;
 # after each round both receivers' files equal the writer's, and the bytes

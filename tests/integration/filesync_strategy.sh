@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The filesync strategy: a 128 MiB region pre-copied from a file source,
 # filled with a pattern, and pushed back on close; the source is then read by
 # an independent tool (sha256sum) and compared with the program's own hash

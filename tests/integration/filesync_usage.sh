@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3sync's surface (the tools' convention): --help and SUBCOMMAND --help on
 # stdout with exit 0, --version, and every kind of usage error as exactly
 # two lines on stderr with exit 2 (never the whole help). Runtime failures

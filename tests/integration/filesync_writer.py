@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Writer process for the filesync tests: maps FILE MAP_SHARED and writes
 NPAGES random 4 KiB pages at random offsets (seeded); prints the number of
 distinct BLOCK-sized blocks it touched."""

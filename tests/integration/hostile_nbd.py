@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """A fake NBD server that misbehaves on purpose, to test our nbd:// client.
    hostile_nbd.py PORTFILE MODE
 Listens on a free 127.0.0.1 port (written to PORTFILE), serves every

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Our nbd:// client against a fake NBD server that misbehaves on purpose
 # (hostile_nbd.py): each mode must end in an error with the right sentence
 # within the timeouts (connect_timeout=1s, timeout=2s), never in a hang, and

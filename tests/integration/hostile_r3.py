@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """A fake r3 server that misbehaves, for hostile_r3.sh.
 
   hostile_r3.py PORT MODE

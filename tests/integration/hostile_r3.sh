@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The r3:// client against a fake r3 server that misbehaves (hostile_r3.py):
 # every mode gives a clear one-line error within the client's timeout, and a
 # read never succeeds with bytes unfilled (the fake server's bytes are 0x5a:

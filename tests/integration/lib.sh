@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Shared helpers for integration tests (sourced). Each test starts the real
 # servers it needs on free loopback ports and stops them on exit.
 # Exit 77 = skipped (only when a kernel feature is truly absent), 99 = hard error.

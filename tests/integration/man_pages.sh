@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The manual pages: each POD source is clean (podchecker), each built page
 # renders with man -l without a warning, every long flag that a tool's
 # --help prints (each r3sync subcommand's too) is in its page, every function

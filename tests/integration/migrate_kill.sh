@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Migration with peers killed by SIGKILL, each end in its own process
 # (tests/migrate_peer): the leecher before FINALIZE (A keeps running and a
 # second leecher migrates, bytes equal A's at the pause), the seeder before

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # examples/kvmigrate moved while its load client keeps writing and reading:
 # zero acknowledged writes lost across the move, the client follows the
 # table to the new instance, and the old one exits after RELEASE.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Shared helpers of the migrate_* tests (sourced after lib.sh).
 PEER="$top_builddir/tests/migrate_peer"
 D=$T_DIR

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3mount --seed / --leech with a real program (issue 12): sqlite3 commits
 # rows into a database file on A's seeding mount (nbd-managed) while B pulls
 # it (B's pull is slowed so the inserts land after TRACK, in chunks B already

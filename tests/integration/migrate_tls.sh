@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Migration over TLS and mTLS: a leecher with a certificate of the seeder's
 # CA migrates (bytes equal A's at the pause); one with a stranger's
 # certificate, one without a certificate and a plain r3:// one are refused.

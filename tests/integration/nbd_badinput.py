@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Bad input against r3serve --nbd, from raw sockets. Usage:
    nbd_badinput.py PORT PID FENCE_PORT LOGFILE
 PORT: a plain server on mem:?size=64M; FENCE_PORT: the same with a 100 ms

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Bad input against the NBD server from raw sockets (nbd_badinput.py):
 # garbage/truncated handshakes, EOF in the handshake (no log flood), unknown
 # options and commands, oversized and out-of-range requests (no allocation),

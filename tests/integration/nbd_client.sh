@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Our NBD client (the nbd:// and nbd+unix:// sources) against independent
 # servers: nbdkit memory, nbdkit file, qemu-nbd on a file. Data written by
 # our client is read back by it and checked through another path (nbdcopy,

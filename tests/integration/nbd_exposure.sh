@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # What an NBD port exposes and how long it can be held (issue 9): 80 idle
 # connections and one sending a byte a second do not lock a new client out,
 # and the handshake deadline (10 s) closes them; export listing only with

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The kernel path: /dev/nbdX connected through netlink by r3mount --mount
 # kernel, data through the block device, 20 connect/disconnect cycles that
 # must never leave a device busy. Skipped where the kernel has no nbd module.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """100 r3mount / r3mount -u cycles; afterwards no mount, no r3mount process
 (not even a zombie: this script is their subreaper) and no busy device.
    nbd_mount_cycles.py R3MOUNT DIR CYCLES"""

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # 100 mount/unmount cycles with r3mount (daemon + r3mount -u), alternating
 # nbd-direct and nbd-managed, each writing and reading a block: nothing
 # (mount, process, device) may be left behind.

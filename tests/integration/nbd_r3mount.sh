@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3mount's surface (issue 10): --help/--version, two-line usage errors
 # (exit 2), durations need a unit, a bad --nbd-listen; the FUSE file: a
 # write past the end fails at write time and the size does not change, the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbd-direct and nbd-managed under r3run: a real program (python3 filling a
 # bytearray) gives the same output as a plain run, through a wrapper that
 # execs it (the shim first opens a region in the wrapper, which then execs:

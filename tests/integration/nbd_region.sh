@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbd-direct and nbd-managed regions (FUSE file mmapped MAP_SHARED, served by
 # an in-process NBD server): 64 MiB written through one strategy come back
 # byte-identical through the uffd strategy on the same source after sync, and

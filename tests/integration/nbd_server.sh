@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Our NBD server (r3serve --nbd) with independent clients: nbdinfo, nbdcopy,
 # qemu-img, qemu-io (aio in flight together), fio --ioengine=nbd with verify.
 source "$top_srcdir/tests/integration/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # NBD STARTTLS: nbdinfo with certificates (made here with openssl) and with a
 # PSK against r3serve --nbd --tls-required; plain clients are refused; our
 # own client (nbds://) moves data over both.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # --pipeline in every tool that opens a source (issue 10): r3serve serves the
 # stages, r3mount mounts them, r3run puts them under the region. Data written
 # through the pipeline is read back through another path; a bad spec is a

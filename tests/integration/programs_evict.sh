@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Regions larger than the memory they may use (issue 11): r3run
 # --max-resident evicts chunks (written back first) and faults them back
 # from the source. The program's output is a plain run's, and its resident

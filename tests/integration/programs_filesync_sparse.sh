@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # filesync's pre-copy copies only what holds data (issue 11): a 4 GiB
 # sparse file:// source with 1 MiB of data opens quickly (SEEK_DATA /
 # SEEK_HOLE: the holes are not even read), the local copy stays sparse (its

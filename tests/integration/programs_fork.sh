@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Forked children under r3run (issue 11): a child sees the region exactly as
 # its parent saw it at the fork, copy-on-write, also for chunks the parent
 # had not filled (served by the parent's r3 threads, with their bytes of

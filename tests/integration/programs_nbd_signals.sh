@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Programs that die under nbd-direct / nbd-managed (issue 11): a program
 # ended by SIGKILL, SIGTERM or a segfault dies of its signal (no zombie, no
 # thread left in D state), the mount helper notices and unmounts, and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3mount -u while a process still maps the file (issue 11): what the
 # mapping wrote reaches the source (read back from the image file, another
 # path), and the unmount is refused with "busy" (exit 1) while the mapping

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # multiprocessing.Pool(2) under r3run (uffd, issue 11): Pool(2).map over a
 # list gives the same output as a plain run, with each start method (fork:
 # the workers read a 64 MiB array the parent filled in the region before

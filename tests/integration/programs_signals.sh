@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Exits by signal and the lazy open (issue 11).
 #  - A program ended by SIGTERM, SIGINT, SIGHUP or SIGQUIT while its handler
 #    is the default one: its region is synced before it dies (the source

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3bench end to end: `r3bench run --smoke` (every experiment, real engines and
 # servers on loopback) exits 0 in about a minute; results.csv has the exact
 # header and rows for every experiment that ran; every plot is a non-empty SVG

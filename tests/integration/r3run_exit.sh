@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3run's contract at the edges: exit statuses (the program's own, 127, 126,
 # a killing signal passed on), refusal of static and setuid programs, and
 # clear errors for bad options and bad sources, before the program starts.

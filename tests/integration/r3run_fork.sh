@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Under r3run: the malloc family through the shim (routing by size, calloc,
 # realloc across the threshold, aligned allocators, 8 threads), and a
 # program that calls system() and fork() while its data is in the region.

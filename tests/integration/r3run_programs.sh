@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Real, unmodified programs under r3run --strategy uffd give byte-identical
 # output to running them plainly, and their large allocations really were
 # served by the region (--stats: faults > 0). Then the data the region wrote

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # A dead remote at exit (issue 9, item 9): a program under r3run writes to a
 # region on r3://, the server is killed -9 before the program exits, and the
 # final sync gives up after --sync-timeout instead of retrying each chunk for

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # redis:// against a real redis-server (password, db 3, AOF): 64 MiB of
 # pattern in unaligned pieces from 4 threads, flush, close, reopen without
 # size, read back and compare; cross-check keys with redis-cli; survive a

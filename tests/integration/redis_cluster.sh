@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # redis://...?cluster=1 against a real 3-master Redis Cluster: 64 MiB in
 # unaligned pieces, verify after reopen, cross-check with redis-cli -c, then
 # move slots (redis-cli --cluster reshard = SETSLOT MIGRATING/IMPORTING +

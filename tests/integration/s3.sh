@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # s3:// against a real s3rver (npm): 64 MiB in unaligned pieces from 4
 # threads (partial chunks = read-modify-write), flush, close, reopen without
 # size, compare; cross-check objects with curl (its own SigV4) and in the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """A reverse proxy that checks AWS Signature V4 like AWS S3 does, then
 forwards to an S3 server. s3rver accepts any V4 signature and never checks
 x-amz-content-sha256 against the body; this proxy does both, so the tests

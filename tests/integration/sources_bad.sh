@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Remote sources facing servers that are not there or never answer: one clear
 # sentence from r3_last_error() within the timeout, no hang, no crash.
 source "$top_srcdir/tests/integration/lib.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Shared by the source tests (sourced after lib.sh).
 # region_step SEED NEWSEED URI: the data written through the source is seen
 # through a uffd region; NEWSEED written through the region's memory is read

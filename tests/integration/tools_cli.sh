@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The tools' surface (issue 10), for every tool, r3sync subcommand, bench
 # program and example:
 #   --help and -h      exit 0, usage on stdout, nothing on stderr;

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Two processes share a file:// source through uffd regions: one writes a
 # 1 GiB pattern and syncs (then dies without closing), the other reads the
 # same bytes; the file itself is compared with cmp against the pattern

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3serve + r3:// r3s:// r3+unix:// end to end: real r3serve processes on free
 # loopback ports, data written through r3:// and read back through r3:// and
 # directly from the served file; mTLS refusals; SIGKILL + restart; garbage,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # r3serve's limits (issue 9), each against a real r3serve on loopback:
 #  1. a client that sends 16 x 32 MiB reads and never reads the replies stalls only itself
 #  2. --max-inflight bounds RSS under two write-flooding connections; 3,000 idle

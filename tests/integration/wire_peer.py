@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Misbehaving and measuring r3 clients for wire_limits.sh.
 
   wire_peer.py PORT slowread N LEN       hello, N reads of LEN bytes, never read a reply; sleep

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The malloc family through the shim: routing by size (region blocks are
  * whole pages, glibc's never are), calloc zeroing reused region pages,
  * realloc across the threshold both ways, every aligned allocator, bad

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Run under r3run with a source holding known bytes and --push-interval:
  *     forkcow MIB KIDS SEED
  * The first large block (region offset 0) is MIB MiB. The parent writes

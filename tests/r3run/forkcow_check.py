@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Checks the output of forkcow (tests/r3run/forkcow.c): every chunk a child
 # read holds pattern A (filled before the fork) or the source's original bytes
 # (never filled before the fork), and the source holds the parent's pattern B.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Run under r3run: system() and fork() from a program whose large blocks
  * live in the region. The child (the region is there as it was at the
  * fork) must get glibc memory for new blocks, may free region blocks

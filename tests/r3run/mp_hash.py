@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Python multiprocessing (fork start method): 4 workers hash quarters of a
 # bytearray the parent filled; the parent overwrites it after starting them.
 # Prints the 4 hashes and the hash of the parent's final bytes.

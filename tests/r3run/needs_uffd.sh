@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Sourced by tests that run the uffd strategy: skip (77) with the reason,
 # found by the machine probe, when this kernel has no usable userfaultfd.
 # Only a kernel feature truly absent is a skip; anything else fails.

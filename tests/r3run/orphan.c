@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Run under r3run with a source holding known bytes: orphan MIB OUT.
  * The first large block (region offset 0) is MIB MiB; the parent writes
  * byte i = i*7+1 into its first half, leaves the second half untouched

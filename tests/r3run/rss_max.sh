@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
 # rss_max.sh OUT -- CMD...: run CMD, sample its VmRSS every 20 ms; the largest
 # sample (KiB) goes to OUT; exits with CMD's status.
 out=$1; shift 2

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Under r3run: fill 8 MiB of the region with 0x5a, then end by a signal.
 # MODE: term|int|hup|quit (default handler; int first sets SIG_DFL back and
 # prints whether Python sees SIG_DFL), own (a handler of its own: exit 7).

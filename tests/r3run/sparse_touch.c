@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* sparse_touch GIB MIB SEED: one malloc of GIB GiB (under r3run: a region
  * block, never memset), MIB MiB of it touched at random 64 KiB chunks: each
  * touched chunk gets a pattern of its offset and SEED; a second pass in

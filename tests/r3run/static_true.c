@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Linked statically: r3run must refuse it (no PT_INTERP, no LD_PRELOAD). */
 int main(void)
 {

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Two full passes over a MIB-MiB bytearray, then a checksum (sha256):
 # usage: twopass.py MIB
 import sys, hashlib

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The uffd tests' names for the one test pattern (tests/common/pattern.h):
  * the word at byte offset off (a multiple of 8). */
 #ifndef R3_UFFD_TEST_PATTERN_H

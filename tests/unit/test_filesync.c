@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* filesync pieces: name checks, the hasher, PAGEMAP_SCAN tracking of a file
  * mapping, and the filesync strategy (pre-copy, push on sync and interval). */
 #include <errno.h>

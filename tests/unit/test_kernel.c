@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* src/kernel: the PAGEMAP_SCAN scanner's behaviour on every answer the
  * kernel can give (played by a fake ioctl: partial results with EAGAIN, no
  * progress, a stall, a hard error), then the real thing: write tracking of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Migration (src/migrate): a uffd region on A over a file:// source with a
  * thread writing chunks the whole time; B leeches it over r3:// on
  * loopback, finalizes, and B's bytes must equal A's bytes at the pause (a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* src/net: the address parser, deadlines, backoff, the in-flight budget,
  * and a real server on loopback (connection cap, handshake deadline, idle
  * connections cost no thread, a non-reading client stalls only itself). */

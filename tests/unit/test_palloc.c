@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The shim's page allocator over plain memory: alignment, in-place resize,
  * coalescing back to one block, exhaustion, and many threads at once. */
 #include <errno.h>

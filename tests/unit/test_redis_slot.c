@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Redis Cluster key slots: CRC16 (XMODEM) mod 16384 with {hashtag} rules,
  * checked against values from the cluster specification and CLUSTER KEYSLOT. */
 #include "sources/redis.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* mem, file and dir sources: the contract every source keeps. */
 #include <errno.h>
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Stages: chunk, cache, pull, push, lock, delay, stats, and the pipeline. */
 #include <errno.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The uffd strategy: fills, write-back (PAGEMAP_SCAN and the hashing
  * fallback), REMOVE events, prefetch orders and access logs, source errors,
  * concurrency, and a huge sparse region. Data written through a region is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* URI parser and size suffixes. */
 #include <errno.h>
 #include "internal.h"

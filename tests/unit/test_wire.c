@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* r3 wire protocol: frame encode/decode and bounds, and an in-process
  * server + r3:// client over loopback. */
 #include <errno.h>

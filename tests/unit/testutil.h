@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* What the Check unit tests share: tests/common/ (the pattern, the temp-dir
  * fixture, kernel requirements) and running a suite. The tu_ names are the
  * common functions under the names the unit tests already use. */

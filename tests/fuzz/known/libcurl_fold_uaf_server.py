@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 import socket, sys, threading
 resp=[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 200\rKnoCO\n tent-Length: 0\r\n\r\n"]
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR,1); s.bind(("127.0.0.1",0)); s.listen(5)
