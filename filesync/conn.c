@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* Framed msgpack messages over one TLS connection (r3_io of src/wire/tls.h,
+/* Framed msgpack messages over one TLS connection (r3_io of src/net/net.h,
  * frames as in src/wire/frame.h: 4-byte big-endian length + one msgpack
  * array, the length bounded before allocation). One thread reads, a writer
  * thread drains a queue of frames; frames are shared by reference so the
@@ -97,6 +97,8 @@ int fs_frame_unpack(const struct fs_frame *f, msgpack_unpacked *u)
 {
     size_t used = 0;
     msgpack_unpacked_init(u);
+    if (!r3_wire_scan_ok(f->data + 4, f->len - 4))      /* counts bounded before msgpack allocates */
+        return r3_error(-EPROTO, "malformed frame");
     if (msgpack_unpack_next(u, (const char *)f->data + 4, f->len - 4, &used) != MSGPACK_UNPACK_SUCCESS ||
         used != f->len - 4 || u->data.type != MSGPACK_OBJECT_ARRAY || u->data.via.array.size < 1)
         return r3_error(-EPROTO, "malformed frame");

@@ -11,7 +11,7 @@ EXTRA_DIST += tests/integration/lib.sh tests/common/certs.sh tests/common/patter
 # ---- unit tests (Check)
 UNIT_TESTS = tests/unit/test_uri tests/unit/test_sources tests/unit/test_redis_slot \
 	tests/unit/test_stages tests/unit/test_wire tests/unit/test_uffd tests/unit/test_palloc \
-	tests/unit/test_filesync tests/unit/test_net tests/unit/test_kernel
+	tests/unit/test_filesync tests/unit/test_net tests/unit/test_kernel tests/unit/test_migrate
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 tests_unit_test_uri_SOURCES = tests/unit/test_uri.c
@@ -46,10 +46,18 @@ tests_unit_test_net_LDADD = $(UNIT_LDADD)
 tests_unit_test_kernel_SOURCES = tests/unit/test_kernel.c
 tests_unit_test_kernel_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_kernel_LDADD = $(UNIT_LDADD)
+tests_unit_test_migrate_SOURCES = tests/unit/test_migrate.c
+tests_unit_test_migrate_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_migrate_LDADD = $(UNIT_LDADD)
 
 # ---- programs the scripts drive
 # r3check: the one checker (pattern through sources and regions, copies,
 # expected failures, kernel requirements); see its header comment.
+# A migration peer in its own process, for the tests that kill one.
+check_PROGRAMS += tests/migrate_peer
+tests_migrate_peer_SOURCES = tests/migrate_peer.c
+tests_migrate_peer_LDADD = libr3.la
+
 check_PROGRAMS += tests/r3check
 tests_r3check_SOURCES = tests/r3check.c
 tests_r3check_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS)
@@ -83,6 +91,7 @@ tests_r3run_forkcow_LDFLAGS = -pthread
 # ---- integration tests, by part
 INTEGRATION_TESTS = \
 	tests/integration/abi_exports.sh tests/integration/pipeline_tools.sh \
+	tests/integration/migrate_kill.sh tests/integration/migrate_tls.sh tests/integration/migrate_kv.sh \
 	tests/integration/man_pages.sh \
 	tests/integration/tools_cli.sh \
 	tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
@@ -118,7 +127,7 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/hostile_resp.py tests/integration/sources_hostile_s3.py \
 	tests/r3run/needs_uffd.sh tests/integration/hostile_nbd.py \
 	tests/r3run/twopass.py tests/r3run/rss_max.sh tests/r3run/sig_exit.py \
-	tests/r3run/forkcow_check.py tests/r3run/mp_hash.py
+	tests/r3run/forkcow_check.py tests/r3run/mp_hash.py tests/integration/migrate_lib.sh
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
 # every tool, subcommand, bench program and example.

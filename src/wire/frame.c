@@ -196,6 +196,11 @@ static long scan(const uint8_t *p, size_t n, int depth)
     return (long)off;
 }
 
+bool r3_wire_scan_ok(const void *buf, size_t len)
+{
+    return scan((const uint8_t *)buf, len, 0) == (long)len;
+}
+
 int r3_wire_decode(const char *buf, size_t len, msgpack_unpacked *up, struct r3_wire_msg *m)
 {
     memset(m, 0, sizeof *m);

@@ -83,4 +83,9 @@ void r3_wire_pack_request(msgpack_packer *pk, uint64_t id, const char *method, u
 void r3_wire_pack_reply(msgpack_packer *pk, uint64_t id, int err, const char *msg,
                         bool has_val, uint64_t val, bool has_data, uint32_t dlen);
 
+/* True if buf holds exactly one msgpack object whose every container count
+ * fits in the bytes that follow (msgpack-c allocates from the declared
+ * count): call it before msgpack_unpack_next on bytes from a peer. */
+bool r3_wire_scan_ok(const void *buf, size_t len);
+
 #endif

@@ -7,7 +7,7 @@ libr3core_la_SOURCES += src/net/addr.c src/net/conn.c src/net/tls.c src/net/dial
 	src/net/server.c
 
 # src/wire: the r3 wire protocol (frames, server, r3:// client) on top of src/net.
-noinst_HEADERS += src/wire/tls.h src/wire/frame.h
+noinst_HEADERS += src/wire/frame.h
 noinst_HEADERS += src/wire/call.h
 pkginclude_HEADERS += include/r3/wire.h
 libr3core_la_SOURCES += src/wire/frame.c src/wire/server.c src/wire/client.c

@@ -385,6 +385,23 @@ START_TEST(test_strategy_after_interval)
 }
 END_TEST
 
+/* A peer's frame that declares a 84-million-element array in 6 bytes must be
+ * refused before msgpack-c allocates for it (found by fuzzing). */
+START_TEST(test_frame_huge_count)
+{
+    static const unsigned char body[] = { 0x91, 0xdd, 0x05, 0xf5, 0xe1, 0x00 };
+    struct fs_frame *f = calloc(1, sizeof *f + 4 + sizeof body);
+    ck_assert_ptr_nonnull(f);
+    f->len = 4 + sizeof body;
+    f->data[3] = sizeof body;
+    memcpy(f->data + 4, body, sizeof body);
+    msgpack_unpacked u;
+    ck_assert_int_eq(fs_frame_unpack(f, &u), -EPROTO);
+    msgpack_unpacked_destroy(&u);
+    free(f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("filesync");
@@ -401,6 +418,7 @@ int main(void)
     tcase_add_test(tc, test_strategy_errors);
     tcase_add_test(tc, test_strategy_contract);
     tcase_add_test(tc, test_strategy_after_interval);
+    tcase_add_test(tc, test_frame_huge_count);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
