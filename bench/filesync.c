@@ -285,6 +285,7 @@ int main(int argc, char **argv)
     free(h4);
     free(h64);
     free(pages);
+    free(ch);
 
     /* ---- 2. sync: copies of the current content at both receivers */
     if (sh("cp %s %s/recv/data.bin && cp %s %s/rsync/data.bin", path, dir, path, dir) != 0 ||
