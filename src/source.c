@@ -140,6 +140,38 @@ int r3_source_flush(struct r3_source *src)
     return rc;
 }
 
+int r3_source_extent(struct r3_source *src, uint64_t off, uint64_t len, uint64_t *run)
+{
+    if (len == 0 || len > SIZE_MAX)
+        return r3_error(-EINVAL, "%s: extent query of %llu bytes", src->ops->scheme,
+                        (unsigned long long)len);
+    int rc = check_range(src, (size_t)len, off, -EINVAL);
+    if (rc < 0)
+        return rc;
+    if (!src->ops->extent) {
+        if (src->next)
+            return r3_source_extent(src->next, off, len, run);
+        *run = len;
+        return R3_EXTENT_DATA;
+    }
+    pthread_mutex_t *m;
+    if ((rc = serial_lock(src, &m)) < 0)
+        return rc;
+    uint64_t got = 0;
+    rc = src->ops->extent(src, off, len, &got);
+    serial_unlock(m);
+    if (rc < 0)
+        return rc;
+    if (rc != R3_EXTENT_ZERO && rc != R3_EXTENT_DATA)
+        return r3_error(-EIO, "%s: extent query returned %d", src->ops->scheme, rc);
+    /* A source that names no length (or too much) speaks for the whole range
+     * only when it says DATA: ZERO must be exact, so clamp it. */
+    if (got == 0 || got > len)
+        got = len;
+    *run = got;
+    return rc;
+}
+
 void r3_source_close(struct r3_source *src)
 {
     if (!src)

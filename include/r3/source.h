@@ -44,7 +44,19 @@ struct r3_source_ops {
      * next are -ENOTSUP, a NULL flush without a next is 0, and a NULL close
      * closes next and free()s the stage (which then must be one malloc'd block
      * starting with its struct r3_source). */
+    /* Optional, like NBD's BLOCK_STATUS: what the range starting at off
+     * holds. Returns R3_EXTENT_ZERO when the first *run bytes surely read as
+     * zeros without a copy (a file hole, a missing key, object or file),
+     * R3_EXTENT_DATA when they may hold data, or -errno. It sets *run to the
+     * length of that first extent, 1 <= *run <= len. At most one round trip;
+     * callers use it to fill zero chunks with no copy and to skip zeros when
+     * copying. NULL falls through to next; NULL with no next says DATA for
+     * the whole range. */
+    int  (*extent)(struct r3_source *, uint64_t off, uint64_t len, uint64_t *run);
 };
+
+#define R3_EXTENT_DATA 0
+#define R3_EXTENT_ZERO 1
 
 struct r3_source {
     const struct r3_source_ops *ops;
@@ -66,6 +78,10 @@ int r3_source_open(const char *uri, struct r3_source **out);
 int  r3_source_read(struct r3_source *src, void *buf, size_t len, uint64_t off);
 int  r3_source_write(struct r3_source *src, const void *buf, size_t len, uint64_t off);
 int  r3_source_flush(struct r3_source *src);
+/* The extent at off (see the extent op): R3_EXTENT_ZERO or R3_EXTENT_DATA with
+ * *run set (1 <= *run <= len), or -errno. off/len are bounded like a read;
+ * len == 0 is -EINVAL. A source that cannot tell says DATA. */
+int  r3_source_extent(struct r3_source *src, uint64_t off, uint64_t len, uint64_t *run);
 void r3_source_close(struct r3_source *src);
 
 /* For a stage's open function: fill s (ops, next = inner, inner's size and
