@@ -57,7 +57,8 @@ static void rec_close(struct r3_source *s)
     free(s);
 }
 
-static const struct r3_source_ops rec_ops = { "rec", rec_read, rec_write, rec_flush, rec_close };
+static const struct r3_source_ops rec_ops = { .scheme = "rec", .read = rec_read, .write = rec_write,
+                                               .flush = rec_flush, .close = rec_close };
 
 /* A rec over a mem source of size bytes holding pattern seed (0 = zeros). */
 static struct rec *rec_new(uint64_t size, uint32_t want, uint32_t seed)
