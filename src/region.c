@@ -34,6 +34,8 @@ static const char *uffd_only(const struct r3_region_opts *o)
         return "uffd_no_poison";
     if (o->uffd_no_wp_async)
         return "uffd_no_wp_async";
+    if (o->uffd_no_zero_fill)
+        return "uffd_no_zero_fill";
     if (o->max_resident)
         return "max_resident";
     return NULL;

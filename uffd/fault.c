@@ -215,8 +215,8 @@ again:
         r3u_evict_wait_room(r);
         h->fault_off = off;
         h->first_done = false;
-        if (r->first_page)
-            first_page(h, off, idx);
+        if (r->first_page && !r3u_zero_chunk(r, idx))
+            first_page(h, off, idx);    /* (zeros: one ioctl maps the chunk) */
         int rc = r3_cache_fetch(r->p->cache, idx, R3_FETCH_FAULT);
         h->fault_off = UINT64_MAX;
         if (rc == 0 && !atomic_load_explicit(&r->filled[idx], memory_order_acquire) &&

@@ -71,6 +71,8 @@ static void destroy(struct r3u_region *r)
     free(r->written);
     free(r->tracked);
     free(r->dropping);
+    free(r->pw);
+    r3u_zero_free(r);
     free(r->record_path);
     pthread_mutex_destroy(&r->collect_lock);
     free(r);
@@ -237,6 +239,18 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
         rc = r3_error(-errno, "uffd: UFFDIO_REGISTER failed: %s", strerror(errno));
         goto fail_src;
     }
+    /* Zero chunks of the source become zero pages (zero.c); the scanner
+     * then skips zero pages. uffd_no_zero_fill turns it off. */
+    r->zero_fill = (reg.ioctls & (UINT64_C(1) << _UFFDIO_ZEROPAGE)) && !o->uffd_no_zero_fill;
+    r->zero_cheap = strcmp(src->ops->scheme, "mem") == 0 || strcmp(src->ops->scheme, "file") == 0;
+    r->scan.skip_zero = true;
+    if (r->zero_fill && (rc = r3u_zero_init(r)) < 0)
+        goto fail_src;
+    /* Write-back by page runs when writes are tracked (track.c, remote.c). */
+    if (!r->cow && !(r->pw = calloc(pwords, 8))) {
+        rc = r3_error(-ENOMEM, "uffd: out of memory for the region's bitmaps");
+        goto fail_src;
+    }
 
     r3u_view_init(r, src->size);
     r3u_remote_init(r, src);
@@ -354,12 +368,14 @@ static int uffd_stats(struct r3_region *rr, struct r3_region_stats *st)
     st->chunks_fault = atomic_load(&r->chunks_fault);
     st->chunks_prefetch = atomic_load(&r->chunks_prefetch);
     st->bytes_pulled = atomic_load(&r->bytes_pulled);
+    st->chunks_zero = atomic_load(&r->chunks_zero);
     st->syncs = atomic_load(&r->syncs);
     if (r->p && r->p->push) {
         struct r3_push_progress pp;
         r3_push_progress(r->p->push, &pp);
         st->chunks_pushed = pp.chunks_pushed;
-        st->bytes_pushed = pp.bytes_pushed;
+        /* what reached the source: written page runs, not whole chunks */
+        st->bytes_pushed = r->pw ? atomic_load(&r->bytes_back) : pp.bytes_pushed;
     }
     st->chunks_evicted = atomic_load(&r->evictions);
     st->fault_wait_p50_ns = r3u_wait_percentile(r, 50);
@@ -418,6 +434,8 @@ static int uffd_track(struct r3_region *rr, int op, uint64_t **list, size_t *n)
     struct r3u_region *r = (struct r3u_region *)rr;
     if (r->cow || !r->p || !r->p->push)
         return r3_error(-ENOTSUP, "uffd: a copy-on-write region does not track its writes");
+    /* collects outside push rounds: write-back re-reads what it sends */
+    atomic_store(&r->recheck, true);
     if (op == R3_TRACK_START) {
         /* Collect what was written before the start (it goes to the push
          * stage, not to the list), then track. A write between that collect
@@ -493,6 +511,9 @@ static int uffd_invalidate(struct r3_region *rr, const uint64_t *list, size_t n)
                             (unsigned long long)list[i]);
     for (size_t i = 0; i < n && ev; i++)
         r3u_bit_set(r->dropping, list[i]);
+    /* the source changed there: its zeros are not known any more */
+    for (size_t i = 0; i < n; i++)
+        r3u_zero_dead(r, list[i], list[i]);
     /* Every run first (each madvise returns once a handler read its REMOVE
      * event), then wait for the handlers to have handled them all. */
     int rc = 0;

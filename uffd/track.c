@@ -56,12 +56,13 @@ static void mark_run(void *arg, uint64_t s, uint64_t t)
     struct r3u_region *r = m->r;
     uint64_t base = (uintptr_t)r->r.base;
     uint64_t c0 = (s - base) >> r->chunk_shift, c1 = (t - base - 1) >> r->chunk_shift;
+    uint64_t ps = (s - base) >> r->page_shift, pe = (t - base + r->pagesz - 1) >> r->page_shift;
     for (uint64_t c = c0; c <= c1 && c < r->nchunks; c++) {
-        if (c == m->last)
-            continue;
         if (atomic_load_explicit(&r->filled[c], memory_order_acquire)) {
-            r3u_mark(r, m->push, c);
-            if (r->young)
+            /* only the written pages of the chunk go out (remote.c) */
+            uint64_t a = (c << r->chunk_shift) >> r->page_shift, b = ((c + 1) << r->chunk_shift) >> r->page_shift;
+            r3u_mark_pages(r, m->push, c, a > ps ? a : ps, b < pe ? b : pe);
+            if (r->young && c != m->last)
                 r3u_bit_set(r->young, c);     /* written: recently used */
             m->last = c;
         }

@@ -89,6 +89,17 @@ struct r3u_region {
     uint8_t *scratch;             /* one chunk, for collect */
     pthread_mutex_t collect_lock;
     struct r3_pm_scanner scan;    /* written pages (track_wp) */
+    /* page-granular write-back: pages written (found by a collect) whose
+     * bytes go out with their chunk's next write-back; only those move */
+    _Atomic uint64_t *pw;
+    _Atomic bool recheck;         /* collects outside push rounds: re-read at write-back */
+    /* zeros (zero.c): chunks whose source bytes are all zeros are filled
+     * by UFFDIO_ZEROPAGE, never read. Asked once per 64 chunks. */
+    bool zero_fill;               /* zero fills are on */
+    bool zero_cheap;              /* the extent query is local (file, mem): ask to the end */
+    _Atomic uint64_t *zchunk;     /* per chunk: the source says zeros */
+    _Atomic uint64_t *zasked;     /* per 64 chunks: asked */
+    _Atomic uint64_t *zdead;      /* per chunk: written back or invalidated: ask no more */
     /* handler threads */
     struct r3u_handler *h;
     unsigned nh;
@@ -128,6 +139,7 @@ struct r3u_region {
     _Atomic uint64_t evictions, evict_waits;
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
+    _Atomic uint64_t chunks_zero, bytes_back;
     _Atomic uint64_t wait_hist[R3U_HIST];
 };
 
@@ -145,6 +157,21 @@ int  r3u_install_page(struct r3u_region *r, uint64_t off, const void *page);
 int  r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed);
 /* Wake every thread waiting in chunk idx (after it leaves INSTALLING). */
 void r3u_wake_chunk(struct r3u_region *r, uint64_t idx);
+
+/* uffd/zero.c: chunks that hold only zeros at the source. */
+int  r3u_zero_init(struct r3u_region *r);
+void r3u_zero_free(struct r3u_region *r);
+/* Does the source hold only zeros in chunk c (and was never written back)? */
+bool r3u_zero_chunk(struct r3u_region *r, uint64_t c);
+/* Chunks [c0, c1] are (about to be) written or changed at the source. */
+void r3u_zero_dead(struct r3u_region *r, uint64_t c0, uint64_t c1);
+/* The chunk read into buf at off was zeros without a read (remote.c);
+ * view_write takes the note (same thread, same buffer) and fills with
+ * zero pages. */
+void r3u_zero_note(const void *buf, uint64_t off);
+bool r3u_zero_taken(const void *buf, uint64_t off);
+/* UFFDIO_ZEROPAGE over [off, off+len) (page aligned), like r3u_install. */
+int  r3u_install_zeros(struct r3u_region *r, uint64_t off, size_t len);
 
 /* uffd/fault.c: handler threads and events. */
 int  r3u_handlers_start(struct r3u_region *r, unsigned n);
@@ -193,8 +220,12 @@ void r3u_remote_init(struct r3u_region *r, struct r3_source *src);
 /* Write back len bytes at off (children's pre-images first, accounting);
  * the caller holds the fork gate. 0 or -errno. */
 int  r3u_write_back(struct r3u_region *r, const void *buf, size_t len, uint64_t off);
-/* Hand chunk c to the push stage (and count it as not yet written back). */
+/* Hand chunk c to the push stage (and count it as not yet written back);
+ * every page of it goes out. */
 void r3u_mark(struct r3u_region *r, struct r3_source *push, uint64_t c);
+/* Only pages [pg0, pg1) of chunk c were written: the rest is not sent. */
+void r3u_mark_pages(struct r3u_region *r, struct r3_source *push, uint64_t c, uint64_t pg0,
+                    uint64_t pg1);
 /* Chunks collected and not yet written back, and their bytes. */
 uint64_t r3u_unsynced(struct r3u_region *r, uint64_t *bytes);
 /* The chunks written back since the last call, ascending (malloc'd; *n). */

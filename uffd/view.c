@@ -164,6 +164,8 @@ int r3u_install_zero(struct r3u_region *r, uint64_t off, bool *installed)
 static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct r3u_region *r = (struct r3u_region *)((char *)s - offsetof(struct r3u_region, view));
+    /* The source said zeros (remote.c read nothing): zero pages, no copy. */
+    bool zero = r3u_zero_taken(buf, off);
     if (off >= r->maplen)
         return 0;            /* past the region: the remote is larger */
     if (len > r->maplen - off)
@@ -195,9 +197,21 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         atomic_fetch_add(&r->resident, 1);
     _Atomic uint64_t *ctr = fault ? &r->chunks_fault : &r->chunks_prefetch;
     atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+    size_t pulled = zero ? 0 : len;
+    atomic_fetch_add_explicit(&r->bytes_pulled, pulled, memory_order_relaxed);
     int rc = 0;
-    if (fault && h->fault_off >= off && h->fault_off < off + len && len > r->pagesz) {
+    if (zero) {
+        /* One ioctl for the chunk (its waiters are woken by it). Pages
+         * removed before the fill read as zeros: these are. */
+        rc = r3u_install_zeros(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+        for (uint64_t pg = off >> r->page_shift; rc == 0 && pg < (off + len + r->pagesz - 1) >> r->page_shift; pg++)
+            if (r3u_bit(r->zpage, pg))
+                r3u_bit_clear(r->zpage, pg);
+        if (rc == 0)
+            atomic_fetch_add_explicit(&r->chunks_zero, 1, memory_order_relaxed);
+        if (fault)
+            r3u_fault_woken(h);
+    } else if (fault && h->fault_off >= off && h->fault_off < off + len && len > r->pagesz) {
         /* The faulting page first: its thread runs on while the rest of
          * the chunk goes in; faults on the other pages wait for their
          * copies, which wake them. */
@@ -226,7 +240,7 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         return 0;
     }
     atomic_fetch_sub_explicit(ctr, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&r->bytes_pulled, len, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&r->bytes_pulled, pulled, memory_order_relaxed);
     atomic_store_explicit(&r->filled[idx], 0, memory_order_release);
     atomic_fetch_sub(&r->resident, 1);
     /* Wake after a failure: the waiters fault again and see the error. */

@@ -90,6 +90,7 @@ struct r3_region_opts {
     bool uffd_no_first_page;      /* never install the faulting page before its chunk */
     bool uffd_no_poison;          /* behave as without UFFDIO_POISON (SIGBUS by signal) */
     bool uffd_no_wp_async;        /* behave as without WP_ASYNC: find writes by hashing */
+    bool uffd_no_zero_fill;       /* read zero chunks like data (no extent query, no zero pages) */
     /* filesync / nbd choices (the tools set them from R3_FILESYNC_DETECT, R3_NBD_MOUNT) */
     const char *filesync_detect;  /* NULL = best the kernel has, "hash", "pagemap" */
     const char *nbd_mount;        /* NULL = best available, else a mode the nbd strategies name */
@@ -112,6 +113,7 @@ struct r3_region_stats {
     uint64_t fault_wait_p50_ns;   /* time a faulting thread was blocked */
     uint64_t fault_wait_p99_ns;
     uint64_t chunks_evicted;      /* taken out under max_resident (written back first) */
+    uint64_t chunks_zero;         /* filled with zero pages: the source said zeros, nothing read */
 };
 
 /* The region a program sees. Strategies embed it as their first member. */

@@ -279,7 +279,7 @@ static const char *const managed[] = {
     "R3_SOURCE", "R3_STRATEGY", "R3_SIZE", "R3_CHUNK", "R3_MIN_ALLOC", "R3_PULL_WORKERS",
     "R3_PUSH_WORKERS", "R3_PUSH_INTERVAL", "R3_FAULT_THREADS", "R3_PREFETCH",
     "R3_RECORD_ACCESS", "R3_STATS", "R3_PID", "R3_SYNC_TIMEOUT", "R3_COPY_ON_WRITE",
-    "R3_UNLINK_SOURCE", "R3_MAX_RESIDENT", "R3_PIPELINE", NULL,
+    "R3_UNLINK_SOURCE", "R3_MAX_RESIDENT", "R3_PIPELINE", "R3_SCRATCH", NULL,
 };
 
 /* The default source: a sparse image of size bytes, created (mode 0600,

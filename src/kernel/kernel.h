@@ -66,6 +66,10 @@ struct r3_pm_scanner {
     struct page_region *vec;
     size_t cap;                   /* entries in vec */
     bool check_wpasync;           /* PM_SCAN_CHECK_WPASYNC: a page without async WP is an error */
+    /* Skip pages mapping the zero page (UFFDIO_ZEROPAGE fills carry no wp
+     * bit, yet hold nothing written; a write replaces them by a new page,
+     * which is seen). They are neither reported nor protected again. */
+    bool skip_zero;
     /* the ioctl; tests replace it to play the kernel's rarer answers */
     long (*ioctl)(int fd, struct pm_scan_arg *a);
     uint64_t retries;             /* no-progress retries so far (for tests and stats) */

@@ -89,6 +89,10 @@ int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
             .vec = (uintptr_t)s->vec, .vec_len = s->cap,
             .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
         };
+        if (s->skip_zero) {
+            a.category_inverted = PAGE_IS_PFNZERO;       /* written and not the zero page */
+            a.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
+        }
         long n = s->ioctl(s->fd, &a);
         int e = n < 0 ? errno : 0;
         if (n < 0 && e != EINTR && e != EAGAIN)

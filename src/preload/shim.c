@@ -58,6 +58,7 @@ static struct {
     atomic_ulong fallbacks;       /* region full: glibc served a large block */
     size_t (*libc_usable)(void *);
     int errfd;                    /* our own stderr: programs close theirs at exit */
+    bool scratch;                 /* the source is r3run's default image, already unlinked */
     /* exits by signal: which of the terminating signals carry our handler,
      * and the thread that syncs for it (a handler must not: it may have
      * interrupted a thread inside malloc or holding a lock the sync needs) */
@@ -404,6 +405,9 @@ static void print_stats(const struct r3_region_stats *st)
             "pulled %.1f MiB\n", (unsigned long long)st->faults,
             (unsigned long long)st->chunks_fault, (unsigned long long)st->chunks_prefetch,
             mib(st->bytes_pulled));
+    if (st->chunks_zero)
+        say("r3run: chunks of zeros mapped without a read %llu\n",
+            (unsigned long long)st->chunks_zero);
     if (S.env.max_resident)
         say("r3run: max-resident %.1f MiB: chunks evicted %llu\n", mib(S.env.max_resident),
             (unsigned long long)st->chunks_evicted);
@@ -428,9 +432,17 @@ static int shim_final(void)
     if (!atomic_load(&S.active) || getpid() != S.pid || atomic_exchange(&done, 1))
         return 0;
     busy = 1;
-    int rc = r3_region_sync(S.region);
+    bool close_it = S.env.record_access || strcmp(S.env.strategy, "uffd") != 0;
+    /* The default image is unlinked and this process is its last user:
+     * after exit nobody can read it, so its final write-back would move
+     * bytes nobody reads (--keep-image keeps it, and the write-back).
+     * Forked children still running need the sync (below). */
+    bool skip = S.scratch && !close_it && r3_region_children(S.region) == 0;
+    int rc = skip ? 0 : r3_region_sync(S.region);
     if (rc < 0)
         say("r3run: the final sync of the region failed: %s\n", r3_last_error());
+    if (skip && S.env.stats)
+        say("r3run: no final write-back: the default image is removed at exit\n");
     if (S.env.stats) {
         struct r3_region_stats st;
         if (r3_region_stats(S.region, &st) == 0)
@@ -441,7 +453,6 @@ static int shim_final(void)
      * (written at close) is wanted. Strategies that serve their mapping
      * from threads of this process (a FUSE/NBD mount) must be torn down
      * here: exit would otherwise wait for their dead server forever. */
-    bool close_it = S.env.record_access || strcmp(S.env.strategy, "uffd") != 0;
     /* Forked children still running: closing hands them what they still
      * lack (after this process, their missing pages would read zeros). */
     if (rc == 0 && !close_it && r3_region_children(S.region) > 0)
@@ -534,6 +545,23 @@ static int inherited_image_fd(const char *path)
     return -1;
 }
 
+/* The source is the default image, unlinked: only our descriptor (the
+ * URI's /proc/self/fd/N) reaches it. */
+static bool is_scratch(const char *uri)
+{
+    const char *v = getenv("R3_SCRATCH"), *pre = "file:///proc/self/fd/";
+    if (!v || strcmp(v, "1") != 0 || !uri || strncmp(uri, pre, strlen(pre)) != 0)
+        return false;
+    char name[64], link[4200];
+    int fd = atoi(uri + strlen(pre));
+    snprintf(name, sizeof name, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(name, link, sizeof link - 1);
+    if (n <= 0)
+        return false;
+    link[n] = 0;
+    return n > 10 && strcmp(link + n - 10, " (deleted)") == 0;
+}
+
 static void unlink_default_image(void)
 {
     const char *path = getenv("R3_UNLINK_SOURCE");
@@ -553,6 +581,8 @@ static void unlink_default_image(void)
         if (asprintf(&uri, "file:///proc/self/fd/%d%s", fd, q ? q : "") >= 0)
             setenv("R3_SOURCE", uri, 1);      /* the environment keeps it */
     }
+    if (fd >= 0)
+        setenv("R3_SCRATCH", "1", 1); /* for the programs this one execs */
     unlink(path);
     unsetenv("R3_UNLINK_SOURCE");
 }
@@ -799,6 +829,7 @@ __attribute__((constructor)) static void shim_init(void)
      * opened: nothing is left behind. */
     unlink_default_image();
     S.env.source = getenv("R3_SOURCE");
+    S.scratch = is_scratch(S.env.source);
     S.min_alloc = S.env.min_alloc;
     S.pid = getpid();
     char pid[24];

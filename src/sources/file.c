@@ -14,6 +14,7 @@
 struct file_source {
     struct r3_source src;
     int fd;
+    bool blk;            /* a block device: no holes to ask about */
 };
 
 static int file_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
@@ -37,6 +38,31 @@ static int file_flush(struct r3_source *s)
     return 0;
 }
 
+/* Holes read as zeros: SEEK_DATA/SEEK_HOLE say where they are (a few
+ * lseeks, no I/O). A block device, or a file system without them (EINVAL,
+ * or the whole file reported as data), says DATA. */
+static int file_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct file_source *f = (struct file_source *)s;
+    *run = len;
+    if (f->blk)
+        return R3_EXTENT_DATA;
+    off_t d = lseek(f->fd, (off_t)off, SEEK_DATA);
+    if (d < 0)
+        /* ENXIO: no data from off to the end of the file (a source larger
+         * than its file reads zeros there too) */
+        return errno == ENXIO ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
+    if ((uint64_t)d > off) {
+        if ((uint64_t)d - off < len)
+            *run = (uint64_t)d - off;
+        return R3_EXTENT_ZERO;
+    }
+    off_t h = lseek(f->fd, (off_t)off, SEEK_HOLE);
+    if (h > (off_t)off && (uint64_t)h - off < len)
+        *run = (uint64_t)h - off;
+    return R3_EXTENT_DATA;
+}
+
 static void file_close(struct r3_source *s)
 {
     close(((struct file_source *)s)->fd);
@@ -45,6 +71,7 @@ static void file_close(struct r3_source *s)
 
 static const struct r3_source_ops file_ops = {
     .scheme = "file", .read = file_read, .write = file_write, .flush = file_flush, .close = file_close,
+    .extent = file_extent,
 };
 
 int r3_file_source_fd(const struct r3_source *s)
@@ -124,6 +151,7 @@ int r3_file_open(const struct r3_uri *u, struct r3_source **out)
         return r3_error(-ENOMEM, "file: out of memory");
     }
     f->fd = fd;
+    f->blk = S_ISBLK(st.st_mode);
     f->src.ops = &file_ops;
     f->src.size = size;
     f->src.align = 1;

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* mem: an anonymous, lazily populated mapping. mem:?size=1G */
+/* mem: an anonymous, lazily populated mapping. mem:?size=1G
+ * A bitmap of granules ever written answers extent queries: a granule never
+ * written reads as zeros (one bit per 4 KiB or more, at most 2^20 bits). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -9,6 +12,9 @@
 struct mem_source {
     struct r3_source src;
     char *base;
+    unsigned gshift;              /* granule: 1 << gshift bytes */
+    uint64_t ngran;
+    _Atomic uint64_t *written;    /* per granule: ever written */
 };
 
 static int mem_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
@@ -19,8 +25,36 @@ static int mem_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 
 static int mem_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
-    memcpy(((struct mem_source *)s)->base + off, buf, len);
+    struct mem_source *m = (struct mem_source *)s;
+    if (len) {
+        /* marked before the bytes land: an extent query never says ZERO
+         * over a write that has begun */
+        uint64_t g0 = off >> m->gshift, g1 = (off + len - 1) >> m->gshift;
+        for (uint64_t g = g0; g <= g1;) {
+            uint64_t w = g >> 6, b = g & 63, n = 64 - b;
+            if (n > g1 - g + 1)
+                n = g1 - g + 1;
+            uint64_t mask = (n == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << n) - 1)) << b;
+            if ((atomic_load_explicit(&m->written[w], memory_order_relaxed) & mask) != mask)
+                atomic_fetch_or_explicit(&m->written[w], mask, memory_order_seq_cst);
+            g += n;
+        }
+    }
+    memcpy(m->base + off, buf, len);
     return 0;
+}
+
+static int mem_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct mem_source *m = (struct mem_source *)s;
+    uint64_t end = off + len, g = off >> m->gshift;
+    bool zero = !(atomic_load(&m->written[g >> 6]) >> (g & 63) & 1);
+    uint64_t pos = (g + 1) << m->gshift;
+    for (g++; pos < end && g < m->ngran; g++, pos += UINT64_C(1) << m->gshift)
+        if ((!(atomic_load(&m->written[g >> 6]) >> (g & 63) & 1)) != zero)
+            break;
+    *run = (pos < end ? pos : end) - off;
+    return zero ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
 }
 
 static int mem_flush(struct r3_source *s)
@@ -32,11 +66,13 @@ static void mem_close(struct r3_source *s)
 {
     struct mem_source *m = (struct mem_source *)s;
     munmap(m->base, s->size);
+    free((void *)m->written);
     free(m);
 }
 
 static const struct r3_source_ops mem_ops = {
     .scheme = "mem", .read = mem_read, .write = mem_write, .flush = mem_flush, .close = mem_close,
+    .extent = mem_extent,
 };
 
 int r3_mem_create(uint64_t size, struct r3_source **out)
@@ -46,10 +82,20 @@ int r3_mem_create(uint64_t size, struct r3_source **out)
     struct mem_source *m = calloc(1, sizeof *m);
     if (!m)
         return r3_error(-ENOMEM, "mem: out of memory");
+    m->gshift = 12;
+    while ((size >> m->gshift) > (UINT64_C(1) << 20))
+        m->gshift++;
+    m->ngran = (size + (UINT64_C(1) << m->gshift) - 1) >> m->gshift;
+    m->written = calloc((m->ngran + 63) / 64, sizeof *m->written);
+    if (!m->written) {
+        free(m);
+        return r3_error(-ENOMEM, "mem: out of memory");
+    }
     m->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (m->base == MAP_FAILED) {
         int e = errno;
+        free((void *)m->written);
         free(m);
         return r3_error(-e, "mem: cannot map %llu bytes: %s", (unsigned long long)size, strerror(e));
     }
@@ -61,6 +107,8 @@ int r3_mem_create(uint64_t size, struct r3_source **out)
     return 0;
 }
 
+/* For reading only: a write through the pointer would not be seen by
+ * extent queries. */
 void *r3_source_direct(struct r3_source *s, uint64_t off, size_t len)
 {
     if (!s || s->ops != &mem_ops || off > s->size || len > s->size - off)
