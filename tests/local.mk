@@ -131,3 +131,10 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
 # every tool, subcommand, bench program and example.
+
+# ---- zeros never move (issue 14, uffdspeed)
+check_PROGRAMS += tests/unit/test_zero
+TESTS += tests/unit/test_zero
+tests_unit_test_zero_SOURCES = tests/unit/test_zero.c
+tests_unit_test_zero_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_zero_LDADD = $(UNIT_LDADD)

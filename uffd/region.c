@@ -244,6 +244,7 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
     r->zero_fill = (reg.ioctls & (UINT64_C(1) << _UFFDIO_ZEROPAGE)) && !o->uffd_no_zero_fill;
     r->zero_cheap = strcmp(src->ops->scheme, "mem") == 0 || strcmp(src->ops->scheme, "file") == 0;
     r->scan.skip_zero = true;
+    r->scan.mapped_only = true;
     if (r->zero_fill && (rc = r3u_zero_init(r)) < 0)
         goto fail_src;
     /* Write-back by page runs when writes are tracked (track.c, remote.c). */

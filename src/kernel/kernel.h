@@ -70,6 +70,10 @@ struct r3_pm_scanner {
      * bit, yet hold nothing written; a write replaces them by a new page,
      * which is seen). They are neither reported nor protected again. */
     bool skip_zero;
+    /* Only pages with something behind them (present or swapped out):
+     * missing pages of an anonymous range report "written" (no wp bit) but
+     * hold nothing a program wrote (a write maps them). */
+    bool mapped_only;
     /* the ioctl; tests replace it to play the kernel's rarer answers */
     long (*ioctl)(int fd, struct pm_scan_arg *a);
     uint64_t retries;             /* no-progress retries so far (for tests and stats) */

@@ -93,6 +93,8 @@ int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
             a.category_inverted = PAGE_IS_PFNZERO;       /* written and not the zero page */
             a.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
         }
+        if (s->mapped_only)
+            a.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
         long n = s->ioctl(s->fd, &a);
         int e = n < 0 ? errno : 0;
         if (n < 0 && e != EINTR && e != EAGAIN)
