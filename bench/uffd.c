@@ -11,6 +11,9 @@
  *   dirty_scan_ms    find the written pages after 1% of pages were written (PAGEMAP_SCAN)
  *   hash_ms          XXH3 over the whole region (what a hashing tracker pays per scan)
  *   sync_ms          r3_region_sync after those writes (scan + push + flush)
+ *   writeback_*      bytes written back after 1% of the pages were written
+ *                    (the written bytes, what uffd moved, the ratio; and
+ *                    what whole chunks would be)
  *   rand_faults      4 KiB random first-touch reads: faults per second
  * Not a test: numbers depend on the machine and its load.
  *   bench/uffd [--size 1G] [--delay-ms 10] [--workers 64] [--delay-chunk 1M] [--only NAME] */
@@ -253,7 +256,7 @@ int main(int argc, char **argv)
         case 'o': only = optarg; break;
         case 'h':
             printf("Usage: bench/uffd [--size 1G] [--delay-ms 10] [--workers 64] [--delay-chunk 1M]\n"
-                   "                  [--only seq_read,first_chunk,delay,dirty,rand]\n"
+                   "                  [--only seq_read,first_chunk,delay,dirty,writeback,rand]\n"
                    "The uffd strategy next to plain memory and a minimal 4 KiB userfaultfd\n"
                    "handler; CSV rows experiment,impl,chunk,size,value,unit on stdout.\n");
             return 0;
@@ -354,6 +357,36 @@ int main(int argc, char **argv)
         struct r3_region_stats st;
         r3_region_stats(r, &st);
         row("sync_chunks_pushed", "uffd", chunk, size, (double)st.chunks_pushed, "chunks");
+        r3_region_close(r);
+    }
+    if (want("writeback")) {
+        /* Bytes written back after 1% of the pages were written: only the
+         * written page runs go (peer: the written bytes; the whole chunks
+         * that a chunk-granular write-back would move are shown too). */
+        struct r3_region *r = region(mem_source(size), chunk, 0, 0);
+        read_all(r->base, size);
+        r3_region_sync(r);
+        struct r3_region_stats st0, st;
+        r3_region_stats(r, &st0);
+        uint64_t pages = size / 4096, x = 88172645463325252ull, written = 0, chunks = 0;
+        uint8_t *hit = calloc(pages, 1), *chit = calloc(size / chunk, 1);
+        for (uint64_t i = 0; i < pages / 100; i++) {
+            uint64_t p = xorshift(&x) % pages;
+            ((char *)r->base)[p * 4096 + (x & 4095)] = 3;
+            written += hit[p]++ == 0;
+            chunks += chit[p * 4096 / chunk]++ == 0;
+        }
+        r3_region_sync(r);
+        r3_region_stats(r, &st);
+        uint64_t moved = st.bytes_pushed - st0.bytes_pushed;
+        row("writeback_written_bytes", "program", chunk, size, (double)(written * 4096), "bytes");
+        row("writeback_bytes", "uffd", chunk, size, (double)moved, "bytes");
+        row("writeback_ratio", "uffd", chunk, size, (double)moved / (double)(written * 4096), "x");
+        row("writeback_bytes", "whole-chunks", chunk, size, (double)(chunks * chunk), "bytes");
+        row("writeback_ratio", "whole-chunks", chunk, size,
+            (double)(chunks * chunk) / (double)(written * 4096), "x");
+        free(hit);
+        free(chit);
         r3_region_close(r);
     }
     if (want("rand")) {

@@ -138,3 +138,4 @@ TESTS += tests/unit/test_zero
 tests_unit_test_zero_SOURCES = tests/unit/test_zero.c
 tests_unit_test_zero_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_zero_LDADD = $(UNIT_LDADD)
+INTEGRATION_TESTS += tests/integration/zero_strategies.sh
