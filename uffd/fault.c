@@ -421,14 +421,23 @@ static void *handler_main(void *arg)
     return NULL;
 }
 
-/* One epoll set per handler with the uffd added EPOLLEXCLUSIVE: a fault
- * wakes one handler, not all of them (a herd costs a fault a context
- * switch on small machines). Made before the thread starts, so a failure
- * is an error of open, not a handler that silently never serves. */
+/* One epoll set that every handler waits in: epoll_wait queues its
+ * waiters exclusively, so a fault wakes one handler that is waiting, not
+ * all of them (a herd costs a fault a context switch on small machines).
+ * (One set per handler with EPOLLEXCLUSIVE wakes the first set in the
+ * uffd's queue whether its handler waits or is busy filling a chunk: a
+ * fault then waited for that fill while another handler slept.) Made
+ * before the threads start, so a failure is an error of open, not a
+ * handler that silently never serves. */
 static int handler_epoll(struct r3u_region *r)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event e1 = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
+    /* Edge-triggered: each new message wakes one waiting handler (level
+     * triggering would wake a second one for every message the first
+     * takes); a handler reads until the uffd is empty before it waits
+     * again, so no message is left unseen. The stop eventfd stays level
+     * triggered: it wakes every handler in turn. */
+    struct epoll_event e1 = { .events = EPOLLIN | EPOLLET, .data.u32 = 0 };
     struct epoll_event e2 = { .events = EPOLLIN, .data.u32 = 1 };
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->uffd, &e1) < 0 ||
         epoll_ctl(ep, EPOLL_CTL_ADD, r->stopfd, &e2) < 0) {
@@ -453,7 +462,7 @@ int r3u_handlers_start(struct r3u_region *r, unsigned n)
         r->h[i].page = aligned_alloc(r->pagesz, r->pagesz);
         if (!r->h[i].page)
             return r3_error(-ENOMEM, "uffd: out of memory");
-        int rc = handler_epoll(r);
+        int rc = i ? r->h[0].ep : handler_epoll(r);
         if (rc < 0)
             return rc;
         r->h[i].ep = rc;
@@ -475,11 +484,10 @@ void r3u_handlers_stop(struct r3u_region *r)
     for (unsigned i = 0; i < r->nh; i++)
         if (r->h[i].started)
             pthread_join(r->h[i].thread, NULL);
-    for (unsigned i = 0; i < r->nh; i++) {
+    for (unsigned i = 0; i < r->nh; i++)
         free(r->h[i].page);
-        if (r->h[i].ep >= 0)
-            close(r->h[i].ep);
-    }
+    if (r->nh && r->h[0].ep >= 0)
+        close(r->h[0].ep);              /* shared by all */
     free(r->h);
     r->h = NULL;
     r->nh = 0;

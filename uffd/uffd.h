@@ -38,7 +38,7 @@ struct r3u_handler {
     bool waited, ra, seq;
     bool first_done;              /* the faulting page went in before the chunk */
     void *page;                   /* one page, for that */
-    int ep;                       /* its epoll set */
+    int ep;                       /* the epoll set (one, shared by the handlers) */
 };
 
 struct r3u_region {
