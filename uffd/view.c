@@ -203,12 +203,13 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     if (zero) {
         /* One ioctl for the chunk (its waiters are woken by it). Pages
          * removed before the fill read as zeros: these are. */
+        atomic_fetch_add_explicit(&r->chunks_zero, 1, memory_order_relaxed);   /* before the wake */
         rc = r3u_install_zeros(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
         for (uint64_t pg = off >> r->page_shift; rc == 0 && pg < (off + len + r->pagesz - 1) >> r->page_shift; pg++)
             if (r3u_bit(r->zpage, pg))
                 r3u_bit_clear(r->zpage, pg);
-        if (rc == 0)
-            atomic_fetch_add_explicit(&r->chunks_zero, 1, memory_order_relaxed);
+        if (rc < 0)
+            atomic_fetch_sub_explicit(&r->chunks_zero, 1, memory_order_relaxed);
         if (fault)
             r3u_fault_woken(h);
     } else if (fault && h->fault_off >= off && h->fault_off < off + len && len > r->pagesz) {
