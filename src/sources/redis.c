@@ -32,7 +32,7 @@
 #define CONN_RETRIES 6                   /* reconnects per call: ~2.5 s of backoff */
 #define ROUNDS       32                  /* redirection rounds per call */
 
-enum { OP_GET, OP_GETRANGE, OP_SET, OP_SETRANGE, OP_META_GET, OP_META_SET };
+enum { OP_GET, OP_GETRANGE, OP_SET, OP_SETRANGE, OP_META_GET, OP_META_SET, OP_EXISTS };
 
 struct piece {
     int op;
@@ -332,6 +332,8 @@ static int piece_append(redisContext *c, const char *key, const struct piece *p)
         return redisAppendCommand(c, "SET %s %b", key, p->buf, (size_t)p->n);
     case OP_SETRANGE:
         return redisAppendCommand(c, "SETRANGE %s %u %b", key, p->in, p->buf, (size_t)p->n);
+    case OP_EXISTS:
+        return redisAppendCommand(c, "EXISTS %s", key);
     default:
         return redisAppendCommand(c, "SET %s %b NX", key, p->buf, (size_t)p->n);
     }
@@ -398,6 +400,11 @@ static int piece_reply(struct redis_source *r, struct piece *p, const char *key,
         if (rep->type == REDIS_REPLY_INTEGER)
             return 0;
         break;
+    case OP_EXISTS:
+        if (rep->type != REDIS_REPLY_INTEGER)
+            break;
+        p->buf[0] = rep->integer != 0;
+        return 0;
     }
     return r3_error(-EIO, "%s: key %s: unexpected reply type %d", r->name, key, rep->type);
 }
@@ -632,9 +639,32 @@ static void redis_close(struct r3_source *s)
     free(r);
 }
 
+/* A missing key reads as zeros: EXISTS for every chunk of the range (up to
+ * one pipeline), pipelined per node, so one round trip answers it. A key
+ * that exists says DATA even if it holds zeros. */
+static int redis_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct redis_source *r = (struct redis_source *)s;
+    struct piece ps[BATCH_PIECES];
+    char ex[BATCH_PIECES];
+    uint64_t first = off / r->chunk, last = (off + len - 1) / r->chunk;
+    unsigned np = last - first + 1 < BATCH_PIECES ? (unsigned)(last - first + 1) : BATCH_PIECES;
+    for (unsigned i = 0; i < np; i++)
+        ps[i] = (struct piece){ .op = OP_EXISTS, .idx = first + i, .buf = &ex[i], .n = 1 };
+    int rc = run_pieces(r, ps, np);
+    if (rc < 0)
+        return rc;
+    unsigned k = 1;
+    while (k < np && ex[k] == ex[0])
+        k++;
+    uint64_t e = (first + k) * r->chunk;
+    *run = (e < off + len ? e : off + len) - off;
+    return ex[0] ? R3_EXTENT_DATA : R3_EXTENT_ZERO;
+}
+
 static const struct r3_source_ops redis_ops = {
     .scheme = "redis", .read = redis_read, .write = redis_write, .flush = redis_flush,
-    .close = redis_close,
+    .close = redis_close, .extent = redis_extent,
 };
 
 int r3_redis_node_index(struct redis_source *r, const char *host, int port)
