@@ -6,13 +6,13 @@
  * then the median latency of 100 first-chunk reads, through the cache (a
  * miss each) and straight from the source, next to the study's numbers.
  * Redis rows also run `redis-benchmark -t get` at the same value size and
- * concurrency, r3 rows `iperf3` (one stream on loopback, 5 s), in the same
+ * concurrency, r3 rows (not r3s) `iperf3` (one stream on loopback, 5 s), in the same
  * run and interleaved with the cache+pull read (one row per round, --rounds
  * N), and print our/peer throughput.
  * The bench starts its own servers on 127.0.0.1 (redis-server, a 3-master
  * Redis Cluster, s3rver, r3serve plain and TLS) and stops them. One CSV run;
  * not a test.
- *   bench/sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100]
+ *   bench/sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100] [--rounds 1]
  *                 [--only mem,file,dir,r3,r3s,redis,cluster,s3] [--r3serve PATH]
  */
 #include <errno.h>
@@ -492,7 +492,7 @@ static void row(struct bench *b, const char *name, const char *uri, uint32_t chu
         rc = direct_read(b, src, chunk, &dsecs);
     /* Rounds, interleaved with the peer: read through cache+pull, then the
      * peer; one row each. */
-    bool iperf = strncmp(name, "r3", 2) == 0;
+    bool iperf = strcmp(name, "r3") == 0;      /* r3s: its peer is openssl speed */
     for (unsigned round = 0; rc == 0 && round < b->rounds; round++) {
         if (round > 0 && (rc = r3_source_open(uri, &src)) < 0)
             break;
