@@ -6,11 +6,13 @@
  * then the median latency of 100 first-chunk reads, through the cache (a
  * miss each) and straight from the source, next to the study's numbers.
  * Redis rows also run `redis-benchmark -t get` at the same value size and
- * concurrency, in the same run (best of 3), and print our/peer throughput.
+ * concurrency, r3 rows (not r3s) `iperf3` (one stream on loopback, 5 s), in the same
+ * run and interleaved with the cache+pull read (one row per round, --rounds
+ * N), and print our/peer throughput.
  * The bench starts its own servers on 127.0.0.1 (redis-server, a 3-master
  * Redis Cluster, s3rver, r3serve plain and TLS) and stops them. One CSV run;
  * not a test.
- *   bench/sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100]
+ *   bench/sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100] [--rounds 1]
  *                 [--only mem,file,dir,r3,r3s,redis,cluster,s3] [--r3serve PATH]
  */
 #include <errno.h>
@@ -38,7 +40,7 @@ extern char **environ;
 
 struct bench {
     uint64_t size;
-    unsigned workers, samples;
+    unsigned workers, samples, rounds;
     char tmp[256];
     char r3serve[512];
     pid_t pids[MAXPROC];
@@ -88,11 +90,13 @@ static int spawn(struct bench *b, int port, char *const argv[])
         return -rc;
     }
     b->pids[b->npids++] = pid;
-    for (int i = 0; i < 400; i++) {
+    for (int i = 0; port > 0 && i < 400; i++) {
         if (port_open(port))
             return 0;
         usleep(50000);
     }
+    if (port <= 0)                 /* a server that must not see a probe */
+        return 0;
     fprintf(stderr, "sources: %s did not listen on %d\n", argv[0], port);
     return -ETIMEDOUT;
 }
@@ -101,8 +105,19 @@ static void stop_all(struct bench *b)
 {
     for (int i = 0; i < b->npids; i++)
         kill(b->pids[i], SIGTERM);
-    for (int i = 0; i < b->npids; i++)
-        waitpid(b->pids[i], NULL, 0);
+    for (int i = 0; i < b->npids; i++) {
+        /* a server stuck in its shutdown must not hang the bench: 5 s, then KILL */
+        int t = 0;
+        while (waitpid(b->pids[i], NULL, WNOHANG) == 0) {
+            if (++t == 100) {
+                fprintf(stderr, "sources: %d did not stop on SIGTERM in 5 s; killing it\n", b->pids[i]);
+                kill(b->pids[i], SIGKILL);
+                waitpid(b->pids[i], NULL, 0);
+                break;
+            }
+            usleep(50000);
+        }
+    }
     b->npids = 0;
 }
 
@@ -373,10 +388,37 @@ static int latency(struct bench *b, struct r3_source *remote, uint32_t chunk, bo
     return rc;
 }
 
+/* iperf3, one stream over loopback for 5 s: the receiver's MB/s, or 0. */
+static double iperf_peer(struct bench *b)
+{
+    char port[16];
+    int p = free_port();
+    snprintf(port, sizeof port, "%d", p);
+    char *argv[] = { "iperf3", "-s", "-1", "-p", port, NULL };
+    if (spawn(b, 0, argv) < 0)          /* -1: a probe would be its one client */
+        return 0;
+    usleep(300000);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "iperf3 -c 127.0.0.1 -p %d -t 5 -J 2>/dev/null", p);
+    FILE *f = popen(cmd, "r");
+    double bps = 0;
+    if (f) {
+        static char out[1 << 20];
+        size_t n = fread(out, 1, sizeof out - 1, f);
+        out[n] = '\0';
+        pclose(f);
+        char *r = strstr(out, "\"sum_received\"");
+        if (r && (r = strstr(r, "\"bits_per_second\":")))
+            bps = atof(r + strlen("\"bits_per_second\":"));
+    }
+    b->npids--;                               /* -1: the server is gone after one client */
+    waitpid(b->pids[b->npids], NULL, 0);
+    return bps / 8 / 1e6;
+}
+
 /* redis-benchmark GET throughput (MB/s) at value size chunk with workers
- * clients: the key is SET once, then the best of three GET runs (the peer
- * gets the benefit of the noise). */
-static double redis_peer(struct bench *b, int port, uint32_t chunk)
+ * clients: the key is SET once, then the best of runs GET runs. */
+static double redis_peer(struct bench *b, int port, uint32_t chunk, int runs)
 {
     uint64_t n = b->size / chunk;
     if (n < 1000)
@@ -385,7 +427,7 @@ static double redis_peer(struct bench *b, int port, uint32_t chunk)
            port, chunk) < 0)
         return 0;
     double best = 0;
-    for (int run = 0; run < 3; run++) {
+    for (int run = 0; run < runs; run++) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, "redis-benchmark -h 127.0.0.1 -p %d -t get -d %u -c %u -n %" PRIu64
                  " --csv 2>/dev/null", port, chunk, b->workers, n);
@@ -412,6 +454,23 @@ static const char *study_us(const char *name)
     return "";
 }
 
+static void print_row(struct bench *b, const char *name, uint32_t chunk, double fill_mbps, double secs,
+                      double dsecs, double lat_cache, double lat_direct, double peer, int peer_port,
+                      bool iperf)
+{
+    double mbps = (double)b->size / 1e6 / secs, dmbps = (double)b->size / 1e6 / dsecs;
+    printf("%s,%u,%" PRIu64 ",%u,%.0f,%.3f,%.0f,%.0f,%.0f,%.0f,%s,", name, chunk, b->size, b->workers,
+           fill_mbps, secs, mbps, dmbps, lat_cache, lat_direct, study_us(name));
+    if (peer > 0 && peer_port)
+        printf("redis-benchmark -t get -c %u,%.0f,%.2f,%.2f\n", b->workers, peer, mbps / peer,
+               dmbps / peer);
+    else if (peer > 0 && iperf)
+        printf("iperf3 one stream,%.0f,%.2f,%.2f\n", peer, mbps / peer, dmbps / peer);
+    else
+        printf(",,,\n");
+    fflush(stdout);
+}
+
 /* One row: fill URI, reopen, sequential read via cache+pull, latencies. */
 static void row(struct bench *b, const char *name, const char *uri, uint32_t chunk, int peer_port)
 {
@@ -431,8 +490,19 @@ static void row(struct bench *b, const char *name, const char *uri, uint32_t chu
         rc = latency(b, src, chunk, false, &lat_direct);
     if (rc == 0)
         rc = direct_read(b, src, chunk, &dsecs);
-    if (rc == 0)
-        rc = seq_read(b, src, chunk, &secs);   /* the pipeline closes src */
+    /* Rounds, interleaved with the peer: read through cache+pull, then the
+     * peer; one row each. */
+    bool iperf = strcmp(name, "r3") == 0;      /* r3s: its peer is openssl speed */
+    for (unsigned round = 0; rc == 0 && round < b->rounds; round++) {
+        if (round > 0 && (rc = r3_source_open(uri, &src)) < 0)
+            break;
+        if ((rc = seq_read(b, src, chunk, &secs)) < 0)   /* the pipeline closes src */
+            break;
+        if (round + 1 == b->rounds)
+            break;                             /* the last round's row comes below */
+        peer = peer_port ? redis_peer(b, peer_port, chunk, 1) : iperf ? iperf_peer(b) : 0;
+        print_row(b, name, chunk, fill_mbps, secs, dsecs, lat_cache, lat_direct, peer, peer_port, iperf);
+    }
     if (rc == 0 && (rc = r3_source_open(uri, &src)) == 0) {
         if (mem)
             rc = fill(src, chunk, &fill_mbps);
@@ -445,17 +515,9 @@ static void row(struct bench *b, const char *name, const char *uri, uint32_t chu
         fprintf(stderr, "sources: %s chunk %u failed: %s\n", name, chunk, r3_last_error());
         return;
     }
-    if (peer_port)
-        peer = redis_peer(b, peer_port, chunk);
-    double mbps = (double)b->size / 1e6 / secs, dmbps = (double)b->size / 1e6 / dsecs;
-    printf("%s,%u,%" PRIu64 ",%u,%.0f,%.3f,%.0f,%.0f,%.0f,%.0f,%s,", name, chunk, b->size, b->workers,
-           fill_mbps, secs, mbps, dmbps, lat_cache, lat_direct, study_us(name));
-    if (peer > 0)
-        printf("redis-benchmark -t get -c %u,%.0f,%.2f,%.2f\n", b->workers, peer, mbps / peer,
-               dmbps / peer);
-    else
-        printf(",,,\n");
-    fflush(stdout);
+    peer = peer_port ? redis_peer(b, peer_port, chunk, b->rounds > 1 ? 1 : 3)
+                     : iperf ? iperf_peer(b) : 0;
+    print_row(b, name, chunk, fill_mbps, secs, dsecs, lat_cache, lat_direct, peer, peer_port, iperf);
 }
 
 static bool wanted(const char *only, const char *name)
@@ -470,13 +532,14 @@ static bool wanted(const char *only, const char *name)
 }
 
 static const char usage_text[] =
-    "Usage: sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100]\n"
+    "Usage: sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100] [--rounds 1]\n"
     "               [--only mem,file,dir,r3,r3s,redis,cluster,s3] [--r3serve PATH]\n"
     "Every source side by side (CSV on stdout); starts its own servers on loopback.\n"
     "  -s, --size SIZE       bytes per source, at least 1M (default 1G)\n"
     "  -c, --chunks LIST     chunk sizes, powers of two 4K..64M dividing the size (default 64K,1M)\n"
     "  -w, --workers N       parallel requests, 1..256 (default 16)\n"
     "  -n, --samples N       first-chunk latency samples (default 100)\n"
+    "  -R, --rounds N        cache+pull reads, each followed by the peer, one row each (default 1)\n"
     "  -o, --only LIST       only these sources\n"
     "  -r, --r3serve PATH    the r3serve to start (default: the build's)\n"
     "  -h, --help            this text\n"
@@ -492,7 +555,7 @@ static int bad_usage(const char *what, const char *arg)
 
 int main(int argc, char **argv)
 {
-    struct bench b = { .size = 1ull << 30, .workers = 16, .samples = 100 };
+    struct bench b = { .size = 1ull << 30, .workers = 16, .samples = 100, .rounds = 1 };
     char chunks[128] = "64K,1M";
     const char *only = NULL;
     /* r3serve sits in the build's top directory, one up from bench/ (or bench/.libs/) */
@@ -505,12 +568,12 @@ int main(int argc, char **argv)
     snprintf(b.r3serve, sizeof b.r3serve, "%s/../r3serve", self);
     static const struct option lo[] = {
         { "size", 1, 0, 's' }, { "chunks", 1, 0, 'c' }, { "workers", 1, 0, 'w' },
-        { "samples", 1, 0, 'n' }, { "only", 1, 0, 'o' }, { "r3serve", 1, 0, 'r' },
+        { "samples", 1, 0, 'n' }, { "rounds", 1, 0, 'R' }, { "only", 1, 0, 'o' }, { "r3serve", 1, 0, 'r' },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":s:c:w:n:o:r:hV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":s:c:w:n:R:o:r:hV", lo, NULL)) != -1) {
         char *end;
         switch (c) {
         case 's':
@@ -527,6 +590,11 @@ int main(int argc, char **argv)
             b.samples = (unsigned)strtoul(optarg, &end, 10);
             if (*end || !b.samples || b.samples > 1000000)
                 return bad_usage("--samples: not a number between 1 and 1000000:", optarg);
+            break;
+        case 'R':
+            b.rounds = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || !b.rounds || b.rounds > 100)
+                return bad_usage("--rounds: not a number between 1 and 100:", optarg);
             break;
         case 'o': only = optarg; break;
         case 'r': snprintf(b.r3serve, sizeof b.r3serve, "%s", optarg); break;

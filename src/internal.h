@@ -67,6 +67,10 @@ extern const struct r3_strategy_ops r3_uffd_strategy;
 int r3_cache_fetch_counted(struct r3_source *cache, uint64_t idx, int why);
 /* Is idx being fetched right now (a fetch of it would wait)? A hint. */
 bool r3_cache_is_fetching(struct r3_source *cache, uint64_t idx);
+/* Present and all zeros (the remote said so; nothing was copied). A zero
+ * chunk is also local for r3_cache_is_local; r3_cache_fetch_counted returns
+ * 2 when it recorded one. */
+bool r3_cache_is_zero(struct r3_source *cache, uint64_t idx);
 /* The struct_size check of an options struct: 0 (this layout) or want is
  * fine; anything else is -EINVAL naming the struct. */
 int r3_opts_check(uint32_t got, size_t want, const char *what);
@@ -84,6 +88,11 @@ int r3_pread_all(int fd, void *buf, size_t len, uint64_t off);
 int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Human size "64 KiB", "1 GiB" into buf. */
 const char *r3_fmt_size(uint64_t v, char *buf, size_t n);
+/* A shared read-only buffer of R3_ZEROS_LEN zero bytes: the cache writes a
+ * chunk the remote says is zero from it (a local side that knows this
+ * pointer, like a uffd view, can install it with no copy: UFFDIO_ZEROPAGE). */
+#define R3_ZEROS_LEN (1u << 20)
+const void *r3_zeros(void);
 /* Rounded byte count for logs: "512 B", "1.5 KiB", "3.2 MiB", "1.25 GiB". */
 const char *r3_fmt_bytes(uint64_t v, char *buf, size_t n);
 /* A duration with a unit: us, ms, s or m ("500ms", "2s", "1.5s"). A bare

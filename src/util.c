@@ -50,6 +50,14 @@ int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* In .bss: costs no memory until read, then maps the kernel's zero page. */
+static char zeros[R3_ZEROS_LEN];
+
+const void *r3_zeros(void)
+{
+    return zeros;
+}
+
 const char *r3_fmt_size(uint64_t v, char *buf, size_t n)
 {
     static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };

@@ -63,6 +63,12 @@ tests_r3check_SOURCES = tests/r3check.c
 tests_r3check_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS)
 tests_r3check_LDADD = libr3core.la $(OPENSSL_LIBS)
 
+# zeroread: a source through chunk + cache (+ pull), with what the cache
+# learned of its zeros (tests/integration/sources_zero.sh).
+check_PROGRAMS += tests/zeroread
+tests_zeroread_SOURCES = tests/zeroread.c
+tests_zeroread_LDADD = libr3core.la
+
 # Unmodified programs to run under r3run's shim: never sanitized (a sanitizer
 # runtime replaces malloc itself and refuses to come after LD_PRELOAD).
 check_PROGRAMS += tests/r3run/alloc_check tests/r3run/forker tests/r3run/static_true
@@ -117,6 +123,7 @@ INTEGRATION_TESTS = \
 	tests/integration/filesync_limits.sh \
 	tests/integration/migrate_mount.sh \
 	tests/integration/r3bench_smoke.sh
+INTEGRATION_TESTS += tests/integration/sources_zero.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/sigv4proxy.py tests/integration/sources_lib.sh \

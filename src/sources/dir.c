@@ -151,8 +151,40 @@ static void dir_close(struct r3_source *s)
     free(d);
 }
 
+#define DIR_EXTENT_MAX 1024        /* chunk files one extent query looks at */
+
+/* A chunk whose file is missing or empty reads as zeros (a file with data
+ * may still hold holes: it says DATA). One fstatat per chunk, no lock: a
+ * file that exists stays (chunk files are never removed). */
+static int dir_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct dir_source *d = (struct dir_source *)s;
+    uint64_t end = off + len, idx = off / d->chunk, e = off;
+    int first = -1;
+    for (unsigned k = 0; e < end && k < DIR_EXTENT_MAX; k++, idx++) {
+        char name[32];
+        struct stat st;
+        snprintf(name, sizeof name, "%" PRIu64, idx);
+        int cls;
+        if (fstatat(d->dfd, name, &st, 0) == 0)
+            cls = st.st_size == 0 ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
+        else if (errno == ENOENT)
+            cls = R3_EXTENT_ZERO;
+        else
+            return r3_error(-errno, "dir %s: chunk %" PRIu64 ": %s", d->path, idx, strerror(errno));
+        if (first < 0)
+            first = cls;
+        else if (cls != first)
+            break;
+        e = (idx + 1) * d->chunk;
+    }
+    *run = (e < end ? e : end) - off;
+    return first;
+}
+
 static const struct r3_source_ops dir_ops = {
     .scheme = "dir", .read = dir_read, .write = dir_write, .flush = dir_flush, .close = dir_close,
+    .extent = dir_extent,
 };
 
 /* Read PATH/r3dir.meta ("size chunk\n"); 0, -ENOENT, or -EINVAL. */

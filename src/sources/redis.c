@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include "sources/redis.h"
 
 #define BATCH_PIECES 128                 /* bound on one pipeline */
@@ -32,7 +33,7 @@
 #define CONN_RETRIES 6                   /* reconnects per call: ~2.5 s of backoff */
 #define ROUNDS       32                  /* redirection rounds per call */
 
-enum { OP_GET, OP_GETRANGE, OP_SET, OP_SETRANGE, OP_META_GET, OP_META_SET };
+enum { OP_GET, OP_GETRANGE, OP_SET, OP_SETRANGE, OP_META_GET, OP_META_SET, OP_EXISTS };
 
 struct piece {
     int op;
@@ -154,6 +155,89 @@ static long long announced_bulk(const redisReader *rd)
     return v;
 }
 
+/* Is the reader between top-level replies (the next byte is a type)? */
+static bool reader_idle(const redisReader *rd)
+{
+    if (rd->ridx < 0)
+        return true;
+#if HIREDIS_MAJOR >= 1
+    return rd->ridx == 0 && rd->task[0]->type < 0;
+#else
+    return rd->ridx == 0 && rd->rstack[0].type < 0;
+#endif
+}
+
+#define DIRECT_MIN (64u << 10)   /* bulk strings this big skip the reader's buffer */
+
+/* A big bulk string for the sink (a GET of a chunk): once its length line is
+ * in the reader's buffer, the rest comes from the socket straight into dst,
+ * instead of 16 KiB at a time through hiredis' stack buffer and its reader
+ * buffer and a copy out of that (three copies per byte become one). 1 done
+ * (*out set, as sink_string would), 0 not this case (the reader goes on),
+ * <0 an error (the connection is then dropped). */
+static int direct_bulk(struct redis_node *n, redisContext *c, uint64_t deadline, long tmo_ms,
+                       redisReply **out, bool *lying)
+{
+    redisReader *rd = c->reader;
+    struct redis_sink *k = rd->privdata;
+    if (!k->dst || k->cap < DIRECT_MIN || !reader_idle(rd) || rd->pos >= rd->len ||
+        rd->buf[rd->pos] != '$')
+        return 0;
+    const char *p = rd->buf + rd->pos + 1, *e = rd->buf + rd->len;
+    const char *nl = memchr(p, '\n', (size_t)(e - p));
+    if (!nl || nl - p < 2 || nl[-1] != '\r')
+        return 0;                            /* no whole length line yet, or "$\r\n" */
+    size_t len = 0;
+    for (const char *q = p; q < nl - 1; q++) {
+        if (*q < '0' || *q > '9' || len > SIZE_MAX / 10 - 1)
+            return 0;                        /* "$-1" (nil) or garbage: the reader's case */
+        len = len * 10 + (size_t)(*q - '0');
+    }
+    size_t have = (size_t)(e - (nl + 1));
+    if (len > k->cap || len < DIRECT_MIN || have >= len + 2)
+        return 0;                            /* too long (refused earlier) or all here */
+    size_t pay = have < len ? have : len;
+    char crlf[2];
+    size_t ncrlf = have - pay;               /* 0 or 1 byte of the trailing CRLF */
+    memcpy(k->dst, nl + 1, pay);
+    if (ncrlf)
+        crlf[0] = nl[1 + len];
+    rd->pos = rd->len;                       /* all the reader held is consumed */
+    size_t want = len + 2;
+    for (size_t got = have; got < want;) {
+        if (r3_now_ns() > deadline)          /* a trickle is no answer either */
+            return r3_error(-ETIMEDOUT, "redis %s:%d: no complete reply within %ld ms (timeout=)",
+                            n->host, n->port, tmo_ms);
+        char *to = got < len ? k->dst + got : crlf + (got - len);
+        ssize_t m = recv(c->fd, to, got < len ? len - got : want - got, 0);
+        if (m > 0) {
+            got += (size_t)m;
+        } else if (m < 0 && errno == EINTR) {
+            continue;
+        } else if (m < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return r3_error(-ETIMEDOUT, "redis %s:%d: no complete reply within %ld ms (timeout=)",
+                            n->host, n->port, tmo_ms);
+        } else {
+            return r3_error(-EIO, "redis %s:%d: connection: %s", n->host, n->port,
+                            m == 0 ? "the server closed the connection" : strerror(errno));
+        }
+    }
+    if (crlf[0] != '\r' || crlf[1] != '\n') {
+        *lying = true;
+        return r3_error(-EIO, "redis %s:%d: not a Redis reply (a bulk string not ended by CRLF)",
+                        n->host, n->port);
+    }
+    redisReply *rep = calloc(1, sizeof *rep);
+    if (!rep)
+        return r3_error(-ENOMEM, "redis %s:%d: out of memory", n->host, n->port);
+    rep->type = REDIS_REPLY_STRING;
+    rep->len = len;                          /* rep->str stays NULL: the bytes are in dst */
+    k->used = true;
+    k->got = len;
+    *out = rep;
+    return 1;
+}
+
 int r3_redis_reply(struct redis_source *r, struct redis_node *n, redisContext *c, size_t bulk,
                    size_t budget, redisReply **out, bool *lying)
 {
@@ -181,6 +265,9 @@ int r3_redis_reply(struct redis_source *r, struct redis_node *n, redisContext *c
             return r3_error(-EIO, "redis %s:%d: a reply longer than the %zu bytes this request "
                             "can need (not a Redis server?)", n->host, n->port, bulk + budget);
         }
+        int d = direct_bulk(n, c, deadline, tmo_ms, out, lying);
+        if (d != 0)
+            return d < 0 ? d : 0;
         void *rep = NULL;
         if (redisReaderGetReply(c->reader, &rep) != REDIS_OK) {
             *lying = true;
@@ -332,6 +419,8 @@ static int piece_append(redisContext *c, const char *key, const struct piece *p)
         return redisAppendCommand(c, "SET %s %b", key, p->buf, (size_t)p->n);
     case OP_SETRANGE:
         return redisAppendCommand(c, "SETRANGE %s %u %b", key, p->in, p->buf, (size_t)p->n);
+    case OP_EXISTS:
+        return redisAppendCommand(c, "EXISTS %s", key);
     default:
         return redisAppendCommand(c, "SET %s %b NX", key, p->buf, (size_t)p->n);
     }
@@ -398,6 +487,11 @@ static int piece_reply(struct redis_source *r, struct piece *p, const char *key,
         if (rep->type == REDIS_REPLY_INTEGER)
             return 0;
         break;
+    case OP_EXISTS:
+        if (rep->type != REDIS_REPLY_INTEGER)
+            break;
+        p->buf[0] = rep->integer != 0;
+        return 0;
     }
     return r3_error(-EIO, "%s: key %s: unexpected reply type %d", r->name, key, rep->type);
 }
@@ -632,9 +726,32 @@ static void redis_close(struct r3_source *s)
     free(r);
 }
 
+/* A missing key reads as zeros: EXISTS for every chunk of the range (up to
+ * one pipeline), pipelined per node, so one round trip answers it. A key
+ * that exists says DATA even if it holds zeros. */
+static int redis_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct redis_source *r = (struct redis_source *)s;
+    struct piece ps[BATCH_PIECES];
+    char ex[BATCH_PIECES];
+    uint64_t first = off / r->chunk, last = (off + len - 1) / r->chunk;
+    unsigned np = last - first + 1 < BATCH_PIECES ? (unsigned)(last - first + 1) : BATCH_PIECES;
+    for (unsigned i = 0; i < np; i++)
+        ps[i] = (struct piece){ .op = OP_EXISTS, .idx = first + i, .buf = &ex[i], .n = 1 };
+    int rc = run_pieces(r, ps, np);
+    if (rc < 0)
+        return rc;
+    unsigned k = 1;
+    while (k < np && ex[k] == ex[0])
+        k++;
+    uint64_t e = (first + k) * r->chunk;
+    *run = (e < off + len ? e : off + len) - off;
+    return ex[0] ? R3_EXTENT_DATA : R3_EXTENT_ZERO;
+}
+
 static const struct r3_source_ops redis_ops = {
     .scheme = "redis", .read = redis_read, .write = redis_write, .flush = redis_flush,
-    .close = redis_close,
+    .close = redis_close, .extent = redis_extent,
 };
 
 int r3_redis_node_index(struct redis_source *r, const char *host, int port)

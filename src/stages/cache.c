@@ -1,19 +1,31 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* cache stage: a local source plus the state of every chunk (absent,
- * fetching, local). A miss fetches the whole chunk from the remote into the
- * local source exactly once, however many threads miss it together: the
+ * fetching, local, zero). A miss fetches the whole chunk from the remote into
+ * the local source exactly once, however many threads miss it together: the
  * first claims it (absent -> fetching), the others wait for it. A remote or
- * local source that is not parallel is serialized by r3_source_*, not here. */
+ * local source that is not parallel is serialized by r3_source_*, not here.
+ *
+ * Copies: a local source with memory of its own (mem:) receives the remote's
+ * bytes straight into that memory; other local sources get them through one
+ * buffer. A chunk the remote's extent op says is zero is never read: it
+ * becomes ZERO (present, and the local side holds zeros: dropped pages of
+ * memory, or written from r3_zeros()), and reads of it are a memset. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "internal.h"
 
-enum { ABSENT = 0, FETCHING = 1, LOCAL = 2 };
+enum { ABSENT = 0, FETCHING = 1, LOCAL = 2, ZERO = 3 };
+/* What the remote said of an absent chunk (known[]), so it is asked once per
+ * run of chunks, not once per chunk. */
+enum { UNKNOWN = 0, K_DATA = 1, K_ZERO = 2 };
 #define CACHE_STRIPES 64       /* wait queues, by chunk index */
 #define CACHE_POOL 64          /* spare fetch buffers kept */
+#define EXTENT_AHEAD 64        /* chunks one extent query of the remote covers */
 
 struct cache_stage {
     struct r3_source src;
@@ -23,6 +35,7 @@ struct cache_stage {
     int mode;
     bool borrow_local;
     _Atomic uint8_t *state;
+    _Atomic uint8_t *known;
     _Atomic uint64_t nlocal;
     struct { pthread_mutex_t m; pthread_cond_t c; } stripe[CACHE_STRIPES];
     pthread_mutex_t pool_lock;
@@ -97,7 +110,7 @@ static int claim(struct cache_stage *c, uint64_t idx)
 {
     for (;;) {
         uint8_t st = atomic_load_explicit(&c->state[idx], memory_order_acquire);
-        if (st == LOCAL)
+        if (st == LOCAL || st == ZERO)
             return 0;
         if (st == ABSENT) {
             uint8_t exp = ABSENT;
@@ -113,17 +126,86 @@ static int claim(struct cache_stage *c, uint64_t idx)
     }
 }
 
-/* Finish a claim: LOCAL on success, back to ABSENT on failure. */
-static void finish(struct cache_stage *c, uint64_t idx, int rc, int why)
+/* Finish a claim: LOCAL (or ZERO) on success, back to ABSENT on failure. */
+static void finish_as(struct cache_stage *c, uint64_t idx, int rc, int why, uint8_t st)
 {
     if (rc == 0) {
         atomic_fetch_add(&c->nlocal, 1);
-        set_state(c, idx, LOCAL);
+        set_state(c, idx, st);
         if (c->on_fill)
             c->on_fill(c->arg, idx, why);
     } else {
         set_state(c, idx, ABSENT);
     }
+}
+
+static void finish(struct cache_stage *c, uint64_t idx, int rc, int why)
+{
+    finish_as(c, idx, rc, why, LOCAL);
+}
+
+static bool present(uint8_t st)
+{
+    return st == LOCAL || st == ZERO;
+}
+
+/* Make the local side of a claimed chunk read as zeros without reading the
+ * remote: memory of its own is dropped (page-aligned) or cleared, any other
+ * local source is written from the shared zero buffer. */
+static int local_zero(struct cache_stage *c, uint64_t off, size_t len)
+{
+    char *d = r3_source_direct(c->local, off, len);
+    if (d) {
+        uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+        bool whole = off % pg == 0 && (len % pg == 0 || off + len == c->src.size);
+        if (!whole || madvise(d, len, MADV_DONTNEED) != 0)
+            memset(d, 0, len);
+        return 0;
+    }
+    const char *z = r3_zeros();
+    while (len > 0) {
+        size_t n = len < R3_ZEROS_LEN ? len : R3_ZEROS_LEN;
+        int rc = local_io(c, (void *)z, n, off, true);
+        if (rc < 0)
+            return rc;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Does the remote hold only zeros in chunk idx? 1 yes, 0 no (or it cannot
+ * tell). One extent query covers up to EXTENT_AHEAD chunks; what it says of
+ * the chunks after idx is kept in known[] for their own fetch. */
+static int remote_is_zero(struct cache_stage *c, uint64_t idx)
+{
+    uint8_t k = atomic_load_explicit(&c->known[idx], memory_order_relaxed);
+    if (k != UNKNOWN)
+        return k == K_ZERO;
+    uint64_t off = idx * c->chunk, end = c->src.size;
+    if (end - off > (uint64_t)EXTENT_AHEAD * c->chunk)
+        end = off + (uint64_t)EXTENT_AHEAD * c->chunk;
+    uint64_t run = 0;
+    int rc = r3_source_extent(c->remote, off, end - off, &run);
+    if (rc < 0) {
+        r3_error_clear();                  /* the read says what is wrong, if anything */
+        return 0;
+    }
+    /* whole chunks the run covers (the last chunk may be short) */
+    uint64_t n = off + run >= c->src.size ? (run + c->chunk - 1) / c->chunk : run / c->chunk;
+    if (rc == R3_EXTENT_DATA && n == 0)
+        n = 1;                              /* data in part of idx: idx is data */
+    uint8_t v = rc == R3_EXTENT_ZERO ? K_ZERO : K_DATA;
+    for (uint64_t i = idx + 1; i < idx + n && i < c->nchunks; i++)
+        atomic_store_explicit(&c->known[i], v, memory_order_relaxed);
+    return rc == R3_EXTENT_ZERO && n > 0;
+}
+
+/* A write reached the local side of a present chunk: ZERO becomes LOCAL. */
+static void to_local(struct cache_stage *c, uint64_t idx)
+{
+    uint8_t exp = ZERO;
+    atomic_compare_exchange_strong(&c->state[idx], &exp, LOCAL);
 }
 
 /* -EINVAL with a sentence unless s is a cache and idx one of its chunks. */
@@ -145,17 +227,28 @@ int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
     if (rc < 0)
         return rc;
     struct cache_stage *c = as_cache(s);
-    if (atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL || !claim(c, idx))
+    if (present(atomic_load_explicit(&c->state[idx], memory_order_acquire)) || !claim(c, idx))
         return 0;
     size_t len = chunk_len(c, idx);
-    void *b = buf_get(c);
-    rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
-    if (rc == 0)
-        rc = remote_io(c, b, len, idx * c->chunk, false);
-    if (rc == 0)
-        rc = local_io(c, b, len, idx * c->chunk, true);
-    if (b)
-        buf_put(c, b);
+    uint64_t off = idx * c->chunk;
+    if (remote_is_zero(c, idx)) {
+        rc = local_zero(c, off, len);
+        finish_as(c, idx, rc, why, ZERO);
+        return rc < 0 ? rc : 2;
+    }
+    void *d = r3_source_direct(c->local, off, len);
+    if (d) {                   /* straight into the local memory: no second copy */
+        rc = remote_io(c, d, len, off, false);
+    } else {
+        void *b = buf_get(c);
+        rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
+        if (rc == 0)
+            rc = remote_io(c, b, len, off, false);
+        if (rc == 0)
+            rc = local_io(c, b, len, off, true);
+        if (b)
+            buf_put(c, b);
+    }
     finish(c, idx, rc, why);
     return rc < 0 ? rc : 1;
 }
@@ -169,8 +262,14 @@ int r3_cache_fetch(struct r3_source *s, uint64_t idx, int why)
 bool r3_cache_is_local(struct r3_source *s, uint64_t idx)
 {
     struct cache_stage *c = as_cache(s);
+    return c && idx < c->nchunks && present(atomic_load_explicit(&c->state[idx], memory_order_acquire));
+}
+
+bool r3_cache_is_zero(struct r3_source *s, uint64_t idx)
+{
+    struct cache_stage *c = as_cache(s);
     return c && idx < c->nchunks &&
-           atomic_load_explicit(&c->state[idx], memory_order_acquire) == LOCAL;
+           atomic_load_explicit(&c->state[idx], memory_order_acquire) == ZERO;
 }
 
 bool r3_cache_is_fetching(struct r3_source *s, uint64_t idx)
@@ -186,8 +285,11 @@ int r3_cache_invalidate(struct r3_source *s, uint64_t idx)
     if (rc < 0)
         return rc;
     struct cache_stage *c = as_cache(s);
+    /* the remote changed (or will be asked again): forget what it said */
+    atomic_store_explicit(&c->known[idx], UNKNOWN, memory_order_relaxed);
     uint8_t exp = LOCAL;
-    if (atomic_compare_exchange_strong(&c->state[idx], &exp, ABSENT))
+    if (atomic_compare_exchange_strong(&c->state[idx], &exp, ABSENT) ||
+        (exp == ZERO && atomic_compare_exchange_strong(&c->state[idx], &exp, ABSENT)))
         atomic_fetch_sub(&c->nlocal, 1);
     return 0;
 }
@@ -200,6 +302,8 @@ int r3_cache_mark_local(struct r3_source *s, uint64_t idx)
     struct cache_stage *c = as_cache(s);
     if (claim(c, idx))
         finish(c, idx, 0, R3_FETCH_READ);
+    else
+        to_local(c, idx);          /* the local side was written: no longer all zeros */
     return 0;
 }
 
@@ -241,7 +345,9 @@ static int cache_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
         uint64_t idx = off / c->chunk;
         size_t n = (idx + 1) * c->chunk - off < len ? (size_t)((idx + 1) * c->chunk - off) : len;
         int rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
-        if (rc == 0)
+        if (rc == 0 && atomic_load_explicit(&c->state[idx], memory_order_acquire) == ZERO)
+            memset(p, 0, n);           /* nothing to copy from anywhere */
+        else if (rc == 0)
             rc = local_io(c, p, n, off, false);
         if (rc < 0)
             return rc;
@@ -271,11 +377,14 @@ static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_
                 finish(c, idx, rc, R3_FETCH_READ);
             } else {
                 rc = local_io(c, (void *)p, n, off, true);
+                to_local(c, idx);
             }
         } else {
             rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
             if (rc == 0)
                 rc = local_io(c, (void *)p, n, off, true);
+            if (rc == 0)
+                to_local(c, idx);
         }
         if (rc < 0)
             return rc;
@@ -286,6 +395,35 @@ static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_
     if (c->mode == R3_CACHE_WRITE_THROUGH)
         return remote_io(c, (void *)buf, len0, off0, true);
     return 0;
+}
+
+/* What the cache knows of chunk idx: ZERO, DATA, or -1 (ask the remote). */
+static int classify(struct cache_stage *c, uint64_t idx)
+{
+    uint8_t st = atomic_load_explicit(&c->state[idx], memory_order_acquire);
+    if (st == ZERO || st == LOCAL)
+        return st == ZERO ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
+    uint8_t k = atomic_load_explicit(&c->known[idx], memory_order_relaxed);
+    return k == UNKNOWN ? -1 : k == K_ZERO ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
+}
+
+/* Answered from the chunk states (and what the remote said before); a run of
+ * chunks the cache knows nothing of is one question to the remote. */
+static int cache_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct cache_stage *c = (struct cache_stage *)s;
+    uint64_t end = off + len, idx = off / c->chunk;
+    int cls = classify(c, idx);
+    uint64_t e = (idx + 1) * c->chunk;
+    for (uint64_t i = idx + 1; e < end && classify(c, i) == cls; i++)
+        e += c->chunk;
+    if (e > end)
+        e = end;
+    if (cls >= 0) {
+        *run = e - off;
+        return cls;
+    }
+    return r3_source_extent(c->remote, off, e - off, run);
 }
 
 static int cache_flush(struct r3_source *s)
@@ -311,12 +449,13 @@ static void cache_close(struct r3_source *s)
     }
     pthread_mutex_destroy(&c->pool_lock);
     free((void *)c->state);
+    free((void *)c->known);
     free(c);
 }
 
 static const struct r3_source_ops cache_ops = {
     .scheme = "cache", .read = cache_read, .write = cache_write, .flush = cache_flush,
-    .close = cache_close,
+    .close = cache_close, .extent = cache_extent,
 };
 
 void r3_cache_opts_init(struct r3_cache_opts *o)
@@ -342,8 +481,11 @@ int r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
         return r3_error(-ENOMEM, "cache: out of memory");
     c->nchunks = (remote->size + chunk - 1) / chunk;
     c->state = calloc(c->nchunks ? c->nchunks : 1, 1);
-    if (!c->state) {
+    c->known = calloc(c->nchunks ? c->nchunks : 1, 1);
+    if (!c->state || !c->known) {
         uint64_t n = c->nchunks;
+        free((void *)c->state);
+        free((void *)c->known);
         free(c);
         return r3_error(-ENOMEM, "cache: out of memory for %llu chunk states",
                         (unsigned long long)n);

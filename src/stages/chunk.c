@@ -77,6 +77,35 @@ static int chunk_write(struct r3_source *s, const void *buf, size_t len, uint64_
     return chunk_io(s, (void *)buf, len, off, true);
 }
 
+/* The inner's extent over the whole chunks around [off, off+len), one
+ * question, rounded to whole chunks: a chunk that is only partly zero is
+ * data, so a ZERO answer always covers whole chunks. */
+static int chunk_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct chunk_stage *c = (struct chunk_stage *)s;
+    uint64_t a = off - off % c->chunk, b = off + len;
+    if (b % c->chunk)
+        b = b - b % c->chunk + c->chunk < s->size ? b - b % c->chunk + c->chunk : s->size;
+    uint64_t r = 0;
+    int rc = r3_source_extent(c->src.next, a, b - a, &r);
+    if (rc < 0)
+        return rc;
+    uint64_t e;                                /* end of the answer, at a chunk boundary */
+    if (rc == R3_EXTENT_ZERO) {
+        e = a + r >= s->size ? s->size : a + r - r % c->chunk;
+        if (e <= off) {                        /* not even off's chunk is all zero */
+            rc = R3_EXTENT_DATA;
+            e = a + c->chunk;
+        }
+    } else {
+        e = a + r + (r % c->chunk ? c->chunk - r % c->chunk : 0);
+    }
+    if (e > off + len)
+        e = off + len;
+    *run = e - off;
+    return rc;
+}
+
 static void chunk_close(struct r3_source *s)
 {
     struct chunk_stage *c = (struct chunk_stage *)s;
@@ -88,6 +117,7 @@ static void chunk_close(struct r3_source *s)
 
 static const struct r3_source_ops chunk_ops = {
     .scheme = "chunk", .read = chunk_read, .write = chunk_write, .close = chunk_close,
+    .extent = chunk_extent,
 };
 
 int r3_stage_chunk_open(struct r3_source *inner, uint32_t chunk, struct r3_source **out)

@@ -3,7 +3,8 @@
  * priority order (lowest first; negative = never). The order is fixed when
  * the stage opens; chunks that became local meanwhile are skipped. Reads
  * and writes fall through to the cache (NULL ops), so a read of a chunk being pulled
- * waits for that pull instead of fetching it twice. */
+ * waits for that pull instead of fetching it twice. A chunk the remote's
+ * extent op says is zero is not fetched: the cache records it as zero. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -46,7 +47,9 @@ static void *pull_worker(void *arg)
         if (r3_cache_is_local(p->cache, idx))
             continue;
         int rc = r3_cache_fetch_counted(p->cache, idx, R3_FETCH_PULL);
-        if (rc == 1) {
+        /* 2: the remote said the chunk is zero; the cache recorded it as
+         * present without reading it (it still counts as pulled) */
+        if (rc == 1 || rc == 2) {
             atomic_fetch_add(&p->pulled, 1);
             atomic_fetch_add(&p->bytes, chunk);
         } else if (rc < 0) {

@@ -1,9 +1,21 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* mem, file and dir sources: the contract every source keeps. */
+/* mem, file and dir sources: the contract every source keeps; the extent
+ * op of dir, redis and s3 (redis-server and s3rver started here when
+ * installed) and of the chunk and cache stages. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
 #include "internal.h"
 #include "testutil.h"
+
+extern char **environ;
 
 static char *tmp;
 
@@ -217,6 +229,230 @@ START_TEST(test_dir_errors)
 }
 END_TEST
 
+/* The extent at off: its kind, and its run in *run. */
+static int ext(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    *run = 0;
+    return r3_source_extent(s, off, len, run);
+}
+
+/* A source of 64 chunks (64 KiB) where chunks 2, 3 and 40 hold data (3
+ * written as all zeros: it exists, so DATA) and the rest were never
+ * written: the runs the extent op gives. */
+static void extent_contract(struct r3_source *s)
+{
+    const uint64_t C = 65536;
+    char *buf = malloc(C);
+    tu_fill(buf, C, 2 * C, 3);
+    ck_assert_int_eq(r3_source_write(s, buf, C, 2 * C), 0);
+    memset(buf, 0, C);
+    ck_assert_int_eq(r3_source_write(s, buf, C, 3 * C), 0);
+    tu_fill(buf, 100, 40 * C + 5, 3);
+    ck_assert_int_eq(r3_source_write(s, buf, 100, 40 * C + 5), 0);   /* part of a chunk */
+    uint64_t run;
+    ck_assert_int_eq(ext(s, 0, 64 * C, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, 2 * C);
+    ck_assert_int_eq(ext(s, 100, 64 * C - 100, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, 2 * C - 100);
+    ck_assert_int_eq(ext(s, 2 * C, 62 * C, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, 2 * C);
+    ck_assert_int_eq(ext(s, 3 * C + 7, 10, &run), R3_EXTENT_DATA);   /* clamped to len */
+    ck_assert_uint_eq(run, 10);
+    /* a zero run ends where data starts; a source may answer in pieces
+     * (up to its batch), so walk it */
+    uint64_t off = 4 * C, zero = 0;
+    int k;
+    while ((k = ext(s, off, 64 * C - off, &run)) == R3_EXTENT_ZERO && off < 40 * C) {
+        zero += run;
+        off += run;
+    }
+    ck_assert_uint_eq(off, 40 * C);
+    ck_assert_uint_eq(zero, 36 * C);
+    ck_assert_int_eq(k, R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, C);
+    ck_assert_int_eq(ext(s, 63 * C, C, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, C);
+    /* bounds like a read */
+    ck_assert_int_eq(ext(s, 64 * C, 1, &run), -EINVAL);
+    ck_assert_int_eq(ext(s, 0, 0, &run), -EINVAL);
+    /* what the extent says zero reads as zeros */
+    memset(buf, 0x77, C);
+    ck_assert_int_eq(r3_source_read(s, buf, C, 10 * C), 0);
+    for (size_t i = 0; i < C; i++)
+        ck_assert_int_eq(buf[i], 0);
+    free(buf);
+}
+
+START_TEST(test_dir_extent)
+{
+    char uri[512];
+    struct r3_source *s;
+    snprintf(uri, sizeof uri, "dir://%s/x?size=4M&chunk=64K", tmp);
+    TU_OPEN(uri, &s);
+    extent_contract(s);
+    r3_source_close(s);
+    /* an empty chunk file is zero too */
+    char path[512];
+    snprintf(path, sizeof path, "%s/x/2", tmp);
+    ck_assert_int_eq(truncate(path, 0), 0);
+    snprintf(uri, sizeof uri, "dir://%s/x", tmp);
+    TU_OPEN(uri, &s);
+    uint64_t run;
+    ck_assert_int_eq(ext(s, 0, 4u << 20, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, 3 * 65536);
+    r3_source_close(s);
+}
+END_TEST
+
+/* The cache answers from its chunk states; chunks it knows nothing of are
+ * one question to the remote; the chunk stage rounds to whole chunks. */
+START_TEST(test_stage_extent)
+{
+    char uri[512];
+    struct r3_source *s;
+    const uint64_t C = 65536;
+    snprintf(uri, sizeof uri, "dir://%s/y?size=4M&chunk=64K", tmp);
+    TU_OPEN(uri, &s);
+    char *buf = malloc(4 * C);
+    tu_fill(buf, C, 5 * C, 4);
+    ck_assert_int_eq(r3_source_write(s, buf, C, 5 * C), 0);
+    struct r3_pipeline *p;
+    struct r3_pipeline_opts o = { .struct_size = sizeof o, .chunk = 2 * C };   /* 128 KiB */
+    ck_assert_int_eq(r3_pipeline_open(s, &o, &p), 0);
+    uint64_t run;
+    /* nothing local yet: the remote through the chunk stage (chunk 2 =
+     * source chunks 4 and 5, only 5 written: data) */
+    ck_assert_int_eq(ext(p->top, 0, 4u << 20, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, 4 * C);
+    ck_assert_int_eq(ext(p->top, 4 * C + 3, C, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, C);
+    /* a read fetches: chunk 0 becomes zero without a copy, chunk 2 data */
+    memset(buf, 0x33, 4 * C);
+    ck_assert_int_eq(r3_source_read(p->top, buf, 4 * C, 2 * C), 0);   /* chunks 1 and 2 */
+    for (size_t i = 0; i < 3 * C; i++)
+        ck_assert_int_eq(buf[i], 0);
+    ck_assert_int_eq(tu_check(buf + 3 * C, C, 5 * C, 4), -1);
+    ck_assert_int_eq(r3_cache_is_zero(p->cache, 1), 1);
+    ck_assert_int_eq(r3_cache_is_local(p->cache, 1), 1);
+    ck_assert_int_eq(r3_cache_is_zero(p->cache, 2), 0);
+    ck_assert_int_eq(r3_cache_is_local(p->cache, 2), 1);
+    ck_assert_uint_eq(r3_cache_nlocal(p->cache), 2);
+    /* what the cache holds it answers itself, even if the remote changes */
+    tu_fill(buf, C, 2 * C, 4);
+    ck_assert_int_eq(r3_source_write(s, buf, C, 2 * C), 0);         /* behind the cache */
+    ck_assert_int_eq(ext(p->top, 2 * C, 2 * C, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, 2 * C);
+    ck_assert_int_eq(ext(p->top, 4 * C, 8 * C, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, 2 * C);
+    /* a partial write into a zero chunk: it becomes data, the rest stays zero */
+    memset(buf, 0x11, 10);
+    ck_assert_int_eq(r3_source_write(p->top, buf, 10, 2 * C + 100), 0);
+    ck_assert_int_eq(r3_cache_is_zero(p->cache, 1), 0);
+    ck_assert_int_eq(ext(p->top, 2 * C, 2 * C, &run), R3_EXTENT_DATA);
+    memset(buf, 0x33, 2 * C);
+    ck_assert_int_eq(r3_source_read(p->top, buf, 2 * C, 2 * C), 0);
+    for (size_t i = 0; i < 2 * C; i++)
+        ck_assert_int_eq(buf[i], i >= 100 && i < 110 ? 0x11 : 0);
+    /* invalidated: asked again (the write-through wrote chunk 1 to the remote) */
+    ck_assert_int_eq(r3_cache_invalidate(p->cache, 1), 0);
+    ck_assert_int_eq(ext(p->top, 2 * C, 2 * C, &run), R3_EXTENT_DATA);
+    r3_pipeline_close(p);
+    free(buf);
+}
+END_TEST
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Start a server listening on port (output to /dev/null); 0 if it is not
+ * installed, else its pid once the port answers. */
+static pid_t server(char *const argv[], int port)
+{
+    char which[256];
+    snprintf(which, sizeof which, "command -v %s >/dev/null 2>&1", argv[0]);
+    if (system(which) != 0)
+        return 0;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    ck_assert_int_eq(posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    for (int i = 0; i < 600 && !port_open(port); i++)
+        usleep(50000);
+    ck_assert_msg(port_open(port), "%s did not listen on %d", argv[0], port);
+    return pid;
+}
+
+static void server_stop(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+START_TEST(test_redis_extent)
+{
+    int port = free_port();
+    char ps[16], uri[256];
+    snprintf(ps, sizeof ps, "%d", port);
+    char *argv[] = { "redis-server", "--port", ps, "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", tmp, NULL };
+    pid_t pid = server(argv, port);
+    if (!pid)
+        return;                                /* not installed: the integration tests say so */
+    struct r3_source *s = NULL;
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d/e?size=4M&chunk=64K", port);
+    for (int i = 0; i < 50 && r3_source_open(uri, &s) < 0; i++)
+        usleep(100000);                        /* LOADING just after the start */
+    ck_assert_ptr_nonnull(s);
+    extent_contract(s);
+    r3_source_close(s);
+    server_stop(pid);
+}
+END_TEST
+
+START_TEST(test_s3_extent)
+{
+    int port = free_port();
+    char ps[16], uri[256], dir[512];
+    snprintf(ps, sizeof ps, "%d", port);
+    snprintf(dir, sizeof dir, "%s/s3", tmp);
+    mkdir(dir, 0700);
+    char *argv[] = { "s3rver", "-d", dir, "-a", "127.0.0.1", "-p", ps, "-s",
+                     "--configure-bucket", "bk", NULL };
+    pid_t pid = server(argv, port);
+    if (!pid)
+        return;
+    setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+    struct r3_source *s;
+    snprintf(uri, sizeof uri, "s3://bk/e?endpoint=http://127.0.0.1:%d&size=4M&chunk=64K", port);
+    TU_OPEN(uri, &s);
+    extent_contract(s);
+    r3_source_close(s);
+    server_stop(pid);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sources");
@@ -228,6 +464,11 @@ int main(void)
     tcase_add_test(tc, test_dir);
     tcase_add_test(tc, test_dir_missing_chunks);
     tcase_add_test(tc, test_dir_errors);
+    tcase_add_test(tc, test_dir_extent);
+    tcase_add_test(tc, test_stage_extent);
+    tcase_add_test(tc, test_redis_extent);
+    tcase_add_test(tc, test_s3_extent);
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
