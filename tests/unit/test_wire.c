@@ -550,12 +550,12 @@ START_TEST(tls_large_chunks)
     struct r3_tls_ctx *tls;
     ck_assert_msg(r3_tls_server_ctx(&to, &tls) == 0, "%s", r3_last_error());
     struct r3_source *mem, *c;
-    TU_OPEN("mem:?size=32M", &mem);
-    size_t total = 24u << 20, big = 4u << 20;
+    TU_OPEN("mem:?size=16M", &mem);
+    size_t total = 12u << 20, big = 4u << 20;
     char *b = malloc(total), *r = malloc(total);
     tu_fill(b, total, 0, 21);
     ck_assert_int_eq(r3_source_write(mem, b, total, 0), 0);          /* written beside r3s:// */
-    struct r3_wire_server_opts o = { .src = mem, .max_request = 8u << 20, .workers = 4,
+    struct r3_wire_server_opts o = { .src = mem, .max_request = 4u << 20, .workers = 4,
                                      .listen = "127.0.0.1:0", .tls = tls };
     struct r3_wire_server *ws;
     ck_assert_msg(r3_wire_server_new(&o, &ws) == 0, "%s", r3_last_error());
@@ -567,14 +567,14 @@ START_TEST(tls_large_chunks)
     for (size_t off = 0; off < total; off += big)
         ck_assert_int_eq(r3_source_read(c, r + off, big, off), 0);
     ck_assert(memcmp(r, b, total) == 0);
-    /* one read larger than max_request: split into 8 MiB requests */
+    /* one read larger than max_request: split into 4 MiB requests */
     memset(r, 0, total);
     ck_assert_int_eq(r3_source_read(c, r + 1, total - 1, 1), 0);
     ck_assert(memcmp(r + 1, b + 1, total - 1) == 0);
     /* the untouched end of a mem: source reads as zeros either way */
-    ck_assert_int_eq(r3_source_read(c, r, big, 28u << 20), 0);
-    for (size_t i = 0; i < big; i++)
-        ck_assert_int_eq(r[i], 0);
+    ck_assert_int_eq(r3_source_read(c, r, big, 12u << 20), 0);
+    memset(b, 0, big);
+    ck_assert(memcmp(r, b, big) == 0);
     r3_source_close(c);
     r3_wire_server_free(ws);
     r3_tls_ctx_free(tls);
