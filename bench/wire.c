@@ -6,7 +6,10 @@
  * WORKERS threads take the next chunk in ascending order, as the pull stage's
  * workers do. -P instead measures the real thing: cache+pull (r3_pipeline,
  * WORKERS pull workers, CHUNK chunks) making the whole source local; mode
- * says which. Not a test: run it by hand, one run per row. */
+ * says which. Before measuring, the bytes to be read are written with a
+ * nonzero pattern (unless --no-fill or the source is read-only): servers
+ * that answer holes with a zero flag would otherwise move no data, and the
+ * figure would not be a transfer rate. Not a test: run it by hand, one run per row. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -64,6 +67,7 @@ static const char usage_text[] =
     "  -w, --workers N      reader threads, or pull workers with -P (16, at most 256)\n"
     "  -t, --total SIZE     bytes to read (1G, at most the source's size)\n"
     "  -P, --pipeline       measure cache+pull making the whole source local\n"
+    "      --no-fill        do not write a pattern over the bytes first (zeros may move as flags)\n"
     "  -h, --help           this text;  -V, --version  the version\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -78,10 +82,11 @@ int main(int argc, char **argv)
 {
     uint64_t chunk = 1 << 20, total = 1ull << 30, workers = 16;
     int o;
-    bool pipeline = false;
+    bool pipeline = false, fill = true;
     static const struct option lo[] = {
         { "chunk", required_argument, NULL, 'c' }, { "workers", required_argument, NULL, 'w' },
         { "total", required_argument, NULL, 't' }, { "pipeline", no_argument, NULL, 'P' },
+        { "no-fill", no_argument, NULL, 'N' },
         { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
@@ -90,6 +95,7 @@ int main(int argc, char **argv)
         char *end;
         switch (o) {
         case 'P': pipeline = true; break;
+        case 'N': fill = false; break;
         case 'c':
             if (r3_parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30))
                 return usage_error("bad chunk size '%s'", optarg);
@@ -122,6 +128,22 @@ int main(int argc, char **argv)
         }
         r.total = total < r.src->size ? total : r.src->size;
         r.total -= r.total % chunk;
+        if (fill && !(r.src->flags & R3_SRC_RDONLY)) {
+            uint64_t upto = pipeline ? r.src->size : r.total;
+            char *pat = malloc(chunk);
+            for (uint64_t k = 0; pat && k < chunk; k++)
+                pat[k] = (char)(k * 131 + 7) | 1;
+            for (uint64_t off = 0; pat && off < upto; off += chunk) {
+                uint64_t n = upto - off < chunk ? upto - off : chunk;
+                if (r3_source_write(r.src, pat, n, off) < 0) {
+                    fprintf(stderr, "wire: fill: %s\n", r3_last_error());
+                    atomic_store(&r.err, 1);
+                    break;
+                }
+            }
+            free(pat);
+            r3_source_flush(r.src);
+        }
         /* latency: 100 single-chunk reads, one at a time */
         double lat[100];
         char *buf = malloc(chunk);

@@ -5,15 +5,24 @@
  *   frame   = u32 big-endian length L, then L bytes holding one msgpack array.
  *             Receivers reject L above their maximum before allocating
  *             (the server's maximum is max_request + 4 KiB).
- *   hello   client → ["r3", 1, {"export": NAME}]
- *           server → ["r3", 1, {"size": BYTES, "align": A, "flags": F, "max_request": M}]
+ *   hello   client → ["r3", 1, {"export": NAME, "client": ID, "features": FEAT}]
+ *           server → ["r3", 1, {"size": BYTES, "align": A, "flags": F, "max_request": M,
+ *                               "features": FEAT}]
  *                 or ["r3", 1, {"error": [ERRNO, "sentence"]}] and the connection closes.
- *           Unknown feature keys are ignored (later versions add some).
+ *           Unknown feature keys are ignored (later versions add some). "client" and
+ *           "features" are optional. FEAT bits: 1 = zero reads, 2 = the extent method; the
+ *           server answers with the bits both sides know (none, or no key, for a client
+ *           that sent none), so an older peer on either side keeps working. The version
+ *           stays 1: features, not versions, say what a connection may use.
  *   request [0, ID, METHOD, ARGS]          (ID: any uint the client picks, unique among its
  *                                           requests in flight on that connection)
  *   reply   [1, ID, nil | [ERRNO, "sentence"], RESULT]   (in any order)
  *   methods size  []            → uint size
- *           read  [OFF, LEN]    → bin (LEN bytes; LEN ≤ max_request)
+ *           read  [OFF, LEN]    → bin (LEN bytes; LEN ≤ max_request), or `true` when the
+ *                                 zero feature was agreed and the range reads as zeros
+ *                                 (the server's r3_source_extent says ZERO): no payload
+ *           extent [OFF, LEN]   → [KIND, RUN] (feature 2): the server's r3_source_extent;
+ *                                 KIND 0 = data, 1 = zeros, 1 ≤ RUN ≤ LEN
  *           write [OFF, bin]    → nil
  *           flush []            → nil (every write answered before the flush was sent is durable)
  *           track, finalize, close: answered ENOTSUP by a plain server; a seeder

@@ -609,6 +609,7 @@ static void tick(struct r3_net_server *s)
              st = (uint64_t)s->o.send_timeout_ms * 1000000u;
     pthread_mutex_lock(&s->mu);
     struct conn *victims = NULL;
+    struct outq *dropped = NULL;
     for (struct conn *c = s->conns; c; c = c->next) {
         pthread_mutex_lock(&c->mu);
         const char *why = NULL;
@@ -621,6 +622,9 @@ static void tick(struct r3_net_server *s)
                      c->queued, s->o.send_timeout_ms);
             why = buf;
             c->wdead = true;
+            /* queued replies hold the connection (their done callbacks
+             * release it): drop them now, or it never finishes */
+            drop_queue(c, &dropped);
         }
         if (why) {
             set_why(c, why);
@@ -631,6 +635,7 @@ static void tick(struct r3_net_server *s)
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_unlock(&s->mu);
+    run_done(dropped);
     while (victims) {
         struct conn *c = victims;
         victims = c->victim_next;
@@ -859,9 +864,12 @@ void r3_net_server_stop(struct r3_net_server *s)
             break;
         }
         pthread_mutex_unlock(&s->mu);
+        struct outq *dropped = NULL;
         pthread_mutex_lock(&c->mu);
         c->wdead = true;
+        drop_queue(c, &dropped);       /* their holds would keep c alive */
         pthread_mutex_unlock(&c->mu);
+        run_done(dropped);
         r3_net_conn_close(&c->pub, "server shutting down");
         if (c->pub.io.fd >= 0)
             shutdown(c->pub.io.fd, SHUT_RDWR);

@@ -261,6 +261,23 @@ static int ctx_new(const struct r3_tls_opts *o, bool server, struct r3_tls_ctx *
         SSL_CTX_set_ciphersuites(c->ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
                                          "TLS_AES_256_GCM_SHA384");
     }
+    if (!o->psk_file) {
+        /* Bulk data: AES-128-GCM first (OpenSSL's default puts AES-256 first,
+         * about 15% slower with AES-NI for no gain here). A client without
+         * AES instructions puts ChaCha20 first, and the server honours that. */
+        bool aes = true;
+#if defined(__x86_64__) || defined(__i386__)
+        aes = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#endif
+        SSL_CTX_set_ciphersuites(c->ctx, aes ? "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                               "TLS_CHACHA20_POLY1305_SHA256"
+                                             : "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:"
+                                               "TLS_AES_256_GCM_SHA384");
+        SSL_CTX_set_cipher_list(c->ctx, aes ? "ECDHE+AESGCM+AES128:ECDHE+AESGCM:ECDHE+CHACHA20:HIGH:!aNULL"
+                                            : "ECDHE+CHACHA20:ECDHE+AESGCM+AES128:ECDHE+AESGCM:HIGH:!aNULL");
+        if (server)
+            SSL_CTX_set_options(c->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
+    }
     if (server && !c->npsk && !cert) {
         rc = r3_error(-EINVAL, "%s: needs a certificate and a key (or a PSK file)%s%s", who,
                       o->dir ? " in " : "", o->dir ? o->dir : "");

@@ -37,7 +37,8 @@ struct call {
     size_t len;
     int rc;
     bool done, lost, claimed;
-    uint64_t val;          /* a uint result (r3_wire_call) */
+    uint64_t val;          /* a uint result (r3_wire_call); an extent's run */
+    int ext;               /* an extent's kind (R3_EXTENT_*) */
     char msg[512];
     pthread_cond_t cv;
 };
@@ -51,6 +52,7 @@ struct rconn {
     pthread_mutex_t wmu;       /* one request frame at a time */
     struct r3_io io;
     bool up, have_io;
+    unsigned features;         /* R3_WIRE_F_* of the current connection (under mu) */
     struct call *pending;
     uint64_t next_id;
     msgpack_sbuffer sb;        /* under wmu */
@@ -108,8 +110,9 @@ static const char *show_bytes(const uint8_t *b, size_t n, char *buf, size_t bn)
     return buf;
 }
 
-/* Connect, TLS, hello. On success io is ready and the hello fields are stored. */
-static int dial(struct client *cl, struct r3_io *io, bool first)
+/* Connect, TLS, hello. On success io is ready, the hello fields are stored
+ * and *features holds what the server agreed to. */
+static int dial(struct client *cl, struct r3_io *io, bool first, unsigned *features)
 {
     /* connect_timeout bounds the whole of connect, TLS and hello */
     uint64_t deadline = r3_net_deadline(cl->connect_ms);
@@ -134,7 +137,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     r3_wire_start(&sb, &pk);
-    r3_wire_pack_client_hello(&pk, cl->export_name, cl->client_id);
+    r3_wire_pack_client_hello(&pk, cl->export_name, cl->client_id, R3_WIRE_FEATURES);
     r3_wire_finish(&sb, 0);
     rc = r3_io_write_all(io, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -194,6 +197,7 @@ static int dial(struct client *cl, struct r3_io *io, bool first)
         rc = r3_error(-EIO, "%s: the export changed size (%" PRIu64 " bytes, was %" PRIu64 ")",
                       cl->name, m.size, cl->src.size);
     }
+    *features = rc == 0 ? (unsigned)(m.features & R3_WIRE_FEATURES) : 0;
     msgpack_unpacked_destroy(&up);
     free(f);
     if (rc < 0) {
@@ -311,14 +315,17 @@ static int read_reply(struct rconn *c, char *why, size_t whyn)
         snprintf(why, whyn, "%s: protocol error: a %" PRIu32 " byte reply without data", cl->name, len);
         return -EPROTO;
     }
-    char *f = malloc(len);
+    /* small replies (acks, zeros, extents, errors) are read on the stack */
+    char small[512];
+    char *f = len <= sizeof small ? small : malloc(len);
     if (!f) {
         snprintf(why, whyn, "%s: out of memory for a %" PRIu32 " byte reply", cl->name, len);
         return -ENOMEM;
     }
     memcpy(f, head, hn);
     if ((rc = r3_io_read_all(&c->io, f + hn, len - hn)) < 0) {
-        free(f);
+        if (f != small)
+            free(f);
         goto ioerr;
     }
     msgpack_unpacked up;
@@ -334,6 +341,15 @@ static int read_reply(struct rconn *c, char *why, size_t whyn)
             int r = m.err;
             if (r) {
                 snprintf(k->msg, sizeof k->msg, "%.*s", (int)m.errmsg_len, m.errmsg);
+            } else if (m.zero && k->buf && (c->features & R3_WIRE_F_ZERO)) {
+                memset(k->buf, 0, k->len);        /* the range reads as zeros: no payload came */
+            } else if (m.has_extent && !k->buf && (c->features & R3_WIRE_F_EXTENT)) {
+                k->ext = (int)m.ext_kind;
+                k->val = m.val;
+            } else if (m.zero || m.has_extent) {
+                r = -EPROTO;
+                snprintf(k->msg, sizeof k->msg, "%s: protocol error: a zero or extent reply that was not "
+                         "negotiated or not expected", cl->name);
             } else if (k->buf && (!m.has_data || m.len != k->len)) {
                 r = -EPROTO;
                 snprintf(k->msg, sizeof k->msg, "%s: protocol error: a read reply of the wrong length", cl->name);
@@ -355,7 +371,8 @@ static int read_reply(struct rconn *c, char *why, size_t whyn)
         }
     }
     msgpack_unpacked_destroy(&up);
-    free(f);
+    if (f != small)
+        free(f);
     return rc;
 ioerr:
     snprintf(why, whyn, "%s: %s", cl->name,
@@ -400,7 +417,8 @@ static void *reader_main(void *arg)
             if (atomic_load(&cl->closing))
                 break;
             struct r3_io io;
-            if (dial(cl, &io, false) < 0) {
+            unsigned feat = 0;
+            if (dial(cl, &io, false, &feat) < 0) {
                 pthread_mutex_lock(&c->mu);
                 snprintf(c->err, sizeof c->err, "%s", r3_last_error());
                 pthread_mutex_unlock(&c->mu);
@@ -410,6 +428,7 @@ static void *reader_main(void *arg)
             pthread_mutex_lock(&c->mu);
             c->io = io;
             c->have_io = true;
+            c->features = feat;
             c->up = !atomic_load(&cl->closing);
             pthread_cond_broadcast(&c->cv);
             pthread_mutex_unlock(&c->mu);
@@ -466,7 +485,7 @@ static struct rconn *pick(struct client *cl, uint64_t deadline)
 
 /* One request/reply on one connection. -EAGAIN: the connection was lost. */
 static int call_once(struct client *cl, struct rconn *c, const char *method, void *rbuf,
-                     const void *wbuf, size_t len, uint64_t off, uint64_t deadline, uint64_t *val)
+                     const void *wbuf, size_t len, uint64_t off, uint64_t deadline, uint64_t *val, int *ext)
 {
     struct call k = { .buf = rbuf, .len = len };
     pthread_cond_init(&k.cv, NULL);
@@ -477,6 +496,15 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
         pthread_mutex_unlock(&c->wmu);
         pthread_cond_destroy(&k.cv);
         return -EAGAIN;
+    }
+    if (ext && !(c->features & R3_WIRE_F_EXTENT)) {
+        /* an older server: it cannot tell, so the range may hold data */
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&c->wmu);
+        pthread_cond_destroy(&k.cv);
+        *ext = R3_EXTENT_DATA;
+        *val = len;
+        return 0;
     }
     k.id = ++c->next_id;
     k.next = c->pending;
@@ -526,11 +554,13 @@ static int call_once(struct client *cl, struct rconn *c, const char *method, voi
         return r3_error(k.rc, "%s", k.msg[0] ? k.msg : strerror(-k.rc));
     if (val)
         *val = k.val;
+    if (ext)
+        *ext = k.ext;
     return 0;
 }
 
 static int call(struct client *cl, const char *method, void *rbuf, const void *wbuf, size_t len, uint64_t off,
-                uint64_t *val)
+                uint64_t *val, int *ext)
 {
     uint64_t deadline = r3_now_ns() + (uint64_t)cl->timeout_ms * 1000000u;
     char last[400] = "";       /* why the previous attempt was lost */
@@ -540,7 +570,7 @@ static int call(struct client *cl, const char *method, void *rbuf, const void *w
         struct rconn *c = pick(cl, deadline);
         if (!c)
             return -EIO;
-        int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline, val);
+        int rc = call_once(cl, c, method, rbuf, wbuf, len, off, deadline, val, ext);
         if (rc == -ETIMEDOUT && last[0]) {
             char now[400];
             snprintf(now, sizeof now, "%s", r3_last_error());
@@ -562,7 +592,7 @@ static int r3c_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
     struct client *cl = (struct client *)s;
     while (len > 0) {
         size_t n = len > cl->max_request ? cl->max_request : len;
-        int rc = call(cl, "read", buf, NULL, n, off, NULL);
+        int rc = call(cl, "read", buf, NULL, n, off, NULL, NULL);
         if (rc < 0)
             return rc;
         buf = (char *)buf + n;
@@ -577,7 +607,7 @@ static int r3c_write(struct r3_source *s, const void *buf, size_t len, uint64_t 
     struct client *cl = (struct client *)s;
     while (len > 0) {
         size_t n = len > cl->max_request ? cl->max_request : len;
-        int rc = call(cl, "write", NULL, buf, n, off, NULL);
+        int rc = call(cl, "write", NULL, buf, n, off, NULL, NULL);
         if (rc < 0)
             return rc;
         atomic_fetch_add(&cl->acked_writes, 1);
@@ -592,7 +622,7 @@ static int r3c_flush(struct r3_source *s)
 {
     struct client *cl = (struct client *)s;
     uint64_t acked = atomic_exchange(&cl->acked_writes, 0);
-    int rc = call(cl, "flush", NULL, NULL, 0, 0, NULL);
+    int rc = call(cl, "flush", NULL, NULL, 0, 0, NULL, NULL);
     if (rc < 0) {
         atomic_fetch_add(&cl->acked_writes, acked);
         return rc;
@@ -601,6 +631,22 @@ static int r3c_flush(struct r3_source *s)
         return r3_error(-EIO, "%s: the connection was lost since the last flush; writes acknowledged "
                         "before that may be lost", cl->name);
     return 0;
+}
+
+/* EXTENT: one round trip to the server's r3_source_extent of its export. */
+static int r3c_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct client *cl = (struct client *)s;
+    uint64_t v = 0;
+    int kind = R3_EXTENT_DATA;
+    int rc = call(cl, "extent", NULL, NULL, (size_t)len, off, &v, &kind);
+    if (rc < 0)
+        return rc;
+    if (v == 0 || v > len)
+        return r3_error(-EPROTO, "%s: protocol error: an extent of %" PRIu64 " bytes for a query of %" PRIu64,
+                        cl->name, v, len);
+    *run = v;
+    return kind == R3_EXTENT_ZERO ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
 }
 
 static void r3c_close(struct r3_source *s)
@@ -640,6 +686,7 @@ static void r3c_close(struct r3_source *s)
 
 static const struct r3_source_ops r3c_ops = {
     .scheme = "r3", .read = r3c_read, .write = r3c_write, .flush = r3c_flush, .close = r3c_close,
+    .extent = r3c_extent,
 };
 
 int r3_wire_call(struct r3_source *s, const char *method, uint64_t a, uint64_t b, void *buf, uint64_t *val)
@@ -652,7 +699,7 @@ int r3_wire_call(struct r3_source *s, const char *method, uint64_t a, uint64_t b
                         cl->max_request);
     if (val)
         *val = 0;
-    return call(cl, method, buf, NULL, buf ? (size_t)b : b, a, val);
+    return call(cl, method, buf, NULL, buf ? (size_t)b : b, a, val, NULL);
 }
 
 uint64_t r3_wire_max_request(struct r3_source *s)
@@ -763,7 +810,7 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out)
     /* Connect every connection now, so a bad address/CA/export is one clear error at open. */
     for (unsigned i = 0; rc == 0 && i < cl->nconns; i++) {
         struct rconn *c = &cl->conns[i];
-        rc = dial(cl, &c->io, i == 0);
+        rc = dial(cl, &c->io, i == 0, &c->features);
         if (rc == 0) {
             c->have_io = c->up = true;
             rc = r3_thread_create(&c->reader, reader_main, c);

@@ -65,12 +65,12 @@ static int decode_hello(const msgpack_object *a, struct r3_wire_msg *m)
             if (decode_error(v, m) < 0)
                 return -EPROTO;
         } else if (key_is(kv, "size") || key_is(kv, "align") || key_is(kv, "flags") ||
-                   key_is(kv, "max_request") || key_is(kv, "client")) {
+                   key_is(kv, "max_request") || key_is(kv, "client") || key_is(kv, "features")) {
             if (!is_uint(v))
                 return -EPROTO;
             uint64_t *dst = key_is(kv, "size") ? &m->size : key_is(kv, "align") ? &m->align :
                             key_is(kv, "flags") ? &m->flags : key_is(kv, "client") ? &m->client :
-                            &m->max_request;
+                            key_is(kv, "features") ? &m->features : &m->max_request;
             *dst = v->via.u64;
             if (dst == &m->client)
                 m->has_client = true;
@@ -132,6 +132,20 @@ static int decode_reply(const msgpack_object *a, struct r3_wire_msg *m)
         m->len = e[3].via.bin.size;
         m->has_data = true;
         break;
+    case MSGPACK_OBJECT_BOOLEAN:            /* a read of zeros */
+        if (!e[3].via.boolean)
+            return -EPROTO;
+        m->zero = true;
+        break;
+    case MSGPACK_OBJECT_ARRAY: {            /* an extent: [kind, run] */
+        const msgpack_object_array *x = &e[3].via.array;
+        if (x->size != 2 || !is_uint(&x->ptr[0]) || !is_uint(&x->ptr[1]) || x->ptr[0].via.u64 > 1)
+            return -EPROTO;
+        m->has_extent = true;
+        m->ext_kind = x->ptr[0].via.u64;
+        m->val = x->ptr[1].via.u64;
+        break;
+    }
     default: return -EPROTO;
     }
     return 0;
@@ -318,17 +332,22 @@ static void pack_cstr(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
-void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint64_t client)
+void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint64_t client,
+                               unsigned features)
 {
     msgpack_pack_array(pk, 3);
     pack_cstr(pk, R3_WIRE_MAGIC);
     msgpack_pack_uint32(pk, R3_WIRE_VERSION);
-    msgpack_pack_map(pk, client ? 2 : 1);
+    msgpack_pack_map(pk, 1 + (client != 0) + (features != 0));
     pack_cstr(pk, "export");
     pack_cstr(pk, export_name ? export_name : "");
     if (client) {
         pack_cstr(pk, "client");
         msgpack_pack_uint64(pk, client);
+    }
+    if (features) {
+        pack_cstr(pk, "features");
+        msgpack_pack_uint32(pk, features);
     }
 }
 
@@ -340,7 +359,7 @@ static void pack_error(msgpack_packer *pk, int err, const char *msg)
 }
 
 void r3_wire_pack_server_hello(msgpack_packer *pk, int err, const char *msg, uint64_t size,
-                               uint32_t align, unsigned flags, uint64_t max_request)
+                               uint32_t align, unsigned flags, uint64_t max_request, unsigned features)
 {
     msgpack_pack_array(pk, 3);
     pack_cstr(pk, R3_WIRE_MAGIC);
@@ -351,7 +370,7 @@ void r3_wire_pack_server_hello(msgpack_packer *pk, int err, const char *msg, uin
         pack_error(pk, err, msg);
         return;
     }
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, features ? 5 : 4);
     pack_cstr(pk, "size");
     msgpack_pack_uint64(pk, size);
     pack_cstr(pk, "align");
@@ -360,6 +379,10 @@ void r3_wire_pack_server_hello(msgpack_packer *pk, int err, const char *msg, uin
     msgpack_pack_uint32(pk, flags);
     pack_cstr(pk, "max_request");
     msgpack_pack_uint64(pk, max_request);
+    if (features) {
+        pack_cstr(pk, "features");
+        msgpack_pack_uint32(pk, features);
+    }
 }
 
 void r3_wire_pack_request(msgpack_packer *pk, uint64_t id, const char *method, uint64_t off,
@@ -401,4 +424,24 @@ void r3_wire_pack_reply(msgpack_packer *pk, uint64_t id, int err, const char *ms
         msgpack_pack_bin(pk, dlen);
     else
         msgpack_pack_uint64(pk, val);
+}
+
+void r3_wire_pack_reply_zero(msgpack_packer *pk, uint64_t id)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint32(pk, R3_WIRE_REPLY);
+    msgpack_pack_uint64(pk, id);
+    msgpack_pack_nil(pk);
+    msgpack_pack_true(pk);
+}
+
+void r3_wire_pack_reply_extent(msgpack_packer *pk, uint64_t id, int kind, uint64_t run)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint32(pk, R3_WIRE_REPLY);
+    msgpack_pack_uint64(pk, id);
+    msgpack_pack_nil(pk);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint32(pk, (uint32_t)kind);
+    msgpack_pack_uint64(pk, run);
 }

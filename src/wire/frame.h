@@ -22,6 +22,13 @@
 #define R3_WIRE_HELLO_MAX 4096u            /* a hello frame is never larger */
 #define R3_WIRE_DEFAULT_MAX_REQUEST (32u << 20)
 
+/* Features, negotiated in the hello ("features": a uint of these bits; the
+ * server answers with the bits both sides know). The version stays 1: an
+ * older peer ignores the key and gets neither feature, so it keeps working. */
+#define R3_WIRE_F_ZERO    1u   /* a read reply may be `true`: the range reads as zeros (no data) */
+#define R3_WIRE_F_EXTENT  2u   /* the "extent" method: [OFF, LEN] -> [KIND, RUN] (R3_EXTENT_*) */
+#define R3_WIRE_FEATURES  (R3_WIRE_F_ZERO | R3_WIRE_F_EXTENT)
+
 enum r3_wire_type { R3_WIRE_REQUEST = 0, R3_WIRE_REPLY = 1, R3_WIRE_HELLO = 2 };
 
 /* A decoded frame. Pointers point into the frame buffer (no copies). */
@@ -37,8 +44,11 @@ struct r3_wire_msg {
     int err;                       /* 0 or -errno */
     const char *errmsg;            /* not NUL-terminated */
     uint32_t errmsg_len;
-    uint64_t val;                  /* result of size */
+    uint64_t val;                  /* result of size; run of an extent reply */
     bool has_val, has_data;
+    bool zero;                     /* read reply `true`: the range reads as zeros */
+    bool has_extent;               /* extent reply [KIND, RUN]: kind in ext_kind, RUN in val */
+    uint64_t ext_kind;
     /* hello (either direction): ["r3", version, {features}] */
     uint64_t version;
     const char *export_name;
@@ -46,6 +56,7 @@ struct r3_wire_msg {
     uint64_t size, align, flags, max_request;
     uint64_t client;               /* client hello: the id shared by one client's connections */
     bool has_client;
+    uint64_t features;             /* R3_WIRE_F_* (0 from a peer that sends none) */
 };
 
 /* Frame length from its 4-byte header; -EMSGSIZE if 0 or above max. */
@@ -66,13 +77,15 @@ int r3_wire_peek_data_reply(const void *p, size_t n, uint64_t *id, size_t *hdr, 
  * writes the length (payload + extra data bytes sent after sb). */
 void r3_wire_start(msgpack_sbuffer *sb, msgpack_packer *pk);
 void r3_wire_finish(msgpack_sbuffer *sb, size_t extra);
-/* Client hello: ["r3", 1, {"export": name, "client": id}] (id 0: no "client";
- * the server logs one line per client id instead of one per connection). */
-void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint64_t client);
-/* Server hello: ["r3", 1, {"size":, "align":, "flags":, "max_request":}] or,
- * when err < 0, ["r3", 1, {"error": [errno, msg]}]. */
+/* Client hello: ["r3", 1, {"export": name, "client": id, "features": F}] (id 0:
+ * no "client"; the server logs one line per client id instead of one per
+ * connection; features 0: no "features"). */
+void r3_wire_pack_client_hello(msgpack_packer *pk, const char *export_name, uint64_t client,
+                               unsigned features);
+/* Server hello: ["r3", 1, {"size":, "align":, "flags":, "max_request":, "features":}]
+ * ("features" only when nonzero) or, when err < 0, ["r3", 1, {"error": [errno, msg]}]. */
 void r3_wire_pack_server_hello(msgpack_packer *pk, int err, const char *msg, uint64_t size,
-                               uint32_t align, unsigned flags, uint64_t max_request);
+                               uint32_t align, unsigned flags, uint64_t max_request, unsigned features);
 /* Request [0, id, method, args]: args [] (size, flush), [off, len] (read),
  * [off, bin(len)] (write: data follows, not packed); other methods get
  * [off, len] when either is nonzero, else [] (decoded into off/len). */
@@ -82,6 +95,10 @@ void r3_wire_pack_request(msgpack_packer *pk, uint64_t id, const char *method, u
  * bin(dlen) whose data follows (has_data). */
 void r3_wire_pack_reply(msgpack_packer *pk, uint64_t id, int err, const char *msg,
                         bool has_val, uint64_t val, bool has_data, uint32_t dlen);
+/* Read reply [1, id, nil, true]: the range reads as zeros (R3_WIRE_F_ZERO). */
+void r3_wire_pack_reply_zero(msgpack_packer *pk, uint64_t id);
+/* Extent reply [1, id, nil, [kind, run]] (R3_WIRE_F_EXTENT). */
+void r3_wire_pack_reply_extent(msgpack_packer *pk, uint64_t id, int kind, uint64_t run);
 
 /* True if buf holds exactly one msgpack object whose every container count
  * fits in the bytes that follow (msgpack-c allocates from the declared

@@ -36,6 +36,7 @@ struct wconn {
     struct r3_net_conn *c;
     unsigned inflight;         /* jobs queued or running (under s->mu) */
     char export_name[64];
+    unsigned features;         /* R3_WIRE_F_* both sides speak (from the hello) */
     struct client *cl;         /* the client this connection belongs to, or NULL */
     atomic_uint_fast64_t nreq, rbytes, wbytes;
 };
@@ -51,15 +52,30 @@ struct client {
     uint64_t t0, nreq, rbytes, wbytes;
 };
 
+enum job_kind { JOB_READ, JOB_WRITE, JOB_EXTENT };
+
 struct job {
     struct job *next;
     struct wconn *w;
     uint64_t id, off, len;
-    bool write;
+    enum job_kind kind;
+    bool write;                /* kind == JOB_WRITE */
     char *frame;               /* write: the frame that holds the data */
     const char *data;
-    char *buf;                 /* read: the reply data */
+    char *buf;                 /* read: the reply data (from the buffer pool when pooled) */
+    bool pooled;
     size_t budget;             /* bytes of the in-flight budget held */
+};
+
+/* Read reply buffers are reused: a fresh 1 MiB malloc is a fresh mmap whose
+ * every page faults in, and that cost more than the copy itself. */
+#define POOL_SLOTS 64
+#define POOL_BYTES (64u << 20)
+struct bufpool {
+    pthread_mutex_t mu;
+    struct { void *p; size_t n; } slot[POOL_SLOTS];
+    unsigned count;
+    size_t bytes;
 };
 
 struct r3_wire_server {
@@ -70,6 +86,7 @@ struct r3_wire_server {
     pthread_cond_t work, changed;   /* jobs queued; a job finished */
     struct job *head, *tail;
     bool stop;
+    struct bufpool pool;
     pthread_t *workers;
     unsigned nworkers;
     struct client *clients;
@@ -80,13 +97,63 @@ static bool read_only(struct r3_wire_server *s)
     return s->o.read_only || (s->o.src->flags & R3_SRC_RDONLY);
 }
 
+/* ---- reply buffers */
+
+static void *pool_get(struct bufpool *bp, size_t n)
+{
+    pthread_mutex_lock(&bp->mu);
+    for (unsigned i = bp->count; i-- > 0;) {
+        if (bp->slot[i].n == n) {
+            void *p = bp->slot[i].p;
+            bp->slot[i] = bp->slot[--bp->count];
+            bp->bytes -= n;
+            pthread_mutex_unlock(&bp->mu);
+            return p;
+        }
+    }
+    pthread_mutex_unlock(&bp->mu);
+    return malloc(n);
+}
+
+static void pool_put(struct bufpool *bp, void *p, size_t n)
+{
+    pthread_mutex_lock(&bp->mu);
+    if (bp->count == POOL_SLOTS || bp->bytes + n > POOL_BYTES) {
+        /* make room by dropping a buffer of another size, else drop this one */
+        unsigned i = 0;
+        while (i < bp->count && bp->slot[i].n == n)
+            i++;
+        if (i == bp->count) {
+            pthread_mutex_unlock(&bp->mu);
+            free(p);
+            return;
+        }
+        free(bp->slot[i].p);
+        bp->bytes -= bp->slot[i].n;
+        bp->slot[i] = bp->slot[--bp->count];
+        if (bp->bytes + n > POOL_BYTES) {
+            pthread_mutex_unlock(&bp->mu);
+            free(p);
+            return;
+        }
+    }
+    bp->slot[bp->count].p = p;
+    bp->slot[bp->count].n = n;
+    bp->count++;
+    bp->bytes += n;
+    pthread_mutex_unlock(&bp->mu);
+}
+
 /* ---- replies */
 
 static void job_free(struct job *j)
 {
     struct r3_net_conn *c = j->w->c;
     free(j->frame);
-    free(j->buf);
+    if (j->pooled)
+        pool_put(&j->w->s->pool, j->buf, j->len);
+    else
+        free(j->buf);
     if (j->budget)
         r3_net_budget_release(c, j->budget);
     free(j);
@@ -132,13 +199,67 @@ static struct job *new_job(struct wconn *w, uint64_t id, size_t budget)
 
 /* ---- workers */
 
+/* True if the source says the whole range reads as zeros (a few extent
+ * queries at most; an error or a DATA run says no). */
+static bool range_is_zero(struct r3_source *src, uint64_t off, uint64_t len)
+{
+    uint64_t end = off + len;
+    for (int i = 0; i < 16 && off < end; i++) {
+        uint64_t run = 0;
+        if (r3_source_extent(src, off, end - off, &run) != R3_EXTENT_ZERO || run == 0)
+            return false;
+        off += run;
+    }
+    return off >= end;
+}
+
+/* An extent request: answered from the source's own extent op. */
+static void run_extent(struct r3_wire_server *s, struct job *j, msgpack_sbuffer *sb)
+{
+    struct wconn *w = j->w;
+    uint64_t run = 0;
+    int rc = r3_source_extent(s->o.src, j->off, j->len, &run);
+    pthread_mutex_lock(&s->mu);
+    w->inflight--;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0) {
+        reply(j, sb, rc, r3_last_error(), false, 0, NULL, 0);
+        return;
+    }
+    msgpack_packer pk;
+    r3_wire_start(sb, &pk);
+    r3_wire_pack_reply_extent(&pk, j->id, rc, run);
+    r3_wire_finish(sb, 0);
+    send_reply(j, sb, NULL, 0);
+}
+
 static void run_job(struct r3_wire_server *s, struct job *j, msgpack_sbuffer *sb)
 {
     struct wconn *w = j->w;
     int rc;
-    if (!j->write && !(j->buf = malloc(j->len)))
+    if (j->kind == JOB_EXTENT) {
+        run_extent(s, j, sb);
+        return;
+    }
+    if (!j->write && (w->features & R3_WIRE_F_ZERO) && range_is_zero(s->o.src, j->off, j->len)) {
+        /* zeros: a flag, no payload; the client fills its buffer itself */
+        atomic_fetch_add(&w->rbytes, j->len);
+        pthread_mutex_lock(&s->mu);
+        w->inflight--;
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->mu);
+        msgpack_packer pk;
+        r3_wire_start(sb, &pk);
+        r3_wire_pack_reply_zero(&pk, j->id);
+        r3_wire_finish(sb, 0);
+        send_reply(j, sb, NULL, 0);
+        return;
+    }
+    if (!j->write && !(j->buf = pool_get(&s->pool, j->len)))
         rc = r3_error(-ENOMEM, "r3serve: out of memory for a %" PRIu64 " byte read", j->len);
     else {
+        j->pooled = !j->write;
         /* r3_source_* serializes a source that is not R3_SRC_PARALLEL */
         rc = j->write ? r3_source_write(s->o.src, j->data, j->len, j->off)
                       : r3_source_read(s->o.src, j->buf, j->len, j->off);
@@ -238,7 +359,7 @@ static void pack_hello_error(msgpack_sbuffer *sb, int err, const char *msg)
 {
     msgpack_packer pk;
     r3_wire_start(sb, &pk);
-    r3_wire_pack_server_hello(&pk, err, msg, 0, 1, 0, 0);
+    r3_wire_pack_server_hello(&pk, err, msg, 0, 1, 0, 0, 0);
     r3_wire_finish(sb, 0);
 }
 
@@ -326,6 +447,7 @@ static int on_handshake(struct r3_net_conn *c)
         if (err)
             snprintf(msg, sizeof msg, "r3serve: no such export '%s'", w->export_name);
         client = m.has_client ? m.client : 0;
+        w->features = (unsigned)(m.features & R3_WIRE_FEATURES);
     }
     msgpack_unpacked_destroy(&up);
     free(f);
@@ -337,7 +459,8 @@ static int on_handshake(struct r3_net_conn *c)
         msgpack_packer pk;
         r3_wire_start(&sb, &pk);
         unsigned flags = (s->o.src->flags & R3_SRC_PARALLEL) | (read_only(s) ? R3_SRC_RDONLY : 0);
-        r3_wire_pack_server_hello(&pk, 0, NULL, s->o.src->size, s->o.src->align, flags, s->o.max_request);
+        r3_wire_pack_server_hello(&pk, 0, NULL, s->o.src->size, s->o.src->align, flags, s->o.max_request,
+                                  w->features);
         r3_wire_finish(&sb, 0);
     }
     r3_net_conn_send(c, sb.data, sb.size, NULL, 0, NULL, NULL);
@@ -434,6 +557,7 @@ static int on_readable(struct r3_net_conn *c)
             j->off = m.off;
             j->len = m.len;
             j->write = wr;
+            j->kind = wr ? JOB_WRITE : JOB_READ;
             if (wr) {
                 j->frame = f;          /* m.data points into the frame */
                 j->data = m.data;
@@ -468,6 +592,29 @@ static int on_readable(struct r3_net_conn *c)
             } else if (j) {
                 job_free(j);
             }
+        }
+    } else if (method_is(&m, "extent") && (w->features & R3_WIRE_F_EXTENT)) {
+        /* [OFF, LEN] -> [KIND, RUN], on a worker: the source may ask its own remote */
+        r3_net_budget_release(c, len);
+        j->budget = REPLY_OVERHEAD;
+        if (m.len == 0 || m.off > s->o.src->size || m.len > s->o.src->size - m.off) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "r3serve: extent of %" PRIu64 " bytes at %" PRIu64 " is outside the export "
+                     "(%" PRIu64 " bytes)", m.len, m.off, s->o.src->size);
+            reply(j, &sb, -EINVAL, msg, false, 0, NULL, 0);
+        } else {
+            j->off = m.off;
+            j->len = m.len;
+            j->kind = JOB_EXTENT;
+            pthread_mutex_lock(&s->mu);
+            w->inflight++;
+            if (s->tail)
+                s->tail->next = j;
+            else
+                s->head = j;
+            s->tail = j;
+            pthread_cond_signal(&s->work);
+            pthread_mutex_unlock(&s->mu);
         }
     } else if (method_is(&m, "size")) {
         reply(j, &sb, 0, NULL, true, s->o.src->size, NULL, 0);
@@ -591,6 +738,7 @@ int r3_wire_server_new(const struct r3_wire_server_opts *o, struct r3_wire_serve
         s->o.max_request = 1u << 30;
     s->max_frame = s->o.max_request + R3_WIRE_OVERHEAD;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->pool.mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->changed, NULL);
     struct r3_net_server_opts no = {
@@ -657,6 +805,9 @@ void r3_wire_server_free(struct r3_wire_server *s)
         s->clients = cl->next;
         free(cl);
     }
+    for (unsigned i = 0; i < s->pool.count; i++)
+        free(s->pool.slot[i].p);
+    pthread_mutex_destroy(&s->pool.mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->changed);

@@ -68,7 +68,7 @@ seed("wire_server", "own_hello", b"\x00" + chello + req(1, "read", 0, 16) + req(
 seed("wire_server", "bad_version", b"\x00" + frame(["r3", 2, {"export": "fuzz"}]))
 seed("wire_server", "too_big", b"\x01" + struct.pack('>I', 0x7fffffff))
 
-# wire_client: byte 0 picks the call (0 read 16, 1 read 4096, 2 write 16, 3 flush)
+# wire_client: byte 0 picks the call (0 read 16, 1 read 4096, 2 write 16, 3 flush, 4 extent)
 seed("wire_client", "read16", b"\x00" + shello + rep(1, None, b"r" * 16))
 seed("wire_client", "read4k", b"\x01" + shello + rep(1, None, b"R" * 4096))
 seed("wire_client", "write", b"\x02" + shello + rep(1))
@@ -76,6 +76,21 @@ seed("wire_client", "flush", b"\x03" + shello + rep(1))
 seed("wire_client", "error", b"\x00" + shello + rep(1, (5, "r3serve: I/O error")))
 seed("wire_client", "dropped", b"\x00" + shello + rep(0, (71, "r3serve: bad frame")))
 seed("wire_client", "hello_error", b"\x00" + shello_err)
+
+# features (zero reads, extent): hellos that agree on them, a zero read reply, an extent reply
+shello_f = frame(["r3", 1, {"size": 65536, "align": 1, "flags": 0, "max_request": 1048576, "features": 3}])
+for n, f in [("client_hello_features", frame(["r3", 1, {"export": "fuzz", "client": 42, "features": 3}])),
+             ("server_hello_features", shello_f), ("reply_zero", rep(1, None, True)),
+             ("reply_extent", rep(2, None, [1, 4096])), ("extent", req(6, "extent", 0, 65536))]:
+    seed("wire_frame", n, f[4:])
+seed("wire_client", "read16_zero", b"\x00" + shello_f + rep(1, None, True))
+seed("wire_client", "read4k_zero", b"\x01" + shello_f + rep(1, None, True))
+seed("wire_client", "zero_not_agreed", b"\x00" + shello + rep(1, None, True))
+seed("wire_client", "read4k_extent_reply", b"\x01" + shello_f + rep(1, None, [0, 4096]))
+seed("wire_client", "extent", b"\x04" + shello_f + rep(1, None, [1, 4096]))
+seed("wire_client", "extent_old_server", b"\x04" + shello)
+seed("wire_server", "features", b"\x05" + req(1, "read", 0, 16) + req(2, "extent", 0, 65536) +
+     req(3, "extent", 65535, 2) + req(4, "extent", 0, 0))
 
 # uri
 for i, u in enumerate([b"r3://127.0.0.1:7000/export?conns=4&timeout=2s&chunk=64K",

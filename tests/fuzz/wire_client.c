@@ -5,7 +5,7 @@
  * the client's hello and sends the input's first frame (or all of it if it
  * does not start with a frame); it reads the client's one request and sends
  * the rest, then closes. Input byte 0 picks the request: a 16-byte read, a
- * 4 KiB read, a 16-byte write, a flush. Reconnections get nothing (the
+ * 4 KiB read, a 16-byte write, a flush (0-3), an extent query of 4 KiB (4). Reconnections get nothing (the
  * call's deadline, timeout=, ends them). */
 #include "fuzz.h"
 #include "internal.h"
@@ -67,7 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r3_source_open(uri, &s) < 0)
         return 0;
     static char buf[4096];
-    switch (data[0] & 3) {
+    uint64_t run;
+    if ((data[0] & 7) == 4)                 /* 4: an extent query (a feature of the hello) */
+        r3_source_extent(s, 0, sizeof buf, &run);
+    else switch (data[0] & 3) {
     case 0: r3_source_read(s, buf, 16, 0); break;
     case 1: r3_source_read(s, buf, sizeof buf, 0); break;
     case 2: r3_source_write(s, "0123456789abcdef", 16, 0); break;

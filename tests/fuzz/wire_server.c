@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);
         r3_wire_start(&sb, &pk);
-        r3_wire_pack_client_hello(&pk, "fuzz", data[0] & 2 ? 42 : 0);
+        r3_wire_pack_client_hello(&pk, "fuzz", data[0] & 2 ? 42 : 0, data[0] & 4 ? R3_WIRE_FEATURES : 0);
         r3_wire_finish(&sb, 0);
         fuzz_write_all(fd, sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);

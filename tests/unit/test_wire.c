@@ -7,10 +7,14 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include "testutil.h"
 #include "internal.h"
 #include "r3/wire.h"
 #include "wire/frame.h"
+#include "net/net.h"
 
 /* Pack with fn into sb; return the payload (after the 4-byte header). */
 #define PACK(sb, expr) do { msgpack_packer pk_; r3_wire_start(&(sb), &pk_); \
@@ -71,7 +75,7 @@ START_TEST(roundtrip)
     ck_assert_uint_eq(m.val, 1ull << 33);
     msgpack_unpacked_destroy(&up);
 
-    PACK(sb, r3_wire_pack_client_hello(pk, "disk0", 42));
+    PACK(sb, r3_wire_pack_client_hello(pk, "disk0", 42, 0));
     ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
     ck_assert_int_eq(m.type, R3_WIRE_HELLO);
     ck_assert_uint_eq(m.version, 1);
@@ -80,7 +84,7 @@ START_TEST(roundtrip)
     ck_assert_uint_eq(m.client, 42);
     msgpack_unpacked_destroy(&up);
 
-    PACK(sb, r3_wire_pack_server_hello(pk, 0, NULL, 1 << 30, 1, 2, 1 << 20));
+    PACK(sb, r3_wire_pack_server_hello(pk, 0, NULL, 1 << 30, 1, 2, 1 << 20, 0));
     ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
     ck_assert_uint_eq(m.size, 1 << 30);
     ck_assert_uint_eq(m.flags, 2);
@@ -88,9 +92,51 @@ START_TEST(roundtrip)
     ck_assert_int_eq(m.err, 0);
     msgpack_unpacked_destroy(&up);
 
-    PACK(sb, r3_wire_pack_server_hello(pk, -ENOENT, "no export", 0, 0, 0, 0));
+    PACK(sb, r3_wire_pack_server_hello(pk, -ENOENT, "no export", 0, 0, 0, 0, 0));
     ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
     ck_assert_int_eq(m.err, -ENOENT);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
+START_TEST(zero_extent_frames)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_unpacked up;
+    struct r3_wire_msg m;
+    PACK(sb, r3_wire_pack_client_hello(pk, "d", 0, R3_WIRE_FEATURES));
+    ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
+    ck_assert_uint_eq(m.features, R3_WIRE_FEATURES);
+    ck_assert(!m.has_client);
+    msgpack_unpacked_destroy(&up);
+    PACK(sb, r3_wire_pack_server_hello(pk, 0, NULL, 4096, 1, 0, 4096, R3_WIRE_F_ZERO));
+    ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
+    ck_assert_uint_eq(m.features, R3_WIRE_F_ZERO);
+    ck_assert_uint_eq(m.max_request, 4096);
+    msgpack_unpacked_destroy(&up);
+    PACK(sb, r3_wire_pack_reply_zero(pk, 77));
+    ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
+    ck_assert(m.type == R3_WIRE_REPLY && m.id == 77 && m.zero && !m.has_data && !m.err);
+    msgpack_unpacked_destroy(&up);
+    uint64_t id;
+    size_t hdr;
+    uint32_t dlen;
+    ck_assert_int_eq(r3_wire_peek_data_reply(sb.data + 4, sb.size - 4, &id, &hdr, &dlen), 1);  /* slow path */
+    PACK(sb, r3_wire_pack_reply_extent(pk, 78, R3_EXTENT_ZERO, 1ull << 40));
+    ck_assert_int_eq(r3_wire_decode(sb.data + 4, sb.size - 4, &up, &m), 0);
+    ck_assert(m.has_extent && m.ext_kind == R3_EXTENT_ZERO && m.val == 1ull << 40 && m.id == 78);
+    msgpack_unpacked_destroy(&up);
+    /* false, a kind other than 0/1, or a malformed pair are protocol errors */
+    static const uint8_t rfalse[] = { 0x94, 0x01, 0x05, 0xc0, 0xc2 };
+    static const uint8_t rkind[] = { 0x94, 0x01, 0x05, 0xc0, 0x92, 0x02, 0x10 };
+    static const uint8_t rone[] = { 0x94, 0x01, 0x05, 0xc0, 0x91, 0x01 };
+    ck_assert_int_eq(r3_wire_decode((const char *)rfalse, sizeof rfalse, &up, &m), -EPROTO);
+    msgpack_unpacked_destroy(&up);
+    ck_assert_int_eq(r3_wire_decode((const char *)rkind, sizeof rkind, &up, &m), -EPROTO);
+    msgpack_unpacked_destroy(&up);
+    ck_assert_int_eq(r3_wire_decode((const char *)rone, sizeof rone, &up, &m), -EPROTO);
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -314,6 +360,232 @@ START_TEST(connection_refused)
 }
 END_TEST
 
+/* ---- zeros on the wire: a sparse file served through a stage that says
+ * where its holes are (SEEK_DATA) and counts the reads that reach it */
+
+#define ZCHUNK (64u * 1024)
+#define ZSIZE (8u << 20)
+
+struct holes {
+    struct r3_source src;      /* first: a stage freed by r3_source_close */
+    int fd;
+    atomic_uint reads;
+};
+
+static int holes_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    struct holes *h = (struct holes *)s;
+    atomic_fetch_add(&h->reads, 1);
+    return r3_source_read(s->next, buf, len, off);
+}
+
+/* The truth from the file itself: ZERO up to the next data, else DATA up to the next hole. */
+static int file_extent(int fd, uint64_t off, uint64_t len, uint64_t *run)
+{
+    off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+    if (d < 0 || (uint64_t)d > off) {
+        uint64_t end = d < 0 ? off + len : (uint64_t)d;
+        *run = end - off < len ? end - off : len;
+        return R3_EXTENT_ZERO;
+    }
+    off_t hh = lseek(fd, (off_t)off, SEEK_HOLE);
+    uint64_t end = hh < 0 ? off + len : (uint64_t)hh;
+    *run = end - off < len && end > off ? end - off : len;
+    return R3_EXTENT_DATA;
+}
+
+static int holes_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    return file_extent(((struct holes *)s)->fd, off, len, run);
+}
+
+static void holes_close(struct r3_source *s)
+{
+    struct holes *h = (struct holes *)s;
+    close(h->fd);
+    r3_source_close(s->next);
+    free(h);
+}
+
+static const struct r3_source_ops holes_ops = {
+    .scheme = "holes", .read = holes_read, .extent = holes_extent, .close = holes_close,
+};
+
+/* Send one frame on a raw socket; read one back (payload into *f, its length returned). */
+static uint32_t raw_roundtrip(int fd, msgpack_sbuffer *sb, char **f)
+{
+    ck_assert_int_eq(send(fd, sb->data, sb->size, 0), (ssize_t)sb->size);
+    uint8_t h[4];
+    ck_assert_int_eq(recv(fd, h, 4, MSG_WAITALL), 4);
+    uint32_t len;
+    ck_assert_int_eq(r3_wire_frame_len(h, 1u << 24, &len), 0);
+    *f = malloc(len);
+    ck_assert_int_eq(recv(fd, *f, len, MSG_WAITALL), (ssize_t)len);
+    return len;
+}
+
+START_TEST(zero_flag_and_extent)
+{
+    char *dir = tu_tmpdir(), path[4096], uri[4300];
+    snprintf(path, sizeof path, "%s/disk", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, ZSIZE), 0);
+    /* data written straight to the file (not through r3): whole chunks and a few bytes */
+    static const unsigned chunks[] = { 1, 5, 6, 100 };
+    char *b = malloc(ZSIZE), *r = malloc(ZSIZE), *want = malloc(ZSIZE);
+    tu_fill(b, ZSIZE, 0, 9);
+    for (unsigned i = 0; i < 4; i++)
+        ck_assert_int_eq(pwrite(fd, b + chunks[i] * ZCHUNK, ZCHUNK, chunks[i] * ZCHUNK), (ssize_t)ZCHUNK);
+    ck_assert_int_eq(pwrite(fd, "x", 1, 48 * ZCHUNK + 7), 1);
+    ck_assert_int_eq(fsync(fd), 0);
+    ck_assert_int_eq(pread(fd, want, ZSIZE, 0), (ssize_t)ZSIZE);   /* what every read must see */
+    unsigned data_chunks = 0;
+    for (uint64_t o = 0; o < ZSIZE; o += ZCHUNK) {
+        uint64_t run;
+        if (file_extent(fd, o, ZCHUNK, &run) == R3_EXTENT_DATA || run < ZCHUNK)
+            data_chunks++;
+    }
+    if (data_chunks == ZSIZE / ZCHUNK)
+        fprintf(stderr, "zero_flag_and_extent: %s has no holes (no SEEK_HOLE): data checked only\n", dir);
+
+    struct r3_source *file, *c;
+    snprintf(uri, sizeof uri, "file://%s", path);
+    TU_OPEN(uri, &file);
+    struct holes *h = calloc(1, sizeof *h);
+    r3_stage_init(&h->src, &holes_ops, file);
+    h->fd = open(path, O_RDONLY);
+    struct srv s;
+    srv_start(&s, &h->src, NULL, false, 1u << 20);
+    snprintf(uri, sizeof uri, "r3://127.0.0.1:%d/z?conns=2&chunk=64K", s.port);
+    TU_OPEN(uri, &c);
+
+    /* chunk by chunk: zeros where the holes are, the data elsewhere */
+    memset(r, 0xee, ZSIZE);
+    for (uint64_t o = 0; o < ZSIZE; o += ZCHUNK)
+        ck_assert_int_eq(r3_source_read(c, r + o, ZCHUNK, o), 0);
+    ck_assert(memcmp(r, want, ZSIZE) == 0);
+    ck_assert_int_eq(r[48 * ZCHUNK + 7], 'x');
+    ck_assert_int_eq(tu_check(r + ZCHUNK, ZCHUNK, ZCHUNK, 9), -1);
+    /* only the chunks that hold data reached the source: the rest came as a flag */
+    ck_assert_uint_eq(atomic_load(&h->reads), data_chunks);
+
+    /* EXTENT over r3:// says what the server's source says */
+    for (uint64_t o = 0; o < ZSIZE; o += ZCHUNK) {
+        uint64_t run = 0, trun = 0;
+        int k = r3_source_extent(c, o, ZCHUNK, &run), t = file_extent(fd, o, ZCHUNK, &trun);
+        ck_assert_msg(k == t && run == trun, "extent at %llu: %d/%llu, the file says %d/%llu",
+                      (unsigned long long)o, k, (unsigned long long)run, t, (unsigned long long)trun);
+    }
+    /* a multi-chunk read across holes and data, and a write that fills a hole */
+    ck_assert_int_eq(r3_source_read(c, r, 8 * ZCHUNK, 0), 0);
+    ck_assert(memcmp(r, want, 8 * ZCHUNK) == 0);
+    ck_assert_int_eq(r3_source_write(c, b + 120 * ZCHUNK, ZCHUNK, 120 * ZCHUNK), 0);
+    ck_assert_int_eq(r3_source_flush(c), 0);
+    memset(r, 0, ZCHUNK);
+    ck_assert_int_eq(r3_source_read(c, r, ZCHUNK, 120 * ZCHUNK), 0);
+    ck_assert_int_eq(tu_check(r, ZCHUNK, 120 * ZCHUNK, 9), -1);
+    r3_source_close(c);
+
+    /* an old client (no "features" in its hello) gets the zeros as data and no EXTENT */
+    int sfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    ck_assert_int_eq(connect(sfd, (struct sockaddr *)&a, sizeof a), 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_unpacked up;
+    struct r3_wire_msg m;
+    char *f;
+    PACK(sb, r3_wire_pack_client_hello(pk, "z", 0, 0));
+    uint32_t n = raw_roundtrip(sfd, &sb, &f);
+    ck_assert_int_eq(r3_wire_decode(f, n, &up, &m), 0);
+    ck_assert(m.type == R3_WIRE_HELLO && m.features == 0 && m.size == ZSIZE);
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    PACK(sb, r3_wire_pack_request(pk, 1, "read", 10 * ZCHUNK, ZCHUNK, false));
+    n = raw_roundtrip(sfd, &sb, &f);
+    ck_assert_int_eq(r3_wire_decode(f, n, &up, &m), 0);
+    ck_assert(m.type == R3_WIRE_REPLY && m.id == 1 && m.has_data && !m.zero && m.len == ZCHUNK);
+    ck_assert(memcmp(m.data, want + 10 * ZCHUNK, ZCHUNK) == 0);
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    PACK(sb, r3_wire_pack_request(pk, 2, "extent", 0, ZCHUNK, false));
+    n = raw_roundtrip(sfd, &sb, &f);
+    ck_assert_int_eq(r3_wire_decode(f, n, &up, &m), 0);
+    ck_assert(m.id == 2 && m.err == -ENOSYS);
+    msgpack_unpacked_destroy(&up);
+    free(f);
+    close(sfd);
+    msgpack_sbuffer_destroy(&sb);
+
+    srv_stop(&s);
+    r3_source_close(&h->src);
+    close(fd);
+    free(b);
+    free(r);
+    free(want);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- TLS: large chunks through r3s:// (many TLS records per reply, read
+ * straight into the caller's buffer), compared with the served source */
+
+START_TEST(tls_large_chunks)
+{
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "openssl(1) not found: TLS large chunks not checked\n");
+        return;
+    }
+    char *dir = tu_tmpdir(), cmd[4096], cert[4200], key[4200], uri[4400];
+    snprintf(cmd, sizeof cmd, "cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    struct r3_tls_opts to = { .cert = cert, .key = key };
+    struct r3_tls_ctx *tls;
+    ck_assert_msg(r3_tls_server_ctx(&to, &tls) == 0, "%s", r3_last_error());
+    struct r3_source *mem, *c;
+    TU_OPEN("mem:?size=16M", &mem);
+    size_t total = 12u << 20, big = 4u << 20;
+    char *b = malloc(total), *r = malloc(total);
+    tu_fill(b, total, 0, 21);
+    ck_assert_int_eq(r3_source_write(mem, b, total, 0), 0);          /* written beside r3s:// */
+    struct r3_wire_server_opts o = { .src = mem, .max_request = 4u << 20, .workers = 4,
+                                     .listen = "127.0.0.1:0", .tls = tls };
+    struct r3_wire_server *ws;
+    ck_assert_msg(r3_wire_server_new(&o, &ws) == 0, "%s", r3_last_error());
+    char ab[64];
+    r3_wire_server_address(ws, ab, sizeof ab);
+    snprintf(uri, sizeof uri, "r3s://127.0.0.1:%d/x?conns=2&ca=%s", atoi(strrchr(ab, ':') + 1), cert);
+    TU_OPEN(uri, &c);
+    memset(r, 0, total);
+    for (size_t off = 0; off < total; off += big)
+        ck_assert_int_eq(r3_source_read(c, r + off, big, off), 0);
+    ck_assert(memcmp(r, b, total) == 0);
+    /* one read larger than max_request: split into 4 MiB requests */
+    memset(r, 0, total);
+    ck_assert_int_eq(r3_source_read(c, r + 1, total - 1, 1), 0);
+    ck_assert(memcmp(r + 1, b + 1, total - 1) == 0);
+    /* the untouched end of a mem: source reads as zeros either way */
+    ck_assert_int_eq(r3_source_read(c, r, big, 12u << 20), 0);
+    memset(b, 0, big);
+    ck_assert(memcmp(r, b, big) == 0);
+    r3_source_close(c);
+    r3_wire_server_free(ws);
+    r3_tls_ctx_free(tls);
+    r3_source_close(mem);
+    free(b);
+    free(r);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("wire");
@@ -321,6 +593,7 @@ int main(void)
     tcase_add_test(tc, frame_len_bounds);
     tcase_add_test(tc, roundtrip);
     tcase_add_test(tc, peek_data_reply);
+    tcase_add_test(tc, zero_extent_frames);
     tcase_add_test(tc, garbage_truncated_wrong_types);
     suite_add_tcase(s, tc);
     TCase *tn = tcase_create("loopback");
@@ -328,6 +601,8 @@ int main(void)
     tcase_add_test(tn, client_server);
     tcase_add_test(tn, read_only_export);
     tcase_add_test(tn, connection_refused);
+    tcase_add_test(tn, zero_flag_and_extent);
+    tcase_add_test(tn, tls_large_chunks);
     suite_add_tcase(s, tn);
     return tu_run(s);
 }
