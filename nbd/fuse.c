@@ -15,8 +15,13 @@
 #include <unistd.h>
 #include "internal.h"
 #include "nbd/fuse.h"
+#include "nbd/proto.h"
 
 #define FILE_INO 2
+/* Read-ahead window: the kernel starts a FUSE mount at 128 KiB (one request
+ * per 128 KiB); 8 MiB keeps eight 1 MiB requests in flight ahead of a
+ * sequential reader. */
+#define READAHEAD_BYTES (8u << 20)
 
 struct r3_nbd_fuse {
     struct r3_nbd_fuse_opts o;
@@ -30,6 +35,10 @@ struct r3_nbd_fuse {
     pthread_cond_t cv;
     bool unmounted;
     char dev[32];                 /* "0:N" of the FUSE connection */
+    atomic_bool ra_done;          /* the read-ahead window was widened (after INIT) */
+    struct r3_nbd_client *_Atomic client;   /* NULL until attached */
+    int client_err;               /* attach's error (under mu) */
+    pthread_cond_t client_cv;
     struct timespec atime, mtime, ctime;   /* kept in memory: mount time, then real */
 };
 
@@ -61,11 +70,43 @@ static void fill_attr(struct r3_nbd_fuse *f, fuse_ino_t ino, struct stat *st)
     pthread_mutex_unlock(&f->mu);
 }
 
+/* The client, once attached (0), or the error it came with. */
+static int get_client(struct r3_nbd_fuse *f, struct r3_nbd_client **c)
+{
+    if ((*c = atomic_load(&f->client)))
+        return 0;
+    pthread_mutex_lock(&f->mu);
+    while (!(*c = atomic_load(&f->client)) && !f->client_err)
+        pthread_cond_wait(&f->client_cv, &f->mu);
+    int err = *c ? 0 : f->client_err;
+    pthread_mutex_unlock(&f->mu);
+    return err;
+}
+
+void r3_nbd_fuse_attach(struct r3_nbd_fuse *f, struct r3_nbd_client *c, int err)
+{
+    pthread_mutex_lock(&f->mu);
+    if (c) {
+        if (r3_nbd_client_flags(c) & NBD_FLAG_READ_ONLY)
+            f->o.readonly = true;
+        atomic_store(&f->client, c);
+    } else {
+        f->client_err = err < 0 ? err : -EIO;
+    }
+    pthread_cond_broadcast(&f->client_cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
 static void op_init(void *ud, struct fuse_conn_info *conn)
 {
     /* Large requests: page-cache readahead and writeback in 1 MiB pieces. */
     conn->max_write = 1u << 20;
-    conn->max_readahead = 1u << 20;
+    conn->max_readahead = READAHEAD_BYTES;
+    /* Many requests in flight: read-ahead and write-back are "background"
+     * requests, 12 at most by default, which caps a 10 ms link at a few
+     * hundred MB/s whatever the server could do. */
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     /* No writeback cache: with it the kernel keeps the file size itself, so
@@ -77,9 +118,29 @@ static void op_init(void *ud, struct fuse_conn_info *conn)
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;   /* only we change the file */
 }
 
+/* The kernel sets the mount's read-ahead to min(its own 128 KiB, ours) when
+ * INIT is answered, so the window can only be widened after INIT: at the
+ * first request that follows it, before any open of the file (an open takes
+ * its read-ahead from here). Root only (sysfs); best effort. */
+static void widen_readahead(struct r3_nbd_fuse *f)
+{
+    if (atomic_load(&f->ra_done) || atomic_exchange(&f->ra_done, true) || !f->dev[0] || geteuid() != 0)
+        return;
+    char p[128], v[32];
+    snprintf(p, sizeof p, "/sys/class/bdi/%s/read_ahead_kb", f->dev);
+    snprintf(v, sizeof v, "%u", READAHEAD_BYTES >> 10);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t w = write(fd, v, strlen(v));
+        (void)w;
+        close(fd);
+    }
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    widen_readahead(f);
     if (parent != FUSE_ROOT_ID || strcmp(name, f->name) != 0) {
         fuse_reply_err(req, ENOENT);
         return;
@@ -93,6 +154,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
+    widen_readahead(f);
     if (ino != FUSE_ROOT_ID && ino != FILE_INO) {
         fuse_reply_err(req, ENOENT);
         return;
@@ -155,12 +217,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     }
     if (size > f->size - (uint64_t)off)
         size = (size_t)(f->size - (uint64_t)off);
+    struct r3_nbd_client *c;
+    int rc = get_client(f, &c);
+    if (rc < 0) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
     char *buf = malloc(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    int rc = r3_nbd_client_pread(f->o.client, buf, size, (uint64_t)off);
+    rc = r3_nbd_client_pread(c, buf, size, (uint64_t)off);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -180,7 +248,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     }
     if (size > f->size - (uint64_t)off)
         size = (size_t)(f->size - (uint64_t)off);
-    int rc = r3_nbd_client_pwrite(f->o.client, buf, size, (uint64_t)off, false);
+    struct r3_nbd_client *c;
+    int rc = get_client(f, &c);
+    if (rc == 0)
+        rc = r3_nbd_client_pwrite(c, buf, size, (uint64_t)off, false);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
         return;
@@ -196,7 +267,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
-    int rc = r3_nbd_client_flush(f->o.client);
+    struct r3_nbd_client *c;
+    int rc = get_client(f, &c);
+    if (rc == 0)
+        rc = r3_nbd_client_flush(c);
     fuse_reply_err(req, rc < 0 ? -rc : 0);
 }
 
@@ -310,11 +384,13 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
     if (!f)
         return r3_error(-ENOMEM, "fuse: out of memory");
     f->o = *o;
-    f->size = r3_nbd_client_size(o->client);
+    f->size = o->client ? r3_nbd_client_size(o->client) : o->size;
+    atomic_store(&f->client, o->client);
     f->name = strdup(o->name ? o->name : "disk");
     f->mnt = realpath(o->mountpoint, NULL);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
+    pthread_cond_init(&f->client_cv, NULL);
     now(&f->mtime);
     f->atime = f->ctime = f->mtime;
     int rc = 0;
@@ -353,7 +429,7 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
         goto fail;
     }
     tune_bdi(f->mnt, f->dev, sizeof f->dev);
-    f->nthreads = o->threads ? o->threads : 4;
+    f->nthreads = o->threads ? o->threads : R3_NBD_FUSE_THREADS;
     f->threads = calloc(f->nthreads, sizeof *f->threads);
     unsigned started = 0;
     for (unsigned i = 0; f->threads && i < f->nthreads; i++) {
@@ -442,5 +518,6 @@ void r3_nbd_fuse_unmount(struct r3_nbd_fuse *f)
     free(f->name);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
+    pthread_cond_destroy(&f->client_cv);
     free(f);
 }

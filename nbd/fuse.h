@@ -9,11 +9,16 @@
 #include <stdbool.h>
 #include "nbd/client.h"
 
+/* Enough threads for the requests in flight (read-ahead, write-back):
+ * each waits on a round trip to the server. */
+#define R3_NBD_FUSE_THREADS 16
+
 struct r3_nbd_fuse_opts {
     const char *mountpoint;       /* an existing directory */
     const char *name;             /* the file inside it; NULL = "disk" */
-    struct r3_nbd_client *client; /* borrowed: outlives the mount */
-    unsigned threads;             /* FUSE request threads; 0 = 4 */
+    struct r3_nbd_client *client; /* borrowed: outlives the mount; NULL: attached later */
+    uint64_t size;                /* the export's size when client is NULL */
+    unsigned threads;             /* FUSE request threads; 0 = R3_NBD_FUSE_THREADS */
     const char *fsname;           /* shown in /proc/mounts; NULL = "r3nbd" */
     bool readonly;
 };
@@ -21,6 +26,10 @@ struct r3_nbd_fuse_opts {
 struct r3_nbd_fuse;
 
 int  r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out);
+/* Mounted without a client (to have the mount ready while the server
+ * starts): give it now, or the error (reads and writes fail with it). Reads,
+ * writes and fsync wait for this; lookups, opens and getattr do not. */
+void r3_nbd_fuse_attach(struct r3_nbd_fuse *f, struct r3_nbd_client *c, int err);
 /* MOUNTPOINT/NAME */
 const char *r3_nbd_fuse_path(const struct r3_nbd_fuse *f);
 /* Blocks until the filesystem is unmounted from outside (umount, fusermount3 -u)

@@ -67,6 +67,9 @@ extern const struct r3_strategy_ops r3_uffd_strategy;
 int r3_cache_fetch_counted(struct r3_source *cache, uint64_t idx, int why);
 /* Is idx being fetched right now (a fetch of it would wait)? A hint. */
 bool r3_cache_is_fetching(struct r3_source *cache, uint64_t idx);
+/* Push stage write-behind: a write that reaches a chunk's end queues the
+ * chunk for `workers` background pushes; flush waits for them. 0 or -errno. */
+int r3_push_write_behind(struct r3_source *push, unsigned workers);
 /* The struct_size check of an options struct: 0 (this layout) or want is
  * fine; anything else is -EINVAL naming the struct. */
 int r3_opts_check(uint32_t got, size_t want, const char *what);

@@ -131,3 +131,6 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
 # every tool, subcommand, bench program and example.
+
+# managed (issue 14): zeros of a sparse file through nbd-managed
+INTEGRATION_TESTS += tests/integration/managed_zero.sh
