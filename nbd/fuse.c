@@ -18,10 +18,8 @@
 #include "nbd/proto.h"
 
 #define FILE_INO 2
-/* Read-ahead window: the kernel starts a FUSE mount at 128 KiB (one request
- * per 128 KiB); 8 MiB keeps eight 1 MiB requests in flight ahead of a
- * sequential reader. */
-#define READAHEAD_BYTES (8u << 20)
+/* Requests are at most this long (max_write; libfuse sets max_pages from it). */
+#define READ_BUF (1u << 20)
 
 struct r3_nbd_fuse {
     struct r3_nbd_fuse_opts o;
@@ -35,7 +33,6 @@ struct r3_nbd_fuse {
     pthread_cond_t cv;
     bool unmounted;
     char dev[32];                 /* "0:N" of the FUSE connection */
-    atomic_bool ra_done;          /* the read-ahead window was widened (after INIT) */
     struct r3_nbd_client *_Atomic client;   /* NULL until attached */
     int client_err;               /* attach's error (under mu) */
     pthread_cond_t client_cv;
@@ -100,13 +97,8 @@ void r3_nbd_fuse_attach(struct r3_nbd_fuse *f, struct r3_nbd_client *c, int err)
 static void op_init(void *ud, struct fuse_conn_info *conn)
 {
     /* Large requests: page-cache readahead and writeback in 1 MiB pieces. */
-    conn->max_write = 1u << 20;
-    conn->max_readahead = READAHEAD_BYTES;
-    /* Many requests in flight: read-ahead and write-back are "background"
-     * requests, 12 at most by default, which caps a 10 ms link at a few
-     * hundred MB/s whatever the server could do. */
-    conn->max_background = 64;
-    conn->congestion_threshold = 48;
+    conn->max_write = READ_BUF;
+    conn->max_readahead = READ_BUF;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     /* No writeback cache: with it the kernel keeps the file size itself, so
@@ -118,29 +110,9 @@ static void op_init(void *ud, struct fuse_conn_info *conn)
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;   /* only we change the file */
 }
 
-/* The kernel sets the mount's read-ahead to min(its own 128 KiB, ours) when
- * INIT is answered, so the window can only be widened after INIT: at the
- * first request that follows it, before any open of the file (an open takes
- * its read-ahead from here). Root only (sysfs); best effort. */
-static void widen_readahead(struct r3_nbd_fuse *f)
-{
-    if (atomic_load(&f->ra_done) || atomic_exchange(&f->ra_done, true) || !f->dev[0] || geteuid() != 0)
-        return;
-    char p[128], v[32];
-    snprintf(p, sizeof p, "/sys/class/bdi/%s/read_ahead_kb", f->dev);
-    snprintf(v, sizeof v, "%u", READAHEAD_BYTES >> 10);
-    int fd = open(p, O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t w = write(fd, v, strlen(v));
-        (void)w;
-        close(fd);
-    }
-}
-
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
-    widen_readahead(f);
     if (parent != FUSE_ROOT_ID || strcmp(name, f->name) != 0) {
         fuse_reply_err(req, ENOENT);
         return;
@@ -154,7 +126,6 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
-    widen_readahead(f);
     if (ino != FUSE_ROOT_ID && ino != FILE_INO) {
         fuse_reply_err(req, ENOENT);
         return;
@@ -208,6 +179,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
+static __thread char *thread_buf;   /* a FUSE thread's read buffer (READ_BUF) */
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
@@ -223,7 +196,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         fuse_reply_err(req, -rc);
         return;
     }
-    char *buf = malloc(size);
+    /* The thread's own buffer: a fresh 1 MiB malloc per read came back from
+     * the kernel as new zeroed pages each time (glibc trims the heap). */
+    char *buf = size <= READ_BUF ? thread_buf : malloc(size);
+    if (!buf && size <= READ_BUF)
+        buf = thread_buf = malloc(READ_BUF);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -233,7 +210,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         fuse_reply_err(req, -rc);
     else
         fuse_reply_buf(req, buf, size);
-    free(buf);
+    if (buf != thread_buf)
+        free(buf);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -336,6 +314,8 @@ static void *loop(void *arg)
         fuse_session_process_buf(f->se, &fb);
     }
     free(fb.mem);
+    free(thread_buf);
+    thread_buf = NULL;
     fuse_session_exit(f->se);
     if (atomic_fetch_sub(&f->alive, 1) == 1) {
         pthread_mutex_lock(&f->mu);

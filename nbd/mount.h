@@ -15,7 +15,7 @@ struct r3_nbd_mount_opts {
     const char *mountpoint;       /* FUSE: an existing directory */
     const char *name;             /* FUSE: the file in it (NULL = "disk") */
     const char *fsname;           /* FUSE: shown in /proc/mounts */
-    unsigned fuse_threads;        /* 0 = R3_NBD_FUSE_THREADS (16) */
+    unsigned fuse_threads;        /* 0 = R3_NBD_FUSE_THREADS (4) */
     unsigned timeout_ms;          /* kernel: wait for the device (0 = 5000) */
     /* FUSE, for r3_nbd_mount_prepare: the export's size and whether it is
      * read-only, known before the server is up (the region's own server). */

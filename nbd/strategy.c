@@ -26,7 +26,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
-#include "nbd/fuse.h"
 #include "nbd/helper.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
@@ -227,10 +226,7 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
         n->served = n->written;
     }
     struct r3_nbd_export e = { .name = "", .src = n->served };
-    /* As many request threads as the bridge has FUSE threads: a request
-     * waiting on a chunk still being pulled holds its thread for a round trip. */
-    struct r3_nbd_server_opts so = { .listen = n->sock, .exports = &e, .nexports = 1,
-                                     .workers = R3_NBD_FUSE_THREADS };
+    struct r3_nbd_server_opts so = { .listen = n->sock, .exports = &e, .nexports = 1 };
     if ((rc = r3_nbd_server_start(&so, &n->srv)) < 0)
         goto fail;
     if ((rc = r3_nbd_helper_mount(n->mnt)) < 0)

@@ -62,7 +62,7 @@ static void usage(FILE *f)
           "  --mount MODE          how to expose it: auto (default: kernel if available),\n"
           "                        fuse or kernel\n"
           "  --name NAME           file name inside MOUNTPOINT (default disk)\n"
-          "  --fuse-threads N      FUSE request threads (default 16)\n"
+          "  --fuse-threads N      FUSE request threads (default 4)\n"
           "  --workers N           NBD server threads per connection (default 4)\n"
           "  --nbd-listen ADDR     also serve the same export over NBD on ADDR\n"
           "                        (HOST:PORT, unix:PATH or /PATH)\n"
