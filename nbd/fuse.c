@@ -15,8 +15,11 @@
 #include <unistd.h>
 #include "internal.h"
 #include "nbd/fuse.h"
+#include "nbd/proto.h"
 
 #define FILE_INO 2
+/* Requests are at most this long (max_write; libfuse sets max_pages from it). */
+#define READ_BUF (1u << 20)
 
 struct r3_nbd_fuse {
     struct r3_nbd_fuse_opts o;
@@ -30,6 +33,9 @@ struct r3_nbd_fuse {
     pthread_cond_t cv;
     bool unmounted;
     char dev[32];                 /* "0:N" of the FUSE connection */
+    struct r3_nbd_client *_Atomic client;   /* NULL until attached */
+    int client_err;               /* attach's error (under mu) */
+    pthread_cond_t client_cv;
     struct timespec atime, mtime, ctime;   /* kept in memory: mount time, then real */
 };
 
@@ -61,11 +67,38 @@ static void fill_attr(struct r3_nbd_fuse *f, fuse_ino_t ino, struct stat *st)
     pthread_mutex_unlock(&f->mu);
 }
 
+/* The client, once attached (0), or the error it came with. */
+static int get_client(struct r3_nbd_fuse *f, struct r3_nbd_client **c)
+{
+    if ((*c = atomic_load(&f->client)))
+        return 0;
+    pthread_mutex_lock(&f->mu);
+    while (!(*c = atomic_load(&f->client)) && !f->client_err)
+        pthread_cond_wait(&f->client_cv, &f->mu);
+    int err = *c ? 0 : f->client_err;
+    pthread_mutex_unlock(&f->mu);
+    return err;
+}
+
+void r3_nbd_fuse_attach(struct r3_nbd_fuse *f, struct r3_nbd_client *c, int err)
+{
+    pthread_mutex_lock(&f->mu);
+    if (c) {
+        if (r3_nbd_client_flags(c) & NBD_FLAG_READ_ONLY)
+            f->o.readonly = true;
+        atomic_store(&f->client, c);
+    } else {
+        f->client_err = err < 0 ? err : -EIO;
+    }
+    pthread_cond_broadcast(&f->client_cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
 static void op_init(void *ud, struct fuse_conn_info *conn)
 {
     /* Large requests: page-cache readahead and writeback in 1 MiB pieces. */
-    conn->max_write = 1u << 20;
-    conn->max_readahead = 1u << 20;
+    conn->max_write = READ_BUF;
+    conn->max_readahead = READ_BUF;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     /* No writeback cache: with it the kernel keeps the file size itself, so
@@ -146,6 +179,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
+static __thread char *thread_buf;   /* a FUSE thread's read buffer (READ_BUF) */
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
@@ -155,17 +190,28 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     }
     if (size > f->size - (uint64_t)off)
         size = (size_t)(f->size - (uint64_t)off);
-    char *buf = malloc(size);
+    struct r3_nbd_client *c;
+    int rc = get_client(f, &c);
+    if (rc < 0) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    /* The thread's own buffer: a fresh 1 MiB malloc per read came back from
+     * the kernel as new zeroed pages each time (glibc trims the heap). */
+    char *buf = size <= READ_BUF ? thread_buf : malloc(size);
+    if (!buf && size <= READ_BUF)
+        buf = thread_buf = malloc(READ_BUF);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    int rc = r3_nbd_client_pread(f->o.client, buf, size, (uint64_t)off);
+    rc = r3_nbd_client_pread(c, buf, size, (uint64_t)off);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
         fuse_reply_buf(req, buf, size);
-    free(buf);
+    if (buf != thread_buf)
+        free(buf);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -180,7 +226,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     }
     if (size > f->size - (uint64_t)off)
         size = (size_t)(f->size - (uint64_t)off);
-    int rc = r3_nbd_client_pwrite(f->o.client, buf, size, (uint64_t)off, false);
+    struct r3_nbd_client *c;
+    int rc = get_client(f, &c);
+    if (rc == 0)
+        rc = r3_nbd_client_pwrite(c, buf, size, (uint64_t)off, false);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
         return;
@@ -196,7 +245,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     struct r3_nbd_fuse *f = fuse_req_userdata(req);
-    int rc = r3_nbd_client_flush(f->o.client);
+    struct r3_nbd_client *c;
+    int rc = get_client(f, &c);
+    if (rc == 0)
+        rc = r3_nbd_client_flush(c);
     fuse_reply_err(req, rc < 0 ? -rc : 0);
 }
 
@@ -262,6 +314,8 @@ static void *loop(void *arg)
         fuse_session_process_buf(f->se, &fb);
     }
     free(fb.mem);
+    free(thread_buf);
+    thread_buf = NULL;
     fuse_session_exit(f->se);
     if (atomic_fetch_sub(&f->alive, 1) == 1) {
         pthread_mutex_lock(&f->mu);
@@ -310,11 +364,13 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
     if (!f)
         return r3_error(-ENOMEM, "fuse: out of memory");
     f->o = *o;
-    f->size = r3_nbd_client_size(o->client);
+    f->size = o->client ? r3_nbd_client_size(o->client) : o->size;
+    atomic_store(&f->client, o->client);
     f->name = strdup(o->name ? o->name : "disk");
     f->mnt = realpath(o->mountpoint, NULL);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
+    pthread_cond_init(&f->client_cv, NULL);
     now(&f->mtime);
     f->atime = f->ctime = f->mtime;
     int rc = 0;
@@ -353,7 +409,7 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
         goto fail;
     }
     tune_bdi(f->mnt, f->dev, sizeof f->dev);
-    f->nthreads = o->threads ? o->threads : 4;
+    f->nthreads = o->threads ? o->threads : R3_NBD_FUSE_THREADS;
     f->threads = calloc(f->nthreads, sizeof *f->threads);
     unsigned started = 0;
     for (unsigned i = 0; f->threads && i < f->nthreads; i++) {
@@ -442,5 +498,6 @@ void r3_nbd_fuse_unmount(struct r3_nbd_fuse *f)
     free(f->name);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
+    pthread_cond_destroy(&f->client_cv);
     free(f);
 }

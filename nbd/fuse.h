@@ -9,11 +9,17 @@
 #include <stdbool.h>
 #include "nbd/client.h"
 
+/* FUSE request threads by default. 8 and 16 were tried for throughput at
+ * 10 ms; an intermittent SIGBUS on the mapping under heavy load (seen with
+ * 4 as well, much rarer, cause not found) got more frequent: 4 stays. */
+#define R3_NBD_FUSE_THREADS 4
+
 struct r3_nbd_fuse_opts {
     const char *mountpoint;       /* an existing directory */
     const char *name;             /* the file inside it; NULL = "disk" */
-    struct r3_nbd_client *client; /* borrowed: outlives the mount */
-    unsigned threads;             /* FUSE request threads; 0 = 4 */
+    struct r3_nbd_client *client; /* borrowed: outlives the mount; NULL: attached later */
+    uint64_t size;                /* the export's size when client is NULL */
+    unsigned threads;             /* FUSE request threads; 0 = R3_NBD_FUSE_THREADS */
     const char *fsname;           /* shown in /proc/mounts; NULL = "r3nbd" */
     bool readonly;
 };
@@ -21,6 +27,10 @@ struct r3_nbd_fuse_opts {
 struct r3_nbd_fuse;
 
 int  r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out);
+/* Mounted without a client (to have the mount ready while the server
+ * starts): give it now, or the error (reads and writes fail with it). Reads,
+ * writes and fsync wait for this; lookups, opens and getattr do not. */
+void r3_nbd_fuse_attach(struct r3_nbd_fuse *f, struct r3_nbd_client *c, int err);
 /* MOUNTPOINT/NAME */
 const char *r3_nbd_fuse_path(const struct r3_nbd_fuse *f);
 /* Blocks until the filesystem is unmounted from outside (umount, fusermount3 -u)

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The mount helper process (see helper.h). On the control socket the owner
- * sends one byte ("mount now"); the helper answers with one message: a
- * 4-byte status (0 or -errno) and the file's path or the error sentence.
- * After that, EOF means "unmount and go". EOF before the byte: just go. */
+ * sends one byte ("the server listens"); the helper answers with two
+ * messages, each a 4-byte status (0 or -errno) and a text: MOUNTED (the
+ * file's path, or the error sentence) and READY (connected to the server).
+ * A FUSE mount whose size is known is made at once, while the owner still
+ * starts its server (MOUNTED is then sent before the byte comes): the owner
+ * opens and maps the file while the helper connects. After READY, EOF means
+ * "unmount and go"; EOF before the byte: unmount (if mounted) and go. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -127,6 +131,13 @@ struct ready_msg {
     char text[PATH_MAX];
 };
 
+static int send_msg(int ctl, int status, const char *text)
+{
+    struct ready_msg msg = { .status = status };
+    snprintf(msg.text, sizeof msg.text, "%s", text);
+    return write(ctl, &msg, sizeof msg) == (ssize_t)sizeof msg ? 0 : -EPIPE;
+}
+
 /* The helper's life: detach, mount, report, wait for EOF, unmount. */
 static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts *o, int ctl)
 {
@@ -156,16 +167,31 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
 
     char c;
     ssize_t got;
+    struct r3_nbd_mount *m = NULL;
+    int rc = o->size ? r3_nbd_mount_prepare(o, &m) : -EOPNOTSUPP;
+    bool early = rc != -EOPNOTSUPP;
+    if (early && send_msg(ctl, rc, rc < 0 ? r3_last_error() : r3_nbd_mount_path(m)) < 0)
+        rc = -EPIPE;
+    if (early && rc < 0) {
+        if (m)
+            r3_nbd_mount_close(m);
+        _exit(1);
+    }
     while ((got = read(ctl, &c, 1)) < 0 && errno == EINTR)
         ;
-    if (got != 1)
-        _exit(0);                           /* the owner gave up before the mount */
-    struct ready_msg msg = { 0 };
-    struct r3_nbd_mount *m = NULL;
-    int rc = r3_nbd_mount_open(o, &m);
-    msg.status = rc;
-    snprintf(msg.text, sizeof msg.text, "%s", rc < 0 ? r3_last_error() : r3_nbd_mount_path(m));
-    if (write(ctl, &msg, sizeof msg) != (ssize_t)sizeof msg || rc < 0) {
+    if (got != 1) {                         /* the owner gave up before the server was up */
+        if (m)
+            r3_nbd_mount_close(m);
+        _exit(0);
+    }
+    if (early) {
+        rc = r3_nbd_mount_connect(m, o);
+    } else {
+        rc = r3_nbd_mount_open(o, &m);
+        if (send_msg(ctl, rc, rc < 0 ? r3_last_error() : r3_nbd_mount_path(m)) < 0 && rc == 0)
+            rc = -EPIPE;
+    }
+    if (send_msg(ctl, rc, rc < 0 ? r3_last_error() : "") < 0 || rc < 0) {
         if (m)
             r3_nbd_mount_close(m);
         _exit(1);
@@ -230,11 +256,10 @@ int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
     return 0;
 }
 
-int r3_nbd_helper_mount(struct r3_nbd_helper *h)
+/* One message from the helper, bounded in time: 0 and the text, or -errno
+ * with the helper's sentence. */
+static int recv_msg(struct r3_nbd_helper *h, char *text, size_t n)
 {
-    if (send(h->ctl, "m", 1, MSG_NOSIGNAL) != 1)
-        return r3_error(-EIO, "nbd mount: the mount helper is gone");
-    /* Wait for its one message, bounded in time. */
     struct ready_msg msg;
     size_t got = 0;
     int rc = 0;
@@ -263,9 +288,26 @@ int r3_nbd_helper_mount(struct r3_nbd_helper *h)
         if (msg.status != 0)
             rc = r3_error(msg.status < 0 ? msg.status : -EIO, "%s", msg.text);
         else
-            snprintf(h->path, sizeof h->path, "%s", msg.text);
+            snprintf(text, n, "%s", msg.text);
     }
     return rc;
+}
+
+int r3_nbd_helper_mount(struct r3_nbd_helper *h)
+{
+    /* A helper whose early mount failed has said why and gone: read that
+     * even when the byte cannot be sent. */
+    bool sent = send(h->ctl, "m", 1, MSG_NOSIGNAL) == 1;
+    int rc = recv_msg(h, h->path, sizeof h->path);
+    if (rc == 0 && !sent)
+        rc = r3_error(-EIO, "nbd mount: the mount helper is gone");
+    return rc;
+}
+
+int r3_nbd_helper_ready(struct r3_nbd_helper *h)
+{
+    char text[8];
+    return recv_msg(h, text, sizeof text);
 }
 
 const char *r3_nbd_helper_path(const struct r3_nbd_helper *h)

@@ -17,9 +17,13 @@ struct r3_nbd_helper;
 /* Fork a helper that will run r3_nbd_mount_open(o): o and the strings it
  * points to must be ready now (the child has a copy of this memory). */
 int  r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out);
-/* Tell the helper to mount (the server is listening now). 0 when the file
- * is ready; on failure the helper is gone and h must still be stopped. */
+/* Tell the helper the server is listening. 0 when the file is mounted (its
+ * path: r3_nbd_helper_path); then r3_nbd_helper_ready: 0 when the mount is
+ * connected to the server (the file may be opened and mapped in between:
+ * its reads wait for the connection). On failure the helper is gone and h
+ * must still be stopped. o->size set: a FUSE mount is made at once. */
 int  r3_nbd_helper_mount(struct r3_nbd_helper *h);
+int  r3_nbd_helper_ready(struct r3_nbd_helper *h);
 const char *r3_nbd_helper_path(const struct r3_nbd_helper *h);
 /* Ask the helper to unmount, wait for it, free. 0 or -errno. */
 int  r3_nbd_helper_stop(struct r3_nbd_helper *h);

@@ -89,6 +89,43 @@ int r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **o
     return 0;
 }
 
+int r3_nbd_mount_prepare(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **out)
+{
+    *out = NULL;
+    if (o->mode == R3_NBD_MOUNT_KERNEL || (o->mode == R3_NBD_MOUNT_AUTO && r3_nbd_kernel_available()))
+        return -EOPNOTSUPP;                 /* the kernel needs the connection first */
+    if (!o->size)
+        return r3_error(-EINVAL, "nbd mount: prepare needs the export's size");
+    struct r3_nbd_mount *m = calloc(1, sizeof *m);
+    if (!m)
+        return r3_error(-ENOMEM, "nbd mount: out of memory");
+    struct r3_nbd_fuse_opts fo = {
+        .mountpoint = o->mountpoint, .name = o->name, .client = NULL, .size = o->size,
+        .threads = o->fuse_threads, .fsname = o->fsname, .readonly = o->readonly,
+    };
+    int rc = r3_nbd_fuse_mount(&fo, &m->fuse);
+    if (rc < 0) {
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int r3_nbd_mount_connect(struct r3_nbd_mount *m, const struct r3_nbd_mount_opts *o)
+{
+    int rc = r3_nbd_client_connect(&o->client, &m->client);
+    if (rc == 0 && r3_nbd_client_size(m->client) != o->size)
+        rc = r3_error(-EPROTO, "nbd mount: the export has %llu bytes, the mount was made for %llu",
+                      (unsigned long long)r3_nbd_client_size(m->client), (unsigned long long)o->size);
+    if (rc < 0 && m->client) {
+        r3_nbd_client_close(m->client);
+        m->client = NULL;
+    }
+    r3_nbd_fuse_attach(m->fuse, m->client, rc);
+    return rc;
+}
+
 const char *r3_nbd_mount_path(const struct r3_nbd_mount *m)
 {
     return m->kernel ? m->path : r3_nbd_fuse_path(m->fuse);
@@ -113,8 +150,11 @@ int r3_nbd_mount_close(struct r3_nbd_mount *m)
     if (m->kernel) {
         rc = r3_nbd_kernel_disconnect(m->index, m->timeout_ms);
     } else {
+        if (!m->client)                     /* prepared, never connected: requests give up */
+            r3_nbd_fuse_attach(m->fuse, NULL, -ESHUTDOWN);
         r3_nbd_fuse_unmount(m->fuse);
-        r3_nbd_client_close(m->client);
+        if (m->client)
+            r3_nbd_client_close(m->client);
     }
     free(m);
     return rc;

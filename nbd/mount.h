@@ -15,13 +15,24 @@ struct r3_nbd_mount_opts {
     const char *mountpoint;       /* FUSE: an existing directory */
     const char *name;             /* FUSE: the file in it (NULL = "disk") */
     const char *fsname;           /* FUSE: shown in /proc/mounts */
-    unsigned fuse_threads;        /* 0 = 4 */
+    unsigned fuse_threads;        /* 0 = R3_NBD_FUSE_THREADS (4) */
     unsigned timeout_ms;          /* kernel: wait for the device (0 = 5000) */
+    /* FUSE, for r3_nbd_mount_prepare: the export's size and whether it is
+     * read-only, known before the server is up (the region's own server). */
+    uint64_t size;
+    bool readonly;
 };
 
 struct r3_nbd_mount;
 
 int  r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **out);
+/* In two steps, so the mount is set up while the server starts: prepare
+ * mounts the FUSE file (o->size, o->readonly) with no client yet (reads wait
+ * for one); connect then connects to the server and gives the mount its
+ * client, or its error. prepare returns -EOPNOTSUPP where the mode is the
+ * kernel's (use r3_nbd_mount_open). Close with r3_nbd_mount_close. */
+int  r3_nbd_mount_prepare(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **out);
+int  r3_nbd_mount_connect(struct r3_nbd_mount *m, const struct r3_nbd_mount_opts *o);
 const char *r3_nbd_mount_path(const struct r3_nbd_mount *m);
 bool r3_nbd_mount_is_kernel(const struct r3_nbd_mount *m);
 /* FUSE: blocks until unmounted from outside; kernel: returns at once. */

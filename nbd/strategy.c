@@ -192,6 +192,9 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
         .client = { .unix_path = n->sock, .export_name = "", .timeout_ms = R3_NBD_NO_TIMEOUT },
         .mountpoint = n->mdir, .name = "region", .fsname = managed ? "r3:nbd-managed" : "r3:nbd-direct",
         .mode = mode,
+        /* known now: the helper mounts the FUSE file at once, while we start
+         * the pipeline and the server (the mount was on the open's path) */
+        .size = src->size, .readonly = (src->flags & R3_SRC_RDONLY) != 0,
     };
     if ((rc = r3_nbd_helper_spawn(&mo, &n->mnt)) < 0)
         goto fail;
@@ -211,6 +214,12 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
             goto fail;
         }
         n->served = n->pipe->top;
+        /* Write-behind: the mapping's write-back (msync) hands us whole
+         * chunks in order; pushing each as it completes keeps the push
+         * workers busy while the write-back still runs, so sync waits for
+         * the last few round trips instead of all of them. */
+        if (n->pipe->push && (rc = r3_push_write_behind(n->pipe->push, po.push_workers)) < 0)
+            goto fail;
     } else {
         if ((rc = r3_nbd_written_open(src, n->r.chunk, &n->written)) < 0)
             goto fail;
@@ -234,6 +243,9 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
         n->r.base = NULL;
         goto fail;
     }
+    /* the helper connected to the server meanwhile */
+    if ((rc = r3_nbd_helper_ready(n->mnt)) < 0)
+        goto fail;
     *out = &n->r;
     return 0;
 fail:
@@ -261,11 +273,10 @@ static int region_sync(struct r3_region *r)
         return r3_error(-errno, "nbd region: msync: %s", strerror(errno));
     if (fsync(n->fd) < 0)
         return r3_error(-errno, "nbd region: fsync: %s", strerror(errno));
-    /* fsync sent an NBD flush, which flushed the served source; for the
-     * managed pipeline flush once more so a push round started by the flush
-     * is finished before we say "synced". */
-    if (n->pipe && (rc = r3_source_flush(n->served)) < 0)
-        return rc;
+    /* fsync sent an NBD flush and its reply came after the served source's
+     * flush returned: for nbd-managed a push round plus the write-behind in
+     * flight, then the remote's flush. Nothing is left to flush here (a
+     * second flush cost a round trip to the remote for nothing). */
     n->syncs++;
     uint64_t *list = NULL;
     size_t k = 0;

@@ -71,6 +71,9 @@ bool r3_cache_is_fetching(struct r3_source *cache, uint64_t idx);
  * chunk is also local for r3_cache_is_local; r3_cache_fetch_counted returns
  * 2 when it recorded one. */
 bool r3_cache_is_zero(struct r3_source *cache, uint64_t idx);
+/* Push stage write-behind: a write that reaches a chunk's end queues the
+ * chunk for `workers` background pushes; flush waits for them. 0 or -errno. */
+int r3_push_write_behind(struct r3_source *push, unsigned workers);
 /* The struct_size check of an options struct: 0 (this layout) or want is
  * fine; anything else is -EINVAL naming the struct. */
 int r3_opts_check(uint32_t got, size_t want, const char *what);

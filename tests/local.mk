@@ -146,3 +146,5 @@ tests_unit_test_zero_SOURCES = tests/unit/test_zero.c
 tests_unit_test_zero_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_zero_LDADD = $(UNIT_LDADD)
 INTEGRATION_TESTS += tests/integration/zero_strategies.sh
+# managed (issue 14): zeros of a sparse file through nbd-managed
+INTEGRATION_TESTS += tests/integration/managed_zero.sh

@@ -3,7 +3,11 @@
  * a round copies every dirty chunk from inner to the remote with N workers.
  * Rounds run every interval and on flush. A chunk's dirty bit is cleared
  * before its bytes are read, so a write racing the copy marks it again and
- * the next round carries it. */
+ * the next round carries it.
+ * Write-behind (r3_push_write_behind, the nbd-managed strategy): a write
+ * that reaches the end of a chunk queues that chunk for background workers,
+ * which push it at once (same dirty-bit protocol), so a sequential writer's
+ * chunks travel while it still writes and a flush only waits for the tail. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,6 +33,14 @@ struct push_stage {
     pthread_mutex_t m;
     pthread_cond_t cv;
     bool stop;
+    /* write-behind: a FIFO of chunks (each queued once), its workers, and
+     * the pushes in flight a flush must wait for (all under m) */
+    uint64_t *wq;
+    r3_bitword *queued;
+    uint64_t wq_head, wq_len;
+    unsigned nbehind, inflight;
+    pthread_t *behind;
+    pthread_cond_t wq_cv, idle_cv;
 };
 
 struct round {
@@ -193,6 +205,76 @@ static void *ticker(void *arg)
     return NULL;
 }
 
+/* Push one chunk now (write-behind): if still dirty, clear, copy out. */
+static int push_one(struct push_stage *p, uint64_t idx, void *buf)
+{
+    if (!r3_bit_clear(p->dirty, idx))
+        return 0;                             /* a round took it, or nothing new */
+    size_t len = chunk_len(p, idx);
+    int rc = r3_source_read(p->src.next, buf, len, idx * p->chunk);
+    if (rc == 0)
+        rc = r3_source_write(p->remote, buf, len, idx * p->chunk);
+    if (rc < 0) {
+        r3_bit_set(p->dirty, idx);            /* the next round retries it */
+        return rc;
+    }
+    atomic_fetch_add(&p->pushed, 1);
+    atomic_fetch_add(&p->bytes, len);
+    if (p->o.after)
+        p->o.after(p->o.arg, &idx, 1);
+    return 0;
+}
+
+static void *behind_worker(void *arg)
+{
+    struct push_stage *p = arg;
+    void *buf = malloc(p->chunk);
+    pthread_mutex_lock(&p->m);
+    for (;;) {
+        while (!p->stop && p->wq_len == 0)
+            pthread_cond_wait(&p->wq_cv, &p->m);
+        if (p->stop)
+            break;
+        uint64_t idx = p->wq[p->wq_head];
+        p->wq_head = (p->wq_head + 1) % p->nchunks;
+        p->wq_len--;
+        r3_bit_clear(p->queued, idx);
+        p->inflight++;
+        pthread_mutex_unlock(&p->m);
+        int rc = buf ? push_one(p, idx, buf) : 0;   /* no buffer: the round pushes it */
+        if (rc < 0) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&p->error, &zero, rc);
+        }
+        pthread_mutex_lock(&p->m);
+        if (--p->inflight == 0)
+            pthread_cond_broadcast(&p->idle_cv);
+    }
+    pthread_mutex_unlock(&p->m);
+    free(buf);
+    return NULL;
+}
+
+/* Queue the chunks whose last byte [off, off+len) wrote. */
+static void queue_behind(struct push_stage *p, uint64_t off, size_t len)
+{
+    uint64_t first = off / p->chunk, last = (off + len - 1) / p->chunk;
+    bool any = false;
+    pthread_mutex_lock(&p->m);
+    for (uint64_t i = first; i <= last; i++) {
+        uint64_t end = i * p->chunk + chunk_len(p, i);
+        if (off + len < end || r3_bit_get(p->queued, i) || p->wq_len == p->nchunks)
+            continue;
+        r3_bit_set(p->queued, i);
+        p->wq[(p->wq_head + p->wq_len) % p->nchunks] = i;
+        p->wq_len++;
+        any = true;
+    }
+    if (any)
+        pthread_cond_signal(&p->wq_cv);
+    pthread_mutex_unlock(&p->m);
+}
+
 static int push_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct push_stage *p = (struct push_stage *)s;
@@ -201,13 +283,62 @@ static int push_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         return rc;
     for (uint64_t i = off / p->chunk; i <= (off + len - 1) / p->chunk; i++)
         r3_bit_set(p->dirty, i);
+    if (p->nbehind && len)
+        queue_behind(p, off, len);
     return 0;
+}
+
+int r3_push_write_behind(struct r3_source *s, unsigned workers)
+{
+    struct push_stage *p = as_push(s);
+    if (!p)
+        return not_push(s);
+    if (p->nbehind || !workers)
+        return 0;
+    if (!(p->remote->flags & R3_SRC_PARALLEL))
+        workers = 1;
+    p->wq = malloc(p->nchunks * sizeof *p->wq);
+    p->queued = r3_bitmap_new(p->nchunks);
+    p->behind = calloc(workers, sizeof *p->behind);
+    if (!p->wq || !p->queued || !p->behind) {
+        free(p->wq);
+        free(p->queued);
+        free(p->behind);
+        p->wq = NULL;
+        p->queued = NULL;
+        p->behind = NULL;
+        return r3_error(-ENOMEM, "push: out of memory");
+    }
+    unsigned started = 0;
+    for (unsigned i = 0; i < workers; i++)
+        if (r3_thread_create(&p->behind[started], behind_worker, p) == 0)
+            started++;
+    pthread_mutex_lock(&p->m);
+    p->nbehind = started;                     /* 0: writes are pushed by rounds only */
+    pthread_mutex_unlock(&p->m);
+    return 0;
+}
+
+/* Flush: the write-behind pushes already taken out of the dirty set must
+ * reach the remote before the flush says so. */
+static void wait_behind(struct push_stage *p)
+{
+    if (!p->nbehind)
+        return;
+    pthread_mutex_lock(&p->m);
+    while (p->inflight > 0)
+        pthread_cond_wait(&p->idle_cv, &p->m);
+    pthread_mutex_unlock(&p->m);
 }
 
 static int push_flush(struct r3_source *s)
 {
     struct push_stage *p = (struct push_stage *)s;
     int rc = push_round(p);
+    wait_behind(p);
+    /* a write-behind push that failed left its chunk dirty: one more round */
+    if (rc == 0 && p->nbehind && atomic_load(&p->error) < 0)
+        rc = push_round(p);
     if (rc == 0)
         atomic_store(&p->error, 0);           /* everything is out now */
     if (rc == 0)
@@ -218,13 +349,20 @@ static int push_flush(struct r3_source *s)
 static void push_close(struct r3_source *s)
 {
     struct push_stage *p = (struct push_stage *)s;
-    if (p->has_ticker) {
-        pthread_mutex_lock(&p->m);
-        p->stop = true;
-        pthread_cond_signal(&p->cv);
-        pthread_mutex_unlock(&p->m);
+    pthread_mutex_lock(&p->m);
+    p->stop = true;
+    pthread_cond_signal(&p->cv);
+    pthread_cond_broadcast(&p->wq_cv);
+    pthread_mutex_unlock(&p->m);
+    if (p->has_ticker)
         pthread_join(p->ticker, NULL);
-    }
+    for (unsigned i = 0; i < p->nbehind; i++)
+        pthread_join(p->behind[i], NULL);
+    free(p->behind);
+    free(p->wq);
+    free(p->queued);
+    pthread_cond_destroy(&p->wq_cv);
+    pthread_cond_destroy(&p->idle_cv);
     r3_source_close(p->src.next);
     pthread_mutex_destroy(&p->round_lock);
     pthread_mutex_destroy(&p->m);
@@ -277,6 +415,8 @@ int r3_stage_push_open(struct r3_source *inner, struct r3_source *remote,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&p->wq_cv, NULL);
+    pthread_cond_init(&p->idle_cv, NULL);
     r3_stage_init(&p->src, &push_ops, inner);
     p->src.align = 1;
     if (o->interval_ms) {
