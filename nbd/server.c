@@ -34,6 +34,8 @@
 #define STATUS_CALLS 1024         /* extent queries for one BLOCK_STATUS */
 #define HOLE_MIN (64u << 10)      /* READs this long are checked for zero ranges */
 #define HOLE_SEGS 16              /* data/hole pieces of one READ reply */
+#define HOLE_FAST_NS 500000u      /* an extent query slower than this is a round trip: */
+#define HOLE_SLOW_MAX 3           /* ... after this many, READs no longer ask */
 #define DRAIN_MIN (128u << 10)    /* READ replies this long are sent by the thread that made them */
 #define DRAIN_WAIT_MS 20          /* ... unless the peer takes nothing for this long */
 #define SNDBUF (2 << 20)          /* SO_SNDBUF of a connection */
@@ -45,6 +47,7 @@ struct export {
     bool serialize;               /* source is not R3_SRC_PARALLEL */
     bool direct;                  /* the source's bytes are in our memory (mem:) */
     bool extents;                 /* the source (or a stage of it) can tell zeros */
+    atomic_uint slow_extents;     /* extent queries that took a round trip's time */
     pthread_mutex_t mu;
 };
 
@@ -685,7 +688,13 @@ static void op_block_status(struct nconn *c, struct job *j)
  * Returns false (nothing sent) when the whole range is DATA. */
 static bool read_holes(struct nconn *c, struct job *j)
 {
-    const struct export *x = c->exp;
+    struct export *x = (struct export *)c->exp;
+    /* Asking costs a round trip on a remote source: READs of one whose
+     * queries are slow (r3://, redis, a delay stage) do not ask, or every
+     * read would wait twice. BLOCK_STATUS still asks. */
+    if (atomic_load_explicit(&x->slow_extents, memory_order_relaxed) >= HOLE_SLOW_MAX)
+        return false;
+    uint64_t t0 = r3_now_ns();
     struct seg { uint64_t off, len; bool zero; } seg[HOLE_SEGS];
     unsigned n = 0;
     uint64_t off = j->off, end = j->off + j->len;
@@ -698,6 +707,8 @@ static bool read_holes(struct nconn *c, struct job *j)
             if (rc < 0)
                 run = end - off;          /* the read will say what is wrong */
             z = rc == R3_EXTENT_ZERO;
+            if (n == 0 && r3_now_ns() - t0 > HOLE_FAST_NS)
+                atomic_fetch_add_explicit(&x->slow_extents, 1, memory_order_relaxed);
         }
         any |= z;
         if (n && seg[n - 1].zero == z)
