@@ -616,7 +616,8 @@ static void chunk(struct nconn *c, struct job *j, uint16_t type, bool done, cons
     r3_nbd_put16(h + 6, type);
     r3_nbd_put64(h + 8, j->cookie);
     r3_nbd_put32(h + 16, (uint32_t)(plen + dlen));
-    memcpy(h + NBD_STRUCTURED_REPLY_SIZE, pay, plen);
+    if (plen)
+        memcpy(h + NBD_STRUCTURED_REPLY_SIZE, pay, plen);
     if (!done) {
         r3_net_conn_send(c->nc, h, NBD_STRUCTURED_REPLY_SIZE + plen, data, dlen, NULL, NULL);
         return;
