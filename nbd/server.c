@@ -36,10 +36,6 @@
 #define HOLE_SEGS 16              /* data/hole pieces of one READ reply */
 #define HOLE_FAST_NS 500000u      /* an extent query slower than this is a round trip: */
 #define HOLE_SLOW_MAX 3           /* ... after this many, READs no longer ask */
-#define DRAIN_MIN (128u << 10)    /* READ replies this long are sent by the thread that made them */
-#define DRAIN_WAIT_MS 20          /* ... unless the peer takes nothing for this long */
-#define SNDBUF (2 << 20)          /* SO_SNDBUF of a connection */
-#define DRAIN_PAUSE 64            /* ... then the next this many are left to the epoll thread */
 
 struct export {
     struct r3_nbd_export e;
@@ -92,7 +88,6 @@ struct nconn {
     atomic_bool disc;             /* NBD_CMD_DISC seen: finish what is queued */
     atomic_bool ending;           /* no more requests will come: workers leave once idle */
     atomic_uint_fast64_t nreq, rbytes, wbytes;
-    atomic_uint nodrain;          /* replies to leave to the epoll thread (peer stalled) */
 };
 
 /* ---- handshake */
@@ -519,25 +514,6 @@ static void reply(struct nconn *c, struct job *j, const void *data, size_t len, 
     r3_net_conn_send(c->nc, h, hl, data, len, reply_done, d);
 }
 
-/* A bulk reply was queued: send it from this thread (the reader, or a
- * worker), as nbdkit's threads do, rather than through the net layer's one
- * epoll thread, which would carry every connection's bytes alone. Plain
- * sockets only (a TLS write may need a read first). A peer that stops
- * reading (it may be busy writing to us) costs DRAIN_WAIT_MS once, then the
- * epoll thread carries the next DRAIN_PAUSE replies. */
-static void drain(struct nconn *c)
-{
-    if (r3_io_is_tls(c->io))
-        return;
-    unsigned n = atomic_load_explicit(&c->nodrain, memory_order_relaxed);
-    if (n) {
-        atomic_store_explicit(&c->nodrain, n - 1, memory_order_relaxed);
-        return;
-    }
-    if (r3_net_conn_drain(c->nc, 0, DRAIN_WAIT_MS) == -EAGAIN)
-        atomic_store_explicit(&c->nodrain, DRAIN_PAUSE, memory_order_relaxed);
-}
-
 /* Is a DISC waiting in the socket behind the requests not read yet? (plain
  * connections; a TLS stream cannot be looked into) */
 static bool disc_pending(struct nconn *c)
@@ -813,8 +789,6 @@ static void run(struct nconn *c, struct job *j)
             /* An in-memory source: the reply points at its bytes. */
             reply(c, j, r3_source_direct(x->e.src, j->off, j->len), j->len, NULL);
             atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
-            if (j->len >= DRAIN_MIN)
-                drain(c);
             return;
         }
         /* DF asks for one content chunk: holes would make several. */
@@ -832,10 +806,7 @@ static void run(struct nconn *c, struct job *j)
             return;
         }
         atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
-        uint32_t n = j->len;
         reply(c, j, buf, j->len, buf);
-        if (n >= DRAIN_MIN)
-            drain(c);
         return;
     }
     case NBD_CMD_WRITE:
@@ -1192,12 +1163,6 @@ static int on_handshake(struct r3_net_conn *nc)
     pthread_rwlock_init(&c->gate, &ra);
     pthread_rwlockattr_destroy(&ra);
     nc->data = c;
-    /* Room in the kernel for a few bulk replies at once from the start
-     * (the kernel doubles it; autotuning would get there only after a
-     * while, and its ceiling is the same 4 MiB by default): fewer wakeups
-     * per MiB sent. Best effort. */
-    int sb = SNDBUF;
-    setsockopt(c->io->fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
     int rc = handshake(c);
     if (rc == 1)
         return 0;

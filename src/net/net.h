@@ -289,13 +289,6 @@ int  r3_net_conn_send(struct r3_net_conn *c, const void *hdr, size_t hlen, const
                       size_t dlen, void (*done)(void *), void *done_arg);
 /* Bytes queued and not yet sent. */
 size_t r3_net_conn_queued(struct r3_net_conn *c);
-/* Send queued output from the calling thread (a pool thread in
- * on_readable) until at most `below` bytes are left, waiting for the socket
- * at most wait_ms at a time without progress: a protocol with bulk replies
- * sends on each connection's own thread instead of all through the one
- * epoll thread. 0; -EAGAIN when the peer took nothing for wait_ms (the
- * epoll thread carries on); -EPIPE once the output is dead. */
-int  r3_net_conn_drain(struct r3_net_conn *c, size_t below, int wait_ms);
 
 /* The in-flight budget: acquire before allocating a request or reply
  * buffer, release when it is freed (after its reply is sent). Waits, never

@@ -355,28 +355,6 @@ size_t r3_net_conn_queued(struct r3_net_conn *pc)
     return n;
 }
 
-int r3_net_conn_drain(struct r3_net_conn *pc, size_t below, int wait_ms)
-{
-    struct conn *c = (struct conn *)pc;
-    for (;;) {
-        struct outq *list = NULL;
-        pthread_mutex_lock(&c->mu);
-        if (c->qhead && !c->wdead)
-            flush_locked(c, &list);
-        bool dead = c->wdead || c->finished;
-        size_t left = c->queued;
-        pthread_mutex_unlock(&c->mu);
-        run_done(list);                   /* the caller's hold keeps c from being finished */
-        if (dead)
-            return -EPIPE;
-        if (left <= below)
-            return 0;
-        struct pollfd p = { .fd = pc->io.fd, .events = POLLOUT };
-        if (poll(&p, 1, wait_ms) <= 0)
-            return -EAGAIN;
-    }
-}
-
 /* ---- budget */
 
 int r3_net_budget_acquire(struct r3_net_conn *pc, size_t bytes)
