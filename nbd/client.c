@@ -39,6 +39,8 @@ struct slot {
     struct span cov[MAX_SPANS];   /* structured read: the parts filled, sorted */
     unsigned ncov;
     size_t filled;
+    bool ext_got;                 /* BLOCK_STATUS: the first descriptor */
+    uint32_t ext_len, ext_flags;
 };
 
 struct r3_nbd_client {
@@ -49,6 +51,8 @@ struct r3_nbd_client {
     uint16_t flags;
     uint32_t min_block, max_req;
     bool structured, has_reader;
+    bool meta;                    /* base:allocation negotiated: BLOCK_STATUS works */
+    uint32_t meta_id;
     pthread_mutex_t mu, send_mu;
     pthread_cond_t free_cv;
     struct slot *slots;
@@ -179,6 +183,31 @@ static int handshake(struct r3_nbd_client *c, const struct r3_nbd_client_opts *o
             (rc = opt_reply(c, NBD_OPT_STRUCTURED_REPLY, &type, buf, &len)) < 0)
             goto out;
         c->structured = type == NBD_REP_ACK;
+    }
+    if (c->structured) {
+        /* base:allocation, for the extent op (BLOCK_STATUS). A server
+         * without it answers UNSUP or no context: extents say DATA then. */
+        static const char ctx[] = NBD_META_ALLOCATION;
+        unsigned char m[4 + NBD_MAX_NAME + 8 + sizeof ctx];
+        r3_nbd_put32(m, (uint32_t)nl);
+        memcpy(m + 4, name, nl);
+        r3_nbd_put32(m + 4 + nl, 1);
+        r3_nbd_put32(m + 8 + nl, (uint32_t)(sizeof ctx - 1));
+        memcpy(m + 12 + nl, ctx, sizeof ctx - 1);
+        if ((rc = opt_send(c, NBD_OPT_SET_META_CONTEXT, m, (uint32_t)(12 + nl + sizeof ctx - 1))) < 0)
+            goto out;
+        for (;;) {
+            if ((rc = opt_reply(c, NBD_OPT_SET_META_CONTEXT, &type, buf, &len)) < 0)
+                goto out;
+            if (type != NBD_REP_META_CONTEXT)
+                break;                    /* ACK, or an error: we go on without */
+            if (len == 4 + sizeof ctx - 1 && memcmp(buf + 4, ctx, sizeof ctx - 1) == 0) {
+                c->meta = true;
+                c->meta_id = r3_nbd_get32(buf);
+            }
+        }
+        if (type != NBD_REP_ACK)
+            c->meta = false;
     }
     bool have_export = false;
     if (fixed) {
@@ -400,6 +429,22 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
         memset(s->buf + (off - s->off), 0, n);
         break;
     }
+    case NBD_REPLY_TYPE_BLOCK_STATUS: {
+        /* The context id and descriptors (length, flags): we asked for
+         * base:allocation only, and need the first descriptor only. */
+        if (s->type != NBD_CMD_BLOCK_STATUS || len < 12 || (len - 4) % 8 || len > NBD_MAX_OPTION || s->ext_got)
+            return proto(c, "a malformed block status chunk");
+        if ((rc = r3_io_read_all(&c->io, b, 12)) < 0 || (rc = r3_io_skip(&c->io, len - 12)) < 0)
+            return lost(c, rc);
+        if (r3_nbd_get32(b) != c->meta_id)
+            return proto(c, "a block status chunk for a context we did not ask for");
+        s->ext_len = r3_nbd_get32(b + 4);
+        s->ext_flags = r3_nbd_get32(b + 8);
+        if (s->ext_len == 0)
+            return proto(c, "a block status descriptor of length 0");
+        s->ext_got = true;
+        break;
+    }
     default:
         if (len > NBD_MAX_OPTION)
             return proto(c, "a chunk of more than 64 KiB that is not data");
@@ -422,6 +467,8 @@ static int read_structured(struct r3_nbd_client *c, const unsigned char *h)
     if (flags & NBD_REPLY_FLAG_DONE) {
         if (s->err == 0 && s->type == NBD_CMD_READ && !(s->ncov == 1 && s->filled == s->len))
             s->err = -ENODATA;            /* reported as -EIO with the byte count by await() */
+        if (s->err == 0 && s->type == NBD_CMD_BLOCK_STATUS && !s->ext_got)
+            s->err = -ENOMSG;
         complete(c, s, s->err);
     }
     return 0;
@@ -475,6 +522,7 @@ static const char *cmd_name(uint16_t type)
     case NBD_CMD_READ: return "read";
     case NBD_CMD_WRITE: return "write";
     case NBD_CMD_FLUSH: return "flush";
+    case NBD_CMD_BLOCK_STATUS: return "block status query";
     default: return "request";
     }
 }
@@ -511,6 +559,7 @@ static int submit(struct r3_nbd_client *c, uint16_t type, uint16_t flags, void *
     s->err = 0;
     s->ncov = 0;
     s->filled = 0;
+    s->ext_got = false;
     s->deadline = deadline;
     s->cookie = (++c->gen << 16) | idx;
     c->nfree--;
@@ -535,7 +584,15 @@ static int submit(struct r3_nbd_client *c, uint16_t type, uint16_t flags, void *
     return (int)idx;              /* on failure the reader completes the slot */
 }
 
+static int await_ext(struct r3_nbd_client *c, int idx, uint32_t *ext_len, uint32_t *ext_flags);
+
 static int await(struct r3_nbd_client *c, int idx)
+{
+    return await_ext(c, idx, NULL, NULL);
+}
+
+/* Wait for the reply in slot idx (and take a BLOCK_STATUS's descriptor). */
+static int await_ext(struct r3_nbd_client *c, int idx, uint32_t *ext_len, uint32_t *ext_flags)
 {
     struct slot *s = &c->slots[idx];
     bool late = false;
@@ -558,6 +615,10 @@ static int await(struct r3_nbd_client *c, int idx)
     uint16_t type = s->type;
     size_t len = s->len, filled = s->filled;
     uint64_t off = s->off;
+    if (ext_len) {
+        *ext_len = s->ext_len;
+        *ext_flags = s->ext_flags;
+    }
     s->used = false;
     c->nfree++;
     pthread_cond_signal(&c->free_cv);
@@ -567,6 +628,8 @@ static int await(struct r3_nbd_client *c, int idx)
     pthread_mutex_unlock(&c->mu);
     if (err == -EIO && dead)
         return r3_error(late ? -ETIMEDOUT : -EIO, "%s: %s", c->who, why);
+    if (err == -ENOMSG)
+        return r3_error(-EIO, "%s: the server answered a block status query without a descriptor", c->who);
     if (err == -ENODATA)
         return r3_error(-EIO, "%s: the server's reply to a read of %zu bytes at %" PRIu64
                         " left %zu bytes unfilled", c->who, len, off, len - filled);
@@ -630,6 +693,29 @@ int r3_nbd_client_flush(struct r3_nbd_client *c)
     int id = submit(c, NBD_CMD_FLUSH, 0, NULL, 0, 0);
     return id < 0 ? id : await(c, id);
 }
+
+int r3_nbd_client_block_status(struct r3_nbd_client *c, uint64_t off, uint64_t len, uint64_t *run)
+{
+    if (!c->meta || len == 0) {
+        *run = len;
+        return R3_EXTENT_DATA;
+    }
+    /* A 32-bit length; 1 GiB keeps any power-of-two block size aligned. */
+    uint32_t n = len < (1u << 30) ? (uint32_t)len : 1u << 30;
+    int id = submit(c, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_REQ_ONE, NULL, n, off);
+    if (id < 0)
+        return id;
+    uint32_t elen = 0, flags = 0;
+    int rc = await_ext(c, id, &elen, &flags);
+    if (rc < 0)
+        return rc;
+    if (elen == 0)                        /* a simple reply: no descriptor at all */
+        return r3_error(-EIO, "%s: the server answered a block status query without a descriptor", c->who);
+    *run = elen < n ? elen : n;           /* a descriptor past the request says no more than it */
+    return (flags & NBD_STATE_ZERO) ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
+}
+
+bool r3_nbd_client_has_extents(const struct r3_nbd_client *c) { return c->meta; }
 
 uint64_t r3_nbd_client_size(const struct r3_nbd_client *c) { return c->size; }
 uint16_t r3_nbd_client_flags(const struct r3_nbd_client *c) { return c->flags; }

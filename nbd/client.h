@@ -47,6 +47,12 @@ uint32_t r3_nbd_client_min_block(const struct r3_nbd_client *c);
 int  r3_nbd_client_pread(struct r3_nbd_client *c, void *buf, size_t len, uint64_t off);
 int  r3_nbd_client_pwrite(struct r3_nbd_client *c, const void *buf, size_t len, uint64_t off, bool fua);
 int  r3_nbd_client_flush(struct r3_nbd_client *c);
+/* NBD_CMD_BLOCK_STATUS (base:allocation, one descriptor) at off:
+ * R3_EXTENT_ZERO when the first *run bytes read as zeros (NBD_STATE_ZERO),
+ * R3_EXTENT_DATA otherwise, or -errno. Without base:allocation on the
+ * server, DATA for all len bytes and no request. */
+int  r3_nbd_client_block_status(struct r3_nbd_client *c, uint64_t off, uint64_t len, uint64_t *run);
+bool r3_nbd_client_has_extents(const struct r3_nbd_client *c);
 /* handshake_only: take the connected socket (the caller owns it afterwards). */
 int  r3_nbd_client_take_fd(struct r3_nbd_client *c);
 struct r3_uri;

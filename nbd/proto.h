@@ -32,6 +32,7 @@
 #define NBD_REP_ACK              1
 #define NBD_REP_SERVER           2
 #define NBD_REP_INFO             3
+#define NBD_REP_META_CONTEXT     4
 #define NBD_REP_FLAG_ERROR       (1u << 31)
 #define NBD_REP_ERR_UNSUP        (NBD_REP_FLAG_ERROR | 1)
 #define NBD_REP_ERR_POLICY       (NBD_REP_FLAG_ERROR | 2)
@@ -89,8 +90,14 @@
 #define NBD_REPLY_TYPE_NONE        0
 #define NBD_REPLY_TYPE_OFFSET_DATA 1
 #define NBD_REPLY_TYPE_OFFSET_HOLE 2
+#define NBD_REPLY_TYPE_BLOCK_STATUS 5
 #define NBD_REPLY_TYPE_ERROR       ((1u << 15) + 1)
 #define NBD_REPLY_TYPE_ERROR_OFFSET ((1u << 15) + 2)
+
+/* The base:allocation metadata context (BLOCK_STATUS descriptor flags) */
+#define NBD_META_ALLOCATION    "base:allocation"
+#define NBD_STATE_HOLE         (1u << 0)
+#define NBD_STATE_ZERO         (1u << 1)
 
 /* Error values (the protocol's, which match Linux errno numbers) */
 #define NBD_EPERM     1

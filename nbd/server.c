@@ -29,12 +29,21 @@
 #define PEEK_MAX (64u << 10)      /* input looked at for a DISC behind the peer's FIN */
 #define BATCH_MAX 32              /* small READs of an in-memory source answered together */
 #define BATCH_ONE (64u << 10)     /* ... each at most this long */
+#define META_ID 1                 /* our id of base:allocation */
+#define STATUS_MAX 64             /* descriptors in one BLOCK_STATUS reply */
+#define STATUS_CALLS 1024         /* extent queries for one BLOCK_STATUS */
+#define HOLE_MIN (64u << 10)      /* READs this long are checked for zero ranges */
+#define HOLE_SEGS 16              /* data/hole pieces of one READ reply */
+#define HOLE_FAST_NS 500000u      /* an extent query slower than this is a round trip: */
+#define HOLE_SLOW_MAX 3           /* ... after this many, READs no longer ask */
 
 struct export {
     struct r3_nbd_export e;
     char *name, *desc;
     bool serialize;               /* source is not R3_SRC_PARALLEL */
     bool direct;                  /* the source's bytes are in our memory (mem:) */
+    bool extents;                 /* the source (or a stage of it) can tell zeros */
+    atomic_uint slow_extents;     /* extent queries that took a round trip's time */
     pthread_mutex_t mu;
 };
 
@@ -66,6 +75,10 @@ struct nconn {
     struct r3_io *io;
     const struct export *exp;
     bool structured, no_zeroes;
+    /* base:allocation selected (NBD_OPT_SET_META_CONTEXT) for meta_exp:
+     * BLOCK_STATUS is answered only when that is the export in use. */
+    bool meta_alloc;
+    const struct export *meta_exp;
     pthread_mutex_t mu;
     pthread_cond_t cv;            /* jobs queued / a worker left */
     struct job *qhead, *qtail;
@@ -125,6 +138,61 @@ static int send_info(struct nconn *c, uint32_t opt, uint16_t type, const void *d
     return send_rep(c, opt, NBD_REP_INFO, b, (uint32_t)(2 + len));
 }
 
+/* NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT: export name, then
+ * queries. The one context we have is base:allocation (from the source's
+ * extent op); LIST with no query or "base:" names it too. Every length is
+ * checked against the option's own length before use. */
+static int opt_meta(struct nconn *c, uint32_t opt, const unsigned char *d, uint32_t len)
+{
+    static const char ctx[] = NBD_META_ALLOCATION;
+    bool set = opt == NBD_OPT_SET_META_CONTEXT;
+    if (set)
+        c->meta_alloc = false;            /* replaced by this one, even if it fails */
+    if (!c->structured)
+        return send_err(c, opt, NBD_REP_ERR_INVALID, "negotiate structured replies first");
+    if (len < 8)
+        return send_err(c, opt, NBD_REP_ERR_INVALID, "option too short");
+    uint32_t nl = r3_nbd_get32(d);
+    if (nl > NBD_MAX_NAME || nl > len - 8)
+        return send_err(c, opt, NBD_REP_ERR_INVALID, "export name length out of range");
+    char name[NBD_MAX_NAME + 1];
+    memcpy(name, d + 4, nl);
+    name[nl] = 0;
+    if (memchr(name, 0, nl))
+        return send_err(c, opt, NBD_REP_ERR_INVALID, "export name contains NUL");
+    uint32_t nq = r3_nbd_get32(d + 4 + nl), p = 8 + nl;
+    bool want = !set && nq == 0;
+    for (uint32_t i = 0; i < nq; i++) {
+        if (len - p < 4)
+            return send_err(c, opt, NBD_REP_ERR_INVALID, "query count out of range");
+        uint32_t ql = r3_nbd_get32(d + p);
+        p += 4;
+        if (ql > NBD_MAX_NAME || ql > len - p)
+            return send_err(c, opt, NBD_REP_ERR_INVALID, "query length out of range");
+        if ((ql == sizeof ctx - 1 && memcmp(d + p, ctx, ql) == 0) ||
+            (!set && ql == 5 && memcmp(d + p, "base:", 5) == 0))
+            want = true;
+        p += ql;
+    }
+    if (p != len)
+        return send_err(c, opt, NBD_REP_ERR_INVALID, "option length does not match its content");
+    const struct export *x = find_export(c->srv, name);
+    if (!x)
+        return send_err(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+    if (set) {
+        c->meta_alloc = want;
+        c->meta_exp = x;
+    }
+    int rc = 0;
+    if (want) {
+        unsigned char b[4 + sizeof ctx];
+        r3_nbd_put32(b, set ? META_ID : 0);
+        memcpy(b + 4, ctx, sizeof ctx - 1);
+        rc = send_rep(c, opt, NBD_REP_META_CONTEXT, b, (uint32_t)(4 + sizeof ctx - 1));
+    }
+    return rc < 0 ? rc : send_rep(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
 /* NBD_OPT_INFO / NBD_OPT_GO. Returns 1 when transmission should start. */
 static int opt_info_go(struct nconn *c, uint32_t opt, const unsigned char *d, uint32_t len)
 {
@@ -168,6 +236,8 @@ static int opt_info_go(struct nconn *c, uint32_t opt, const unsigned char *d, ui
         rc = send_rep(c, opt, NBD_REP_ACK, NULL, 0);
     if (rc == 0 && opt == NBD_OPT_GO) {
         c->exp = x;
+        if (c->meta_exp != x)
+            c->meta_alloc = false;        /* contexts were chosen for another export */
         return 1;
     }
     return rc;
@@ -224,7 +294,8 @@ static int handshake(struct nconn *c)
         uint32_t opt = r3_nbd_get32(oh + 8), len = r3_nbd_get32(oh + 12);
         bool known = opt == NBD_OPT_EXPORT_NAME || opt == NBD_OPT_ABORT || opt == NBD_OPT_LIST ||
                      opt == NBD_OPT_STARTTLS || opt == NBD_OPT_INFO || opt == NBD_OPT_GO ||
-                     opt == NBD_OPT_STRUCTURED_REPLY;
+                     opt == NBD_OPT_STRUCTURED_REPLY || opt == NBD_OPT_LIST_META_CONTEXT ||
+                     opt == NBD_OPT_SET_META_CONTEXT;
         if (opt == NBD_OPT_EXPORT_NAME) {
             if (len > NBD_MAX_NAME) {
                 rc = r3_error(-EPROTO, "export name of %u bytes", len);
@@ -250,6 +321,8 @@ static int handshake(struct nconn *c)
             if ((rc = r3_io_write_all(c->io, r, c->no_zeroes ? 10 : sizeof r)) < 0)
                 break;
             c->exp = x;
+            if (c->meta_exp != x)
+                c->meta_alloc = false;
             rc = 1;
             break;
         }
@@ -310,11 +383,16 @@ static int handshake(struct nconn *c)
                 rc = r3_tls_accept(s->tls, c->io, r3_net_remaining_ms(c->io->rdeadline));
                 /* Options negotiated before TLS are forgotten (spec). */
                 c->structured = false;
+                c->meta_alloc = false;
             }
             break;
         case NBD_OPT_INFO:
         case NBD_OPT_GO:
             rc = opt_info_go(c, opt, d, len);
+            break;
+        case NBD_OPT_LIST_META_CONTEXT:
+        case NBD_OPT_SET_META_CONTEXT:
+            rc = opt_meta(c, opt, d, len);
             break;
         }
         if (rc != 0)
@@ -354,6 +432,27 @@ static int src_call(const struct export *x, int (*fn)(struct r3_source *, void *
 static int do_read(struct r3_source *s, void *b, size_t l, uint64_t o) { return r3_source_read(s, b, l, o); }
 static int do_write(struct r3_source *s, void *b, size_t l, uint64_t o) { return r3_source_write(s, b, l, o); }
 static int do_flush(struct r3_source *s, void *b, size_t l, uint64_t o) { (void)b; (void)l; (void)o; return r3_source_flush(s); }
+
+/* r3_source_extent under the export's lock when it has one. */
+static int src_extent(const struct export *x, uint64_t off, uint64_t len, uint64_t *run)
+{
+    if (x->serialize)
+        pthread_mutex_lock((pthread_mutex_t *)&x->mu);
+    int rc = r3_source_extent(x->e.src, off, len, run);
+    if (x->serialize)
+        pthread_mutex_unlock((pthread_mutex_t *)&x->mu);
+    return rc;
+}
+
+/* Does any layer of src answer extent queries? (else every range is DATA
+ * and asking is wasted work) */
+static bool has_extents(const struct r3_source *src)
+{
+    for (; src; src = src->next)
+        if (src->ops->extent)
+            return true;
+    return false;
+}
 
 /* A reply's memory: freed, and its budget given back, once it is sent. */
 struct sent {
@@ -481,6 +580,161 @@ static int gated(struct nconn *c, struct job *j, int (*fn)(struct nconn *, struc
     return rc;
 }
 
+/* Queue one structured reply chunk of j: a header, pay (plen bytes, copied
+ * with the header), then data (dlen bytes, sent from where it is). The
+ * DONE chunk also frees owned and gives back j's budget once sent. */
+static void chunk(struct nconn *c, struct job *j, uint16_t type, bool done, const void *pay, size_t plen,
+                  const void *data, size_t dlen, void *owned)
+{
+    unsigned char h[NBD_STRUCTURED_REPLY_SIZE + 16];
+    r3_nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+    r3_nbd_put16(h + 4, done ? NBD_REPLY_FLAG_DONE : 0);
+    r3_nbd_put16(h + 6, type);
+    r3_nbd_put64(h + 8, j->cookie);
+    r3_nbd_put32(h + 16, (uint32_t)(plen + dlen));
+    if (plen)
+        memcpy(h + NBD_STRUCTURED_REPLY_SIZE, pay, plen);
+    if (!done) {
+        r3_net_conn_send(c->nc, h, NBD_STRUCTURED_REPLY_SIZE + plen, data, dlen, NULL, NULL);
+        return;
+    }
+    struct sent *d = malloc(sizeof *d);
+    if (!d) {
+        free(owned);
+        if (j->budget)
+            r3_net_budget_release(c->nc, j->budget);
+        j->budget = 0;
+        r3_net_conn_close(c->nc, "out of memory for a reply");
+        return;
+    }
+    *d = (struct sent){ .nc = c->nc, .buf = owned, .budget = j->budget };
+    j->budget = 0;
+    r3_net_conn_send(c->nc, h, NBD_STRUCTURED_REPLY_SIZE + plen, data, dlen, reply_done, d);
+}
+
+/* NBD_CMD_BLOCK_STATUS on base:allocation: the source's extents from
+ * j->off on, as descriptors (ZERO is a hole that reads as zeros; DATA may
+ * hold data), adjacent ones of one kind merged. At most STATUS_MAX of them
+ * (one with REQ_ONE); they never reach past the request. */
+static void op_block_status(struct nconn *c, struct job *j)
+{
+    unsigned max = (j->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : STATUS_MAX;
+    unsigned char *b = malloc(4 + 8 * STATUS_MAX);
+    if (!b) {
+        j->err = NBD_ENOMEM;
+        reply(c, j, NULL, 0, NULL);
+        return;
+    }
+    r3_nbd_put32(b, META_ID);
+    unsigned n = 0;
+    uint32_t last = 0, lastlen = 0;
+    uint64_t off = j->off, end = j->off + j->len;
+    for (unsigned calls = 0; off < end && calls < STATUS_CALLS; calls++) {
+        uint64_t run = 0;
+        int rc = src_extent(c->exp, off, end - off, &run);
+        if (rc < 0 && n == 0) {
+            free(b);
+            j->err = to_nbd_errno(rc);
+            reply(c, j, NULL, 0, NULL);
+            return;
+        }
+        if (rc < 0)
+            break;                        /* what we have is true: say that much */
+        uint32_t st = rc == R3_EXTENT_ZERO ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0;
+        if (n && st == last) {
+            lastlen += (uint32_t)run;     /* run <= end - off, and the sum <= j->len */
+        } else {
+            if (n == max)
+                break;
+            if (n)
+                r3_nbd_put32(b + 4 + 8 * (n - 1), lastlen);
+            r3_nbd_put32(b + 4 + 8 * n + 4, st);
+            n++;
+            last = st;
+            lastlen = (uint32_t)run;
+        }
+        off += run;
+    }
+    r3_nbd_put32(b + 4 + 8 * (n - 1), lastlen);
+    chunk(c, j, NBD_REPLY_TYPE_BLOCK_STATUS, true, NULL, 0, b, 4 + 8 * (size_t)n, b);
+}
+
+/* A structured READ of a source that knows its zeros: ranges that are
+ * ZERO go out as OFFSET_HOLE chunks (12 bytes instead of the data, and no
+ * read of the source); the rest is read and sent as OFFSET_DATA chunks.
+ * Returns false (nothing sent) when the whole range is DATA. */
+static bool read_holes(struct nconn *c, struct job *j)
+{
+    struct export *x = (struct export *)c->exp;
+    /* Asking costs a round trip on a remote source: READs of one whose
+     * queries are slow (r3://, redis, a delay stage) do not ask, or every
+     * read would wait twice. BLOCK_STATUS still asks. */
+    if (atomic_load_explicit(&x->slow_extents, memory_order_relaxed) >= HOLE_SLOW_MAX)
+        return false;
+    uint64_t t0 = r3_now_ns();
+    struct seg { uint64_t off, len; bool zero; } seg[HOLE_SEGS];
+    unsigned n = 0;
+    uint64_t off = j->off, end = j->off + j->len;
+    bool any = false;
+    while (off < end) {
+        uint64_t run = end - off;
+        bool z = false;
+        if (n + 1 < HOLE_SEGS) {          /* the last piece takes the rest as data */
+            int rc = src_extent(x, off, end - off, &run);
+            if (rc < 0)
+                run = end - off;          /* the read will say what is wrong */
+            z = rc == R3_EXTENT_ZERO;
+            if (n == 0 && r3_now_ns() - t0 > HOLE_FAST_NS)
+                atomic_fetch_add_explicit(&x->slow_extents, 1, memory_order_relaxed);
+        }
+        any |= z;
+        if (n && seg[n - 1].zero == z)
+            seg[n - 1].len += run;
+        else
+            seg[n++] = (struct seg){ off, run, z };
+        off += run;
+    }
+    if (!any)
+        return false;
+    size_t dlen = 0;
+    for (unsigned i = 0; i < n; i++)
+        dlen += seg[i].zero ? 0 : seg[i].len;
+    char *buf = dlen ? malloc(dlen) : NULL;
+    if (dlen && !buf) {
+        j->err = NBD_ENOMEM;
+        reply(c, j, NULL, 0, NULL);
+        return true;
+    }
+    size_t at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (seg[i].zero)
+            continue;
+        int rc = src_call(x, do_read, buf + at, seg[i].len, seg[i].off);
+        if (rc < 0) {
+            free(buf);
+            j->err = to_nbd_errno(rc);
+            reply(c, j, NULL, 0, NULL);
+            return true;
+        }
+        at += seg[i].len;
+    }
+    at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char p[12];
+        r3_nbd_put64(p, seg[i].off);
+        bool last = i + 1 == n;
+        if (seg[i].zero) {
+            r3_nbd_put32(p + 8, (uint32_t)seg[i].len);
+            chunk(c, j, NBD_REPLY_TYPE_OFFSET_HOLE, last, p, 12, NULL, 0, last ? buf : NULL);
+        } else {
+            chunk(c, j, NBD_REPLY_TYPE_OFFSET_DATA, last, p, 8, buf + at, seg[i].len, last ? buf : NULL);
+            at += seg[i].len;
+        }
+    }
+    atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
+    return true;
+}
+
 static int op_write(struct nconn *c, struct job *j)
 {
     int rc = src_call(c->exp, do_write, j->wdata, j->len, j->off);
@@ -522,7 +776,9 @@ static void run(struct nconn *c, struct job *j)
         reply(c, j, NULL, 0, NULL);
         return;
     }
-    if (j->flags & ~(uint16_t)(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF)) {
+    uint16_t okflags = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_DF |
+                       (j->type == NBD_CMD_BLOCK_STATUS ? NBD_CMD_FLAG_REQ_ONE : 0);
+    if (j->flags & ~okflags) {
         j->err = NBD_EINVAL;
         reply(c, j, NULL, 0, NULL);
         return;
@@ -535,6 +791,10 @@ static void run(struct nconn *c, struct job *j)
             atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
             return;
         }
+        /* DF asks for one content chunk: holes would make several. */
+        if (c->structured && x->extents && j->len >= HOLE_MIN && !(j->flags & NBD_CMD_FLAG_DF) &&
+            read_holes(c, j))
+            return;
         void *buf = malloc(j->len);
         if (!buf)
             j->err = NBD_ENOMEM;
@@ -574,6 +834,14 @@ static void run(struct nconn *c, struct job *j)
             if (rc == -ESHUTDOWN)
                 return;
             j->err = rc < 0 ? to_nbd_errno(rc) : 0;
+        }
+        break;
+    case NBD_CMD_BLOCK_STATUS:
+        if (!c->meta_alloc || !range_ok || j->len == 0)
+            j->err = NBD_EINVAL;
+        else {
+            op_block_status(c, j);
+            return;
         }
         break;
     case NBD_CMD_FLUSH:
@@ -987,6 +1255,7 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
         x->desc = x->e.description ? strdup(x->e.description) : NULL;
         x->serialize = !(x->e.src->flags & R3_SRC_PARALLEL);
         x->direct = r3_source_direct(x->e.src, 0, x->e.src->size) != NULL;
+        x->extents = has_extents(x->e.src);
         if (x->e.src->flags & R3_SRC_RDONLY)
             x->e.readonly = true;
         pthread_mutex_init(&x->mu, NULL);

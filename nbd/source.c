@@ -33,6 +33,11 @@ static int ns_flush(struct r3_source *s)
     return r3_nbd_client_flush(((struct r3_nbd_source *)s)->c);
 }
 
+static int ns_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    return r3_nbd_client_block_status(((struct r3_nbd_source *)s)->c, off, len, run);
+}
+
 static void ns_close(struct r3_source *s)
 {
     r3_nbd_client_close(((struct r3_nbd_source *)s)->c);
@@ -41,6 +46,7 @@ static void ns_close(struct r3_source *s)
 
 static const struct r3_source_ops r3_nbd_source_ops = {
     .scheme = "nbd", .read = ns_read, .write = ns_write, .flush = ns_flush, .close = ns_close,
+    .extent = ns_extent,
 };
 
 /* A timeout parameter in ms: seconds as in r3:// ("5", "0.5"), or with a

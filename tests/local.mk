@@ -58,6 +58,11 @@ check_PROGRAMS += tests/migrate_peer
 tests_migrate_peer_SOURCES = tests/migrate_peer.c
 tests_migrate_peer_LDADD = libr3.la
 
+# nbd_status_map: a source's extents (r3_source_extent), for nbd_status.sh.
+check_PROGRAMS += tests/integration/nbd_status_map
+tests_integration_nbd_status_map_SOURCES = tests/integration/nbd_status_map.c
+tests_integration_nbd_status_map_LDADD = libr3core.la
+
 check_PROGRAMS += tests/r3check
 tests_r3check_SOURCES = tests/r3check.c
 tests_r3check_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS)
@@ -116,6 +121,7 @@ INTEGRATION_TESTS = \
 	tests/integration/nbd_mount_cycles.sh tests/integration/nbd_kernel.sh \
 	tests/integration/nbd_r3run.sh tests/integration/hostile_nbd.sh \
 	tests/integration/nbd_exposure.sh tests/integration/nbd_r3mount.sh \
+	tests/integration/nbd_status.sh tests/integration/nbd_status_file.sh \
 	tests/integration/filesync_rounds.sh tests/integration/filesync_late.sh \
 	tests/integration/filesync_certs.sh tests/integration/filesync_reconnect.sh \
 	tests/integration/filesync_badinput.sh tests/integration/filesync_strategy.sh \
@@ -133,6 +139,7 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 	tests/integration/wire_peer.py tests/integration/hostile_r3.py \
 	tests/integration/hostile_resp.py tests/integration/sources_hostile_s3.py \
 	tests/r3run/needs_uffd.sh tests/integration/hostile_nbd.py \
+	tests/integration/nbd_status.py \
 	tests/r3run/twopass.py tests/r3run/rss_max.sh tests/r3run/sig_exit.py \
 	tests/r3run/forkcow_check.py tests/r3run/mp_hash.py tests/integration/migrate_lib.sh
 

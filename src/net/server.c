@@ -617,7 +617,8 @@ static void tick(struct r3_net_server *s)
         if (!c->finished && !c->closing && !c->established && !c->in_pool && now - c->pub.t_accept > hs) {
             snprintf(buf, sizeof buf, "no handshake within %d ms", s->o.handshake_ms);
             why = buf;
-        } else if (!c->finished && c->qhead && c->stall_since && now - c->stall_since > st) {
+        } else if (!c->finished && c->qhead && c->stall_since && c->stall_since < now &&
+                   now - c->stall_since > st) {    /* set after `now` by a sender: not stalled */
             snprintf(buf, sizeof buf, "the peer does not read (%zu bytes queued, no progress for %d ms)",
                      c->queued, s->o.send_timeout_ms);
             why = buf;

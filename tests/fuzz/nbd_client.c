@@ -7,7 +7,8 @@
  * sent when the client's first request has arrived (so cookies can match).
  * A fake server on a unix socket reads the client's options and requests
  * and closes after 50 ms of silence (the client has no timeout of its own).
- * Byte 0 picks the request: read, write, flush, trim. Written against the
+ * Byte 0 picks the request: read, write, flush, trim (bits 0-1), after an
+ * extent query (BLOCK_STATUS) when bit 2 is set. Written against the
  * nbd/ of integ (before the nbd branch's rewrite on src/net): it uses only
  * the nbd+unix:// URI, which the rewrite keeps. */
 #include "fuzz.h"
@@ -107,6 +108,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r3_source_open(uri, &s) < 0)
         return 0;
     static char buf[4096];
+    uint64_t run;
+    if (data[0] & 4)                      /* BLOCK_STATUS (base:allocation) first */
+        r3_source_extent(s, 0, 65536, &run);
     switch (data[0] & 3) {
     case 0: r3_source_read(s, buf, 512, 0); break;
     case 1: r3_source_write(s, buf, 512, 512); break;

@@ -161,7 +161,10 @@ greet = b"NBDMAGIC" + b"IHAVEOPT" + P('>H', 3)
 info_exp = optrep(7, 3, P('>HQH', 0, 65536, 1 | 4 | 32 | 64))
 info_bs = optrep(7, 3, P('>HIII', 3, 1, 4096, 1 << 20))
 ack = lambda o: optrep(o, 1)
-hs_struct = greet + ack(8) + info_exp + info_bs + ack(7)
+# structured replies, then base:allocation (SET_META_CONTEXT: the context, ACK), then GO
+meta = optrep(10, 4, P('>I', 7) + b"base:allocation") + ack(10)
+hs_struct = greet + ack(8) + meta + info_exp + info_bs + ack(7)
+hs_nometa = greet + ack(8) + optrep(10, 0x80000001) + info_exp + info_bs + ack(7)
 hs_simple = greet + optrep(8, 0x80000001) + info_exp + ack(7)
 ck = 1 << 16
 simple = lambda err, data=b"": P('>IIQ', 0x67446698, err, ck) + data
@@ -175,6 +178,13 @@ seed("nbd_client", "write", b"\x01" + hs_struct + b"@@@@" + simple(0))
 seed("nbd_client", "flush_err", b"\x02" + hs_simple + b"@@@@" + simple(5))
 seed("nbd_client", "read4k", b"\x03" + hs_struct + b"@@@@" + chunk(1, 1, P('>Q', 0) + b"f" * 4096))
 seed("nbd_client", "go_unsup", b"\x00" + greet + ack(8) + optrep(7, 0x80000001) + P('>QH', 65536, 1) + b"@@@@")
+# byte 0 bit 2: an extent query (BLOCK_STATUS, REQ_ONE) before the request
+bstat = lambda flags, *d: chunk(flags, 5, P('>I', 7) + b"".join(P('>II', n, st) for n, st in d))
+seed("nbd_client", "status_zero", b"\x04" + hs_struct + b"@@@@" + bstat(1, (4096, 3)))
+seed("nbd_client", "status_data_more", b"\x04" + hs_struct + b"@@@@" + bstat(1, (1 << 20, 0), (512, 3)))
+seed("nbd_client", "status_badid", b"\x04" + hs_struct + b"@@@@" + chunk(1, 5, P('>III', 9, 4096, 3)))
+seed("nbd_client", "status_none", b"\x04" + hs_struct + b"@@@@" + chunk(1, 0, b""))
+seed("nbd_client", "status_nometa", b"\x04" + hs_nometa + b"@@@@" + chunk(1, 1, P('>Q', 0) + b"d" * 512))
 seed("nbd_client", "unknown_export", b"\x00" + greet + ack(8) + optrep(7, 0x80000006, b"no such export"))
 
 # nbd_server: byte 0 odd = the target negotiates first (bit 1: structured replies); then requests
@@ -186,6 +196,16 @@ seed("nbd_server", "rw", b"\x03" + nreq(1, 0, 512, 1, 0, b"w" * 512) + nreq(0, 0
 seed("nbd_server", "trim_zero", b"\x01" + nreq(4, 4096, 4096, 1) + nreq(6, 8192, 4096, 2, 1) + nreq(5, 0, 4096, 3) + nreq(0, 65000, 1000, 4))
 seed("nbd_server", "negotiate", b"\x00" + P('>I', 3) + copt(3) + copt(6, P('>I', 0) + P('>H', 1) + P('>H', 3)) +
      copt(10, P('>I', 0) + P('>I', 1) + P('>I', 15) + b"base:allocation") + copt(8) + copt(7, P('>I', 0) + P('>H', 0)) + nreq(7, 0, 4096, 9))
+def meta_opt(o, name, *queries):
+    return copt(o, P('>I', len(name)) + name + P('>I', len(queries)) + b"".join(P('>I', len(q)) + q for q in queries))
+seed("nbd_server", "block_status", b"\x00" + P('>I', 3) + copt(8) + meta_opt(9, b"") + meta_opt(9, b"", b"base:") +
+     meta_opt(10, b"", b"x-other:thing", b"base:allocation") + copt(7, P('>I', 0) + P('>H', 0)) +
+     nreq(7, 0, 65536, 1) + nreq(7, 4096, 8192, 2, 8) + nreq(7, 65536, 1, 3) + nreq(7, 0, 0, 4) +
+     nreq(7, 0, 4096, 5, 1 << 5) + nreq(0, 0, 65536, 6) + nreq(2, 0, 0, 7))
+seed("nbd_server", "meta_bad", b"\x00" + P('>I', 3) + meta_opt(10, b"", b"base:allocation") + copt(8) +
+     copt(10, P('>I', 0xffffffff)) + copt(10, P('>II', 0, 2) + P('>I', 15) + b"base:allocation") +
+     copt(10, P('>III', 0, 1, 0xfffffff0)) + meta_opt(9, b"nope", b"base:allocation") +
+     meta_opt(10, b"other", b"base:allocation") + copt(7, P('>I', 0) + P('>H', 0)) + nreq(7, 0, 4096, 1))
 seed("nbd_server", "export_name", b"\x00" + P('>I', 1) + copt(1, b"") + nreq(0, 0, 16, 1))
 seed("nbd_server", "abort", b"\x00" + P('>I', 3) + copt(5) + copt(99, b"x" * 10) + copt(2))
 
