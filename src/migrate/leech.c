@@ -227,7 +227,14 @@ void r3m_leech_free(struct r3_leech *l)
 
 int r3m_leech_connect(const char *uri, const struct r3_leech_opts *o, struct r3_leech **out)
 {
+    struct r3_leech_opts def;
     *out = NULL;
+    if (!o) {
+        r3_leech_opts_init(&def);
+        o = &def;
+    }
+    if (r3_opts_check(o->struct_size, sizeof *o, "r3_leech_opts") < 0)
+        return -EINVAL;
     struct r3_source *src = NULL;
     int rc = r3_source_open(uri, &src);
     if (rc < 0)
@@ -536,19 +543,14 @@ void r3_leech_detach_(struct r3_region *r)
 
 int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_region **out)
 {
-    struct r3_leech_opts def;
     *out = NULL;
-    if (!o) {
-        r3_leech_opts_init(&def);
-        o = &def;
-    }
-    if (r3_opts_check(o->struct_size, sizeof *o, "r3_leech_opts") < 0)
+    if (o && r3_opts_check(o->struct_size, sizeof *o, "r3_leech_opts") < 0)
         return -EINVAL;
-    const char *strategy = o->strategy ? o->strategy : "uffd";
+    const char *strategy = o && o->strategy ? o->strategy : "uffd", *local = o ? o->local : NULL;
     const struct r3_strategy_ops *ops = r3_strategy_find(strategy);
     if (!ops)
         return r3_error(-EINVAL, "leecher: unknown strategy '%s'", strategy);
-    bool uffd = !strcmp(ops->name, "uffd"), in_memory = uffd && (!o->local || !strcmp(o->local, "mem:"));
+    bool uffd = !strcmp(ops->name, "uffd"), in_memory = uffd && (!local || !strcmp(local, "mem:"));
     /* filesync copies its whole source when it opens: it opens once the
      * pull is done, so that copy reads local bytes */
     bool pull_first = !strcmp(ops->name, "filesync");
@@ -573,9 +575,9 @@ int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_regi
     ro.chunk = l->chunk;
     ro.copy_on_write = in_memory;     /* the seeder is read-only; writes stay here */
     ro.pull_workers = 0;              /* ours pull */
-    ro.fault_threads = uffd ? o->fault_threads : 0;
-    ro.hooks.on_error = o->on_error;
-    ro.hooks.arg = o->arg;
+    ro.fault_threads = uffd ? l->o.fault_threads : 0;
+    ro.hooks.on_error = l->o.on_error;
+    ro.hooks.arg = l->o.arg;
     struct r3_region *r = NULL;
     l->owns = false;                  /* the region takes its source, also on failure */
     if ((rc = r3_region_open(&ro, l->own ? l->own : l->data, &r)) < 0) {

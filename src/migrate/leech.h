@@ -38,8 +38,9 @@ struct r3_leech {
     uint64_t ndirty, finalize_ns;
 };
 
-/* Connect, HELLO, TRACK, fetch the access order and plan the pull; the
- * caller then sets cache (r3m_leech_own, or a region's) and starts. */
+/* Check o (NULL: defaults), connect, HELLO, TRACK, fetch the access order
+ * and plan the pull; the caller then sets cache (r3m_leech_own, or a
+ * region's) and starts. */
 int  r3m_leech_connect(const char *uri, const struct r3_leech_opts *o, struct r3_leech **out);
 /* l->own: a cache over l->data with opts.local as its local side. */
 int  r3m_leech_own(struct r3_leech *l);

@@ -26,15 +26,8 @@ void r3_leech_source_close(struct r3_leech_source *s)
 int r3_leech_source_open(const char *uri, const struct r3_leech_opts *o, struct r3_leech_source **out,
                          struct r3_source **src)
 {
-    struct r3_leech_opts def;
     *out = NULL;
     *src = NULL;
-    if (!o) {
-        r3_leech_opts_init(&def);
-        o = &def;
-    }
-    if (r3_opts_check(o->struct_size, sizeof *o, "r3_leech_opts") < 0)
-        return -EINVAL;
     struct r3_leech_source *s = calloc(1, sizeof *s);
     if (!s)
         return r3_error(-ENOMEM, "leecher: out of memory");

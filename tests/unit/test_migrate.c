@@ -387,21 +387,11 @@ END_TEST
 
 /* B on nbd-managed (the region served from a cache of the seeder) and on
  * filesync (a copy of it, taken once the pull is done): the same checks. */
-START_TEST(test_nbd_0) { migrate_on("nbd-managed", NULL, 0, 100); }
+static const unsigned rewrite_pct[] = { 0, 10, 50, 100 };
+
+START_TEST(test_nbd) { migrate_on("nbd-managed", NULL, rewrite_pct[_i], rewrite_pct[_i] ? 60 : 100); }
 END_TEST
-START_TEST(test_nbd_10) { migrate_on("nbd-managed", NULL, 10, 30); }
-END_TEST
-START_TEST(test_nbd_50) { migrate_on("nbd-managed", NULL, 50, 60); }
-END_TEST
-START_TEST(test_nbd_100) { migrate_on("nbd-managed", NULL, 100, 100); }
-END_TEST
-START_TEST(test_filesync_0) { migrate_on("filesync", NULL, 0, 100); }
-END_TEST
-START_TEST(test_filesync_10) { migrate_on("filesync", NULL, 10, 100); }
-END_TEST
-START_TEST(test_filesync_50) { migrate_on("filesync", NULL, 50, 100); }
-END_TEST
-START_TEST(test_filesync_100) { migrate_on("filesync", NULL, 100, 100); }
+START_TEST(test_filesync) { migrate_on("filesync", NULL, rewrite_pct[_i], 100); }
 END_TEST
 
 /* uffd whose local copy is a file (kept): B's bytes, then B's own writes
@@ -612,14 +602,8 @@ int main(void)
     TCase *other = tcase_create("strategies");
     tcase_add_checked_fixture(other, setup, teardown);
     tcase_set_timeout(other, big ? 1200 : 120);
-    tcase_add_test(other, test_nbd_0);
-    tcase_add_test(other, test_nbd_10);
-    tcase_add_test(other, test_nbd_50);
-    tcase_add_test(other, test_nbd_100);
-    tcase_add_test(other, test_filesync_0);
-    tcase_add_test(other, test_filesync_10);
-    tcase_add_test(other, test_filesync_50);
-    tcase_add_test(other, test_filesync_100);
+    tcase_add_loop_test(other, test_nbd, 0, 4);
+    tcase_add_loop_test(other, test_filesync, 0, 4);
     suite_add_tcase(s, other);
     return tu_run(s);
 }
