@@ -34,6 +34,7 @@
 #include "migrate/proto.h"
 
 #define OVW (UINT64_C(1) << 63)      /* queue entry: copy the chunk over (it was stale) */
+#define RUN_BYTES (1u << 20)         /* a pull request before FINALIZE reads up to this */
 
 void r3_leech_opts_init(struct r3_leech_opts *o)
 {
@@ -91,10 +92,36 @@ static int run_one(struct r3_leech *l, uint64_t e, uint8_t *buf)
     return 0;
 }
 
+/* Before FINALIZE nobody uses B's copy but the pull threads: a run of
+ * consecutive chunks is read from the seeder in one request (the round
+ * trip and the per-request cost paid once per run, not per chunk) and
+ * written straight into the cache's local side, then marked local. After
+ * FINALIZE chunks go one by one through the cache, whose claim orders them
+ * with B's own reads and writes. */
+static int run_many(struct r3_leech *l, uint64_t first, size_t n, uint8_t *buf)
+{
+    int rc = r3_source_read(l->data, buf, n * l->chunk, first * l->chunk);
+    if (rc < 0)
+        return r3_error_prefix(rc, "leecher: pulling chunks %" PRIu64 "-%" PRIu64 ": ", first, first + n - 1);
+    struct r3_source *local = r3_cache_local(l->cache);
+    for (size_t j = 0; j < n && rc == 0; j++) {
+        uint64_t idx = first + j;
+        if (r3_cache_is_local(l->cache, idx))
+            continue;
+        if ((rc = r3_source_write(local, buf + j * l->chunk, l->chunk, idx * l->chunk)) < 0 ||
+            (rc = r3_cache_mark_local(l->cache, idx)) < 0)
+            return r3_error_prefix(rc, "leecher: pulling chunk %" PRIu64 ": ", idx);
+        if (l->o.on_chunk_local)
+            l->o.on_chunk_local(l->o.arg, idx);
+    }
+    return rc;
+}
+
 static void *worker_main(void *arg)
 {
     struct r3_leech *l = arg;
-    uint8_t *buf = malloc(l->chunk);
+    size_t maxrun = l->run > 1 ? l->run : 1;
+    uint8_t *buf = malloc(maxrun * l->chunk);
     pthread_mutex_lock(&l->mu);
     if (!buf)
         fail_locked(l, -ENOMEM, "leecher: out of memory");
@@ -104,9 +131,13 @@ static void *worker_main(void *arg)
         if (l->stop)
             break;
         uint64_t e = l->queue[l->qpos++];
+        size_t n = 1;
+        if (!(e & OVW) && l->phase == R3_LEECH_PULLING)
+            while (n < maxrun && l->qpos < l->qlen && l->queue[l->qpos] == e + n)
+                l->qpos++, n++;
         l->active++;
         pthread_mutex_unlock(&l->mu);
-        int rc = run_one(l, e, buf);
+        int rc = n > 1 ? run_many(l, e, n, buf) : run_one(l, e, buf);
         pthread_mutex_lock(&l->mu);
         l->active--;
         if (e & OVW)
@@ -333,6 +364,12 @@ int r3m_leech_own(struct r3_leech *l)
 
 int r3m_leech_start(struct r3_leech *l)
 {
+    /* Runs only where the cache reads the seeder itself (own, or a uffd
+     * region in memory; not uffd over own, whose own copy must see every
+     * chunk) and requests may be that long. */
+    uint64_t mr = r3_wire_max_request(l->remote), bytes = mr < RUN_BYTES ? mr : RUN_BYTES;
+    bool direct = l->cache == l->own || (l->r && !l->own);
+    l->run = direct && r3_cache_local(l->cache) && bytes / l->chunk > 1 ? (size_t)(bytes / l->chunk) : 1;
     unsigned n = l->o.pull_workers ? l->o.pull_workers : 8;
     if (!(l->workers = calloc(n, sizeof *l->workers)))
         return r3_error(-ENOMEM, "leecher: out of memory");

@@ -23,6 +23,7 @@ struct r3_leech {
     struct r3_leech_opts o;
     uint64_t session, nchunks;
     uint32_t chunk;
+    size_t run;                       /* chunks per pull request before FINALIZE (1: one by one) */
     uint64_t *byprio;                 /* chunks in pull order */
     pthread_mutex_t mu;
     pthread_cond_t work, changed;
