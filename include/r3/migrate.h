@@ -44,7 +44,7 @@
 extern "C" {
 #endif
 
-#define R3_MIGRATE_VERSION 1     /* of the migration methods; checked on connect */
+#define R3_MIGRATE_VERSION 2     /* of the migration methods; checked on connect */
 
 struct r3_seeder;
 

@@ -160,33 +160,57 @@ static int ctl(struct r3_leech *l, const char *method, uint64_t a, uint64_t b, v
     return r3_wire_call(l->remote, method, a, b, buf, val);
 }
 
-/* Read a list of n chunk indexes (method order/dirty) in slices. */
-static int read_list(struct r3_leech *l, const char *method, uint64_t n, uint64_t **out)
+/* Read entries [from, n) of a list of chunk indexes (method order/dirty)
+ * into list, in slices. */
+static int read_list(struct r3_leech *l, const char *method, uint64_t from, uint64_t n, uint64_t *list)
 {
-    uint64_t *list = malloc((n ? n : 1) * sizeof *list);
     uint64_t step = r3_wire_max_request(l->remote) / 8 * 8;
     if (step > (1u << 20))
         step = 1u << 20;
     uint8_t *buf = malloc(step);
-    int rc = list && buf ? 0 : r3_error(-ENOMEM, "leecher: out of memory");
-    for (uint64_t off = 0; rc == 0 && off < n * 8; off += step) {
+    int rc = buf ? 0 : r3_error(-ENOMEM, "leecher: out of memory");
+    for (uint64_t off = from * 8; rc == 0 && off < n * 8; off += step) {
         uint64_t len = n * 8 - off < step ? n * 8 - off : step;
         rc = ctl(l, method, off, len, buf, NULL);
-        for (uint64_t i = 0; rc == 0 && i < len / 8; i++) {
-            uint64_t c = r3m_get64(buf + i * 8);
-            if (c >= l->nchunks)
-                rc = r3_error(-EPROTO, "leecher: the seeder's %s list names chunk %" PRIu64 " of %" PRIu64,
-                              method, c, l->nchunks);
-            list[off / 8 + i] = c;
-        }
+        for (uint64_t i = 0; rc == 0 && i < len / 8; i++)
+            list[off / 8 + i] = r3m_get64(buf + i * 8);
     }
     free(buf);
+    for (uint64_t i = from; rc == 0 && i < n; i++)
+        if (list[i] >= l->nchunks)
+            rc = r3_error(-EPROTO, "leecher: the seeder's %s list names chunk %" PRIu64 " of %" PRIu64,
+                          method, list[i], l->nchunks);
+    return rc;
+}
+
+/* FINALIZE: the count and the dirty list's head come in one answer (A is
+ * paused from its arrival); the rest, if any, in slices. */
+static int finalize_call(struct r3_leech *l, uint64_t *n, uint64_t **dirty)
+{
+    uint64_t head = l->nchunks < 4096 ? l->nchunks : 4096, mr = r3_wire_max_request(l->remote);
+    if (8 + head * 8 > mr)
+        head = mr > 16 ? (mr - 8) / 8 : 1;
+    uint8_t *b = malloc(8 + head * 8);
+    if (!b)
+        return r3_error(-ENOMEM, "leecher: out of memory");
+    int rc = ctl(l, R3M_FINALIZE, l->session, 8 + head * 8, b, NULL);
+    *n = rc == 0 ? r3m_get64(b) : 0;
+    if (rc == 0 && *n > l->nchunks)
+        rc = r3_error(-EPROTO, "leecher: the seeder names %" PRIu64 " dirty chunks of %" PRIu64, *n, l->nchunks);
+    if (rc == 0 && !(*dirty = malloc((*n ? *n : 1) * sizeof **dirty)))
+        rc = r3_error(-ENOMEM, "leecher: out of memory");
+    for (uint64_t i = 0; rc == 0 && i < *n && i < head; i++)
+        if (((*dirty)[i] = r3m_get64(b + 8 + i * 8)) >= l->nchunks)
+            rc = r3_error(-EPROTO, "leecher: the seeder's dirty list names chunk %" PRIu64 " of %" PRIu64,
+                          (*dirty)[i], l->nchunks);
+    free(b);
+    if (rc == 0 && *n > head)
+        rc = read_list(l, R3M_DIRTY, head, *n, *dirty);
     if (rc < 0) {
-        free(list);
-        return rc;
+        free(*dirty);
+        *dirty = NULL;
     }
-    *out = list;
-    return 0;
+    return rc;
 }
 
 struct ranked { int64_t prio; uint64_t idx; };
@@ -302,8 +326,10 @@ int r3m_leech_connect(const char *uri, const struct r3_leech_opts *o, struct r3_
         if (rc == 0 && norder > l->nchunks)
             rc = r3_error(-EPROTO, "leecher: the seeder's access order has %" PRIu64 " entries for %" PRIu64
                           " chunks", norder, l->nchunks);
+        if (rc == 0 && norder && !(order = malloc(norder * sizeof *order)))
+            rc = r3_error(-ENOMEM, "leecher: out of memory");
         if (rc == 0 && norder)
-            rc = read_list(l, R3M_ORDER, norder, &order);
+            rc = read_list(l, R3M_ORDER, 0, norder, order);
     }
     if (rc == 0)
         rc = plan(l, order, (size_t)norder);
@@ -415,11 +441,7 @@ int r3m_leech_finalize(struct r3_leech *l)
     pthread_mutex_unlock(&l->mu);
 
     uint64_t n = 0, *dirty = NULL;
-    int rc = ctl(l, R3M_FINALIZE, l->session, 0, NULL, &n);
-    if (rc == 0 && n > l->nchunks)
-        rc = r3_error(-EPROTO, "leecher: the seeder names %" PRIu64 " dirty chunks of %" PRIu64, n, l->nchunks);
-    if (rc == 0 && n)
-        rc = read_list(l, R3M_DIRTY, n, &dirty);
+    int rc = finalize_call(l, &n, &dirty);
     uint64_t *st = rc == 0 ? malloc((n ? n : 1) * sizeof *st) : NULL;
     if (rc == 0 && !st)
         rc = r3_error(-ENOMEM, "leecher: out of memory");
