@@ -131,3 +131,6 @@ EXTRA_DIST += $(INTEGRATION_TESTS) \
 
 # tools_cli.sh checks the tools' surface (--help, --version, usage errors) of
 # every tool, subcommand, bench program and example.
+
+# the migration acceptance at 1 GiB, run by hand (make check runs it at 64 MiB)
+EXTRA_DIST += tests/integration/migrate_big.sh
