@@ -625,7 +625,7 @@ int r3_leech_open(const char *uri, const struct r3_leech_opts *o, struct r3_regi
         l->cache = l->own;
         if ((rc = r3m_leech_start(l)) < 0 || (rc = r3m_leech_drain(l)) < 0) {
             r3m_leech_free(l);
-            return r3_error_prefix(rc, "leecher: ");
+            return rc;
         }
     }
     struct r3_region_opts ro;

@@ -245,7 +245,9 @@ static void migrate_on(const char *strategy, const char *local, unsigned pct, un
     host_a_open(&a, pct);
     usleep(20000);                                   /* writes before TRACK */
     host_a_seed(&a, addr, sizeof addr);
-    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    /* A's before_finalize copies the whole region: at 1 GiB on a busy
+     * machine that takes seconds */
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=%us", addr, SIZE > 64 * MiB ? 120 : 5);
     struct r3_region *b;
     struct r3_leech_opts lo;
     r3_leech_opts_init(&lo);
