@@ -26,7 +26,10 @@
  * other percentages, stop-and-copy), each migrate row's total_over_read is
  * against the read of its own repetition, and a summary (median, min-max,
  * the ratio of the medians) goes to stderr. Stop-and-copy copies into
- * fresh memory, as a new B would. */
+ * fresh memory, as a new B would. The read baseline reads chunk-sized
+ * pieces; the leecher reads runs of up to 1 MiB before FINALIZE, so with a
+ * delay it pays far fewer of them. R3_BENCH_PHASES=1 adds the leecher's
+ * phases and the process CPU of each side to stderr. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
