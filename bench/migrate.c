@@ -19,7 +19,17 @@
  * A's region is filled first (every chunk written); after TRACK the given
  * percentage of chunks is written again while B pulls, so those chunks are
  * dirty at FINALIZE. Delays are added by the leecher to every request
- * (the study's RTT injection). Not a test: run it by hand. */
+ * (the study's RTT injection). Not a test: run it by hand.
+ *
+ * The machine is noisy: with --reps N every figure is measured N times,
+ * interleaved (per repetition: read, migrate at the first percentage, the
+ * other percentages, stop-and-copy), each migrate row's total_over_read is
+ * against the read of its own repetition, and a summary (median, min-max,
+ * the ratio of the medians) goes to stderr. Stop-and-copy copies into
+ * fresh memory, as a new B would. The read baseline reads chunk-sized
+ * pieces; the leecher reads runs of up to 1 MiB before FINALIZE, so with a
+ * delay it pays far fewer of them. R3_BENCH_PHASES=1 adds the leecher's
+ * phases and the process CPU of each side to stderr. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -30,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <r3/r3.h>
 
 struct cfg {
@@ -40,12 +51,21 @@ struct cfg {
     unsigned nrewrite;
     double delay_ms[8];
     unsigned ndelay;
+    unsigned reps;
 };
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds of the whole process (every thread: both hosts) */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -140,12 +160,14 @@ static double read_all(const char *addr, const struct cfg *c, double delay_ms, u
         die("delay");
     struct reader rd = { .src = top, .dst = dst, .size = c->size, .chunk = c->chunk };
     pthread_t t[256];
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (unsigned i = 0; i < c->workers; i++)
         pthread_create(&t[i], NULL, read_main, &rd);
     for (unsigned i = 0; i < c->workers; i++)
         pthread_join(t[i], NULL);
     double dt = now_s() - t0;
+    if (getenv("R3_BENCH_PHASES"))
+        fprintf(stderr, "# read%s: %.3f s, cpu %.3f s\n", dst ? " (stop-and-copy)" : "", dt, cpu_s() - c0);
     if (rd.err)
         die("read through r3://");
     r3_source_close(top);
@@ -166,9 +188,10 @@ static void migrate(struct host_a *a, const char *addr, const struct cfg *c, dou
     lo.pull_workers = c->workers;
     lo.delay_us = (uint64_t)(delay_ms * 1000);
     struct r3_region *b;
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     if (r3_leech_open(uri, &lo, &b) < 0)
         die("leech");
+    double to = now_s();
     /* A writes pct % of its chunks again while B pulls (after TRACK) */
     uint64_t n = c->size / c->chunk, k = (uint64_t)((double)n * pct / 100.0 + 0.5);
     for (uint64_t i = 0; i < k; i++) {
@@ -189,14 +212,48 @@ static void migrate(struct host_a *a, const char *addr, const struct cfg *c, dou
     double tu = now_s();
     if (r3_leech_wait(b) < 0)
         die("wait");
-    double td = now_s();
+    double td = now_s(), c1 = cpu_s();
     r3_leech_progress(b, &p);
     res->downtime_ms = (tu - a->t_pause) * 1e3;
     res->finalize_ms = (tu - tf) * 1e3;
     res->total_s = td - t0;
     res->dirty = p.chunks_dirty;
+    if (getenv("R3_BENCH_PHASES"))
+        fprintf(stderr, "# phases: open %.3f s, pull %.3f s, finalize %.3f s, wait %.3f s; cpu %.3f s\n", to - t0,
+                tf - to, tu - tf, td - tu, c1 - c0);
     res->equal = memcmp(b->base, a->r->base, c->size) == 0;
     r3_region_close(b);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, unsigned n)
+{
+    double s[64];
+    n = n > 64 ? 64 : n;
+    memcpy(s, v, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_d);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* One summary line on stderr: median, min-max of n repetitions. */
+static double summary(const char *what, double delay_ms, double pct, const double *v, unsigned n)
+{
+    double lo = v[0], hi = v[0], m = median(v, n);
+    for (unsigned i = 1; i < n; i++) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+    }
+    if (pct < 0)
+        fprintf(stderr, "# delay %g ms: %s median %.3f (min %.3f, max %.3f, n=%u)\n", delay_ms, what, m, lo, hi, n);
+    else
+        fprintf(stderr, "# delay %g ms, %g %%: %s median %.3f (min %.3f, max %.3f, n=%u)\n", delay_ms, pct, what, m,
+                lo, hi, n);
+    return m;
 }
 
 static int parse_list(const char *s, double *out, unsigned max, unsigned *n)
@@ -224,19 +281,20 @@ static int usage_error(const char *msg)
 
 int main(int argc, char **argv)
 {
-    struct cfg c = { .size = 1ull << 30, .chunk = 64 * 1024, .workers = 16 };
+    struct cfg c = { .size = 1ull << 30, .chunk = 64 * 1024, .workers = 16, .reps = 1 };
     const char *rewrite = "1,0,10,50,100", *delays = "0,10";
     static const struct option opts[] = {
         { "size", required_argument, NULL, 's' }, { "chunk", required_argument, NULL, 'c' },
         { "workers", required_argument, NULL, 'w' }, { "rewrite", required_argument, NULL, 'r' },
-        { "delay-ms", required_argument, NULL, 'd' }, { "help", no_argument, NULL, 'h' },
+        { "delay-ms", required_argument, NULL, 'd' }, { "reps", required_argument, NULL, 'n' },
+        { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int o;
     uint64_t v;
     opterr = 0;
-    while ((o = getopt_long(argc, argv, "s:c:w:r:d:hV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "s:c:w:r:d:n:hV", opts, NULL)) != -1) {
         switch (o) {
         case 's':
             if (r3_parse_size(optarg, &c.size) < 0)
@@ -250,18 +308,22 @@ int main(int argc, char **argv)
         case 'w': c.workers = (unsigned)atoi(optarg); break;
         case 'r': rewrite = optarg; break;
         case 'd': delays = optarg; break;
+        case 'n': c.reps = (unsigned)atoi(optarg); break;
         case 'h':
             printf("Usage: bench/migrate [--size 1G] [--chunk 64K] [--workers 16] [--rewrite 1,0,10,50,100]\n"
-                   "                     [--delay-ms 0,10] [--help] [--version]\n"
+                   "                     [--delay-ms 0,10] [--reps 1] [--help] [--version]\n"
                    "Migrates a uffd region over loopback (seeder and leecher in this process) and prints\n"
                    "CSV: downtime (A paused -> B usable), total time, next to reading the region through\n"
                    "r3:// and to stop-and-copy, for each delay and each percentage of chunks written\n"
-                   "again after TRACK (the first is the headline: 1%% dirty at FINALIZE).\n");
+                   "again after TRACK (the first is the headline: 1%% dirty at FINALIZE). --reps N: N\n"
+                   "interleaved repetitions, medians and min-max on stderr.\n");
             return 0;
         case 'V': printf("bench/migrate (r3) %s\n", PACKAGE_VERSION); return 0;
         default: return usage_error("unknown or incomplete option");
         }
     }
+    if (c.reps < 1 || c.reps > 64)
+        return usage_error("--reps must be 1 to 64");
     if (c.workers < 1 || c.workers > 256)
         return usage_error("--workers must be 1 to 256");
     if (c.size % c.chunk || c.size == 0)
@@ -272,35 +334,68 @@ int main(int argc, char **argv)
         return usage_error("--delay-ms takes milliseconds, comma-separated");
     printf("mode,size,chunk,delay_ms,rewrite_pct,dirty_chunks,downtime_ms,finalize_ms,total_s,read_s,"
            "total_over_read,stopcopy_downtime_ms,downtime_ratio,equal\n");
-    uint8_t *copy = malloc(c.size);
-    if (!copy)
+    /* per delay: reads, stop-and-copy downtimes, and per percentage
+     * downtimes, totals and total/read ratios, one per repetition */
+    double *rd = calloc(c.reps, sizeof *rd), *sc = calloc(c.reps, sizeof *sc);
+    double *dt = calloc((size_t)c.reps * c.nrewrite, sizeof *dt), *tt = calloc((size_t)c.reps * c.nrewrite, sizeof *tt);
+    double *ra = calloc((size_t)c.reps * c.nrewrite, sizeof *ra);
+    if (!rd || !sc || !dt || !tt || !ra)
         return 1;
     for (unsigned d = 0; d < c.ndelay; d++) {
-        struct host_a a;
-        host_a_open(&a, &c);
-        char addr[64];
-        r3_seed_address(a.s, addr, sizeof addr);
-        double read_s = read_all(addr, &c, c.delay_ms[d], NULL);
-        printf("read,%" PRIu64 ",%u,%g,,,,,%.3f,%.3f,,,,\n", c.size, c.chunk, c.delay_ms[d], read_s, read_s);
-        /* stop-and-copy: A paused, everything copied into B's memory, B usable */
-        double sc = read_all(addr, &c, c.delay_ms[d], copy) * 1e3;
-        printf("stopcopy,%" PRIu64 ",%u,%g,100,%" PRIu64 ",%.2f,,%.3f,%.3f,,%.2f,,%s\n", c.size, c.chunk,
-               c.delay_ms[d], c.size / c.chunk, sc, sc / 1e3, read_s, sc,
-               memcmp(copy, a.r->base, c.size) == 0 ? "yes" : "no");
-        fflush(stdout);
-        host_a_close(&a);
-        for (unsigned k = 0; k < c.nrewrite; k++) {
+        for (unsigned rep = 0; rep < c.reps; rep++) {
+            struct host_a a;
+            char addr[64];
+            for (unsigned k = 0; k < c.nrewrite; k++) {
+                host_a_open(&a, &c);
+                r3_seed_address(a.s, addr, sizeof addr);
+                if (k == 0) {
+                    /* the peer, right before the headline migration, on the same seeder */
+                    rd[rep] = read_all(addr, &c, c.delay_ms[d], NULL);
+                    printf("read,%" PRIu64 ",%u,%g,,,,,%.3f,%.3f,,,,\n", c.size, c.chunk, c.delay_ms[d], rd[rep],
+                           rd[rep]);
+                }
+                struct result res;
+                migrate(&a, addr, &c, c.delay_ms[d], c.rewrite[k], &res);
+                size_t x = (size_t)k * c.reps + rep;
+                dt[x] = res.downtime_ms;
+                tt[x] = res.total_s;
+                ra[x] = res.total_s / rd[rep];
+                printf("migrate,%" PRIu64 ",%u,%g,%g,%" PRIu64 ",%.2f,%.2f,%.3f,%.3f,%.2f,,,%s\n", c.size,
+                       c.chunk, c.delay_ms[d], c.rewrite[k], res.dirty, res.downtime_ms, res.finalize_ms, res.total_s,
+                       rd[rep], ra[x], res.equal ? "yes" : "no");
+                fflush(stdout);
+                host_a_close(&a);
+            }
+            /* stop-and-copy: A paused, everything copied into B's (new) memory, B usable */
             host_a_open(&a, &c);
             r3_seed_address(a.s, addr, sizeof addr);
-            struct result res;
-            migrate(&a, addr, &c, c.delay_ms[d], c.rewrite[k], &res);
-            printf("migrate,%" PRIu64 ",%u,%g,%g,%" PRIu64 ",%.2f,%.2f,%.3f,%.3f,%.2f,%.2f,%.1f,%s\n", c.size,
-                   c.chunk, c.delay_ms[d], c.rewrite[k], res.dirty, res.downtime_ms, res.finalize_ms, res.total_s,
-                   read_s, res.total_s / read_s, sc, sc / res.downtime_ms, res.equal ? "yes" : "no");
+            uint8_t *copy = mmap(NULL, c.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (copy == MAP_FAILED)
+                return 1;
+            sc[rep] = read_all(addr, &c, c.delay_ms[d], copy) * 1e3;
+            printf("stopcopy,%" PRIu64 ",%u,%g,100,%" PRIu64 ",%.2f,,%.3f,%.3f,,%.2f,%.1f,%s\n", c.size, c.chunk,
+                   c.delay_ms[d], c.size / c.chunk, sc[rep], sc[rep] / 1e3, rd[rep], sc[rep],
+                   sc[rep] / dt[rep], memcmp(copy, a.r->base, c.size) == 0 ? "yes" : "no");
             fflush(stdout);
+            munmap(copy, c.size);
             host_a_close(&a);
         }
+        summary("read_s", c.delay_ms[d], -1, rd, c.reps);
+        summary("stopcopy_downtime_ms", c.delay_ms[d], -1, sc, c.reps);
+        for (unsigned k = 0; k < c.nrewrite; k++) {
+            size_t x = (size_t)k * c.reps;
+            summary("downtime_ms", c.delay_ms[d], c.rewrite[k], dt + x, c.reps);
+            double m = summary("total_s", c.delay_ms[d], c.rewrite[k], tt + x, c.reps);
+            summary("total_over_read", c.delay_ms[d], c.rewrite[k], ra + x, c.reps);
+            double mr = median(rd, c.reps), md = median(dt + x, c.reps);
+            fprintf(stderr, "# delay %g ms, %g %%: median total / median read = %.3f; median stop-and-copy /"
+                    " median downtime = %.1f\n", c.delay_ms[d], c.rewrite[k], m / mr, median(sc, c.reps) / md);
+        }
     }
-    free(copy);
+    free(rd);
+    free(sc);
+    free(dt);
+    free(tt);
+    free(ra);
     return 0;
 }

@@ -155,3 +155,5 @@ tests_unit_test_zero_LDADD = $(UNIT_LDADD)
 INTEGRATION_TESTS += tests/integration/zero_strategies.sh
 # managed (issue 14): zeros of a sparse file through nbd-managed
 INTEGRATION_TESTS += tests/integration/managed_zero.sh
+# the migration acceptance at 1 GiB, run by hand (make check runs it at 64 MiB)
+EXTRA_DIST += tests/integration/migrate_big.sh

@@ -24,8 +24,13 @@
  * chunks still missing, and a fault on one of them is SIGBUS, never zeros.
  *
  * Strategies: the seeder needs a region that can be read without filling,
- * tracked and asked for its access order (uffd today; others say -ENOTSUP);
- * the leecher's region is uffd (copy-on-write: its source is the seeder). */
+ * tracked and asked for its access order (uffd today; others say -ENOTSUP;
+ * r3_seed_source_open serves any source, so r3mount --seed any mount).
+ * The leecher's region is any strategy: uffd in memory reads the seeder
+ * itself (copy-on-write); otherwise the region is opened over a cache of
+ * the seeder whose local side is opts.local (nbd-managed serves it,
+ * filesync copies it once the pull is done, uffd fills from it and writes
+ * back to it on sync). */
 #ifndef R3_MIGRATE_H
 #define R3_MIGRATE_H
 
@@ -39,7 +44,7 @@
 extern "C" {
 #endif
 
-#define R3_MIGRATE_VERSION 1     /* of the migration methods; checked on connect */
+#define R3_MIGRATE_VERSION 2     /* of the migration methods; checked on connect */
 
 struct r3_seeder;
 
@@ -90,8 +95,10 @@ enum r3_leech_phase {
 
 struct r3_leech_opts {
     uint32_t struct_size;        /* set by r3_leech_opts_init */
-    const char *strategy;        /* NULL or "uffd" */
-    const char *local;           /* the local copy: NULL or "mem:" (the uffd region itself) */
+    const char *strategy;        /* NULL ("uffd"), "nbd-managed", "filesync", ... */
+    const char *local;           /* the local copy: NULL or "mem:" (uffd: the region's memory;
+                                    others: a mem: cache), or a writable source URI at least as
+                                    large, e.g. file:///path or dir:///path (?size= is added) */
     unsigned pull_workers;       /* background pull threads (0 = 8) */
     unsigned fault_threads;      /* uffd handler threads (0 = 2) */
     /* Pull order: lowest first; NULL = the seeder's access order, then ascending. */

@@ -33,6 +33,8 @@
  *           order   [OFF, LEN]         → bin: bytes OFF.. of the access order
  *                                        (8-byte big-endian chunk indexes)
  *           finalize [SESSION, 0]      → uint N: chunks written since track
+ *           finalize [SESSION, LEN]    → bin of LEN bytes: N, then the list's head
+ *                                        (zero padded; version 2)
  *           dirty   [OFF, LEN]         → bin: bytes of that list (as order)
  *           release [SESSION, 0]       → nil
  *   Other methods take [] or [A, B] (two uints).

@@ -19,3 +19,4 @@ examples_kvmigrate_load_LDADD = libr3.la
 noinst_PROGRAMS += bench/migrate
 bench_migrate_SOURCES = bench/migrate.c
 bench_migrate_LDADD = libr3.la
+noinst_HEADERS += src/migrate/leech.h

@@ -218,8 +218,29 @@ static int seed_call(void *arg, const char *m, uint64_t a, uint64_t b, uint64_t 
     }
     if (strcmp(m, R3M_TRACK) == 0)
         return a ? do_track(s, a, val) : r3_error(-EINVAL, "seeder: TRACK without a session");
-    if (strcmp(m, R3M_FINALIZE) == 0)
-        return do_finalize(s, a, val);
+    if (strcmp(m, R3M_FINALIZE) == 0) {
+        uint64_t n = 0;
+        int rc = do_finalize(s, a, &n);
+        if (rc < 0 || b == 0) {
+            *val = n;
+            return rc;
+        }
+        /* b bytes: the count, then the list's head (zero padded), so the
+         * leecher has both from the one round trip A is paused for */
+        if (b < 8 || b > (1u << 20))
+            return r3_error(-EINVAL, "seeder: a FINALIZE answer of %" PRIu64 " bytes (8 to 1 MiB)", b);
+        uint8_t *d = calloc(1, b);
+        if (!d)
+            return r3_error(-ENOMEM, "seeder: out of memory");
+        pthread_mutex_lock(&s->mu);
+        uint64_t bytes = (uint64_t)s->ndirty * 8;
+        r3m_put64(d, s->ndirty);
+        memcpy(d + 8, s->dirty, bytes < b - 8 ? bytes : b - 8);
+        pthread_mutex_unlock(&s->mu);
+        *data = d;
+        *dlen = b;
+        return 0;
+    }
     int rc = 0;
     pthread_mutex_lock(&s->mu);
     if (strcmp(m, R3M_ORDER) == 0) {

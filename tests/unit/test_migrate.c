@@ -3,7 +3,8 @@
  * thread writing chunks the whole time; B leeches it over r3:// on
  * loopback, finalizes, and B's bytes must equal A's bytes at the pause (a
  * copy of A's memory taken inside before_finalize). With 0, 10, 50 and 100 %
- * of the chunks written again after TRACK; a leecher that goes away before
+ * of the chunks written again after TRACK, with B on uffd (in memory, and
+ * over a kept file://), nbd-managed and filesync; a leecher that goes away before
  * FINALIZE (a second one then migrates); a seeder that goes away before
  * FINALIZE (a clear error, in time); a plain r3 server is not a seeder. */
 #include <errno.h>
@@ -19,8 +20,11 @@
 #include "wire/call.h"
 
 #define MiB (1024ull * 1024)
-#define SIZE (64 * MiB)
 #define CHUNK (64u * 1024)
+/* 64 MiB in make check; R3_TEST_MIGRATE_SIZE=1G (tests/integration/migrate_big.sh) runs the
+ * acceptance at full size */
+static uint64_t size_ = 64 * MiB;
+#define SIZE size_
 #define NCHUNKS (SIZE / CHUNK)
 
 static char *tmp;
@@ -150,6 +154,12 @@ static bool uffd_missing(int rc)
     return rc == -EPERM || rc == -ENOSYS || rc == -EACCES;
 }
 
+/* nbd-managed mounts through FUSE or the kernel's nbd device */
+static bool nbd_missing(void)
+{
+    return access("/dev/fuse", R_OK | W_OK) != 0 && access("/dev/nbd0", R_OK | W_OK) != 0;
+}
+
 static void host_a_open(struct host_a *a, unsigned pct)
 {
     memset(a, 0, sizeof *a);
@@ -227,19 +237,30 @@ static void wait_local(struct r3_region *b, unsigned pct)
     ck_abort_msg("the pull did not reach %u%%", pct);
 }
 
-static void migrate(unsigned pct, unsigned finalize_at)
+/* B's region: strategy and local copy (NULL: uffd in memory) */
+static void migrate_on(const char *strategy, const char *local, unsigned pct, unsigned finalize_at)
 {
     struct host_a a;
     char addr[64], uri[128];
     host_a_open(&a, pct);
     usleep(20000);                                   /* writes before TRACK */
     host_a_seed(&a, addr, sizeof addr);
-    snprintf(uri, sizeof uri, "r3://%s/?timeout=5s", addr);
+    /* A's before_finalize copies the whole region: at 1 GiB on a busy
+     * machine that takes seconds */
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=%us", addr, SIZE > 64 * MiB ? 120 : 5);
     struct r3_region *b;
     struct r3_leech_opts lo;
     r3_leech_opts_init(&lo);
     lo.pull_workers = 4;
-    ck_assert_msg(r3_leech_open(uri, &lo, &b) == 0, "leech: %s", r3_last_error());
+    lo.strategy = strategy;
+    lo.local = local;
+    int rc = r3_leech_open(uri, &lo, &b);
+    if (rc < 0 && strategy && !strcmp(strategy, "nbd-managed") && nbd_missing()) {
+        fprintf(stderr, "SKIP (nbd-managed: no FUSE or nbd device here): %s\n", r3_last_error());
+        host_a_close(&a);
+        return;
+    }
+    ck_assert_msg(rc == 0, "leech (%s): %s", strategy ? strategy : "uffd", r3_last_error());
     ck_assert_uint_eq(b->len, SIZE);
     ck_assert(atomic_load(&a.tracked));
     while (!atomic_load(&a.pass_done))
@@ -273,6 +294,11 @@ static void migrate(unsigned pct, unsigned finalize_at)
     ck_assert_uint_eq(((uint8_t *)b->base)[100], 0xAB);
     ck_assert_int_eq(r3_region_close(b), 0);
     host_a_close(&a);
+}
+
+static void migrate(unsigned pct, unsigned finalize_at)
+{
+    migrate_on(NULL, NULL, pct, finalize_at);
 }
 
 /* Source level (r3mount --seed/--leech): the gate tracks A's writes, holds
@@ -360,6 +386,38 @@ END_TEST
 START_TEST(test_rewrite_50) { migrate(50, 60); }
 END_TEST
 START_TEST(test_rewrite_100) { migrate(100, 100); }
+END_TEST
+
+/* B on nbd-managed (the region served from a cache of the seeder) and on
+ * filesync (a copy of it, taken once the pull is done): the same checks. */
+static const unsigned rewrite_pct[] = { 0, 10, 50, 100 };
+
+START_TEST(test_nbd) { migrate_on("nbd-managed", NULL, rewrite_pct[_i], rewrite_pct[_i] ? 60 : 100); }
+END_TEST
+START_TEST(test_filesync) { migrate_on("filesync", NULL, rewrite_pct[_i], 100); }
+END_TEST
+
+/* uffd whose local copy is a file (kept): B's bytes, then B's own writes
+ * reach the file on sync. */
+START_TEST(test_uffd_file_local)
+{
+    char *path, *local;
+    ck_assert_int_ge(asprintf(&path, "%s/b.img", tmp), 0);
+    ck_assert_int_ge(asprintf(&local, "file://%s", path), 0);
+    migrate_on("uffd", local, 10, 30);
+    /* migrate_on wrote 0xAB over B's first 4 KiB and closed B (a sync):
+     * the file holds B's region */
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    uint8_t b[4096 + 16];
+    ck_assert_int_eq(pread(fd, b, sizeof b, 0), (ssize_t)sizeof b);
+    for (size_t i = 0; i < 4096; i++)
+        ck_assert_uint_eq(b[i], 0xAB);
+    ck_assert_uint_eq((uint64_t)lseek(fd, 0, SEEK_END), SIZE);
+    close(fd);
+    free(local);
+    free(path);
+}
 END_TEST
 
 /* A leecher that goes away before FINALIZE costs A nothing; the next one migrates. */
@@ -523,10 +581,18 @@ int main(void)
         if (rc == 0)
             r3_region_close(r);
     }
+    const char *big = getenv("R3_TEST_MIGRATE_SIZE");
+    if (big) {
+        size_ = strtoull(big, NULL, 10) * (strchr(big, 'G') ? 1024 * MiB : strchr(big, 'M') ? MiB : 1);
+        if (size_ < 16 * CHUNK || size_ % CHUNK) {
+            fprintf(stderr, "R3_TEST_MIGRATE_SIZE=%s: at least 1M, a multiple of 64K\n", big);
+            return 2;
+        }
+    }
     Suite *s = suite_create("migrate");
     TCase *tc = tcase_create("migrate");
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 120);
+    tcase_set_timeout(tc, big ? 1200 : 120);
     tcase_add_test(tc, test_rewrite_0);
     tcase_add_test(tc, test_rewrite_10);
     tcase_add_test(tc, test_rewrite_50);
@@ -537,6 +603,13 @@ int main(void)
     tcase_add_test(tc, test_methods);
     tcase_add_test(tc, test_seed_refuses);
     tcase_add_test(tc, test_source_level);
+    tcase_add_test(tc, test_uffd_file_local);
     suite_add_tcase(s, tc);
+    TCase *other = tcase_create("strategies");
+    tcase_add_checked_fixture(other, setup, teardown);
+    tcase_set_timeout(other, big ? 1200 : 120);
+    tcase_add_loop_test(other, test_nbd, 0, 4);
+    tcase_add_loop_test(other, test_filesync, 0, 4);
+    suite_add_tcase(s, other);
     return tu_run(s);
 }
