@@ -1102,7 +1102,7 @@ def study_match(rows, s):
     return out
 
 
-def peer_table(mine, peer):
+def peer_table(mine, peer, point="source"):
     """r3 beside the peer measured in the same run: medians and their ratio,
     for each metric and point both have."""
     a, b = peer
@@ -1112,7 +1112,7 @@ def peer_table(mine, peer):
         if r["strategy"] in (a, b):
             med.setdefault((r["strategy"],) + tuple(r[k] for k in keyf), []).append(float(r["value"]))
     L = ["Beside the peer in the same run:", "",
-         "| metric | size | %s | %s | %s / %s |" % (a, b, a, b), "|---|---|---|---|---|"]
+         "| metric | %s | size | %s | %s | %s / %s |" % (point, a, b, a, b), "|---|---|---|---|---|---|"]
     n = 0
     def num(x):
         try:
@@ -1123,7 +1123,7 @@ def peer_table(mine, peer):
         if k[0] != a or (b,) + k[1:] not in med:
             continue
         va, vb = median(med[k]), median(med[(b,) + k[1:]])
-        L.append("| %s (%s) | %s | %s | %s | %s |" % (k[1], k[2], k[7], fmt(va), fmt(vb),
+        L.append("| %s (%s) | %s | %s | %s | %s | %s |" % (k[1], k[2], k[3], k[7], fmt(va), fmt(vb),
                                                    "%.3g×" % (va / vb) if vb else "—"))
         n += 1
     return L + [""] if n else []
@@ -1172,7 +1172,7 @@ def report(out):
                       fmt(pct(v, 99)) if len(v) > 1 else "", len(v)))
         L.append("")
         if e.peer:
-            L += peer_table(mine, e.peer)
+            L += peer_table(mine, e.peer, "share (%)" if e.name == "delta-sync" else "source")
         srows = [s for s in study if s["experiment"] == e.name]
         if srows:
             L += ["Beside the study:", "",

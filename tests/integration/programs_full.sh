@@ -72,15 +72,15 @@ if want redis; then
     # A client keeps writing (other keys, and some of the saved ones) until
     # the child is done: all of it after the fork.
     (
-        i=0
-        while [ ! -e stop ]; do
-            for j in $(seq 1 500); do
-                i=$((i + 1))
+        b=0
+        while [ ! -e stop ] && [ $b -lt 1000 ]; do
+            for i in $(seq $((b * 500 + 1)) $((b * 500 + 500))); do
                 echo "SET key:$i changed-after-fork-$i"
                 echo "SET after:$i x"
                 echo "DEL key:$((i + 500000))"
             done | rcli $P > /dev/null
-            echo $i > written
+            b=$((b + 1))
+            echo $((b * 500)) > written
         done
     ) &
     writer=$!
