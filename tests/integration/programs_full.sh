@@ -5,7 +5,9 @@
 # default make check: it takes tens of minutes and needs ~12 GiB of RAM and
 # ~10 GB in $TMPDIR. Run it by hand, one big program at a time:
 #     nice make check TESTS=tests/integration/programs_full.sh
-# R3_FULL_ONLY="redis mp twopass sort sparse" picks cases (default all).
+# R3_FULL_ONLY="redis mp twopass sort sparse" picks cases (default all);
+# R3_FULL_R3RUN_ARGS adds r3run options to the eviction cases (e.g. --chunk 4K);
+# R3_FULL_TIMEOUT bounds each run (default 3600 s).
 #  redis   redis-server under r3run, DEBUG POPULATE 1000000 key 512, BGSAVE
 #          while a client keeps writing: the RDB, loaded by a plain
 #          redis-server, has the digest of a plain server holding the
@@ -36,9 +38,11 @@ evict_case() {
     local name=$1 budget=$2 size=$3 t0 t1 t2 max ev
     shift 4
     t0=$(now)
-    t_timeout 3600 "$@" > "$name.plain" || t_fail "$name: plain run failed"
+    t_timeout "${R3_FULL_TIMEOUT:-3600}" "$@" > "$name.plain" || t_fail "$name: plain run failed"
     t1=$(now)
-    t_timeout 3600 "$RSS" "$name.rss" -- "$R3RUN" --stats --size "$size" --max-resident "${budget}M" -- "$@" \
+    # shellcheck disable=SC2086
+    t_timeout "${R3_FULL_TIMEOUT:-3600}" "$RSS" "$name.rss" -- "$R3RUN" --stats --size "$size" \
+        --max-resident "${budget}M" ${R3_FULL_R3RUN_ARGS:-} -- "$@" \
         > "$name.r3" 2> "$name.err" || t_fail "$name under r3run: exit $?: $(tail -3 "$name.err")"
     t2=$(now)
     max=$(cat "$name.rss")
@@ -47,7 +51,7 @@ evict_case() {
         t_fail "$name: VmRSS reached $((max / 1024)) MiB, over the budget $budget MiB + 64 MiB"
     ev=$(sed -n 's/^r3run: max-resident .*: chunks evicted \([0-9]*\)$/\1/p' "$name.err")
     [ "${ev:-0}" -gt 0 ] || t_fail "$name: nothing was evicted: $(cat "$name.err")"
-    t_log "$name: output = a plain run's ($(head -c 64 "$name.plain" | head -1)); max VmRSS $((max / 1024)) MiB" \
+    t_log "$name${R3_FULL_R3RUN_ARGS:+ (r3run $R3_FULL_R3RUN_ARGS)}: output = a plain run's ($(head -c 64 "$name.plain" | head -1)); max VmRSS $((max / 1024)) MiB" \
         "under a $budget MiB budget; $ev chunks evicted; plain $(secs "$t0" "$t1") s, r3run $(secs "$t1" "$t2") s"
 }
 
