@@ -82,6 +82,12 @@ static double med(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "evict: %s%s\nTry 'evict --help' for more information.\n", what, arg);
+    return 2;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench/evict --script twopass.py [--mib N] [--budgets 4G,1G,512M]\n"
@@ -89,7 +95,8 @@ static void usage(FILE *f)
                "Times the two-pass script under r3run --max-resident for each budget ('none':\n"
                "no budget), each run right after a plain run (A B A B), on a file:// image in\n"
                "DIR (default /var/tmp) and, with --r3serve, on r3:// over loopback; prints CSV\n"
-               "(medians over --runs pairs, default 1).\n");
+               "(medians over --runs pairs, default 1).\n"
+               "  -h, --help    this text;  -V, --version  the version\n");
 }
 
 int main(int argc, char **argv)
@@ -104,10 +111,14 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (!v) {
-            usage(stderr);
-            return 2;
+        if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+            printf("evict (r3) %s\n", PACKAGE_VERSION);
+            return 0;
         }
+        if (strncmp(a, "--", 2) || !strcmp(a, "--"))
+            return bad_usage("unexpected argument ", a);
+        if (!v)
+            return bad_usage("a value is missing after ", a);
         if (!strcmp(a, "--script")) script = v;
         else if (!strcmp(a, "--mib")) mib = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--budgets")) budgets = v;
@@ -115,16 +126,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--r3run")) snprintf(r3run, sizeof r3run, "%s", v);
         else if (!strcmp(a, "--r3serve")) r3serve = v;
         else if (!strcmp(a, "--dir")) dir = v;
-        else {
-            usage(stderr);
-            return 2;
-        }
+        else
+            return bad_usage("unknown option ", a);
         i++;
     }
-    if (!script || !mib || runs < 1 || runs > 100) {
-        usage(stderr);
-        return 2;
-    }
+    if (!script)
+        return bad_usage("--script is missing", "");
+    if (!mib)
+        return bad_usage("--mib: want a number of MiB above 0", "");
+    if (runs < 1 || runs > 100)
+        return bad_usage("--runs: want a number from 1 to 100", "");
     if (!*r3run) {
         /* next to this program's directory: the build tree's r3run */
         char exe[PATH_MAX];

@@ -59,7 +59,7 @@ evict_case() {
         t_fail "$name: VmRSS reached $((max / 1024)) MiB, over the budget $budget MiB + 64 MiB"
     ev=$(sed -n 's/^r3run: max-resident .*: chunks evicted \([0-9]*\)$/\1/p' "$name.err")
     [ "${ev:-0}" -gt 0 ] || t_fail "$name: nothing was evicted: $(cat "$name.err")"
-    t_log "$name${R3_FULL_R3RUN_ARGS:+ (r3run $R3_FULL_R3RUN_ARGS)}: output = a plain run's ($(head -c 64 "$name.plain" | head -1)); max VmRSS $((max / 1024)) MiB" \
+    t_log "$name${R3_FULL_R3RUN_ARGS:+ (r3run $R3_FULL_R3RUN_ARGS)}: output = the reference's ($(head -c 64 "$name.plain" | head -1)); max VmRSS $((max / 1024)) MiB" \
         "under a $budget MiB budget; $ev chunks evicted; reference ($ref) $(secs "$t0" "$t1") s," \
         "r3run --max-resident $(secs "$t1" "$t2") s"
 }
