@@ -81,15 +81,15 @@ MODES = {
                   mig_rtts=[0], budget=60),
     # quick: every experiment within 10 minutes in all on 2 shared cores (the
     # caps keep one or two runs where one run already holds many samples)
-    "quick": dict(runs=3, size="16M", lat_samples=40, lat_rtt_samples=6, rtts=[0, 10, 20, 40],
+    "quick": dict(runs=3, size="16M", lat_samples=25, lat_rtt_samples=6, rtts=[0, 10, 20, 40],
                   workers=[1, 4, 16, 64, 256, 1024, 4096, 16384], pull=16,
                   chunks=["4K", "16K", "64K", "256K", "1M", "4M"],
-                  dirty_sizes=["64M", "256M", "1G"], fs_size="128M", fs_shares=[0.1, 1, 10, 50],
-                  fio_seconds=2, fio_size="128M", src_size="32M", wire_size="32M", pipe_size="128M",
+                  dirty_sizes=["64M", "256M", "1G"], fs_size="64M", fs_shares=[0.1, 1, 10, 50], cap_delta_sync=2,
+                  fio_seconds=2, fio_size="128M", src_size="16M", wire_size="16M", pipe_size="128M",
                   open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 10, 20],
-                  cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=3,
-                  sources_rtt_size="8M", rtt_size="32M", cap_read_rtt=2, cap_write_rtt=2,
-                  cap_chunking=2, cap_pull_workers=2, cap_nbd_server=2,
+                  cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=2,
+                  sources_rtt_size="4M", rtt_size="16M", cap_read_rtt=2, cap_write_rtt=2,
+                  cap_chunking=2, cap_pull_workers=1, cap_nbd_server=1,
                   rtt_chunk="256K", rtt_pull=64, mig_size="128M", mig_shares=[0, 1, 10, 50, 100],
                   mig_rtts=[0, 10], cap_migration=1, budget=600),
     "full": dict(runs=10, size="256M", rtt_size="1G", rtt_chunk="1M", rtt_pull=64, lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
@@ -749,8 +749,9 @@ def exp_delta_sync(ctx):
     ctx.note("mapping %s; `source` is the share of 4 KiB pages written at random before the round (%%); "
              "rsync runs --ignore-times --inplace --no-whole-file to a local daemon; detection: 1%% of pages"
              % ctx.m["fs_size"])
-    ctx.begin(ctx.runs)
-    for run in range(ctx.runs):
+    runs = ctx.runs_for("delta_sync")
+    ctx.begin(runs)
+    for run in range(runs):
         rows = ctx.run_csv([ctx.engine("filesync"), "--size", ctx.m["fs_size"], "--r3sync",
                             ctx.tool("r3sync"), "--dir", ctx.tmp, "--share", ",".join("%g" % x for x in shares)],
                            timeout=900, header_prefix="part,")
