@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* bench/evict: a working set larger than the memory it may use (issue 11).
  * Runs a Python script that makes two full passes over a MIB-MiB bytearray
- * and prints a checksum (tests/r3run/twopass.py) plainly, then under
- * `r3run --max-resident B` for each budget, on a file:// image and, with
- * --r3serve, on r3:// over loopback. Prints CSV:
- *     source,budget,seconds,slowdown,max_rss_mib,evicted,same_output
+ * and prints a checksum (tests/r3run/twopass.py) under `r3run
+ * --max-resident B` for each budget, on a file:// image and, with
+ * --r3serve, on r3:// over loopback; each r3run run right after a plain run
+ * of the same script (A B A B: the machine's load hits both alike). Prints
+ * CSV, one row per source and budget over --runs pairs:
+ *     source,budget,runs,seconds,min,max,plain_seconds,plain_min,plain_max,
+ *     slowdown,max_rss_mib,evicted,same_output
+ * seconds are medians; slowdown = median r3run / median plain of its pairs.
  * max_rss is the process's peak resident set (getrusage of the child, the
  * program itself: r3run execs it). Not a test: run it by hand, e.g.
  *     bench/evict --script ../tests/r3run/twopass.py --mib 4096 \
@@ -66,13 +70,33 @@ static char *slurp(const char *path)
     return b;
 }
 
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double med(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "evict: %s%s\nTry 'evict --help' for more information.\n", what, arg);
+    return 2;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench/evict --script twopass.py [--mib N] [--budgets 4G,1G,512M]\n"
-               "                   [--r3run PATH] [--r3serve PATH] [--dir DIR]\n"
-               "Times the two-pass script plainly and under r3run --max-resident for each\n"
-               "budget, on a file:// image in DIR (default /var/tmp) and, with --r3serve, on\n"
-               "r3:// over loopback; prints CSV.\n");
+               "                   [--runs N] [--r3run PATH] [--r3serve PATH] [--dir DIR]\n"
+               "Times the two-pass script under r3run --max-resident for each budget ('none':\n"
+               "no budget), each run right after a plain run (A B A B), on a file:// image in\n"
+               "DIR (default /var/tmp) and, with --r3serve, on r3:// over loopback; prints CSV\n"
+               "(medians over --runs pairs, default 1).\n"
+               "  -h, --help    this text;  -V, --version  the version\n");
 }
 
 int main(int argc, char **argv)
@@ -80,32 +104,38 @@ int main(int argc, char **argv)
     const char *script = NULL, *budgets = "4G,1G,512M", *r3serve = NULL, *dir = "/var/tmp";
     char r3run[PATH_MAX + 16] = "";
     unsigned long long mib = 4096;
+    int runs = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         }
-        if (!v) {
-            usage(stderr);
-            return 2;
+        if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+            printf("evict (r3) %s\n", PACKAGE_VERSION);
+            return 0;
         }
+        if (strncmp(a, "--", 2) || !strcmp(a, "--"))
+            return bad_usage("unexpected argument ", a);
+        if (!v)
+            return bad_usage("a value is missing after ", a);
         if (!strcmp(a, "--script")) script = v;
         else if (!strcmp(a, "--mib")) mib = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--budgets")) budgets = v;
+        else if (!strcmp(a, "--runs")) runs = atoi(v);
         else if (!strcmp(a, "--r3run")) snprintf(r3run, sizeof r3run, "%s", v);
         else if (!strcmp(a, "--r3serve")) r3serve = v;
         else if (!strcmp(a, "--dir")) dir = v;
-        else {
-            usage(stderr);
-            return 2;
-        }
+        else
+            return bad_usage("unknown option ", a);
         i++;
     }
-    if (!script || !mib) {
-        usage(stderr);
-        return 2;
-    }
+    if (!script)
+        return bad_usage("--script is missing", "");
+    if (!mib)
+        return bad_usage("--mib: want a number of MiB above 0", "");
+    if (runs < 1 || runs > 100)
+        return bad_usage("--runs: want a number from 1 to 100", "");
     if (!*r3run) {
         /* next to this program's directory: the build tree's r3run */
         char exe[PATH_MAX];
@@ -137,9 +167,9 @@ int main(int argc, char **argv)
         return 1;
     }
     char *want = slurp(out);
-    double plain = secs;
-    printf("source,budget,seconds,slowdown,max_rss_mib,evicted,same_output\n");
-    printf("plain,-,%.2f,1.00,%.0f,0,yes\n", plain, rss / 1024.0);
+    long plain_rss = rss;
+    printf("source,budget,runs,seconds,min,max,plain_seconds,plain_min,plain_max,slowdown,max_rss_mib,"
+           "evicted,same_output\n");
     fflush(stdout);
 
     pid_t srv = -1;
@@ -184,16 +214,34 @@ int main(int argc, char **argv)
                               "--max-resident", b, "--", "python3", (char *)script, mibs, NULL };
             if (!strcmp(b, "none"))       /* r3run without a budget: the uffd baseline */
                 memmove(&argv2[6], &argv2[8], 5 * sizeof argv2[0]);
-            int rc = run(argv2, out, err, &secs, &rss);
-            char *got = slurp(out), *e = slurp(err), *ev = strstr(e, "chunks evicted ");
-            unsigned long long evicted = ev ? strtoull(ev + strlen("chunks evicted "), NULL, 10) : 0;
-            printf("%s,%s,%.2f,%.2f,%.0f,%llu,%s\n", s ? "r3" : "file", b, secs, secs / plain,
-                   rss / 1024.0, evicted, rc == 0 && !strcmp(got, want) ? "yes" : "NO");
-            if (rc != 0)
-                fprintf(stderr, "evict: r3run exit %d: %s\n", rc, e);
+            double t[100], tp[100];
+            long maxrss = 0;
+            unsigned long long evicted = 0;
+            int same = 1;
+            for (int r = 0; r < runs; r++) {
+                if (run(plain_argv, out, err, &tp[r], &rss) != 0) {
+                    fprintf(stderr, "evict: a plain run failed: %s\n", slurp(err));
+                    return 1;
+                }
+                if (rss > plain_rss)
+                    plain_rss = rss;
+                int rc = run(argv2, out, err, &t[r], &rss);
+                char *got = slurp(out), *e = slurp(err), *ev = strstr(e, "chunks evicted ");
+                evicted = ev ? strtoull(ev + strlen("chunks evicted "), NULL, 10) : 0;
+                if (rss > maxrss)
+                    maxrss = rss;
+                if (rc != 0 || strcmp(got, want))
+                    same = 0;
+                if (rc != 0)
+                    fprintf(stderr, "evict: r3run exit %d: %s\n", rc, e);
+                free(got);
+                free(e);
+            }
+            double m = med(t, runs), mp = med(tp, runs);
+            printf("%s,%s,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.0f,%llu,%s\n", s ? "r3" : "file", b, runs,
+                   m, t[0], t[runs - 1], mp, tp[0], tp[runs - 1], m / mp, maxrss / 1024.0, evicted,
+                   same ? "yes" : "NO");
             fflush(stdout);
-            free(got);
-            free(e);
         }
         free(list);
     }
@@ -207,6 +255,7 @@ int main(int argc, char **argv)
     unlink(img);
     unlink(out);
     unlink(err);
+    fprintf(stderr, "evict: plain runs' peak VmRSS %.0f MiB\n", plain_rss / 1024.0);
     free(want);
     return 0;
 }

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* bench/filesync: change detection and delta sync of a 1 GiB mapping with 1%
- * of its 4 KiB pages written at random (one run, CSV on stdout).
+/* bench/filesync: change detection and delta sync of a 1 GiB mapping with a
+ * share (1% by default; --share 0.1,1,10 sweeps) of its 4 KiB pages written
+ * at random (one run, CSV on stdout; sync rows carry the share).
  *   1. detection: hashing every block (XXH3-128, 2 threads) vs PAGEMAP_SCAN
  *   2. the same change set synchronised by r3sync (4 KiB blocks: this process
  *      advertises its own mapping, tracked with PAGEMAP_SCAN, through a real
  *      hub to a real receiver holding the old copy) and by
  *      `rsync --inplace --no-whole-file` (default blocks, and -B 4096) to a
  *      local rsync daemon on loopback: wall time and bytes on the wire.
- * usage: bench/filesync [--size 1G] [--r3sync PATH] [--dir DIR] [--keep] (--help)
+ * rsync runs with --ignore-times: its quick check (size and mtime, to the
+ * second) would skip a file written within the same second as its copy.
+ * usage: bench/filesync [--size 1G] [--share PCT,...] [--r3sync PATH] [--dir DIR] [--keep] (--help)
  * Needs openssl and rsync in PATH. Uses about 3x size of disk in DIR. */
 #include <errno.h>
 #include <stdarg.h>
@@ -136,7 +139,8 @@ static int run_rsync(const char *src, int port, const char *extra, double *secs,
                      uint64_t *recvd)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "rsync --inplace --no-whole-file --stats %s '%s' rsync://127.0.0.1:%d/bench/data.bin",
+    snprintf(cmd, sizeof cmd,
+             "rsync --ignore-times --inplace --no-whole-file --stats %s '%s' rsync://127.0.0.1:%d/bench/data.bin",
              extra, src, port);
     uint64_t t0 = r3_now_ns();
     FILE *f = popen(cmd, "r");
@@ -167,10 +171,12 @@ static int run_rsync(const char *src, int port, const char *extra, double *secs,
 }
 
 static const char usage[] =
-"usage: bench/filesync [--size SIZE] [--r3sync PATH] [--dir DIR] [--keep]\n"
-"Change detection (hashing vs PAGEMAP_SCAN) and delta sync (r3sync vs rsync) of\n"
-"a mapping with 1% of its 4 KiB pages written at random; CSV on stdout.\n"
+"usage: bench/filesync [--size SIZE] [--share PCT,...] [--r3sync PATH] [--dir DIR] [--keep]\n"
+"Change detection (hashing vs PAGEMAP_SCAN, 1% of 4 KiB pages written at random)\n"
+"and delta sync (r3sync vs rsync) of a mapping, one round per share of its 4 KiB\n"
+"pages written at random; CSV on stdout (column share: percent of pages).\n"
 "  --size SIZE     the mapping (default 1G)\n"
+"  --share LIST    percents of pages written before each sync round (default 1)\n"
 "  --r3sync PATH   the r3sync binary (default ./r3sync)\n"
 "  --dir DIR       where to put about 3 x SIZE of files (default /tmp)\n"
 "  --keep          keep them afterwards\n"
@@ -188,9 +194,9 @@ static void usage_error(const char *fmt, const char *arg)
 int main(int argc, char **argv)
 {
     uint64_t size = 1ull << 30;
-    const char *r3sync = "./r3sync", *base = "/tmp";
+    const char *r3sync = "./r3sync", *base = "/tmp", *shares = "1";
     bool keep = false;
-    static const struct option lo[] = { { "size", 1, 0, 's' }, { "r3sync", 1, 0, 'r' },
+    static const struct option lo[] = { { "size", 1, 0, 's' }, { "r3sync", 1, 0, 'r' }, { "share", 1, 0, 'p' },
                                         { "dir", 1, 0, 'd' }, { "keep", 0, 0, 'k' },
                                         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' },
                                         { 0, 0, 0, 0 } };
@@ -203,6 +209,16 @@ int main(int argc, char **argv)
                 usage_error("--size '%s': want a size of at least 1M (K, M, G suffixes)", optarg);
             break;
         case 'r': r3sync = optarg; break;
+        case 'p': {
+            char *e;
+            for (const char *q = optarg; *q; q = *e ? e + 1 : e) {
+                double v = strtod(q, &e);
+                if (e == q || !(v > 0) || v > 100 || (*e && *e != ','))
+                    usage_error("--share '%s': want percents above 0 and up to 100, comma-separated", optarg);
+            }
+            shares = optarg;
+            break;
+        }
         case 'd': base = optarg; break;
         case 'k': keep = true; break;
         case 'h': fputs(usage, stdout); return 0;
@@ -236,8 +252,8 @@ int main(int argc, char **argv)
     fill(map, size);
     msync(map, size, MS_SYNC);
     uint64_t npages = size / 4096, nchange = npages / 100;
-    printf("part,what,value,unit,note\n");
-    printf("setup,size,%llu,bytes,\nsetup,pages_written,%llu,pages,1%% of 4 KiB pages at random\n",
+    printf("part,what,share,value,unit,note\n");
+    printf("setup,size,,%llu,bytes,\nsetup,pages_written,1,%llu,pages,1%% of 4 KiB pages at random\n",
            (unsigned long long)size, (unsigned long long)nchange);
 
     /* ---- 1. detection */
@@ -258,17 +274,17 @@ int main(int argc, char **argv)
     t0 = r3_now_ns();
     uint64_t n64 = fs_hash_diff(map, size, 65536, h64, ch, 2);
     double hash64 = ms_since(t0);
-    printf("detect,hash_4k_2threads,%.1f,ms,%llu changed blocks found (target <= 150 ms)\n", hash4,
+    printf("detect,hash_4k_2threads,1,%.1f,ms,%llu changed blocks found (target <= 150 ms)\n", hash4,
            (unsigned long long)n4);
-    printf("detect,hash_64k_2threads,%.1f,ms,%llu changed blocks found\n", hash64,
+    printf("detect,hash_64k_2threads,1,%.1f,ms,%llu changed blocks found\n", hash64,
            (unsigned long long)n64);
     if (trc == 0) {
         memset(ch, 0, nb4);
         t0 = r3_now_ns();
         long np = fs_track_scan(t, 4096, ch);
         double scan = ms_since(t0);
-        printf("detect,pagemap_scan,%.2f,ms,%ld written pages found (target <= 5 ms)\n", scan, np);
-        printf("detect,hash_over_scan,%.0f,x,\n", scan > 0 ? hash4 / scan : 0);
+        printf("detect,pagemap_scan,1,%.2f,ms,%ld written pages found (target <= 5 ms)\n", scan, np);
+        printf("detect,hash_over_scan,1,%.0f,x,\n", scan > 0 ? hash4 / scan : 0);
         /* a second round of the same size: the steady state */
         uint64_t *p2 = pick_pages(npages, nchange);
         for (uint64_t i = 0; i < nchange; i++)
@@ -277,11 +293,11 @@ int main(int argc, char **argv)
         t0 = r3_now_ns();
         np = fs_track_scan(t, 4096, ch);
         scan = ms_since(t0);
-        printf("detect,pagemap_scan_second_round,%.2f,ms,%ld written pages found\n", scan, np);
+        printf("detect,pagemap_scan_second_round,1,%.2f,ms,%ld written pages found\n", scan, np);
         free(p2);
         fs_track_close(t);
     } else
-        printf("detect,pagemap_scan,,ms,unavailable: %s\n", r3_last_error());
+        printf("detect,pagemap_scan,1,,ms,unavailable: %s\n", r3_last_error());
     free(h4);
     free(h64);
     free(pages);
@@ -346,55 +362,73 @@ int main(int argc, char **argv)
         goto out;
     }
     uint64_t catchup = atomic_load(&st.catchup_bytes);
-    printf("sync,r3sync_catchup_identical_copy,%llu,bytes,receiver sent its hashes; blocks that differed\n",
+    printf("sync,r3sync_catchup_identical_copy,,%llu,bytes,receiver sent its hashes; blocks that differed\n",
            (unsigned long long)catchup);
 
-    /* the change set: 1% of pages; keep the old bytes to reset the rsync copy */
-    pages = pick_pages(npages, nchange);
-    unsigned char *old = malloc(nchange * 4096);
-    for (uint64_t i = 0; i < nchange; i++) {
-        memcpy(old + i * 4096, map + pages[i] * 4096, 4096);
-        fill(map + pages[i] * 4096, 4096);
-    }
-    uint64_t changed = nchange * 4096;
-    t0 = r3_now_ns();
-    a.kick = 1;
-    while (atomic_load(&st.acks) < 1 && ms_since(t0) < 60000)
-        usleep(200);
-    double r3s = ms_since(t0) / 1e3;
-    uint64_t r3b = atomic_load(&st.last_round_bytes);
-    int rcmp = sh("cmp -s %s %s/recv/data.bin", path, dir);
-    printf("sync,r3sync_4k,%.3f,s,wall: detect (pagemap) + msync + send + receiver write + fsync + ack%s\n",
-           r3s, rcmp ? " -- RECEIVER DIFFERS" : "");
-    printf("sync,r3sync_4k_bytes,%llu,bytes,framed msgpack over TLS (TLS adds ~0.2%%)\n", (unsigned long long)r3b);
-    printf("sync,changed_bytes,%llu,bytes,\n", (unsigned long long)changed);
-
-    double rs1 = 0, rs2 = 0;
-    uint64_t s1 = 0, r1 = 0, s2 = 0, r2 = 0;
-    msync(map, size, MS_SYNC);
-    int e1 = run_rsync(path, rport, "", &rs1, &s1, &r1);
-    int cmp1 = sh("cmp -s %s %s/rsync/data.bin", path, dir);
-    printf("sync,rsync_default,%.3f,s,%s%s\n", rs1, e1 ? "rsync failed " : "", cmp1 ? "DIFFERS" : "");
-    printf("sync,rsync_default_bytes,%llu,bytes,sent %llu + received %llu\n",
-           (unsigned long long)(s1 + r1), (unsigned long long)s1, (unsigned long long)r1);
-    /* back to the old content at the rsync side, then -B 4096 */
+    /* one round per share: write it, r3sync it, rsync it twice (the rsync
+     * copy is put back to the old bytes between the two) */
     char rpath[600];
     snprintf(rpath, sizeof rpath, "%s/rsync/data.bin", dir);
-    int dfd = open(rpath, O_WRONLY);
-    for (uint64_t i = 0; i < nchange; i++)
-        r3_pwrite_all(dfd, old + i * 4096, 4096, pages[i] * 4096);
-    close(dfd);
-    int e2 = run_rsync(path, rport, "-B 4096", &rs2, &s2, &r2);
-    int cmp2 = sh("cmp -s %s %s/rsync/data.bin", path, dir);
-    printf("sync,rsync_B4096,%.3f,s,%s%s\n", rs2, e2 ? "rsync failed " : "", cmp2 ? "DIFFERS" : "");
-    printf("sync,rsync_B4096_bytes,%llu,bytes,sent %llu + received %llu\n",
-           (unsigned long long)(s2 + r2), (unsigned long long)s2, (unsigned long long)r2);
-    double fast = rs1 < rs2 ? rs1 : rs2;
-    printf("ratio,r3sync_time_over_faster_rsync,%.3f,x,target <= 0.25\n", fast > 0 ? r3s / fast : 0);
-    printf("ratio,r3sync_bytes_over_changed,%.3f,x,target <= 1.1\n", (double)r3b / (double)changed);
-    printf("ratio,rsync_B4096_bytes_over_changed,%.3f,x,\n", (double)(s2 + r2) / (double)changed);
-    free(old);
-    free(pages);
+    int round = 0;
+    for (const char *q = shares; *q; round++) {
+        char *e;
+        double share = strtod(q, &e);
+        q = *e ? e + 1 : e;
+        uint64_t nch = (uint64_t)((double)npages * share / 100.0 + 0.5);
+        pages = pick_pages(npages, nch);
+        unsigned char *old = malloc(nch * 4096 + 1);
+        for (uint64_t i = 0; i < nch; i++) {
+            memcpy(old + i * 4096, map + pages[i] * 4096, 4096);
+            fill(map + pages[i] * 4096, 4096);
+        }
+        uint64_t changed = nch * 4096;
+        t0 = r3_now_ns();
+        a.kick = 1;
+        while (atomic_load(&st.acks) < (uint64_t)round + 1 && ms_since(t0) < 120000)
+            usleep(200);
+        double r3s = ms_since(t0) / 1e3;
+        uint64_t r3b = atomic_load(&st.last_round_bytes);
+        int rcmp = sh("cmp -s %s %s/recv/data.bin", path, dir);
+        printf("sync,r3sync_4k,%g,%.3f,s,wall: detect (pagemap) + msync + send + receiver write + fsync + ack%s\n",
+               share, r3s, rcmp ? " -- RECEIVER DIFFERS" : "");
+        printf("sync,r3sync_4k_bytes,%g,%llu,bytes,framed msgpack over TLS (TLS adds ~0.2%%)\n", share,
+               (unsigned long long)r3b);
+        printf("sync,changed_bytes,%g,%llu,bytes,\n", share, (unsigned long long)changed);
+
+        double rs1 = 0, rs2 = 0;
+        uint64_t s1 = 0, r1 = 0, s2 = 0, r2 = 0;
+        msync(map, size, MS_SYNC);
+        int e1 = run_rsync(path, rport, "", &rs1, &s1, &r1);
+        int cmp1 = sh("cmp -s %s %s/rsync/data.bin", path, dir);
+        printf("sync,rsync_default,%g,%.3f,s,%s%s\n", share, rs1, e1 ? "rsync failed " : "",
+               cmp1 ? "DIFFERS" : "");
+        printf("sync,rsync_default_bytes,%g,%llu,bytes,sent %llu + received %llu\n", share,
+               (unsigned long long)(s1 + r1), (unsigned long long)s1, (unsigned long long)r1);
+        /* back to the old content at the rsync side, then -B 4096 */
+        int dfd = open(rpath, O_WRONLY);
+        for (uint64_t i = 0; dfd >= 0 && i < nch; i++)
+            r3_pwrite_all(dfd, old + i * 4096, 4096, pages[i] * 4096);
+        if (dfd >= 0)
+            close(dfd);
+        int e2 = run_rsync(path, rport, "-B 4096", &rs2, &s2, &r2);
+        int cmp2 = sh("cmp -s %s %s/rsync/data.bin", path, dir);
+        printf("sync,rsync_B4096,%g,%.3f,s,%s%s\n", share, rs2, e2 ? "rsync failed " : "",
+               cmp2 ? "DIFFERS" : "");
+        printf("sync,rsync_B4096_bytes,%g,%llu,bytes,sent %llu + received %llu\n", share,
+               (unsigned long long)(s2 + r2), (unsigned long long)s2, (unsigned long long)r2);
+        double fast = rs1 < rs2 ? rs1 : rs2;
+        printf("ratio,r3sync_time_over_faster_rsync,%g,%.3f,x,target <= 0.25\n", share,
+               fast > 0 ? r3s / fast : 0);
+        if (changed) {
+            printf("ratio,r3sync_bytes_over_changed,%g,%.3f,x,target <= 1.1\n", share,
+                   (double)r3b / (double)changed);
+            printf("ratio,rsync_B4096_bytes_over_changed,%g,%.3f,x,\n", share,
+                   (double)(s2 + r2) / (double)changed);
+        }
+        fflush(stdout);
+        free(old);
+        free(pages);
+    }
     a.stop = 1;
 out:
     pthread_join(at, NULL);

@@ -64,7 +64,7 @@ static const char usage_text[] =
     "How fast cache+pull makes a remote fully local at each round-trip time (CSV on stdout).\n"
     "  -s, --size SIZE      bytes of the remote (a multiple of the chunk; default 1G)\n"
     "  -c, --chunk SIZE     chunk, a power of two >= 4K (default 1M)\n"
-    "  -w, --workers N      pull workers, 1..4096 (default 64)\n"
+    "  -w, --workers N      pull workers, 1..16384 (default 64)\n"
     "  -r, --rtt-ms LIST    round-trip times in ms, comma-separated (default 0,1,10,40)\n"
     "  -h, --help           this text\n"
     "  -V, --version        the version\n";
@@ -101,8 +101,8 @@ int main(int argc, char **argv)
             break;
         case 'w':
             workers = strtoul(optarg, &end, 10);
-            if (*end || !workers || workers > 4096)
-                return bad_usage("--workers: not a number between 1 and 4096:", optarg);
+            if (*end || !workers || workers > 16384)
+                return bad_usage("--workers: not a number between 1 and 16384:", optarg);
             break;
         case 'r':
             for (const char *q = optarg; *q; q++)

@@ -25,6 +25,12 @@ VERSION = os.environ.get("R3BENCH_VERSION", "0.1.0")
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("R3BENCH_SRCDIR", os.path.dirname(HERE))
 BUILDDIR = os.environ.get("R3BENCH_BUILDDIR", os.path.join(SRCDIR, "_build"))
+# A build tree has the engines in BUILDDIR/bench and the tools in BUILDDIR;
+# an installation (make install) has them in $(pkglibexecdir) and $(bindir)
+# and study.csv in $(pkgdatadir): the r3bench script says which.
+ENGINES = os.environ.get("R3BENCH_ENGINES", os.path.join(BUILDDIR, "bench"))
+TOOLS = os.environ.get("R3BENCH_TOOLS", BUILDDIR)
+DATA = os.environ.get("R3BENCH_DATA", os.path.join(SRCDIR, "bench"))
 HEADER = ["experiment", "strategy", "source", "transport", "rtt_ms", "workers", "chunk", "size",
           "metric", "value", "unit", "run"]
 
@@ -47,8 +53,9 @@ The study's experiments with r3, side by side with the study's numbers.
       --quiet          no progress lines
       --rtt-mode MODE  delay: a delay stage on every source request (the study's way;
                        default); proxy: network transports and sources (experiments
-                       8 and 9) go through a delaying loopback TCP proxy, so latency
-                       also hits the wire, TLS and the connection pool
+                       8 and 9, the ones `list` marks) go through a delaying loopback
+                       TCP proxy, so latency also hits the wire, TLS and the
+                       connection pool; the others keep the delay stage
   plot DIR             draw DIR/<experiment>.svg and .png from DIR/results.csv (gnuplot)
   report DIR           write DIR/report.md from DIR/results.csv and bench/study.csv
   -h, --help           this text
@@ -69,23 +76,27 @@ MODES = {
                   sources=["mem", "file", "dir", "r3", "s3"], sources_rtt=["mem", "r3", "nbd"],
                   sources_samples=2,
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
-                  fs_size="8M", fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
+                  fs_size="8M", fs_shares=[1, 10], fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
                   pipe_size="16M", open_workers=[1, 16], mig_size="32M", mig_shares=[10],
                   mig_rtts=[0], budget=60),
-    "quick": dict(runs=3, size="16M", lat_samples=100, lat_rtt_samples=10, rtts=[0, 5, 10, 20, 40],
-                  workers=[1, 4, 16, 64, 256, 1024, 4096], pull=16,
+    # quick: every experiment within 10 minutes in all on 2 shared cores (the
+    # caps keep one or two runs where one run already holds many samples)
+    "quick": dict(runs=3, size="16M", lat_samples=25, lat_rtt_samples=6, rtts=[0, 10, 20, 40],
+                  workers=[1, 4, 16, 64, 256, 1024, 4096, 16384], pull=16,
                   chunks=["4K", "16K", "64K", "256K", "1M", "4M"],
-                  dirty_sizes=["64M", "256M", "1G"], fs_size="128M", fio_seconds=2,
-                  fio_size="128M", src_size="64M", wire_size="64M", pipe_size="128M",
-                  open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 5, 10, 20],
-                  cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=5,
-                  sources_rtt_size="8M", rtt_size="32M",
+                  dirty_sizes=["64M", "256M", "1G"], fs_size="64M", fs_shares=[0.1, 1, 10, 50], cap_delta_sync=2,
+                  fio_seconds=2, fio_size="128M", src_size="16M", wire_size="16M", pipe_size="128M",
+                  open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 10, 20],
+                  cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=2,
+                  sources_rtt_size="4M", rtt_size="16M", cap_read_rtt=2, cap_write_rtt=2,
+                  cap_chunking=2, cap_pull_workers=1, cap_nbd_server=1,
                   rtt_chunk="256K", rtt_pull=64, mig_size="128M", mig_shares=[0, 1, 10, 50, 100],
                   mig_rtts=[0, 10], cap_migration=1, budget=600),
     "full": dict(runs=10, size="256M", rtt_size="1G", rtt_chunk="1M", rtt_pull=64, lat_samples=100, rtts=[0, 5, 10, 15, 20, 25, 30, 35, 40],
-                 workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], pull=64,
+                 workers=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384], pull=64,
                  chunks=["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M"],
-                 dirty_sizes=["64M", "256M", "1G", "4G"], fs_size="1G", fio_seconds=10,
+                 dirty_sizes=["64M", "256M", "1G", "4G"], fs_size="1G",
+                 fs_shares=[0.1, 0.5, 1, 2, 5, 10, 25, 50, 100], fio_seconds=10,
                  fio_size="1G", src_size="1G", wire_size="1G", pipe_size="1G",
                  open_workers=[1, 4, 16, 64, 256, 1024, 4096], mig_size="1G",
                  mig_shares=[0, 1, 10, 50, 100], mig_rtts=[0, 10], budget=4 * 3600),
@@ -269,13 +280,13 @@ class Ctx:
 
     # -- engines
     def engine(self, name):
-        p = os.path.join(BUILDDIR, "bench", name)
+        p = os.path.join(ENGINES, name)
         if not os.access(p, os.X_OK):
             raise EngineError("engine %s is not built (make in %s)" % (p, BUILDDIR))
         return p
 
     def tool(self, name):
-        p = os.path.join(BUILDDIR, name)
+        p = os.path.join(TOOLS, name)
         if not os.access(p, os.X_OK):
             raise EngineError("%s is not built" % p)
         return p
@@ -353,9 +364,15 @@ class Exp:
     """peer: (r3's strategy, the peer's strategy) measured in the same run;
     the report puts their ratio beside each other."""
 
-    def __init__(self, num, name, title, figure, run=None, plot=None, needs=(), status=None, peer=None):
+    def __init__(self, num, name, title, figure, run=None, plot=None, needs=(), status=None, peer=None,
+                 rtt=None):
         self.num, self.name, self.title, self.figure = num, name, title, figure
         self.fn, self.plot, self.needs, self.status, self.peer = run, plot or {}, needs, status, peer
+        # rtt: how this experiment injects RTT: None (it has none), "delay" (the
+        # delay stage or the engine's own delay, whatever --rtt-mode says), or
+        # "delay,proxy" (--rtt-mode proxy puts a delaying TCP proxy in front of
+        # its network servers instead)
+        self.rtt = rtt
 
 
 STRATS = ["uffd", "nbd-direct", "nbd-managed", "filesync"]
@@ -418,7 +435,8 @@ def exp_read_rtt(ctx):
     for rtt in ctx.m["rtts"]:
         for s in strats:
             w = pull if pull_for(ctx, s) else 0
-            rows = ctx.region(s, "read", size=size, chunk=chunk, samples=ctx.runs, rtt_ms=rtt, pull=w)
+            rows = ctx.region(s, "read", size=size, chunk=chunk, samples=ctx.runs_for("read_rtt"),
+                              rtt_ms=rtt, pull=w)
             emit_region(ctx, rows, s, 0, source="mem", transport="delay", rtt_ms=rtt,
                         workers=w, chunk=size_bytes(chunk), size=size_bytes(size))
             ctx.step()
@@ -434,7 +452,8 @@ def exp_write_rtt(ctx):
     ctx.begin(len(strats) * len(ctx.m["rtts"]))
     for rtt in ctx.m["rtts"]:
         for s, w, push in strats:
-            rows = ctx.region(s, "write", size=size, chunk=chunk, samples=ctx.runs, rtt_ms=rtt, pull=w,
+            rows = ctx.region(s, "write", size=size, chunk=chunk, samples=ctx.runs_for("write_rtt"),
+                              rtt_ms=rtt, pull=w,
                               push=push)
             emit_region(ctx, rows, s, 0, source="mem", transport="delay", rtt_ms=rtt,
                         workers=push, chunk=size_bytes(chunk), size=size_bytes(size))
@@ -468,7 +487,8 @@ def exp_chunking(ctx):
     ctx.begin(len(combos) * len(rtts))
     for rtt in rtts:
         for s, side in combos:
-            rows = ctx.region(s, "read", size=size, samples=ctx.runs, rtt_ms=rtt, pull=pull_for(ctx, s),
+            rows = ctx.region(s, "read", size=size, samples=ctx.runs_for("chunking"), rtt_ms=rtt,
+                              pull=pull_for(ctx, s),
                               extra=["--split", "4K", "--split-at", side])
             emit_region(ctx, rows, s, 0, source="mem", transport="chunk-" + side, rtt_ms=rtt,
                         workers=pull_for(ctx, s), chunk=4096, size=size_bytes(size))
@@ -667,9 +687,10 @@ def exp_sources_rtt(ctx):
 
 def exp_pull_workers(ctx):
     ws = ctx.m["workers"]
-    ctx.note("pull workers capped at 4096 (bench/pipeline's limit; the study went to 16384); 1 MiB chunks")
-    ctx.begin(len(ws) * ctx.runs)
-    for run in range(ctx.runs):
+    ctx.note("pull workers %d to %d; 1 MiB chunks; region %s" % (ws[0], ws[-1], ctx.m["pipe_size"]))
+    runs = ctx.runs_for("pull_workers")
+    ctx.begin(len(ws) * runs)
+    for run in range(runs):
         for w in ws:
             rows = ctx.run_csv([ctx.engine("pipeline"), "--size", ctx.m["pipe_size"], "--chunk", "1M",
                                 "--workers", str(w), "--rtt-ms", "0,30"], timeout=900)
@@ -721,30 +742,43 @@ def exp_dirty(ctx):
 
 
 def exp_delta_sync(ctx):
-    ctx.note("1% of 4 KiB pages changed (bench/filesync's fixed share; a sweep of the share is not built)")
-    ctx.begin(ctx.runs)
-    for run in range(ctx.runs):
+    """bench/filesync: one mapping, one sync round per share of 4 KiB pages
+    written at random; r3sync, rsync (default blocks) and rsync -B 4096 sync
+    the same change set. The share goes in the `source` column (percent)."""
+    shares = ctx.m["fs_shares"]
+    ctx.note("mapping %s; `source` is the share of 4 KiB pages written at random before the round (%%); "
+             "rsync runs --ignore-times --inplace --no-whole-file to a local daemon; detection: 1%% of pages"
+             % ctx.m["fs_size"])
+    runs = ctx.runs_for("delta_sync")
+    ctx.begin(runs)
+    for run in range(runs):
         rows = ctx.run_csv([ctx.engine("filesync"), "--size", ctx.m["fs_size"], "--r3sync",
-                            ctx.tool("r3sync"), "--dir", ctx.tmp], timeout=900, header_prefix="part,")
-        vals = {r["what"]: r for r in rows}
-        size = int(float(vals["size"]["value"])) if "size" in vals else ""
-        for what, strat in (("r3sync_4k", "r3sync"), ("rsync_default", "rsync"),
-                            ("rsync_B4096", "rsync -B 4096")):
-            if what in vals and vals[what]["value"]:
-                if "DIFFERS" in vals[what].get("note", "") or "failed" in vals[what].get("note", ""):
-                    ctx.problem("run %d: %s left out: the engine says \"%s\" (the copy it synced is "
-                                "not the source)" % (run, strat, vals[what]["note"].strip()))
+                            ctx.tool("r3sync"), "--dir", ctx.tmp, "--share", ",".join("%g" % x for x in shares)],
+                           timeout=900, header_prefix="part,")
+        vals = {(r["what"], r["share"]): r for r in rows}
+        size = int(float(vals[("size", "")]["value"])) if ("size", "") in vals else ""
+        for share in ("%g" % x for x in shares):
+            for what, strat in (("r3sync_4k", "r3sync"), ("rsync_default", "rsync"),
+                                ("rsync_B4096", "rsync -B 4096")):
+                r = vals.get((what, share))
+                if not r or not r["value"]:
+                    ctx.problem("run %d, %s%%: no %s row from bench/filesync" % (run, share, strat))
                     continue
-                kw = dict(strategy=strat, source="file", transport="tcp", rtt_ms=0, chunk=4096,
+                if "DIFFERS" in r.get("note", "") or "failed" in r.get("note", ""):
+                    ctx.problem("run %d, %s%%: %s left out: the engine says \"%s\"" %
+                                (run, share, strat, r["note"].strip()))
+                    continue
+                kw = dict(strategy=strat, source=share, transport="tcp", rtt_ms=0, chunk=4096,
                           size=size, run=run)
-                ctx.add(metric="sync_time", value=float(vals[what]["value"]) * 1e3, unit="ms", **kw)
-                b = vals.get(what + "_bytes")
+                ctx.add(metric="sync_time", value=float(r["value"]) * 1e3, unit="ms", **kw)
+                b = vals.get((what + "_bytes", share))
                 if b and b["value"]:
                     ctx.add(metric="wire_bytes", value=float(b["value"]), unit="bytes", **kw)
         for what in ("hash_4k_2threads", "pagemap_scan"):
-            if what in vals and vals[what]["value"]:
-                ctx.add(strategy=what, source="file", rtt_ms=0, chunk=4096, size=size,
-                        metric="detect_time", value=float(vals[what]["value"]), unit="ms", run=run)
+            r = vals.get((what, "1"))
+            if r and r["value"]:
+                ctx.add(strategy=what, source="1", rtt_ms=0, chunk=4096, size=size,
+                        metric="detect_time", value=float(r["value"]), unit="ms", run=run)
         ctx.step()
 
 
@@ -791,11 +825,20 @@ def exp_migration(ctx):
 
 
 def exp_nbd_server(ctx):
-    ctx.begin(ctx.runs)
+    runs = ctx.runs_for("nbd_server")
+    ctx.begin(runs)
     env = dict(os.environ, SIZE=ctx.m["size"], FIO_SECONDS=str(ctx.m["fio_seconds"]),
                FIO_SIZE=ctx.m["fio_size"])
-    for run in range(ctx.runs):
-        rows = ctx.run_csv(["bash", os.path.join(SRCDIR, "bench", "nbd.sh"), BUILDDIR], env=env,
+    # nbd.sh wants one directory holding r3serve, r3mount and bench/nbd: a
+    # build tree is one; for an installation, links to the pieces
+    b = os.path.join(ctx.tmp, "nbdsh")
+    os.makedirs(os.path.join(b, "bench"), exist_ok=True)
+    for link, target in (("r3serve", ctx.tool("r3serve")), ("r3mount", ctx.tool("r3mount")),
+                         ("bench/nbd", ctx.engine("nbd"))):
+        if not os.path.lexists(os.path.join(b, link)):
+            os.symlink(target, os.path.join(b, link))
+    for run in range(runs):
+        rows = ctx.run_csv(["bash", os.path.join(HERE, "nbd.sh"), b], env=env,
                            timeout=900, header_prefix="bench,")
         for r in rows:
             if r["bench"] != "fio" or r["unit"] == "x" or not r["value"]:
@@ -816,44 +859,45 @@ EXPERIMENTS = [
         "study figs. 1-2", exp_first_chunk,
         dict(metric="first_chunk_latency", kind="cdf", logx=True, ylabel="share of samples")),
     Exp(2, "latency-rtt", "First-chunk latency against RTT", "study fig. 3", exp_latency_rtt,
-        dict(metric="first_chunk_latency", x="rtt_ms", ylabel="µs", logy=True)),
+        dict(metric="first_chunk_latency", x="rtt_ms", ylabel="µs", logy=True), rtt="delay"),
     Exp(3, "read-throughput", "Read throughput at 0 ms RTT per strategy", "study figs. 5, 7",
         exp_read0, dict(metric="read_throughput", x="strategy", kind="bars", logy=True, ylabel="MB/s")),
     Exp(4, "read-rtt", "Read throughput against RTT", "study fig. 8", exp_read_rtt,
-        dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True)),
+        dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True), rtt="delay"),
     Exp(5, "write-rtt", "Write throughput (write + sync) against RTT", "study fig. 10",
-        exp_write_rtt, dict(metric="write_throughput", x="rtt_ms", ylabel="MB/s", logy=True)),
+        exp_write_rtt, dict(metric="write_throughput", x="rtt_ms", ylabel="MB/s", logy=True), rtt="delay"),
     Exp(6, "open-pull", "Open to first byte per strategy; pulled before open returns vs workers at 7 ms",
         "study figs. 4, 9, 11", exp_open,
         dict(metric="pulled_at_open", x="workers", ylabel="bytes pulled when open returned",
-             logx=True)),
+             logx=True), rtt="delay"),
     Exp(7, "chunking", "Client-side vs server-side chunking (4 KiB), direct and managed, against RTT",
         "study figs. 13-15", exp_chunking,
-        dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True)),
+        dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True), rtt="delay"),
     Exp(8, "transports", "Transports r3://, r3s://, nbd://, direct and managed, against RTT",
         "study figs. 16-18 (gRPC, fRPC, Dudirekta)", exp_transports,
-        dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True), needs=("openssl",)),
+        dict(metric="read_throughput", x="rtt_ms", ylabel="MB/s", logy=True), needs=("openssl",), rtt="delay,proxy"),
     Exp(9, "sources", "Sources: first-chunk latency and throughput, direct and managed, against RTT",
         "study figs. 19-24", exp_sources,
         dict(metric="read_throughput", x="source", kind="bars", ylabel="MB/s (0 ms RTT)", logy=True,
-             where={"rtt_ms": "0"}), needs=("openssl",)),
-    Exp(10, "pull-workers", "Pull workers 1-4096 at 0 and 30 ms RTT", "study figs. 4, 9",
+             where={"rtt_ms": "0"}), needs=("openssl",), rtt="delay,proxy"),
+    Exp(10, "pull-workers", "Pull workers 1-16384 at 0 and 30 ms RTT", "study figs. 4, 9",
         exp_pull_workers, dict(metric="read_throughput", x="workers", ylabel="MB/s", logx=True,
-                               logy=True)),
+                               logy=True), rtt="delay"),
     Exp(11, "migration", "Migration: downtime and total time against share re-written",
         "study ch. migration", exp_migration,
         dict(kind="dual", metrics=[("downtime_ms", "downtime (ms)", "x1y1"), ("total_s", "total (s)", "x1y2")],
              x="source", series="rtt_ms", xlabel="share of chunks written again after TRACK (%)",
-             ylabel="downtime (ms)", y2label="total migration time (s)")),
+             ylabel="downtime (ms)", y2label="total migration time (s)"), rtt="delay"),
     Exp(12, "uffd-chunk", "uffd chunk size 4 KiB-4 MiB beside the minimal 4 KiB handler",
         "r3 only", exp_uffd_chunk,
         dict(metric="read_throughput", x="chunk", ylabel="MB/s", logx=True)),
     Exp(13, "dirty-pages", "Finding written pages: PAGEMAP_SCAN vs hashing against region size",
         "r3 only", exp_dirty, dict(metric="find_written", x="size", ylabel="ms", logx=True, logy=True),
         peer=("pagemap_scan", "xxh3_hash")),
-    Exp(14, "delta-sync", "Delta sync: r3sync vs rsync (default, -B 4096), 1% changed",
+    Exp(14, "delta-sync", "Delta sync: r3sync vs rsync (default, -B 4096) against the share changed",
         "r3 only", exp_delta_sync,
-        dict(metric="sync_time", x="strategy", kind="bars", ylabel="ms"),
+        dict(metric="sync_time", x="source", series="strategy", ylabel="sync time (ms)", logx=True,
+             logy=True, xlabel="share of 4 KiB pages written (%)"),
         needs=("rsync", "openssl"), peer=("r3sync", "rsync -B 4096")),
     Exp(15, "nbd-server", "NBD server: r3serve --nbd vs nbdkit memory (fio nbd engine)", "r3 only",
         exp_nbd_server, dict(metric="fio_read_1M_qd16", x="strategy", kind="bars", ylabel="MB/s"),
@@ -892,6 +936,8 @@ def read_csv(out):
 def series_name(r):
     if r["experiment"] == "migration" and r["source"]:   # there `source` is the share re-written
         return "%s %s%% re-written" % (r["strategy"], r["source"])
+    if r["experiment"] == "delta-sync" and r["source"]:  # there `source` is the share written
+        return "%s %s%% changed" % (r["strategy"], r["source"])
     parts = [r["strategy"]]
     for k in ("source", "transport"):
         if r[k] and r[k] not in ("mem", "delay") or (k == "source" and r[k] and r["strategy"] in
@@ -931,6 +977,8 @@ def plot(out, quiet=False):
         groups = {}
         for r in mine:
             key = series_name(r) if spec.get("kind") != "bars" else ""
+            if spec.get("series"):
+                key = r[spec["series"]]
             if spec.get("kind") == "cdf":
                 groups.setdefault(key, {}).setdefault("v", []).append(float(r["value"]))
                 continue
@@ -971,9 +1019,9 @@ def plot(out, quiet=False):
                          "'%s' using 1:3:4:5 with yerrorbars lc rgb 'black' pt 0 title 'min-max'"
                          % (data, data))
         else:
-            gp.append("set xlabel \"%s\"" % {"rtt_ms": "RTT (ms)", "workers": "pull workers",
-                                             "chunk": "chunk (bytes)", "size": "region size (bytes)"}
-                      .get(spec["x"], spec["x"]))
+            gp.append("set xlabel \"%s\" noenhanced" % spec.get("xlabel", {
+                "rtt_ms": "RTT (ms)", "workers": "pull workers", "chunk": "chunk (bytes)",
+                "size": "region size (bytes)"}.get(spec["x"], spec["x"])))
             for i, (key, pts) in enumerate(sorted(groups.items())):
                 data = "%s.%d.dat" % (base, i)
                 with open(data, "w") as f:
@@ -1035,7 +1083,7 @@ def plot_dual(pdir, e, spec, mine):
 # ---------------------------------------------------------------- report
 
 def load_study():
-    path = os.path.join(SRCDIR, "bench", "study.csv")
+    path = os.path.join(DATA, "study.csv")
     with open(path, newline="") as f:
         return [r for r in csv.DictReader(l for l in f if not l.startswith("#"))]
 
@@ -1055,7 +1103,7 @@ def study_match(rows, s):
     return out
 
 
-def peer_table(mine, peer):
+def peer_table(mine, peer, point="source"):
     """r3 beside the peer measured in the same run: medians and their ratio,
     for each metric and point both have."""
     a, b = peer
@@ -1065,7 +1113,7 @@ def peer_table(mine, peer):
         if r["strategy"] in (a, b):
             med.setdefault((r["strategy"],) + tuple(r[k] for k in keyf), []).append(float(r["value"]))
     L = ["Beside the peer in the same run:", "",
-         "| metric | size | %s | %s | %s / %s |" % (a, b, a, b), "|---|---|---|---|---|"]
+         "| metric | %s | size | %s | %s | %s / %s |" % (point, a, b, a, b), "|---|---|---|---|---|---|"]
     n = 0
     def num(x):
         try:
@@ -1076,7 +1124,7 @@ def peer_table(mine, peer):
         if k[0] != a or (b,) + k[1:] not in med:
             continue
         va, vb = median(med[k]), median(med[(b,) + k[1:]])
-        L.append("| %s (%s) | %s | %s | %s | %s |" % (k[1], k[2], k[7], fmt(va), fmt(vb),
+        L.append("| %s (%s) | %s | %s | %s | %s | %s |" % (k[1], k[2], k[3], k[7], fmt(va), fmt(vb),
                                                    "%.3g×" % (va / vb) if vb else "—"))
         n += 1
     return L + [""] if n else []
@@ -1125,7 +1173,7 @@ def report(out):
                       fmt(pct(v, 99)) if len(v) > 1 else "", len(v)))
         L.append("")
         if e.peer:
-            L += peer_table(mine, e.peer)
+            L += peer_table(mine, e.peer, "share (%)" if e.name == "delta-sync" else "source")
         srows = [s for s in study if s["experiment"] == e.name]
         if srows:
             L += ["Beside the study:", "",
@@ -1237,6 +1285,9 @@ def cmd_run(args):
         for e in exps:
             ctx.exp = e
             t0 = time.time()
+            if rtt_mode == "proxy" and e.rtt == "delay":
+                ctx.note("--rtt-mode proxy does not apply here: RTT comes from the delay stage "
+                         "(only transports and sources put a proxy in front of their servers)")
             if e.status:
                 st = e.status
             elif e.fn is None:
@@ -1287,7 +1338,9 @@ def cmd_list(args):
         else:
             miss = [p for p in e.needs if not which(p)]
             st = "needs %s (missing)" % ", ".join(miss) if miss else "ready"
-        print("%2d  %-20s %s\n    reproduces: %s; %s" % (e.num, e.name, e.title, e.figure, st))
+        rtt = {None: "", "delay": "; RTT: delay stage (--rtt-mode proxy does not apply)",
+               "delay,proxy": "; RTT: delay stage or --rtt-mode proxy"}[e.rtt]
+        print("%2d  %-20s %s\n    reproduces: %s; %s%s" % (e.num, e.name, e.title, e.figure, st, rtt))
     return 0
 
 

@@ -22,3 +22,6 @@ docs/%.7: docs/%.pod
 
 # tests/integration/man_pages.sh checks them.
 check_DATA = $(man_MANS)
+
+# r3bench(1) (docs/r3bench.pod; the pod is in bench/local.mk's EXTRA_DIST)
+man_MANS += docs/r3bench.1

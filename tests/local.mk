@@ -157,3 +157,7 @@ INTEGRATION_TESTS += tests/integration/zero_strategies.sh
 INTEGRATION_TESTS += tests/integration/managed_zero.sh
 # the migration acceptance at 1 GiB, run by hand (make check runs it at 64 MiB)
 EXTRA_DIST += tests/integration/migrate_big.sh
+# Issue 11's programs at the issue's full sizes: not in the default make check
+# (tens of minutes, ~12 GiB of RAM); run it by hand:
+#   nice make check TESTS=tests/integration/programs_full.sh
+EXTRA_DIST += tests/integration/programs_full.sh
