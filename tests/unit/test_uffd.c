@@ -318,6 +318,8 @@ START_TEST(test_remove_storm)
         pthread_join(th[i], NULL);
     atomic_store(&st.stop, true);
     pthread_join(t, NULL);
+    for (unsigned i = 0; i < 3; i++)
+        ck_assert_msg(a[i].bad == 0, "reader %u saw %ld wrong words during the storm", i, a[i].bad);
     uint8_t *z = calloc(1, r->chunk);
     ck_assert_int_eq(memcmp(r->base, z, r->chunk), 0);
     free(z);
@@ -879,15 +881,27 @@ START_TEST(test_mem_interval)
     ck_assert_int_eq(r3_region_open(&o, src, &r), 0);
     ck_assert_uint_eq(r->len, 4 * MiB);
     up_fill(r->base, 4 * MiB, 0, 61);
-    struct r3_region_stats st;
-    for (int i = 0; i < 10000; i++) {
-        r3_region_stats(r, &st);
-        if (st.chunks_pushed >= 64)
+    /* no sync: wait until the source itself (not the region) holds every
+     * byte, which only the interval push can have put there; the half past
+     * the region's end is never written */
+    uint8_t *back = malloc(8 * MiB);
+    ck_assert_ptr_nonnull(back);
+    long bad = 0;
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_int_eq(r3_source_read(src, back, 4 * MiB, 0), 0);
+        if ((bad = up_check(back, 4 * MiB, 0, 61)) == -1)
             break;
-        usleep(1000);
+        usleep(10000);
     }
-    ck_assert_uint_ge(st.chunks_pushed, 64);    /* the interval pushed without a sync */
+    ck_assert_msg(bad == -1, "the source differs at %ld after 10 s of interval pushes", bad);
+    struct r3_region_stats st;
+    r3_region_stats(r, &st);
+    ck_assert_uint_ge(st.chunks_pushed, 64);
+    ck_assert_int_eq(r3_source_read(src, back + 4 * MiB, 4 * MiB, 4 * MiB), 0);
+    for (size_t i = 4 * MiB; i < 8 * MiB; i++)
+        ck_assert_msg(back[i] == 0, "byte %zu past the region is %u", i, back[i]);
     ck_assert_int_eq(r3_region_close(r), 0);
+    free(back);
 }
 END_TEST
 
