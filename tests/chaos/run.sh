@@ -23,6 +23,7 @@
 # a server that does not come back, or on a sanitizer report in a log.
 # Usage: run.sh [--rounds N] [--seed S] [--paths "r3 r3s redis s3 nbd uffd managed"]
 #        (make check: 6 rounds each)
+SELF=$(readlink -f "$0")
 source "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ROUNDS=6
 SEED=$$
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --paths) PATHS=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; echo "Try 'run.sh --help' for more information." >&2; exit 2 ;;
     esac
 done
