@@ -19,28 +19,43 @@ ADV=$T_LAST_PID
 t_bg "$R3SYNC" receive "$T_DIR/w/r1" --hub "127.0.0.1:$PORT" $(fs_client a2) >"$T_DIR/r1.log" 2>&1
 fs_wait "$T_DIR/r1.log" "^synced data.bin" 1
 
-bad() {   # bad ROLE SEND...: an independent client sends bad input as syncA
-    local role=$1; shift
+# bad WANT ROLE SEND...: an independent client sends bad input as syncA; what
+# it saw (bad.out) must match the extended regex WANT ("-" = no ERR reply and
+# the hub did not close on it). Every case is asserted, not only logged.
+bad() {
+    local want=$1 role=$2; shift 2
     local args=()
     for s in "$@"; do args+=(--send "$s"); done
     python3 "$FS_CLIENT" "127.0.0.1:$PORT" "$C/ca.pem" --cert "$C/a.pem" --key "$C/a.key" \
-        --role "$role" --send hello "${args[@]}" --read 1 >>"$T_DIR/bad.out" 2>&1
+        --role "$role" --send hello "${args[@]}" --read 1 >"$T_DIR/bad.out" 2>&1
+    grep -q "^msg HELLO r3sync 1 ok" "$T_DIR/bad.out" || { cat "$T_DIR/bad.out" >&2; t_fail "$role $*: no HELLO"; }
+    if [ "$want" = - ]; then
+        grep -Eq "^msg ERR|^closed eof" "$T_DIR/bad.out" && { cat "$T_DIR/bad.out" >&2; t_fail "$role $*: refused, expected to be ignored"; }
+    else
+        grep -Eq "^msg ERR .*$want" "$T_DIR/bad.out" || { cat "$T_DIR/bad.out" >&2; t_fail "$role $*: no ERR matching '$want'"; }
+        grep -q "^closed eof" "$T_DIR/bad.out" || { cat "$T_DIR/bad.out" >&2; t_fail "$role $*: the hub did not close after refusing"; }
+    fi
+    grep -q "^msg FILE .* ok.bin\|^msg FILE .*escape\|^msg FILE .*recv-may-not" "$T_DIR/bad.out" &&
+        { cat "$T_DIR/bad.out" >&2; t_fail "$role $*: a refused file was announced"; }
+    t_log "$role $*: $(grep -E '^msg ERR|^closed' "$T_DIR/bad.out" | tr '\n' ' ')"
 }
-bad adv oversize
-bad adv truncated
-bad recv garbage
-bad adv "file:../escape.bin:4096"
-bad adv "file:/tmp/abs-r3sync-escape.bin:4096"
-bad adv "file:a/../../escape.bin:4096"
-bad adv "filehex:$(printf 'nul' | od -An -tx1 | tr -d ' \n')0078:4096"   # "nul\0x"
-bad adv "file:ok.bin:4096" "blk:7777:5:65536"          # a block past the end
-bad adv "blk:1234:0:65536"                            # a file that does not exist: dropped
-bad recv "file:recv-may-not.bin:4096"                # receivers may not advertise
-grep -q "refused\|frame" "$T_DIR/hub.log" || t_fail "the hub did not refuse anything"
-grep -q "frame of" "$T_DIR/hub.log" || t_fail "oversized frame not reported"
-grep -q "absolute file name" "$T_DIR/hub.log" || t_fail "absolute name not refused"
-grep -q "'..' component" "$T_DIR/hub.log" || t_fail "'..' not refused"
-grep -q "NUL byte" "$T_DIR/hub.log" || t_fail "a name with a NUL byte not refused"
+bad "frame of 2147483647 bytes refused" adv oversize
+bad - adv truncated                                    # the hub waits for the rest; the client leaves
+bad "malformed frame" recv garbage
+bad "'\.\./escape.bin' refused" adv "file:../escape.bin:4096"
+bad "absolute file name '/tmp/abs-r3sync-escape.bin' refused" adv "file:/tmp/abs-r3sync-escape.bin:4096"
+bad "'a/\.\./\.\./escape.bin' refused" adv "file:a/../../escape.bin:4096"
+bad "NUL byte refused" adv "filehex:$(printf 'nul' | od -An -tx1 | tr -d ' \n')0078:4096"   # "nul\0x"
+bad "block 5 of 65536 bytes does not fit" adv "file:ok.bin:4096" "blk:7777:5:65536"   # a block past the end
+bad - adv "blk:1234:0:65536"                           # a file that does not exist: dropped
+bad "message type 2 not allowed for a receiver" recv "file:recv-may-not.bin:4096"   # receivers may not advertise
+H="$T_DIR/hub.log"
+grep -q "frame of 2147483647 bytes refused" "$H" || t_fail "oversized frame not logged"
+grep -q "absolute file name" "$H" || t_fail "absolute name not logged"
+grep -q "'..' component" "$H" || t_fail "'..' not logged"
+grep -q "NUL byte" "$H" || t_fail "a name with a NUL byte not logged"
+grep -q "message for unknown file 1234 dropped" "$H" || t_fail "the block for an unknown file was not logged as dropped"
+grep -q "malformed frame" "$H" || t_fail "garbage not logged"
 
 # the hub and the good peers still work
 python3 "$top_srcdir/tests/integration/filesync_writer.py" data.bin 3 20 65536 >/dev/null

@@ -14,20 +14,33 @@ cd "$T_DIR/src"
 t_bg "$R3SYNC" advertise data.bin --hub "127.0.0.1:$PORT" $(fs_client a) --interval 0 >"$T_DIR/adv.log" 2>"$T_DIR/adv.err"
 ADV=$T_LAST_PID
 t_bg "$R3SYNC" receive "$T_DIR/r1" --hub "127.0.0.1:$PORT" $(fs_client a) >"$T_DIR/r1.log" 2>"$T_DIR/r1.err"
+R1=$T_LAST_PID
 t_bg "$R3SYNC" receive "$T_DIR/r2" --hub "127.0.0.1:$PORT" $(fs_client a2) >"$T_DIR/r2.log" 2>"$T_DIR/r2.err"
 fs_wait "$T_DIR/r1.log" "^synced data.bin" 1
 fs_wait "$T_DIR/r2.log" "^synced data.bin" 1
 
-# a big round (most blocks change); the hub dies while it is relayed
+# a big round (most blocks change); the hub dies while it is relayed: once
+# receiver 1 is seen writing the round's blocks (its write count in
+# /proc/PID/io grows by 1 MiB), not after a sleep, and the test fails if
+# the kill missed the round (both receivers already done)
+wchar() { sed -n 's/^wchar: //p' "/proc/$1/io" 2>/dev/null || echo 0; }
+w0=$(wchar "$R1")
 python3 "$W" data.bin 7 4000 65536 >/dev/null
 kill -USR1 "$ADV"
-sleep 0.05
+for i in $(seq 2000); do
+    [ "$(wchar "$R1")" -ge $((w0 + 1048576)) ] && break
+    sleep 0.005
+done
 kill -9 "$HUB_PID"
 wait "$HUB_PID" 2>/dev/null
-t_log "hub killed mid-round"
+[ "$(wchar "$R1")" -ge $((w0 + 1048576)) ] || t_fail "receiver 1 never started writing round 1"
+if grep -q "^round 1 done" "$T_DIR/r1.log" && grep -q "^round 1 done" "$T_DIR/r2.log"; then
+    t_fail "the kill missed the round: both receivers had finished it"
+fi
 cmp -s data.bin "$T_DIR/r1/data.bin" && cmp -s data.bin "$T_DIR/r2/data.bin" &&
-    t_log "note: the round finished before the hub died"
-sleep 0.5
+    t_fail "the kill missed the round: both receivers already hold the new data"
+t_log "hub killed mid-round (receiver 1 had written $(( $(wchar "$R1") - w0 )) bytes of it)"
+sleep 0.5                    # the hub stays away a while: clients meet refused connects
 fs_hub "$PORT"
 t_log "hub restarted"
 fs_wait "$T_DIR/adv.err" "connected to" 2

@@ -183,12 +183,22 @@ a = ready(FPORT)
 for c in range(40):
     req(a, WRITE, c, 0, 4096, payload=b"A" * 4096)
 time.sleep(0.05)
+a_port = a.getsockname()[1]
 a.close()             # FIN, as from a process that died: the server's next reply still "succeeds"
 time.sleep(0.02)
 b = ready(FPORT)
 req(b, WRITE, 1, 0, 4096, payload=b"B" * 4096); check(reply(b)[0] == 0, "fence: B's write failed")
 req(b, FLUSH, 2, 0, 0); check(reply(b)[0] == 0, "fence: flush failed")
-time.sleep(2.5)                                  # 40 writes x 100 ms / 2 workers: all would have landed
+# wait for the event, not 2.5 s: the server's summary line for A's
+# connection, logged once its workers are done with what A left behind
+FLOG = os.path.join(os.path.dirname(LOG), "fence.log")
+deadline = time.time() + 30
+while time.time() < deadline:
+    if any(("127.0.0.1:%d " % a_port) in l and "requests" in l for l in open(FLOG)):
+        break
+    time.sleep(0.02)
+else:
+    check(False, "fence: no summary line for the dead connection in fence.log")
 req(b, READ, 3, 0, 4096); e, _, d = reply(b, 4096)
 check(e == 0 and d == b"B" * 4096, "fence: a dead connection's write overwrote newer data (%r)" % d[:8])
 b.close()

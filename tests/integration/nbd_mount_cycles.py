@@ -35,49 +35,80 @@ def r3mount_pids():
 def mounted():
     return [l for l in open("/proc/mounts") if (" " + mnt + " ") in l]
 
+def fail(msg):
+    # leave nothing mounted behind a failure either
+    if mounted():
+        subprocess.run([r3mount, "-u", mnt], capture_output=True, timeout=60)
+        reap()
+    sys.exit(msg)
+
+# A file source: what each cycle wrote through the mount is read back from
+# the backing file itself (pread, another path than the mount and its page
+# cache), after the fsync and again after the unmount, and at the end every
+# cycle's block must still be there.
+img = os.path.join(d, "img")
+SIZE = 8 << 20
+
+def backing(off, n):
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
+
+def block(i):
+    off = (i * 4096) % SIZE
+    return off, bytes([i % 251 + 1]) * 4096     # never zero: a lost write cannot pass as a hole
+
 t0 = time.time()
 for i in range(cycles):
     strategy = "nbd-managed" if i % 2 else "nbd-direct"
     r = subprocess.run([r3mount, "--strategy", strategy, "--pull-workers", "2",
-                        "mem:?size=8M", mnt], capture_output=True, text=True, timeout=30)
+                        "file://%s?size=8M" % img, mnt], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
-        sys.exit("cycle %d: r3mount failed: %s" % (i, r.stderr))
+        fail("cycle %d: r3mount failed: %s" % (i, r.stderr))
     path = r.stdout.strip()
-    data = bytes([i % 256]) * 4096
+    off, data = block(i)
     with open(path, "r+b") as f:
-        f.seek(i * 4096)
+        f.seek(off)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    with open(path, "rb") as f:
-        f.seek(i * 4096)
-        if f.read(4096) != data:
-            sys.exit("cycle %d: data read back differs" % i)
+    if backing(off, 4096) != data:
+        fail("cycle %d (%s): after fsync the backing file does not hold the block" % (i, strategy))
+    if i and backing(block(i - 1)[0], 4096) != block(i - 1)[1]:
+        fail("cycle %d (%s): the previous cycle's block is gone from the backing file" % (i, strategy))
     r = subprocess.run([r3mount, "-u", mnt], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
-        sys.exit("cycle %d: r3mount -u failed: %s" % (i, r.stderr))
+        fail("cycle %d: r3mount -u failed: %s" % (i, r.stderr))
     reap()
     if mounted():
-        sys.exit("cycle %d: still mounted after -u" % i)
+        fail("cycle %d: still mounted after -u" % i)
+    if backing(off, 4096) != data:
+        fail("cycle %d (%s): after the unmount the backing file does not hold the block" % (i, strategy))
+for i in range(cycles):
+    off, data = block(i)
+    if backing(off, 4096) != data:
+        fail("cycle %d's block is not in the backing file at the end" % i)
 # unmount while another process still holds the file open: must not hang
 r = subprocess.run([r3mount, "mem:?size=8M", mnt], capture_output=True, text=True, timeout=30)
 if r.returncode != 0:
-    sys.exit("held-open case: r3mount failed: %s" % r.stderr)
+    fail("held-open case: r3mount failed: %s" % r.stderr)
 holder = subprocess.Popen(["sleep", "30"], stdin=open(r.stdout.strip(), "rb"))
 t = time.time()
 r = subprocess.run([r3mount, "-u", mnt], capture_output=True, text=True, timeout=30)
 if r.returncode != 0 or time.time() - t > 10:
-    sys.exit("held-open case: r3mount -u failed or took %.1f s: %s" % (time.time() - t, r.stderr))
+    fail("held-open case: r3mount -u failed or took %.1f s: %s" % (time.time() - t, r.stderr))
 holder.kill(); holder.wait()
 time.sleep(0.2)
 reap()
 left = r3mount_pids()
 if left:
-    sys.exit("r3mount processes left: %s" % left)
+    fail("r3mount processes left: %s" % left)
 if mounted():
-    sys.exit("a mount was left")
+    fail("a mount was left")
 busy = [b for b in os.listdir("/sys/block") if b.startswith("nbd") and
         open("/sys/block/%s/size" % b).read().strip() != "0"] if os.path.isdir("/sys/block") else []
 if busy:
-    sys.exit("NBD devices left connected: %s" % busy)
+    fail("NBD devices left connected: %s" % busy)
 print("%d cycles in %.1f s" % (cycles, time.time() - t0))

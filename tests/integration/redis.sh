@@ -54,7 +54,17 @@ DB=5 cli DEL img:7 >/dev/null
 t_log "server SIGKILL + restart under a running reader: it reconnects, flushed data survives"
 t_bg t_timeout 60 "$SC" -s 11 -t 4 -n 5 loop "$U?db=3"
 LOOP=$T_LAST_PID
-sleep 1.5
+# wait for the event, not a time: the reader's connections are open and
+# commands have been served on them since (the reader's GETs: 3 a poll are ours)
+g0=$(cli INFO stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
+for i in $(seq 200); do
+    n=$(cli INFO clients | sed -n 's/^connected_clients:\([0-9]*\).*/\1/p' | tr -d '\r')
+    g=$(cli INFO stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
+    [ "${n:-0}" -gt 1 ] && [ "${g:-0}" -gt "$((${g0:-0} + 1000))" ] && break
+    sleep 0.05
+done
+[ "${g:-0}" -gt "$((${g0:-0} + 1000))" ] || t_fail "the reader never started reading"
+kill -0 "$LOOP" 2>/dev/null || t_fail "the reader ended before the kill: the restart was not under a reader"
 kill -9 "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
 start_redis
 wait "$LOOP" || t_fail "reads across a server restart failed"
@@ -69,6 +79,24 @@ before=$(cli DBSIZE)
 "$SC" fail "$U?db=3&colour=red" "unknown URI parameter" || t_fail "bad parameter"
 "$SC" fail "redis://:s3cret@127.0.0.1:$P/bad?size=1M&cluster=1" "not a cluster node" || t_fail "cluster=1 on a plain server"
 [ "$(cli DBSIZE)" = "$before" ] || t_fail "a bad open wrote keys"
+t_log "NOAUTH mid-session: a server that starts asking for a password is an error naming it, not a hang"
+P2=$(t_free_port)
+mkdir -p "$T_DIR/data2"
+t_bg redis-server --port "$P2" --bind 127.0.0.1 --dir "$T_DIR/data2" --save '' --appendonly no \
+    --logfile "$T_DIR/redis2.log"
+t_wait_port "$P2"
+cli2() { redis-cli -p "$P2" --no-auth-warning "$@"; }
+for i in $(seq 50); do [ "$(cli2 PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+t_timeout 30 "$SC" -s 16 write "redis://127.0.0.1:$P2/na?size=4M&chunk=64K" || t_fail "write without a password"
+t_bg t_timeout 60 "$SC" -s 16 -t 2 -n 20 loop "redis://127.0.0.1:$P2/na?timeout=2s" 2>"$T_DIR/noauth.err"
+NA=$T_LAST_PID
+for i in $(seq 200); do [ "$(cli2 INFO clients | tr -d '\r' | sed -n 's/^connected_clients://p')" -gt 1 ] && break; sleep 0.05; done
+cli2 CONFIG SET requirepass late-s3cret >/dev/null
+redis-cli -p "$P2" -a late-s3cret --no-auth-warning CLIENT KILL TYPE normal >/dev/null
+rc=0; wait "$NA" || rc=$?
+[ "$rc" = 1 ] || { cat "$T_DIR/noauth.err" >&2; t_fail "a reader meeting NOAUTH: status $rc, expected 1"; }
+grep -q "needs a password" "$T_DIR/noauth.err" || { cat "$T_DIR/noauth.err" >&2; t_fail "NOAUTH is not said as a missing password"; }
+t_log "NOAUTH: $(head -1 "$T_DIR/noauth.err")"
 t_log "through a uffd region"
 region_step 11 15 "$U?db=3"
 exit 0

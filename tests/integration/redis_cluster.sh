@@ -48,17 +48,45 @@ id() { redis-cli -p "$1" CLUSTER MYID; }
 ID1=$(id "$P1") ID2=$(id "$P2") ID3=$(id "$P3")
 before=$(redis-cli -p "$P1" DBSIZE)
 
+# errors the masters replied, summed (Redis 7 INFO errorstats): MOVED and
+# ASK can only come from r3's clients while the slots move
+errs() {
+    local p t=0 n
+    for p in $PORTS; do
+        n=$(redis-cli -p "$p" INFO errorstats | tr -d '\r' | sed -n "s/^errorstat_$1:count=\([0-9]*\).*/\1/p")
+        t=$((t + ${n:-0}))
+    done
+    echo "$t"
+}
+served() {
+    local p t=0 n
+    for p in $PORTS; do
+        n=$(redis-cli -p "$p" INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
+        t=$((t + ${n:-0}))
+    done
+    echo "$t"
+}
+moved0=$(errs MOVED) ask0=$(errs ASK)
+
 t_log "reshard while reading and rewriting"
-t_bg t_timeout 60 "$SC" -s 21 -t 6 -p 200000 -n 12 loop "$U?cluster=1"
+t_bg t_timeout 120 bash -c "n=0; while [ ! -e '$T_DIR/done' ]; do '$SC' -s 21 -t 6 -p 200000 -n 2 loop '$U?cluster=1' || exit 1; n=\$((n+1)); done; echo read loops: \$n >&2"
 LOOP=$T_LAST_PID
-t_bg t_timeout 60 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
+t_bg t_timeout 120 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
 REWRITE=$T_LAST_PID
-sleep 0.5
+# the reshard starts once both are seen working (commands served), not after a sleep
+c0=$(served)
+for i in $(seq 200); do [ "$(served)" -gt $((c0 + 2000)) ] && break; sleep 0.05; done
+[ "$(served)" -gt $((c0 + 2000)) ] || t_fail "the readers and writers never started"
 t_timeout 60 redis-cli --cluster reshard 127.0.0.1:$P1 --cluster-from "$ID1" --cluster-to "$ID2" \
     --cluster-slots 3000 --cluster-yes --cluster-pipeline 7 > "$T_DIR/reshard1.log" 2>&1 || { tail "$T_DIR/reshard1.log" >&2; t_fail "reshard 1"; }
 t_timeout 60 redis-cli --cluster reshard 127.0.0.1:$P1 --cluster-from "$ID2" --cluster-to "$ID3" \
     --cluster-slots 3000 --cluster-yes --cluster-pipeline 7 > "$T_DIR/reshard2.log" 2>&1 || { tail "$T_DIR/reshard2.log" >&2; t_fail "reshard 2"; }
 touch "$T_DIR/done"
+kill -0 "$LOOP" 2>/dev/null || t_fail "the readers ended before the resharding did"
+moved=$(($(errs MOVED) - moved0)) ask=$(($(errs ASK) - ask0))
+t_log "redirections answered during the resharding: MOVED $moved, ASK $ask"
+[ "$moved" -ge 1 ] || t_fail "no MOVED was answered: the redirection path did not run"
+[ "$ask" -ge 1 ] || t_fail "no ASK was answered: the migrating-slot path did not run"
 wait "$LOOP" || t_fail "a read during resharding failed or returned wrong data"
 wait "$REWRITE" || t_fail "a write during resharding failed"
 after=$(redis-cli -p "$P1" DBSIZE)

@@ -64,7 +64,20 @@ UU="r3+unix:///x?socket=$D/r3.sock"
 t_timeout 120 "$CAT" put "$UU" "$D/data" -p 1000-200000 -j 2 || t_fail "r3+unix:// put"
 t_timeout 60 "$CAT" get "$UU" "$D/back" -j 2 || t_fail "r3+unix:// get"
 cmp "$D/data" "$D/back" || t_fail "r3+unix://: data read back differs"
-t_log "unix socket + dir source: same"
+# and through another path than r3serve and the dir source: the chunk files
+# themselves (named by their index, 64 KiB each, a missing one is zeros)
+python3 - "$D/chunks" 1024 65536 >"$D/fromfiles" <<'EOF' || t_fail "reading the chunk files"
+import os, sys
+d, n, ch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = sys.stdout.buffer
+for i in range(n):
+    p = os.path.join(d, str(i))
+    b = open(p, 'rb').read() if os.path.exists(p) else b''
+    assert len(b) <= ch, (p, len(b))
+    out.write(b + bytes(ch - len(b)))
+EOF
+cmp "$D/data" "$D/fromfiles" || t_fail "r3+unix://: the dir source's chunk files differ from what was written"
+t_log "unix socket + dir source: same (read back through r3+unix:// and from the chunk files)"
 
 # ---- 3. TLS with client certificates (mTLS)
 start_serve "$D/tls.log" --listen 127.0.0.1:0 --source "file://$D/served-tls?size=64M" \
@@ -237,13 +250,25 @@ UK="r3://127.0.0.1:$PK/x?timeout=10s&chunk=64K"
 head -c 32M "$D/data" >"$D/first"
 t_timeout 60 "$CAT" put "$UK" "$D/first" -p 1-300000 -j 2 || t_fail "put before the kill"   # flushed
 # a slow reader and a slow whole-chunk writer span the kill and the restart
-t_timeout 60 "$CAT" get "$UK" "$D/during" -l 32M -j 2 -d 30000 & RD=$!
+# (64 KiB pieces, 2 threads: 512 pieces at 30 ms, about 8 s; the writer about 5 s)
+t_timeout 60 "$CAT" get "$UK" "$D/during" -l 32M -j 2 -p 65536-65536 -d 30000 & RD=$!
 head -c 16M /dev/urandom >"$D/second"
-t_timeout 60 "$CAT" put "$UK" "$D/second" -o 32M -p 65536-65536 -j 2 -d 20000 2>"$D/writer.err" & WR=$!
-sleep 1
+t_timeout 60 "$CAT" put "$UK" "$D/second" -o 32M -p 65536-65536 -j 2 -d 40000 2>"$D/writer.err" & WR=$!
+# kill once both are seen moving bytes (the reader's output grows, the
+# writer's first chunk is in the served file), not after a sleep
+for i in $(seq 400); do
+    [ "$(stat -c %s "$D/during" 2>/dev/null || echo 0)" -ge 1048576 ] &&
+        cmp -s -n 65536 <(tail -c +$((32 * 1048576 + 1)) "$D/killed") "$D/second" && break
+    sleep 0.025
+done
+[ "$(stat -c %s "$D/during" 2>/dev/null || echo 0)" -ge 1048576 ] || t_fail "the reader never got going"
+cmp -s -n 65536 <(tail -c +$((32 * 1048576 + 1)) "$D/killed") "$D/second" || t_fail "the writer never got going"
+kill -0 "$RD" 2>/dev/null && kill -0 "$WR" 2>/dev/null || t_fail "reader or writer done before the kill: nothing spans the restart"
 kill -9 "$SERVE_PID"
-sleep 1
+wait "$SERVE_PID" 2>/dev/null
+sleep 0.5                            # the server stays away a while: clients meet a refused connect
 start_serve "$D/k2.log" --listen "127.0.0.1:$PK" --source "file://$D/killed?size=64M"
+kill -0 "$RD" 2>/dev/null || t_fail "the reader ended while the server was down (it must retry across the restart)"
 rc=0; wait $RD || rc=$?
 [ "$rc" = 0 ] || t_fail "a reader spanning the restart failed (status $rc; reads are retried)"
 cmp "$D/first" "$D/during" || t_fail "a reader spanning the restart read wrong data"
@@ -255,11 +280,25 @@ t_timeout 60 "$CAT" get "$UK" "$D/after" -l 32M -j 2 || t_fail "read after the r
 cmp "$D/first" "$D/after" || t_fail "data flushed before the kill is not intact"
 # an unaligned writer with the server gone for good: an error, not a hang
 head -c 4M /dev/urandom >"$D/third"
-t_timeout 60 "$CAT" put "r3://127.0.0.1:$PK/x?timeout=3" "$D/third" -p 1-100000 -d 20000 2>"$D/w3.err" & WR=$!
-sleep 0.5
+t_timeout 60 "$CAT" put "r3://127.0.0.1:$PK/x?timeout=3s" "$D/third" -p 1-100000 -d 20000 2>"$D/w3.err" & WR=$!
+# its bytes may sit in the client or the server until a flush: progress is
+# what the writer (under timeout) has read of its file, from /proc/PID/io
+sent() {
+    local p t=0 n q=$WR all=$WR
+    while q=$(pgrep -P "$(echo $q | tr ' ' ,)" 2>/dev/null | tr '\n' ' ') && [ -n "$q" ]; do all="$all $q"; done
+    for p in $all; do n=$(sed -n 's/^rchar: //p' "/proc/$p/io" 2>/dev/null); t=$((t + ${n:-0})); done
+    echo "$t"
+}
+for i in $(seq 400); do
+    [ "$(sent)" -ge 524288 ] && break
+    sleep 0.025
+done
+[ "$(sent)" -ge 524288 ] || t_fail "the last writer never got going"
+kill -0 "$WR" 2>/dev/null || t_fail "the last writer finished before its server died"
 kill -9 "$SERVE_PID"
 rc=0; wait $WR || rc=$?
 [ "$rc" = 1 ] || t_fail "a writer whose server died: status $rc, expected 1"
+grep -Eq "127.0.0.1:$PK: .*(lost|refused|timed out|closed|reset)" "$D/w3.err" || { cat "$D/w3.err" >&2; t_fail "the writer's error does not say the server went away"; }
 t_log "writer with the server gone: $(cat "$D/w3.err")"
 
 # ---- 7. SIGTERM: stops cleanly after flushing

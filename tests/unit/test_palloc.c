@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <time.h>
 #include "preload/palloc.h"
 #include "testutil.h"
 
@@ -139,7 +140,14 @@ END_TEST
 
 /* Random alloc/free/resize; each block carries its own pattern, so any
  * overlap between blocks shows as a mismatch. */
-struct worker { unsigned seed; int id; long errors; };
+struct worker { unsigned seed; int id; long errors; long iters; double deadline; };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void *churn(void *arg)
 {
@@ -147,7 +155,9 @@ static void *churn(void *arg)
     enum { N = 32 };
     char *p[N] = { 0 };
     size_t n[N] = { 0 };
-    for (int it = 0; it < 3000; it++) {
+    /* up to 3000 operations, or until the deadline on a slow build (coverage,
+     * sanitizers, a loaded machine): the work scales, the test's time does not */
+    for (int it = 0; it < 3000 && (it % 64 || now_s() < w->deadline); it++, w->iters++) {
         int i = (int)(rand_r(&w->seed) % N);
         uint32_t tag = (uint32_t)(w->id * 1000 + i);
         if (p[i]) {
@@ -186,13 +196,15 @@ START_TEST(many_threads)
     enum { T = 8 };
     pthread_t t[T];
     struct worker w[T];
+    double deadline = now_s() + 15;      /* well inside the case's 60 s */
     for (int i = 0; i < T; i++) {
-        w[i] = (struct worker){ .seed = (unsigned)i * 7919u + 1, .id = i };
+        w[i] = (struct worker){ .seed = (unsigned)i * 7919u + 1, .id = i, .deadline = deadline };
         ck_assert_int_eq(pthread_create(&t[i], NULL, churn, &w[i]), 0);
     }
     for (int i = 0; i < T; i++) {
         pthread_join(t[i], NULL);
         ck_assert_int_eq(w[i].errors, 0);
+        ck_assert_msg(w[i].iters >= 128, "thread %d did only %ld operations in 15 s", i, w[i].iters);
     }
     ck_assert_uint_eq(pa.nalloc, pa.nfree);
     assert_all_free();

@@ -318,6 +318,8 @@ START_TEST(test_remove_storm)
         pthread_join(th[i], NULL);
     atomic_store(&st.stop, true);
     pthread_join(t, NULL);
+    for (unsigned i = 0; i < 3; i++)
+        ck_assert_msg(a[i].bad == 0, "reader %u saw %ld wrong words during the storm", i, a[i].bad);
     uint8_t *z = calloc(1, r->chunk);
     ck_assert_int_eq(memcmp(r->base, z, r->chunk), 0);
     free(z);
@@ -720,14 +722,16 @@ static const struct r3_source_ops flaky_ops = {
     .close = flaky_close,
 };
 
-static _Atomic int evict_errors;
+static _Atomic int evict_errors, evict_msg_ready;
 static char evict_msg[512];
 
 static void on_evict_error(void *arg, struct r3_region *r, int err, const char *msg)
 {
     (void)arg, (void)r, (void)err;
-    if (atomic_fetch_add(&evict_errors, 1) == 0)
+    if (atomic_fetch_add(&evict_errors, 1) == 0) {
         snprintf(evict_msg, sizeof evict_msg, "%s", msg);
+        atomic_store(&evict_msg_ready, 1);      /* published after it is written (TSan) */
+    }
 }
 
 START_TEST(test_evict_source_error)
@@ -749,6 +753,9 @@ START_TEST(test_evict_source_error)
     for (size_t off = 0; off < 16 * MiB; off += 4096)
         ck_assert_uint_eq(b[off], (uint8_t)(off >> 12));
     ck_assert_int_ge(atomic_load(&evict_errors), 1);
+    for (int i = 0; i < 10000 && !atomic_load(&evict_msg_ready); i++)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&evict_msg_ready), 1);
     ck_assert_msg(strstr(evict_msg, "cannot evict") && strstr(evict_msg, "stays resident"),
                   "%s", evict_msg);
     atomic_store(&x.fail, 0);
@@ -879,15 +886,33 @@ START_TEST(test_mem_interval)
     ck_assert_int_eq(r3_region_open(&o, src, &r), 0);
     ck_assert_uint_eq(r->len, 4 * MiB);
     up_fill(r->base, 4 * MiB, 0, 61);
+    /* no sync: wait until the interval push has written every chunk and
+     * then stays idle for 20 intervals (the push counter, an atomic the
+     * pusher bumps after each write, orders those writes before our read),
+     * then read the source itself, not the region: it must hold every byte,
+     * which only the interval push can have put there; the half past the
+     * region's end is never written */
     struct r3_region_stats st;
-    for (int i = 0; i < 10000; i++) {
+    uint64_t last = 0;
+    int still = 0;
+    for (int i = 0; i < 20000 && still < 20; i++) {
+        usleep(10000);
         r3_region_stats(r, &st);
-        if (st.chunks_pushed >= 64)
-            break;
-        usleep(1000);
+        still = st.chunks_pushed >= 64 && st.chunks_pushed == last ? still + 1 : 0;
+        last = st.chunks_pushed;
     }
-    ck_assert_uint_ge(st.chunks_pushed, 64);    /* the interval pushed without a sync */
+    ck_assert_msg(still >= 20, "the interval push never settled (%llu chunks pushed)",
+                  (unsigned long long)last);
+    uint8_t *back = malloc(8 * MiB);
+    ck_assert_ptr_nonnull(back);
+    ck_assert_int_eq(r3_source_read(src, back, 4 * MiB, 0), 0);
+    long bad = up_check(back, 4 * MiB, 0, 61);
+    ck_assert_msg(bad == -1, "the source differs at %ld after the interval pushes", bad);
+    ck_assert_int_eq(r3_source_read(src, back + 4 * MiB, 4 * MiB, 4 * MiB), 0);
+    for (size_t i = 4 * MiB; i < 8 * MiB; i++)
+        ck_assert_msg(back[i] == 0, "byte %zu past the region is %u", i, back[i]);
     ck_assert_int_eq(r3_region_close(r), 0);
+    free(back);
 }
 END_TEST
 
