@@ -25,7 +25,7 @@ void r3u_access_note(struct r3u_region *r, uint64_t idx)
         return;
     uint64_t at = atomic_fetch_add(&r->norder, 1);
     if (at < r->nchunks)
-        r->order[at] = idx;
+        atomic_store_explicit(&r->order[at], idx, memory_order_relaxed);
 }
 
 int r3u_access_write(struct r3u_region *r)
@@ -46,7 +46,7 @@ int r3u_access_write(struct r3u_region *r)
         n = r->nchunks;
     fprintf(f, "r3-access-log 1\nchunk %u\n", r->r.chunk);
     for (uint64_t i = 0; i < n; i++)
-        fprintf(f, "%llu\n", (unsigned long long)r->order[i]);
+        fprintf(f, "%llu\n", (unsigned long long)atomic_load_explicit(&r->order[i], memory_order_relaxed));
     int bad = ferror(f);
     int e = errno;
     if (fclose(f) != 0 || bad) {

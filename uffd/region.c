@@ -63,7 +63,7 @@ static void destroy(struct r3u_region *r)
     free(r->pdirty);
     free(r->ahead);
     free(r->seen);
-    free(r->order);
+    free((void *)r->order);
     free(r->prio);
     free(r->hash);
     free(r->scratch);
@@ -474,7 +474,7 @@ static int uffd_access_order(struct r3_region *rr, uint64_t **list, size_t *n)
         return r3_error(-ENOMEM, "uffd: out of memory");
     /* A slot being written right now may still read 0: a hint, not data. */
     for (uint64_t i = 0; i < k; i++)
-        l[i] = r->order[i];
+        l[i] = atomic_load_explicit(&r->order[i], memory_order_relaxed);
     *list = l;
     *n = (size_t)k;
     return 0;

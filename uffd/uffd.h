@@ -80,7 +80,7 @@ struct r3u_region {
     /* access log (record_access) */
     char *record_path;
     _Atomic uint8_t *seen;
-    uint64_t *order;
+    _Atomic uint64_t *order;   /* first-fault order; read while faults append */
     _Atomic uint64_t norder;
     /* hot prefetch: rank of each chunk (NULL = ascending) */
     int64_t *prio;

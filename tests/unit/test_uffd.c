@@ -695,11 +695,16 @@ END_TEST
  * stay resident with their bytes (nothing dropped that was not written
  * back), the program goes on; once the source works again, sync writes
  * everything. */
-struct flaky_source { struct r3_source src; uint8_t *data; _Atomic int fail; };
+struct flaky_source { struct r3_source src; uint8_t *data; _Atomic int fail; pthread_mutex_t mu; };
 
+/* A parallel source guards its own bytes: the evictor may still write a
+ * chunk back (the same bytes) while the test reads them after a sync. */
 static int flaky_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
-    memcpy(buf, ((struct flaky_source *)s)->data + off, len);
+    struct flaky_source *x = (struct flaky_source *)s;
+    pthread_mutex_lock(&x->mu);
+    memcpy(buf, x->data + off, len);
+    pthread_mutex_unlock(&x->mu);
     return 0;
 }
 
@@ -708,7 +713,9 @@ static int flaky_write(struct r3_source *s, const void *buf, size_t len, uint64_
     struct flaky_source *x = (struct flaky_source *)s;
     if (atomic_load(&x->fail))
         return r3_error(-EIO, "test: the source refuses writes");
+    pthread_mutex_lock(&x->mu);
     memcpy(x->data + off, buf, len);
+    pthread_mutex_unlock(&x->mu);
     return 0;
 }
 
@@ -740,6 +747,7 @@ START_TEST(test_evict_source_error)
     x.src = (struct r3_source){ .ops = &flaky_ops, .size = 32 * MiB, .align = 1,
                                 .flags = R3_SRC_PARALLEL };
     x.data = calloc(1, 32 * MiB);
+    pthread_mutex_init(&x.mu, NULL);
     struct r3_region_opts o;
     struct r3_region *r;
     r3_region_opts_init(&o);
@@ -760,9 +768,12 @@ START_TEST(test_evict_source_error)
                   "%s", evict_msg);
     atomic_store(&x.fail, 0);
     ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    pthread_mutex_lock(&x.mu);
     for (size_t off = 0; off < 16 * MiB; off += 4096)
         ck_assert_uint_eq(x.data[off], (uint8_t)(off >> 12));
+    pthread_mutex_unlock(&x.mu);
     ck_assert_int_eq(r3_region_close(r), 0);
+    pthread_mutex_destroy(&x.mu);
     free(x.data);
 }
 END_TEST
