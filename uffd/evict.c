@@ -73,11 +73,39 @@ static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size
     return 0;
 }
 
-/* Put the staging pages back where they came from (after a failure). */
+/* Put the staging pages back where they came from (after a failure). If a
+ * page cannot be moved back, it is copied back (UFFDIO_COPY; a page already
+ * there is EEXIST and kept); only then is the staging area emptied, so it
+ * never holds a leftover page that would make every later move fail
+ * (EEXIST) or that is the only copy of the program's bytes. */
 static void move_back(struct r3u_region *r, uint64_t off)
 {
     size_t moved;
-    move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk, &moved);
+    if (move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk,
+             &moved) == 0)
+        return;
+    size_t np = r->r.chunk >> r->page_shift;
+    unsigned char vec[np];
+    if (mincore(r->staging, r->r.chunk, vec) < 0)
+        memset(vec, 1, np);
+    for (size_t i = 0; i < np; i++) {
+        if (!(vec[i] & 1))
+            continue;
+        size_t at = i << r->page_shift;
+        for (unsigned again = 0;; again++) {
+            struct uffdio_copy c = {
+                .dst = (uintptr_t)r->r.base + off + at,
+                .src = (uintptr_t)r->staging + at,
+                .len = r->pagesz,
+                .mode = r->track_wp ? UFFDIO_COPY_MODE_WP : 0,
+            };
+            if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0 || errno != EAGAIN || again >= 100000)
+                break;
+            struct timespec ts = { 0, 20000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    madvise(r->staging, r->r.chunk, MADV_DONTNEED);
 }
 
 static void report(struct r3u_region *r, int rc, uint64_t c)
