@@ -160,6 +160,8 @@ static void handle_fault(struct r3u_handler *h, const struct uffd_msg *m, uint64
     }
     if (r->seen)
         r3u_access_note(r, idx);
+    atomic_store_explicit(&r->last_write, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0,
+                          memory_order_relaxed);
     h->t0 = t0;
     h->waited = false;
     /* Sequential: this fault is in the chunk after the previous fault's. */

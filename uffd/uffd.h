@@ -106,6 +106,7 @@ struct r3u_region {
     unsigned readahead;           /* chunks filled ahead of a sequential fault */
     bool first_page;              /* memory-speed source: faulting page before its chunk */
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
+    _Atomic bool last_write;      /* the latest fault was a write (zero fills, view.c) */
     _Atomic bool stopping;
     _Atomic int reported;         /* on_error told once */
     /* forked children (fork.c) */

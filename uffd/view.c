@@ -204,7 +204,17 @@ static int view_write(struct r3_source *s, const void *buf, size_t len, uint64_t
         /* One ioctl for the chunk (its waiters are woken by it). Pages
          * removed before the fill read as zeros: these are. */
         atomic_fetch_add_explicit(&r->chunks_zero, 1, memory_order_relaxed);   /* before the wake */
-        rc = r3u_install_zeros(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
+        size_t zl = (len + r->pagesz - 1) & ~(r->pagesz - 1);
+        if (atomic_load_explicit(&r->last_write, memory_order_relaxed)) {
+            /* The program is writing: the zero page would be replaced at
+             * once (a copy-on-write fault per page, allocating and zeroing
+             * it); real pages copied from the shared zero buffer cost one
+             * fault less. Reads keep the zero page (no memory). */
+            for (size_t d = 0; rc == 0 && d < zl; d += R3_ZEROS_LEN)
+                rc = r3u_install(r, off + d, r3_zeros(), zl - d < R3_ZEROS_LEN ? zl - d : R3_ZEROS_LEN);
+        } else {
+            rc = r3u_install_zeros(r, off, zl);
+        }
         for (uint64_t pg = off >> r->page_shift; rc == 0 && pg < (off + len + r->pagesz - 1) >> r->page_shift; pg++)
             if (r3u_bit(r->zpage, pg))
                 r3u_bit_clear(r->zpage, pg);
