@@ -389,8 +389,31 @@ static int managed_track(struct r3_region *r, int op, uint64_t **list, size_t *k
     return r3_push_track(n->pipe->push, op, list, k);
 }
 
+/* nbd-direct: every write goes through to the source; its pass-through
+ * (written.c) keeps the tracking bitmap. */
+static int direct_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
+{
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    int rc = flush_map(n, off, len);
+    if (rc == 0)
+        rc = r3_source_read(n->written, buf, len, off);
+    return rc < 0 ? r3_error_prefix(rc, "nbd-direct: ") : 0;
+}
+
+static int direct_track(struct r3_region *r, int op, uint64_t **list, size_t *k)
+{
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    if (op == R3_TRACK_START || op == R3_TRACK_TAKE) {
+        int rc = flush_map(n, 0, r->len);
+        if (rc < 0)
+            return rc;
+    }
+    return r3_nbd_written_track(n->written, op, list, k);
+}
+
 const struct r3_strategy_ops r3_strategy_nbd_direct = {
     .name = "nbd-direct", .open = open_direct, .sync = region_sync, .close = region_close, .stats = region_stats,
+    .read = direct_read, .track = direct_track,
 };
 const struct r3_strategy_ops r3_strategy_nbd_managed = {
     .name = "nbd-managed", .open = open_managed, .sync = region_sync, .close = region_close, .stats = region_stats,

@@ -182,13 +182,13 @@ static bool host_a_open_on(struct host_a *a, unsigned pct, const char *strategy)
     /* interval write-back collects too: tracking must see it; without it
      * (nbd-managed, filesync at 0 %) what A wrote before TRACK is only in
      * its region, never in the source: the seeder must serve it from there */
-    o.push_interval_ms = strategy && pct == 0 ? 0 : 50;
+    o.push_interval_ms = strategy && (pct == 0 || !strcmp(strategy, "nbd-direct")) ? 0 : 50;
     o.workdir = tmp;
     if (strategy && !strcmp(strategy, "filesync"))
         o.filesync_detect = a_detect;
     int rc = r3_region_open(&o, src, &a->r);
-    if (rc < 0 && strategy && !strcmp(strategy, "nbd-managed") && nbd_missing()) {
-        fprintf(stderr, "SKIP (A on nbd-managed: no FUSE or nbd device here): %s\n", r3_last_error());
+    if (rc < 0 && strategy && !strncmp(strategy, "nbd-", 4) && nbd_missing()) {
+        fprintf(stderr, "SKIP (A on nbd: no FUSE or nbd device here): %s\n", r3_last_error());
         free(uri);
         free(path);
         return false;
@@ -472,6 +472,8 @@ static const unsigned seed_pct[] = { 0, 50 };
 
 START_TEST(test_seed_nbd) { migrate_ab("nbd-managed", NULL, NULL, seed_pct[_i], seed_pct[_i] ? 60 : 100); }
 END_TEST
+START_TEST(test_seed_nbd_direct) { migrate_ab("nbd-direct", NULL, NULL, 50, 60); }
+END_TEST
 START_TEST(test_seed_filesync)
 {
     a_detect = _i < 2 ? NULL : "hash";     /* hashing: what was served is compared */
@@ -693,6 +695,7 @@ int main(void)
     tcase_add_loop_test(other, test_nbd, 0, 4);
     tcase_add_loop_test(other, test_filesync, 0, 4);
     tcase_add_loop_test(other, test_seed_nbd, 0, 2);
+    tcase_add_test(other, test_seed_nbd_direct);
     tcase_add_loop_test(other, test_seed_filesync, 0, 4);
     suite_add_tcase(s, other);
     return tu_run(s);
