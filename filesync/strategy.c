@@ -15,7 +15,9 @@
  * maybe none; stats count what was pre-copied and written back.
  * Options it cannot honour (background pull, access-ordered prefetch, access
  * logs, fault threads) are -EINVAL with a sentence; opts->filesync_detect chooses
- * "pagemap" or "hash" (the library reads no environment). */
+ * "pagemap" or "hash" (the library reads no environment).
+ * Migration (a seeder): read is the mapping; track adds what every scan
+ * finds (pagemap) or compares blocks with what was served (hash). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -15,7 +15,11 @@
  *   source at once, through the server; a pass-through source notes them).
  *   Options only uffd can honour (access logs, hot prefetch, fault threads)
  *   and pipeline options given to nbd-direct are errors that say so.
- *   Stats: pulled/pushed bytes and chunks as they happened, for both. */
+ *   Stats: pulled/pushed bytes and chunks as they happened, for both.
+ * Migration (a seeder, src/migrate): read and track msync the mapping
+ * first; managed reads the cache's local side or the source (nothing is
+ * filled) and tracks with the push stage, direct reads the source and
+ * tracks with its pass-through. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
