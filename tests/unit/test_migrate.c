@@ -4,7 +4,9 @@
  * loopback, finalizes, and B's bytes must equal A's bytes at the pause (a
  * copy of A's memory taken inside before_finalize). With 0, 10, 50 and 100 %
  * of the chunks written again after TRACK, with B on uffd (in memory, and
- * over a kept file://), nbd-managed and filesync; a leecher that goes away before
+ * over a kept file://), nbd-managed and filesync; A itself on nbd-managed,
+ * nbd-direct and filesync (PAGEMAP_SCAN and hashing), B on uffd, where A's
+ * file after its sync must equal B's region too; a leecher that goes away before
  * FINALIZE (a second one then migrates); a seeder that goes away before
  * FINALIZE (a clear error, in time); a plain r3 server is not a seeder. */
 #include <errno.h>
