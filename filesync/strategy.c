@@ -15,7 +15,9 @@
  * maybe none; stats count what was pre-copied and written back.
  * Options it cannot honour (background pull, access-ordered prefetch, access
  * logs, fault threads) are -EINVAL with a sentence; opts->filesync_detect chooses
- * "pagemap" or "hash" (the library reads no environment). */
+ * "pagemap" or "hash" (the library reads no environment).
+ * Migration (a seeder): read is the mapping; track adds what every scan
+ * finds (pagemap) or compares blocks with what was served (hash). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -52,6 +54,15 @@ struct fsr {
     uint64_t *list;              /* after_sync's list (under sync_mu) */
     _Atomic uint64_t syncs;
     uint64_t bytes_pulled, chunks_pulled;
+    /* migration tracking (fsr_track), under tmu; scans of the tracker
+     * (collect and TAKE) under scan_mu */
+    pthread_mutex_t scan_mu, tmu;
+    _Atomic bool tracking;
+    bool track_hash;             /* hashing: compare with what was served */
+    bool track_lost;             /* the tracker failed while tracking */
+    uint64_t *tracked;           /* pagemap: bitmap of blocks written since START */
+    struct fs_hash *shash;       /* hashing: hash of the block as last served */
+    uint8_t *sstate;             /* hashing: 0 not served, 1 served whole, 2 in part */
 };
 
 /* Copy region bytes the program may be writing right now. The race is the
@@ -108,9 +119,8 @@ static const struct r3_source_ops view_ops = {
 
 /* The push stage's collect hook: mark the blocks changed since the last
  * round. Runs under the stage's round lock (never twice at once). */
-static int collect(void *arg, struct r3_source *push)
+static int collect_locked(struct fsr *f, struct r3_source *push)
 {
-    struct fsr *f = arg;
     uint32_t block = f->r.chunk;
     memset(f->dirty, 0, f->nblocks);
     if (f->track && fs_track_scan(f->track, block, f->dirty) < 0) {
@@ -118,15 +128,30 @@ static int collect(void *arg, struct r3_source *push)
          * every block once, so nothing written meanwhile is missed */
         fs_track_close(f->track);
         f->track = NULL;
+        if (atomic_load(&f->tracking) && !f->track_hash)
+            f->track_lost = true;      /* a migration's TAKE fails */
         if (!(f->last = calloc(f->nblocks, sizeof *f->last)))
             return r3_error(-ENOMEM, "filesync: out of memory");
     }
     if (!f->track)
         fs_hash_diff(f->r.base, f->r.len, block, f->last, f->dirty, 2);
+    bool track = f->tracked && atomic_load(&f->tracking) && !f->track_hash;
     for (uint64_t k = 0; k < f->nblocks; k++)
-        if (f->dirty[k])
+        if (f->dirty[k]) {
             r3_push_mark(push, k);
+            if (track)
+                f->tracked[k / 64] |= 1ull << (k % 64);
+        }
     return 0;
+}
+
+static int collect(void *arg, struct r3_source *push)
+{
+    struct fsr *f = arg;
+    pthread_mutex_lock(&f->scan_mu);
+    int rc = collect_locked(f, push);
+    pthread_mutex_unlock(&f->scan_mu);
+    return rc;
 }
 
 /* The push stage's after hook: a write-back round (interval or sync) wrote
@@ -170,6 +195,114 @@ static int fsr_sync(struct r3_region *r)
     return rc;
 }
 
+/* ---- migration (src/migrate: the seeder) */
+
+/* The region's current bytes: the mapping (filesync pre-copied everything:
+ * nothing is ever filled). Hashing: what is served is remembered per block,
+ * for TAKE. */
+static int fsr_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
+{
+    struct fsr *f = (struct fsr *)r;
+    unsigned char *out = buf;
+    while (len) {
+        uint64_t k = off / r->chunk, bend = (k + 1) * r->chunk < r->len ? (k + 1) * r->chunk : r->len;
+        size_t in = bend - off < len ? (size_t)(bend - off) : len;
+        copy_racy(out, (const unsigned char *)r->base + off, in);
+        if (atomic_load(&f->tracking) && f->track_hash) {
+            pthread_mutex_lock(&f->tmu);
+            if (off == k * r->chunk && in == bend - off && f->sstate[k] != 2) {
+                f->shash[k] = fs_hash_block(out, in);
+                f->sstate[k] = 1;
+            } else {
+                f->sstate[k] = 2;      /* served in part: always re-sent */
+            }
+            pthread_mutex_unlock(&f->tmu);
+        }
+        out += in;
+        off += in;
+        len -= in;
+    }
+    return 0;
+}
+
+/* START: pagemap scans once (what was written before goes to write-back,
+ * not to the list; a write between that scan and the start is older than
+ * any read the leecher makes after it), then every scan (write-back rounds
+ * and TAKE) adds what it finds to the tracked set. Hashing cannot see a
+ * write that puts the old bytes back, so it reports instead every block
+ * whose bytes differ from what was served for it (or that was served in
+ * part): exactly what the leecher must fetch again. */
+static int fsr_track(struct r3_region *r, int op, uint64_t **list, size_t *n)
+{
+    struct fsr *f = (struct fsr *)r;
+    uint64_t words = (f->nblocks + 63) / 64;
+    int rc = 0;
+    if (op == R3_TRACK_STOP) {
+        atomic_store(&f->tracking, false);
+        return 0;
+    }
+    if (op != R3_TRACK_START && (op != R3_TRACK_TAKE || !list || !n))
+        return r3_error(-EINVAL, "filesync: bad track operation %d", op);
+    pthread_mutex_lock(&f->scan_mu);
+    pthread_mutex_lock(&f->tmu);
+    if (op == R3_TRACK_START) {
+        atomic_store(&f->tracking, false);
+        f->track_lost = false;
+        f->track_hash = f->track == NULL;
+        if (!f->tracked)
+            f->tracked = calloc(words, sizeof *f->tracked);
+        if (f->track_hash && !f->shash) {
+            f->shash = calloc(f->nblocks, sizeof *f->shash);
+            f->sstate = calloc(f->nblocks, 1);
+        }
+        if (!f->tracked || (f->track_hash && (!f->shash || !f->sstate))) {
+            rc = r3_error(-ENOMEM, "filesync: out of memory");
+        } else {
+            if (!f->track_hash)
+                rc = collect_locked(f, f->push);
+            memset(f->tracked, 0, words * sizeof *f->tracked);
+            if (f->sstate)
+                memset(f->sstate, 0, f->nblocks);
+            if (rc == 0)
+                atomic_store(&f->tracking, true);
+        }
+    } else if (!atomic_load(&f->tracking)) {
+        rc = r3_error(-EINVAL, "filesync: writes are not being tracked");
+    } else if (f->track_hash) {
+        memset(f->tracked, 0, words * sizeof *f->tracked);
+        for (uint64_t k = 0; k < f->nblocks; k++) {
+            uint64_t off = k * r->chunk;
+            size_t bl = r->len - off < r->chunk ? (size_t)(r->len - off) : r->chunk;
+            if (f->sstate[k] == 2 ||
+                (f->sstate[k] == 1 &&
+                 !fs_hash_eq(f->shash[k], fs_hash_block((const unsigned char *)r->base + off, bl))))
+                f->tracked[k / 64] |= 1ull << (k % 64);
+        }
+    } else {
+        rc = collect_locked(f, f->push);   /* one scan finds what was written up to now */
+        if (rc == 0 && f->track_lost)
+            rc = r3_error(-EIO, "filesync: the write tracker failed while tracking");
+    }
+    if (rc == 0 && op == R3_TRACK_TAKE) {
+        size_t k = 0, i = 0;
+        for (uint64_t w = 0; w < words; w++)
+            k += (size_t)__builtin_popcountll(f->tracked[w]);
+        uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+        if (!l) {
+            rc = r3_error(-ENOMEM, "filesync: out of memory");
+        } else {
+            for (uint64_t w = 0; w < words; w++)
+                for (uint64_t b = f->tracked[w]; b; b &= b - 1)
+                    l[i++] = w * 64 + (uint64_t)__builtin_ctzll(b);
+            *list = l;
+            *n = i;
+        }
+    }
+    pthread_mutex_unlock(&f->tmu);
+    pthread_mutex_unlock(&f->scan_mu);
+    return rc;
+}
+
 static void teardown(struct fsr *f)
 {
     r3_source_close(f->push);              /* stops its workers; view_close is a no-op */
@@ -184,6 +317,11 @@ static void teardown(struct fsr *f)
     free(f->dirty);
     free(f->written);
     free(f->list);
+    free(f->tracked);
+    free(f->shash);
+    free(f->sstate);
+    pthread_mutex_destroy(&f->scan_mu);
+    pthread_mutex_destroy(&f->tmu);
     pthread_mutex_destroy(&f->sync_mu);
     pthread_mutex_destroy(&f->wmu);
     free(f);
@@ -361,6 +499,7 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
 
 const struct r3_strategy_ops r3_strategy_filesync = {
     .name = "filesync", .open = fsr_open, .sync = fsr_sync, .close = fsr_close, .stats = fsr_stats,
+    .read = fsr_read, .track = fsr_track,
 };
 
 static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
@@ -380,6 +519,8 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
     f->hooks = o->hooks;
     pthread_mutex_init(&f->sync_mu, NULL);
     pthread_mutex_init(&f->wmu, NULL);
+    pthread_mutex_init(&f->scan_mu, NULL);
+    pthread_mutex_init(&f->tmu, NULL);
     if (f->r.len == 0) {
         rc = r3_error(-EINVAL, "filesync: the region is empty");
         goto fail;

@@ -15,7 +15,11 @@
  *   source at once, through the server; a pass-through source notes them).
  *   Options only uffd can honour (access logs, hot prefetch, fault threads)
  *   and pipeline options given to nbd-direct are errors that say so.
- *   Stats: pulled/pushed bytes and chunks as they happened, for both. */
+ *   Stats: pulled/pushed bytes and chunks as they happened, for both.
+ * Migration (a seeder, src/migrate): read and track msync the mapping
+ * first; managed reads the cache's local side or the source (nothing is
+ * filled) and tracks with the push stage, direct reads the source and
+ * tracks with its pass-through. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -326,9 +330,96 @@ static int region_stats(struct r3_region *r, struct r3_region_stats *st)
     return 0;
 }
 
+/* ---- migration (src/migrate: the seeder)
+ * The mapping's dirty pages reach the pipeline with msync (the FUSE write
+ * is answered after the NBD write was, so MS_SYNC returns once the push
+ * stage saw them). */
+static int flush_map(struct r3_nbd_region *n, uint64_t off, uint64_t len)
+{
+    uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), a = off & ~(pg - 1);
+    if (len == 0)
+        return 0;
+    if (msync((char *)n->r.base + a, off + len - a, MS_SYNC) < 0)
+        return r3_error(-errno, "nbd region: msync: %s", strerror(errno));
+    return 0;
+}
+
+/* The region's current bytes without filling anything: chunks the cache
+ * holds from its local side, the others from the source (they hold what
+ * the source holds until filled). */
+static int managed_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
+{
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    struct r3_source *c = n->pipe->cache;
+    int rc = flush_map(n, off, len);
+    uint8_t *out = buf;
+    while (rc == 0 && len) {
+        uint64_t idx = off / r->chunk;
+        size_t in = (size_t)((idx + 1) * r->chunk - off);
+        if (in > len)
+            in = len;
+        for (;;) {
+            if (r3_cache_is_zero(c, idx)) {
+                memset(out, 0, in);
+            } else if (r3_cache_is_local(c, idx)) {
+                rc = r3_source_read(r3_cache_local(c), out, in, off);
+            } else {
+                rc = r3_source_read(r3_cache_remote(c), out, in, off);
+                if (rc == 0 && r3_cache_is_local(c, idx))
+                    continue;       /* filled or written meanwhile: its local bytes */
+            }
+            break;
+        }
+        out += in;
+        off += in;
+        len -= in;
+    }
+    return rc < 0 ? r3_error_prefix(rc, "nbd-managed: ") : 0;
+}
+
+/* Chunks written since START: the push stage's tracking bitmap, every
+ * write that reaches the pipeline; the mapping is flushed first so writes
+ * still in the page cache are counted (START: they are older than it). */
+static int managed_track(struct r3_region *r, int op, uint64_t **list, size_t *k)
+{
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    if (!n->pipe->push)
+        return r3_error(-ENOTSUP, "nbd-managed: no push stage to track writes with");
+    if (op == R3_TRACK_START || op == R3_TRACK_TAKE) {
+        int rc = flush_map(n, 0, r->len);
+        if (rc < 0)
+            return rc;
+    }
+    return r3_push_track(n->pipe->push, op, list, k);
+}
+
+/* nbd-direct: every write goes through to the source; its pass-through
+ * (written.c) keeps the tracking bitmap. */
+static int direct_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
+{
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    int rc = flush_map(n, off, len);
+    if (rc == 0)
+        rc = r3_source_read(n->written, buf, len, off);
+    return rc < 0 ? r3_error_prefix(rc, "nbd-direct: ") : 0;
+}
+
+static int direct_track(struct r3_region *r, int op, uint64_t **list, size_t *k)
+{
+    struct r3_nbd_region *n = (struct r3_nbd_region *)r;
+    if (op == R3_TRACK_START || op == R3_TRACK_TAKE) {
+        int rc = flush_map(n, 0, r->len);
+        if (rc < 0)
+            return rc;
+    }
+    return r3_nbd_written_track(n->written, op, list, k);
+}
+
 const struct r3_strategy_ops r3_strategy_nbd_direct = {
     .name = "nbd-direct", .open = open_direct, .sync = region_sync, .close = region_close, .stats = region_stats,
+    .read = direct_read, .track = direct_track,
 };
 const struct r3_strategy_ops r3_strategy_nbd_managed = {
     .name = "nbd-managed", .open = open_managed, .sync = region_sync, .close = region_close, .stats = region_stats,
+    .read = managed_read, .track = managed_track,
 };

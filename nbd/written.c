@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include "internal.h"
+#include <r3/region.h>
 #include "nbd/written.h"
 
 struct written {
@@ -14,6 +15,9 @@ struct written {
     size_t nwords;
     _Atomic uint64_t *bits;
     _Atomic uint64_t bytes_read, bytes_written;
+    /* migration: chunks written since START, never taken away */
+    _Atomic uint64_t *tracked;
+    _Atomic bool tracking;
 };
 
 static int w_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
@@ -29,8 +33,12 @@ static int w_write(struct r3_source *s, const void *buf, size_t len, uint64_t of
 {
     struct written *w = (struct written *)s;
     /* Marked before the write: a sync that flushes after it reports it. */
-    for (uint64_t c = off / w->chunk; len && c <= (off + len - 1) / w->chunk; c++)
+    bool track = atomic_load_explicit(&w->tracking, memory_order_acquire);
+    for (uint64_t c = off / w->chunk; len && c <= (off + len - 1) / w->chunk; c++) {
         atomic_fetch_or_explicit(&w->bits[c / 64], UINT64_C(1) << (c % 64), memory_order_relaxed);
+        if (track)
+            atomic_fetch_or_explicit(&w->tracked[c / 64], UINT64_C(1) << (c % 64), memory_order_relaxed);
+    }
     int rc = r3_source_write(w->inner, buf, len, off);
     if (rc == 0)
         atomic_fetch_add_explicit(&w->bytes_written, len, memory_order_relaxed);
@@ -47,6 +55,7 @@ static void w_close(struct r3_source *s)
     struct written *w = (struct written *)s;
     r3_source_close(w->inner);
     free(w->bits);
+    free(w->tracked);
     free(w);
 }
 
@@ -111,4 +120,38 @@ void r3_nbd_written_counts(struct r3_source *s, struct r3_nbd_written_counts *c)
     struct written *w = (struct written *)s;
     c->bytes_read = atomic_load_explicit(&w->bytes_read, memory_order_relaxed);
     c->bytes_written = atomic_load_explicit(&w->bytes_written, memory_order_relaxed);
+}
+
+int r3_nbd_written_track(struct r3_source *s, int op, uint64_t **list, size_t *n)
+{
+    struct written *w = (struct written *)s;
+    if (op == R3_TRACK_STOP) {
+        atomic_store(&w->tracking, false);
+        return 0;
+    }
+    if (op == R3_TRACK_START) {
+        atomic_store(&w->tracking, false);
+        if (!w->tracked && !(w->tracked = calloc(w->nwords ? w->nwords : 1, sizeof *w->tracked)))
+            return r3_error(-ENOMEM, "nbd region: out of memory");
+        for (size_t i = 0; i < w->nwords; i++)
+            atomic_store(&w->tracked[i], 0);
+        atomic_store(&w->tracking, true);
+        return 0;
+    }
+    if (op != R3_TRACK_TAKE || !list || !n)
+        return r3_error(-EINVAL, "nbd region: bad track operation %d", op);
+    if (!atomic_load(&w->tracking))
+        return r3_error(-EINVAL, "nbd region: writes are not being tracked");
+    size_t k = 0, j = 0;
+    for (size_t i = 0; i < w->nwords; i++)
+        k += (size_t)__builtin_popcountll(atomic_load(&w->tracked[i]));
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (!l)
+        return r3_error(-ENOMEM, "nbd region: out of memory");
+    for (size_t i = 0; i < w->nwords && j < k; i++)
+        for (uint64_t b = atomic_load(&w->tracked[i]); b && j < k; b &= b - 1)
+            l[j++] = (uint64_t)i * 64 + (uint64_t)__builtin_ctzll(b);
+    *list = l;
+    *n = j;
+    return 0;
 }

@@ -16,6 +16,10 @@ int  r3_nbd_written_open(struct r3_source *inner, uint32_t chunk, struct r3_sour
 /* The chunks written since the last call, ascending, each once (malloc'd
  * into *list; NULL when n is 0), and forgets them. 0 or -ENOMEM. */
 int  r3_nbd_written_take(struct r3_source *s, uint64_t **list, size_t *n);
+/* Migration (R3_TRACK_*): from START on, every chunk written is also kept
+ * in a second bitmap that take never clears; TAKE lists it (ascending,
+ * malloc'd), STOP forgets. */
+int  r3_nbd_written_track(struct r3_source *s, int op, uint64_t **list, size_t *n);
 void r3_nbd_written_counts(struct r3_source *s, struct r3_nbd_written_counts *c);
 
 #endif

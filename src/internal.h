@@ -74,6 +74,10 @@ bool r3_cache_is_zero(struct r3_source *cache, uint64_t idx);
 /* Push stage write-behind: a write that reaches a chunk's end queues the
  * chunk for `workers` background pushes; flush waits for them. 0 or -errno. */
 int r3_push_write_behind(struct r3_source *push, unsigned workers);
+/* Push stage migration tracking (R3_TRACK_*, the nbd-managed seeder): from
+ * START on, every chunk written or marked is remembered across rounds; TAKE
+ * lists them (ascending, malloc'd; the caller frees), STOP forgets. */
+int r3_push_track(struct r3_source *push, int op, uint64_t **list, size_t *n);
 /* The struct_size check of an options struct: 0 (this layout) or want is
  * fine; anything else is -EINVAL naming the struct. */
 int r3_opts_check(uint32_t got, size_t want, const char *what);

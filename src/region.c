@@ -270,14 +270,14 @@ int r3_region_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
                         (unsigned long long)off, r->len);
     if (r->ops->read)
         return r->ops->read(r, buf, len, off);
-    return r3_error(-ENOTSUP, "the %s strategy cannot be read without filling it (no migration yet)",
+    return r3_error(-ENOTSUP, "the %s strategy cannot be read without filling it",
                     r->ops->name);
 }
 
 int r3_region_track(struct r3_region *r, int op, uint64_t **chunks, size_t *n)
 {
     if (!r->ops->track)
-        return r3_error(-ENOTSUP, "the %s strategy cannot track written chunks (no migration yet)",
+        return r3_error(-ENOTSUP, "the %s strategy cannot track written chunks",
                         r->ops->name);
     return r->ops->track(r, op, chunks, n);
 }

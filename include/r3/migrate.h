@@ -23,9 +23,13 @@
  * seeder that dies after FINALIZE makes r3_leech_wait fail naming the
  * chunks still missing, and a fault on one of them is SIGBUS, never zeros.
  *
- * Strategies: the seeder needs a region that can be read without filling,
- * tracked and asked for its access order (uffd today; others say -ENOTSUP;
- * r3_seed_source_open serves any source, so r3mount --seed any mount).
+ * Strategies: the seeder needs a region that can be read without filling
+ * and tracked (every strategy: uffd and filesync find writes with
+ * PAGEMAP_SCAN, filesync without it compares blocks with the hash of what
+ * it served, nbd-managed with its push stage, nbd-direct with its
+ * pass-through; the nbd ones msync the mapping first). Only uffd has an
+ * access order to send; the others are pulled in ascending order.
+ * r3_seed_source_open serves any source, so r3mount --seed any mount.
  * The leecher's region is any strategy: uffd in memory reads the seeder
  * itself (copy-on-write); otherwise the region is opened over a cache of
  * the seeder whose local side is opts.local (nbd-managed serves it,

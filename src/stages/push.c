@@ -7,7 +7,9 @@
  * Write-behind (r3_push_write_behind, the nbd-managed strategy): a write
  * that reaches the end of a chunk queues that chunk for background workers,
  * which push it at once (same dirty-bit protocol), so a sequential writer's
- * chunks travel while it still writes and a flush only waits for the tail. */
+ * chunks travel while it still writes and a flush only waits for the tail.
+ * Tracking (r3_push_track, a seeder of migration): a second bitmap that
+ * rounds never clear, set with the dirty bit from START on. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -41,6 +43,10 @@ struct push_stage {
     unsigned nbehind, inflight;
     pthread_t *behind;
     pthread_cond_t wq_cv, idle_cv;
+    /* migration (r3_push_track): every chunk written or marked since
+     * START, kept across rounds */
+    r3_bitword *tracked;
+    _Atomic bool tracking;
 };
 
 struct round {
@@ -72,6 +78,49 @@ int r3_push_mark(struct r3_source *s, uint64_t idx)
         return r3_error(-EINVAL, "push: chunk %llu out of range (%llu chunks)",
                         (unsigned long long)idx, (unsigned long long)p->nchunks);
     r3_bit_set(p->dirty, idx);
+    if (atomic_load_explicit(&p->tracking, memory_order_acquire))
+        r3_bit_set(p->tracked, idx);
+    return 0;
+}
+
+int r3_push_track(struct r3_source *s, int op, uint64_t **list, size_t *n)
+{
+    struct push_stage *p = as_push(s);
+    if (!p)
+        return not_push(s);
+    if (op == R3_TRACK_STOP) {
+        atomic_store(&p->tracking, false);
+        return 0;
+    }
+    if (op == R3_TRACK_START) {
+        pthread_mutex_lock(&p->m);
+        if (!p->tracked && !(p->tracked = r3_bitmap_new(p->nchunks))) {
+            pthread_mutex_unlock(&p->m);
+            return r3_error(-ENOMEM, "push: out of memory");
+        }
+        pthread_mutex_unlock(&p->m);
+        atomic_store(&p->tracking, false);
+        for (uint64_t w = 0; w < (p->nchunks + 63) / 64; w++)
+            atomic_store(&p->tracked[w], 0);
+        atomic_store(&p->tracking, true);
+        return 0;
+    }
+    if (op != R3_TRACK_TAKE || !list || !n)
+        return r3_error(-EINVAL, "push: bad track operation %d", op);
+    if (!atomic_load(&p->tracking))
+        return r3_error(-EINVAL, "push: writes are not being tracked");
+    size_t k = 0;
+    for (uint64_t w = 0; w < (p->nchunks + 63) / 64; w++)
+        k += (size_t)__builtin_popcountll(atomic_load(&p->tracked[w]));
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (!l)
+        return r3_error(-ENOMEM, "push: out of memory");
+    size_t i = 0;
+    for (uint64_t w = 0; w < (p->nchunks + 63) / 64 && i < k; w++)
+        for (uint64_t bits = atomic_load(&p->tracked[w]); bits && i < k; bits &= bits - 1)
+            l[i++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
+    *list = l;
+    *n = i;
     return 0;
 }
 
@@ -281,8 +330,12 @@ static int push_write(struct r3_source *s, const void *buf, size_t len, uint64_t
     int rc = r3_source_write(p->src.next, buf, len, off);
     if (rc < 0)
         return rc;
-    for (uint64_t i = off / p->chunk; i <= (off + len - 1) / p->chunk; i++)
+    bool track = atomic_load_explicit(&p->tracking, memory_order_acquire);
+    for (uint64_t i = off / p->chunk; len && i <= (off + len - 1) / p->chunk; i++) {
         r3_bit_set(p->dirty, i);
+        if (track)
+            r3_bit_set(p->tracked, i);
+    }
     if (p->nbehind && len)
         queue_behind(p, off, len);
     return 0;
@@ -368,6 +421,7 @@ static void push_close(struct r3_source *s)
     pthread_mutex_destroy(&p->m);
     pthread_cond_destroy(&p->cv);
     free(p->dirty);
+    free(p->tracked);
     free(p);
 }
 

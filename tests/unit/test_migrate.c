@@ -4,7 +4,9 @@
  * loopback, finalizes, and B's bytes must equal A's bytes at the pause (a
  * copy of A's memory taken inside before_finalize). With 0, 10, 50 and 100 %
  * of the chunks written again after TRACK, with B on uffd (in memory, and
- * over a kept file://), nbd-managed and filesync; a leecher that goes away before
+ * over a kept file://), nbd-managed and filesync; A itself on nbd-managed,
+ * nbd-direct and filesync (PAGEMAP_SCAN and hashing), B on uffd, where A's
+ * file after its sync must equal B's region too; a leecher that goes away before
  * FINALIZE (a second one then migrates); a seeder that goes away before
  * FINALIZE (a clear error, in time); a plain r3 server is not a seeder. */
 #include <errno.h>
@@ -65,6 +67,7 @@ struct host_a {
     pthread_t writer;
     atomic_bool stop, pause_req, paused, tracked, pass_done;
     unsigned pct;                 /* chunks written again after TRACK, in % */
+    bool sparse;                  /* few writes before TRACK (see host_a_open_on) */
     uint64_t *set;                /* which ones (a random permutation's prefix) */
     uint64_t nset;
     uint8_t *snap;                /* A's bytes at the pause */
@@ -109,6 +112,8 @@ static void *writer_main(void *arg)
         }
         if (!after) {
             scribble(a, xs(&seed) % NCHUNKS, &seed);     /* anywhere, before TRACK */
+            if (a->sparse)
+                usleep(200);
         } else if (a->nset == 0) {
             atomic_store(&a->pass_done, true);
             usleep(1000);
@@ -160,7 +165,11 @@ static bool nbd_missing(void)
     return access("/dev/fuse", R_OK | W_OK) != 0 && access("/dev/nbd0", R_OK | W_OK) != 0;
 }
 
-static void host_a_open(struct host_a *a, unsigned pct)
+/* A's region on strategy (NULL: uffd); false when that strategy cannot
+ * run here (nbd-managed without FUSE or an nbd device). */
+static const char *a_detect;      /* A on filesync: its change detection (NULL: the best) */
+
+static bool host_a_open_on(struct host_a *a, unsigned pct, const char *strategy)
 {
     memset(a, 0, sizeof *a);
     a->pct = pct;
@@ -170,9 +179,22 @@ static void host_a_open(struct host_a *a, unsigned pct)
     TU_OPEN(uri, &src);
     struct r3_region_opts o;
     r3_region_opts_init(&o);
+    o.strategy = strategy;
     o.chunk = CHUNK;
-    o.push_interval_ms = 50;          /* interval write-back collects too: tracking must see it */
+    /* interval write-back collects too: tracking must see it; without it
+     * (nbd-managed, filesync at 0 %) what A wrote before TRACK is only in
+     * its region, never in the source: the seeder must serve it from there */
+    o.push_interval_ms = strategy && (pct == 0 || !strcmp(strategy, "nbd-direct")) ? 0 : 50;
+    o.workdir = tmp;
+    if (strategy && !strcmp(strategy, "filesync"))
+        o.filesync_detect = a_detect;
     int rc = r3_region_open(&o, src, &a->r);
+    if (rc < 0 && strategy && !strncmp(strategy, "nbd-", 4) && nbd_missing()) {
+        fprintf(stderr, "SKIP (A on nbd: no FUSE or nbd device here): %s\n", r3_last_error());
+        free(uri);
+        free(path);
+        return false;
+    }
     if (uffd_missing(rc)) {
         fprintf(stderr, "SKIP: userfaultfd is not available: %s\n", r3_last_error());
         exit(77);
@@ -198,7 +220,21 @@ static void host_a_open(struct host_a *a, unsigned pct)
     for (uint64_t c = NCHUNKS; c-- > NCHUNKS - 16;)
         sink += ((uint8_t *)a->r->base)[c * CHUNK];
     (void)sink;
+    /* Without interval write-back, one word in the middle of every 7th
+     * chunk (and the writer's scribbles, slowed down) are in A's region but
+     * not in its source: only the region's own bytes are right there. */
+    if (strategy && o.push_interval_ms == 0) {
+        a->sparse = true;
+        for (uint64_t c = 0; c < NCHUNKS; c += 7)
+            ((uint8_t *)a->r->base)[c * CHUNK + CHUNK / 2 + 8] ^= 0x5A;
+    }
     ck_assert_int_eq(pthread_create(&a->writer, NULL, writer_main, a), 0);
+    return true;
+}
+
+static void host_a_open(struct host_a *a, unsigned pct)
+{
+    host_a_open_on(a, pct, NULL);
 }
 
 static void host_a_seed(struct host_a *a, char *addr, size_t n)
@@ -237,12 +273,35 @@ static void wait_local(struct r3_region *b, unsigned pct)
     ck_abort_msg("the pull did not reach %u%%", pct);
 }
 
-/* B's region: strategy and local copy (NULL: uffd in memory) */
-static void migrate_on(const char *strategy, const char *local, unsigned pct, unsigned finalize_at)
+/* Compare B's region with A's source file, read with pread (not through
+ * r3), after A synced: what A wrote back is what B holds. */
+static void check_a_file(struct host_a *a, struct r3_region *b)
+{
+    ck_assert_msg(r3_region_sync(a->r) == 0, "A's sync: %s", r3_last_error());
+    char *path;
+    ck_assert_int_ge(asprintf(&path, "%s/a.img", tmp), 0);
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    uint8_t *buf = malloc(CHUNK);
+    for (uint64_t c = 0; c < NCHUNKS; c++) {
+        ck_assert_int_eq(pread(fd, buf, CHUNK, (off_t)(c * CHUNK)), (ssize_t)CHUNK);
+        ck_assert_msg(memcmp(buf, (uint8_t *)b->base + c * CHUNK, CHUNK) == 0,
+                      "chunk %llu of A's file after its sync differs from B's", (unsigned long long)c);
+    }
+    free(buf);
+    close(fd);
+    free(path);
+}
+
+/* A's region on a_strategy (NULL: uffd); B's region: strategy and local
+ * copy (NULL: uffd in memory) */
+static void migrate_ab(const char *a_strategy, const char *strategy, const char *local, unsigned pct,
+                       unsigned finalize_at)
 {
     struct host_a a;
     char addr[64], uri[128];
-    host_a_open(&a, pct);
+    if (!host_a_open_on(&a, pct, a_strategy))
+        return;
     usleep(20000);                                   /* writes before TRACK */
     host_a_seed(&a, addr, sizeof addr);
     /* A's before_finalize copies the whole region: at 1 GiB on a busy
@@ -272,8 +331,11 @@ static void migrate_on(const char *strategy, const char *local, unsigned pct, un
     ck_assert_int_eq(p.phase, R3_LEECH_POSTCOPY);
     ck_assert_uint_eq(p.chunks_dirty, a.ndirty);
     /* every chunk written after TRACK is in the dirty list (a few written
-     * just before it may be too) */
-    ck_assert_uint_ge(a.ndirty, a.nset);
+     * just before it may be too); A on filesync with hashing lists instead
+     * the chunks that differ from what it served (one not pulled yet is not
+     * listed: B pulls it later anyway) */
+    if (!(a_strategy && !strcmp(a_strategy, "filesync") && a_detect))
+        ck_assert_uint_ge(a.ndirty, a.nset);
     if (pct == 100)
         ck_assert_uint_eq(a.ndirty, NCHUNKS);
     if (pct == 0)                                   /* what was written before TRACK is not dirty */
@@ -289,11 +351,18 @@ static void migrate_on(const char *strategy, const char *local, unsigned pct, un
     ck_assert_uint_eq(p.chunks_local, NCHUNKS);
     ck_assert_msg(r3_seed_wait(a.s, 5000) == 0, "release: %s", r3_last_error());
     ck_assert_uint_eq(atomic_load(&a.finalizes), 1);
+    if (a_strategy)
+        check_a_file(&a, b);
     /* B's region is B's own now: writes stay in it */
     memset(b->base, 0xAB, 4096);
     ck_assert_uint_eq(((uint8_t *)b->base)[100], 0xAB);
     ck_assert_int_eq(r3_region_close(b), 0);
     host_a_close(&a);
+}
+
+static void migrate_on(const char *strategy, const char *local, unsigned pct, unsigned finalize_at)
+{
+    migrate_ab(NULL, strategy, local, pct, finalize_at);
 }
 
 static void migrate(unsigned pct, unsigned finalize_at)
@@ -395,6 +464,23 @@ static const unsigned rewrite_pct[] = { 0, 10, 50, 100 };
 START_TEST(test_nbd) { migrate_on("nbd-managed", NULL, rewrite_pct[_i], rewrite_pct[_i] ? 60 : 100); }
 END_TEST
 START_TEST(test_filesync) { migrate_on("filesync", NULL, rewrite_pct[_i], 100); }
+END_TEST
+
+/* A seeds from nbd-managed (the push stage tracks what the mapping's
+ * write-back brings) and from filesync (PAGEMAP_SCAN, or hashes of what
+ * was served), B leeches with uffd: the same checks, and A's file after
+ * its sync equals B's region. */
+static const unsigned seed_pct[] = { 0, 50 };
+
+START_TEST(test_seed_nbd) { migrate_ab("nbd-managed", NULL, NULL, seed_pct[_i], seed_pct[_i] ? 60 : 100); }
+END_TEST
+START_TEST(test_seed_nbd_direct) { migrate_ab("nbd-direct", NULL, NULL, 50, 60); }
+END_TEST
+START_TEST(test_seed_filesync)
+{
+    a_detect = _i < 2 ? NULL : "hash";     /* hashing: what was served is compared */
+    migrate_ab("filesync", NULL, NULL, seed_pct[_i % 2], seed_pct[_i % 2] ? 60 : 100);
+}
 END_TEST
 
 /* uffd whose local copy is a file (kept): B's bytes, then B's own writes
@@ -610,6 +696,9 @@ int main(void)
     tcase_set_timeout(other, big ? 1200 : 120);
     tcase_add_loop_test(other, test_nbd, 0, 4);
     tcase_add_loop_test(other, test_filesync, 0, 4);
+    tcase_add_loop_test(other, test_seed_nbd, 0, 2);
+    tcase_add_test(other, test_seed_nbd_direct);
+    tcase_add_loop_test(other, test_seed_filesync, 0, 4);
     suite_add_tcase(s, other);
     return tu_run(s);
 }
