@@ -76,7 +76,7 @@ MODES = {
                   sources=["mem", "file", "dir", "r3", "s3"], sources_rtt=["mem", "r3", "nbd"],
                   sources_samples=2,
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
-                  fs_size="8M", fs_shares=[1, 10], fio_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
+                  fs_size="8M", fs_shares=[1, 10], fio_seconds=1, nbd_rounds=1, peer_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
                   pipe_size="16M", open_workers=[1, 16], mig_size="32M", mig_shares=[10],
                   mig_rtts=[0], budget=60),
     # quick: every experiment within 10 minutes in all on 2 shared cores (the
@@ -85,7 +85,7 @@ MODES = {
                   workers=[1, 4, 16, 64, 256, 1024, 4096, 16384], pull=16,
                   chunks=["4K", "16K", "64K", "256K", "1M", "4M"],
                   dirty_sizes=["64M", "256M", "1G"], fs_size="64M", fs_shares=[0.1, 1, 10, 50], cap_delta_sync=2,
-                  fio_seconds=2, fio_size="128M", src_size="16M", wire_size="16M", pipe_size="128M",
+                  fio_seconds=2, nbd_rounds=1, peer_seconds=2, fio_size="128M", src_size="16M", wire_size="16M", pipe_size="128M",
                   open_workers=[1, 4, 16, 64, 256], chunking_size="2M", chunking_rtts=[0, 10, 20],
                   cap_transports=1, cap_sources=1, sources_rtts=[0, 10], sources_samples=2,
                   sources_rtt_size="4M", rtt_size="16M", cap_read_rtt=2, cap_write_rtt=2,
@@ -567,7 +567,8 @@ def exp_sources(ctx):
     for run in range(runs):
         rows = ctx.run_csv([ctx.engine("sources"), "--size", ctx.m["src_size"], "--chunks", "1M",
                             "--workers", "16", "--samples", str(min(100, ctx.m["lat_samples"] * 10)),
-                            "--only", ",".join(only), "--r3serve", ctx.tool("r3serve")],
+                            "--only", ",".join(only), "--r3serve", ctx.tool("r3serve"),
+                            "--peer-seconds", str(ctx.m.get("peer_seconds", 5))],
                            timeout=1800, header_prefix="source,")
         for r in rows:
             base = dict(source=r["source"], transport="", rtt_ms=0, workers=int(r["workers"]),
@@ -828,7 +829,7 @@ def exp_nbd_server(ctx):
     runs = ctx.runs_for("nbd_server")
     ctx.begin(runs)
     env = dict(os.environ, SIZE=ctx.m["size"], FIO_SECONDS=str(ctx.m["fio_seconds"]),
-               FIO_SIZE=ctx.m["fio_size"])
+               FIO_SIZE=ctx.m["fio_size"], ROUNDS=str(ctx.m.get("nbd_rounds", 3)))
     # nbd.sh wants one directory holding r3serve, r3mount and bench/nbd: a
     # build tree is one; for an installation, links to the pieces
     b = os.path.join(ctx.tmp, "nbdsh")

@@ -388,9 +388,14 @@ static int latency(struct bench *b, struct r3_source *remote, uint32_t chunk, bo
     return rc;
 }
 
-/* iperf3, one stream over loopback for 5 s: the receiver's MB/s, or 0. */
+/* iperf3 seconds per measurement (--peer-seconds; 0: no iperf3 peer) */
+static unsigned peer_seconds = 5;
+
+/* iperf3, one stream over loopback for peer_seconds: the receiver's MB/s, or 0. */
 static double iperf_peer(struct bench *b)
 {
+    if (!peer_seconds)
+        return 0;
     char port[16];
     int p = free_port();
     snprintf(port, sizeof port, "%d", p);
@@ -399,7 +404,7 @@ static double iperf_peer(struct bench *b)
         return 0;
     usleep(300000);
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "iperf3 -c 127.0.0.1 -p %d -t 5 -J 2>/dev/null", p);
+    snprintf(cmd, sizeof cmd, "iperf3 -c 127.0.0.1 -p %d -t %u -J 2>/dev/null", p, peer_seconds);
     FILE *f = popen(cmd, "r");
     double bps = 0;
     if (f) {
@@ -533,6 +538,7 @@ static bool wanted(const char *only, const char *name)
 
 static const char usage_text[] =
     "Usage: sources [--size 1G] [--chunks 64K,1M] [--workers 16] [--samples 100] [--rounds 1]\n"
+    "               [--peer-seconds 5]\n"
     "               [--only mem,file,dir,r3,r3s,redis,cluster,s3] [--r3serve PATH]\n"
     "Every source side by side (CSV on stdout); starts its own servers on loopback.\n"
     "  -s, --size SIZE       bytes per source, at least 1M (default 1G)\n"
@@ -540,6 +546,7 @@ static const char usage_text[] =
     "  -w, --workers N       parallel requests, 1..256 (default 16)\n"
     "  -n, --samples N       first-chunk latency samples (default 100)\n"
     "  -R, --rounds N        cache+pull reads, each followed by the peer, one row each (default 1)\n"
+    "  -P, --peer-seconds N  iperf3's run beside the r3 rows, 0..60 s (default 5; 0: no iperf3)\n"
     "  -o, --only LIST       only these sources\n"
     "  -r, --r3serve PATH    the r3serve to start (default: the build's)\n"
     "  -h, --help            this text\n"
@@ -568,12 +575,12 @@ int main(int argc, char **argv)
     snprintf(b.r3serve, sizeof b.r3serve, "%s/../r3serve", self);
     static const struct option lo[] = {
         { "size", 1, 0, 's' }, { "chunks", 1, 0, 'c' }, { "workers", 1, 0, 'w' },
-        { "samples", 1, 0, 'n' }, { "rounds", 1, 0, 'R' }, { "only", 1, 0, 'o' }, { "r3serve", 1, 0, 'r' },
+        { "samples", 1, 0, 'n' }, { "rounds", 1, 0, 'R' }, { "peer-seconds", 1, 0, 'P' }, { "only", 1, 0, 'o' }, { "r3serve", 1, 0, 'r' },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":s:c:w:n:R:o:r:hV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":s:c:w:n:R:P:o:r:hV", lo, NULL)) != -1) {
         char *end;
         switch (c) {
         case 's':
@@ -595,6 +602,11 @@ int main(int argc, char **argv)
             b.rounds = (unsigned)strtoul(optarg, &end, 10);
             if (*end || !b.rounds || b.rounds > 100)
                 return bad_usage("--rounds: not a number between 1 and 100:", optarg);
+            break;
+        case 'P':
+            peer_seconds = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || !*optarg || peer_seconds > 60)
+                return bad_usage("--peer-seconds: not a number between 0 and 60:", optarg);
             break;
         case 'o': only = optarg; break;
         case 'r': snprintf(b.r3serve, sizeof b.r3serve, "%s", optarg); break;
