@@ -185,12 +185,11 @@ for c in range(40):
 time.sleep(0.05)
 a_port = a.getsockname()[1]
 a.close()             # FIN, as from a process that died: the server's next reply still "succeeds"
-time.sleep(0.02)
-b = ready(FPORT)
-req(b, WRITE, 1, 0, 4096, payload=b"B" * 4096); check(reply(b)[0] == 0, "fence: B's write failed")
-req(b, FLUSH, 2, 0, 0); check(reply(b)[0] == 0, "fence: flush failed")
-# wait for the event, not 2.5 s: the server's summary line for A's
-# connection, logged once its workers are done with what A left behind
+# Wait for the event, not a sleep: the server's summary line for A's
+# connection, logged once its workers are done with what A left behind.
+# Writes A sent before its death may land until then (a slow server, e.g.
+# under TSan, is still working through them); none may land after it, and
+# B's newer write, made after it, must survive.
 FLOG = os.path.join(os.path.dirname(LOG), "fence.log")
 deadline = time.time() + 30
 while time.time() < deadline:
@@ -199,6 +198,10 @@ while time.time() < deadline:
     time.sleep(0.02)
 else:
     check(False, "fence: no summary line for the dead connection in fence.log")
+b = ready(FPORT)
+req(b, WRITE, 1, 0, 4096, payload=b"B" * 4096); check(reply(b)[0] == 0, "fence: B's write failed")
+req(b, FLUSH, 2, 0, 0); check(reply(b)[0] == 0, "fence: flush failed")
+time.sleep(0.2)       # a leftover write of A would have the time to land
 req(b, READ, 3, 0, 4096); e, _, d = reply(b, 4096)
 check(e == 0 and d == b"B" * 4096, "fence: a dead connection's write overwrote newer data (%r)" % d[:8])
 b.close()
