@@ -150,6 +150,9 @@ void r3u_dropped(struct r3u_region *r, uint64_t start, uint64_t end);
 
 /* uffd/view.c: the region as a source (write installs, read copies). */
 void r3u_view_init(struct r3u_region *r, uint64_t size);
+/* EAGAIN from a fill ioctl: wait for the layout change, or -EAGAIN once
+ * the region is closing (shared by UFFDIO_COPY and UFFDIO_ZEROPAGE). */
+int  r3u_fill_backoff(struct r3u_region *r, uint64_t at, unsigned *again);
 /* Install len bytes of buf at region offset off (page aligned) as one or
  * more UFFDIO_COPY; EEXIST pages are woken and skipped. 0 or -errno. */
 int  r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len);

@@ -35,6 +35,24 @@ void r3u_wake_chunk(struct r3u_region *r, uint64_t idx)
     wake(r, off, (len + r->pagesz - 1) & ~(r->pagesz - 1));
 }
 
+/* A fill ioctl made no progress (EAGAIN: the layout is changing): wait
+ * for the change to end, or -EAGAIN once the region is closing. A handler
+ * reads the events meanwhile; any other filler steps aside for longer
+ * after a while. Shared by UFFDIO_COPY here and UFFDIO_ZEROPAGE (zero.c). */
+int r3u_fill_backoff(struct r3u_region *r, uint64_t at, unsigned *again)
+{
+    if (atomic_load(&r->stopping))
+        return r3_error(-EAGAIN, "uffd: the region closed while filling offset %llu",
+                        (unsigned long long)at);
+    if (++*again > 64 && !r3u_in_handler(r)) {
+        struct timespec ts = { 0, *again > 1024 ? 1000000 : 100000 };
+        nanosleep(&ts, NULL);
+    } else {
+        r3u_layout_wait(r, *again);
+    }
+    return 0;
+}
+
 /* One UFFDIO_COPY loop over [off, off+len): partial copies continue where
  * they stopped, an existing page (EEXIST) counts as done and is woken,
  * zero progress with EAGAIN means the layout is changing. *n_new counts
@@ -84,15 +102,9 @@ static int copy_range(struct r3u_region *r, uint64_t off, const uint8_t *src, si
              * events meanwhile; any other filler (a pull worker) steps
              * aside for longer after a while, leaving the CPU to the
              * threads that end the change. */
-            if (atomic_load(&r->stopping))
-                return r3_error(-EAGAIN, "uffd: the region closed while filling offset %llu",
-                                (unsigned long long)(off + done));
-            if (++again > 64 && !r3u_in_handler(r)) {
-                struct timespec ts = { 0, again > 1024 ? 1000000 : 100000 };
-                nanosleep(&ts, NULL);
-            } else {
-                r3u_layout_wait(r, again);
-            }
+            int rc = r3u_fill_backoff(r, off + done, &again);
+            if (rc < 0)
+                return rc;
             continue;
         }
         if (e == ENOENT || e == ESRCH) {

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 #include "internal.h"
 #include "uffd/uffd.h"
 
@@ -144,15 +143,9 @@ int r3u_install_zeros(struct r3u_region *r, uint64_t off, size_t len)
         }
         if (e == EAGAIN) {
             /* the layout is changing: as in view.c's copy_range */
-            if (atomic_load(&r->stopping))
-                return r3_error(-EAGAIN, "uffd: the region closed while filling offset %llu",
-                                (unsigned long long)(off + done));
-            if (++again > 64 && !r3u_in_handler(r)) {
-                struct timespec ts = { 0, again > 1024 ? 1000000 : 100000 };
-                nanosleep(&ts, NULL);
-            } else {
-                r3u_layout_wait(r, again);
-            }
+            int rc = r3u_fill_backoff(r, off + done, &again);
+            if (rc < 0)
+                return rc;
             continue;
         }
         if (e == ENOENT || e == ESRCH) {
