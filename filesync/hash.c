@@ -39,7 +39,7 @@ static void *job_run(void *p)
     for (uint64_t b = j->b0; b < j->b1; b++) {
         uint64_t off = b * j->block;
         size_t n = (size_t)(j->len - off < j->block ? j->len - off : j->block);
-        const void *src = j->base + off;
+        const void *src = j->fd >= 0 ? NULL : j->base + off;   /* fd mode: base is NULL */
         if (j->fd >= 0) {
             int rc = r3_pread_all(j->fd, buf, n, off);
             if (rc < 0) {

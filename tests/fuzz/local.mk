@@ -6,9 +6,11 @@
 # (make check): the target's code replaying its seeds and every input fuzzing
 # found (tests/fuzz/regress/<target>/), without libFuzzer.
 FUZZ_NAMES = wire_frame wire_server wire_client uri redis_reply redis_cluster s3 access_log dir_meta nbd_client nbd_server
+# filesync's three roles and the migration seeder / leecher (fs_peer.h: the fake hub)
+FUZZ_NAMES += fs_hub fs_adv fs_recv mig_seed mig_leech
 FUZZ_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(HIREDIS_CFLAGS)
 FUZZ_LIBS = libr3core.la $(MSGPACK_LIBS) $(HIREDIS_LIBS)
-noinst_HEADERS += tests/fuzz/fuzz.h
+noinst_HEADERS += tests/fuzz/fuzz.h tests/fuzz/fs_peer.h
 EXTRA_DIST += tests/fuzz/smoke.sh tests/fuzz/seeds.py tests/fuzz/corpus tests/fuzz/regress tests/fuzz/known
 
 check_PROGRAMS += tests/fuzz/replay_wire_frame
@@ -66,6 +68,31 @@ tests_fuzz_replay_nbd_server_SOURCES = tests/fuzz/replay.c tests/fuzz/nbd_server
 tests_fuzz_replay_nbd_server_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"nbd_server"'
 tests_fuzz_replay_nbd_server_LDADD = $(FUZZ_LIBS)
 TESTS += tests/fuzz/replay_nbd_server
+check_PROGRAMS += tests/fuzz/replay_fs_hub
+tests_fuzz_replay_fs_hub_SOURCES = tests/fuzz/replay.c tests/fuzz/fs_hub.c
+tests_fuzz_replay_fs_hub_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"fs_hub"'
+tests_fuzz_replay_fs_hub_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_fs_hub
+check_PROGRAMS += tests/fuzz/replay_fs_adv
+tests_fuzz_replay_fs_adv_SOURCES = tests/fuzz/replay.c tests/fuzz/fs_adv.c
+tests_fuzz_replay_fs_adv_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"fs_adv"'
+tests_fuzz_replay_fs_adv_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_fs_adv
+check_PROGRAMS += tests/fuzz/replay_fs_recv
+tests_fuzz_replay_fs_recv_SOURCES = tests/fuzz/replay.c tests/fuzz/fs_recv.c
+tests_fuzz_replay_fs_recv_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"fs_recv"'
+tests_fuzz_replay_fs_recv_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_fs_recv
+check_PROGRAMS += tests/fuzz/replay_mig_seed
+tests_fuzz_replay_mig_seed_SOURCES = tests/fuzz/replay.c tests/fuzz/mig_seed.c
+tests_fuzz_replay_mig_seed_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"mig_seed"'
+tests_fuzz_replay_mig_seed_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_mig_seed
+check_PROGRAMS += tests/fuzz/replay_mig_leech
+tests_fuzz_replay_mig_leech_SOURCES = tests/fuzz/replay.c tests/fuzz/mig_leech.c
+tests_fuzz_replay_mig_leech_CFLAGS = $(FUZZ_CFLAGS) -DFUZZ_TARGET='"mig_leech"'
+tests_fuzz_replay_mig_leech_LDADD = $(FUZZ_LIBS)
+TESTS += tests/fuzz/replay_mig_leech
 
 if R3_FUZZ
 FUZZ_PROGS = tests/fuzz/fuzz_wire_frame tests/fuzz/fuzz_wire_server tests/fuzz/fuzz_wire_client tests/fuzz/fuzz_uri tests/fuzz/fuzz_redis_reply tests/fuzz/fuzz_redis_cluster tests/fuzz/fuzz_s3 tests/fuzz/fuzz_access_log tests/fuzz/fuzz_dir_meta tests/fuzz/fuzz_nbd_client tests/fuzz/fuzz_nbd_server
@@ -114,6 +141,27 @@ tests_fuzz_fuzz_nbd_server_SOURCES = tests/fuzz/nbd_server.c
 tests_fuzz_fuzz_nbd_server_CFLAGS = $(FUZZ_CFLAGS)
 tests_fuzz_fuzz_nbd_server_LDADD = $(FUZZ_LIBS)
 tests_fuzz_fuzz_nbd_server_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+FUZZ_PROGS += tests/fuzz/fuzz_fs_hub tests/fuzz/fuzz_fs_adv tests/fuzz/fuzz_fs_recv tests/fuzz/fuzz_mig_seed tests/fuzz/fuzz_mig_leech
+tests_fuzz_fuzz_fs_hub_SOURCES = tests/fuzz/fs_hub.c
+tests_fuzz_fuzz_fs_hub_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_fs_hub_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_fs_hub_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_fs_adv_SOURCES = tests/fuzz/fs_adv.c
+tests_fuzz_fuzz_fs_adv_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_fs_adv_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_fs_adv_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_fs_recv_SOURCES = tests/fuzz/fs_recv.c
+tests_fuzz_fuzz_fs_recv_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_fs_recv_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_fs_recv_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_mig_seed_SOURCES = tests/fuzz/mig_seed.c
+tests_fuzz_fuzz_mig_seed_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_mig_seed_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_mig_seed_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_mig_leech_SOURCES = tests/fuzz/mig_leech.c
+tests_fuzz_fuzz_mig_leech_CFLAGS = $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_mig_leech_LDADD = $(FUZZ_LIBS)
+tests_fuzz_fuzz_mig_leech_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 
 FUZZ_SECONDS = 30
 fuzz: $(FUZZ_PROGS)

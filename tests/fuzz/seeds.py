@@ -209,6 +209,78 @@ seed("nbd_server", "meta_bad", b"\x00" + P('>I', 3) + meta_opt(10, b"", b"base:a
 seed("nbd_server", "export_name", b"\x00" + P('>I', 1) + copt(1, b"") + nreq(0, 0, 16, 1))
 seed("nbd_server", "abort", b"\x00" + P('>I', 3) + copt(5) + copt(99, b"x" * 10) + copt(2))
 
+
+# ---- filesync (filesync/filesync.h: frames are [type, ...] msgpack arrays, as conn.c,
+# hub.c, advertise.c and receive.c pack them; 4 KiB blocks, file ids 1 and 2)
+FHELLO, FFILE, FSIZE, FBLK, FEND, FHAVE, FTBLK, FTDONE, FACK, FGONE, FERR = range(1, 12)
+hub_hello = frame([FHELLO, "r3sync", 1, "ok", 7])
+def fhello(role): return frame([FHELLO, "r3sync", 1, role])
+def ffile(fid, name, size, block=4096): return frame([FFILE, fid, name, size, block])
+def fblk(fid, idx, data): return frame([FBLK, fid, idx, data])
+def ftblk(rid, fid, idx, data): return frame([FTBLK, rid, fid, idx, data])
+H16 = b"\x11" * 16
+# fs_recv: the hub's stream after the hello
+seed("fs_recv", "round", hub_hello + ffile(1, "f", 10000) + fblk(1, 0, b"a" * 4096) + fblk(1, 2, b"c" * 1808) +
+     frame([FEND, 1, 9]) + fblk(1, 1, b"b" * 4096) + frame([FEND, 2, 9]))
+seed("fs_recv", "catchup", hub_hello + ffile(2, "d/e/g", 8192, 4096) + ftblk(7, 2, 0, b"x" * 4096) +
+     ftblk(7, 2, 1, b"y" * 4096) + frame([FTDONE, 7, 2, 2]) + frame([FEND, 1, 9]))
+seed("fs_recv", "resize_gone", hub_hello + ffile(1, "f", 4096) + frame([FSIZE, 1, 6000]) + fblk(1, 1, b"z" * 1904) +
+     frame([FSIZE, 1, 100]) + frame([FGONE, 1]) + ffile(3, "f", 200, 8192) + frame([FEND, 3, 4]))
+seed("fs_recv", "names", hub_hello + ffile(1, "../x", 10) + ffile(2, "/abs", 10) + ffile(3, "a//b", 10) +
+     ffile(4, "./a", 10) + ffile(5, "ok/name", 10) + fblk(5, 0, b"q" * 10) + frame([FEND, 1, 2]))
+seed("fs_recv", "err", hub_hello + ffile(1, "f", 5000) + frame([FERR, "the hub refuses: too slow"]))
+seed("fs_recv", "bad", hub_hello + ffile(1, "f", 5000, 1000) + fblk(1, 5, b"x") + frame([99, 1]))
+# fs_adv: byte 0 (bit 0 round first, bit 1 round per ACK, bit 2 change a byte per round), then the hub's stream
+def fhave(fid, first, hashes, last, rid): return frame([FHAVE, fid, first, hashes, last, rid])
+seed("fs_adv", "have_all", b"\x00" + hub_hello + fhave(1, 0, b"", 1, 7) + fhave(2, 0, b"", 1, 7))
+seed("fs_adv", "have_partial", b"\x00" + hub_hello + fhave(1, 0, H16 * 2, 0, 7) + fhave(1, 2, H16 * 2, 1, 7))
+seed("fs_adv", "rounds", b"\x07" + hub_hello + frame([FACK, 1, 7]) + frame([FACK, 2, 7]) + frame([FACK, 3, 8]))
+seed("fs_adv", "err", b"\x01" + hub_hello + frame([FERR, "file id in use by another advertiser"]))
+seed("fs_adv", "odd", b"\x02" + hub_hello + fhave(9, 0, b"", 1, 7) + fhave(1, 99, H16, 1, 7) + frame([FEND, 1]) +
+     fhave(2, 0, b"\x00" * 15, 1, 7))
+# fs_hub: 3 bytes (per connection: bit 0 receiver, bit 1 valid hello first, bit 2 sync id "b"),
+# then records [sel, len16, bytes] for connection sel % 3 (bit 6: then shut its write side)
+def rec(c, data): return P('>BH', c, len(data)) + data
+seed("fs_hub", "relay", b"\x02\x03\x07" + rec(0, ffile(1, "f", 10000)) + rec(1, fhave(1, 0, H16, 1, 0)[:0] + frame([FHAVE, 1, 0, H16, 1])) +
+     rec(0, fblk(1, 0, b"a" * 4096)) + rec(0, ftblk(2, 1, 1, b"b" * 4096)) + rec(0, frame([FTDONE, 2, 1, 2])) +
+     rec(0, frame([FEND, 1])) + rec(1, frame([FACK, 1, 1])) + rec(0, frame([FSIZE, 1, 5000])))
+seed("fs_hub", "raw_hello", b"\x00\x01\x05" + rec(0, fhello("adv")) + rec(1, fhello("recv")) + rec(2, fhello("recv")) +
+     rec(0, ffile(1, "d/f", 4096)) + rec(0, fblk(1, 0, b"x" * 4096)) + rec(0x40, b"") + rec(1, frame([FACK, 1, 1])))
+seed("fs_hub", "two_adv", b"\x02\x02\x03" + rec(0, ffile(1, "f", 100)) + rec(1, ffile(1, "f", 200)) +
+     rec(1, ffile(2, "f", 300)) + rec(0, fblk(1, 0, b"y" * 100)) + rec(1, fblk(2, 0, b"z" * 300)) +
+     rec(2, frame([FHAVE, 2, 0, b"", 1])) + rec(0x41, b"") + rec(2, frame([FACK, 5, 2])))
+seed("fs_hub", "refusals", b"\x00\x00\x01" + rec(0, frame([FHELLO, "r3sync", 2, "adv"])) + rec(1, frame([FHELLO, "r3sync", 1, "who"])) +
+     rec(2, frame([FFILE, 1, "f", 1, 4096])))
+seed("fs_hub", "bad_msgs", b"\x02\x03\x03" + rec(0, ffile(1, "../f", 100)) + rec(1, fblk(1, 0, b"")) +
+     rec(2, frame([FHELLO, "r3sync", 1, "recv"])))
+
+# ---- migration (include/r3/wire.h: the seeder's methods on the r3 protocol)
+MV, SESS = 2, 77
+def call(i, m, a=0, b=0): return req(i, m, a, b) if (a or b) else req(i, m)
+# mig_seed: byte 0 (bit 0 valid hello first, bit 1 opts.sync), byte 1 (chunks written after TRACK), the stream
+seed("mig_seed", "full", b"\x01\x05" + call(1, "migrate", MV, SESS) + call(2, "track", SESS) + req(3, "read", 0, 4096) +
+     call(4, "finalize", SESS, 0) + call(5, "finalize", SESS, 8 + 8 * 16) + call(6, "dirty", 0, 16) +
+     call(7, "release", SESS) + call(8, "release", SESS))
+seed("mig_seed", "sync_retry", b"\x03\x80" + call(1, "migrate", MV, SESS) + call(2, "track", SESS) + call(3, "track", SESS) +
+     call(4, "order", 0, 8) + call(5, "finalize", SESS, 16) + call(6, "finalize", SESS, 16) + call(7, "dirty", 0, 8) +
+     call(8, "track", SESS + 1) + call(9, "release", SESS))
+seed("mig_seed", "out_of_order", b"\x01\x01" + call(1, "dirty", 0, 8) + call(2, "finalize", SESS) + call(3, "release", SESS) +
+     call(4, "migrate", 1, SESS) + call(5, "track") + call(6, "finalize", SESS, 4) + call(7, "nope", 1, 2))
+seed("mig_seed", "own_hello", b"\x00\x00" + chello + call(1, "migrate", MV, SESS) + call(2, "track", SESS))
+# mig_leech: byte 0 (size, features), byte 1 (max_request / 64), then the script of answers
+def u(v): return b"\x00" + P('>Q', v)
+def lst(*v): return b"\x01" + bytes([len(v)]) + b"".join(P('>Q', x) for x in v)
+NIL = b"\x04"
+def err(e): return b"\x03" + bytes([e])
+seed("mig_leech", "full", b"\x03\x00" + u(4096) + u(2) + lst(3, 5) + lst(2, 1, 7) + NIL)
+seed("mig_leech", "no_order", b"\x00\x00" + u(16384) + u(0) + lst(0) + NIL)
+seed("mig_leech", "small_max", b"\x33\x02" + u(4096) + u(16) + lst(*range(16)) + lst(*range(16)) +
+     lst(16, *range(15)) + lst(15) + NIL)
+seed("mig_leech", "version", b"\x01\x00" + err(93))
+seed("mig_leech", "plain", b"\x01\x00" + err(38))
+seed("mig_leech", "lost", b"\x01\x00" + u(4096) + b"\x06" + u(1) + lst(0) + b"\x06" + lst(1, 4) + err(5))
+seed("mig_leech", "garbage", b"\x01\x00" + u(4096) + b"\x05" + P('>H', 6) + b"\x00\x00\x00\x02\x91\x01" + u(0) + b"\x02" + P('>H', 3) + b"abc")
+
 top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 for t, seeds in out.items():
     d = os.path.join(top, t)
