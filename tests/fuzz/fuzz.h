@@ -84,6 +84,7 @@ struct fuzz_peer {
     uint8_t *data;             /* the current input */
     size_t size;
     unsigned gen, served;      /* input generation; the last generation served */
+    unsigned live;             /* connection threads not yet ended (under mu) */
 };
 
 struct fuzz_conn_arg {
@@ -97,10 +98,14 @@ struct fuzz_conn_arg {
 static inline void *fuzz_conn_main(void *arg)
 {
     struct fuzz_conn_arg *a = arg;
+    struct fuzz_peer *p = a->p;
     a->p->fn(a->fd, a->data, a->size, a->first);
     close(a->fd);
     free(a->data);
     free(a);
+    pthread_mutex_lock(&p->mu);
+    p->live--;
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -130,6 +135,7 @@ static inline void *fuzz_accept_main(void *arg)
         if (!a->data)
             FUZZ_DIE("out of memory");
         memcpy(a->data, p->data ? p->data : (uint8_t *)"", p->size);
+        p->live++;
         pthread_mutex_unlock(&p->mu);
         pthread_t t;
         pthread_attr_t at;
@@ -189,6 +195,23 @@ static inline void fuzz_peer_set(struct fuzz_peer *p, const uint8_t *data, size_
     p->size = size;
     p->gen++;
     pthread_mutex_unlock(&p->mu);
+}
+
+/* Wait until every connection thread has ended (its frees done), so that
+ * they land in the current input (libFuzzer's leak check counts per
+ * input). Call it once the client under test has closed its sockets. */
+static inline void fuzz_peer_idle(struct fuzz_peer *p)
+{
+    for (int i = 0;; i++) {
+        pthread_mutex_lock(&p->mu);
+        unsigned n = p->live;
+        pthread_mutex_unlock(&p->mu);
+        if (n == 0)
+            return;
+        if (i == 10000)
+            FUZZ_DIE("a fake peer's connection is still open 10 s after its client closed");
+        usleep(1000);
+    }
 }
 
 /* ---- socket helpers for the peers */

@@ -245,6 +245,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         r3_leech_source_close(l);
     }
+    fuzz_peer_idle(peer);                 /* the fake seeder's frees land in this input */
     pthread_mutex_lock(&smu);
     script = NULL;
     ssize = spos = 0;
