@@ -11,8 +11,12 @@
  * EIO reply. The target runs r3_leech_source_open, _finalize, _wait and
  * _close (two pull threads, a mem: copy).
  *
- * Byte 0: size = ((b & 15) + 1) * 16 KiB, features = b >> 4 & 3. Byte 1:
- * max_request = b * 64 (0: 1 MiB). Then entries [kind, ...]: kind & 7 =
+ * Byte 0: size = ((b & 15) + 1) * 16 KiB, times 1024 if bit 6 is set (then
+ * there are more than 4096 chunks of 4 KiB, so FINALIZE's head cannot hold
+ * the dirty list: DIRTY slices), features = b >> 4 & 3. Byte 1:
+ * max_request = b * 4 KiB (0: 1 MiB; the client refuses less than 4 KiB; at
+ * least 64 KiB for the large sizes, whose pull would take seconds).
+ * FUZZ_TRACE=1 prints each migration call and its arguments. Then entries [kind, ...]: kind & 7 =
  * 0 uint (8 bytes BE), 1 bin of the asked length (then n: n 8-byte BE
  * words, zero padded), 2 bin of u16 length (bytes follow), 3 error (errno
  * byte), 4 nil, 5 raw bytes (u16 length), 6 close the connection, 7 small
@@ -147,8 +151,10 @@ static void serve(int fd, const uint8_t *data, size_t size, bool first)
     pthread_mutex_unlock(&smu);
     if (size < 2)
         return;
-    uint64_t dsize = ((uint64_t)(data[0] & 15) + 1) * 16384;
-    uint64_t maxreq = data[1] ? (uint64_t)data[1] * 64 : 1u << 20;
+    uint64_t dsize = ((uint64_t)(data[0] & 15) + 1) * 16384 * (data[0] & 0x40 ? 1024 : 1);
+    uint64_t maxreq = data[1] ? (uint64_t)data[1] * 4096 : 1u << 20;
+    if (dsize > (1u << 20) && maxreq < 65536)
+        maxreq = 65536;
     static const uint8_t pattern[1 << 20];
     uint8_t *frame = malloc((1u << 20) + R3_WIRE_OVERHEAD);
     msgpack_sbuffer sb;
@@ -187,6 +193,9 @@ static void serve(int fd, const uint8_t *data, size_t size, bool first)
             ok = reply(fd, &sb, m.id, 0, true, dsize, NULL, 0, false);
         } else if (is(&m, "migrate") || is(&m, "track") || is(&m, "order") || is(&m, "finalize") ||
                    is(&m, "dirty") || is(&m, "release")) {
+            if (getenv("FUZZ_TRACE"))
+                fprintf(stderr, "fuzz: %.*s [%llu, %llu]\n", (int)m.method_len, m.method,
+                        (unsigned long long)m.off, (unsigned long long)m.len);
             ok = scripted(fd, &sb, gen, &m);
         } else {
             ok = reply(fd, &sb, m.id, -ENOSYS, false, 0, NULL, 0, false);
@@ -237,10 +246,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (r3_source_read(src, buf, sizeof buf, off) < 0)
                     FUZZ_DIE("the leecher is done but cannot read offset %llu: %s",
                              (unsigned long long)off, r3_last_error());
-                for (size_t i = 0; i < sizeof buf; i++)
-                    if (buf[i])
-                        FUZZ_DIE("the leecher is done but offset %llu is not the seeder's byte",
-                                 (unsigned long long)(off + i));
+                static const uint8_t zero[sizeof buf];
+                if (memcmp(buf, zero, sizeof buf))
+                    FUZZ_DIE("the leecher is done but bytes at %llu are not the seeder's",
+                             (unsigned long long)off);
             }
         }
         r3_leech_source_close(l);

@@ -274,8 +274,10 @@ NIL = b"\x04"
 def err(e): return b"\x03" + bytes([e])
 seed("mig_leech", "full", b"\x03\x00" + u(4096) + u(2) + lst(3, 5) + lst(2, 1, 7) + NIL)
 seed("mig_leech", "no_order", b"\x00\x00" + u(16384) + u(0) + lst(0) + NIL)
-seed("mig_leech", "small_max", b"\x33\x02" + u(4096) + u(16) + lst(*range(16)) + lst(*range(16)) +
-     lst(16, *range(15)) + lst(15) + NIL)
+seed("mig_leech", "small_max", b"\x33\x01" + u(4096) + u(16) + lst(*range(16)) + lst(16, *range(15)) + NIL)
+# 32 MiB, 8192 chunks: FINALIZE's head holds 4096 of the 4100 dirty chunks, then one DIRTY slice
+seed("mig_leech", "dirty_slices", b"\x41\x00" + u(4096) + u(600) + lst(*range(255)) + lst(4100, *range(1, 255)) +
+     lst(1, 2, 3, 4) + NIL)
 seed("mig_leech", "version", b"\x01\x00" + err(93))
 seed("mig_leech", "plain", b"\x01\x00" + err(38))
 seed("mig_leech", "lost", b"\x01\x00" + u(4096) + b"\x06" + u(1) + lst(0) + b"\x06" + lst(1, 4) + err(5))
