@@ -12,6 +12,7 @@ FUZZ_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(HIREDIS_CFLAGS)
 FUZZ_LIBS = libr3core.la $(MSGPACK_LIBS) $(HIREDIS_LIBS)
 noinst_HEADERS += tests/fuzz/fuzz.h tests/fuzz/fs_peer.h
 EXTRA_DIST += tests/fuzz/smoke.sh tests/fuzz/seeds.py tests/fuzz/corpus tests/fuzz/regress tests/fuzz/known
+EXTRA_DIST += tests/fuzz/RUNS.md
 
 check_PROGRAMS += tests/fuzz/replay_wire_frame
 tests_fuzz_replay_wire_frame_SOURCES = tests/fuzz/replay.c tests/fuzz/wire_frame.c
