@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <dirent.h>
 #include <ftw.h>
+#include <signal.h>
 #include "fs_peer.h"
 
 int fuzz_fallocate(int fd, off_t off, off_t len);
@@ -46,6 +47,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     struct stat st;
     const char *tmp = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
+    /* a run that crashed (a finding) could not remove its directory: do it now */
+    DIR *td = opendir(tmp);
+    struct dirent *te;
+    while (td && (te = readdir(td))) {
+        int pid;
+        char path[300];
+        if (sscanf(te->d_name, "r3fuzz-recv-%d", &pid) == 1 && pid > 0 && kill(pid, 0) < 0 &&
+            errno == ESRCH) {
+            snprintf(path, sizeof path, "%s/%s", tmp, te->d_name);
+            nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+            rmdir(path);
+        }
+    }
+    if (td)
+        closedir(td);
     snprintf(base, sizeof base, "%s/r3fuzz-recv-%d", tmp, (int)getpid());
     snprintf(dir, sizeof dir, "%s/d", base);
     if (mkdir(base, 0700) < 0 && errno != EEXIST)
