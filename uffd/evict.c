@@ -28,14 +28,42 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
 #include "internal.h"
 #include "uffd/uffd.h"
 
 uint64_t r3u_evict_min_chunks(unsigned fault_threads, unsigned readahead)
 {
     return (uint64_t)fault_threads * (readahead + 1u) + 4u;
+}
+
+void r3u_wb_lock(struct r3u_region *r, uint64_t c0, uint64_t c1)
+{
+    for (uint64_t c = c0; r->wbusy && c <= c1 && c < r->nchunks; c++) {
+        uint64_t bit = UINT64_C(1) << (c & 63);
+        for (unsigned spins = 0; atomic_fetch_or(&r->wbusy[c >> 6], bit) & bit; spins++) {
+            struct timespec ts = { 0, spins < 100 ? 1000 : 50000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* The evictor never waits for it (a push holding it may be reading the
+ * chunk, which waits for the eviction to end): busy, the chunk is skipped. */
+static bool wb_trylock(struct r3u_region *r, uint64_t c)
+{
+    uint64_t bit = UINT64_C(1) << (c & 63);
+    return !(atomic_fetch_or(&r->wbusy[c >> 6], bit) & bit);
+}
+
+void r3u_wb_unlock(struct r3u_region *r, uint64_t c0, uint64_t c1)
+{
+    for (uint64_t c = c0; r->wbusy && c <= c1 && c < r->nchunks; c++)
+        r3u_bit_clear(r->wbusy, c);
 }
 
 /* Move len bytes from src to dst (both page aligned), holes allowed.
@@ -119,9 +147,75 @@ static void report(struct r3u_region *r, int rc, uint64_t c)
     }
 }
 
-/* 0 evicted, 1 skipped (not evictable now), -errno failed (stays). */
+struct scan_dirty {
+    struct r3u_region *r;
+    bool any;
+};
+
+/* A run of pages written since the last scan (now protected again): owed
+ * to the source, so it goes into pw at once (a later collect no longer
+ * sees it). */
+static void scan_dirty_run(void *arg, uint64_t s, uint64_t e)
+{
+    struct scan_dirty *d = arg;
+    struct r3u_region *r = d->r;
+    uint64_t base = (uintptr_t)r->r.base;
+    for (uint64_t pg = (s - base) >> r->page_shift; pg < (e - base + r->pagesz - 1) >> r->page_shift; pg++)
+        r3u_bit_set(r->pw, pg);
+    d->any = true;
+}
+
+/* Is chunk c, as the source holds it, still what the region holds? Called
+ * with c EVICTING, before its pages are moved out. Dirty if: a fault or a
+ * REMOVE marked it (pdirty), a collect found written pages not yet written
+ * back (pw), a page was removed (zpage) or unmapped (gone), or a scan of
+ * just this chunk finds pages written since the last collect (WP_ASYNC;
+ * those join pw). Under collect_lock: a collect moves pdirty into pw in two
+ * steps. A write after the scan is not seen here: the caller compares the
+ * moved pages with a copy taken before the scan. */
+static bool chunk_clean(struct r3u_region *r, uint64_t c, int *rc)
+{
+    uint64_t off = c << r->chunk_shift;
+    uint64_t p0 = off >> r->page_shift, p1 = (off + r->r.chunk) >> r->page_shift;
+    pthread_mutex_lock(&r->collect_lock);
+    bool clean = !r3u_bit(r->pdirty, c) && !r3u_bits_any(r->pw, p0, p1) &&
+                 !r3u_bits_any(r->zpage, p0, p1) &&
+                 !(atomic_load(&r->any_gone) && r3u_bits_any(r->gone, p0, p1));
+    if (r->track_wp) {
+        /* always scanned: written pages must not stay unprotected and
+         * unrecorded once the chunk is gone */
+        struct scan_dirty d = { r, false };
+        uint64_t base = (uintptr_t)r->r.base + off;
+        *rc = r3_pm_scan_written(&r->scan, base, base + r->r.chunk, scan_dirty_run, &d);
+        if (*rc < 0 || d.any)
+            clean = false;
+    }
+    pthread_mutex_unlock(&r->collect_lock);
+    return clean;
+}
+
+/* Copy chunk c's bytes as the program sees them now into evict_copy, with
+ * process_vm_readv: a page the program unmapped meanwhile is an error
+ * (false), never a SIGSEGV in this thread. Before c goes EVICTING: a
+ * missing page is filled by a handler as for any fault. */
+static bool copy_chunk(struct r3u_region *r, uint64_t c)
+{
+    struct iovec l = { r->evict_copy, r->r.chunk };
+    struct iovec rv = { (uint8_t *)r->r.base + (c << r->chunk_shift), r->r.chunk };
+    return process_vm_readv(getpid(), &l, 1, &rv, 1, 0) == (ssize_t)r->r.chunk;
+}
+
+/* 0 evicted, 1 skipped (not evictable now), -errno failed (stays).
+ * A clean chunk (its bytes are the source's) is dropped without I/O; a
+ * dirty one is written back first. */
 static int evict_one(struct r3u_region *r, uint64_t c)
 {
+    /* Clean candidates: a copy of the bytes before the scan (see
+     * chunk_clean); a write between the scan and the move shows as a
+     * difference from it. With hash tracking the chunk's hash says. */
+    bool maybe_clean = r->pw && !r->cow && !r3u_bit(r->pdirty, c);
+    if (maybe_clean && r->track_wp)
+        maybe_clean = copy_chunk(r, c);
     uint8_t st = R3U_FILLED;
     if (!atomic_compare_exchange_strong(&r->filled[c], &st, R3U_EVICTING))
         return 1;
@@ -136,16 +230,39 @@ static int evict_one(struct r3u_region *r, uint64_t c)
     }
     uint64_t off = c << r->chunk_shift;
     size_t moved;
-    /* The gate is held from the move to the end of the write-back: a fork
-     * never sees the chunk's bytes neither in the region nor in the source. */
+    int rc = 0;
+    /* The gate is held from the scan to the end of the write-back: a fork
+     * never sees the chunk's bytes neither in the region nor in the source.
+     * The chunk's write-back lock keeps the push stage's page runs of it
+     * (taken from pw, in flight to the source) from crossing this: a chunk
+     * is never dropped before they land, nor written here under them. */
     r3u_gate_enter(r);
-    int rc = move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off,
-                  r->r.chunk, &moved);
+    if (!wb_trylock(r, c)) {
+        atomic_store(&r->filled[c], R3U_FILLED);
+        r3u_gate_leave(r);
+        return 1;
+    }
+    bool clean = r->pw && !r->cow ? chunk_clean(r, c, &rc) && maybe_clean : false;
+    if (rc < 0) {
+        /* the scan failed: its pages may be written; the push must see them */
+        r3u_bit_set(r->pdirty, c);
+        atomic_store(&r->filled[c], R3U_FILLED);
+        r3u_wb_unlock(r, c, c);
+        r3u_gate_leave(r);
+        return rc;
+    }
+    rc = move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off,
+              r->r.chunk, &moved);
     if (rc < 0) {
         if (moved)
             move_back(r, off);
         atomic_store(&r->filled[c], R3U_FILLED);
         r3u_bit_set(r->young, c);
+        /* pw bits the scan set are owed: a push round must take them, and
+         * re-read their bytes (they may be newer than its buffer) */
+        r3u_bit_set(r->pdirty, c);
+        atomic_store(&r->recheck, true);
+        r3u_wb_unlock(r, c, c);
         r3u_gate_leave(r);
         return rc == -EBUSY ? 1 : r3_error(rc, "UFFDIO_MOVE: %s", strerror(-rc));
     }
@@ -158,6 +275,7 @@ static int evict_one(struct r3u_region *r, uint64_t c)
         for (size_t i = 0; i < np && all; i++)
             all = vec[i] & 1;
         if (!all) {
+            clean = false;
             for (size_t i = 0; i < np; i++) {
                 uint8_t *d = r->evict_buf + (i << r->page_shift);
                 if (vec[i] & 1)
@@ -169,29 +287,54 @@ static int evict_one(struct r3u_region *r, uint64_t c)
         }
     } else {
         rc = r3_error(-errno, "mincore: %s", strerror(errno));
+        clean = false;
+    }
+    if (clean) {
+        if (r->track_wp) {
+            clean = memcmp(r->staging, r->evict_copy, r->r.chunk) == 0;
+        } else {
+            /* hash tracking: the hash of the chunk as last collected; a
+             * collect that finds it changed marks it (pw), so equal bytes
+             * with nothing owed are the source's bytes */
+            pthread_mutex_lock(&r->collect_lock);
+            clean = XXH3_64bits(r->staging, r->r.chunk) == r->hash[c] &&
+                    !r3u_bit(r->pdirty, c) &&
+                    !r3u_bits_any(r->pw, off >> r->page_shift, (off + r->r.chunk) >> r->page_shift);
+            pthread_mutex_unlock(&r->collect_lock);
+        }
     }
     size_t len = r->r.chunk;
     if (off + len > r->remote_size)
         len = off < r->remote_size ? (size_t)(r->remote_size - off) : 0;
-    if (rc == 0 && len)
+    if (rc == 0 && len && !clean)
         rc = r3u_write_back(r, buf, len, off);
     if (rc < 0) {
         move_back(r, off);
+        /* pages found written by the scan are in pw: the push must take
+         * them, and re-read their bytes */
+        r3u_bit_set(r->pdirty, c);
+        atomic_store(&r->recheck, true);
         atomic_store(&r->filled[c], R3U_FILLED);
         r3u_bit_set(r->young, c);
+        r3u_wb_unlock(r, c, c);
         r3u_gate_leave(r);
         return rc;
     }
     madvise(r->staging, r->r.chunk, MADV_DONTNEED);
     r3_cache_invalidate(r->p->cache, c);
-    /* the source now holds those zeros: a refill needs no zero pages */
-    for (uint64_t pg = off >> r->page_shift; pg < (off + r->r.chunk) >> r->page_shift; pg++)
-        r3u_bit_clear(r->zpage, pg);
+    if (!clean) {
+        /* the source now holds those zeros: a refill needs no zero pages */
+        for (uint64_t pg = off >> r->page_shift; pg < (off + r->r.chunk) >> r->page_shift; pg++)
+            r3u_bit_clear(r->zpage, pg);
+    } else {
+        atomic_fetch_add(&r->evict_clean, 1);
+    }
     r3u_bit_set(r->evicted, c);
     r3u_bit_clear(r->young, c);
     atomic_fetch_sub(&r->resident, 1);
     atomic_fetch_add(&r->evictions, 1);
     atomic_store(&r->filled[c], 0);
+    r3u_wb_unlock(r, c, c);
     r3u_gate_leave(r);
     return 0;
 }
@@ -302,9 +445,11 @@ int r3u_evict_start(struct r3u_region *r, uint64_t max_resident, unsigned nh)
     r->young = calloc((r->nchunks + 63) / 64, 8);
     r->evicted = calloc((r->nchunks + 63) / 64, 8);
     r->evict_buf = malloc(r->r.chunk);
+    r->evict_copy = malloc(r->r.chunk);
+    r->wbusy = calloc((r->nchunks + 63) / 64, 8);
     void *m = mmap(NULL, 2 * (size_t)r->r.chunk, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (!r->young || !r->evicted || !r->evict_buf || m == MAP_FAILED)
+    if (!r->young || !r->evicted || !r->evict_buf || !r->evict_copy || !r->wbusy || m == MAP_FAILED)
         return r3_error(-ENOMEM, "uffd: out of memory for eviction");
     uintptr_t al = ((uintptr_t)m + r->r.chunk - 1) & ~((uintptr_t)r->r.chunk - 1);
     r->staging_map = m;
@@ -365,6 +510,9 @@ void r3u_evict_free(struct r3u_region *r)
     free(r->young);
     free(r->evicted);
     free(r->evict_buf);
+    free(r->evict_copy);
+    free(r->wbusy);
+    r->wbusy = NULL;
     r->young = r->evicted = NULL;
-    r->evict_buf = NULL;
+    r->evict_buf = r->evict_copy = NULL;
 }
