@@ -410,7 +410,7 @@ void r3u_evict_wait_room(struct r3u_region *r)
 {
     if (!r->max_resident)
         return;
-    for (unsigned tries = 1; atomic_load(&r->resident) >= r->budget_chunks &&
+    for (unsigned tries = 1; atomic_load(&r->resident) >= r->evict_hard &&
                              !atomic_load(&r->evict_failing); tries++) {
         r3u_evict_kick(r);
         atomic_fetch_add(&r->evict_waits, tries == 1);
@@ -437,10 +437,20 @@ int r3u_evict_start(struct r3u_region *r, uint64_t max_resident, unsigned nh)
     if (!(r->features & UFFD_FEATURE_MOVE))
         return r3_error(-ENOTSUP, "max_resident needs UFFDIO_MOVE (Linux 6.8), which this kernel"
                         " lacks");
+    /* The budget counts the region's chunks only. The evictor starts at
+     * the budget itself (not below it: a working set the budget covers is
+     * never evicted) and takes out a little more (up to 1/64 of the budget,
+     * at most 256 chunks); faults wait only past the budget plus the
+     * chunks that can be in flight at once. */
     uint64_t inflight = (uint64_t)nh * (r->readahead + 1u);
-    uint64_t slack = r->budget_chunks / 16 > 1 ? r->budget_chunks / 16 : 1;
-    r->evict_high = r->budget_chunks - inflight - 1;
+    uint64_t slack = r->budget_chunks / 64;
+    if (slack > 256)
+        slack = 256;
+    if (slack < 1)
+        slack = 1;
+    r->evict_high = r->budget_chunks;
     r->evict_low = r->evict_high > slack ? r->evict_high - slack : 0;
+    r->evict_hard = r->budget_chunks + inflight;
     r->max_resident = max_resident;
     r->young = calloc((r->nchunks + 63) / 64, 8);
     r->evicted = calloc((r->nchunks + 63) / 64, 8);

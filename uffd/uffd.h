@@ -124,6 +124,7 @@ struct r3u_region {
     uint8_t *kid_buf;
     /* eviction (evict.c) */
     uint64_t max_resident, budget_chunks, evict_high, evict_low, hand;
+    uint64_t evict_hard;          /* faults wait at this many resident chunks */
     _Atomic uint64_t resident;    /* chunks not 0 in filled */
     _Atomic uint64_t *young;      /* per chunk: filled or written since the hand passed */
     _Atomic uint64_t *evicted;    /* per chunk: taken out; its bytes are in the source */
