@@ -1,22 +1,31 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Eviction (max_resident): a region larger than the memory it may use.
- * Filled chunks are counted; when they pass a high-water mark an evictor
- * thread takes chunks out, by CLOCK, until a low-water mark, so faults
- * rarely wait (a fault only waits when the budget itself is reached).
+ * Filled chunks are counted; when they pass the budget an evictor thread
+ * takes chunks out, by CLOCK, until a little below it (faults only wait
+ * past the budget plus the chunks in flight).
  *
  * Taking chunk c out, without ever losing a write:
+ *  0. if nothing marks c dirty, a copy of its bytes (process_vm_readv);
  *  1. c goes FILLED -> EVICTING (faults on it wait for the end);
- *  2. UFFDIO_MOVE moves its pages, atomically, to a one-chunk staging area
+ *  2. c is clean if nothing owed is recorded for it (pdirty, pw, zpage,
+ *     gone) and a PAGEMAP_SCAN of c finds no page written since the last
+ *     collect (written pages found join pw);
+ *  3. UFFDIO_MOVE moves its pages, atomically, to a one-chunk staging area
  *     (registered, as MOVE wants, with a userfaultfd of its own that has no
  *     events: dropping its pages sends the region's handlers nothing): a
  *     write by the program lands either in the moved page or, after the
- *     move, faults;
- *  3. the moved bytes are written back to the source (pages the program
- *     had removed are zeros); on a source error they are moved back and c
- *     stays resident (reported once through on_error);
- *  4. the staging pages are dropped (MADV_DONTNEED: no REMOVE event, see
- *     2), the cache forgets c, c goes to 0: the
- *     next touch faults it back from the source.
+ *     move, faults. (The move does not carry the uffd-wp bit, so a write
+ *     between 2 and 3 is found by comparing the pages with the copy of 0.)
+ *  4. a dirty chunk's moved bytes are written back to the source (pages the
+ *     program had removed are zeros); on a source error they are moved back
+ *     and c stays resident (reported once through on_error). A clean chunk
+ *     is not written: its bytes are the source's;
+ *  5. the staging pages are dropped (MADV_DONTNEED: no REMOVE event, see
+ *     3), the cache forgets c, c goes to 0: the next touch faults it back
+ *     from the source.
+ * Steps 2-4 hold c's write-back lock: the push stage's page runs of c are
+ * never in flight meanwhile (a clean drop before they land would refault
+ * stale bytes).
  * Young bits: set when a chunk is filled or found written by a collect; the
  * hand clears them and takes chunks whose bit is clear (reads after the
  * fill are not seen: an approximation of LRU). Pages shared with a forked
