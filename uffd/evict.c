@@ -75,8 +75,26 @@ void r3u_wb_unlock(struct r3u_region *r, uint64_t c0, uint64_t c1)
         r3u_bit_clear(r->wbusy, c);
 }
 
+/* Pages at the start of [at, at+len) that are present (mapped). */
+static size_t present_prefix(struct r3u_region *r, uintptr_t at, size_t len)
+{
+    size_t np = len >> r->page_shift, i = 0;
+    unsigned char vec[np ? np : 1];
+    if (np && mincore((void *)at, len, vec) == 0)
+        while (i < np && (vec[i] & 1))
+            i++;
+    return i << r->page_shift;
+}
+
 /* Move len bytes from src to dst (both page aligned), holes allowed.
- * 0 or -errno; *moved gets the bytes done before an error. */
+ * 0 or -errno; *moved gets the bytes done before an error.
+ * The kernel can move pages and still fail the call without counting them
+ * (seen here: EAGAIN or EEXIST with no progress said, and every page of
+ * the chunk at dst): retried, those pages are EEXIST at dst. dst was empty
+ * where this call moves (the staging area, or the holes the eviction left
+ * in the region), so pages present there are ones this call moved: they
+ * are counted and skipped, never taken for a failure that would leave the
+ * program's bytes in the staging area. */
 static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size_t len,
                 size_t *moved)
 {
@@ -98,6 +116,13 @@ static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size
             done += (size_t)mv.move;
             continue;
         }
+        if (e == EEXIST || e == EAGAIN) {
+            size_t skip = present_prefix(r, dst + done, len - done);
+            if (skip) {
+                done += skip;
+                continue;
+            }
+        }
         if (e == EAGAIN && again++ < 100000) {
             struct timespec ts = { 0, 20000 };
             nanosleep(&ts, NULL);
@@ -118,13 +143,17 @@ static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size
 static void move_back(struct r3u_region *r, uint64_t off)
 {
     size_t moved;
-    if (move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk,
-             &moved) == 0)
-        return;
+    move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk, &moved);
+    /* whatever the move said, nothing may stay behind in the staging area */
     size_t np = r->r.chunk >> r->page_shift;
     unsigned char vec[np];
     if (mincore(r->staging, r->r.chunk, vec) < 0)
         memset(vec, 1, np);
+    bool any = false;
+    for (size_t i = 0; i < np && !any; i++)
+        any = vec[i] & 1;
+    if (!any)
+        return;
     for (size_t i = 0; i < np; i++) {
         if (!(vec[i] & 1))
             continue;
@@ -263,8 +292,7 @@ static int evict_one(struct r3u_region *r, uint64_t c)
     rc = move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off,
               r->r.chunk, &moved);
     if (rc < 0) {
-        if (moved)
-            move_back(r, off);
+        move_back(r, off);        /* (whatever moved, counted or not) */
         atomic_store(&r->filled[c], R3U_FILLED);
         r3u_bit_set(r->young, c);
         /* pw bits the scan set are owed: a push round must take them, and
