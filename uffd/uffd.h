@@ -125,6 +125,7 @@ struct r3u_region {
     /* eviction (evict.c) */
     uint64_t max_resident, budget_chunks, evict_high, evict_low, hand;
     uint64_t evict_hard;          /* faults wait at this many resident chunks */
+    uint64_t rng;                 /* xorshift: where each eviction round starts */
     _Atomic uint64_t resident;    /* chunks not 0 in filled */
     _Atomic uint64_t *young;      /* per chunk: filled or written since the hand passed */
     _Atomic uint64_t *evicted;    /* per chunk: taken out; its bytes are in the source */
