@@ -28,7 +28,9 @@
  * stale bytes).
  * Young bits: set when a chunk is filled or found written by a collect; the
  * hand clears them and takes chunks whose bit is clear (reads after the
- * fill are not seen: an approximation of LRU). Pages shared with a forked
+ * fill are not seen: an approximation of LRU); each round starts at a
+ * random chunk (plain CLOCK on a loop a little larger than the budget
+ * evicts exactly what the loop touches next). Pages shared with a forked
  * child cannot be moved (EBUSY): such a chunk stays until the child is
  * gone. */
 #include <errno.h>
