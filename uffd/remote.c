@@ -128,7 +128,10 @@ static int remote_write(struct r3_source *s, const void *buf, size_t len, uint64
         return r3_source_write(r->inner, buf, len, off);
     /* no fork is made while this runs (the gate) */
     r3u_gate_enter(r);
+    uint64_t c0 = off >> r->chunk_shift, c1 = (off + len - 1) >> r->chunk_shift;
+    r3u_wb_lock(r, c0, c1);       /* an eviction of these chunks waits (evict.c) */
     int rc = r->pw ? write_pages(r, buf, len, off) : r3u_write_back(r, buf, len, off);
+    r3u_wb_unlock(r, c0, c1);
     r3u_gate_leave(r);
     return rc;
 }

@@ -124,12 +124,16 @@ struct r3u_region {
     uint8_t *kid_buf;
     /* eviction (evict.c) */
     uint64_t max_resident, budget_chunks, evict_high, evict_low, hand;
+    uint64_t evict_hard;          /* faults wait at this many resident chunks */
+    uint64_t rng;                 /* xorshift: where each eviction round starts */
     _Atomic uint64_t resident;    /* chunks not 0 in filled */
     _Atomic uint64_t *young;      /* per chunk: filled or written since the hand passed */
     _Atomic uint64_t *evicted;    /* per chunk: taken out; its bytes are in the source */
     void *staging, *staging_map;
     int staging_uffd;             /* staging's own userfaultfd (0 = none yet) */
     uint8_t *evict_buf;
+    uint8_t *evict_copy;          /* a clean candidate's bytes before its scan */
+    _Atomic uint64_t *wbusy;      /* per chunk: being written back (push or evictor) */
     pthread_t evict_thread;
     bool evict_started, evict_init;
     _Atomic bool evict_stop;
@@ -138,6 +142,7 @@ struct r3u_region {
     pthread_mutex_t evict_m;
     pthread_cond_t evict_cv;
     _Atomic uint64_t evictions, evict_waits;
+    _Atomic uint64_t evict_clean; /* evictions that wrote nothing (clean chunks) */
     /* stats */
     _Atomic uint64_t faults, chunks_fault, chunks_prefetch, bytes_pulled, syncs;
     _Atomic uint64_t chunks_zero, bytes_back;
@@ -218,6 +223,11 @@ void r3u_evict_free(struct r3u_region *r);
 void r3u_evict_kick(struct r3u_region *r);
 /* Before a fill by a fault: wait while the budget is full. */
 void r3u_evict_wait_room(struct r3u_region *r);
+/* Chunks [c0, c1]'s write-back lock (no-op without max_resident), taken
+ * inside the fork gate: the push's page runs and an eviction of the same
+ * chunk never cross. */
+void r3u_wb_lock(struct r3u_region *r, uint64_t c0, uint64_t c1);
+void r3u_wb_unlock(struct r3u_region *r, uint64_t c0, uint64_t c1);
 
 /* uffd/remote.c: the source under the pipeline, counting write-back. */
 void r3u_remote_init(struct r3u_region *r, struct r3_source *src);

@@ -120,6 +120,13 @@ void r3_palloc_destroy(struct r3_palloc *a)
 
 void *r3_palloc_alloc(struct r3_palloc *a, size_t size, size_t align)
 {
+    size_t used;
+    return r3_palloc_alloc_fresh(a, size, align, &used);
+}
+
+void *r3_palloc_alloc_fresh(struct r3_palloc *a, size_t size, size_t align, size_t *used)
+{
+    *used = 0;
     if (size > a->len || align > a->len)
         return NULL;
     uint64_t n = size ? (size + a->page - 1) / a->page : 1;
@@ -151,6 +158,10 @@ void *r3_palloc_alloc(struct r3_palloc *a, size_t size, size_t align)
             if (a->in_use > a->peak)
                 a->peak = a->in_use;
             a->nalloc++;
+            /* pages at or past the high-water mark were never handed out */
+            *used = u >= a->hwm ? 0 : (size_t)((a->hwm - u < n ? a->hwm - u : n) * a->page);
+            if (u + n > a->hwm)
+                a->hwm = u + n;
             res = (void *)(a->base + (uintptr_t)u * a->page);
             break;
         }
@@ -227,6 +238,8 @@ bool r3_palloc_resize(struct r3_palloc *a, void *p, size_t size)
             a->in_use += (size_t)(n - l) * a->page;
             if (a->in_use > a->peak)
                 a->peak = a->in_use;
+            if (s + n > a->hwm)
+                a->hwm = s + (uint32_t)n;
             ok = true;
         }
     }

@@ -22,6 +22,7 @@ struct r3_palloc {
     uint32_t head[R3_PALLOC_CLASSES]; /* free lists by floor(log2(pages)) */
     pthread_mutex_t lock;
     size_t in_use, peak;              /* bytes in blocks handed out */
+    uint64_t hwm;                     /* pages [hwm, npages) were never handed out */
     uint64_t nalloc, nfree;
 };
 
@@ -37,6 +38,10 @@ static inline bool r3_palloc_owns(const struct r3_palloc *a, const void *p)
 /* A block of at least size bytes aligned to align (a power of two; page
  * alignment is always given); NULL when no free range fits. */
 void  *r3_palloc_alloc(struct r3_palloc *a, size_t size, size_t align);
+/* The same; *used gets the bytes at the block's start that were handed out
+ * before (they may hold old data); the rest never were (calloc: they hold
+ * what the range held at init). */
+void  *r3_palloc_alloc_fresh(struct r3_palloc *a, size_t size, size_t align, size_t *used);
 void   r3_palloc_free(struct r3_palloc *a, void *p);
 /* Bytes usable in the block p starts (whole pages); 0 if p starts none. */
 size_t r3_palloc_usable(struct r3_palloc *a, const void *p);

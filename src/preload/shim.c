@@ -133,10 +133,15 @@ EXPORT void *calloc(size_t n, size_t m)
         return NULL;
     }
     if (want_region(size)) {
-        /* Region pages hold whatever the source or an earlier block left. */
-        void *p = region_alloc(size, 0);
+        /* Region pages hold whatever the source or an earlier block left.
+         * On r3run's own sparse image, pages never handed out still read as
+         * its zeros: only the part handed out before is cleared, so a fresh
+         * block's chunks are not written (nor written back). */
+        size_t used;
+        void *p = r3_palloc_alloc_fresh(&S.pa, size, 0, &used);
         if (p)
-            return memset(p, 0, size);
+            return memset(p, 0, S.scratch && used < size ? used : size);
+        atomic_fetch_add_explicit(&S.fallbacks, 1, memory_order_relaxed);
     }
     return __libc_calloc(n, m);
 }

@@ -120,6 +120,39 @@ START_TEST(resize_in_place)
 }
 END_TEST
 
+/* calloc's help: the bytes of a block handed out before (they may hold old
+ * data) and only those; pages never handed out are fresh, also after a
+ * free, a split and an in-place growth. */
+START_TEST(fresh_pages)
+{
+    size_t used;
+    char *a = r3_palloc_alloc_fresh(&pa, 4 * PG, 0, &used);
+    ck_assert_ptr_eq(a, mem);
+    ck_assert_uint_eq(used, 0);
+    char *b = r3_palloc_alloc_fresh(&pa, 2 * PG, 0, &used);
+    ck_assert_uint_eq(used, 0);
+    r3_palloc_free(&pa, a);
+    /* a's 4 pages are used; the 2 after b are fresh */
+    char *c = r3_palloc_alloc_fresh(&pa, 3 * PG, 0, &used);
+    ck_assert_ptr_eq(c, mem);
+    ck_assert_uint_eq(used, 3 * PG);
+    r3_palloc_free(&pa, b);
+    /* one page left of a, b's 2 pages, then fresh ones */
+    char *d = r3_palloc_alloc_fresh(&pa, 8 * PG, 0, &used);
+    ck_assert_ptr_eq(d, (char *)mem + 3 * PG);
+    ck_assert_uint_eq(used, 3 * PG);
+    /* d grows in place: those pages are no longer fresh */
+    ck_assert(r3_palloc_resize(&pa, d, 12 * PG));
+    r3_palloc_free(&pa, d);
+    char *e = r3_palloc_alloc_fresh(&pa, 16 * PG, 0, &used);
+    ck_assert_ptr_eq(e, (char *)mem + 3 * PG);
+    ck_assert_uint_eq(used, 12 * PG);
+    r3_palloc_free(&pa, c);
+    r3_palloc_free(&pa, e);
+    assert_all_free();
+}
+END_TEST
+
 START_TEST(exhaustion)
 {
     ck_assert_ptr_null(r3_palloc_alloc(&pa, LEN + 1, 0));
@@ -222,6 +255,7 @@ int main(void)
     tcase_add_test(tc, alignment);
     tcase_add_test(tc, resize_in_place);
     tcase_add_test(tc, exhaustion);
+    tcase_add_test(tc, fresh_pages);
     tcase_add_test(tc, many_threads);
     suite_add_tcase(s, tc);
     return tu_run(s);

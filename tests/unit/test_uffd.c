@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include "internal.h"
+#include "uffd/uffd.h"
 #include <r3/probe.h>
 #include "testutil.h"
 #include "tests/uffd/pattern.h"
@@ -778,6 +779,168 @@ START_TEST(test_evict_source_error)
 }
 END_TEST
 
+/* A memory source that counts what is written to it (eviction cases). */
+struct count_source {
+    struct r3_source src;
+    uint8_t *data;
+    pthread_mutex_t mu;
+    _Atomic uint64_t writes, bytes;
+};
+
+static int count_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    struct count_source *x = (struct count_source *)s;
+    pthread_mutex_lock(&x->mu);
+    memcpy(buf, x->data + off, len);
+    pthread_mutex_unlock(&x->mu);
+    return 0;
+}
+
+static int count_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct count_source *x = (struct count_source *)s;
+    pthread_mutex_lock(&x->mu);
+    memcpy(x->data + off, buf, len);
+    pthread_mutex_unlock(&x->mu);
+    atomic_fetch_add(&x->writes, 1);
+    atomic_fetch_add(&x->bytes, len);
+    return 0;
+}
+
+static const struct r3_source_ops count_ops = {
+    .scheme = "count", .read = count_read, .write = count_write, .flush = bad_flush,
+    .close = flaky_close,
+};
+
+static void count_init(struct count_source *x, uint64_t size, uint32_t seed)
+{
+    x->src = (struct r3_source){ .ops = &count_ops, .size = size, .align = 1,
+                                 .flags = R3_SRC_PARALLEL };
+    x->data = malloc(size);
+    ck_assert_ptr_nonnull(x->data);
+    up_fill(x->data, size, 0, seed);
+    pthread_mutex_init(&x->mu, NULL);
+    atomic_store(&x->writes, 0);
+    atomic_store(&x->bytes, 0);
+}
+
+/* Clean chunks are dropped without I/O: a region read three times through
+ * a budget of an eighth of it evicts hundreds of chunks and writes nothing
+ * to the source; then one page in each of 8 chunks is written: only those
+ * go out (at most their chunks), and they read back. */
+START_TEST(test_evict_clean)
+{
+    static struct count_source x;
+    count_init(&x, 32 * MiB, 17);
+    struct r3_region_opts o;
+    struct r3_region *r;
+    r3_region_opts_init(&o);
+    o.max_resident = 4 * MiB;
+    ck_assert_msg(r3_region_open(&o, &x.src, &r) == 0, "%s", r3_last_error());
+    uint8_t *b = r->base;
+    for (int pass = 0; pass < 3; pass++)
+        ck_assert_int_eq(up_check(b, 32 * MiB, 0, 17), -1);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_gt(st.chunks_evicted, 500);
+    ck_assert_msg(atomic_load(&x.writes) == 0, "%llu clean chunks written back (%llu bytes)",
+                  (unsigned long long)atomic_load(&x.writes),
+                  (unsigned long long)atomic_load(&x.bytes));
+    for (int i = 0; i < 8; i++)
+        b[(size_t)i * 4 * MiB + 8192] ^= 0xff;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t off = 0; off < 32 * MiB; off += 4096)
+            ck_assert_uint_eq(b[off + 1], up_byte(off + 1, 17));
+        for (int i = 0; i < 8; i++)
+            ck_assert_uint_eq(b[(size_t)i * 4 * MiB + 8192],
+                              (uint8_t)(up_byte((size_t)i * 4 * MiB + 8192, 17) ^ 0xff));
+    }
+    ck_assert_msg(atomic_load(&x.bytes) <= 8 * (uint64_t)r->chunk,
+                  "%llu bytes written back for 8 written pages",
+                  (unsigned long long)atomic_load(&x.bytes));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    for (int i = 0; i < 8; i++)
+        ck_assert_uint_eq(x.data[(size_t)i * 4 * MiB + 8192],
+                          (uint8_t)(up_byte((size_t)i * 4 * MiB + 8192, 17) ^ 0xff));
+    pthread_mutex_destroy(&x.mu);
+    free(x.data);
+}
+END_TEST
+
+/* Dirty chunks are never dropped unwritten: writers keep bumping counters
+ * in every chunk (one page each: the write can land between an eviction's
+ * scan and its move) while a reader walks the region through a small
+ * budget; each counter ends at its count, and the source, read directly
+ * while the region is still open, holds every evicted chunk's count. */
+struct bump_arg { uint8_t *base; size_t len, chunk; int rounds; unsigned stride; };
+
+static void *bump_main(void *arg)
+{
+    struct bump_arg *a = arg;
+    for (int k = 0; k < a->rounds; k++)
+        for (size_t off = (size_t)a->stride * 64; off < a->len; off += a->chunk)
+            (*(volatile uint32_t *)(a->base + off))++;
+    return NULL;
+}
+
+START_TEST(test_evict_dirty)
+{
+    static struct count_source x;
+    count_init(&x, 32 * MiB, 23);
+    struct r3_region_opts o;
+    struct r3_region *r;
+    r3_region_opts_init(&o);
+    o.max_resident = 4 * MiB;
+    ck_assert_msg(r3_region_open(&o, &x.src, &r) == 0, "%s", r3_last_error());
+    uint8_t *b = r->base;
+    size_t ch = r->chunk, len = 32 * MiB;
+    for (size_t off = 0; off < len; off += ch)
+        for (unsigned t = 0; t < 2; t++)
+            *(uint32_t *)(b + off + t * 64) = 0;
+    pthread_t th[2];
+    struct bump_arg a[2];
+    for (unsigned t = 0; t < 2; t++) {
+        a[t] = (struct bump_arg){ b, len, ch, 6, t };
+        ck_assert_int_eq(pthread_create(&th[t], NULL, bump_main, &a[t]), 0);
+    }
+    volatile uint64_t sink = 0;
+    for (int pass = 0; pass < 4; pass++)
+        for (size_t off = 4096; off < len; off += 4096)
+            sink += b[off];
+    for (unsigned t = 0; t < 2; t++)
+        pthread_join(th[t], NULL);
+    (void)sink;
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_gt(st.chunks_evicted, 200);
+    /* Walk once more (evicting the counters' chunks), then read the source
+     * directly for every chunk that is out now. */
+    for (size_t off = 4096; off < len; off += 4096)
+        sink += b[off];
+    struct r3u_region *ur = (struct r3u_region *)r;
+    uint64_t out = 0;
+    pthread_mutex_lock(&x.mu);
+    for (size_t off = 0; off < len; off += ch) {
+        if (atomic_load(&ur->filled[off / ch]))
+            continue;
+        out++;
+        for (unsigned t = 0; t < 2; t++)
+            ck_assert_msg(*(uint32_t *)(x.data + off + t * 64) == 6,
+                          "chunk %zu evicted with counter %u at %u (source)", off / ch, t,
+                          *(uint32_t *)(x.data + off + t * 64));
+    }
+    pthread_mutex_unlock(&x.mu);
+    ck_assert_uint_gt(out, 100);
+    for (size_t off = 0; off < len; off += ch)
+        for (unsigned t = 0; t < 2; t++)
+            ck_assert_msg(*(uint32_t *)(b + off + t * 64) == 6, "chunk %zu counter %u at %u",
+                          off / ch, t, *(uint32_t *)(b + off + t * 64));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    pthread_mutex_destroy(&x.mu);
+    free(x.data);
+}
+END_TEST
+
 /* The program unmaps part of the region: sync and close go on; the
  * unmapped chunk keeps its source bytes. */
 START_TEST(test_unmap)
@@ -1092,6 +1255,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_evict);
     tcase_add_test(tc, test_mremap_sigbus);
     tcase_add_test(tc, test_evict_source_error);
+    tcase_add_test(tc, test_evict_clean);
+    tcase_add_test(tc, test_evict_dirty);
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_unmap);
     tcase_add_test(tc, test_mem_interval);
