@@ -69,9 +69,11 @@ served() {
 moved0=$(errs MOVED) ask0=$(errs ASK)
 
 t_log "reshard while reading and rewriting"
-t_bg t_timeout 120 bash -c "n=0; while [ ! -e '$T_DIR/done' ]; do '$SC' -s 21 -t 6 -p 200000 -n 2 loop '$U?cluster=1' || exit 1; n=\$((n+1)); done; echo read loops: \$n >&2"
+# 300 s: a hang guard above the two reshards' 60 s each, as slow as they get
+# under ThreadSanitizer on a loaded machine (120 s was reached once)
+t_bg t_timeout 300 bash -c "n=0; while [ ! -e '$T_DIR/done' ]; do '$SC' -s 21 -t 6 -p 200000 -n 2 loop '$U?cluster=1' || exit 1; n=\$((n+1)); done; echo read loops: \$n >&2"
 LOOP=$T_LAST_PID
-t_bg t_timeout 120 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
+t_bg t_timeout 300 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
 REWRITE=$T_LAST_PID
 # the reshard starts once both are seen working (commands served), not after a sleep
 c0=$(served)
