@@ -123,7 +123,7 @@ static void say(void *arg, int kind, const char *text)
 
 struct advthread {
     struct fs_adv_opts o;
-    volatile int stop, kick;
+    atomic_int stop, kick;        /* read by the advertiser thread (fs_adv_run) */
     int rc;
 };
 

@@ -506,7 +506,7 @@ static int do_round(struct adv *a)
     return rc;
 }
 
-int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *kick)
+int fs_adv_run(const struct fs_adv_opts *o, atomic_int *stop, atomic_int *kick)
 {
     struct adv a = { .o = o, .block = o->block ? o->block : FS_DEFAULT_BLOCK };
     if (!r3_is_pow2(a.block) || a.block < 4096 || a.block > FS_MAX_BLOCK)

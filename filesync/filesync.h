@@ -183,7 +183,7 @@ struct fs_dial {
     const char *role;          /* "adv" or "recv" */
     unsigned give_up_ms;       /* 0 = retry until *stop */
     const struct fs_report *rep;
-    volatile int *stop;
+    atomic_int *stop;
     /* state */
     struct r3_net_backoff b;   /* src/net's backoff; its start is this disconnected period's */
     bool started, warned, pause;
@@ -209,7 +209,7 @@ struct fs_hub_opts {
     bool verbose;
     struct fs_report report;
 };
-int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop);
+int fs_hub_run(const struct fs_hub_opts *o, atomic_int *stop);
 
 /* A mapping the caller owns and writes (in-process advertiser): the
  * advertiser may track it with PAGEMAP_SCAN instead of hashing. */
@@ -238,7 +238,7 @@ struct fs_adv_opts {
     struct fs_report report;
     struct fs_adv_stats *stats;
 };
-int fs_adv_run(const struct fs_adv_opts *o, volatile int *stop, volatile int *kick);
+int fs_adv_run(const struct fs_adv_opts *o, atomic_int *stop, atomic_int *kick);
 
 struct fs_recv_opts {
     const char *hub;
@@ -248,7 +248,7 @@ struct fs_recv_opts {
     unsigned give_up_ms;       /* not connected for this long: give up (0 = never) */
     struct fs_report report;
 };
-int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop);
+int fs_recv_run(const struct fs_recv_opts *o, atomic_int *stop);
 
 /* ---- progress of a long operation through fs_report (report.c) */
 struct fs_progress {

@@ -562,7 +562,7 @@ static bool on_close(struct r3_net_conn *c)
     return true;
 }
 
-int fs_hub_run(const struct fs_hub_opts *o, volatile int *stop)
+int fs_hub_run(const struct fs_hub_opts *o, atomic_int *stop)
 {
     struct hub h = { .qlimit = o->queue_limit ? o->queue_limit : (64u << 20), .verbose = o->verbose,
                      .rep = &o->report };

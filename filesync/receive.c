@@ -325,7 +325,7 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
 
 
 
-int fs_recv_run(const struct fs_recv_opts *o, volatile int *stop)
+int fs_recv_run(const struct fs_recv_opts *o, atomic_int *stop)
 {
     struct recv r = { .o = o };
     struct r3_tls_ctx *ctx;

@@ -830,7 +830,10 @@ void r3_nbd_client_close(struct r3_nbd_client *c)
 {
     if (!c)
         return;
-    if (c->io.fd >= 0 && !c->dead) {
+    pthread_mutex_lock(&c->mu);                 /* the reader sets dead under it */
+    bool dead = c->dead;
+    pthread_mutex_unlock(&c->mu);
+    if (c->io.fd >= 0 && !dead) {
         unsigned char h[NBD_REQUEST_SIZE] = { 0 };
         r3_nbd_put32(h, NBD_REQUEST_MAGIC);
         r3_nbd_put16(h + 6, NBD_CMD_DISC);

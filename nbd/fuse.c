@@ -32,6 +32,7 @@ struct r3_nbd_fuse {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool unmounted;
+    unsigned waiters;             /* in r3_nbd_fuse_wait: unmount frees f only once they left */
     char dev[32];                 /* "0:N" of the FUSE connection */
     struct r3_nbd_client *_Atomic client;   /* NULL until attached */
     int client_err;               /* attach's error (under mu) */
@@ -447,8 +448,11 @@ const char *r3_nbd_fuse_path(const struct r3_nbd_fuse *f)
 void r3_nbd_fuse_wait(struct r3_nbd_fuse *f)
 {
     pthread_mutex_lock(&f->mu);
+    f->waiters++;
     while (atomic_load(&f->alive) > 0 && !f->unmounted)
         pthread_cond_wait(&f->cv, &f->mu);
+    f->waiters--;
+    pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -491,6 +495,10 @@ void r3_nbd_fuse_unmount(struct r3_nbd_fuse *f)
         }
         pthread_join(f->threads[i], NULL);
     }
+    pthread_mutex_lock(&f->mu);           /* a waiter woken above may still be inside f->mu */
+    while (f->waiters > 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
     fuse_session_destroy(f->se);
     free(f->threads);
     free(f->mnt);

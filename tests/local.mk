@@ -161,3 +161,5 @@ EXTRA_DIST += tests/integration/migrate_big.sh
 # (tens of minutes, ~12 GiB of RAM); run it by hand:
 #   nice make check TESTS=tests/integration/programs_full.sh
 EXTRA_DIST += tests/integration/programs_full.sh
+# s3rver made read-after-write consistent for the tests (tsan, issue 15)
+EXTRA_DIST += tests/integration/s3rver_atomic.js

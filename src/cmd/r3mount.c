@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -561,17 +562,17 @@ static int start(const struct opts *o, struct state *s, char *err, size_t errn)
 }
 
 /* --leech: after the file appeared, the rest comes in; then RELEASE. */
-static volatile sig_atomic_t leech_quit;
+static atomic_bool leech_quit;        /* set by main, read by leech_rest (a thread, not a handler) */
 
 static void *leech_rest(void *arg)
 {
     struct state *s = arg;
     uint64_t t0 = r3_now_ns();
     struct r3_leech_progress q;
-    while (!leech_quit && r3_leech_source_progress(s->leech, &q) == 0 && !q.error &&
+    while (!atomic_load(&leech_quit) && r3_leech_source_progress(s->leech, &q) == 0 && !q.error &&
            q.chunks_local < q.chunks_total)
         usleep(50 * 1000);
-    if (leech_quit)
+    if (atomic_load(&leech_quit))
         return NULL;
     if (r3_leech_source_wait(s->leech) < 0) {
         fprintf(stderr, "r3mount: %s\n", r3_last_error());
@@ -636,7 +637,7 @@ static int run(const struct opts *o, int ready_fd)
     int sig;
     sigwait(&set, &sig);
     if (resting) {
-        leech_quit = 1;
+        atomic_store(&leech_quit, true);
         pthread_join(rest, NULL);
     }
     stop(&s);                      /* unmount (waking the watcher) and flush */

@@ -18,7 +18,7 @@
  * unless --give-up-after says otherwise (a one-shot job must end). */
 #define ROUNDS_GIVE_UP_MS 30000u
 
-static volatile int stop_flag, kick_flag;
+static atomic_int stop_flag, kick_flag;     /* lock-free: set from signal handlers */
 
 static void on_stop(int sig) { (void)sig; stop_flag = 1; }
 static void on_kick(int sig) { (void)sig; kick_flag = 1; }

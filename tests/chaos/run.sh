@@ -82,7 +82,9 @@ start_redis() {
     echo $! >"$D/redis.pid"
 }
 start_s3() {
-    s3rver -d "$D/s3" -a 127.0.0.1 -p "$S3PORT" -s --configure-bucket bk >>"$D/s3.log" 2>&1 &
+    # s3rver_atomic.js: s3rver answers a PUT before its file is written (see there)
+    NODE_OPTIONS="--require $top_srcdir/tests/integration/s3rver_atomic.js" \
+        s3rver -d "$D/s3" -a 127.0.0.1 -p "$S3PORT" -s --configure-bucket bk >>"$D/s3.log" 2>&1 &
     echo $! >"$D/s3.pid"
 }
 # the region paths write through r3serve's r3:// port, into their own image

@@ -69,9 +69,11 @@ served() {
 moved0=$(errs MOVED) ask0=$(errs ASK)
 
 t_log "reshard while reading and rewriting"
-t_bg t_timeout 120 bash -c "n=0; while [ ! -e '$T_DIR/done' ]; do '$SC' -s 21 -t 6 -p 200000 -n 2 loop '$U?cluster=1' || exit 1; n=\$((n+1)); done; echo read loops: \$n >&2"
+# 300 s: a hang guard above the two reshards' 60 s each, as slow as they get
+# under ThreadSanitizer on a loaded machine (120 s was reached once)
+t_bg t_timeout 300 bash -c "n=0; while [ ! -e '$T_DIR/done' ]; do '$SC' -s 21 -t 6 -p 200000 -n 2 loop '$U?cluster=1' || exit 1; n=\$((n+1)); done; echo read loops: \$n >&2"
 LOOP=$T_LAST_PID
-t_bg t_timeout 120 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
+t_bg t_timeout 300 bash -c "n=0; while [ ! -e '$T_DIR/done' ] || [ \$n -lt 2 ]; do '$SC' -s 21 -t 2 write '$U?cluster=1' 2>/dev/null || exit 1; n=\$((n+1)); done; echo rewrites: \$n >&2"
 REWRITE=$T_LAST_PID
 # the reshard starts once both are seen working (commands served), not after a sleep
 c0=$(served)
@@ -86,12 +88,34 @@ kill -0 "$LOOP" 2>/dev/null || t_fail "the readers ended before the resharding d
 moved=$(($(errs MOVED) - moved0)) ask=$(($(errs ASK) - ask0))
 t_log "redirections answered during the resharding: MOVED $moved, ASK $ask"
 [ "$moved" -ge 1 ] || t_fail "no MOVED was answered: the redirection path did not run"
-[ "$ask" -ge 1 ] || t_fail "no ASK was answered: the migrating-slot path did not run"
+# How many reads land in a slot's short migrating window depends on the
+# readers' speed (11 in a plain run, 0 once under ThreadSanitizer): the ASK
+# path is asserted below on a slot migrated by hand, not here.
 wait "$LOOP" || t_fail "a read during resharding failed or returned wrong data"
 wait "$REWRITE" || t_fail "a write during resharding failed"
 after=$(redis-cli -p "$P1" DBSIZE)
 t_log "127.0.0.1:$P1 held $before keys, now $after"
 [ "$after" -lt "$before" ] || t_fail "no keys moved"
+t_log "a slot half-migrated by hand: the read of its moved key is answered ASK and followed"
+K=vm:5
+slot=$(redis-cli -p "$P1" CLUSTER KEYSLOT "$K")
+src=""
+for p in $PORTS; do [ "$(redis-cli -p "$p" CLUSTER COUNTKEYSINSLOT "$slot")" -gt 0 ] && src=$p; done
+[ -n "$src" ] || t_fail "no master holds $K"
+dst=$P1; [ "$src" = "$P1" ] && dst=$P2
+ask0=$(errs ASK)
+redis-cli -p "$dst" CLUSTER SETSLOT "$slot" IMPORTING "$(id "$src")" >/dev/null
+redis-cli -p "$src" CLUSTER SETSLOT "$slot" MIGRATING "$(id "$dst")" >/dev/null
+[ "$(redis-cli -p "$src" MIGRATE 127.0.0.1 "$dst" "$K" 0 5000)" = OK ] || t_fail "MIGRATE $K"
+"$SC" read "$U?cluster=1" $((5 * 65536)) 65536 | cmp - <("$SC" -s 21 gen $((5 * 65536)) 65536) \
+    || t_fail "the read of $K while its slot migrates"
+ask=$(($(errs ASK) - ask0))
+[ "$ask" -ge 1 ] || t_fail "no ASK for $K: the migrating-slot path did not run"
+for k in $(redis-cli -p "$src" CLUSTER GETKEYSINSLOT "$slot" 1000); do
+    redis-cli -p "$src" MIGRATE 127.0.0.1 "$dst" "$k" 0 5000 >/dev/null
+done
+for p in $dst $src $PORTS; do redis-cli -p "$p" CLUSTER SETSLOT "$slot" NODE "$(id "$dst")" >/dev/null; done
+t_log "slot $slot: $K moved from $src to $dst, ASK answered $ask time(s)"
 t_timeout 60 "$SC" -s 21 verify "$U?cluster=1" || t_fail "verify after resharding"
 [ "$(redis-cli -c -p "$P1" GET vm:meta)" = "r3 67108864 65536" ] || t_fail "meta"
 t_log "through a uffd region"

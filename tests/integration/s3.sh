@@ -11,7 +11,9 @@ t_need s3rver
 SC="$top_builddir/tests/r3check"
 P=$(t_free_port)
 start_s3() {
-    t_bg s3rver -d "$T_DIR/s3" -a 127.0.0.1 -p "$P" -s --configure-bucket bk
+    # s3rver_atomic.js: s3rver answers a PUT before its file is written (see there)
+    NODE_OPTIONS="--require $top_srcdir/tests/integration/s3rver_atomic.js" \
+        t_bg s3rver -d "$T_DIR/s3" -a 127.0.0.1 -p "$P" -s --configure-bucket bk
     S3_PID=$T_LAST_PID
     t_wait_port "$P"
 }

@@ -92,8 +92,14 @@ for i in $(seq 1 30); do
     sleep 0.1
 done
 kill $F1 $F2
-[ $((max - base)) -lt $((64 * 1024 + 48 * 1024)) ] || t_fail "2 write floods grew RSS by $(( (max - base) / 1024 )) MiB with --max-inflight 64M"
-t_log "2 write floods, --max-inflight 64M: RSS $((base / 1024)) -> at most $((max / 1024)) MiB"
+# Under ThreadSanitizer, RSS also holds the shadow of every heap byte touched
+# (about twice its size): the bound is checked by the plain and ASan runs only.
+if ldd "$SERVE" 2>/dev/null | grep -q libtsan; then
+    t_log "2 write floods, --max-inflight 64M: RSS $((base / 1024)) -> at most $((max / 1024)) MiB (ThreadSanitizer's shadow included: not checked)"
+else
+    [ $((max - base)) -lt $((64 * 1024 + 48 * 1024)) ] || t_fail "2 write floods grew RSS by $(( (max - base) / 1024 )) MiB with --max-inflight 64M"
+    t_log "2 write floods, --max-inflight 64M: RSS $((base / 1024)) -> at most $((max / 1024)) MiB"
+fi
 stop_serve
 
 # 3,000 idle connections: no thread each; over --max-connections: refused with a message
