@@ -161,3 +161,7 @@ EXTRA_DIST += tests/integration/migrate_big.sh
 # (tens of minutes, ~12 GiB of RAM); run it by hand:
 #   nice make check TESTS=tests/integration/programs_full.sh
 EXTRA_DIST += tests/integration/programs_full.sh
+
+# ---- paths never run (issue 15): retries, PSK, the wire client's errors, NBD trim/zero
+INTEGRATION_TESTS += tests/integration/s3_retry.sh
+EXTRA_DIST += tests/integration/s3_retry_proxy.py
