@@ -165,3 +165,4 @@ EXTRA_DIST += tests/integration/programs_full.sh
 # ---- paths never run (issue 15): retries, PSK, the wire client's errors, NBD trim/zero
 INTEGRATION_TESTS += tests/integration/s3_retry.sh
 EXTRA_DIST += tests/integration/s3_retry_proxy.py
+INTEGRATION_TESTS += tests/integration/tls_psk.sh
