@@ -166,3 +166,5 @@ EXTRA_DIST += tests/integration/programs_full.sh
 INTEGRATION_TESTS += tests/integration/s3_retry.sh
 EXTRA_DIST += tests/integration/s3_retry_proxy.py
 INTEGRATION_TESTS += tests/integration/tls_psk.sh
+INTEGRATION_TESTS += tests/integration/nbd_trimzero.sh
+EXTRA_DIST += tests/integration/nbd_trimzero.py
