@@ -168,3 +168,5 @@ EXTRA_DIST += tests/integration/s3_retry_proxy.py
 INTEGRATION_TESTS += tests/integration/tls_psk.sh
 INTEGRATION_TESTS += tests/integration/nbd_trimzero.sh
 EXTRA_DIST += tests/integration/nbd_trimzero.py
+INTEGRATION_TESTS += tests/integration/wire_client.sh
+EXTRA_DIST += tests/integration/wire_client_peer.py
