@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "internal.h"
+#include "cover.h"
 #include "nbd/helper.h"
 
 #define HELPER_READY_MS 30000
@@ -104,6 +105,7 @@ static void start_guard(const struct r3_nbd_mount_opts *o)
         pid_t u = fork();
         if (u == 0) {
             execlp("fusermount3", "fusermount3", "-u", "-z", "-q", dir, (char *)NULL);
+            r3_cover_flush();
             _exit(127);
         }
         if (u > 0)
@@ -117,6 +119,7 @@ static void start_guard(const struct r3_nbd_mount_opts *o)
         *slash = '\0';
         rmdir(dir);
     }
+    r3_cover_flush();
     _exit(0);
 }
 
@@ -175,6 +178,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     if (early && rc < 0) {
         if (m)
             r3_nbd_mount_close(m);
+        r3_cover_flush();
         _exit(1);
     }
     while ((got = read(ctl, &c, 1)) < 0 && errno == EINTR)
@@ -182,6 +186,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     if (got != 1) {                         /* the owner gave up before the server was up */
         if (m)
             r3_nbd_mount_close(m);
+        r3_cover_flush();
         _exit(0);
     }
     if (early) {
@@ -194,6 +199,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     if (send_msg(ctl, rc, rc < 0 ? r3_last_error() : "") < 0 || rc < 0) {
         if (m)
             r3_nbd_mount_close(m);
+        r3_cover_flush();
         _exit(1);
     }
     /* Until the owner closes or dies; a dying owner may be waiting on the
@@ -226,6 +232,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
             rmdir(dir);
         }
     }
+    r3_cover_flush();
     _exit(rc < 0 ? 1 : 0);
 }
 

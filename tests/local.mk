@@ -163,3 +163,12 @@ EXTRA_DIST += tests/integration/migrate_big.sh
 EXTRA_DIST += tests/integration/programs_full.sh
 # s3rver made read-after-write consistent for the tests (tsan, issue 15)
 EXTRA_DIST += tests/integration/s3rver_atomic.js
+
+# ---- paths never run (issue 15): retries, PSK, the wire client's errors, NBD trim/zero
+INTEGRATION_TESTS += tests/integration/s3_retry.sh
+EXTRA_DIST += tests/integration/s3_retry_proxy.py
+INTEGRATION_TESTS += tests/integration/tls_psk.sh
+INTEGRATION_TESTS += tests/integration/nbd_trimzero.sh
+EXTRA_DIST += tests/integration/nbd_trimzero.py
+INTEGRATION_TESTS += tests/integration/wire_client.sh
+EXTRA_DIST += tests/integration/wire_client_peer.py

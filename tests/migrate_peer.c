@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <r3/r3.h>
+#include "cover.h"
 
 static uint64_t fnv(const uint8_t *p, size_t n)
 {
@@ -163,6 +164,7 @@ static int seed_main(int argc, char **argv)
     printf("released\n");
     fflush(stdout);
     r3_seed_close(s);
+    r3_cover_flush();
     _exit(rc == 0 ? 0 : 1);           /* the writer sleeps forever; the region goes with us */
 }
 
@@ -299,6 +301,7 @@ static int leech_main(int argc, char **argv)
         }
     }
     fflush(stdout);
+    r3_cover_flush();
     _exit(bad ? 1 : 3);       /* the region's handlers may still be failing faults */
 }
 

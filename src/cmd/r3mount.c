@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "internal.h"
+#include "cover.h"
 #include "nbd/mount.h"
 #include "nbd/server.h"
 #include "net/net.h"
@@ -303,6 +304,7 @@ static int do_unmount(const char *arg)
         pid_t c = fork();
         if (c == 0) {
             sync_files(mnt);
+            r3_cover_flush();
             _exit(0);
         }
         int done = c < 0;
@@ -843,7 +845,9 @@ int main(int argc, char **argv)
         }
         int rc = chdir("/");
         (void)rc;
-        _exit(run(&o, p[1]));
+        int st = run(&o, p[1]);
+        r3_cover_flush();
+        _exit(st);
     }
     close(p[1]);
     leech_child = pid;

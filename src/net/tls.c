@@ -111,6 +111,19 @@ static struct r3_tls_ctx *ctx_of(SSL *ssl)
     return SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 }
 
+/* A server handshake remembers an identity it does not know (the SSL's app
+ * data, a buffer in handshake()), so the refusal names it: without it,
+ * TLS 1.3 only says "no suitable signature algorithm". */
+static void psk_unknown(SSL *ssl, const unsigned char *id, size_t idlen)
+{
+    char *out = SSL_get_app_data(ssl);
+    size_t n = 0;
+    for (size_t i = 0; out && i < idlen && n < 63; i++)
+        out[n++] = id[i] >= 0x20 && id[i] < 0x7f ? (char)id[i] : '?';
+    if (out)
+        out[n] = '\0';
+}
+
 static unsigned psk_server_cb(SSL *ssl, const char *identity, unsigned char *psk, unsigned max)
 {
     struct r3_tls_ctx *c = ctx_of(ssl);
@@ -119,6 +132,7 @@ static unsigned psk_server_cb(SSL *ssl, const char *identity, unsigned char *psk
             memcpy(psk, c->psk[i].key, c->psk[i].keylen);
             return c->psk[i].keylen;
         }
+    psk_unknown(ssl, (const unsigned char *)identity, strlen(identity));
     return 0;
 }
 
@@ -142,6 +156,7 @@ static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESS
         *sess = ns;
         return 1;
     }
+    psk_unknown(ssl, id, idlen);
     return 1;                     /* unknown identity: no PSK, the handshake goes on without */
 }
 
@@ -246,6 +261,14 @@ static int ctx_new(const struct r3_tls_opts *o, bool server, struct r3_tls_ctx *
         if (o->psk_identity) {
             snprintf(c->psk_want_buf, sizeof c->psk_want_buf, "%s", o->psk_identity);
             c->psk_want = c->psk_want_buf;
+            size_t i = 0;
+            while (i < c->npsk && strcmp(c->psk[i].id, c->psk_want) != 0)
+                i++;
+            if (i == c->npsk) {
+                rc = r3_error(-EINVAL, "%s: PSK file %s has no key for identity '%s'", who,
+                              o->psk_file, o->psk_identity);
+                goto out;
+            }
         }
         if (server) {
             SSL_CTX_set_psk_server_callback(c->ctx, psk_server_cb);
@@ -368,9 +391,17 @@ bool r3_tls_ctx_psk(const struct r3_tls_ctx *c)
 
 /* ---- handshakes */
 
+/* A failed handshake that is about TLS versions, not keys. */
+static bool version_error(int e)
+{
+    int r = e == SSL_ERROR_SSL ? ERR_GET_REASON(ERR_peek_last_error()) : 0;
+    return r == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION || r == SSL_R_UNSUPPORTED_PROTOCOL ||
+           r == SSL_R_NO_PROTOCOLS_AVAILABLE;
+}
+
 static int handshake(struct r3_tls_ctx *c, struct r3_io *io, const char *host, int timeout_ms)
 {
-    char eb[160];
+    char eb[160], unknown_id[64] = "";
     const char *who = c->server ? "TLS accept" : "TLS connect";
     if (io->ssl)
         return r3_error(-EINVAL, "%s: the connection is already TLS", who);
@@ -380,6 +411,8 @@ static int handshake(struct r3_tls_ctx *c, struct r3_io *io, const char *host, i
         SSL_free(ssl);
         return r3_error(-ENOMEM, "%s: cannot create a TLS session", who);
     }
+    if (c->server)
+        SSL_set_app_data(ssl, unknown_id);
     if (!c->server && host && host[0]) {
         struct in6_addr a6;
         struct in_addr a4;
@@ -418,6 +451,18 @@ static int handshake(struct r3_tls_ctx *c, struct r3_io *io, const char *host, i
             ERR_clear_error();
             r3_error(-EACCES, "%s: certificate verify failed: %s", who, X509_verify_cert_error_string(vr));
             err = -EACCES;
+        } else if (e == SSL_ERROR_SSL && unknown_id[0]) {
+            ERR_clear_error();
+            r3_error(-EACCES, "%s: unknown PSK identity '%s'", who, unknown_id);
+            err = -EACCES;
+        } else if (!c->server && c->npsk && !version_error(e)) {  /* a refusal says no more */
+            int se = errno;
+            const char *why = e == SSL_ERROR_SSL ? ssl_reason(eb, sizeof eb)
+                            : se ? strerror(se) : "connection closed";
+            ERR_clear_error();
+            r3_error(-EACCES, "%s: the server refused PSK identity '%s' (unknown to it, or "
+                     "another key): %s", who, c->psk_want ? c->psk_want : c->psk[0].id, why);
+            err = -EACCES;
         } else if (e == SSL_ERROR_SSL) {
             r3_error(-EPROTO, "%s: %s", who, ssl_reason(eb, sizeof eb));
             err = -EPROTO;
@@ -430,6 +475,7 @@ static int handshake(struct r3_tls_ctx *c, struct r3_io *io, const char *host, i
         SSL_free(ssl);
         return err;
     }
+    SSL_set_app_data(ssl, NULL);          /* unknown_id goes out of scope */
     io->ssl = ssl;
     return 0;
 }

@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
+#include "cover.h"
 #include "preload/palloc.h"
 #include "preload/env.h"
 
@@ -481,6 +482,7 @@ static void shim_exit(void)
 {
     if (shim_final() < 0) {
         fflush(NULL);
+        r3_cover_flush();
         syscall(SYS_exit_group, R3_PRELOAD_EXIT);
     }
 }
@@ -491,6 +493,7 @@ EXPORT __attribute__((noreturn)) void _exit(int status)
 {
     if (shim_final() < 0)
         status = R3_PRELOAD_EXIT;
+    r3_cover_flush();
     for (;;)
         syscall(SYS_exit_group, status);
 }

@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "preload/env.h"
+#include "cover.h"
 
 extern void *__libc_malloc(size_t);
 extern void __libc_free(void *);
@@ -163,6 +164,7 @@ EXPORT __attribute__((noreturn)) void _exit(int status)
 {
     if (shim())
         T.exit_(status);
+    r3_cover_flush();
     for (;;)
         syscall(SYS_exit_group, status);
 }
