@@ -315,7 +315,7 @@ static void migrate_ab(const char *a_strategy, const char *strategy, const char 
     host_a_seed(&a, addr, sizeof addr);
     /* A's before_finalize copies the whole region: at 1 GiB on a busy
      * machine that takes seconds */
-    snprintf(uri, sizeof uri, "r3://%s/?timeout=%us", addr, SIZE > 64 * MiB ? 120 : 5);
+    snprintf(uri, sizeof uri, "r3://%s/?timeout=%us", addr, SIZE > 64 * MiB ? 120 : 30);
     struct r3_region *b;
     struct r3_leech_opts lo;
     r3_leech_opts_init(&lo);
