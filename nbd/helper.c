@@ -341,14 +341,24 @@ int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
     pid_t owner = getpid();
     const char *prog = r3_nbd_helper_program();
     char **argv = prog ? helper_argv(prog, o, owner) : NULL;
+    /* The helper's environment: ours without LD_PRELOAD (r3run's preload
+     * would set up a region inside the helper itself). */
+    extern char **environ;
+    size_t ne = 0;
+    while (environ && environ[ne])
+        ne++;
+    char **envp = argv ? calloc(ne + 1, sizeof *envp) : NULL;
+    for (size_t i = 0, k = 0; envp && i < ne; i++)
+        if (strncmp(environ[i], "LD_PRELOAD=", 11))
+            envp[k++] = environ[i];
     h->pid = fork();
     if (h->pid == 0) {
         /* Only async-signal-safe calls until the exec: another thread of
          * ours may hold a lock this copy of the process would wait on. */
-        if (argv) {
+        if (argv && envp) {
             int fd = sv[1] == 3 ? 3 : dup2(sv[1], 3);
             if (fd == 3 && fcntl(3, F_SETFD, 0) == 0)
-                execv(argv[0], argv);
+                execve(argv[0], argv, envp);
         }
         close(sv[0]);
         r3_nbd_helper_run(o, sv[1], owner);     /* no program: this copy is the helper */
@@ -356,6 +366,7 @@ int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
     for (int i = 0; argv && i < HELPER_ARGS; i++)
         free(argv[i]);
     free(argv);
+    free(envp);
     close(sv[1]);
     h->ctl = sv[0];
     if (h->pid < 0) {
