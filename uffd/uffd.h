@@ -147,8 +147,6 @@ struct r3u_region {
 /* uffd/region.c: a REMOVE event over chunks r3 itself is invalidating:
  * they are remote again, not zeros (called by the handler that read it). */
 void r3u_dropped(struct r3u_region *r, uint64_t start, uint64_t end);
-/* uffd/drop.c: make chunks list[0..n) (ascending) remote again. */
-int  r3u_drop(struct r3u_region *r, const uint64_t *list, size_t n);
 
 /* uffd/view.c: the region as a source (write installs, read copies). */
 void r3u_view_init(struct r3u_region *r, uint64_t size);
