@@ -6,7 +6,12 @@
  * A FUSE mount whose size is known is made at once, while the owner still
  * starts its server (MOUNTED is then sent before the byte comes): the owner
  * opens and maps the file while the helper connects. After READY, EOF means
- * "unmount and go"; EOF before the byte: unmount (if mounted) and go. */
+ * "unmount and go"; EOF before the byte: unmount (if mounted) and go.
+ * The owner's death is seen in every phase: its pidfd in each wait, signs
+ * of dying (owner_dying) while mounted, and a helper that finds another
+ * parent than the owner at its start goes at once. Not PR_SET_PDEATHSIG:
+ * it fires when the forking *thread* ends, and a region may outlive the
+ * thread that opened it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -26,6 +32,7 @@
 
 #define HELPER_READY_MS 30000
 #define OWNER_CHECK_MS 200
+#define HELPER_STOP_MS 30000
 
 /* Is the owner dying? A thread of a dying owner may be stuck in a request
  * to our mount (a fault, or the write-back when its mapping goes at exit)
@@ -141,10 +148,45 @@ static int send_msg(int ctl, int status, const char *text)
     return write(ctl, &msg, sizeof msg) == (ssize_t)sizeof msg ? 0 : -EPIPE;
 }
 
-/* The helper's life: detach, mount, report, wait for EOF, unmount. */
-static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts *o, int ctl)
+/* The owner's pidfd (readable once it has ended), or -1 where the kernel
+ * has none (then EOF and owner_dying alone tell). */
+static int owner_pidfd(pid_t owner)
 {
-    pid_t owner = getppid();
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, owner, 0);
+#else
+    (void)owner;
+    return -1;
+#endif
+}
+
+/* Wait for one byte on ctl: 1 got it, 0 EOF or the owner ended. */
+static int wait_byte(int ctl, int pfd)
+{
+    for (;;) {
+        struct pollfd p[2] = { { .fd = ctl, .events = POLLIN }, { .fd = pfd, .events = POLLIN } };
+        int n = poll(p, pfd >= 0 ? 2 : 1, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return 0;
+        if (p[0].revents) {
+            char c;
+            ssize_t got = read(ctl, &c, 1);
+            if (got < 0 && errno == EINTR)
+                continue;
+            return got == 1;
+        }
+        if (p[1].revents)
+            return 0;
+    }
+}
+
+/* The helper's life: detach, mount, report, wait for EOF, unmount. */
+void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
+{
+    if (getppid() != owner)          /* the owner ended before we started */
+        _exit(0);
     /* Leave the owner's session (no terminal signals), its fds and handlers. */
     setsid();
     for (int s = 1; s < NSIG; s++)
@@ -167,9 +209,11 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     close_range(4, ~0u, 0);
     start_guard(o);
     r3_thread_mark_internal();
+    int pfd = owner_pidfd(owner);
+    if (getppid() != owner)
+        _exit(0);
 
     char c;
-    ssize_t got;
     struct r3_nbd_mount *m = NULL;
     int rc = o->size ? r3_nbd_mount_prepare(o, &m) : -EOPNOTSUPP;
     bool early = rc != -EOPNOTSUPP;
@@ -181,9 +225,7 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
         r3_cover_flush();
         _exit(1);
     }
-    while ((got = read(ctl, &c, 1)) < 0 && errno == EINTR)
-        ;
-    if (got != 1) {                         /* the owner gave up before the server was up */
+    if (!wait_byte(ctl, pfd)) {             /* the owner gave up (or ended) before the server was up */
         if (m)
             r3_nbd_mount_close(m);
         r3_cover_flush();
@@ -205,11 +247,13 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     /* Until the owner closes or dies; a dying owner may be waiting on the
      * mount itself (see owner_dying): unmounting aborts its requests. */
     for (;;) {
-        struct pollfd p = { .fd = ctl, .events = POLLIN };
-        int n = poll(&p, 1, OWNER_CHECK_MS);
+        struct pollfd p[2] = { { .fd = ctl, .events = POLLIN }, { .fd = pfd, .events = POLLIN } };
+        int n = poll(p, pfd >= 0 ? 2 : 1, OWNER_CHECK_MS);
         if (n < 0 && errno != EINTR)
             break;
-        if (n > 0) {
+        if (n > 0 && p[1].revents)
+            break;                          /* the owner has ended */
+        if (n > 0 && p[0].revents) {
             ssize_t r = read(ctl, &c, 1);
             if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
                 break;
@@ -236,6 +280,61 @@ static __attribute__((noreturn)) void helper_main(const struct r3_nbd_mount_opts
     _exit(rc < 0 ? 1 : 0);
 }
 
+const char *r3_nbd_helper_program(void)
+{
+#ifdef R3_NBD_HELPER_BUILD
+    if (access(R3_NBD_HELPER_BUILD, X_OK) == 0)
+        return R3_NBD_HELPER_BUILD;
+#endif
+#ifdef R3_NBD_HELPER_INSTALLED
+    if (access(R3_NBD_HELPER_INSTALLED, X_OK) == 0)
+        return R3_NBD_HELPER_INSTALLED;
+#endif
+    return NULL;
+}
+
+/* r3-nbd-helper's command line for o (all of it made before the fork: the
+ * child only execs), or NULL where o cannot be said there (TCP, TLS: never
+ * a region's own mount) or memory is short. */
+#define HELPER_ARGS 20
+static char **helper_argv(const char *prog, const struct r3_nbd_mount_opts *o, pid_t owner)
+{
+    const struct r3_nbd_client_opts *c = &o->client;
+    if (c->host || c->tls || c->tls_dir || c->tls_psk || c->tls_user || c->handshake_only || !c->unix_path)
+        return NULL;
+    char **v = calloc(HELPER_ARGS, sizeof *v);
+    int k = 0;
+    bool ok = v != NULL;
+#define ARG(...) (ok = ok && asprintf(&v[k++], __VA_ARGS__) >= 0)
+    ARG("%s", prog);
+    ARG("--owner=%d", (int)owner);
+    ARG("--unix=%s", c->unix_path);
+    ARG("--export=%s", c->export_name ? c->export_name : "");
+    ARG("--max-inflight=%u", c->max_inflight);
+    ARG("--connect-timeout=%u", c->connect_timeout_ms);
+    ARG("--request-timeout=%u", c->timeout_ms);
+    ARG("--no-structured=%d", c->no_structured ? 1 : 0);
+    ARG("--mode=%d", o->mode);
+    if (o->mountpoint)
+        ARG("--mountpoint=%s", o->mountpoint);
+    if (o->name)
+        ARG("--name=%s", o->name);
+    if (o->fsname)
+        ARG("--fsname=%s", o->fsname);
+    ARG("--fuse-threads=%u", o->fuse_threads);
+    ARG("--device-timeout=%u", o->timeout_ms);
+    ARG("--size=%llu", (unsigned long long)o->size);
+    ARG("--readonly=%d", o->readonly ? 1 : 0);
+#undef ARG
+    if (!ok && v) {
+        for (int i = 0; i < HELPER_ARGS; i++)
+            free(v[i]);
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
 int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out)
 {
     struct r3_nbd_helper *h = calloc(1, sizeof *h);
@@ -246,11 +345,35 @@ int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
         free(h);
         return r3_error(-errno, "nbd mount: socketpair: %s", strerror(errno));
     }
+    pid_t owner = getpid();
+    const char *prog = r3_nbd_helper_program();
+    char **argv = prog ? helper_argv(prog, o, owner) : NULL;
+    /* The helper's environment: ours without LD_PRELOAD (r3run's preload
+     * would set up a region inside the helper itself). */
+    extern char **environ;
+    size_t ne = 0;
+    while (environ && environ[ne])
+        ne++;
+    char **envp = argv ? calloc(ne + 1, sizeof *envp) : NULL;
+    for (size_t i = 0, k = 0; envp && i < ne; i++)
+        if (strncmp(environ[i], "LD_PRELOAD=", 11))
+            envp[k++] = environ[i];
     h->pid = fork();
     if (h->pid == 0) {
+        /* Only async-signal-safe calls until the exec: another thread of
+         * ours may hold a lock this copy of the process would wait on. */
+        if (argv && envp) {
+            int fd = sv[1] == 3 ? 3 : dup2(sv[1], 3);
+            if (fd == 3 && fcntl(3, F_SETFD, 0) == 0)
+                execve(argv[0], argv, envp);
+        }
         close(sv[0]);
-        helper_main(o, sv[1]);
+        r3_nbd_helper_run(o, sv[1], owner);     /* no program: this copy is the helper */
     }
+    for (int i = 0; argv && i < HELPER_ARGS; i++)
+        free(argv[i]);
+    free(argv);
+    free(envp);
     close(sv[1]);
     h->ctl = sv[0];
     if (h->pid < 0) {
@@ -328,13 +451,29 @@ int r3_nbd_helper_stop(struct r3_nbd_helper *h)
         return 0;
     close(h->ctl);
     int st = 0, rc = 0;
-    while (waitpid(h->pid, &st, 0) < 0) {
-        if (errno != EINTR) {
+    /* Bounded: the mapping is gone, so unmounting is quick; a helper stuck
+     * past that is killed (its guard then detaches the mount). */
+    uint64_t deadline = r3_now_ns() + (uint64_t)HELPER_STOP_MS * 1000000u;
+    bool killed = false;
+    for (;;) {
+        pid_t w = waitpid(h->pid, &st, killed ? 0 : WNOHANG);
+        if (w == h->pid)
+            break;
+        if (w < 0 && errno != EINTR) {
             rc = r3_error(-errno, "nbd mount: waiting for the mount helper: %s", strerror(errno));
             break;
         }
+        if (w == 0 && r3_now_ns() > deadline) {
+            kill(h->pid, SIGKILL);
+            killed = true;
+        } else if (w == 0) {
+            usleep(2000);
+        }
     }
-    if (rc == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+    if (rc == 0 && killed)
+        rc = r3_error(-ETIMEDOUT, "nbd mount: the mount helper did not end within %d s of being told;"
+                      " it was killed", HELPER_STOP_MS / 1000);
+    else if (rc == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
         rc = r3_error(-EIO, "nbd mount: the mount helper did not unmount cleanly");
     free(h);
     return rc;

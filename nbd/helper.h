@@ -3,13 +3,18 @@
  * must not live in the process that maps the file: when that process execs
  * (a wrapper script execs the real program) or dies, its threads vanish
  * while the kernel still waits on them to flush the file, and the process
- * hangs in D state for good. The helper is forked early, before the owner
- * starts the server threads (a child forked from a threaded process may
- * inherit a lock held by a thread it does not have), mounts when told, and
- * unmounts when the owner closes the control socket or goes away. */
+ * hangs in D state for good. The helper is a program of its own
+ * (r3-nbd-helper, nbd/helper_prog.c) that the owner forks and execs at
+ * once: a child forked from a threaded process inherits every lock another
+ * thread held at the fork (a malloc arena, the sanitizers' allocator, a
+ * stdio lock) and may wait on it for ever, while a fresh program holds
+ * none. Where that program is not found the child runs the helper itself,
+ * as before. It mounts when told, and unmounts when the owner closes the
+ * control socket or goes away (EOF, the owner's pidfd, or signs of dying). */
 #ifndef R3_NBD_HELPER_H
 #define R3_NBD_HELPER_H
 
+#include <sys/types.h>
 #include "nbd/mount.h"
 
 struct r3_nbd_helper;
@@ -27,5 +32,11 @@ int  r3_nbd_helper_ready(struct r3_nbd_helper *h);
 const char *r3_nbd_helper_path(const struct r3_nbd_helper *h);
 /* Ask the helper to unmount, wait for it, free. 0 or -errno. */
 int  r3_nbd_helper_stop(struct r3_nbd_helper *h);
+
+/* The helper's life on control socket ctl, owner the process to watch (for
+ * r3-nbd-helper's main): never returns. */
+__attribute__((noreturn)) void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner);
+/* Where r3-nbd-helper is (the build tree's, else the installed one), or NULL. */
+const char *r3_nbd_helper_program(void);
 
 #endif

@@ -12,3 +12,11 @@ noinst_PROGRAMS += bench/nbd
 bench_nbd_SOURCES = bench/nbd.c
 bench_nbd_LDADD = libr3core.la
 EXTRA_DIST += bench/nbd.sh
+
+# The mount helper as a program of its own (nbd/helper.h): the library
+# execs it right after fork; the build tree's copy first, else the installed.
+pkglibexec_PROGRAMS = nbd/r3-nbd-helper
+nbd_r3_nbd_helper_SOURCES = nbd/helper_prog.c
+nbd_r3_nbd_helper_LDADD = libr3core.la
+libr3core_la_CFLAGS += -DR3_NBD_HELPER_BUILD='"$(abs_top_builddir)/nbd/r3-nbd-helper"' \
+	-DR3_NBD_HELPER_INSTALLED='"$(pkglibexecdir)/r3-nbd-helper"'

@@ -358,18 +358,8 @@ static int managed_read(struct r3_region *r, void *buf, size_t len, uint64_t off
         size_t in = (size_t)((idx + 1) * r->chunk - off);
         if (in > len)
             in = len;
-        for (;;) {
-            if (r3_cache_is_zero(c, idx)) {
-                memset(out, 0, in);
-            } else if (r3_cache_is_local(c, idx)) {
-                rc = r3_source_read(r3_cache_local(c), out, in, off);
-            } else {
-                rc = r3_source_read(r3_cache_remote(c), out, in, off);
-                if (rc == 0 && r3_cache_is_local(c, idx))
-                    continue;       /* filled or written meanwhile: its local bytes */
-            }
-            break;
-        }
+        bool local;
+        rc = r3_cache_peek(c, out, in, off, &local);     /* under the chunk's lock */
         out += in;
         off += in;
         len -= in;

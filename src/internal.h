@@ -71,6 +71,13 @@ bool r3_cache_is_fetching(struct r3_source *cache, uint64_t idx);
  * chunk is also local for r3_cache_is_local; r3_cache_fetch_counted returns
  * 2 when it recorded one. */
 bool r3_cache_is_zero(struct r3_source *cache, uint64_t idx);
+/* The current bytes of part of one chunk without filling it: the local
+ * side's (under the chunk's lock) when present (*local true), else the
+ * remote's. */
+int r3_cache_peek(struct r3_source *cache, void *buf, size_t len, uint64_t off, bool *local);
+/* Make chunk idx local with the bytes in buf (a whole chunk) unless it is
+ * present or being filled: 1 filled, 0 not needed, -errno. */
+int r3_cache_fill(struct r3_source *cache, uint64_t idx, const void *buf);
 /* Push stage write-behind: a write that reaches a chunk's end queues the
  * chunk for `workers` background pushes; flush waits for them. 0 or -errno. */
 int r3_push_write_behind(struct r3_source *push, unsigned workers);

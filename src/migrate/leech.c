@@ -103,18 +103,16 @@ static int run_many(struct r3_leech *l, uint64_t first, size_t n, uint8_t *buf)
     int rc = r3_source_read(l->data, buf, n * l->chunk, first * l->chunk);
     if (rc < 0)
         return r3_error_prefix(rc, "leecher: pulling chunks %" PRIu64 "-%" PRIu64 ": ", first, first + n - 1);
-    struct r3_source *local = r3_cache_local(l->cache);
-    for (size_t j = 0; j < n && rc == 0; j++) {
+    for (size_t j = 0; j < n; j++) {
         uint64_t idx = first + j;
-        if (r3_cache_is_local(l->cache, idx))
-            continue;
-        if ((rc = r3_source_write(local, buf + j * l->chunk, l->chunk, idx * l->chunk)) < 0 ||
-            (rc = r3_cache_mark_local(l->cache, idx)) < 0)
+        /* claimed, written under its lock, marked local: a region's own
+         * read of the chunk meanwhile waits or fetches it itself */
+        if ((rc = r3_cache_fill(l->cache, idx, buf + j * l->chunk)) < 0)
             return r3_error_prefix(rc, "leecher: pulling chunk %" PRIu64 ": ", idx);
-        if (l->o.on_chunk_local)
+        if (rc == 1 && l->o.on_chunk_local)
             l->o.on_chunk_local(l->o.arg, idx);
     }
-    return rc;
+    return 0;
 }
 
 static void *worker_main(void *arg)

@@ -9,12 +9,20 @@
  * bytes straight into that memory; other local sources get them through one
  * buffer. A chunk the remote's extent op says is zero is never read: it
  * becomes ZERO (present, and the local side holds zeros: dropped pages of
- * memory, or written from r3_zeros()), and reads of it are a memset. */
+ * memory, or written from r3_zeros()), and reads of it are a memset.
+ *
+ * Bytes: every access of a chunk's local bytes through the cache (reads,
+ * writes, fills, r3_cache_peek, r3_cache_fill) holds that chunk's lock, a
+ * reader-writer word per chunk: a chunk read (the push stage's copy, a
+ * seeder's read) never sees half of a write made to it meanwhile (a FUSE
+ * write of the mapping), nor a refill after r3_cache_invalidate. Held only
+ * around the copy, never while waiting for a claim. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include "internal.h"
@@ -37,6 +45,7 @@ struct cache_stage {
     _Atomic uint8_t *state;
     _Atomic uint8_t *known;
     _Atomic uint64_t nlocal;
+    _Atomic uint32_t *lock;       /* per chunk: WR_BIT, or the number of readers */
     struct { pthread_mutex_t m; pthread_cond_t c; } stripe[CACHE_STRIPES];
     pthread_mutex_t pool_lock;
     void *pool[CACHE_POOL];
@@ -46,6 +55,41 @@ struct cache_stage {
 };
 
 static const struct r3_source_ops cache_ops;
+
+#define WR_BIT 0x80000000u
+
+/* The chunk locks: held for one copy of at most a chunk, so waiting is a
+ * yield, not a sleep. */
+static void rd_lock(_Atomic uint32_t *l)
+{
+    for (;;) {
+        uint32_t v = atomic_load_explicit(l, memory_order_relaxed);
+        if (!(v & WR_BIT) && atomic_compare_exchange_weak_explicit(l, &v, v + 1, memory_order_acquire,
+                                                                   memory_order_relaxed))
+            return;
+        sched_yield();
+    }
+}
+
+static void rd_unlock(_Atomic uint32_t *l)
+{
+    atomic_fetch_sub_explicit(l, 1, memory_order_release);
+}
+
+static void wr_lock(_Atomic uint32_t *l)
+{
+    for (;;) {
+        uint32_t v = 0;
+        if (atomic_compare_exchange_weak_explicit(l, &v, WR_BIT, memory_order_acquire, memory_order_relaxed))
+            return;
+        sched_yield();
+    }
+}
+
+static void wr_unlock(_Atomic uint32_t *l)
+{
+    atomic_store_explicit(l, 0, memory_order_release);
+}
 
 static struct cache_stage *as_cache(struct r3_source *s)
 {
@@ -232,20 +276,27 @@ int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
     size_t len = chunk_len(c, idx);
     uint64_t off = idx * c->chunk;
     if (remote_is_zero(c, idx)) {
+        wr_lock(&c->lock[idx]);
         rc = local_zero(c, off, len);
+        wr_unlock(&c->lock[idx]);
         finish_as(c, idx, rc, why, ZERO);
         return rc < 0 ? rc : 2;
     }
     void *d = r3_source_direct(c->local, off, len);
     if (d) {                   /* straight into the local memory: no second copy */
+        wr_lock(&c->lock[idx]);
         rc = remote_io(c, d, len, off, false);
+        wr_unlock(&c->lock[idx]);
     } else {
         void *b = buf_get(c);
         rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
         if (rc == 0)
             rc = remote_io(c, b, len, off, false);
-        if (rc == 0)
+        if (rc == 0) {
+            wr_lock(&c->lock[idx]);
             rc = local_io(c, b, len, off, true);
+            wr_unlock(&c->lock[idx]);
+        }
         if (b)
             buf_put(c, b);
     }
@@ -307,6 +358,53 @@ int r3_cache_mark_local(struct r3_source *s, uint64_t idx)
     return 0;
 }
 
+int r3_cache_peek(struct r3_source *s, void *buf, size_t len, uint64_t off, bool *local)
+{
+    struct cache_stage *c = as_cache(s);
+    if (!c)
+        return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
+    uint64_t idx = off / c->chunk;
+    if (idx >= c->nchunks || len > chunk_len(c, idx) - (off - idx * c->chunk))
+        return r3_error(-EINVAL, "cache: peek of %zu bytes at %llu is not within one chunk", len,
+                        (unsigned long long)off);
+    for (;;) {
+        uint8_t st = atomic_load_explicit(&c->state[idx], memory_order_acquire);
+        if (st == ZERO) {
+            memset(buf, 0, len);
+            *local = true;
+            return 0;
+        }
+        if (st == LOCAL) {
+            rd_lock(&c->lock[idx]);
+            int rc = local_io(c, buf, len, off, false);
+            rd_unlock(&c->lock[idx]);
+            *local = true;
+            return rc;
+        }
+        int rc = remote_io(c, buf, len, off, false);
+        if (rc < 0 || !present(atomic_load_explicit(&c->state[idx], memory_order_acquire))) {
+            *local = false;
+            return rc;
+        }
+        /* filled or written meanwhile: its local bytes are the current ones */
+    }
+}
+
+int r3_cache_fill(struct r3_source *s, uint64_t idx, const void *buf)
+{
+    int rc = check_idx(s, idx);
+    if (rc < 0)
+        return rc;
+    struct cache_stage *c = as_cache(s);
+    if (present(atomic_load_explicit(&c->state[idx], memory_order_acquire)) || !claim(c, idx))
+        return 0;
+    wr_lock(&c->lock[idx]);
+    rc = local_io(c, (void *)buf, chunk_len(c, idx), idx * c->chunk, true);
+    wr_unlock(&c->lock[idx]);
+    finish(c, idx, rc, R3_FETCH_PULL);
+    return rc < 0 ? rc : 1;
+}
+
 uint64_t r3_cache_nchunks(struct r3_source *s)
 {
     struct cache_stage *c = as_cache(s);
@@ -345,10 +443,13 @@ static int cache_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
         uint64_t idx = off / c->chunk;
         size_t n = (idx + 1) * c->chunk - off < len ? (size_t)((idx + 1) * c->chunk - off) : len;
         int rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
-        if (rc == 0 && atomic_load_explicit(&c->state[idx], memory_order_acquire) == ZERO)
+        if (rc == 0 && atomic_load_explicit(&c->state[idx], memory_order_acquire) == ZERO) {
             memset(p, 0, n);           /* nothing to copy from anywhere */
-        else if (rc == 0)
+        } else if (rc == 0) {
+            rd_lock(&c->lock[idx]);
             rc = local_io(c, p, n, off, false);
+            rd_unlock(&c->lock[idx]);
+        }
         if (rc < 0)
             return rc;
         p += n;
@@ -372,17 +473,21 @@ static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_
         int rc;
         if (in == 0 && n == clen) {
             /* A whole chunk: no need to fetch the old bytes. */
-            if (claim(c, idx)) {
-                rc = local_io(c, (void *)p, n, off, true);
+            bool claimed = claim(c, idx);
+            wr_lock(&c->lock[idx]);
+            rc = local_io(c, (void *)p, n, off, true);
+            wr_unlock(&c->lock[idx]);
+            if (claimed)
                 finish(c, idx, rc, R3_FETCH_READ);
-            } else {
-                rc = local_io(c, (void *)p, n, off, true);
+            else
                 to_local(c, idx);
-            }
         } else {
             rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
-            if (rc == 0)
+            if (rc == 0) {
+                wr_lock(&c->lock[idx]);
                 rc = local_io(c, (void *)p, n, off, true);
+                wr_unlock(&c->lock[idx]);
+            }
             if (rc == 0)
                 to_local(c, idx);
         }
@@ -450,6 +555,7 @@ static void cache_close(struct r3_source *s)
     pthread_mutex_destroy(&c->pool_lock);
     free((void *)c->state);
     free((void *)c->known);
+    free((void *)c->lock);
     free(c);
 }
 
@@ -482,10 +588,12 @@ int r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
     c->nchunks = (remote->size + chunk - 1) / chunk;
     c->state = calloc(c->nchunks ? c->nchunks : 1, 1);
     c->known = calloc(c->nchunks ? c->nchunks : 1, 1);
-    if (!c->state || !c->known) {
+    c->lock = calloc(c->nchunks ? c->nchunks : 1, sizeof *c->lock);
+    if (!c->state || !c->known || !c->lock) {
         uint64_t n = c->nchunks;
         free((void *)c->state);
         free((void *)c->known);
+        free((void *)c->lock);
         free(c);
         return r3_error(-ENOMEM, "cache: out of memory for %llu chunk states",
                         (unsigned long long)n);

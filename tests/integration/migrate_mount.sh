@@ -40,13 +40,21 @@ ins() {   # FROM TO: one committed transaction a row
 ins 1 50 || t_fail "inserts on A before the move"
 
 # B: leech (each request delayed, so the pull takes seconds), kept in a file
-t_bg "$R3MOUNT" --mount fuse --leech --delay 20ms --pull-workers 2 --local "file://$D/b.img" \
+t_bg "$R3MOUNT" --mount fuse --leech --delay 60ms --pull-workers 2 --local "file://$D/b.img" \
     --log "$D/b.log" "r3://127.0.0.1:$P/?timeout=20s" "$D/b" >"$D/b.out" 2>"$D/b.err"
 LEECH=$T_LAST_PID
 for i in $(seq 1 400); do grep -q "pulling" "$D/b.err" 2>/dev/null && break; sleep 0.025; done
 grep -q "pulling" "$D/b.err" || t_fail "the leecher shows no progress: $(cat "$D/b.err")"
-# After TRACK: more commits on A, each one a transaction (header page, which B holds already)
-for k in $(seq 51 10 141); do ins $k $((k + 9)) || t_fail "inserts on A during the pull"; done
+# After TRACK: more commits on A, each one a transaction (header page, which B holds already),
+# from one sqlite3: ten of them starting on a loaded machine outlasted the pull (B pulls runs
+# of 1 MiB, about 2 s here) and met the gate's EIO after RELEASE
+sql="PRAGMA journal_mode=MEMORY;"
+for k in $(seq 51 10 141); do
+    sql="$sql BEGIN;"
+    for i in $(seq "$k" $((k + 9))); do sql="$sql INSERT INTO t(v) VALUES('row $i');"; done
+    sql="$sql COMMIT;"
+done
+sqlite3 "$fa" "$sql" >/dev/null || t_fail "inserts on A during the pull"
 [ -e "$D/b/disk" ] && t_fail "B's file appeared before the finalize"
 # Finalize now (SIGUSR1), well before every chunk is local: the rest is post-copy
 kill -USR1 $LEECH
@@ -69,7 +77,7 @@ pct=$(sed -n 's/.*, \([0-9]*\) of 1024 chunks local.*/\1/p' "$D/b.err")
 sqlite3 "$fb" "PRAGMA journal_mode=MEMORY; INSERT INTO t(v) VALUES('on B');" >/dev/null || t_fail "insert on B"
 
 # Every chunk reaches B, the seeder is released; A's writers then get EIO
-for i in $(seq 1 600); do grep -q "released" "$D/b.log" 2>/dev/null && break; sleep 0.05; done
+for i in $(seq 1 1200); do grep -q "released" "$D/b.log" 2>/dev/null && break; sleep 0.05; done
 grep -q "released" "$D/b.log" || t_fail "B never held every chunk: $(cat "$D/b.log")"
 for i in $(seq 1 100); do grep -q "EIO" "$D/a.log" 2>/dev/null && break; sleep 0.05; done
 grep -q "EIO" "$D/a.log" || t_fail "A was not told of the release: $(cat "$D/a.log")"
