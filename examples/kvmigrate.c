@@ -280,9 +280,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, listen_addr, strerror(errno));
         return 1;
     }
-    pthread_t acc;
-    pthread_create(&acc, NULL, accept_main, (void *)(intptr_t)lfd);
+    /* the count is read before any client thread can change it */
     fprintf(stderr, "%s: serving %" PRIu64 " keys on %s\n", prog, T->count, listen_addr);
+    pthread_t acc;
+    if (pthread_create(&acc, NULL, accept_main, (void *)(intptr_t)lfd) != 0) {
+        fprintf(stderr, "%s: cannot start the accept thread\n", prog);
+        return 1;
+    }
+    pthread_detach(acc);             /* it runs until the process ends */
     if (leech) {
         /* the rest arrives in the background; then the old instance may go */
         int rc = r3_leech_wait(r);

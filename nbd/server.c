@@ -1047,18 +1047,18 @@ static int read_request(struct r3_net_conn *nc)
     if (rc < 0) {
         if (rc == -EPIPE || rc == -ECONNRESET) {
             fence(c);                 /* gone without NBD_CMD_DISC */
-            snprintf(nc->why, sizeof nc->why, "peer closed without NBD_CMD_DISC");
+            r3_net_conn_why(nc, "peer closed without NBD_CMD_DISC");
         }
         return rc;
     }
     if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC) {
         fence(c);
-        snprintf(nc->why, sizeof nc->why, "bad request magic");
+        r3_net_conn_why(nc, "bad request magic");
         return -EPROTO;
     }
     struct job *j = calloc(1, sizeof *j);
     if (!j) {
-        snprintf(nc->why, sizeof nc->why, "out of memory");
+        r3_net_conn_why(nc, "out of memory");
         return -ENOMEM;
     }
     j->flags = r3_nbd_get16(h + 4);
@@ -1092,7 +1092,7 @@ static int read_request(struct r3_net_conn *nc)
             j->err = x->e.readonly ? NBD_EPERM : j->len > s->o.max_request ? NBD_EOVERFLOW
                      : j->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
             if (j->len > 64u * s->o.max_request) {
-                snprintf(nc->why, sizeof nc->why, "a WRITE of %u bytes (too much to skip)", j->len);
+                r3_net_conn_why(nc, "a WRITE of %u bytes (too much to skip)", j->len);
                 free(j);
                 fence(c);
                 return -EPROTO;
@@ -1105,7 +1105,7 @@ static int read_request(struct r3_net_conn *nc)
         }
         if (rc < 0) {
             /* A truncated payload: that write never happens. */
-            snprintf(nc->why, sizeof nc->why, "peer closed in the middle of a WRITE payload");
+            r3_net_conn_why(nc, "peer closed in the middle of a WRITE payload");
             fence(c);
             free(j->wdata);
             if (j->budget)
@@ -1167,13 +1167,13 @@ static int on_handshake(struct r3_net_conn *nc)
     if (rc == 1)
         return 0;
     if (rc == -ETIMEDOUT)
-        snprintf(nc->why, sizeof nc->why, "handshake not finished within %u ms", s->o.handshake_timeout_ms);
+        r3_net_conn_why(nc, "handshake not finished within %u ms", s->o.handshake_timeout_ms);
     else if (rc == -EPIPE)
-        snprintf(nc->why, sizeof nc->why, "peer closed during the handshake");
+        r3_net_conn_why(nc, "peer closed during the handshake");
     else if (rc < 0)
-        snprintf(nc->why, sizeof nc->why, "handshake: %s", r3_last_error());
+        r3_net_conn_why(nc, "handshake: %s", r3_last_error());
     else
-        snprintf(nc->why, sizeof nc->why, "client aborted");
+        r3_net_conn_why(nc, "client aborted");
     return rc < 0 ? rc : -ECONNABORTED;
 }
 

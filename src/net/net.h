@@ -278,6 +278,11 @@ void r3_net_conn_put(struct r3_net_conn *c);
 /* Ask for the connection to end (from any thread): no further on_readable;
  * queued output is still sent. why goes to the log (first reason wins). */
 void r3_net_conn_close(struct r3_net_conn *c, const char *why);
+/* Say why the connection ends (printf-style; replaces an earlier reason).
+ * Takes the connection's lock: the server may set a reason from another
+ * thread (a stop, a stalled peer), so protocols never write c->why directly. */
+void r3_net_conn_why(struct r3_net_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Queue hdr (copied) then data (not copied) for sending, in order, without
  * ever waiting for the peer: a client that does not read stalls only itself

@@ -200,6 +200,17 @@ static void destroy(struct conn *c)
     pthread_mutex_unlock(&s->mu);
 }
 
+void r3_net_conn_why(struct r3_net_conn *pc, const char *fmt, ...)
+{
+    struct conn *c = (struct conn *)pc;
+    va_list ap;
+    pthread_mutex_lock(&c->mu);
+    va_start(ap, fmt);
+    vsnprintf(pc->why, sizeof pc->why, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void r3_net_conn_close(struct r3_net_conn *pc, const char *why)
 {
     struct conn *c = (struct conn *)pc;

@@ -420,7 +420,7 @@ static int on_handshake(struct r3_net_conn *c)
     uint32_t len;
     int rc = read_frame(w, R3_WIRE_HELLO_MAX, 0, &f, &len);
     if (rc < 0) {
-        snprintf(c->why, sizeof c->why, "no hello: %s",
+        r3_net_conn_why(c, "no hello: %s",
                  rc == -EPIPE ? "peer closed" : rc == -ETIMEDOUT ? "handshake deadline passed" : r3_last_error());
         return rc;
     }
@@ -466,7 +466,7 @@ static int on_handshake(struct r3_net_conn *c)
     r3_net_conn_send(c, sb.data, sb.size, NULL, 0, NULL, NULL);
     msgpack_sbuffer_destroy(&sb);
     if (err) {
-        snprintf(c->why, sizeof c->why, "refused: %s", msg);
+        r3_net_conn_why(c, "refused: %s", msg);
         return err;
     }
     if (client)
@@ -488,7 +488,7 @@ static void wait_inflight(struct wconn *w)
 /* A connection-level error: a reply with id 0, then the connection closes. */
 static int drop(struct wconn *w, int err, const char *sentence, const char *reply_msg)
 {
-    snprintf(w->c->why, sizeof w->c->why, "dropped: %s", sentence);
+    r3_net_conn_why(w->c, "dropped: %s", sentence);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     struct job *j = new_job(w, 0, 0);
@@ -506,7 +506,7 @@ static int on_readable(struct r3_net_conn *c)
     uint32_t len;
     int rc = read_frame(w, s->max_frame, REPLY_OVERHEAD, &f, &len);
     if (rc == -EPIPE) {
-        snprintf(c->why, sizeof c->why, "peer closed the connection");
+        r3_net_conn_why(c, "peer closed the connection");
         return rc;
     }
     if (rc == -EMSGSIZE) {
@@ -515,7 +515,7 @@ static int on_readable(struct r3_net_conn *c)
         return drop(w, rc, sentence, sentence);
     }
     if (rc < 0) {
-        snprintf(c->why, sizeof c->why, "dropped: %s", r3_last_error());
+        r3_net_conn_why(c, "dropped: %s", r3_last_error());
         return rc;
     }
     size_t budget = len + REPLY_OVERHEAD;
@@ -660,7 +660,7 @@ static int on_readable(struct r3_net_conn *c)
     msgpack_unpacked_destroy(&up);
     free(f);
     if (rc < 0)
-        snprintf(c->why, sizeof c->why, "dropped: %s", r3_last_error());
+        r3_net_conn_why(c, "dropped: %s", r3_last_error());
     return rc;
 }
 
