@@ -45,7 +45,8 @@ struct cache_stage {
     _Atomic uint8_t *state;
     _Atomic uint8_t *known;
     _Atomic uint64_t nlocal;
-    _Atomic uint32_t *lock;       /* per chunk: WR_BIT, or the number of readers */
+    _Atomic uint32_t *lock;       /* per chunk: WR_BIT, or the number of readers;
+                                   * NULL over a uffd region (see r3_stage_cache_open) */
     struct { pthread_mutex_t m; pthread_cond_t c; } stripe[CACHE_STRIPES];
     pthread_mutex_t pool_lock;
     void *pool[CACHE_POOL];
@@ -89,6 +90,30 @@ static void wr_lock(_Atomic uint32_t *l)
 static void wr_unlock(_Atomic uint32_t *l)
 {
     atomic_store_explicit(l, 0, memory_order_release);
+}
+
+static void chunk_rd_lock(struct cache_stage *c, uint64_t idx)
+{
+    if (c->lock)
+        rd_lock(&c->lock[idx]);
+}
+
+static void chunk_rd_unlock(struct cache_stage *c, uint64_t idx)
+{
+    if (c->lock)
+        rd_unlock(&c->lock[idx]);
+}
+
+static void chunk_wr_lock(struct cache_stage *c, uint64_t idx)
+{
+    if (c->lock)
+        wr_lock(&c->lock[idx]);
+}
+
+static void chunk_wr_unlock(struct cache_stage *c, uint64_t idx)
+{
+    if (c->lock)
+        wr_unlock(&c->lock[idx]);
 }
 
 static struct cache_stage *as_cache(struct r3_source *s)
@@ -276,26 +301,26 @@ int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
     size_t len = chunk_len(c, idx);
     uint64_t off = idx * c->chunk;
     if (remote_is_zero(c, idx)) {
-        wr_lock(&c->lock[idx]);
+        chunk_wr_lock(c, idx);
         rc = local_zero(c, off, len);
-        wr_unlock(&c->lock[idx]);
+        chunk_wr_unlock(c, idx);
         finish_as(c, idx, rc, why, ZERO);
         return rc < 0 ? rc : 2;
     }
     void *d = r3_source_direct(c->local, off, len);
     if (d) {                   /* straight into the local memory: no second copy */
-        wr_lock(&c->lock[idx]);
+        chunk_wr_lock(c, idx);
         rc = remote_io(c, d, len, off, false);
-        wr_unlock(&c->lock[idx]);
+        chunk_wr_unlock(c, idx);
     } else {
         void *b = buf_get(c);
         rc = b ? 0 : r3_error(-ENOMEM, "cache: out of memory");
         if (rc == 0)
             rc = remote_io(c, b, len, off, false);
         if (rc == 0) {
-            wr_lock(&c->lock[idx]);
+            chunk_wr_lock(c, idx);
             rc = local_io(c, b, len, off, true);
-            wr_unlock(&c->lock[idx]);
+            chunk_wr_unlock(c, idx);
         }
         if (b)
             buf_put(c, b);
@@ -375,9 +400,9 @@ int r3_cache_peek(struct r3_source *s, void *buf, size_t len, uint64_t off, bool
             return 0;
         }
         if (st == LOCAL) {
-            rd_lock(&c->lock[idx]);
+            chunk_rd_lock(c, idx);
             int rc = local_io(c, buf, len, off, false);
-            rd_unlock(&c->lock[idx]);
+            chunk_rd_unlock(c, idx);
             *local = true;
             return rc;
         }
@@ -398,9 +423,9 @@ int r3_cache_fill(struct r3_source *s, uint64_t idx, const void *buf)
     struct cache_stage *c = as_cache(s);
     if (present(atomic_load_explicit(&c->state[idx], memory_order_acquire)) || !claim(c, idx))
         return 0;
-    wr_lock(&c->lock[idx]);
+    chunk_wr_lock(c, idx);
     rc = local_io(c, (void *)buf, chunk_len(c, idx), idx * c->chunk, true);
-    wr_unlock(&c->lock[idx]);
+    chunk_wr_unlock(c, idx);
     finish(c, idx, rc, R3_FETCH_PULL);
     return rc < 0 ? rc : 1;
 }
@@ -446,9 +471,9 @@ static int cache_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
         if (rc == 0 && atomic_load_explicit(&c->state[idx], memory_order_acquire) == ZERO) {
             memset(p, 0, n);           /* nothing to copy from anywhere */
         } else if (rc == 0) {
-            rd_lock(&c->lock[idx]);
+            chunk_rd_lock(c, idx);
             rc = local_io(c, p, n, off, false);
-            rd_unlock(&c->lock[idx]);
+            chunk_rd_unlock(c, idx);
         }
         if (rc < 0)
             return rc;
@@ -474,9 +499,9 @@ static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_
         if (in == 0 && n == clen) {
             /* A whole chunk: no need to fetch the old bytes. */
             bool claimed = claim(c, idx);
-            wr_lock(&c->lock[idx]);
+            chunk_wr_lock(c, idx);
             rc = local_io(c, (void *)p, n, off, true);
-            wr_unlock(&c->lock[idx]);
+            chunk_wr_unlock(c, idx);
             if (claimed)
                 finish(c, idx, rc, R3_FETCH_READ);
             else
@@ -484,9 +509,9 @@ static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_
         } else {
             rc = r3_cache_fetch(s, idx, R3_FETCH_READ);
             if (rc == 0) {
-                wr_lock(&c->lock[idx]);
+                chunk_wr_lock(c, idx);
                 rc = local_io(c, (void *)p, n, off, true);
-                wr_unlock(&c->lock[idx]);
+                chunk_wr_unlock(c, idx);
             }
             if (rc == 0)
                 to_local(c, idx);
@@ -588,8 +613,13 @@ int r3_stage_cache_open(struct r3_source *remote, struct r3_source *local,
     c->nchunks = (remote->size + chunk - 1) / chunk;
     c->state = calloc(c->nchunks ? c->nchunks : 1, 1);
     c->known = calloc(c->nchunks ? c->nchunks : 1, 1);
-    c->lock = calloc(c->nchunks ? c->nchunks : 1, sizeof *c->lock);
-    if (!c->state || !c->known || !c->lock) {
+    /* A uffd region as the local side is the program's memory: reading a
+     * chunk there can fault, and the fault handler fetches that chunk, so a
+     * chunk lock held across the read would deadlock. Its bytes are ordered
+     * by the faults themselves; every other local side gets the locks. */
+    bool locks = strcmp(local->ops->scheme ? local->ops->scheme : "", "uffd-region") != 0;
+    c->lock = locks ? calloc(c->nchunks ? c->nchunks : 1, sizeof *c->lock) : NULL;
+    if (!c->state || !c->known || (locks && !c->lock)) {
         uint64_t n = c->nchunks;
         free((void *)c->state);
         free((void *)c->known);
