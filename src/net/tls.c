@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,8 +218,43 @@ static const char *pick(char *buf, size_t n, const char *explicit, const char *d
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
+/* OpenSSL fills an X509's extension cache (key ids, purposes) the first time
+ * a handshake looks at it, under the certificate's lock but read by other
+ * handshakes without it. Fill it here, in the one thread that builds the
+ * context, for every certificate the context shares between connections:
+ * its own chain and its trusted CAs. */
+static void warm_certs(SSL_CTX *ctx)
+{
+    X509 *own = SSL_CTX_get0_certificate(ctx);
+    if (own)
+        X509_check_purpose(own, -1, 0);
+    STACK_OF(X509) *chain = NULL;
+    if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1 && chain)
+        for (int i = 0; i < sk_X509_num(chain); i++)
+            X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT) *objs = st ? X509_STORE_get0_objects(st) : NULL;
+    for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (x)
+            X509_check_purpose(x, -1, 0);
+    }
+}
+
+/* OpenSSL frees its global locks from an atexit handler, while a detached
+ * connection thread may still be ending (its thread-local OpenSSL state is
+ * released under one of those locks). The process is ending anyway: leave
+ * them. */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void init_openssl(void)
+{
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+    OPENSSL_init_ssl(0, NULL);
+}
+
 static int ctx_new(const struct r3_tls_opts *o, bool server, struct r3_tls_ctx **out)
 {
+    pthread_once(&init_once, init_openssl);
     const char *who = server ? "TLS server" : "TLS client";
     char eb[160], cb[4096], kb[4096], ab[4096];
     *out = NULL;
@@ -328,6 +364,7 @@ static int ctx_new(const struct r3_tls_opts *o, bool server, struct r3_tls_ctx *
         rc = r3_error(-EINVAL, "%s: cannot load CA file %s: %s", who, ca, ssl_reason(eb, sizeof eb));
         goto out;
     }
+    warm_certs(c->ctx);
     if (server) {
         /* An explicit CA means mTLS; a directory's CA only with verify_peer (as nbdkit). */
         bool want = o->ca || o->verify_peer;
