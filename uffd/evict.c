@@ -97,8 +97,7 @@ static size_t present_prefix(struct r3u_region *r, uintptr_t at, size_t len)
  * in the region), so pages present there are ones this call moved: they
  * are counted and skipped, never taken for a failure that would leave the
  * program's bytes in the staging area. */
-static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size_t len,
-                size_t *moved)
+int r3u_move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size_t len, size_t *moved)
 {
     size_t done = 0;
     unsigned again = 0;
@@ -145,7 +144,7 @@ static int move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size
 static void move_back(struct r3u_region *r, uint64_t off)
 {
     size_t moved;
-    move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk, &moved);
+    r3u_move(r, r->uffd, (uintptr_t)r->r.base + off, (uintptr_t)r->staging, r->r.chunk, &moved);
     /* whatever the move said, nothing may stay behind in the staging area */
     size_t np = r->r.chunk >> r->page_shift;
     unsigned char vec[np];
@@ -291,8 +290,7 @@ static int evict_one(struct r3u_region *r, uint64_t c)
         r3u_gate_leave(r);
         return rc;
     }
-    rc = move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off,
-              r->r.chunk, &moved);
+    rc = r3u_move(r, r->staging_uffd, (uintptr_t)r->staging, (uintptr_t)r->r.base + off, r->r.chunk, &moved);
     if (rc < 0) {
         move_back(r, off);        /* (whatever moved, counted or not) */
         atomic_store(&r->filled[c], R3U_FILLED);

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # uffd: the userfaultfd strategy (see Makefile.am)
 noinst_HEADERS += uffd/uffd.h
-libr3core_la_SOURCES += uffd/region.c uffd/view.c uffd/fault.c uffd/track.c uffd/access.c uffd/remote.c uffd/fork.c uffd/evict.c uffd/zero.c
+libr3core_la_SOURCES += uffd/region.c uffd/view.c uffd/fault.c uffd/track.c uffd/access.c uffd/remote.c uffd/fork.c uffd/evict.c uffd/drop.c uffd/zero.c
 
 # Its tests are registered in tests/local.mk.
 

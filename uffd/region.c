@@ -50,6 +50,7 @@ static void destroy(struct r3u_region *r)
     }
     r3u_kids_stop(r);
     r3u_evict_free(r);
+    r3u_drop_free(r);
     if (r->uffd >= 0)
         close(r->uffd);
     r3_pm_scanner_close(&r->scan);
@@ -131,9 +132,8 @@ static int uffd_open(const struct r3_region_opts *o, struct r3_source *src, stru
 
     /* Kernel features: never assumed, asked for. */
     uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
-                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_FORK;
-    if (o->max_resident)
-        want |= UFFD_FEATURE_MOVE;    /* eviction moves pages out (evict.c) */
+                    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_FORK |
+                    UFFD_FEATURE_MOVE;    /* eviction and invalidate move pages out (evict.c, drop.c) */
     /* Written pages need no tracking when nothing is written back. */
     bool wp_ok = !o->uffd_no_wp_async && !r->cow;
     if (wp_ok)
@@ -480,71 +480,11 @@ static int uffd_access_order(struct r3_region *rr, uint64_t **list, size_t *n)
     return 0;
 }
 
-void r3u_dropped(struct r3u_region *r, uint64_t start, uint64_t end)
-{
-    uint64_t base = (uintptr_t)r->r.base;
-    if (end <= base || start >= base + r->maplen)
-        return;
-    uint64_t c0 = ((start < base ? base : start) - base) >> r->chunk_shift;
-    uint64_t c1 = ((end > base + r->maplen ? base + r->maplen : end) - base + r->r.chunk - 1) >> r->chunk_shift;
-    for (uint64_t c = c0; c < c1 && c < r->nchunks; c++) {
-        if (!r3u_bit(r->dropping, c))
-            continue;
-        uint64_t p0 = (c << r->chunk_shift) >> r->page_shift, p1 = ((c + 1) << r->chunk_shift) >> r->page_shift;
-        for (uint64_t pg = p0; pg < p1; pg++)
-            r3u_bit_clear(r->zpage, pg);
-        r3u_bit_clear(r->pdirty, c);
-        atomic_store_explicit(&r->filled[c], 0, memory_order_release);
-        r3u_bit_clear(r->dropping, c);      /* last: the invalidating thread waits for it */
-    }
-}
-
-/* Chunks remote again: their pages are dropped (MADV_DONTNEED, in runs) and
- * the next access fetches them from the source. Nothing may use the chunks
- * meanwhile (the leecher calls this before its program runs). */
+/* Chunks remote again (uffd/drop.c). Nothing may use the chunks meanwhile
+ * (the leecher calls this before its program runs). */
 static int uffd_invalidate(struct r3_region *rr, const uint64_t *list, size_t n)
 {
-    struct r3u_region *r = (struct r3u_region *)rr;
-    bool ev = r->features & UFFD_FEATURE_EVENT_REMOVE;
-    for (size_t i = 0; i < n; i++)
-        if (list[i] >= r->nchunks || (i && list[i] <= list[i - 1]))
-            return r3_error(-EINVAL, "uffd: invalidate: chunk %llu is not in the region (or not ascending)",
-                            (unsigned long long)list[i]);
-    for (size_t i = 0; i < n && ev; i++)
-        r3u_bit_set(r->dropping, list[i]);
-    /* the source changed there: its zeros are not known any more */
-    for (size_t i = 0; i < n; i++)
-        r3u_zero_dead(r, list[i], list[i]);
-    /* Every run first (each madvise returns once a handler read its REMOVE
-     * event), then wait for the handlers to have handled them all. */
-    int rc = 0;
-    for (size_t i = 0, j; i < n && rc == 0; i = j) {
-        for (j = i + 1; j < n && list[j] == list[j - 1] + 1;)
-            j++;
-        if (madvise((char *)r->r.base + (list[i] << r->chunk_shift), (list[j - 1] + 1 - list[i]) << r->chunk_shift,
-                    MADV_DONTNEED) < 0)
-            rc = r3_error(-errno, "uffd: invalidate: madvise: %s", strerror(errno));
-    }
-    uint64_t deadline = r3_now_ns() + 5000000000ull;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t c = list[i];
-        while (ev && r3u_bit(r->dropping, c)) {
-            if (rc < 0 || r3_now_ns() > deadline) {
-                r3u_bit_clear(r->dropping, c);
-                if (rc == 0)
-                    rc = r3_error(-ETIMEDOUT, "uffd: invalidate: the fault handlers did not see the REMOVE"
-                                  " event of chunk %llu", (unsigned long long)c);
-                break;
-            }
-            sched_yield();
-        }
-        if (rc < 0)
-            continue;
-        if (!ev)
-            atomic_store_explicit(&r->filled[c], 0, memory_order_release);
-        r3_cache_invalidate(r->p->cache, c);
-    }
-    return rc;
+    return r3u_drop((struct r3u_region *)rr, list, n);
 }
 
 static struct r3_source *uffd_cache(struct r3_region *rr)

@@ -72,6 +72,9 @@ struct r3u_region {
     _Atomic uint64_t *tracked;
     _Atomic bool tracking;
     _Atomic uint64_t *dropping;   /* per chunk: being invalidated (r3_region_invalidate) */
+    void *drop_map, *drop_area;   /* drop.c: where invalidated pages are moved to die */
+    int drop_uffd;                /* its own userfaultfd (0 = not set up) */
+    bool drop_nomove;             /* UFFDIO_MOVE unusable here: madvise with REMOVE events */
     struct r3_source remote;      /* the source as the pipeline sees it (remote.c) */
     struct r3_source *inner;      /* the source itself */
     _Atomic uint64_t sync_deadline;   /* ns; remote writes fail at once past it (0 = none) */
@@ -228,6 +231,15 @@ void r3u_evict_wait_room(struct r3u_region *r);
  * chunk never cross. */
 void r3u_wb_lock(struct r3u_region *r, uint64_t c0, uint64_t c1);
 void r3u_wb_unlock(struct r3u_region *r, uint64_t c0, uint64_t c1);
+
+/* Move len bytes of pages from src to dst (UFFDIO_MOVE on fd, dst's
+ * userfaultfd; holes allowed; dst empty where it moves). 0 or -errno;
+ * *moved gets the bytes done. */
+int  r3u_move(struct r3u_region *r, int fd, uintptr_t dst, uintptr_t src, size_t len, size_t *moved);
+
+/* uffd/drop.c: r3_region_invalidate (chunks remote again). */
+int  r3u_drop(struct r3u_region *r, const uint64_t *list, size_t n);
+void r3u_drop_free(struct r3u_region *r);
 
 /* uffd/remote.c: the source under the pipeline, counting write-back. */
 void r3u_remote_init(struct r3u_region *r, struct r3_source *src);
