@@ -224,6 +224,9 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
          * the last few round trips instead of all of them. */
         if (n->pipe->push && (rc = r3_push_write_behind(n->pipe->push, po.push_workers)) < 0)
             goto fail;
+        /* the order chunks are first read or written: a seeder sends it */
+        if (n->pipe->cache && (rc = r3_cache_record_order(n->pipe->cache)) < 0)
+            goto fail;
     } else {
         if ((rc = r3_nbd_written_open(src, n->r.chunk, &n->written)) < 0)
             goto fail;
@@ -370,6 +373,12 @@ static int managed_read(struct r3_region *r, void *buf, size_t len, uint64_t off
 /* Chunks written since START: the push stage's tracking bitmap, every
  * write that reaches the pipeline; the mapping is flushed first so writes
  * still in the page cache are counted (START: they are older than it). */
+static int managed_order(struct r3_region *r, uint64_t **list, size_t *n)
+{
+    struct r3_nbd_region *nr = (struct r3_nbd_region *)r;
+    return r3_cache_access_order(nr->pipe->cache, list, n);
+}
+
 static int managed_track(struct r3_region *r, int op, uint64_t **list, size_t *k)
 {
     struct r3_nbd_region *n = (struct r3_nbd_region *)r;
@@ -411,5 +420,5 @@ const struct r3_strategy_ops r3_strategy_nbd_direct = {
 };
 const struct r3_strategy_ops r3_strategy_nbd_managed = {
     .name = "nbd-managed", .open = open_managed, .sync = region_sync, .close = region_close, .stats = region_stats,
-    .read = managed_read, .track = managed_track,
+    .read = managed_read, .track = managed_track, .access_order = managed_order,
 };

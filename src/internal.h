@@ -75,6 +75,12 @@ bool r3_cache_is_zero(struct r3_source *cache, uint64_t idx);
  * side's (under the chunk's lock) when present (*local true), else the
  * remote's. */
 int r3_cache_peek(struct r3_source *cache, void *buf, size_t len, uint64_t off, bool *local);
+/* Record from now on the order in which chunks are first read or written
+ * through the cache (pulls do not count): a region's access order for a
+ * migration seeder. 0 or -errno. */
+int r3_cache_record_order(struct r3_source *cache);
+/* That order so far (malloc'd, possibly empty; without recording, empty). */
+int r3_cache_access_order(struct r3_source *cache, uint64_t **list, size_t *n);
 /* Make chunk idx local with the bytes in buf (a whole chunk) unless it is
  * present or being filled: 1 filled, 0 not needed, -errno. */
 int r3_cache_fill(struct r3_source *cache, uint64_t idx, const void *buf);

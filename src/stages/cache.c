@@ -53,6 +53,8 @@ struct cache_stage {
     int npool;
     void (*on_fill)(void *arg, uint64_t chunk, int why);
     void *arg;
+    _Atomic uint64_t *order;      /* r3_cache_record_order: chunk + 1 per first access */
+    _Atomic uint64_t norder;
 };
 
 static const struct r3_source_ops cache_ops;
@@ -289,6 +291,56 @@ static int check_idx(struct r3_source *s, uint64_t idx)
     return 0;
 }
 
+/* A chunk the program reads or writes for the first time (not a pull):
+ * its place in the access order, when one is recorded. */
+static void note_access(struct cache_stage *c, uint64_t idx, int why)
+{
+    if (!c->order || why == R3_FETCH_PULL)
+        return;
+    uint64_t k = atomic_fetch_add_explicit(&c->norder, 1, memory_order_relaxed);
+    if (k < c->nchunks)
+        atomic_store_explicit(&c->order[k], idx + 1, memory_order_release);
+}
+
+int r3_cache_record_order(struct r3_source *s)
+{
+    struct cache_stage *c = as_cache(s);
+    if (!c)
+        return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
+    if (c->order)
+        return 0;
+    _Atomic uint64_t *o = calloc(c->nchunks ? c->nchunks : 1, sizeof *o);
+    if (!o)
+        return r3_error(-ENOMEM, "cache: out of memory for the access order");
+    c->order = o;
+    return 0;
+}
+
+int r3_cache_access_order(struct r3_source *s, uint64_t **list, size_t *n)
+{
+    struct cache_stage *c = as_cache(s);
+    *list = NULL;
+    *n = 0;
+    if (!c)
+        return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
+    uint64_t k = c->order ? atomic_load_explicit(&c->norder, memory_order_relaxed) : 0;
+    if (k > c->nchunks)
+        k = c->nchunks;
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (!l)
+        return r3_error(-ENOMEM, "cache: out of memory");
+    size_t m = 0;
+    for (uint64_t i = 0; i < k; i++) {
+        /* a slot being written right now may still read 0: skipped (a hint, not data) */
+        uint64_t v = atomic_load_explicit(&c->order[i], memory_order_acquire);
+        if (v)
+            l[m++] = v - 1;
+    }
+    *list = l;
+    *n = m;
+    return 0;
+}
+
 /* Fetch idx; 1 if this call fetched it, 0 if it was already local, -errno. */
 int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
 {
@@ -298,6 +350,7 @@ int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
     struct cache_stage *c = as_cache(s);
     if (present(atomic_load_explicit(&c->state[idx], memory_order_acquire)) || !claim(c, idx))
         return 0;
+    note_access(c, idx, why);
     size_t len = chunk_len(c, idx);
     uint64_t off = idx * c->chunk;
     if (remote_is_zero(c, idx)) {
@@ -499,6 +552,8 @@ static int cache_write(struct r3_source *s, const void *buf, size_t len, uint64_
         if (in == 0 && n == clen) {
             /* A whole chunk: no need to fetch the old bytes. */
             bool claimed = claim(c, idx);
+            if (claimed)
+                note_access(c, idx, R3_FETCH_READ);
             chunk_wr_lock(c, idx);
             rc = local_io(c, (void *)p, n, off, true);
             chunk_wr_unlock(c, idx);
@@ -581,6 +636,7 @@ static void cache_close(struct r3_source *s)
     free((void *)c->state);
     free((void *)c->known);
     free((void *)c->lock);
+    free((void *)c->order);
     free(c);
 }
 

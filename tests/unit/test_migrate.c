@@ -604,6 +604,78 @@ START_TEST(test_not_a_seeder)
 }
 END_TEST
 
+/* A seeder on nbd-managed sends the order in which the program first read
+ * or wrote chunks (the cache records it; pulls do not count). */
+START_TEST(test_seed_nbd_order)
+{
+    char *path = make_file(SIZE), *uri;
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    struct r3_source *src;
+    TU_OPEN(uri, &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = "nbd-managed";
+    o.chunk = CHUNK;
+    o.prefetch = R3_PREFETCH_NONE;
+    o.workdir = tmp;
+    struct r3_region *r;
+    int rc = r3_region_open(&o, src, &r);
+    if (rc < 0 && nbd_missing()) {
+        fprintf(stderr, "SKIP (nbd-managed: no FUSE or nbd device here): %s\n", r3_last_error());
+        free(uri);
+        free(path);
+        return;
+    }
+    ck_assert_msg(rc == 0, "region: %s", r3_last_error());
+    const uint64_t want[3] = { 5, NCHUNKS - 3, 17 };
+    volatile uint8_t sink = 0;
+    for (int i = 0; i < 3; i++)
+        sink += ((uint8_t *)r->base)[want[i] * CHUNK];
+    ((uint8_t *)r->base)[9 * CHUNK + 1] = 1;                   /* a first write counts too */
+    (void)sink;
+    struct r3_seed_opts so;
+    r3_seed_opts_init(&so);
+    so.listen = "127.0.0.1:0";
+    so.before_finalize = before_finalize;
+    struct r3_seeder *s;
+    ck_assert_msg(r3_seed_open(r, &so, &s) == 0, "seed: %s", r3_last_error());
+    char addr[64], curi[128];
+    r3_seed_address(s, addr, sizeof addr);
+    snprintf(curi, sizeof curi, "r3://%s/?timeout=30s", addr);
+    struct r3_source *c;
+    TU_OPEN(curi, &c);
+    uint64_t v = 0;
+    ck_assert_int_eq(r3_wire_call(c, "migrate", R3_MIGRATE_VERSION, 1, NULL, &v), 0);
+    ck_assert_int_eq(r3_wire_call(c, "track", 7, 0, NULL, &v), 0);
+    ck_assert_uint_ge(v, 3);
+    ck_assert_uint_le(v, NCHUNKS);
+    uint8_t *b = malloc(v * 8);
+    ck_assert_int_eq(r3_wire_call(c, "order", 0, v * 8, b, NULL), 0);
+    /* the kernel may read ahead into the next chunks: the three reads
+     * appear in their order, the written chunk after them */
+    int next = 0;
+    bool wrote = false;
+    for (uint64_t i = 0; i < v; i++) {
+        uint64_t ch = 0;
+        for (int k = 0; k < 8; k++)
+            ch = ch << 8 | b[i * 8 + k];
+        ck_assert_uint_lt(ch, NCHUNKS);
+        if (next < 3 && ch == want[next])
+            next++;
+        else if (ch == 9)
+            wrote = next == 3;
+    }
+    ck_assert_msg(next == 3, "the seeder's order lacks the reads (%d of 3 found in order)", next);
+    ck_assert_msg(wrote, "the first write to chunk 9 is not after the reads");
+    free(b);
+    r3_source_close(c);
+    r3_seed_close(s);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(uri);
+    free(path);
+}
+END_TEST
+
 /* The migration methods against a stranger: version, order of calls, bounds. */
 START_TEST(test_methods)
 {
@@ -715,6 +787,7 @@ int main(void)
     suite_add_tcase(s, nbd);
     tcase_add_loop_test(other, test_filesync, 0, 4);
     tcase_add_loop_test(other, test_seed_nbd, 0, 2);
+    tcase_add_test(other, test_seed_nbd_order);
     tcase_add_test(other, test_seed_nbd_direct);
     tcase_add_loop_test(other, test_seed_filesync, 0, 4);
     suite_add_tcase(s, other);
