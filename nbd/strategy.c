@@ -403,6 +403,11 @@ static int direct_read(struct r3_region *r, void *buf, size_t len, uint64_t off)
     return rc < 0 ? r3_error_prefix(rc, "nbd-direct: ") : 0;
 }
 
+static int direct_order(struct r3_region *r, uint64_t **list, size_t *n)
+{
+    return r3_nbd_written_order(((struct r3_nbd_region *)r)->written, list, n);
+}
+
 static int direct_track(struct r3_region *r, int op, uint64_t **list, size_t *k)
 {
     struct r3_nbd_region *n = (struct r3_nbd_region *)r;
@@ -416,7 +421,7 @@ static int direct_track(struct r3_region *r, int op, uint64_t **list, size_t *k)
 
 const struct r3_strategy_ops r3_strategy_nbd_direct = {
     .name = "nbd-direct", .open = open_direct, .sync = region_sync, .close = region_close, .stats = region_stats,
-    .read = direct_read, .track = direct_track,
+    .read = direct_read, .track = direct_track, .access_order = direct_order,
 };
 const struct r3_strategy_ops r3_strategy_nbd_managed = {
     .name = "nbd-managed", .open = open_managed, .sync = region_sync, .close = region_close, .stats = region_stats,

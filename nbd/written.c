@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The written-chunks source (see written.h): an atomic bitmap, one bit per
- * chunk, set by every write before it goes on to the inner source. */
+ * chunk, set by every write before it goes on to the inner source; and the
+ * order in which chunks were first read or written (a seeder's access
+ * order). */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,11 +20,30 @@ struct written {
     /* migration: chunks written since START, never taken away */
     _Atomic uint64_t *tracked;
     _Atomic bool tracking;
+    /* access order: a bit per chunk once seen, chunk + 1 per slot */
+    _Atomic uint64_t *seen, *order;
+    _Atomic uint64_t norder;
+    uint64_t nchunks;
 };
+
+/* Chunks of [off, off+len) read or written for the first time. */
+static void note_access(struct written *w, size_t len, uint64_t off)
+{
+    for (uint64_t c = off / w->chunk; len && c <= (off + len - 1) / w->chunk && c < w->nchunks; c++) {
+        uint64_t bit = UINT64_C(1) << (c % 64);
+        if (atomic_load_explicit(&w->seen[c / 64], memory_order_relaxed) & bit ||
+            atomic_fetch_or_explicit(&w->seen[c / 64], bit, memory_order_relaxed) & bit)
+            continue;
+        uint64_t k = atomic_fetch_add_explicit(&w->norder, 1, memory_order_relaxed);
+        if (k < w->nchunks)
+            atomic_store_explicit(&w->order[k], c + 1, memory_order_release);
+    }
+}
 
 static int w_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
     struct written *w = (struct written *)s;
+    note_access(w, len, off);
     int rc = r3_source_read(w->inner, buf, len, off);
     if (rc == 0)
         atomic_fetch_add_explicit(&w->bytes_read, len, memory_order_relaxed);
@@ -34,6 +55,7 @@ static int w_write(struct r3_source *s, const void *buf, size_t len, uint64_t of
     struct written *w = (struct written *)s;
     /* Marked before the write: a sync that flushes after it reports it. */
     bool track = atomic_load_explicit(&w->tracking, memory_order_acquire);
+    note_access(w, len, off);
     for (uint64_t c = off / w->chunk; len && c <= (off + len - 1) / w->chunk; c++) {
         atomic_fetch_or_explicit(&w->bits[c / 64], UINT64_C(1) << (c % 64), memory_order_relaxed);
         if (track)
@@ -56,6 +78,8 @@ static void w_close(struct r3_source *s)
     r3_source_close(w->inner);
     free(w->bits);
     free(w->tracked);
+    free(w->seen);
+    free(w->order);
     free(w);
 }
 
@@ -69,7 +93,15 @@ int r3_nbd_written_open(struct r3_source *inner, uint32_t chunk, struct r3_sourc
     uint64_t nchunks = chunk ? (inner->size + chunk - 1) / chunk : 0;
     if (w)
         w->nwords = (size_t)((nchunks + 63) / 64);
-    if (!w || !chunk || !(w->bits = calloc(w->nwords ? w->nwords : 1, sizeof *w->bits))) {
+    if (w)
+        w->nchunks = nchunks;
+    if (!w || !chunk || !(w->bits = calloc(w->nwords ? w->nwords : 1, sizeof *w->bits)) ||
+        !(w->seen = calloc(w->nwords ? w->nwords : 1, sizeof *w->seen)) ||
+        !(w->order = calloc(nchunks ? nchunks : 1, sizeof *w->order))) {
+        if (w) {
+            free(w->bits);
+            free(w->seen);
+        }
         free(w);
         return r3_error(chunk ? -ENOMEM : -EINVAL, "nbd region: %s", chunk ? "out of memory" : "chunk 0");
     }
@@ -153,5 +185,26 @@ int r3_nbd_written_track(struct r3_source *s, int op, uint64_t **list, size_t *n
             l[j++] = (uint64_t)i * 64 + (uint64_t)__builtin_ctzll(b);
     *list = l;
     *n = j;
+    return 0;
+}
+
+int r3_nbd_written_order(struct r3_source *s, uint64_t **list, size_t *n)
+{
+    struct written *w = (struct written *)s;
+    uint64_t k = atomic_load_explicit(&w->norder, memory_order_relaxed);
+    if (k > w->nchunks)
+        k = w->nchunks;
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (!l)
+        return r3_error(-ENOMEM, "nbd region: out of memory");
+    size_t m = 0;
+    for (uint64_t i = 0; i < k; i++) {
+        /* a slot being written right now may still read 0: skipped (a hint) */
+        uint64_t v = atomic_load_explicit(&w->order[i], memory_order_acquire);
+        if (v)
+            l[m++] = v - 1;
+    }
+    *list = l;
+    *n = m;
     return 0;
 }

@@ -20,6 +20,8 @@ int  r3_nbd_written_take(struct r3_source *s, uint64_t **list, size_t *n);
  * in a second bitmap that take never clears; TAKE lists it (ascending,
  * malloc'd), STOP forgets. */
 int  r3_nbd_written_track(struct r3_source *s, int op, uint64_t **list, size_t *n);
+/* The chunks in the order they were first read or written (malloc'd). */
+int  r3_nbd_written_order(struct r3_source *s, uint64_t **list, size_t *n);
 void r3_nbd_written_counts(struct r3_source *s, struct r3_nbd_written_counts *c);
 
 #endif

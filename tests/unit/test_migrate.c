@@ -604,29 +604,31 @@ START_TEST(test_not_a_seeder)
 }
 END_TEST
 
-/* A seeder on nbd-managed sends the order in which the program first read
- * or wrote chunks (the cache records it; pulls do not count). */
+/* A seeder on nbd-managed or nbd-direct sends the order in which the
+ * program first read or wrote chunks (the managed cache records it, pulls
+ * do not count; the direct pass-through sees every request). */
 START_TEST(test_seed_nbd_order)
 {
+    const char *strategy = _i ? "nbd-direct" : "nbd-managed";
     char *path = make_file(SIZE), *uri;
     ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
     struct r3_source *src;
     TU_OPEN(uri, &src);
     struct r3_region_opts o;
     r3_region_opts_init(&o);
-    o.strategy = "nbd-managed";
+    o.strategy = strategy;
     o.chunk = CHUNK;
     o.prefetch = R3_PREFETCH_NONE;
     o.workdir = tmp;
     struct r3_region *r;
     int rc = r3_region_open(&o, src, &r);
     if (rc < 0 && nbd_missing()) {
-        fprintf(stderr, "SKIP (nbd-managed: no FUSE or nbd device here): %s\n", r3_last_error());
+        fprintf(stderr, "SKIP (%s: no FUSE or nbd device here): %s\n", strategy, r3_last_error());
         free(uri);
         free(path);
         return;
     }
-    ck_assert_msg(rc == 0, "region: %s", r3_last_error());
+    ck_assert_msg(rc == 0, "region (%s): %s", strategy, r3_last_error());
     const uint64_t want[3] = { 5, NCHUNKS - 3, 17 };
     volatile uint8_t sink = 0;
     for (int i = 0; i < 3; i++)
@@ -665,8 +667,8 @@ START_TEST(test_seed_nbd_order)
         else if (ch == 9)
             wrote = next == 3;
     }
-    ck_assert_msg(next == 3, "the seeder's order lacks the reads (%d of 3 found in order)", next);
-    ck_assert_msg(wrote, "the first write to chunk 9 is not after the reads");
+    ck_assert_msg(next == 3, "%s: the seeder's order lacks the reads (%d of 3 found in order)", strategy, next);
+    ck_assert_msg(wrote, "%s: the first write to chunk 9 is not after the reads", strategy);
     free(b);
     r3_source_close(c);
     r3_seed_close(s);
@@ -787,7 +789,7 @@ int main(void)
     suite_add_tcase(s, nbd);
     tcase_add_loop_test(other, test_filesync, 0, 4);
     tcase_add_loop_test(other, test_seed_nbd, 0, 2);
-    tcase_add_test(other, test_seed_nbd_order);
+    tcase_add_loop_test(other, test_seed_nbd_order, 0, 2);
     tcase_add_test(other, test_seed_nbd_direct);
     tcase_add_loop_test(other, test_seed_filesync, 0, 4);
     suite_add_tcase(s, other);
