@@ -103,6 +103,7 @@ tests_r3run_forkcow_LDFLAGS = -pthread
 INTEGRATION_TESTS = \
 	tests/integration/abi_exports.sh tests/integration/pipeline_tools.sh \
 	tests/integration/migrate_kill.sh tests/integration/migrate_tls.sh tests/integration/migrate_kv.sh \
+	tests/integration/migrate_1g.sh \
 	tests/integration/man_pages.sh \
 	tests/integration/tools_cli.sh \
 	tests/integration/redis.sh tests/integration/redis_cluster.sh tests/integration/s3.sh \
