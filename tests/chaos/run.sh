@@ -467,7 +467,15 @@ run_r3sync() {
         if [ "$a" = 1 ]; then acked=$((acked + 1)); else failed=$((failed + 1)); resyncs=$((resyncs + a - 1)); fi
     done
     echo "r3sync: $ROUNDS rounds, $kills kills ($hk hub, $rk receiver, $wk writer), $acked acknowledged at their first sync, $failed failed (not acknowledged; $resyncs more syncs acknowledged them), $lost bytes lost"
-    for x in adv r1 r2 hub; do kill -9 "$(cat "$D/fs_$x.pid")" 2>/dev/null; rm -f "$D/fs_$x.pid"; done
+    # SIGTERM, so that a sanitizer build reports leaks at exit (in fs_*.log)
+    local pid
+    for x in adv r1 r2 hub; do
+        pid=$(cat "$D/fs_$x.pid")
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$pid" 2>/dev/null && t_log "r3sync: the $x did not stop within 10 s of SIGTERM"
+        rm -f "$D/fs_$x.pid"
+    done
     [ "$lost" = 0 ]
 }
 
