@@ -20,20 +20,27 @@
 # acknowledged when the writer exits 0 (written and flushed/synced). A round
 # that failed (or whose writer was killed) makes what it wrote unknown until
 # a later acknowledged round rewrites it.
-# r3sync: a round writes 1-512 random 4 KiB pages of the source file through
-# a MAP_SHARED mapping, then syncs: SIGUSR1 to the writer, r3sync advertise
-# --interval 0, which sends the changed blocks through the hub. The victim
-# (in 2 rounds of 3) is the hub, a receiver or the writer, killed 0-150 ms
-# after the SIGUSR1 and restarted. A round is acknowledged by a receiver
-# when the writer prints "ack round=K receiver=ID" for it, ID being the id
-# that receiver printed on connecting ("connected receiver=ID"): the
-# receiver has written and fsynced the round and holds the whole file as of
-# that round (a receiver still catching up after joining says "round K
-# incomplete (catching up)" instead). Every receiver that acknowledged a
-# sync must then hold, byte for byte, what the writer wrote (its file read
-# with cmp). A sync that not both receivers acknowledged (the kill) is
-# retried, as a writer would, until both do (at most 40 syncs); "failed"
-# counts the rounds whose first sync was not acknowledged by both.
+# r3sync: a round writes 1-512 random 4 KiB pages of the source file
+# through a MAP_SHARED mapping (filesync_writer.py), then syncs: SIGUSR1 to
+# the writer, r3sync advertise --interval 0, which sends the changed blocks
+# through the hub (round 0 brings the empty receivers up to date). The
+# victim (in 2 rounds of 3) is the hub, a receiver or the writer (the
+# advertiser), killed 0-150 ms after the SIGUSR1 and restarted.
+# Acknowledged, for r3sync: a receiver acknowledged a sync when the writer
+# printed "ack round=K receiver=ID" for the sync's round K, ID being the id
+# that receiver printed on connecting ("connected receiver=ID"). It says
+# the receiver has written and fsynced the round and holds the whole file
+# as of that round (a receiver still catching up after it joined says
+# "round K incomplete (catching up)" and does not acknowledge; see
+# r3sync(1), OUTPUT). Every receiver that acknowledged a sync must then
+# hold, byte for byte, what the writer wrote (its file compared with the
+# writer's copy by cmp), checked as soon as the sync is over: after the
+# victim's restart and every client's reconnection, or, with no kill, once
+# each receiver said "round K done" (and the ack came) or "incomplete". A
+# sync that not both receivers acknowledged is retried, as a writer would,
+# until both do (at most 40 syncs); "failed" counts the rounds whose first
+# sync was not acknowledged by both. Bytes lost are counted once per round
+# and receiver.
 # Prints rounds, kills (server / writer), acknowledged rounds and bytes lost
 # per path; fails on any loss, on a command that hangs past its deadline, on
 # a server that does not come back, or on a sanitizer report in a log.
@@ -49,7 +56,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --paths) PATHS=$2; shift 2 ;;
-    -h|--help) sed -n '2,41p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; echo "Try 'run.sh --help' for more information." >&2; exit 2 ;;
     esac
 done
