@@ -355,6 +355,14 @@ fs_sync() {
               [ -e "/proc/$vp" ] && ! grep -q '^State:.*Z' "/proc/$vp/status" 2>/dev/null || break
               sleep 0.05
           done
+          # a zombie leader's other threads may still hold the hub's
+          # listening socket: wait until the port refuses connections
+          if [ "$victim" = hub ]; then
+              for _ in $(seq 1 200); do
+                  (exec 3<>"/dev/tcp/127.0.0.1/$FSPORT") 2>/dev/null || break
+                  sleep 0.05
+              done
+          fi
           [ "$victim" = adv ] && echo "=== restarted" >>"$D/fs_adv.out"
           start_fs_$victim ) &
         wait $!
