@@ -497,6 +497,7 @@ run_r3sync() {
 status=0
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
 for p in $PATHS; do
+    t0=$SECONDS
     case $p in
     r3) R3PORT=$(t_free_port) ;;
     r3s)
@@ -520,12 +521,14 @@ for p in $PATHS; do
         t_cert "$D/fc" w chaos ca; t_cert "$D/fc" r1 chaos ca; t_cert "$D/fc" r2 chaos ca
         FSPORT=$(t_free_port)
         run_r3sync || status=1
+        t_log "r3sync: $((SECONDS - t0)) s"
         continue ;;
     *) echo "run.sh: unknown path '$p' (r3 r3s redis s3 nbd uffd managed r3sync)" >&2; exit 2 ;;
     esac
     start_$p; wait_up "$p" "$(port_of "$p")"
     run_path "$p" "$(port_of "$p")" || status=1
     kill -9 "$(cat "$D/$p.pid")" 2>/dev/null; rm -f "$D/$p.pid"
+    t_log "$p: $((SECONDS - t0)) s"
 done
 if grep -l -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$D"/*.log 2>/dev/null; then
     grep -h -B2 -A30 -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$D"/*.log >&2
