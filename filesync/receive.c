@@ -3,7 +3,11 @@
  * writes blocks in place under DIR (never outside it: names are checked and
  * every open resolves beneath DIR), fsyncs at the end of each round and
  * acknowledges it. When it learns about a file it sends its own block hashes
- * once, so only the blocks that differ travel. */
+ * once, so only the blocks that differ travel. A round is acknowledged only
+ * once every file announced on this connection has finished that catch-up:
+ * a receiver that joined mid-round (or came back after a restart) holds the
+ * round's later blocks but not yet the rest of the file, and an ACK then
+ * would tell the writer that the receiver holds what it does not. */
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -25,6 +29,8 @@ struct rfile {
     char *name;
     int fd;
     bool dirty, failed;
+    bool announced;            /* FILE seen on this connection (and no GONE since) */
+    bool caught_up;            /* ... and its catch-up (TDONE) is done */
     uint64_t round_blocks, round_bytes, cu_bytes;
     struct fs_progress pr;
 };
@@ -177,6 +183,8 @@ static int on_file(struct recv *r, const msgpack_object *m)
     f->block = (uint32_t)block;
     f->failed = false;
     f->cu_bytes = 0;
+    f->announced = true;
+    f->caught_up = false;      /* until the TDONE that answers our HAVE */
     if (f->fd < 0) {
         f->fd = open_file(r, f->name);
         if (f->fd < 0) {
@@ -276,6 +284,7 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         if (!f)
             return 0;
         fs_progress_end(&f->pr);
+        f->caught_up = true;
         if (sync_file(r, f) == 0 && !f->failed)
             say(r, "synced %s bytes=%llu", f->name, (unsigned long long)f->cu_bytes);
         return 0;
@@ -284,16 +293,18 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         if (!fs_msg_uint(m, 1, &round) || !fs_msg_uint(m, 2, &adv))
             return r3_error(-EPROTO, "bad END message");
         uint64_t blocks = 0, bytes = 0;
-        bool ok = true;
+        bool ok = true, behind = false;
         for (struct rfile *f = r->files; f; f = f->next) {
             sync_file(r, f);
             ok = ok && !f->failed;
+            behind = behind || (f->announced && !f->caught_up);
             blocks += f->round_blocks;
             bytes += f->round_bytes;
             f->round_blocks = f->round_bytes = 0;
         }
-        if (!ok) {
-            say(r, "round %llu incomplete", (unsigned long long)round);
+        if (!ok || behind) {
+            say(r, "round %llu incomplete%s", (unsigned long long)round,
+                ok ? " (catching up)" : "");
             return 0;
         }
         say(r, "round %llu done blocks=%llu bytes=%llu", (unsigned long long)round,
@@ -307,10 +318,14 @@ static int on_msg(void *arg, struct fs_conn *c, const msgpack_object *m, const u
         msgpack_sbuffer_destroy(&b);
         return rc;
     }
-    case FS_GONE:
-        if (fs_msg_uint(m, 1, &fid) && find(r, fid))
-            say(r, "gone %s", find(r, fid)->name);
+    case FS_GONE: {
+        struct rfile *f = fs_msg_uint(m, 1, &fid) ? find(r, fid) : NULL;
+        if (f) {
+            f->announced = false;      /* its advertiser's rounds are over */
+            say(r, "gone %s", f->name);
+        }
         return 0;
+    }
     case FS_ERR: {
         const char *s;
         uint32_t n;
@@ -350,6 +365,9 @@ int fs_recv_run(const struct fs_recv_opts *o, atomic_int *stop)
         if (rc < 0)
             break;                  /* stopped, refused or gave up */
         fs_say(&o->report, FS_SAY_DIAG, "connected to %s", o->hub);
+        /* the hub's id for this connection: the advertiser's "ack ...
+         * receiver=ID" lines name it */
+        say(&r, "connected receiver=%llu", (unsigned long long)r.c->id);
         r.io_done = false;
         struct fs_reader rd = { .c = r.c, .fn = on_msg, .arg = &r, .mu = &r.mu, .done = &r.io_done };
         rc = fs_reader_start(&rd);
@@ -372,6 +390,10 @@ int fs_recv_run(const struct fs_recv_opts *o, atomic_int *stop)
                    r.c->err);
         fs_conn_free(r.c);
         r.c = NULL;
+        /* blocks may have been lost with the connection: the next one
+         * announces the files again and catches them up */
+        for (struct rfile *f = r.files; f; f = f->next)
+            f->announced = f->caught_up = false;
         fs_dial_lost(&dial);
         rc = 0;
     }

@@ -130,6 +130,7 @@ INTEGRATION_TESTS = \
 	tests/integration/filesync_limits.sh \
 	tests/integration/migrate_mount.sh \
 	tests/integration/r3bench_smoke.sh
+INTEGRATION_TESTS += tests/integration/filesync_joinack.sh
 INTEGRATION_TESTS += tests/integration/sources_zero.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += $(INTEGRATION_TESTS) \

@@ -12,28 +12,51 @@
 #   nbd      r3check put nbd:// -> r3serve --nbd -> dir://   read back: dir:// directly
 #   uffd     a uffd region over r3:// (memory writes, sync)  read back: dir:// directly
 #   managed  an nbd-managed region over r3:// (FUSE + NBD)   read back: dir:// directly
+#   r3sync   a 16 MiB file: writer (r3sync advertise) -> r3sync hub (mTLS) ->
+#            two receivers (r3sync receive)                  read back: each receiver's file
 # A put round writes one 64 KiB region (a chunk) in random pieces with a
 # delay between them, so the kill lands mid-transfer; a region round writes
 # the whole 1 MiB image through memory with a new seed and syncs. A round is
 # acknowledged when the writer exits 0 (written and flushed/synced). A round
 # that failed (or whose writer was killed) makes what it wrote unknown until
 # a later acknowledged round rewrites it.
+# r3sync: a round writes 1-512 random 4 KiB pages of the source file
+# through a MAP_SHARED mapping (filesync_writer.py), then syncs: SIGUSR1 to
+# the writer, r3sync advertise --interval 0, which sends the changed blocks
+# through the hub (round 0 brings the empty receivers up to date). The
+# victim (in 2 rounds of 3) is the hub, a receiver or the writer (the
+# advertiser), killed 0-150 ms after the SIGUSR1 and restarted.
+# Acknowledged, for r3sync: a receiver acknowledged a sync when the writer
+# printed "ack round=K receiver=ID" for the sync's round K, ID being the id
+# that receiver printed on connecting ("connected receiver=ID"). It says
+# the receiver has written and fsynced the round and holds the whole file
+# as of that round (a receiver still catching up after it joined says
+# "round K incomplete (catching up)" and does not acknowledge; see
+# r3sync(1), OUTPUT). Every receiver that acknowledged a sync must then
+# hold, byte for byte, what the writer wrote (its file compared with the
+# writer's copy by cmp), checked as soon as the sync is over: after the
+# victim's restart and every client's reconnection, or, with no kill, once
+# each receiver said "round K done" (and the ack came) or "incomplete". A
+# sync that not both receivers acknowledged is retried, as a writer would,
+# until both do (at most 40 syncs); "failed" counts the rounds whose first
+# sync was not acknowledged by both. Bytes lost are counted once per round
+# and receiver.
 # Prints rounds, kills (server / writer), acknowledged rounds and bytes lost
 # per path; fails on any loss, on a command that hangs past its deadline, on
 # a server that does not come back, or on a sanitizer report in a log.
-# Usage: run.sh [--rounds N] [--seed S] [--paths "r3 r3s redis s3 nbd uffd managed"]
+# Usage: run.sh [--rounds N] [--seed S] [--paths "r3 r3s redis s3 nbd uffd managed r3sync"]
 #        (make check: 6 rounds each)
 SELF=$(readlink -f "$0")
 source "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ROUNDS=6
 SEED=$$
-PATHS="r3 r3s redis s3 nbd uffd managed"
+PATHS="r3 r3s redis s3 nbd uffd managed r3sync"
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --paths) PATHS=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; echo "Try 'run.sh --help' for more information." >&2; exit 2 ;;
     esac
 done
@@ -41,6 +64,7 @@ case $ROUNDS in ''|*[!0-9]*) echo "run.sh: --rounds needs a number" >&2; exit 2 
 t_need python3
 t_need cmp
 SERVE="$top_builddir/r3serve"
+R3SYNC="$top_builddir/r3sync"
 CAT="$top_builddir/tests/r3check"
 D=$T_DIR
 REG=65536
@@ -264,9 +288,216 @@ run_path() {
     [ "$lost" = 0 ]
 }
 
+# ---- r3sync: a file synced by r3sync from a source to a hub and on to two
+# receivers. The processes: the hub, receivers r1 and r2, and the writer,
+# the advertiser (r3sync advertise --interval 0: a round, its sync, on each
+# SIGUSR1). Their pids live in $D/fs_*.pid, their stdout in $D/fs_*.out.
+FSSIZE=$((16 * 1024 * 1024))
+fs_tls() { echo "--cert $D/fc/$1.pem --key $D/fc/$1.key --ca $D/fc/ca.pem"; }
+start_fs_hub() {
+    "$R3SYNC" hub --listen "127.0.0.1:$FSPORT" --tls-cert "$D/fc/hub.pem" --tls-key "$D/fc/hub.key" \
+        --tls-ca "$D/fc/ca.pem" 2>>"$D/fs_hub.log" &
+    echo $! >"$D/fs_hub.pid"; disown
+}
+start_fs_r1() {
+    "$R3SYNC" receive "$D/fs_r1" --hub "127.0.0.1:$FSPORT" $(fs_tls r1) --no-progress \
+        >>"$D/fs_r1.out" 2>>"$D/fs_r1.log" &
+    echo $! >"$D/fs_r1.pid"; disown
+}
+start_fs_r2() {
+    "$R3SYNC" receive "$D/fs_r2" --hub "127.0.0.1:$FSPORT" $(fs_tls r2) --no-progress \
+        >>"$D/fs_r2.out" 2>>"$D/fs_r2.log" &
+    echo $! >"$D/fs_r2.pid"; disown
+}
+start_fs_adv() {
+    ( cd "$D/fs_src" && exec "$R3SYNC" advertise data.bin --hub "127.0.0.1:$FSPORT" $(fs_tls w) \
+        --interval 0 --no-progress >>"$D/fs_adv.out" 2>>"$D/fs_adv.log" ) &
+    echo $! >"$D/fs_adv.pid"; disown
+}
+count() { local n; n=$(grep -c -E -- "$2" "$1" 2>/dev/null); echo "${n:-0}"; }
+# fs_wait_count FILE ERE N WHAT: FILE has at least N lines matching ERE
+# within 60 s (a hang guard), or fail
+fs_wait_count() {
+    local i
+    for i in $(seq 1 1200); do
+        [ "$(count "$1" "$2")" -ge "$3" ] && return 0
+        sleep 0.05
+    done
+    tail -5 "$1" >&2
+    t_fail "r3sync: $4: not within 60 s"
+}
+# the connections each client has made so far (its "connected to" lines)
+fs_conns() { echo "$(count "$D/fs_adv.log" 'connected to') $(count "$D/fs_r1.log" 'connected to') $(count "$D/fs_r2.log" 'connected to')"; }
+# lines of FILE after line OFF (up to the writer's restart marker for fs_adv.out)
+after() { tail -n +"$(($2 + 1))" "$1" | sed '/^=== restarted/,$d'; }
+# the receiver ids X had at line OFF of its stdout, and after it when X restarted
+fs_ids() {
+    local x=$1 off=$2 restarted=$3
+    head -n "$off" "$D/fs_$x.out" | sed -n 's/^connected receiver=//p' | tail -1
+    [ "$restarted" = 1 ] && after "$D/fs_$x.out" "$off" | sed -n 's/^connected receiver=//p'
+}
+
+# One sync of the current round: kick the writer, maybe kill a process at a
+# random moment (then restart it and wait until every client is connected
+# again), and say which receivers acknowledged it (in $ACKED). A sync with
+# no kill waits for its outcome: its round line and, from each receiver, its
+# "round K done" (then the ack) or "round K incomplete".
+fs_sync() {
+    local victim=$1 kill_ms=$2 aoff o1 o2 c0 k x ids id
+    aoff=$(wc -l <"$D/fs_adv.out"); o1=$(wc -l <"$D/fs_r1.out"); o2=$(wc -l <"$D/fs_r2.out")
+    c0=$(fs_conns)
+    kill -USR1 "$(cat "$D/fs_adv.pid")"
+    if [ -n "$victim" ]; then
+        ( sleep "$(printf '0.%03d' "$kill_ms")"
+          local vp; vp=$(cat "$D/fs_$victim.pid")
+          kill -9 "$vp" 2>/dev/null
+          for _ in $(seq 1 200); do
+              [ -e "/proc/$vp" ] && ! grep -q '^State:.*Z' "/proc/$vp/status" 2>/dev/null || break
+              sleep 0.05
+          done
+          # a zombie leader's other threads may still hold the hub's
+          # listening socket: wait until the port refuses connections
+          if [ "$victim" = hub ]; then
+              for _ in $(seq 1 200); do
+                  (exec 3<>"/dev/tcp/127.0.0.1/$FSPORT") 2>/dev/null || break
+                  sleep 0.05
+              done
+          fi
+          [ "$victim" = adv ] && echo "=== restarted" >>"$D/fs_adv.out"
+          start_fs_$victim ) &
+        wait $!
+        [ "$victim" = hub ] && wait_up fs_hub "$FSPORT"
+        # every client that lost its connection is connected again
+        local a1 b1 c1 a0 b0 cc0 up=0 i
+        read -r a0 b0 cc0 <<<"$c0"
+        for i in $(seq 1 1200); do
+            read -r a1 b1 c1 <<<"$(fs_conns)"
+            case $victim in
+            hub) [ "$a1" -gt "$a0" ] && [ "$b1" -gt "$b0" ] && [ "$c1" -gt "$cc0" ] && up=1 ;;
+            adv) [ "$a1" -gt "$a0" ] && up=1 ;;
+            r1) [ "$b1" -gt "$b0" ] && up=1 ;;
+            r2) [ "$c1" -gt "$cc0" ] && up=1 ;;
+            esac
+            [ "$up" = 1 ] && break
+            for x in hub adv r1 r2; do
+                kill -0 "$(cat "$D/fs_$x.pid")" 2>/dev/null || { tail -5 "$D/fs_$x.log" >&2; t_fail "r3sync: the $x died"; }
+            done
+            sleep 0.05
+        done
+        [ "$up" = 1 ] || t_fail "r3sync: the clients did not reconnect within 60 s of the $victim's restart"
+    fi
+    # the round line, unless the kill took the writer's connection with it
+    case $victim in
+    ''|r1|r2)
+        for _ in $(seq 1 1200); do
+            after "$D/fs_adv.out" "$aoff" | grep -q '^round [0-9]*:' && break
+            sleep 0.05
+        done
+        after "$D/fs_adv.out" "$aoff" | grep -q '^round [0-9]*:' ||
+            t_fail "r3sync: the writer printed no round line within 60 s of its SIGUSR1" ;;
+    esac
+    k=$(after "$D/fs_adv.out" "$aoff" | sed -n 's/^round \([0-9]*\):.*/\1/p' | head -1)
+    ROUNDLINE=$(after "$D/fs_adv.out" "$aoff" | grep -m1 '^round [0-9]*:')
+    ACKED=""
+    [ -n "$k" ] || return 0            # the writer died before its round line
+    for x in r1 r2; do
+        local off=$o1; [ $x = r2 ] && off=$o2
+        if [ -z "$victim" ]; then
+            for _ in $(seq 1 1200); do
+                after "$D/fs_$x.out" "$off" | grep -q -E "^round $k (done|incomplete)" && break
+                sleep 0.05
+            done
+            after "$D/fs_$x.out" "$off" | grep -q -E "^round $k (done|incomplete)" ||
+                t_fail "r3sync: receiver $x said nothing of round $k within 60 s"
+        fi
+        ids=$(fs_ids $x "$off" "$([ "$victim" = $x ] && echo 1)")
+        for id in $ids; do
+            if [ -z "$victim" ] && after "$D/fs_$x.out" "$off" | grep -q "^round $k done"; then
+                # its ack is on its way back to the writer
+                for _ in $(seq 1 1200); do
+                    after "$D/fs_adv.out" "$aoff" | grep -q "^ack round=$k receiver=$id\$" && break
+                    sleep 0.05
+                done
+            fi
+            after "$D/fs_adv.out" "$aoff" | grep -q "^ack round=$k receiver=$id\$" && ACKED="$ACKED $x"
+        done
+    done
+}
+
+# bytes of receiver X's file that differ from what the writer wrote
+fs_lost() {
+    local f="$D/fs_$1/data.bin" n sz
+    n=$(cmp -l "$f" "$D/fs.expect" 2>/dev/null | wc -l)
+    sz=$(stat -c %s "$f" 2>/dev/null || echo 0)
+    echo $((n + (sz < FSSIZE ? FSSIZE - sz : 0)))
+}
+
+run_r3sync() {
+    local r kills=0 hk=0 rk=0 wk=0 acked=0 failed=0 resyncs=0 lost=0 a x bad victim kill_ms
+    mkdir -p "$D/fs_src"
+    head -c "$FSSIZE" /dev/urandom >"$D/fs_src/data.bin"
+    cp "$D/fs_src/data.bin" "$D/fs.expect"
+    start_fs_hub; wait_up fs_hub "$FSPORT"
+    start_fs_r1; start_fs_r2; start_fs_adv
+    fs_wait_count "$D/fs_adv.log" 'connected to' 1 "the writer's connection"
+    fs_wait_count "$D/fs_r1.log" 'connected to' 1 "receiver r1's connection"
+    fs_wait_count "$D/fs_r2.log" 'connected to' 1 "receiver r2's connection"
+    for r in $(seq 0 "$ROUNDS"); do
+        # round 0 brings the empty receivers up to date; each later round
+        # writes 1-512 random 4 KiB pages through a MAP_SHARED mapping
+        if [ "$r" -gt 0 ]; then
+            python3 "$top_srcdir/tests/integration/filesync_writer.py" "$D/fs_src/data.bin" \
+                "$((SEED * 1000 + r))" $((1 + RANDOM % 512)) 65536 >/dev/null
+            cp "$D/fs_src/data.bin" "$D/fs.expect"
+        fi
+        victim=""
+        if [ "$r" -gt 0 ] && [ $((RANDOM % 3)) != 0 ]; then
+            case $((RANDOM % 3)) in 0) victim=hub ;; 1) victim=r$((1 + RANDOM % 2)) ;; 2) victim=adv ;; esac
+            kill_ms=$((RANDOM % 150))
+        fi
+        declare -A worst=()
+        for a in $(seq 1 40); do
+            fs_sync "$victim" "${kill_ms:-0}"
+            if [ -n "$victim" ]; then
+                kills=$((kills + 1))
+                case $victim in hub) hk=$((hk + 1)) ;; adv) wk=$((wk + 1)) ;; *) rk=$((rk + 1)) ;; esac
+            fi
+            # every receiver that acknowledged this round holds it, read
+            # straight from its file
+            for x in $ACKED; do
+                bad=$(fs_lost $x)
+                if [ "$bad" != 0 ]; then
+                    # a loss is counted once per round and receiver (the largest seen)
+                    [ "$bad" -gt "${worst[$x]:-0}" ] && worst[$x]=$bad
+                    t_log "r3sync: round $r (sync $a${victim:+, $victim killed}): receiver $x acknowledged it and lost $bad bytes"
+                fi
+            done
+            t_log "r3sync: round $r, sync $a${victim:+ ($victim killed after ${kill_ms} ms)}: acknowledged by:${ACKED:- none} ($ROUNDLINE)"
+            victim=""
+            case "$ACKED" in *r1*r2*|*r2*r1*) break ;; esac
+        done
+        case "$ACKED" in *r1*r2*|*r2*r1*) ;; *) t_fail "r3sync: round $r not acknowledged by both receivers after 40 syncs" ;; esac
+        lost=$((lost + ${worst[r1]:-0} + ${worst[r2]:-0}))
+        [ "$r" = 0 ] && continue
+        if [ "$a" = 1 ]; then acked=$((acked + 1)); else failed=$((failed + 1)); resyncs=$((resyncs + a - 1)); fi
+    done
+    echo "r3sync: $ROUNDS rounds, $kills kills ($hk hub, $rk receiver, $wk writer), $acked acknowledged at their first sync, $failed failed (not acknowledged; $resyncs more syncs acknowledged them), $lost bytes lost"
+    # SIGTERM, so that a sanitizer build reports leaks at exit (in fs_*.log)
+    local pid
+    for x in adv r1 r2 hub; do
+        pid=$(cat "$D/fs_$x.pid")
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$pid" 2>/dev/null && t_log "r3sync: the $x did not stop within 10 s of SIGTERM"
+        rm -f "$D/fs_$x.pid"
+    done
+    [ "$lost" = 0 ]
+}
+
 status=0
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
 for p in $PATHS; do
+    t0=$SECONDS
     case $p in
     r3) R3PORT=$(t_free_port) ;;
     r3s)
@@ -284,11 +515,20 @@ for p in $PATHS; do
     managed)
         [ -c /dev/fuse ] || { t_log "managed: skipped: no /dev/fuse"; continue; }
         MANAGEDPORT=$(t_free_port) ;;
-    *) echo "run.sh: unknown path '$p' (r3 r3s redis s3 nbd uffd managed)" >&2; exit 2 ;;
+    r3sync)
+        t_ca "$D/fc" ca "r3 chaos sync CA"
+        t_cert "$D/fc" hub hub ca "subjectAltName=IP:127.0.0.1"
+        t_cert "$D/fc" w chaos ca; t_cert "$D/fc" r1 chaos ca; t_cert "$D/fc" r2 chaos ca
+        FSPORT=$(t_free_port)
+        run_r3sync || status=1
+        t_log "r3sync: $((SECONDS - t0)) s"
+        continue ;;
+    *) echo "run.sh: unknown path '$p' (r3 r3s redis s3 nbd uffd managed r3sync)" >&2; exit 2 ;;
     esac
     start_$p; wait_up "$p" "$(port_of "$p")"
     run_path "$p" "$(port_of "$p")" || status=1
     kill -9 "$(cat "$D/$p.pid")" 2>/dev/null; rm -f "$D/$p.pid"
+    t_log "$p: $((SECONDS - t0)) s"
 done
 if grep -l -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$D"/*.log 2>/dev/null; then
     grep -h -B2 -A30 -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$D"/*.log >&2
