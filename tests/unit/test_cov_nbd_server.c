@@ -76,6 +76,10 @@ static void setup(void)
     snprintf(uri, sizeof uri, "file://%s", file_path);
     TU_OPEN(uri, &fsrc);
     TU_OPEN("mem:?size=1M", &msrc);
+    char *m = malloc(1 << 20);
+    tu_fill(m, 1 << 20, 0, 9);
+    ck_assert_int_eq(r3_source_write(msrc, m, 1 << 20, 0), 0);
+    free(m);
     logbuf[0] = 0;
 }
 
@@ -518,7 +522,7 @@ START_TEST(export_name_ok)
         ck_assert(r3_nbd_get16(e + 8) & NBD_FLAG_READ_ONLY);
         for (int i = 10; i < 134; i++)
             ck_assert_int_eq(e[i], nz ? 0xee : 0);
-        /* and the export is live: a read of the mem source's zeros */
+        /* and the export is live: a read of the mem source's pattern */
         unsigned char q[28] = { 0 };
         r3_nbd_put32(q, NBD_REQUEST_MAGIC);
         r3_nbd_put64(q + 8, 5);
@@ -527,8 +531,7 @@ START_TEST(export_name_ok)
         unsigned char s[16 + 512];
         ck_assert(rd(fd, s, sizeof s));
         ck_assert_uint_eq(r3_nbd_get32(s + 4), 0);
-        for (int i = 0; i < 512; i++)
-            ck_assert_int_eq(s[16 + i], 0);
+        ck_assert_int_eq(tu_check(s + 16, 512, 0, 9), -1);
         r3_nbd_put16(q + 6, NBD_CMD_DISC);
         wr(fd, q, 28);
         closed(fd);
@@ -856,6 +859,85 @@ START_TEST(readonly_and_cut)
 }
 END_TEST
 
+/* Several small READs of the in-memory export sent at once are answered
+ * together (one send): each reply still carries its own cookie and bytes,
+ * in order, simple and structured; a batch stops at anything but a READ. */
+START_TEST(read_batch)
+{
+    start(false, NULL);
+    for (int structured = 0; structured < 2; structured++) {
+        int fd = cl(FIXED);
+        if (structured) {
+            opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+            rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+        }
+        uint64_t size;
+        uint16_t flags;
+        go(fd, "two", &size, &flags);
+        static const uint64_t offs[] = { 4096, 100000, 512, 700000, 5 };
+        static const uint32_t lens[] = { 4096, 3000, 65536, 1, 8192 };
+        unsigned char q[6 * 28];
+        for (int i = 0; i < 6; i++) {
+            r3_nbd_put32(q + 28 * i, NBD_REQUEST_MAGIC);
+            r3_nbd_put16(q + 28 * i + 4, 0);
+            r3_nbd_put16(q + 28 * i + 6, i < 5 ? NBD_CMD_READ : NBD_CMD_FLUSH);
+            r3_nbd_put64(q + 28 * i + 8, 1000 + (uint64_t)i);
+            r3_nbd_put64(q + 28 * i + 16, i < 5 ? offs[i] : 0);
+            r3_nbd_put32(q + 28 * i + 24, i < 5 ? lens[i] : 0);
+        }
+        wr(fd, q, sizeof q);
+        char *b = malloc(65536);
+        for (int i = 0; i < 5; i++) {
+            unsigned char h[28];
+            ck_assert(rd(fd, h, structured ? 28 : 16));
+            ck_assert(r3_nbd_get64(h + 8) == 1000 + (uint64_t)i);
+            if (structured) {
+                ck_assert_uint_eq(r3_nbd_get32(h), NBD_STRUCTURED_REPLY_MAGIC);
+                ck_assert_uint_eq(r3_nbd_get16(h + 6), NBD_REPLY_TYPE_OFFSET_DATA);
+                ck_assert_uint_eq(r3_nbd_get32(h + 16), 8 + lens[i]);
+                ck_assert(r3_nbd_get64(h + 20) == offs[i]);
+            } else {
+                ck_assert_uint_eq(r3_nbd_get32(h), NBD_SIMPLE_REPLY_MAGIC);
+                ck_assert_uint_eq(r3_nbd_get32(h + 4), 0);
+            }
+            ck_assert(rd(fd, b, lens[i]));
+            ck_assert_int_eq(tu_check(b, lens[i], offs[i], 9), -1);
+        }
+        free(b);
+        unsigned char s[16];
+        ck_assert(rd(fd, s, 16));                         /* the FLUSH, not batched */
+        ck_assert(r3_nbd_get64(s + 8) == 1005);
+        ck_assert_uint_eq(r3_nbd_get32(s + 4), 0);
+        close(fd);
+    }
+    log_wait("export 'two': 6 requests");
+}
+END_TEST
+
+/* WRITE, DISC, then the client shuts its side: the FIN is behind a DISC,
+ * so the write is not a leftover of a vanished client: it lands. */
+START_TEST(write_then_disc)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    char w[8192];
+    tu_fill(w, sizeof w, 3 << 20, 4);
+    req(fd, 0, NBD_CMD_WRITE, 3 << 20, sizeof w, w);
+    req(fd, 0, NBD_CMD_DISC, 0, 0, NULL);
+    shutdown(fd, SHUT_WR);
+    log_wait("client disconnected");
+    close(fd);
+    char rb[8192];
+    int ffd = open(file_path, O_RDONLY);
+    ck_assert_int_eq(pread(ffd, rb, sizeof rb, 3 << 20), 8192);
+    close(ffd);
+    ck_assert_int_eq(tu_check(rb, sizeof rb, 3 << 20, 4), -1);
+}
+END_TEST
+
 START_TEST(start_refused)
 {
     struct r3_nbd_server_opts o = { 0 };
@@ -882,6 +964,8 @@ static Suite *suite(void)
     tcase_add_test(t, reads_with_holes);
     tcase_add_test(t, write_family);
     tcase_add_test(t, readonly_and_cut);
+    tcase_add_test(t, read_batch);
+    tcase_add_test(t, write_then_disc);
     tcase_add_test(t, start_refused);
     suite_add_tcase(s, t);
     return s;
