@@ -217,6 +217,64 @@ START_TEST(mremap_caught)
 }
 END_TEST
 
+/* r3_region_read (the migration's read) gives the region's bytes without
+ * filling anything, whatever eviction did meanwhile: written chunks that
+ * are resident, written chunks evicted (their bytes went to the source),
+ * chunks never touched (the source's), and a page the program dropped
+ * (MADV_DONTNEED: zeros). No fault is taken by the read. */
+START_TEST(read_without_filling)
+{
+    char *dir = tu_tmpdir(), *path, *uri;
+    ck_assert_int_ge(asprintf(&path, "%s/f", dir), 0);
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    size_t size = 32 * MiB;
+    FILE *f = fopen(path, "w");
+    char *b = malloc(size);
+    tu_fill(b, size, 0, 21);
+    ck_assert_uint_eq(fwrite(b, 1, size, f), size);
+    fclose(f);
+    struct r3_source *src;
+    TU_OPEN(uri, &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.max_resident = 4 * MiB;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s", r3_last_error());
+    uint8_t *m = r->base;
+    /* write the first 24 MiB (one byte a page); the last 8 MiB never touched */
+    for (size_t off = 0; off < 24 * MiB; off += 4096) {
+        m[off] ^= 0xff;
+        b[off] ^= (char)0xff;
+    }
+    /* a page of the last chunk written: dropped, reads zeros */
+    size_t drop = 24 * MiB - 4096;
+    ck_assert_int_eq(madvise(m + drop, 4096, MADV_DONTNEED), 0);
+    memset(b + drop, 0, 4096);
+    struct r3_region_stats st0, st1;
+    ck_assert_int_eq(r3_region_stats(r, &st0), 0);
+    ck_assert_uint_gt(st0.chunks_evicted, 0);
+    char *got = malloc(size);
+    memset(got, 0x5a, size);
+    ck_assert_msg(r3_region_read(r, got, size, 0) == 0, "%s", r3_last_error());
+    size_t bad = SIZE_MAX;
+    for (size_t i = 0; i < size && bad == SIZE_MAX; i++)
+        if (got[i] != b[i])
+            bad = i;
+    ck_assert_msg(bad == SIZE_MAX, "r3_region_read differs at %zu", bad);
+    ck_assert_int_eq(r3_region_stats(r, &st1), 0);
+    ck_assert_uint_eq(st1.chunks_fault, st0.chunks_fault);   /* nothing was filled */
+    /* a read past the end is refused */
+    ck_assert_int_eq(r3_region_read(r, got, 2, size - 1), -EINVAL);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    free(got);
+    free(b);
+    free(uri);
+    free(path);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(open_refusals)
 {
     long pg = sysconf(_SC_PAGESIZE);
@@ -243,6 +301,7 @@ static Suite *suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_test(t, source_error_caught);
     tcase_add_test(t, mremap_caught);
+    tcase_add_test(t, read_without_filling);
     tcase_add_test(t, open_refusals);
     suite_add_tcase(s, t);
     return s;
