@@ -647,6 +647,49 @@ START_TEST(starttls_not_tls)
 }
 END_TEST
 
+/* A META_CONTEXT for another context, ours, then an error instead of the
+ * ACK: the client must not use block status (the selection failed). */
+static void s_meta_err(int fd)
+{
+    unsigned char d[256];
+    uint32_t n, opt;
+    if (!greet(fd, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+        return;
+    while ((opt = opt_in(fd, d, sizeof d, &n)) != 0) {
+        if (opt == NBD_OPT_SET_META_CONTEXT) {
+            unsigned char m[4 + 15];
+            r3_nbd_put32(m, 3);
+            memcpy(m + 4, "base:elsewhere!", 15);
+            rep(fd, opt, NBD_REP_META_CONTEXT, m, sizeof m);
+            r3_nbd_put32(m, 7);
+            memcpy(m + 4, NBD_META_ALLOCATION, 15);
+            rep(fd, opt, NBD_REP_META_CONTEXT, m, sizeof m);
+            rep(fd, opt, NBD_REP_ERR_INVALID, "changed my mind", 15);
+        } else if (opt == NBD_OPT_GO) {
+            info_export(fd, 1 << 20, FLAGS_RW);
+            rep(fd, opt, NBD_REP_ACK, NULL, 0);
+            break;
+        } else {
+            rep(fd, opt, NBD_REP_ACK, NULL, 0);
+        }
+    }
+    drain(fd);
+}
+
+START_TEST(meta_then_error)
+{
+    struct r3_nbd_client *c;
+    ck_assert_int_eq(connect_with(s_meta_err, opts(), &c), 0);
+    ck_assert(!r3_nbd_client_has_extents(c));
+    uint64_t run = 0;
+    ck_assert_int_eq(r3_nbd_client_block_status(c, 0, 4096, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, 4096);
+    r3_nbd_client_close(c);
+    srv_join();
+    ck_assert_uint_eq(seen.nreq, 0);                     /* no BLOCK_STATUS went out */
+}
+END_TEST
+
 /* ---- transmission */
 
 /* Meta context 7, structured replies, max request 64 KiB. */
@@ -1240,6 +1283,7 @@ static Suite *suite(void)
     tcase_add_test(t, close_in_options);
     tcase_add_test(t, starttls_refused);
     tcase_add_test(t, starttls_not_tls);
+    tcase_add_test(t, meta_then_error);
     tcase_add_test(t, split_out_of_order);
     tcase_add_test(t, block_status_answers);
     tcase_add_test(t, block_status_malformed);
