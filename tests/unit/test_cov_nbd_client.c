@@ -742,6 +742,7 @@ START_TEST(split_out_of_order)
     for (size_t i = 0; i < 512; i++)
         ck_assert_int_eq(buf[h - 4096 + i], 0);
     ck_assert_int_eq(tu_check(buf + h - 4096 + 512, 4096 + len - h - 512, h + 512, 3), -1);
+    free(buf);
     r3_nbd_client_close(c);
     srv_join();
     ck_assert_str_eq(seen.export_name, "meta");
