@@ -642,11 +642,28 @@ static void sread(int fd, uint16_t flags, uint64_t off, uint32_t len, char *buf,
 /* What the file holds at off (pattern 7 in the data, zeros elsewhere). */
 static void expect_file(const char *buf, uint64_t off, size_t len)
 {
-    for (size_t i = 0; i < len; i++) {
-        uint64_t o = off + i;
-        bool data = o < 65536 || (o >= (1u << 20) && o < (1u << 20) + 65536);
-        ck_assert_msg((unsigned char)buf[i] == (data ? tu_byte(o, 7) : 0), "byte at %llu",
-                      (unsigned long long)o);
+    static const uint64_t data[][2] = { { 0, 65536 }, { 1u << 20, (1u << 20) + 65536 } };
+    uint64_t end = off + len, o = off;
+    while (o < end) {
+        /* the next boundary: the start or end of a data range, or the end */
+        uint64_t next = end;
+        bool in = false;
+        for (int d = 0; d < 2; d++) {
+            if (o >= data[d][0] && o < data[d][1]) {
+                in = true;
+                next = data[d][1] < end ? data[d][1] : end;
+            } else if (data[d][0] > o && data[d][0] < next) {
+                next = data[d][0];
+            }
+        }
+        const char *p = buf + (o - off);
+        if (in) {
+            ck_assert_msg(tu_check(p, next - o, o, 7) == -1, "data at %llu", (unsigned long long)o);
+        } else {
+            for (uint64_t i = 0; i < next - o; i++)
+                ck_assert_msg(p[i] == 0, "byte at %llu", (unsigned long long)(o + i));
+        }
+        o = next;
     }
 }
 
