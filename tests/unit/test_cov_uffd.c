@@ -59,6 +59,19 @@ static const struct r3_source_ops half_mem_ops = {
     .scheme = "mem", .read = half_read, .write = half_write, .flush = half_flush, .close = half_close,
 };
 
+/* Page reads work everywhere, larger reads fail above FAIL_AT: the fault's
+ * own page goes in first (a memory-speed source), then its chunk fails. */
+static int pages_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    if (len > 4096 && off + len > FAIL_AT)
+        return r3_error(-EIO, "test: only single pages at %llu", (unsigned long long)off);
+    return half_read(s, buf, len, off);
+}
+
+static const struct r3_source_ops pages_mem_ops = {
+    .scheme = "mem", .read = pages_read, .write = half_write, .flush = half_flush, .close = half_close,
+};
+
 /* ---- what the child sees */
 
 static sigjmp_buf jb;
@@ -210,6 +223,47 @@ static int mremap_child(void *arg)
     return 0;
 }
 
+/* The faulting page could be read, its chunk could not: the thread gets
+ * SIGBUS all the same (a page that went in first is not kept as if its
+ * chunk had come), every time it tries, never zeros or made-up bytes; the
+ * failure is told once; the rest of the region works. */
+static int page_first_child(void *arg)
+{
+    (void)arg;
+    catch_bus();
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.uffd_readahead = 0;
+    o.hooks.on_error = on_error;
+    struct half_source *h = calloc(1, sizeof *h);
+    h->src = (struct r3_source){ .ops = &pages_mem_ops, .size = 8 * MiB, .align = 1,
+                                 .flags = R3_SRC_PARALLEL };
+    struct r3_region *r;
+    if (r3_region_open(&o, &h->src, &r) != 0)
+        return 3;
+    volatile uint8_t *p = r->base;
+    if (touch_bus(p + 100) || p[100] != tu_byte(100, 13))
+        return 4;
+    uint64_t at[] = { 3 * MiB + 100, 3 * MiB + 100, 3 * MiB + 4096 + 5, 5 * MiB };
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+        if (!touch_bus(p + at[i]))
+            return 10 + (int)i;
+    if (atomic_load(&nerr) != 1 || !strstr(first_msg, "cannot fill chunk 48") ||
+        !strstr(first_msg, "only single pages"))
+        return 5;
+    if (touch_bus(p + FAIL_AT - 4096) || p[FAIL_AT - 4096] != tu_byte(FAIL_AT - 4096, 13))
+        return 6;
+    if (r3_region_close(r) != 0)
+        return 7;
+    return 0;
+}
+
+START_TEST(page_first_chunk_fails)
+{
+    in_child(page_first_child, NULL);
+}
+END_TEST
+
 START_TEST(mremap_caught)
 {
     in_child(mremap_child, (void *)1);
@@ -300,6 +354,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("uffd");
     tcase_set_timeout(t, 120);
     tcase_add_test(t, source_error_caught);
+    tcase_add_test(t, page_first_chunk_fails);
     tcase_add_test(t, mremap_caught);
     tcase_add_test(t, read_without_filling);
     tcase_add_test(t, open_refusals);
