@@ -174,3 +174,26 @@ INTEGRATION_TESTS += tests/integration/nbd_trimzero.sh
 EXTRA_DIST += tests/integration/nbd_trimzero.py
 INTEGRATION_TESTS += tests/integration/wire_client.sh
 EXTRA_DIST += tests/integration/wire_client_peer.py
+
+# ---- coverage of issue 15 (cover): behaviour tests for nbd/ and uffd/ paths
+# the rest of the suite does not reach (a scripted NBD server, uffd variants)
+check_PROGRAMS += tests/unit/test_cov_nbd_client
+TESTS += tests/unit/test_cov_nbd_client
+tests_unit_test_cov_nbd_client_SOURCES = tests/unit/test_cov_nbd_client.c
+tests_unit_test_cov_nbd_client_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_nbd_client_LDADD = $(UNIT_LDADD)
+check_PROGRAMS += tests/unit/test_cov_nbd_server
+TESTS += tests/unit/test_cov_nbd_server
+tests_unit_test_cov_nbd_server_SOURCES = tests/unit/test_cov_nbd_server.c
+tests_unit_test_cov_nbd_server_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_nbd_server_LDADD = $(UNIT_LDADD)
+check_PROGRAMS += tests/unit/test_cov_uffd
+TESTS += tests/unit/test_cov_uffd
+tests_unit_test_cov_uffd_SOURCES = tests/unit/test_cov_uffd.c
+tests_unit_test_cov_uffd_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_uffd_LDADD = $(UNIT_LDADD)
+check_PROGRAMS += tests/unit/test_cov_nbd_written
+TESTS += tests/unit/test_cov_nbd_written
+tests_unit_test_cov_nbd_written_SOURCES = tests/unit/test_cov_nbd_written.c
+tests_unit_test_cov_nbd_written_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_nbd_written_LDADD = $(UNIT_LDADD)

@@ -1,0 +1,994 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbd/server.c against a scripted client on a unix socket: every option
+ * the negotiation knows, with the malformed variants a real client never
+ * sends (each must get its error reply, or a close with the reason in the
+ * server's log line), TLS-required refusals, and the transmission phase on
+ * a sparse file export (data and hole chunks, DF, block status with and
+ * without REQ_ONE, write zeroes, trim, cache, flush, every refused request
+ * with its errno, and a WRITE cut short that must not land). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include "testutil.h"
+#include "internal.h"
+#include "nbd/proto.h"
+#include "nbd/server.h"
+
+#define FSIZE (4u << 20)
+#define MAXREQ (1u << 20)
+
+static char *dir;
+static char sock_path[256], file_path[256];
+static struct r3_source *fsrc, *msrc;
+static struct r3_nbd_server *srv;
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
+static char logbuf[16384];
+
+static void log_line(void *arg, const char *line)
+{
+    (void)arg;
+    pthread_mutex_lock(&log_mu);
+    size_t n = strlen(logbuf);
+    snprintf(logbuf + n, sizeof logbuf - n, "%s\n", line);
+    pthread_cond_broadcast(&log_cv);
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* Wait (20 s at most, a hang guard) for a log line holding s. */
+static void log_wait(const char *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 20;
+    pthread_mutex_lock(&log_mu);
+    while (!strstr(logbuf, s))
+        if (pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
+            break;
+    bool ok = strstr(logbuf, s) != NULL;
+    pthread_mutex_unlock(&log_mu);
+    ck_assert_msg(ok, "no log line with '%s' in:\n%s", s, logbuf);
+}
+
+/* The file: 4 MiB, data (pattern 7) in [0, 64K) and [1M, 1M + 64K), holes elsewhere. */
+static void setup(void)
+{
+    dir = tu_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    snprintf(sock_path, sizeof sock_path, "%s/s", dir);
+    snprintf(file_path, sizeof file_path, "%s/f", dir);
+    int fd = open(file_path, O_CREAT | O_RDWR, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, FSIZE), 0);
+    char *b = malloc(65536);
+    tu_fill(b, 65536, 0, 7);
+    ck_assert_int_eq(pwrite(fd, b, 65536, 0), 65536);
+    tu_fill(b, 65536, 1 << 20, 7);
+    ck_assert_int_eq(pwrite(fd, b, 65536, 1 << 20), 65536);
+    free(b);
+    fsync(fd);
+    close(fd);
+    char uri[300];
+    snprintf(uri, sizeof uri, "file://%s", file_path);
+    TU_OPEN(uri, &fsrc);
+    TU_OPEN("mem:?size=1M", &msrc);
+    char *m = malloc(1 << 20);
+    tu_fill(m, 1 << 20, 0, 9);
+    ck_assert_int_eq(r3_source_write(msrc, m, 1 << 20, 0), 0);
+    free(m);
+    logbuf[0] = 0;
+}
+
+static void teardown(void)
+{
+    if (srv)
+        r3_nbd_server_stop(srv);
+    srv = NULL;
+    r3_source_close(fsrc);
+    r3_source_close(msrc);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void start(bool list, const char *psk)
+{
+    static struct r3_nbd_export ex[2];
+    ex[0] = (struct r3_nbd_export){ .name = "", .src = fsrc };
+    ex[1] = (struct r3_nbd_export){ .name = "two", .description = "second disk", .src = msrc, .readonly = true };
+    char listen[300];
+    snprintf(listen, sizeof listen, "unix:%s", sock_path);
+    struct r3_nbd_server_opts o = { .listen = listen, .exports = ex, .nexports = 2, .workers = 2,
+                                    .max_request = MAXREQ, .list_exports = list, .tls_psk = psk,
+                                    .log = log_line };
+    ck_assert_msg(r3_nbd_server_start(&o, &srv) == 0, "%s", r3_last_error());
+}
+
+/* ---- the scripted client */
+
+static bool rd(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n) {
+        ssize_t r = recv(fd, c, n, 0);
+        if (r <= 0)
+            return false;
+        c += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+static void wr(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t r = send(fd, c, n, MSG_NOSIGNAL);
+        if (r <= 0)
+            return;
+        c += r;
+        n -= (size_t)r;
+    }
+}
+
+/* Connect, take the greeting, send our flags. */
+static int cl(uint32_t cflags)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strcpy(a.sun_path, sock_path);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = { 20, 0 };           /* hang guard */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    unsigned char g[18], f[4];
+    ck_assert(rd(fd, g, 18));
+    ck_assert(r3_nbd_get64(g) == NBD_MAGIC);
+    ck_assert(r3_nbd_get64(g + 8) == NBD_IHAVEOPT);
+    ck_assert_uint_eq(r3_nbd_get16(g + 16), NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    r3_nbd_put32(f, cflags);
+    wr(fd, f, 4);
+    return fd;
+}
+
+#define FIXED (NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)
+
+static void opt(int fd, uint32_t o, const void *d, uint32_t n)
+{
+    unsigned char h[16];
+    r3_nbd_put64(h, NBD_IHAVEOPT);
+    r3_nbd_put32(h + 8, o);
+    r3_nbd_put32(h + 12, n);
+    wr(fd, h, 16);
+    if (n)
+        wr(fd, d, n);
+}
+
+struct rep { uint32_t opt, type, len; unsigned char d[4200]; };
+
+static void rep_in(int fd, struct rep *r)
+{
+    unsigned char h[20];
+    ck_assert_msg(rd(fd, h, 20), "no option reply");
+    ck_assert(r3_nbd_get64(h) == NBD_REP_MAGIC);
+    r->opt = r3_nbd_get32(h + 8);
+    r->type = r3_nbd_get32(h + 12);
+    r->len = r3_nbd_get32(h + 16);
+    ck_assert_uint_lt(r->len, sizeof r->d);
+    ck_assert(rd(fd, r->d, r->len));
+    r->d[r->len] = 0;
+}
+
+/* The next reply is an error of this type whose message holds msg. */
+static void rep_err(int fd, uint32_t o, uint32_t type, const char *msg)
+{
+    struct rep r;
+    rep_in(fd, &r);
+    ck_assert_uint_eq(r.opt, o);
+    ck_assert_msg(r.type == type, "option %u: reply type 0x%x, not 0x%x (%s)", o, r.type, type, r.d);
+    ck_assert_msg(strstr((char *)r.d, msg), "option %u: '%s' lacks '%s'", o, r.d, msg);
+}
+
+static void rep_ack(int fd, uint32_t o)
+{
+    struct rep r;
+    rep_in(fd, &r);
+    ck_assert_uint_eq(r.opt, o);
+    ck_assert_msg(r.type == NBD_REP_ACK, "option %u: reply 0x%x, not ACK (%s)", o, r.type, r.d);
+}
+
+/* The server closed the connection. */
+static void closed(int fd)
+{
+    char b;
+    ck_assert_int_le(recv(fd, &b, 1, 0), 0);
+    close(fd);
+}
+
+/* name, then nreq info requests */
+static uint32_t go_data(unsigned char *b, const char *name, const uint16_t *req, uint16_t nreq)
+{
+    uint32_t nl = (uint32_t)strlen(name);
+    r3_nbd_put32(b, nl);
+    memcpy(b + 4, name, nl);
+    r3_nbd_put16(b + 4 + nl, nreq);
+    for (uint16_t i = 0; i < nreq; i++)
+        r3_nbd_put16(b + 6 + nl + 2 * i, req[i]);
+    return 6 + nl + 2u * nreq;
+}
+
+/* name, then queries */
+static uint32_t meta_data(unsigned char *b, const char *name, const char *const *q, uint32_t nq)
+{
+    uint32_t nl = (uint32_t)strlen(name), p;
+    r3_nbd_put32(b, nl);
+    memcpy(b + 4, name, nl);
+    r3_nbd_put32(b + 4 + nl, nq);
+    p = 8 + nl;
+    for (uint32_t i = 0; i < nq; i++) {
+        uint32_t ql = (uint32_t)strlen(q[i]);
+        r3_nbd_put32(b + p, ql);
+        memcpy(b + p + 4, q[i], ql);
+        p += 4 + ql;
+    }
+    return p;
+}
+
+/* GO on name: the INFO_EXPORT's size and flags, through to the ACK. */
+static void go(int fd, const char *name, uint64_t *size, uint16_t *flags)
+{
+    unsigned char b[64];
+    opt(fd, NBD_OPT_GO, b, go_data(b, name, NULL, 0));
+    for (;;) {
+        struct rep r;
+        rep_in(fd, &r);
+        ck_assert_uint_eq(r.opt, NBD_OPT_GO);
+        if (r.type == NBD_REP_ACK)
+            break;
+        ck_assert_uint_eq(r.type, NBD_REP_INFO);
+        if (r3_nbd_get16(r.d) == NBD_INFO_EXPORT) {
+            *size = r3_nbd_get64(r.d + 2);
+            *flags = r3_nbd_get16(r.d + 10);
+        }
+    }
+}
+
+/* ---- negotiation */
+
+START_TEST(list_exports)
+{
+    start(true, NULL);
+    int fd = cl(FIXED);
+    opt(fd, NBD_OPT_LIST, NULL, 0);
+    struct rep r;
+    rep_in(fd, &r);
+    ck_assert_uint_eq(r.type, NBD_REP_SERVER);
+    ck_assert_uint_eq(r3_nbd_get32(r.d), 0);             /* "" with no description */
+    ck_assert_uint_eq(r.len, 4);
+    rep_in(fd, &r);
+    ck_assert_uint_eq(r.type, NBD_REP_SERVER);
+    ck_assert_uint_eq(r3_nbd_get32(r.d), 3);
+    ck_assert(memcmp(r.d + 4, "twosecond disk", 14) == 0);
+    ck_assert_uint_eq(r.len, 4 + 3 + 11);
+    rep_ack(fd, NBD_OPT_LIST);
+    opt(fd, NBD_OPT_LIST, "x", 1);
+    rep_err(fd, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
+    opt(fd, NBD_OPT_ABORT, NULL, 0);
+    rep_ack(fd, NBD_OPT_ABORT);
+    closed(fd);
+    log_wait("no export chosen");
+    log_wait("client aborted");
+}
+END_TEST
+
+START_TEST(list_disabled_and_small_options)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    opt(fd, NBD_OPT_LIST, NULL, 0);
+    rep_err(fd, NBD_OPT_LIST, NBD_REP_ERR_POLICY, "listing exports is disabled");
+    opt(fd, NBD_OPT_STRUCTURED_REPLY, "x", 1);
+    rep_err(fd, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID, "takes no data");
+    opt(fd, NBD_OPT_STARTTLS, NULL, 0);
+    rep_err(fd, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP, "TLS is not configured");
+    opt(fd, NBD_OPT_STARTTLS, "x", 1);
+    rep_err(fd, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+    opt(fd, 99, "hello", 5);
+    rep_err(fd, 99, NBD_REP_ERR_UNSUP, "option not supported");
+    /* a known option over 64 KiB: skipped, refused as too big */
+    unsigned char *big = calloc(1, 70000);
+    opt(fd, NBD_OPT_GO, big, 70000);
+    rep_err(fd, NBD_OPT_GO, NBD_REP_ERR_TOO_BIG, "option payload too large");
+    free(big);
+    /* still in step: a GO works after all that */
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    go(fd, "", &size, &flags);
+    ck_assert_uint_eq(size, FSIZE);
+    ck_assert(flags & NBD_FLAG_HAS_FLAGS);
+    ck_assert(!(flags & NBD_FLAG_READ_ONLY));
+    close(fd);
+    log_wait("export '': 0 requests");
+}
+END_TEST
+
+START_TEST(info_variants)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    unsigned char b[128];
+    opt(fd, NBD_OPT_INFO, b, 4);
+    rep_err(fd, NBD_OPT_INFO, NBD_REP_ERR_INVALID, "option too short");
+    r3_nbd_put32(b, 100);
+    r3_nbd_put16(b + 4, 0);
+    opt(fd, NBD_OPT_INFO, b, 6);
+    rep_err(fd, NBD_OPT_INFO, NBD_REP_ERR_INVALID, "export name length out of range");
+    uint32_t n = go_data(b, "two", NULL, 0);
+    opt(fd, NBD_OPT_INFO, b, n + 2);                        /* two stray bytes */
+    rep_err(fd, NBD_OPT_INFO, NBD_REP_ERR_INVALID, "does not match its content");
+    n = go_data(b, "t\0o", NULL, 0);
+    r3_nbd_put32(b, 3);
+    memcpy(b + 4, "t\0o", 3);
+    r3_nbd_put16(b + 7, 0);
+    opt(fd, NBD_OPT_INFO, b, 9);
+    rep_err(fd, NBD_OPT_INFO, NBD_REP_ERR_INVALID, "export name contains NUL");
+    opt(fd, NBD_OPT_INFO, b, go_data(b, "three", NULL, 0));
+    rep_err(fd, NBD_OPT_INFO, NBD_REP_ERR_UNKNOWN, "no such export");
+    /* INFO on "two" with NAME, DESCRIPTION and an unknown request */
+    static const uint16_t req[] = { NBD_INFO_NAME, NBD_INFO_DESCRIPTION, 77 };
+    opt(fd, NBD_OPT_INFO, b, go_data(b, "two", req, 3));
+    bool got[4] = { false };
+    for (;;) {
+        struct rep r;
+        rep_in(fd, &r);
+        ck_assert_uint_eq(r.opt, NBD_OPT_INFO);
+        if (r.type == NBD_REP_ACK)
+            break;
+        ck_assert_uint_eq(r.type, NBD_REP_INFO);
+        uint16_t t = r3_nbd_get16(r.d);
+        ck_assert_uint_lt(t, 4);
+        got[t] = true;
+        if (t == NBD_INFO_EXPORT) {
+            ck_assert_uint_eq(r.len, 12);
+            ck_assert_uint_eq(r3_nbd_get64(r.d + 2), 1 << 20);
+            ck_assert(r3_nbd_get16(r.d + 10) & NBD_FLAG_READ_ONLY);
+        } else if (t == NBD_INFO_NAME) {
+            ck_assert_str_eq((char *)r.d + 2, "two");
+        } else if (t == NBD_INFO_DESCRIPTION) {
+            ck_assert_str_eq((char *)r.d + 2, "second disk");
+        } else {
+            ck_assert_uint_eq(r.len, 14);
+            ck_assert_uint_eq(r3_nbd_get32(r.d + 2), 1);
+            ck_assert_uint_eq(r3_nbd_get32(r.d + 6), 4096);
+            ck_assert_uint_eq(r3_nbd_get32(r.d + 10), MAXREQ);
+        }
+    }
+    ck_assert(got[0] && got[1] && got[2] && got[3]);
+    /* INFO does not end the negotiation: GO still can */
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    go(fd, "two", &size, &flags);
+    ck_assert_uint_eq(size, 1 << 20);
+    ck_assert(flags & NBD_FLAG_READ_ONLY);
+    close(fd);
+    log_wait("export 'two'");
+}
+END_TEST
+
+START_TEST(meta_variants)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    unsigned char b[256];
+    static const char *const alloc[] = { "base:allocation" }, *const base[] = { "base:" },
+                             *const other[] = { "qemu:dirty-bitmap:x" };
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", alloc, 1));
+    rep_err(fd, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, "negotiate structured replies first");
+    opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+    opt(fd, NBD_OPT_LIST_META_CONTEXT, b, 7);
+    rep_err(fd, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ERR_INVALID, "option too short");
+    r3_nbd_put32(b, 200);
+    opt(fd, NBD_OPT_LIST_META_CONTEXT, b, 8);
+    rep_err(fd, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ERR_INVALID, "export name length out of range");
+    r3_nbd_put32(b, 1);
+    b[4] = 0;
+    r3_nbd_put32(b + 5, 0);
+    opt(fd, NBD_OPT_LIST_META_CONTEXT, b, 9);
+    rep_err(fd, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ERR_INVALID, "export name contains NUL");
+    uint32_t n = meta_data(b, "", alloc, 1);
+    r3_nbd_put32(b + 4, 2);                                /* says 2 queries, has 1 */
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, n);
+    rep_err(fd, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, "query count out of range");
+    n = meta_data(b, "", alloc, 1);
+    r3_nbd_put32(b + 8, 500);                              /* a query longer than the option */
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, n);
+    rep_err(fd, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, "query length out of range");
+    n = meta_data(b, "", alloc, 1);
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, n + 3);
+    rep_err(fd, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, "does not match its content");
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "nope", alloc, 1));
+    rep_err(fd, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_UNKNOWN, "no such export");
+    /* LIST with no query, and with "base:": base:allocation, id 0 */
+    for (int i = 0; i < 2; i++) {
+        opt(fd, NBD_OPT_LIST_META_CONTEXT, b, meta_data(b, "two", base, (uint32_t)i));
+        struct rep r;
+        rep_in(fd, &r);
+        ck_assert_uint_eq(r.type, NBD_REP_META_CONTEXT);
+        ck_assert_uint_eq(r3_nbd_get32(r.d), 0);
+        ck_assert_str_eq((char *)r.d + 4, "base:allocation");
+        rep_ack(fd, NBD_OPT_LIST_META_CONTEXT);
+    }
+    /* SET with a context we do not have: just ACK; SET "base:" is not a SET query */
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", other, 1));
+    rep_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", base, 1));
+    rep_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    /* SET for "two", then GO on "": the context does not carry over */
+    opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "two", alloc, 1));
+    struct rep r;
+    rep_in(fd, &r);
+    ck_assert_uint_eq(r.type, NBD_REP_META_CONTEXT);
+    ck_assert_uint_eq(r3_nbd_get32(r.d), 1);
+    rep_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    unsigned char q[28] = { 0 };
+    r3_nbd_put32(q, NBD_REQUEST_MAGIC);
+    r3_nbd_put16(q + 6, NBD_CMD_BLOCK_STATUS);
+    r3_nbd_put64(q + 8, 77);
+    r3_nbd_put32(q + 24, 4096);
+    wr(fd, q, 28);
+    unsigned char s[16];
+    ck_assert(rd(fd, s, 16));
+    ck_assert_uint_eq(r3_nbd_get32(s), NBD_SIMPLE_REPLY_MAGIC);
+    ck_assert_uint_eq(r3_nbd_get32(s + 4), NBD_EINVAL);
+    ck_assert(r3_nbd_get64(s + 8) == 77);
+    close(fd);
+    log_wait("peer closed without NBD_CMD_DISC");
+}
+END_TEST
+
+/* Each of these ends the connection; the log line says why. */
+START_TEST(handshake_violations)
+{
+    start(false, NULL);
+    int fd = cl(0x80 | FIXED);
+    closed(fd);
+    log_wait("handshake: unknown client flags 0x83");
+
+    fd = cl(FIXED);
+    wr(fd, "IHAVEOPX\0\0\0\1\0\0\0\0", 16);
+    closed(fd);
+    log_wait("handshake: bad option magic");
+
+    fd = cl(NBD_FLAG_C_NO_ZEROES);                          /* not fixed newstyle */
+    opt(fd, 99, NULL, 0);
+    closed(fd);
+    log_wait("option 99 from a non-fixed-newstyle client");
+
+    fd = cl(FIXED);
+    opt(fd, 98, NULL, 2u << 20);                            /* header only: closed before the payload */
+    closed(fd);
+    log_wait("option 98 with 2097152 bytes of payload");
+
+    fd = cl(FIXED);
+    opt(fd, NBD_OPT_EXPORT_NAME, NULL, 5000);
+    closed(fd);
+    log_wait("export name of 5000 bytes");
+
+    fd = cl(FIXED);
+    opt(fd, NBD_OPT_EXPORT_NAME, "zz", 2);
+    closed(fd);
+    log_wait("unknown export 'zz'");
+
+    fd = cl(FIXED);
+    unsigned char *many = malloc(1002 * 16);
+    for (int i = 0; i < 1002; i++) {
+        r3_nbd_put64(many + 16 * i, NBD_IHAVEOPT);
+        r3_nbd_put32(many + 16 * i + 8, NBD_OPT_STRUCTURED_REPLY);
+        r3_nbd_put32(many + 16 * i + 12, 0);
+    }
+    wr(fd, many, 1002 * 16);
+    free(many);
+    for (int i = 0; i < 1001; i++)
+        rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+    closed(fd);
+    log_wait("handshake: too many options");
+
+    fd = cl(FIXED);
+    opt(fd, NBD_OPT_GO, NULL, 0);
+    rep_err(fd, NBD_OPT_GO, NBD_REP_ERR_INVALID, "option too short");
+    close(fd);
+    log_wait("peer closed during the handshake");
+}
+END_TEST
+
+/* EXPORT_NAME: no reply header; 134 bytes without NO_ZEROES, 10 with. */
+START_TEST(export_name_ok)
+{
+    start(false, NULL);
+    for (int nz = 0; nz < 2; nz++) {
+        int fd = cl(NBD_FLAG_C_FIXED_NEWSTYLE | (nz ? NBD_FLAG_C_NO_ZEROES : 0));
+        opt(fd, NBD_OPT_EXPORT_NAME, "two", 3);
+        unsigned char e[134];
+        memset(e, 0xee, sizeof e);
+        ck_assert(rd(fd, e, nz ? 10 : 134));
+        ck_assert_uint_eq(r3_nbd_get64(e), 1 << 20);
+        ck_assert(r3_nbd_get16(e + 8) & NBD_FLAG_READ_ONLY);
+        for (int i = 10; i < 134; i++)
+            ck_assert_int_eq(e[i], nz ? 0xee : 0);
+        /* and the export is live: a read of the mem source's pattern */
+        unsigned char q[28] = { 0 };
+        r3_nbd_put32(q, NBD_REQUEST_MAGIC);
+        r3_nbd_put64(q + 8, 5);
+        r3_nbd_put32(q + 24, 512);
+        wr(fd, q, 28);
+        unsigned char s[16 + 512];
+        ck_assert(rd(fd, s, sizeof s));
+        ck_assert_uint_eq(r3_nbd_get32(s + 4), 0);
+        ck_assert_int_eq(tu_check(s + 16, 512, 0, 9), -1);
+        r3_nbd_put16(q + 6, NBD_CMD_DISC);
+        wr(fd, q, 28);
+        closed(fd);
+    }
+    log_wait("client disconnected");
+}
+END_TEST
+
+START_TEST(tls_required)
+{
+    char psk[300];
+    snprintf(psk, sizeof psk, "%s/psk", dir);
+    FILE *f = fopen(psk, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "alice:00112233445566778899aabbccddeeff\n");
+    fclose(f);
+    start(false, psk);
+    int fd = cl(FIXED);
+    unsigned char b[64];
+    opt(fd, NBD_OPT_GO, b, go_data(b, "", NULL, 0));
+    rep_err(fd, NBD_OPT_GO, NBD_REP_ERR_TLS_REQD, "TLS is required");
+    opt(fd, NBD_OPT_LIST, NULL, 0);
+    rep_err(fd, NBD_OPT_LIST, NBD_REP_ERR_TLS_REQD, "TLS is required");
+    opt(fd, NBD_OPT_EXPORT_NAME, "", 0);
+    closed(fd);
+    log_wait("EXPORT_NAME without TLS refused");
+}
+END_TEST
+
+/* ---- transmission on the sparse file */
+
+static uint64_t cookie_n;
+
+static void req(int fd, uint16_t flags, uint16_t type, uint64_t off, uint32_t len, const void *data)
+{
+    unsigned char q[28];
+    r3_nbd_put32(q, NBD_REQUEST_MAGIC);
+    r3_nbd_put16(q + 4, flags);
+    r3_nbd_put16(q + 6, type);
+    r3_nbd_put64(q + 8, ++cookie_n);
+    r3_nbd_put64(q + 16, off);
+    r3_nbd_put32(q + 24, len);
+    wr(fd, q, 28);
+    if (type == NBD_CMD_WRITE && data)
+        wr(fd, data, len);
+}
+
+/* A simple reply to the last request: its error. */
+static uint32_t simple_err(int fd)
+{
+    unsigned char s[16];
+    ck_assert(rd(fd, s, 16));
+    ck_assert_uint_eq(r3_nbd_get32(s), NBD_SIMPLE_REPLY_MAGIC);
+    ck_assert(r3_nbd_get64(s + 8) == cookie_n);
+    return r3_nbd_get32(s + 4);
+}
+
+struct chunk_in { uint16_t flags, type; uint32_t len; unsigned char *p; };
+
+static void chunk_in(int fd, struct chunk_in *c)
+{
+    unsigned char h[20];
+    ck_assert(rd(fd, h, 20));
+    ck_assert_uint_eq(r3_nbd_get32(h), NBD_STRUCTURED_REPLY_MAGIC);
+    ck_assert(r3_nbd_get64(h + 8) == cookie_n);
+    c->flags = r3_nbd_get16(h + 4);
+    c->type = r3_nbd_get16(h + 6);
+    c->len = r3_nbd_get32(h + 16);
+    ck_assert_uint_le(c->len, MAXREQ + 8);
+    c->p = malloc(c->len + 1);
+    ck_assert(rd(fd, c->p, c->len));
+}
+
+/* A structured READ into buf: counts the data and hole chunks. */
+static void sread(int fd, uint16_t flags, uint64_t off, uint32_t len, char *buf, unsigned *ndata,
+                  unsigned *nhole)
+{
+    req(fd, flags, NBD_CMD_READ, off, len, NULL);
+    memset(buf, 0x5a, len);
+    *ndata = *nhole = 0;
+    uint64_t got = 0;
+    for (;;) {
+        struct chunk_in c;
+        chunk_in(fd, &c);
+        if (c.type == NBD_REPLY_TYPE_OFFSET_DATA) {
+            uint64_t o = r3_nbd_get64(c.p);
+            ck_assert(o >= off && o + c.len - 8 <= off + len);
+            memcpy(buf + (o - off), c.p + 8, c.len - 8);
+            got += c.len - 8;
+            (*ndata)++;
+        } else {
+            ck_assert_uint_eq(c.type, NBD_REPLY_TYPE_OFFSET_HOLE);
+            ck_assert_uint_eq(c.len, 12);
+            uint64_t o = r3_nbd_get64(c.p);
+            uint32_t n = r3_nbd_get32(c.p + 8);
+            ck_assert(o >= off && o + n <= off + len);
+            memset(buf + (o - off), 0, n);
+            got += n;
+            (*nhole)++;
+        }
+        free(c.p);
+        if (c.flags & NBD_REPLY_FLAG_DONE)
+            break;
+    }
+    ck_assert_uint_eq(got, len);
+}
+
+/* What the file holds at off (pattern 7 in the data, zeros elsewhere). */
+static void expect_file(const char *buf, uint64_t off, size_t len)
+{
+    static const uint64_t data[][2] = { { 0, 65536 }, { 1u << 20, (1u << 20) + 65536 } };
+    uint64_t end = off + len, o = off;
+    while (o < end) {
+        /* the next boundary: the start or end of a data range, or the end */
+        uint64_t next = end;
+        bool in = false;
+        for (int d = 0; d < 2; d++) {
+            if (o >= data[d][0] && o < data[d][1]) {
+                in = true;
+                next = data[d][1] < end ? data[d][1] : end;
+            } else if (data[d][0] > o && data[d][0] < next) {
+                next = data[d][0];
+            }
+        }
+        const char *p = buf + (o - off);
+        if (in) {
+            ck_assert_msg(tu_check(p, next - o, o, 7) == -1, "data at %llu", (unsigned long long)o);
+        } else {
+            for (uint64_t i = 0; i < next - o; i++)
+                ck_assert_msg(p[i] == 0, "byte at %llu", (unsigned long long)(o + i));
+        }
+        o = next;
+    }
+}
+
+static int open_fixed_structured(bool meta)
+{
+    int fd = cl(FIXED);
+    opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+    if (meta) {
+        static const char *const alloc[] = { "base:allocation" };
+        unsigned char b[64];
+        opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", alloc, 1));
+        struct rep r;
+        rep_in(fd, &r);
+        ck_assert_uint_eq(r.type, NBD_REP_META_CONTEXT);
+        rep_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    }
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    ck_assert_uint_eq(size, FSIZE);
+    return fd;
+}
+
+START_TEST(reads_with_holes)
+{
+    start(false, NULL);
+    /* Does this file system report the holes? (the server can only say what it is told) */
+    int ffd = open(file_path, O_RDONLY);
+    bool holes = lseek(ffd, 0, SEEK_HOLE) == 65536;
+    close(ffd);
+    int fd = open_fixed_structured(true);
+    char *buf = malloc(MAXREQ);
+    unsigned nd, nh;
+    sread(fd, 0, 0, 256 << 10, buf, &nd, &nh);
+    expect_file(buf, 0, 256 << 10);
+    if (holes) {
+        ck_assert_uint_eq(nd, 1);
+        ck_assert_uint_ge(nh, 1);
+    }
+    /* across the second data range */
+    sread(fd, 0, (1 << 20) - (128 << 10), 512 << 10, buf, &nd, &nh);
+    expect_file(buf, (1 << 20) - (128 << 10), 512 << 10);
+    /* DF: one data chunk, holes or not */
+    sread(fd, NBD_CMD_FLAG_DF, 0, 256 << 10, buf, &nd, &nh);
+    ck_assert_uint_eq(nd, 1);
+    ck_assert_uint_eq(nh, 0);
+    expect_file(buf, 0, 256 << 10);
+
+    /* BLOCK_STATUS over 2 MiB: descriptors in order, summing to the request */
+    req(fd, 0, NBD_CMD_BLOCK_STATUS, 0, 2 << 20, NULL);
+    struct chunk_in c;
+    chunk_in(fd, &c);
+    ck_assert_uint_eq(c.type, NBD_REPLY_TYPE_BLOCK_STATUS);
+    ck_assert(c.flags & NBD_REPLY_FLAG_DONE);
+    ck_assert_uint_eq((c.len - 4) % 8, 0);
+    ck_assert_uint_eq(r3_nbd_get32(c.p), 1);
+    uint64_t sum = 0;
+    for (uint32_t i = 4; i < c.len; i += 8) {
+        uint32_t l = r3_nbd_get32(c.p + i), st = r3_nbd_get32(c.p + i + 4);
+        if (sum < 65536 || (sum >= (1u << 20) && sum < (1u << 20) + 65536))
+            ck_assert_uint_eq(st, 0);                       /* data is never called zero */
+        if (i > 4)
+            ck_assert_uint_ne(st, r3_nbd_get32(c.p + i - 4)); /* neighbours merged */
+        sum += l;
+    }
+    if (holes)
+        ck_assert_uint_ge((c.len - 4) / 8, 3);
+    ck_assert_uint_eq(sum, 2 << 20);
+    free(c.p);
+    /* REQ_ONE: one descriptor, the data at 0 */
+    req(fd, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS, 0, 2 << 20, NULL);
+    chunk_in(fd, &c);
+    ck_assert_uint_eq(c.len, 12);
+    ck_assert_uint_eq(r3_nbd_get32(c.p + 8), 0);
+    if (holes)
+        ck_assert_uint_eq(r3_nbd_get32(c.p + 4), 65536);
+    free(c.p);
+    /* refused: past the end, length 0 */
+    req(fd, 0, NBD_CMD_BLOCK_STATUS, FSIZE - 4096, 8192, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    req(fd, 0, NBD_CMD_BLOCK_STATUS, 0, 0, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+
+    /* READ errors come as error chunks with structured replies */
+    req(fd, 0, NBD_CMD_READ, 0, MAXREQ + 4096, NULL);
+    chunk_in(fd, &c);
+    ck_assert_uint_eq(c.type, NBD_REPLY_TYPE_ERROR);
+    ck_assert_uint_eq(r3_nbd_get32(c.p), NBD_EOVERFLOW);
+    free(c.p);
+    req(fd, 0, NBD_CMD_READ, FSIZE, 1, NULL);
+    chunk_in(fd, &c);
+    ck_assert_uint_eq(c.type, NBD_REPLY_TYPE_ERROR);
+    ck_assert_uint_eq(r3_nbd_get32(c.p), NBD_EINVAL);
+    free(c.p);
+    req(fd, 0, NBD_CMD_DISC, 0, 0, NULL);
+    closed(fd);
+    free(buf);
+    log_wait("export '': 9 requests");
+}
+END_TEST
+
+START_TEST(write_family)
+{
+    start(false, NULL);
+    int fd = open_fixed_structured(false);
+    char *w = malloc(8192);
+    memset(w, 0x33, 8192);
+    /* WRITE_ZEROES with FUA over data, then read it back through the file */
+    req(fd, NBD_CMD_FLAG_FUA, NBD_CMD_WRITE_ZEROES, 4096, 8192, NULL);
+    ck_assert_uint_eq(simple_err(fd), 0);
+    req(fd, 0, NBD_CMD_WRITE_ZEROES, FSIZE - 4096, 8192, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_ENOSPC);
+    /* TRIM is advisory: ok (FUA flushes), out of range EINVAL */
+    req(fd, NBD_CMD_FLAG_FUA, NBD_CMD_TRIM, 0, 4096, NULL);
+    ck_assert_uint_eq(simple_err(fd), 0);
+    req(fd, 0, NBD_CMD_TRIM, FSIZE, 1, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    /* CACHE reads through; out of range EINVAL */
+    req(fd, 0, NBD_CMD_CACHE, 0, 3 << 20, NULL);
+    ck_assert_uint_eq(simple_err(fd), 0);
+    req(fd, 0, NBD_CMD_CACHE, FSIZE - 1, 2, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    req(fd, 0, NBD_CMD_FLUSH, 0, 0, NULL);
+    ck_assert_uint_eq(simple_err(fd), 0);
+    /* unknown command, unknown flag */
+    req(fd, 0, 42, 0, 0, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    req(fd, 0x100, NBD_CMD_FLUSH, 0, 0, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    req(fd, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_FLUSH, 0, 0, NULL);   /* REQ_ONE is for BLOCK_STATUS only */
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    /* refused WRITEs: their payload is skipped and the stream stays in step */
+    req(fd, 0, NBD_CMD_WRITE, 0, 0, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EINVAL);
+    req(fd, 0, NBD_CMD_WRITE, FSIZE - 4096, 8192, w);
+    ck_assert_uint_eq(simple_err(fd), NBD_ENOSPC);
+    char *big = calloc(1, MAXREQ + 4096);
+    req(fd, 0, NBD_CMD_WRITE, 0, MAXREQ + 4096, big);
+    ck_assert_uint_eq(simple_err(fd), NBD_EOVERFLOW);
+    free(big);
+    /* a WRITE with FUA that lands */
+    req(fd, NBD_CMD_FLAG_FUA, NBD_CMD_WRITE, 2 << 20, 8192, w);
+    ck_assert_uint_eq(simple_err(fd), 0);
+    req(fd, 0, NBD_CMD_DISC, 0, 0, NULL);
+    closed(fd);
+    log_wait("client disconnected");
+
+    char rb[8192];
+    int ffd = open(file_path, O_RDONLY);
+    ck_assert_int_eq(pread(ffd, rb, 8192, 4096), 8192);
+    for (int i = 0; i < 8192; i++)
+        ck_assert_int_eq(rb[i], 0);
+    ck_assert_int_eq(pread(ffd, rb, 8192, 2 << 20), 8192);
+    ck_assert(memcmp(rb, w, 8192) == 0);
+    /* the refused writes left the end of the file alone */
+    ck_assert_int_eq(pread(ffd, rb, 4096, FSIZE - 4096), 4096);
+    for (int i = 0; i < 4096; i++)
+        ck_assert_int_eq(rb[i], 0);
+    /* what zeroes and trim did not touch is still the pattern */
+    ck_assert_int_eq(pread(ffd, rb, 4096, 0), 4096);
+    ck_assert_int_eq(tu_check(rb, 4096, 0, 7), -1);
+    close(ffd);
+    free(w);
+}
+END_TEST
+
+START_TEST(readonly_and_cut)
+{
+    start(false, NULL);
+    /* the read-only export refuses every change */
+    int fd = cl(FIXED);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "two", &size, &flags);
+    char w[4096] = { 1 };
+    req(fd, 0, NBD_CMD_WRITE, 0, 4096, w);
+    ck_assert_uint_eq(simple_err(fd), NBD_EPERM);
+    req(fd, 0, NBD_CMD_TRIM, 0, 4096, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EPERM);
+    req(fd, 0, NBD_CMD_WRITE_ZEROES, 0, 4096, NULL);
+    ck_assert_uint_eq(simple_err(fd), NBD_EPERM);
+    /* a WRITE too large even to skip ends the connection */
+    req(fd, 0, NBD_CMD_WRITE, 0, 65u * MAXREQ, NULL);
+    closed(fd);
+    log_wait("too much to skip");
+
+    /* bad request magic */
+    fd = cl(FIXED);
+    go(fd, "", &size, &flags);
+    wr(fd, "\x25\x60\x95\x14 garbage garbage garbage", 28);
+    closed(fd);
+    log_wait("bad request magic");
+
+    /* a WRITE cut short: that write never lands */
+    fd = cl(FIXED);
+    go(fd, "", &size, &flags);
+    memset(w, 0x44, sizeof w);
+    req(fd, 0, NBD_CMD_WRITE, 3 << 20, 8192, NULL);
+    wr(fd, w, 4096);
+    shutdown(fd, SHUT_WR);
+    closed(fd);
+    log_wait("peer closed in the middle of a WRITE payload");
+    char rb[8192];
+    int ffd = open(file_path, O_RDONLY);
+    ck_assert_int_eq(pread(ffd, rb, 8192, 3 << 20), 8192);
+    for (int i = 0; i < 8192; i++)
+        ck_assert_int_eq(rb[i], 0);
+    close(ffd);
+}
+END_TEST
+
+/* Several small READs of the in-memory export sent at once are answered
+ * together (one send): each reply still carries its own cookie and bytes,
+ * in order, simple and structured; a batch stops at anything but a READ. */
+START_TEST(read_batch)
+{
+    start(false, NULL);
+    for (int structured = 0; structured < 2; structured++) {
+        int fd = cl(FIXED);
+        if (structured) {
+            opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+            rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+        }
+        uint64_t size;
+        uint16_t flags;
+        go(fd, "two", &size, &flags);
+        static const uint64_t offs[] = { 4096, 100000, 512, 700000, 5 };
+        static const uint32_t lens[] = { 4096, 3000, 65536, 1, 8192 };
+        unsigned char q[6 * 28];
+        for (int i = 0; i < 6; i++) {
+            r3_nbd_put32(q + 28 * i, NBD_REQUEST_MAGIC);
+            r3_nbd_put16(q + 28 * i + 4, 0);
+            r3_nbd_put16(q + 28 * i + 6, i < 5 ? NBD_CMD_READ : NBD_CMD_FLUSH);
+            r3_nbd_put64(q + 28 * i + 8, 1000 + (uint64_t)i);
+            r3_nbd_put64(q + 28 * i + 16, i < 5 ? offs[i] : 0);
+            r3_nbd_put32(q + 28 * i + 24, i < 5 ? lens[i] : 0);
+        }
+        wr(fd, q, sizeof q);
+        char *b = malloc(65536);
+        for (int i = 0; i < 5; i++) {
+            unsigned char h[28];
+            ck_assert(rd(fd, h, structured ? 28 : 16));
+            ck_assert(r3_nbd_get64(h + 8) == 1000 + (uint64_t)i);
+            if (structured) {
+                ck_assert_uint_eq(r3_nbd_get32(h), NBD_STRUCTURED_REPLY_MAGIC);
+                ck_assert_uint_eq(r3_nbd_get16(h + 6), NBD_REPLY_TYPE_OFFSET_DATA);
+                ck_assert_uint_eq(r3_nbd_get32(h + 16), 8 + lens[i]);
+                ck_assert(r3_nbd_get64(h + 20) == offs[i]);
+            } else {
+                ck_assert_uint_eq(r3_nbd_get32(h), NBD_SIMPLE_REPLY_MAGIC);
+                ck_assert_uint_eq(r3_nbd_get32(h + 4), 0);
+            }
+            ck_assert(rd(fd, b, lens[i]));
+            ck_assert_int_eq(tu_check(b, lens[i], offs[i], 9), -1);
+        }
+        free(b);
+        unsigned char s[16];
+        ck_assert(rd(fd, s, 16));                         /* the FLUSH, not batched */
+        ck_assert(r3_nbd_get64(s + 8) == 1005);
+        ck_assert_uint_eq(r3_nbd_get32(s + 4), 0);
+        close(fd);
+    }
+    log_wait("export 'two': 6 requests");
+}
+END_TEST
+
+/* WRITE, DISC, then the client shuts its side: the FIN is behind a DISC,
+ * so the write is not a leftover of a vanished client: it lands. */
+START_TEST(write_then_disc)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    char w[8192];
+    tu_fill(w, sizeof w, 3 << 20, 4);
+    req(fd, 0, NBD_CMD_WRITE, 3 << 20, sizeof w, w);
+    req(fd, 0, NBD_CMD_DISC, 0, 0, NULL);
+    shutdown(fd, SHUT_WR);
+    log_wait("client disconnected");
+    close(fd);
+    char rb[8192];
+    int ffd = open(file_path, O_RDONLY);
+    ck_assert_int_eq(pread(ffd, rb, sizeof rb, 3 << 20), 8192);
+    close(ffd);
+    ck_assert_int_eq(tu_check(rb, sizeof rb, 3 << 20, 4), -1);
+}
+END_TEST
+
+START_TEST(start_refused)
+{
+    struct r3_nbd_server_opts o = { 0 };
+    struct r3_nbd_server *s = (void *)1;
+    ck_assert_int_eq(r3_nbd_server_start(&o, &s), -EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert(strstr(r3_last_error(), "needs a listen address and an export"));
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cov_nbd_server");
+    TCase *t = tcase_create("server");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, list_exports);
+    tcase_add_test(t, list_disabled_and_small_options);
+    tcase_add_test(t, info_variants);
+    tcase_add_test(t, meta_variants);
+    tcase_add_test(t, handshake_violations);
+    tcase_add_test(t, export_name_ok);
+    tcase_add_test(t, tls_required);
+    tcase_add_test(t, reads_with_holes);
+    tcase_add_test(t, write_family);
+    tcase_add_test(t, readonly_and_cut);
+    tcase_add_test(t, read_batch);
+    tcase_add_test(t, write_then_disc);
+    tcase_add_test(t, start_refused);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(suite());
+}
