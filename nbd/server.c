@@ -37,6 +37,9 @@
 #define HOLE_FAST_NS 500000u      /* an extent query slower than this is a round trip: */
 #define HOLE_SLOW_MAX 3           /* ... after this many, READs no longer ask */
 
+#define POOL_N   8                /* buffers kept per export */
+#define POOL_MAX (2u << 20)       /* larger ones are freed */
+
 struct export {
     struct r3_nbd_export e;
     char *name, *desc;
@@ -45,6 +48,11 @@ struct export {
     bool extents;                 /* the source (or a stage of it) can tell zeros */
     atomic_uint slow_extents;     /* extent queries that took a round trip's time */
     pthread_mutex_t mu;
+    /* direct reads' buffers, kept for the next (a fresh 1 MiB malloc is an
+     * mmap and its page faults each time) */
+    pthread_mutex_t pool_mu;
+    void *pool[POOL_N];
+    size_t pool_cap[POOL_N];
 };
 
 struct r3_nbd_server {
@@ -454,17 +462,54 @@ static bool has_extents(const struct r3_source *src)
     return false;
 }
 
-/* A reply's memory: freed, and its budget given back, once it is sent. */
+/* A buffer of at least len bytes (*cap), from x's pool if it has one. */
+static void *pool_get(struct export *x, size_t len, size_t *cap)
+{
+    pthread_mutex_lock(&x->pool_mu);
+    for (int i = 0; i < POOL_N; i++)
+        if (x->pool[i] && x->pool_cap[i] >= len) {
+            void *b = x->pool[i];
+            *cap = x->pool_cap[i];
+            x->pool[i] = NULL;
+            pthread_mutex_unlock(&x->pool_mu);
+            return b;
+        }
+    pthread_mutex_unlock(&x->pool_mu);
+    for (*cap = 65536; *cap < len; *cap *= 2)
+        ;
+    return malloc(*cap);
+}
+
+static void pool_put(struct export *x, void *b, size_t cap)
+{
+    pthread_mutex_lock(&x->pool_mu);
+    for (int i = 0; i < POOL_N && b && cap <= POOL_MAX; i++)
+        if (!x->pool[i]) {
+            x->pool[i] = b;
+            x->pool_cap[i] = cap;
+            b = NULL;
+        }
+    pthread_mutex_unlock(&x->pool_mu);
+    free(b);
+}
+
+/* A reply's memory: freed (or given back to pool), and its budget given
+ * back, once it is sent. */
 struct sent {
     struct r3_net_conn *nc;
     void *buf;
     size_t budget;
+    struct export *pool;
+    size_t cap;
 };
 
 static void reply_done(void *arg)
 {
     struct sent *d = arg;
-    free(d->buf);
+    if (d->pool)
+        pool_put(d->pool, d->buf, d->cap);
+    else
+        free(d->buf);
     if (d->budget)
         r3_net_budget_release(d->nc, d->budget);
     free(d);
@@ -473,7 +518,8 @@ static void reply_done(void *arg)
 /* Queue the reply of j: a simple reply, or for READs with structured
  * replies negotiated a data (or error) chunk. data (len bytes) is freed
  * with owned/budget once sent. */
-static void reply(struct nconn *c, struct job *j, const void *data, size_t len, void *owned)
+static void reply_pooled(struct nconn *c, struct job *j, const void *data, size_t len, void *owned,
+                         struct export *pool, size_t cap)
 {
     unsigned char h[32];
     size_t hl;
@@ -509,9 +555,14 @@ static void reply(struct nconn *c, struct job *j, const void *data, size_t len, 
         r3_net_conn_close(c->nc, "out of memory for a reply");
         return;
     }
-    *d = (struct sent){ .nc = c->nc, .buf = owned, .budget = j->budget };
+    *d = (struct sent){ .nc = c->nc, .buf = owned, .budget = j->budget, .pool = pool, .cap = cap };
     j->budget = 0;
     r3_net_conn_send(c->nc, h, hl, data, len, reply_done, d);
+}
+
+static void reply(struct nconn *c, struct job *j, const void *data, size_t len, void *owned)
+{
+    reply_pooled(c, j, data, len, owned, NULL, 0);
 }
 
 /* Is a DISC waiting in the socket behind the requests not read yet? (plain
@@ -786,9 +837,21 @@ static void run(struct nconn *c, struct job *j)
     switch (j->type) {
     case NBD_CMD_READ: {
         if (x->direct) {
-            /* An in-memory source: the reply points at its bytes. */
-            reply(c, j, r3_source_direct(x->e.src, j->off, j->len), j->len, NULL);
+            /* An in-memory source: copied here, under the source's own
+             * stripe lock (mem_read), not sent from its memory: a write
+             * through another port or connection may be changing those
+             * bytes while the reply is on its way (a data race in C's terms,
+             * reported by TSan in r3bench_smoke). */
+            size_t cap;
+            void *buf = pool_get(x, j->len, &cap);
+            if (!buf || (rc = r3_source_read(x->e.src, buf, j->len, j->off)) < 0) {
+                j->err = buf ? to_nbd_errno(rc) : NBD_ENOMEM;
+                free(buf);
+                reply(c, j, NULL, 0, NULL);
+                return;
+            }
             atomic_fetch_add_explicit(&c->rbytes, j->len, memory_order_relaxed);
+            reply_pooled(c, j, buf, j->len, buf, x, cap);
             return;
         }
         /* DF asks for one content chunk: holes would make several. */
@@ -1021,7 +1084,13 @@ static int read_batch(struct nconn *c)
             r3_nbd_put32(p + 4, 0);
             memcpy(p + 8, h + 8, 8);
         }
-        memcpy(p + hl, r3_source_direct(x->e.src, off, len), len);
+        /* under the source's stripe lock, like any read (see run()); a
+         * mem: read in range does not fail, but if it did the requests are
+         * consumed already: the connection ends */
+        if ((rc = r3_source_read(x->e.src, p + hl, len, off)) < 0) {
+            free(out);
+            return rc;
+        }
         p += hl + len;
         bytes += len;
     }
@@ -1079,10 +1148,10 @@ static int read_request(struct r3_net_conn *nc)
             j->err = NBD_EINVAL;
         else if (j->len > s->o.max_request)
             j->err = NBD_EOVERFLOW;
-        else if (!x->direct && (rc = r3_net_budget_acquire(nc, j->len)) < 0) {
+        else if ((rc = r3_net_budget_acquire(nc, j->len)) < 0) {   /* mem: too, a copy now */
             free(j);
             return rc;
-        } else if (!x->direct) {
+        } else {
             j->budget = j->len;
         }
     } else if (j->type == NBD_CMD_WRITE) {
@@ -1115,8 +1184,8 @@ static int read_request(struct r3_net_conn *nc)
         }
     }
     if (x->direct && j->type == NBD_CMD_READ) {
-        /* In memory: the reply is a pointer into the source, queued here
-         * without a hand-off to a worker. */
+        /* In memory: the reply is copied and queued here, without a
+         * hand-off to a worker. */
         run(c, j);
         free(j);
         return 0;
@@ -1259,6 +1328,7 @@ int r3_nbd_server_start(const struct r3_nbd_server_opts *o, struct r3_nbd_server
         if (x->e.src->flags & R3_SRC_RDONLY)
             x->e.readonly = true;
         pthread_mutex_init(&x->mu, NULL);
+        pthread_mutex_init(&x->pool_mu, NULL);
         s->nexp++;
         if (!x->name || strlen(x->name) > NBD_MAX_NAME)
             rc = r3_error(-EINVAL, "nbd: export name too long");
@@ -1303,6 +1373,9 @@ void r3_nbd_server_stop(struct r3_nbd_server *s)
         free(s->exp[i].name);
         free(s->exp[i].desc);
         pthread_mutex_destroy(&s->exp[i].mu);
+        for (int k = 0; k < POOL_N; k++)
+            free(s->exp[i].pool[k]);
+        pthread_mutex_destroy(&s->exp[i].pool_mu);
     }
     free(s->exp);
     free(s->zeros);

@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -588,9 +590,12 @@ static void *leech_rest(void *arg)
     return NULL;
 }
 
+static atomic_bool unmounted;         /* set by watch_unmount before it wakes main */
+
 static void *watch_unmount(void *arg)
 {
     r3_nbd_mount_wait(arg);
+    atomic_store(&unmounted, true);
     kill(getpid(), SIGUSR1);      /* unmounted from outside: wake main */
     return NULL;
 }
@@ -637,7 +642,12 @@ static int run(const struct opts *o, int ready_fd)
     pthread_t rest;
     bool resting = s.leech && r3_thread_create(&rest, leech_rest, &s) == 0;
     int sig;
-    sigwait(&set, &sig);
+    /* --leech: a SIGUSR1 that asked to finalize but came after the finalize
+     * at --finalize-at (forwarded by the parent, or sent late) is not a
+     * stop: only the watcher's one after an unmount from outside is. */
+    do
+        sigwait(&set, &sig);
+    while (sig == SIGUSR1 && s.leech && !atomic_load(&unmounted));
     if (resting) {
         atomic_store(&leech_quit, true);
         pthread_join(rest, NULL);
@@ -646,15 +656,6 @@ static int run(const struct opts *o, int ready_fd)
     if (watching)
         pthread_join(t, NULL);
     return 0;
-}
-
-static pid_t leech_child;
-
-static void forward_usr1(int sig)
-{
-    (void)sig;
-    if (leech_child > 0)
-        kill(leech_child, SIGUSR1);
 }
 
 int main(int argc, char **argv)
@@ -823,10 +824,20 @@ int main(int argc, char **argv)
         perror("r3mount: pipe");
         return 1;
     }
+    /* --leech: a SIGUSR1 to the waiting parent finalizes the daemon's leech
+     * now. Taken from a signalfd polled beside the pipe, not by a handler:
+     * a handler may run only once the blocking read() returns (it does under
+     * TSan), which is after the daemon finalized by itself at 100 %. */
+    int sfd = -1;
     if (o.leech) {
-        /* SIGUSR1 to the waiting parent finalizes the daemon's leech now */
-        struct sigaction sa = { .sa_handler = forward_usr1, .sa_flags = SA_RESTART };
-        sigaction(SIGUSR1, &sa, NULL);
+        sigset_t u;
+        sigemptyset(&u);
+        sigaddset(&u, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &u, NULL);      /* the daemon blocks it too (run) */
+        if ((sfd = signalfd(-1, &u, SFD_CLOEXEC)) < 0) {
+            perror("r3mount: signalfd");
+            return 1;
+        }
     }
     pid_t pid = fork();
     if (pid < 0) {
@@ -834,6 +845,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (pid == 0) {
+        if (sfd >= 0)
+            close(sfd);
         close(p[0]);
         setsid();
         int nul = open("/dev/null", O_RDWR);
@@ -850,11 +863,24 @@ int main(int argc, char **argv)
         _exit(st);
     }
     close(p[1]);
-    leech_child = pid;
     char msg[1200];
-    ssize_t n = 0, r;
-    while ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0)
-        n += r;
+    ssize_t n = 0, r = 1;
+    while (r > 0) {
+        struct pollfd pf[2] = { { .fd = p[0], .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+        if (poll(pf, sfd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        struct signalfd_siginfo si;
+        if (sfd >= 0 && (pf[1].revents & POLLIN) && read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+            kill(pid, SIGUSR1);
+        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR))
+            if ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0)
+                n += r;
+    }
+    if (sfd >= 0)
+        close(sfd);
     msg[n > 0 ? n : 0] = 0;
     close(p[0]);
     if (n <= 0 || msg[0] != 'O') {

@@ -9,6 +9,8 @@
 # printed) also runs under `r3run --strategy filesync`: identical output to
 # plain python3, and the source holds the final bytes after exit.
 source "$top_srcdir/tests/integration/lib.sh"
+# (the t_timeout bounds below only guard against a hang: wide enough for a
+# sanitizer build on a loaded machine)
 t_need python3
 t_need sha256sum
 SIZE=$((128 * 1024 * 1024))
@@ -19,7 +21,7 @@ for detect in pagemap hash; do
     cp "$T_DIR/head.bin" "$img"; truncate -s $SIZE "$img"
     before=$(sha256sum < "$img" | cut -d' ' -f1)
     dflag=""; [ "$detect" = hash ] && dflag="--detect hash"
-    out=$(t_timeout 50 "$R3CHECK" region --strategy filesync --interval 200 --sha256 -S 1 $dflag "file://$img" \
+    out=$(t_timeout 300 "$R3CHECK" region --strategy filesync --interval 200 --sha256 -S 1 $dflag "file://$img" \
         2>"$T_DIR/err") || { cat "$T_DIR/err"; t_fail "r3check region failed ($detect)"; }
     grep -q "detect=$detect" "$T_DIR/err" || { cat "$T_DIR/err"; t_fail "expected $detect detection"; }
     [ "$(echo "$out" | sed -n 's/^before //p')" = "$before" ] || t_fail "pre-copy differs from the source ($detect)"
@@ -43,7 +45,7 @@ b[:] = (bytes(range(251)) * (n // 251 + 1))[:n]
 b[0:16] = b'R3FILESYNCMARK!!'
 print(hashlib.sha256(b).hexdigest())
 PY
-    out=$(t_timeout 55 "$top_builddir/r3run" --strategy filesync --source "file://$img?size=1G" -- python3 "$T_DIR/w.py") ||
+    out=$(t_timeout 300 "$top_builddir/r3run" --strategy filesync --source "file://$img?size=1G" -- python3 "$T_DIR/w.py") ||
         t_fail "r3run --strategy filesync failed"
     plain=$(python3 "$T_DIR/w.py")
     [ "$out" = "$plain" ] || t_fail "r3run output $out, plain python3 $plain"

@@ -50,6 +50,13 @@ t_wait_port() {
 # Run with a time limit so that a hang is a failure, not a stuck suite.
 t_timeout() { timeout --kill-after=5 "$@"; }
 
+# R3_TEST_SLOW=1 (set by .ci/run for its ThreadSanitizer stage): programs run
+# several times slower. A wall-clock bound that is what a test checks stays
+# as it is in the plain build and is scaled with t_slow under a sanitizer;
+# a bound that only guards against a hang is wide enough for both.
+# t_slow N: N, or N times R3_TEST_SLOW_FACTOR (default 5) when R3_TEST_SLOW=1.
+t_slow() { if [ "${R3_TEST_SLOW:-0}" = 1 ]; then echo $(( $1 * ${R3_TEST_SLOW_FACTOR:-5} )); else echo "$1"; fi; }
+
 # The one checker of the tests (tests/r3check.c) and the one test pattern
 # (tests/common/pattern.h; pattern.py is the same in python3).
 R3CHECK="$top_builddir/tests/r3check"

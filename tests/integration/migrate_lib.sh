@@ -12,7 +12,7 @@ mig_seed() {
         >"$D/$n.seed.out" 2>&1
     SEED_PID=$T_LAST_PID
     local i
-    for i in $(seq 1 200); do
+    for i in $(seq 1 600); do           # a hang guard (30 s): hashing 64 MiB under TSan
         [ -s "$D/$n.addr" ] && break
         kill -0 "$SEED_PID" 2>/dev/null || { cat "$D/$n.seed.out" >&2; t_fail "seeder $n did not start"; }
         sleep 0.05
@@ -21,10 +21,10 @@ mig_seed() {
     ADDR=$(cat "$D/$n.addr")
 }
 
-# Wait until FILE has a line matching RE (10 s), else fail.
+# Wait until FILE has a line matching RE (30 s, a hang guard), else fail.
 mig_wait_line() {
     local i
-    for i in $(seq 1 400); do
+    for i in $(seq 1 1200); do
         grep -qE "$2" "$1" 2>/dev/null && return 0
         sleep 0.025
     done
