@@ -86,6 +86,13 @@ const char *r3_seed_address(struct r3_seeder *s, char *buf, size_t n);
 int  r3_seed_wait(struct r3_seeder *s, uint64_t timeout_ms);
 /* Whether FINALIZE was answered (A must not write any more). */
 bool r3_seed_finalized(struct r3_seeder *s);
+/* A is going away (unmount, SIGTERM) while FINALIZE was answered but no
+ * RELEASE came (the leecher died, or is still pulling): the writes held
+ * since the pause fail with EIO from now on, never reaching A's source,
+ * which keeps the bytes of the pause (what B was given). Before FINALIZE,
+ * or for a region seeder (its writers are the program's, paused by
+ * before_finalize), it does nothing. */
+void r3_seed_halt_writes(struct r3_seeder *s);
 /* Stop serving and stop tracking. The region stays open. */
 void r3_seed_close(struct r3_seeder *s);
 

@@ -302,6 +302,9 @@ static int do_unmount(const char *arg)
          * writes from now on (its pages could not be written back once the
          * connection is gone): what it wrote so far is written back, and
          * the mount stays, like umount(8) says busy. */
+        /* A seeder finalized without a release holds writes made since the
+         * pause: they fail now instead of holding this write-back. */
+        kill(pid, SIGUSR2);
         /* In a child, bounded: a daemon whose source hangs must not hang -u. */
         pid_t c = fork();
         if (c == 0) {
@@ -371,6 +374,10 @@ struct state {
 
 static void stop(struct state *s)
 {
+    /* Finalized but not released (the leecher died, or still pulls): the
+     * writes held since the pause get EIO, or the unmount's flush through
+     * the gate would wait for ever. */
+    r3_seed_halt_writes(s->seeder);
     int rc = r3_nbd_mount_close(s->mnt);
     if (rc < 0)
         fprintf(stderr, "r3mount: %s\n", r3_last_error());
@@ -608,6 +615,7 @@ static int run(const struct opts *o, int ready_fd)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     struct state s = { 0 };
@@ -645,9 +653,16 @@ static int run(const struct opts *o, int ready_fd)
     /* --leech: a SIGUSR1 that asked to finalize but came after the finalize
      * at --finalize-at (forwarded by the parent, or sent late) is not a
      * stop: only the watcher's one after an unmount from outside is. */
-    do
+    /* SIGUSR2 (from r3mount -u, before it writes back the page cache): A
+     * is going away, so a seeder's writes held since FINALIZE fail now
+     * (see stop); the daemon goes on until SIGTERM. */
+    for (;;) {
         sigwait(&set, &sig);
-    while (sig == SIGUSR1 && s.leech && !atomic_load(&unmounted));
+        if (sig == SIGUSR2)
+            r3_seed_halt_writes(s.seeder);
+        else if (!(sig == SIGUSR1 && s.leech && !atomic_load(&unmounted)))
+            break;
+    }
     if (resting) {
         atomic_store(&leech_quit, true);
         pthread_join(rest, NULL);

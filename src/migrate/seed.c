@@ -54,6 +54,7 @@ struct r3_seeder {
     int state;
     uint64_t session;
     uint8_t *order, *dirty;       /* 8-byte big-endian chunk indexes */
+    bool halted;                  /* r3_seed_halt_writes: held writes fail */
     size_t norder, ndirty;
     pthread_t monitor;
     bool monitor_started, stop;
@@ -453,6 +454,19 @@ bool r3_seed_finalized(struct r3_seeder *s)
     return f;
 }
 
+void r3_seed_halt_writes(struct r3_seeder *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    bool held = s->gate && s->state == S_FINALIZED;
+    if (held)
+        s->halted = true;
+    pthread_mutex_unlock(&s->mu);
+    if (held)
+        r3m_gate_set(s->gate, R3M_GATE_GONE);
+}
+
 void r3_seed_close(struct r3_seeder *s)
 {
     if (!s)
@@ -469,7 +483,8 @@ void r3_seed_close(struct r3_seeder *s)
     if (s->state == S_TRACKING)
         track_stop(s);
     if (s->gate) {
-        r3m_gate_set(s->gate, R3M_GATE_OPEN);
+        if (!s->halted)
+            r3m_gate_set(s->gate, R3M_GATE_OPEN);
         r3_source_close(s->gate);
     }
     r3_tls_ctx_free(s->tls);

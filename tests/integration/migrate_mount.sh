@@ -23,7 +23,7 @@ mkdir -p "$D/a" "$D/b"
 daemon_of() { awk -v m="$1" '$2 == m && $1 ~ /^r3mount:/ { sub("r3mount:", "", $1); print $1 }' /proc/mounts; }
 umount_all() {
     local m p
-    for m in b a b2 a2 b3 a3; do
+    for m in b a b2 a2 b3 a3 b4 a4; do
         p=$(daemon_of "$D/$m")
         [ -n "$p" ] || continue
         t_timeout 10 "$R3MOUNT" -u "$D/$m" 2>/dev/null
@@ -157,4 +157,29 @@ wait $LEECH && t_fail "the leech went on without its seeder"
 [ $(( $(date +%s) - start )) -le 15 ] || t_fail "the leecher took more than 15 s to give up"
 grep -q "leecher: .*127.0.0.1:$P" "$D/b3.err" || t_fail "the leecher's error: $(cat "$D/b3.err")"
 [ -e "$D/b3/disk" ] && t_fail "a failed leech left a file"
+
+# The leecher killed (-9) after FINALIZE, before RELEASE: a write held on A
+# since the pause must fail (EIO) when A is unmounted, and the unmount must
+# not wait for ever on it (its flush went through the paused gate)
+mkdir -p "$D/a4" "$D/b4"
+P=$(t_free_port)
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P "file://$D/a2.img" "$D/a4" 2>/dev/null) || t_fail "seed 4"
+fb=$(t_timeout 60 "$R3MOUNT" --mount fuse --leech --finalize-at 0 --delay 200ms --pull-workers 1 \
+    "r3://127.0.0.1:$P/?timeout=20s" "$D/b4" 2>"$D/b4.err") || t_fail "leech 4: $(cat "$D/b4.err")"
+bpid=$(daemon_of "$D/b4")
+[ -n "$bpid" ] || t_fail "no r3mount daemon for $D/b4"
+kill -9 "$bpid"
+fusermount -uz "$D/b4" 2>/dev/null
+dd if="$D/a2.img" of="$D/p3.before" bs=4096 skip=3 count=1 2>/dev/null
+t_bg dd if=/dev/urandom of="$fa" bs=4096 count=1 seek=3 conv=notrunc,fsync
+DD=$T_LAST_PID
+sleep 0.5      # (the write is held: nothing to wait for but time; a write that went through fails below)
+kill -0 "$DD" 2>/dev/null || t_fail "a write on A after FINALIZE was not held"
+start=$(date +%s)
+t_timeout 30 "$R3MOUNT" -u "$D/a4" 2>"$D/a4u.err"
+[ $(( $(date +%s) - start )) -le 25 ] || t_fail "r3mount -u of a finalized seeder whose leecher died took over 25 s"
+wait "$DD" && t_fail "the write held on A since FINALIZE succeeded at the unmount"
+[ -z "$(daemon_of "$D/a4")" ] || t_fail "A's seeder still mounted after -u: $(cat "$D/a4u.err")"
+dd if="$D/a2.img" of="$D/p3.after" bs=4096 skip=3 count=1 2>/dev/null
+cmp -s "$D/p3.before" "$D/p3.after" || t_fail "the write held since FINALIZE reached A's source"
 exit 0
