@@ -17,7 +17,8 @@
  * logs, fault threads) are -EINVAL with a sentence; opts->filesync_detect chooses
  * "pagemap" or "hash" (the library reads no environment).
  * Migration (a seeder): read is the mapping; track adds what every scan
- * finds (pagemap) or compares blocks with what was served (hash). */
+ * finds (pagemap) or compares blocks with what was served (hash); the
+ * access order comes from scans of the mapping's present pages. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include <sys/mman.h>
 #include "internal.h"
 #include "filesync/filesync.h"
+#include "kernel/kernel.h"
 
 #define PRECOPY_IO (4u << 20)    /* bytes per source read while pre-copying */
 
@@ -63,6 +65,12 @@ struct fsr {
     uint64_t *tracked;           /* pagemap: bitmap of blocks written since START */
     struct fs_hash *shash;       /* hashing: hash of the block as last served */
     uint8_t *sstate;             /* hashing: 0 not served, 1 served whole, 2 in part */
+    /* access order (scan_mu): chunks in the order scans first found them
+     * present in the mapping */
+    struct r3_pm_scanner oscan;
+    int oscan_state;             /* 0 not opened, 1 open, -1 unusable */
+    uint64_t *oseen, *order;
+    size_t norder;
 };
 
 /* Copy region bytes the program may be writing right now. The race is the
@@ -119,8 +127,57 @@ static const struct r3_source_ops view_ops = {
 
 /* The push stage's collect hook: mark the blocks changed since the last
  * round. Runs under the stage's round lock (never twice at once). */
+/* The access order a seeder sends. The program's first touch of a page
+ * maps it in this process's page tables (the pre-copy wrote the file, not
+ * the mapping), so a scan of the present pages finds the chunks touched
+ * since the last scan: each push round's collect and each request for the
+ * order scan once, and chunks first touched between two scans come
+ * ascending. A hint: a failed scan only stops the recording. */
+static void touched_run(void *arg, uint64_t s, uint64_t e)
+{
+    struct fsr *f = arg;
+    uint64_t base = (uintptr_t)f->r.base;
+    for (uint64_t c = (s - base) / f->r.chunk; c <= (e - 1 - base) / f->r.chunk && c < f->nblocks; c++)
+        if (!(f->oseen[c / 64] & (1ull << (c % 64)))) {
+            f->oseen[c / 64] |= 1ull << (c % 64);
+            f->order[f->norder++] = c;
+        }
+}
+
+static void note_touched_locked(struct fsr *f)
+{
+    if (f->oscan_state == 0) {
+        f->oseen = calloc((f->nblocks + 63) / 64, sizeof *f->oseen);
+        f->order = malloc((f->nblocks ? f->nblocks : 1) * sizeof *f->order);
+        f->oscan_state = f->oseen && f->order && r3_pm_scanner_open(&f->oscan, 0) == 0 ? 1 : -1;
+    }
+    if (f->oscan_state < 0 || f->norder == f->nblocks)
+        return;
+    uint64_t base = (uintptr_t)f->r.base;
+    if (r3_pm_scan_present(&f->oscan, base, base + f->r.len, touched_run, f) < 0)
+        f->oscan_state = -1;
+}
+
+static int fsr_order(struct r3_region *r, uint64_t **list, size_t *n)
+{
+    struct fsr *f = (struct fsr *)r;
+    pthread_mutex_lock(&f->scan_mu);
+    note_touched_locked(f);
+    size_t k = f->oscan_state > 0 ? f->norder : 0;
+    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
+    if (l && k)
+        memcpy(l, f->order, k * sizeof *l);
+    pthread_mutex_unlock(&f->scan_mu);
+    if (!l)
+        return r3_error(-ENOMEM, "filesync: out of memory");
+    *list = l;
+    *n = k;
+    return 0;
+}
+
 static int collect_locked(struct fsr *f, struct r3_source *push)
 {
+    note_touched_locked(f);
     uint32_t block = f->r.chunk;
     memset(f->dirty, 0, f->nblocks);
     if (f->track && fs_track_scan(f->track, block, f->dirty) < 0) {
@@ -320,6 +377,10 @@ static void teardown(struct fsr *f)
     free(f->tracked);
     free(f->shash);
     free(f->sstate);
+    if (f->oscan_state > 0)
+        r3_pm_scanner_close(&f->oscan);
+    free(f->oseen);
+    free(f->order);
     pthread_mutex_destroy(&f->scan_mu);
     pthread_mutex_destroy(&f->tmu);
     pthread_mutex_destroy(&f->sync_mu);
@@ -499,7 +560,7 @@ static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struc
 
 const struct r3_strategy_ops r3_strategy_filesync = {
     .name = "filesync", .open = fsr_open, .sync = fsr_sync, .close = fsr_close, .stats = fsr_stats,
-    .read = fsr_read, .track = fsr_track,
+    .read = fsr_read, .track = fsr_track, .access_order = fsr_order,
 };
 
 static int fsr_open(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)

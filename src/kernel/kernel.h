@@ -90,6 +90,11 @@ void r3_pm_scanner_close(struct r3_pm_scanner *s);
 int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
                        void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg);
 
+/* Report each run of pages present (mapped in this process's page tables)
+ * in [start, end), changing nothing. 0 or -errno. */
+int r3_pm_scan_present(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
+                       void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg);
+
 /* ---- write tracking of a whole mapping (src/kernel/wptrack.c)
  *
  * A userfaultfd of its own registered WP over [base, base+len) with

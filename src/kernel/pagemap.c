@@ -76,8 +76,9 @@ static size_t filled(const struct r3_pm_scanner *s)
     return k;
 }
 
-int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
-                       void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg)
+/* One walk: written pages (and protect them again), or present ones. */
+static int scan(struct r3_pm_scanner *s, bool present, uint64_t start, uint64_t end,
+                void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg)
 {
     uint64_t stall_since = 0;
     while (start < end) {
@@ -95,6 +96,11 @@ int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
         }
         if (s->mapped_only)
             a.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        if (present) {
+            a.flags = 0;
+            a.category_mask = a.return_mask = PAGE_IS_PRESENT;
+            a.category_inverted = a.category_anyof_mask = 0;
+        }
         long n = s->ioctl(s->fd, &a);
         int e = n < 0 ? errno : 0;
         if (n < 0 && e != EINTR && e != EAGAIN)
@@ -133,4 +139,16 @@ int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
         }
     }
     return 0;
+}
+
+int r3_pm_scan_written(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
+                       void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg)
+{
+    return scan(s, false, start, end, fn, arg);
+}
+
+int r3_pm_scan_present(struct r3_pm_scanner *s, uint64_t start, uint64_t end,
+                       void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg)
+{
+    return scan(s, true, start, end, fn, arg);
 }

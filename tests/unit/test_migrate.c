@@ -604,12 +604,14 @@ START_TEST(test_not_a_seeder)
 }
 END_TEST
 
-/* A seeder on nbd-managed or nbd-direct sends the order in which the
- * program first read or wrote chunks (the managed cache records it, pulls
- * do not count; the direct pass-through sees every request). */
+/* A seeder on nbd-managed, nbd-direct or filesync sends the order in which
+ * the program first read or wrote chunks (the managed cache records it,
+ * pulls do not count; the direct pass-through sees every request; filesync
+ * scans the mapping's present pages at each sync, so a sync follows each
+ * touch there). */
 START_TEST(test_seed_nbd_order)
 {
-    const char *strategy = _i ? "nbd-direct" : "nbd-managed";
+    const char *strategies[] = { "nbd-managed", "nbd-direct", "filesync" }, *strategy = strategies[_i];
     char *path = make_file(SIZE), *uri;
     ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
     struct r3_source *src;
@@ -618,11 +620,12 @@ START_TEST(test_seed_nbd_order)
     r3_region_opts_init(&o);
     o.strategy = strategy;
     o.chunk = CHUNK;
-    o.prefetch = R3_PREFETCH_NONE;
+    if (_i < 2)
+        o.prefetch = R3_PREFETCH_NONE;       /* (filesync has no prefetch) */
     o.workdir = tmp;
     struct r3_region *r;
     int rc = r3_region_open(&o, src, &r);
-    if (rc < 0 && nbd_missing()) {
+    if (rc < 0 && _i < 2 && nbd_missing()) {
         fprintf(stderr, "SKIP (%s: no FUSE or nbd device here): %s\n", strategy, r3_last_error());
         free(uri);
         free(path);
@@ -631,8 +634,11 @@ START_TEST(test_seed_nbd_order)
     ck_assert_msg(rc == 0, "region (%s): %s", strategy, r3_last_error());
     const uint64_t want[3] = { 5, NCHUNKS - 3, 17 };
     volatile uint8_t sink = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         sink += ((uint8_t *)r->base)[want[i] * CHUNK];
+        if (_i == 2)
+            ck_assert_int_eq(r3_region_sync(r), 0);
+    }
     ((uint8_t *)r->base)[9 * CHUNK + 1] = 1;                   /* a first write counts too */
     (void)sink;
     struct r3_seed_opts so;
@@ -789,7 +795,7 @@ int main(void)
     suite_add_tcase(s, nbd);
     tcase_add_loop_test(other, test_filesync, 0, 4);
     tcase_add_loop_test(other, test_seed_nbd, 0, 2);
-    tcase_add_loop_test(other, test_seed_nbd_order, 0, 2);
+    tcase_add_loop_test(other, test_seed_nbd_order, 0, 3);
     tcase_add_test(other, test_seed_nbd_direct);
     tcase_add_loop_test(other, test_seed_filesync, 0, 4);
     suite_add_tcase(s, other);
