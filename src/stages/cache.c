@@ -53,7 +53,9 @@ struct cache_stage {
     int npool;
     void (*on_fill)(void *arg, uint64_t chunk, int why);
     void *arg;
-    _Atomic uint64_t *order;      /* r3_cache_record_order: chunk + 1 per first access */
+    /* r3_cache_record_order: chunk + 1 per first access; set while
+     * fetches run, so the pointer itself is atomic */
+    _Atomic uint64_t *_Atomic order;
     _Atomic uint64_t norder;
 };
 
@@ -295,11 +297,12 @@ static int check_idx(struct r3_source *s, uint64_t idx)
  * its place in the access order, when one is recorded. */
 static void note_access(struct cache_stage *c, uint64_t idx, int why)
 {
-    if (!c->order || why == R3_FETCH_PULL)
+    _Atomic uint64_t *o = why == R3_FETCH_PULL ? NULL : atomic_load_explicit(&c->order, memory_order_acquire);
+    if (!o)
         return;
     uint64_t k = atomic_fetch_add_explicit(&c->norder, 1, memory_order_relaxed);
     if (k < c->nchunks)
-        atomic_store_explicit(&c->order[k], idx + 1, memory_order_release);
+        atomic_store_explicit(&o[k], idx + 1, memory_order_release);
 }
 
 int r3_cache_record_order(struct r3_source *s)
@@ -307,12 +310,14 @@ int r3_cache_record_order(struct r3_source *s)
     struct cache_stage *c = as_cache(s);
     if (!c)
         return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
-    if (c->order)
+    if (atomic_load_explicit(&c->order, memory_order_acquire))
         return 0;
     _Atomic uint64_t *o = calloc(c->nchunks ? c->nchunks : 1, sizeof *o);
     if (!o)
         return r3_error(-ENOMEM, "cache: out of memory for the access order");
-    c->order = o;
+    _Atomic uint64_t *none = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&c->order, &none, o, memory_order_acq_rel, memory_order_acquire))
+        free((void *)o);                  /* another call set it first */
     return 0;
 }
 
@@ -323,7 +328,8 @@ int r3_cache_access_order(struct r3_source *s, uint64_t **list, size_t *n)
     *n = 0;
     if (!c)
         return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
-    uint64_t k = c->order ? atomic_load_explicit(&c->norder, memory_order_relaxed) : 0;
+    _Atomic uint64_t *o = atomic_load_explicit(&c->order, memory_order_acquire);
+    uint64_t k = o ? atomic_load_explicit(&c->norder, memory_order_relaxed) : 0;
     if (k > c->nchunks)
         k = c->nchunks;
     uint64_t *l = malloc((k ? k : 1) * sizeof *l);
@@ -332,7 +338,7 @@ int r3_cache_access_order(struct r3_source *s, uint64_t **list, size_t *n)
     size_t m = 0;
     for (uint64_t i = 0; i < k; i++) {
         /* a slot being written right now may still read 0: skipped (a hint, not data) */
-        uint64_t v = atomic_load_explicit(&c->order[i], memory_order_acquire);
+        uint64_t v = atomic_load_explicit(&o[i], memory_order_acquire);
         if (v)
             l[m++] = v - 1;
     }
@@ -636,7 +642,7 @@ static void cache_close(struct r3_source *s)
     free((void *)c->state);
     free((void *)c->known);
     free((void *)c->lock);
-    free((void *)c->order);
+    free((void *)atomic_load(&c->order));
     free(c);
 }
 
