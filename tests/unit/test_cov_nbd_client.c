@@ -91,31 +91,6 @@ static void srv_join(void)
     pthread_join(srv, NULL);
 }
 
-static bool rd(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n) {
-        ssize_t r = recv(fd, c, n, 0);
-        if (r <= 0)
-            return false;
-        c += r;
-        n -= (size_t)r;
-    }
-    return true;
-}
-
-static void wr(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t r = send(fd, c, n, MSG_NOSIGNAL);
-        if (r <= 0)
-            return;
-        c += r;
-        n -= (size_t)r;
-    }
-}
-
 /* Greeting (newstyle with the given handshake flags), then the client's flags. */
 static bool greet(int fd, uint16_t hflags)
 {
@@ -123,8 +98,8 @@ static bool greet(int fd, uint16_t hflags)
     r3_nbd_put64(h, NBD_MAGIC);
     r3_nbd_put64(h + 8, NBD_IHAVEOPT);
     r3_nbd_put16(h + 16, hflags);
-    wr(fd, h, 18);
-    if (!rd(fd, cf, 4))
+    tu_send_all(fd, h, 18);
+    if (!tu_recv_all(fd, cf, 4))
         return false;
     seen.client_flags = r3_nbd_get32(cf);
     return true;
@@ -135,14 +110,14 @@ static bool greet(int fd, uint16_t hflags)
 static uint32_t opt_in(int fd, unsigned char *data, size_t cap, uint32_t *len)
 {
     unsigned char h[16];
-    if (!rd(fd, h, 16) || r3_nbd_get64(h) != NBD_IHAVEOPT)
+    if (!tu_recv_all(fd, h, 16) || r3_nbd_get64(h) != NBD_IHAVEOPT)
         return 0;
     uint32_t opt = r3_nbd_get32(h + 8), n = r3_nbd_get32(h + 12);
     if (seen.nopts < 16)
         seen.opts[seen.nopts++] = opt;
     for (uint32_t i = 0; i < n; i++) {
         unsigned char b;
-        if (!rd(fd, &b, 1))
+        if (!tu_recv_all(fd, &b, 1))
             return 0;
         if (data && i < cap)
             data[i] = b;
@@ -159,9 +134,9 @@ static void rep(int fd, uint32_t opt, uint32_t type, const void *data, uint32_t 
     r3_nbd_put32(h + 8, opt);
     r3_nbd_put32(h + 12, type);
     r3_nbd_put32(h + 16, len);
-    wr(fd, h, 20);
+    tu_send_all(fd, h, 20);
     if (len)
-        wr(fd, data, len);
+        tu_send_all(fd, data, len);
 }
 
 static void info_export(int fd, uint64_t size, uint16_t flags)
@@ -228,7 +203,7 @@ struct req { uint16_t flags, type; uint64_t cookie, off; uint32_t len; };
 static bool req_in(int fd, struct req *r, void *data, size_t cap)
 {
     unsigned char h[28];
-    if (!rd(fd, h, 28) || r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
+    if (!tu_recv_all(fd, h, 28) || r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
         return false;
     r->flags = r3_nbd_get16(h + 4);
     r->type = r3_nbd_get16(h + 6);
@@ -246,7 +221,7 @@ static bool req_in(int fd, struct req *r, void *data, size_t cap)
         char *p = data;
         for (uint32_t i = 0; i < r->len; i++) {
             char b;
-            if (!rd(fd, &b, 1))
+            if (!tu_recv_all(fd, &b, 1))
                 return false;
             if (p && i < cap)
                 p[i] = b;
@@ -261,9 +236,9 @@ static void simple(int fd, uint64_t cookie, uint32_t err, const void *data, size
     r3_nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
     r3_nbd_put32(h + 4, err);
     r3_nbd_put64(h + 8, cookie);
-    wr(fd, h, 16);
+    tu_send_all(fd, h, 16);
     if (len)
-        wr(fd, data, len);
+        tu_send_all(fd, data, len);
 }
 
 static void chunk(int fd, uint16_t flags, uint16_t type, uint64_t cookie, const void *p, uint32_t len)
@@ -274,9 +249,9 @@ static void chunk(int fd, uint16_t flags, uint16_t type, uint64_t cookie, const 
     r3_nbd_put16(h + 6, type);
     r3_nbd_put64(h + 8, cookie);
     r3_nbd_put32(h + 16, len);
-    wr(fd, h, 20);
+    tu_send_all(fd, h, 20);
     if (len)
-        wr(fd, p, len);
+        tu_send_all(fd, p, len);
 }
 
 static void data_chunk(int fd, uint16_t flags, uint64_t cookie, uint64_t off, const void *p, uint32_t len)
@@ -330,9 +305,9 @@ static void s_oldstyle(int fd)
     unsigned char h[18] = { 0 };
     r3_nbd_put64(h, NBD_MAGIC);
     r3_nbd_put64(h + 8, UINT64_C(0x00420281861253));   /* the oldstyle magic */
-    wr(fd, h, 18);
+    tu_send_all(fd, h, 18);
     unsigned char b[4];
-    rd(fd, b, 4);                                        /* the client hangs up */
+    tu_recv_all(fd, b, 4);                                        /* the client hangs up */
 }
 
 START_TEST(oldstyle_refused)
@@ -359,7 +334,7 @@ static void s_plain_newstyle(int fd)
     unsigned char e[134] = { 0 };
     r3_nbd_put64(e, 1 << 20);
     r3_nbd_put16(e + 8, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY);
-    wr(fd, e, sizeof e);
+    tu_send_all(fd, e, sizeof e);
     struct req r;
     while (req_in(fd, &r, NULL, 0)) {
         char buf[4096];
@@ -427,7 +402,7 @@ static void s_old_fixed(int fd)
             unsigned char e[10];
             r3_nbd_put64(e, 3 << 20);
             r3_nbd_put16(e + 8, FLAGS_RW);
-            wr(fd, e, 10);
+            tu_send_all(fd, e, 10);
             break;
         }
         rep(fd, opt, NBD_REP_ERR_UNSUP, NULL, 0);
@@ -587,7 +562,7 @@ static void s_close_in_options(int fd)
     opt_in(fd, NULL, 0, NULL);
     unsigned char h[10] = { 0 };
     r3_nbd_put64(h, NBD_REP_MAGIC);
-    wr(fd, h, sizeof h);                                  /* half a reply header */
+    tu_send_all(fd, h, sizeof h);                                  /* half a reply header */
 }
 
 START_TEST(close_in_options)
@@ -630,8 +605,8 @@ static void s_tls_fake(int fd)
     uint32_t opt = opt_in(fd, NULL, 0, NULL);
     rep(fd, opt, NBD_REP_ACK, NULL, 0);
     unsigned char b[5];
-    if (rd(fd, b, 5))                                     /* the ClientHello's record header */
-        wr(fd, "HTTP/1.0 400 nope\r\n\r\n", 21);
+    if (tu_recv_all(fd, b, 5))                                     /* the ClientHello's record header */
+        tu_send_all(fd, "HTTP/1.0 400 nope\r\n\r\n", 21);
 }
 
 START_TEST(starttls_not_tls)
@@ -1107,7 +1082,7 @@ static void s_handover(int fd)
     if (!std_hs(fd, false, 1 << 20, FLAGS_RW, 0))
         return;
     char b;
-    rd(fd, &b, 1);                     /* ends when the test closes the handed-over fd */
+    tu_recv_all(fd, &b, 1);                     /* ends when the test closes the handed-over fd */
 }
 
 START_TEST(take_fd)

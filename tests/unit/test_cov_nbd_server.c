@@ -109,31 +109,6 @@ static void start(bool list, const char *psk)
 
 /* ---- the scripted client */
 
-static bool rd(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n) {
-        ssize_t r = recv(fd, c, n, 0);
-        if (r <= 0)
-            return false;
-        c += r;
-        n -= (size_t)r;
-    }
-    return true;
-}
-
-static void wr(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t r = send(fd, c, n, MSG_NOSIGNAL);
-        if (r <= 0)
-            return;
-        c += r;
-        n -= (size_t)r;
-    }
-}
-
 /* Connect, take the greeting, send our flags. */
 static int cl(uint32_t cflags)
 {
@@ -145,12 +120,12 @@ static int cl(uint32_t cflags)
     struct timeval tv = { 20, 0 };           /* hang guard */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     unsigned char g[18], f[4];
-    ck_assert(rd(fd, g, 18));
+    ck_assert(tu_recv_all(fd, g, 18));
     ck_assert(r3_nbd_get64(g) == NBD_MAGIC);
     ck_assert(r3_nbd_get64(g + 8) == NBD_IHAVEOPT);
     ck_assert_uint_eq(r3_nbd_get16(g + 16), NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
     r3_nbd_put32(f, cflags);
-    wr(fd, f, 4);
+    tu_send_all(fd, f, 4);
     return fd;
 }
 
@@ -162,9 +137,9 @@ static void opt(int fd, uint32_t o, const void *d, uint32_t n)
     r3_nbd_put64(h, NBD_IHAVEOPT);
     r3_nbd_put32(h + 8, o);
     r3_nbd_put32(h + 12, n);
-    wr(fd, h, 16);
+    tu_send_all(fd, h, 16);
     if (n)
-        wr(fd, d, n);
+        tu_send_all(fd, d, n);
 }
 
 struct rep { uint32_t opt, type, len; unsigned char d[4200]; };
@@ -172,13 +147,13 @@ struct rep { uint32_t opt, type, len; unsigned char d[4200]; };
 static void rep_in(int fd, struct rep *r)
 {
     unsigned char h[20];
-    ck_assert_msg(rd(fd, h, 20), "no option reply");
+    ck_assert_msg(tu_recv_all(fd, h, 20), "no option reply");
     ck_assert(r3_nbd_get64(h) == NBD_REP_MAGIC);
     r->opt = r3_nbd_get32(h + 8);
     r->type = r3_nbd_get32(h + 12);
     r->len = r3_nbd_get32(h + 16);
     ck_assert_uint_lt(r->len, sizeof r->d);
-    ck_assert(rd(fd, r->d, r->len));
+    ck_assert(tu_recv_all(fd, r->d, r->len));
     r->d[r->len] = 0;
 }
 
@@ -442,9 +417,9 @@ START_TEST(meta_variants)
     r3_nbd_put16(q + 6, NBD_CMD_BLOCK_STATUS);
     r3_nbd_put64(q + 8, 77);
     r3_nbd_put32(q + 24, 4096);
-    wr(fd, q, 28);
+    tu_send_all(fd, q, 28);
     unsigned char s[16];
-    ck_assert(rd(fd, s, 16));
+    ck_assert(tu_recv_all(fd, s, 16));
     ck_assert_uint_eq(r3_nbd_get32(s), NBD_SIMPLE_REPLY_MAGIC);
     ck_assert_uint_eq(r3_nbd_get32(s + 4), NBD_EINVAL);
     ck_assert(r3_nbd_get64(s + 8) == 77);
@@ -462,7 +437,7 @@ START_TEST(handshake_violations)
     log_wait("handshake: unknown client flags 0x83");
 
     fd = cl(FIXED);
-    wr(fd, "IHAVEOPX\0\0\0\1\0\0\0\0", 16);
+    tu_send_all(fd, "IHAVEOPX\0\0\0\1\0\0\0\0", 16);
     closed(fd);
     log_wait("handshake: bad option magic");
 
@@ -493,7 +468,7 @@ START_TEST(handshake_violations)
         r3_nbd_put32(many + 16 * i + 8, NBD_OPT_STRUCTURED_REPLY);
         r3_nbd_put32(many + 16 * i + 12, 0);
     }
-    wr(fd, many, 1002 * 16);
+    tu_send_all(fd, many, 1002 * 16);
     free(many);
     for (int i = 0; i < 1001; i++)
         rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
@@ -517,7 +492,7 @@ START_TEST(export_name_ok)
         opt(fd, NBD_OPT_EXPORT_NAME, "two", 3);
         unsigned char e[134];
         memset(e, 0xee, sizeof e);
-        ck_assert(rd(fd, e, nz ? 10 : 134));
+        ck_assert(tu_recv_all(fd, e, nz ? 10 : 134));
         ck_assert_uint_eq(r3_nbd_get64(e), 1 << 20);
         ck_assert(r3_nbd_get16(e + 8) & NBD_FLAG_READ_ONLY);
         for (int i = 10; i < 134; i++)
@@ -527,13 +502,13 @@ START_TEST(export_name_ok)
         r3_nbd_put32(q, NBD_REQUEST_MAGIC);
         r3_nbd_put64(q + 8, 5);
         r3_nbd_put32(q + 24, 512);
-        wr(fd, q, 28);
+        tu_send_all(fd, q, 28);
         unsigned char s[16 + 512];
-        ck_assert(rd(fd, s, sizeof s));
+        ck_assert(tu_recv_all(fd, s, sizeof s));
         ck_assert_uint_eq(r3_nbd_get32(s + 4), 0);
         ck_assert_int_eq(tu_check(s + 16, 512, 0, 9), -1);
         r3_nbd_put16(q + 6, NBD_CMD_DISC);
-        wr(fd, q, 28);
+        tu_send_all(fd, q, 28);
         closed(fd);
     }
     log_wait("client disconnected");
@@ -574,16 +549,16 @@ static void req(int fd, uint16_t flags, uint16_t type, uint64_t off, uint32_t le
     r3_nbd_put64(q + 8, ++cookie_n);
     r3_nbd_put64(q + 16, off);
     r3_nbd_put32(q + 24, len);
-    wr(fd, q, 28);
+    tu_send_all(fd, q, 28);
     if (type == NBD_CMD_WRITE && data)
-        wr(fd, data, len);
+        tu_send_all(fd, data, len);
 }
 
 /* A simple reply to the last request: its error. */
 static uint32_t simple_err(int fd)
 {
     unsigned char s[16];
-    ck_assert(rd(fd, s, 16));
+    ck_assert(tu_recv_all(fd, s, 16));
     ck_assert_uint_eq(r3_nbd_get32(s), NBD_SIMPLE_REPLY_MAGIC);
     ck_assert(r3_nbd_get64(s + 8) == cookie_n);
     return r3_nbd_get32(s + 4);
@@ -594,7 +569,7 @@ struct chunk_in { uint16_t flags, type; uint32_t len; unsigned char *p; };
 static void chunk_in(int fd, struct chunk_in *c)
 {
     unsigned char h[20];
-    ck_assert(rd(fd, h, 20));
+    ck_assert(tu_recv_all(fd, h, 20));
     ck_assert_uint_eq(r3_nbd_get32(h), NBD_STRUCTURED_REPLY_MAGIC);
     ck_assert(r3_nbd_get64(h + 8) == cookie_n);
     c->flags = r3_nbd_get16(h + 4);
@@ -602,7 +577,7 @@ static void chunk_in(int fd, struct chunk_in *c)
     c->len = r3_nbd_get32(h + 16);
     ck_assert_uint_le(c->len, MAXREQ + 8);
     c->p = malloc(c->len + 1);
-    ck_assert(rd(fd, c->p, c->len));
+    ck_assert(tu_recv_all(fd, c->p, c->len));
 }
 
 /* A structured READ into buf: counts the data and hole chunks. */
@@ -854,7 +829,7 @@ START_TEST(readonly_and_cut)
     /* bad request magic */
     fd = cl(FIXED);
     go(fd, "", &size, &flags);
-    wr(fd, "\x25\x60\x95\x14 garbage garbage garbage", 28);
+    tu_send_all(fd, "\x25\x60\x95\x14 garbage garbage garbage", 28);
     closed(fd);
     log_wait("bad request magic");
 
@@ -863,7 +838,7 @@ START_TEST(readonly_and_cut)
     go(fd, "", &size, &flags);
     memset(w, 0x44, sizeof w);
     req(fd, 0, NBD_CMD_WRITE, 3 << 20, 8192, NULL);
-    wr(fd, w, 4096);
+    tu_send_all(fd, w, 4096);
     shutdown(fd, SHUT_WR);
     closed(fd);
     log_wait("peer closed in the middle of a WRITE payload");
@@ -902,11 +877,11 @@ START_TEST(read_batch)
             r3_nbd_put64(q + 28 * i + 16, i < 5 ? offs[i] : 0);
             r3_nbd_put32(q + 28 * i + 24, i < 5 ? lens[i] : 0);
         }
-        wr(fd, q, sizeof q);
+        tu_send_all(fd, q, sizeof q);
         char *b = malloc(65536);
         for (int i = 0; i < 5; i++) {
             unsigned char h[28];
-            ck_assert(rd(fd, h, structured ? 28 : 16));
+            ck_assert(tu_recv_all(fd, h, structured ? 28 : 16));
             ck_assert(r3_nbd_get64(h + 8) == 1000 + (uint64_t)i);
             if (structured) {
                 ck_assert_uint_eq(r3_nbd_get32(h), NBD_STRUCTURED_REPLY_MAGIC);
@@ -917,12 +892,12 @@ START_TEST(read_batch)
                 ck_assert_uint_eq(r3_nbd_get32(h), NBD_SIMPLE_REPLY_MAGIC);
                 ck_assert_uint_eq(r3_nbd_get32(h + 4), 0);
             }
-            ck_assert(rd(fd, b, lens[i]));
+            ck_assert(tu_recv_all(fd, b, lens[i]));
             ck_assert_int_eq(tu_check(b, lens[i], offs[i], 9), -1);
         }
         free(b);
         unsigned char s[16];
-        ck_assert(rd(fd, s, 16));                         /* the FLUSH, not batched */
+        ck_assert(tu_recv_all(fd, s, 16));                         /* the FLUSH, not batched */
         ck_assert(r3_nbd_get64(s + 8) == 1005);
         ck_assert_uint_eq(r3_nbd_get32(s + 4), 0);
         close(fd);

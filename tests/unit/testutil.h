@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdbool.h>
+#include <sys/socket.h>
 #include <r3/r3.h>
 #include "tests/common/pattern.h"
 #include "tests/common/requires.h"
@@ -30,6 +32,33 @@ static inline int tu_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* Fake peers on a socket: all n bytes or false (peer gone); send all n
+ * bytes, or stop quietly when the peer is gone (its reply says the rest). */
+static inline bool tu_recv_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n) {
+        ssize_t r = recv(fd, c, n, 0);
+        if (r <= 0)
+            return false;
+        c += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+static inline void tu_send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t r = send(fd, c, n, MSG_NOSIGNAL);
+        if (r <= 0)
+            return;
+        c += r;
+        n -= (size_t)r;
+    }
 }
 
 #define TU_OPEN(uri, srcp) \
