@@ -20,9 +20,9 @@ struct written {
     /* migration: chunks written since START, never taken away */
     _Atomic uint64_t *tracked;
     _Atomic bool tracking;
-    /* access order: a bit per chunk once seen, chunk + 1 per slot */
-    _Atomic uint64_t *seen, *order;
-    _Atomic uint64_t norder;
+    /* access order: a bit per chunk once seen */
+    _Atomic uint64_t *seen;
+    struct r3_order order;
     uint64_t nchunks;
 };
 
@@ -34,9 +34,7 @@ static void note_access(struct written *w, size_t len, uint64_t off)
         if (atomic_load_explicit(&w->seen[c / 64], memory_order_relaxed) & bit ||
             atomic_fetch_or_explicit(&w->seen[c / 64], bit, memory_order_relaxed) & bit)
             continue;
-        uint64_t k = atomic_fetch_add_explicit(&w->norder, 1, memory_order_relaxed);
-        if (k < w->nchunks)
-            atomic_store_explicit(&w->order[k], c + 1, memory_order_release);
+        r3_order_note(&w->order, c);
     }
 }
 
@@ -79,7 +77,7 @@ static void w_close(struct r3_source *s)
     free(w->bits);
     free(w->tracked);
     free(w->seen);
-    free(w->order);
+    r3_order_free(&w->order);
     free(w);
 }
 
@@ -97,7 +95,7 @@ int r3_nbd_written_open(struct r3_source *inner, uint32_t chunk, struct r3_sourc
         w->nchunks = nchunks;
     if (!w || !chunk || !(w->bits = calloc(w->nwords ? w->nwords : 1, sizeof *w->bits)) ||
         !(w->seen = calloc(w->nwords ? w->nwords : 1, sizeof *w->seen)) ||
-        !(w->order = calloc(nchunks ? nchunks : 1, sizeof *w->order))) {
+        r3_order_init(&w->order, nchunks) < 0) {
         if (w) {
             free(w->bits);
             free(w->seen);
@@ -190,21 +188,6 @@ int r3_nbd_written_track(struct r3_source *s, int op, uint64_t **list, size_t *n
 
 int r3_nbd_written_order(struct r3_source *s, uint64_t **list, size_t *n)
 {
-    struct written *w = (struct written *)s;
-    uint64_t k = atomic_load_explicit(&w->norder, memory_order_relaxed);
-    if (k > w->nchunks)
-        k = w->nchunks;
-    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
-    if (!l)
-        return r3_error(-ENOMEM, "nbd region: out of memory");
-    size_t m = 0;
-    for (uint64_t i = 0; i < k; i++) {
-        /* a slot being written right now may still read 0: skipped (a hint) */
-        uint64_t v = atomic_load_explicit(&w->order[i], memory_order_acquire);
-        if (v)
-            l[m++] = v - 1;
-    }
-    *list = l;
-    *n = m;
-    return 0;
+    int rc = r3_order_list(&((struct written *)s)->order, list, n);
+    return rc < 0 ? r3_error_prefix(rc, "nbd region: ") : 0;
 }

@@ -3,6 +3,7 @@
 #ifndef R3_INTERNAL_H
 #define R3_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,6 +76,19 @@ bool r3_cache_is_zero(struct r3_source *cache, uint64_t idx);
  * side's (under the chunk's lock) when present (*local true), else the
  * remote's. */
 int r3_cache_peek(struct r3_source *cache, void *buf, size_t len, uint64_t off, bool *local);
+/* ---- an access order (src/order.c): chunks in the order they were first
+ * used, noted by any thread without a lock; a hint for a leecher. */
+struct r3_order {
+    _Atomic uint64_t *slot;       /* chunk + 1; 0: taken, not written yet */
+    _Atomic uint64_t n;
+    uint64_t cap;
+};
+int  r3_order_init(struct r3_order *o, uint64_t cap);
+void r3_order_note(struct r3_order *o, uint64_t chunk);
+/* The order so far (malloc'd, possibly empty). 0 or -ENOMEM. */
+int  r3_order_list(struct r3_order *o, uint64_t **list, size_t *n);
+void r3_order_free(struct r3_order *o);
+
 /* Record from now on the order in which chunks are first read or written
  * through the cache (pulls do not count): a region's access order for a
  * migration seeder. 0 or -errno. */

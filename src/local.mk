@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # libr3 core: errors, URIs, registry, sources, stages, region dispatch.
 noinst_HEADERS += src/internal.h src/cover.h
-libr3core_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c \
+libr3core_la_SOURCES += src/error.c src/util.c src/uri.c src/registry.c src/source.c src/region.c src/thread.c src/order.c \
 	src/sources/mem.c src/sources/file.c src/sources/dir.c
 
 # Remote chunk sources: Redis (+ Cluster) and S3.

@@ -53,10 +53,8 @@ struct cache_stage {
     int npool;
     void (*on_fill)(void *arg, uint64_t chunk, int why);
     void *arg;
-    /* r3_cache_record_order: chunk + 1 per first access; set while
-     * fetches run, so the pointer itself is atomic */
-    _Atomic uint64_t *_Atomic order;
-    _Atomic uint64_t norder;
+    /* r3_cache_record_order: set while fetches run, so the pointer is atomic */
+    struct r3_order *_Atomic order;
 };
 
 static const struct r3_source_ops cache_ops;
@@ -297,12 +295,9 @@ static int check_idx(struct r3_source *s, uint64_t idx)
  * its place in the access order, when one is recorded. */
 static void note_access(struct cache_stage *c, uint64_t idx, int why)
 {
-    _Atomic uint64_t *o = why == R3_FETCH_PULL ? NULL : atomic_load_explicit(&c->order, memory_order_acquire);
-    if (!o)
-        return;
-    uint64_t k = atomic_fetch_add_explicit(&c->norder, 1, memory_order_relaxed);
-    if (k < c->nchunks)
-        atomic_store_explicit(&o[k], idx + 1, memory_order_release);
+    struct r3_order *o = why == R3_FETCH_PULL ? NULL : atomic_load_explicit(&c->order, memory_order_acquire);
+    if (o)
+        r3_order_note(o, idx);
 }
 
 int r3_cache_record_order(struct r3_source *s)
@@ -312,12 +307,15 @@ int r3_cache_record_order(struct r3_source *s)
         return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
     if (atomic_load_explicit(&c->order, memory_order_acquire))
         return 0;
-    _Atomic uint64_t *o = calloc(c->nchunks ? c->nchunks : 1, sizeof *o);
-    if (!o)
+    struct r3_order *o = malloc(sizeof *o), *none = NULL;
+    if (!o || r3_order_init(o, c->nchunks) < 0) {
+        free(o);
         return r3_error(-ENOMEM, "cache: out of memory for the access order");
-    _Atomic uint64_t *none = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&c->order, &none, o, memory_order_acq_rel, memory_order_acquire))
-        free((void *)o);                  /* another call set it first */
+    }
+    if (!atomic_compare_exchange_strong_explicit(&c->order, &none, o, memory_order_acq_rel, memory_order_acquire)) {
+        r3_order_free(o);                 /* another call set it first */
+        free(o);
+    }
     return 0;
 }
 
@@ -328,23 +326,11 @@ int r3_cache_access_order(struct r3_source *s, uint64_t **list, size_t *n)
     *n = 0;
     if (!c)
         return r3_error(-EINVAL, "cache: %s is not a cache stage", s ? s->ops->scheme : "NULL");
-    _Atomic uint64_t *o = atomic_load_explicit(&c->order, memory_order_acquire);
-    uint64_t k = o ? atomic_load_explicit(&c->norder, memory_order_relaxed) : 0;
-    if (k > c->nchunks)
-        k = c->nchunks;
-    uint64_t *l = malloc((k ? k : 1) * sizeof *l);
-    if (!l)
-        return r3_error(-ENOMEM, "cache: out of memory");
-    size_t m = 0;
-    for (uint64_t i = 0; i < k; i++) {
-        /* a slot being written right now may still read 0: skipped (a hint, not data) */
-        uint64_t v = atomic_load_explicit(&o[i], memory_order_acquire);
-        if (v)
-            l[m++] = v - 1;
-    }
-    *list = l;
-    *n = m;
-    return 0;
+    struct r3_order *o = atomic_load_explicit(&c->order, memory_order_acquire);
+    if (o)
+        return r3_order_list(o, list, n);
+    *list = malloc(sizeof **list);
+    return *list ? 0 : r3_error(-ENOMEM, "cache: out of memory");
 }
 
 /* Fetch idx; 1 if this call fetched it, 0 if it was already local, -errno. */
@@ -642,7 +628,11 @@ static void cache_close(struct r3_source *s)
     free((void *)c->state);
     free((void *)c->known);
     free((void *)c->lock);
-    free((void *)atomic_load(&c->order));
+    struct r3_order *o = atomic_load(&c->order);
+    if (o) {
+        r3_order_free(o);
+        free(o);
+    }
     free(c);
 }
 
