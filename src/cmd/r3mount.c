@@ -415,9 +415,12 @@ static int leech(const struct opts *o, struct state *s, uint64_t *t_pause)
     int rc = r3_leech_source_open(o->source, &lo, &s->leech, &s->served);
     if (rc < 0)
         return rc;
-    sigset_t usr1;
+    sigset_t usr1;               /* (blocked in run: taken here, not by sigwait) */
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
+    sigaddset(&usr1, SIGINT);
+    sigaddset(&usr1, SIGTERM);
+    sigaddset(&usr1, SIGHUP);
     struct r3_leech_progress p;
     uint64_t t0 = r3_now_ns();
     for (;;) {
@@ -434,8 +437,15 @@ static int leech(const struct opts *o, struct state *s, uint64_t *t_pause)
         if (p.chunks_local * 100 >= (uint64_t)o->finalize_at * p.chunks_total)
             break;
         struct timespec ts = { 0, 100 * 1000000L };
-        if (sigtimedwait(&usr1, NULL, &ts) == SIGUSR1)
+        int sig = sigtimedwait(&usr1, NULL, &ts);
+        if (sig == SIGUSR1)
             break;
+        if (sig > 0) {
+            if (!o->quiet)
+                fprintf(stderr, "\n");
+            return r3_error(-EINTR, "interrupted while pulling: nothing was finalized, the seeder"
+                            " goes on untouched");
+        }
     }
     if (!o->quiet)
         fprintf(stderr, "\n");
@@ -848,7 +858,12 @@ int main(int argc, char **argv)
         sigset_t u;
         sigemptyset(&u);
         sigaddset(&u, SIGUSR1);
-        sigprocmask(SIG_BLOCK, &u, NULL);      /* the daemon blocks it too (run) */
+        /* Ctrl-C or SIGTERM while it pulls stops the daemon (it left our
+         * session: a terminal's SIGINT reaches only us) */
+        sigaddset(&u, SIGINT);
+        sigaddset(&u, SIGTERM);
+        sigaddset(&u, SIGHUP);
+        sigprocmask(SIG_BLOCK, &u, NULL);      /* the daemon blocks them too (run) */
         if ((sfd = signalfd(-1, &u, SFD_CLOEXEC)) < 0) {
             perror("r3mount: signalfd");
             return 1;
@@ -889,7 +904,7 @@ int main(int argc, char **argv)
         }
         struct signalfd_siginfo si;
         if (sfd >= 0 && (pf[1].revents & POLLIN) && read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
-            kill(pid, SIGUSR1);
+            kill(pid, si.ssi_signo == SIGUSR1 ? SIGUSR1 : SIGTERM);
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR))
             if ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0)
                 n += r;

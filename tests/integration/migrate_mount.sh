@@ -23,7 +23,7 @@ mkdir -p "$D/a" "$D/b"
 daemon_of() { awk -v m="$1" '$2 == m && $1 ~ /^r3mount:/ { sub("r3mount:", "", $1); print $1 }' /proc/mounts; }
 umount_all() {
     local m p
-    for m in b a b2 a2 b3 a3 b4 a4; do
+    for m in b a b2 a2 b3 a3 b4 a4 b5 a5; do
         p=$(daemon_of "$D/$m")
         [ -n "$p" ] || continue
         t_timeout 10 "$R3MOUNT" -u "$D/$m" 2>/dev/null
@@ -182,4 +182,24 @@ wait "$DD" && t_fail "the write held on A since FINALIZE succeeded at the unmoun
 [ -z "$(daemon_of "$D/a4")" ] || t_fail "A's seeder still mounted after -u: $(cat "$D/a4u.err")"
 dd if="$D/a2.img" of="$D/p3.after" bs=4096 skip=3 count=1 2>/dev/null
 cmp -s "$D/p3.before" "$D/p3.after" || t_fail "the write held since FINALIZE reached A's source"
+
+# SIGTERM (or Ctrl-C) to a waiting `r3mount --leech` while it pulls: the
+# daemon stops too, with one sentence, no file and no mount left; A goes on
+mkdir -p "$D/a5" "$D/b5"
+P=$(t_free_port)
+fa=$(t_timeout 30 "$R3MOUNT" --mount fuse --seed 127.0.0.1:$P "file://$D/a2.img" "$D/a5" 2>/dev/null) || t_fail "seed 5"
+t_bg "$R3MOUNT" --mount fuse --leech --delay 300ms --pull-workers 1 "r3://127.0.0.1:$P/?timeout=20s" "$D/b5" \
+    >/dev/null 2>"$D/b5.err"
+LEECH=$T_LAST_PID
+for i in $(seq 1 400); do grep -q "pulling" "$D/b5.err" 2>/dev/null && break; sleep 0.025; done
+kill -TERM "$LEECH"
+start=$(date +%s)
+wait "$LEECH" && t_fail "an interrupted leech exited 0"
+[ $(( $(date +%s) - start )) -le 15 ] || t_fail "the interrupted leech took more than 15 s to stop"
+grep -q "interrupted while pulling: nothing was finalized" "$D/b5.err" || t_fail "the interrupted leech said: $(cat "$D/b5.err")"
+for i in $(seq 1 200); do [ -z "$(daemon_of "$D/b5")" ] && break; sleep 0.05; done
+[ -z "$(daemon_of "$D/b5")" ] || t_fail "the interrupted leech left its mount"
+[ -e "$D/b5/disk" ] && t_fail "an interrupted leech left a file"
+dd if=/dev/zero of="$fa" bs=4096 count=1 seek=7 conv=notrunc,fsync 2>"$D/dd5" || t_fail "A after an interrupted leech: $(cat "$D/dd5")"
+"$R3MOUNT" -u "$D/a5" || t_fail "unmount A (5)"
 exit 0
