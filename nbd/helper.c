@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,23 @@ static char **helper_argv(const char *prog, const struct r3_nbd_mount_opts *o, p
     return v;
 }
 
+/* Start the helper program with its control socket as fd 3. posix_spawn
+ * shares our memory until the exec (no copy of the page tables, which a
+ * fork of a large owner takes milliseconds to make) and is safe while
+ * other threads run. -1 when it cannot (the caller forks instead). */
+static pid_t spawn(char **argv, char **envp, int ctl)
+{
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0)
+        return -1;
+    pid_t pid = -1;
+    /* dup2 onto itself clears close-on-exec (glibc >= 2.29) */
+    if (posix_spawn_file_actions_adddup2(&fa, ctl, 3) == 0 && posix_spawn(&pid, argv[0], &fa, NULL, argv, envp) != 0)
+        pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
 int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out)
 {
     struct r3_nbd_helper *h = calloc(1, sizeof *h);
@@ -358,17 +376,13 @@ int r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper 
     for (size_t i = 0, k = 0; envp && i < ne; i++)
         if (strncmp(environ[i], "LD_PRELOAD=", 11))
             envp[k++] = environ[i];
-    h->pid = fork();
-    if (h->pid == 0) {
-        /* Only async-signal-safe calls until the exec: another thread of
-         * ours may hold a lock this copy of the process would wait on. */
-        if (argv && envp) {
-            int fd = sv[1] == 3 ? 3 : dup2(sv[1], 3);
-            if (fd == 3 && fcntl(3, F_SETFD, 0) == 0)
-                execve(argv[0], argv, envp);
+    h->pid = argv && envp ? spawn(argv, envp, sv[1]) : -1;
+    if (h->pid < 0) {
+        h->pid = fork();
+        if (h->pid == 0) {
+            close(sv[0]);
+            r3_nbd_helper_run(o, sv[1], owner);     /* no program: this copy is the helper */
         }
-        close(sv[0]);
-        r3_nbd_helper_run(o, sv[1], owner);     /* no program: this copy is the helper */
     }
     for (int i = 0; argv && i < HELPER_ARGS; i++)
         free(argv[i]);

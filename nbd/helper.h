@@ -4,12 +4,13 @@
  * (a wrapper script execs the real program) or dies, its threads vanish
  * while the kernel still waits on them to flush the file, and the process
  * hangs in D state for good. The helper is a program of its own
- * (r3-nbd-helper, nbd/helper_prog.c) that the owner forks and execs at
- * once: a child forked from a threaded process inherits every lock another
- * thread held at the fork (a malloc arena, the sanitizers' allocator, a
- * stdio lock) and may wait on it for ever, while a fresh program holds
- * none. Where that program is not found the child runs the helper itself,
- * as before. It mounts when told, and unmounts when the owner closes the
+ * (r3-nbd-helper, nbd/helper_prog.c) that the owner starts with
+ * posix_spawn: a child forked from a threaded process inherits every lock
+ * another thread held at the fork (a malloc arena, the sanitizers'
+ * allocator, a stdio lock) and may wait on it for ever, while a fresh
+ * program holds none; and spawning copies no page tables (a fork of a
+ * 256 MiB owner took tens of milliseconds of the region's open). Where that
+ * program is not found a forked child runs the helper itself. It mounts when told, and unmounts when the owner closes the
  * control socket or goes away (EOF, the owner's pidfd, or signs of dying). */
 #ifndef R3_NBD_HELPER_H
 #define R3_NBD_HELPER_H
@@ -19,8 +20,9 @@
 
 struct r3_nbd_helper;
 
-/* Fork a helper that will run r3_nbd_mount_open(o): o and the strings it
- * points to must be ready now (the child has a copy of this memory). */
+/* Start a helper that will run r3_nbd_mount_open(o): o and the strings it
+ * points to must be ready now (they go on its command line, or a forked
+ * child has a copy of this memory). */
 int  r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper **out);
 /* Tell the helper the server is listening. 0 when the file is mounted (its
  * path: r3_nbd_helper_path); then r3_nbd_helper_ready: 0 when the mount is

@@ -170,7 +170,7 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
     n->hooks = o->hooks;
     n->served = src;
     pthread_mutex_init(&n->mu, NULL);
-    /* Scratch paths first: the mount helper is forked before any thread of
+    /* Scratch paths first: the mount helper is started before any thread of
      * ours starts (pipeline workers, server), with the mount options ready. */
     snprintf(n->dir, sizeof n->dir, "%s/r3nbd.XXXXXX", o->workdir ? o->workdir : "/tmp");
     if (!mkdtemp(n->dir)) {
