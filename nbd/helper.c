@@ -218,9 +218,14 @@ void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
     struct r3_nbd_mount *m = NULL;
     int rc = o->size ? r3_nbd_mount_prepare(o, &m) : -EOPNOTSUPP;
     bool early = rc != -EOPNOTSUPP;
-    if (early && send_msg(ctl, rc, rc < 0 ? r3_last_error() : r3_nbd_mount_path(m)) < 0)
-        rc = -EPIPE;
+    if (early && rc == 0 && send_msg(ctl, rc, r3_nbd_mount_path(m)) < 0) {
+        /* the owner gave up before the mount was ready: unmounted, done */
+        r3_nbd_mount_close(m);
+        r3_cover_flush();
+        _exit(0);
+    }
     if (early && rc < 0) {
+        send_msg(ctl, rc, r3_last_error());
         if (m)
             r3_nbd_mount_close(m);
         r3_cover_flush();

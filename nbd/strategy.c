@@ -269,9 +269,13 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
         goto fail;
     *out = &n->r;
     return 0;
-fail:
+fail: {
+    /* the helper's and server's ends must not replace why the open failed */
+    char why[1024];
+    snprintf(why, sizeof why, "%s", r3_last_error());
     teardown(n);
-    return rc;
+    return r3_error(rc, "%s", why);
+}
 }
 
 static int open_direct(const struct r3_region_opts *o, struct r3_source *src, struct r3_region **out)
