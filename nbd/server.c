@@ -619,14 +619,16 @@ static bool peer_gone(struct nconn *c)
     return !atomic_load(&c->disc) && !disc_pending(c);
 }
 
-/* Run a mutating request under the gate; -ESHUTDOWN once fenced (the write
- * is dropped and nothing is replied). */
-static int gated(struct nconn *c, struct job *j, int (*fn)(struct nconn *, struct job *))
+/* Run a mutating request under the gate; *fenced once fenced (the write is
+ * dropped and nothing is replied). Not an errno: a source may itself answer
+ * -ESHUTDOWN (an nbd:// source whose server is leaving), which is replied. */
+static int gated(struct nconn *c, struct job *j, int (*fn)(struct nconn *, struct job *), bool *fenced)
 {
     if (peer_gone(c))
         fence(c);
     pthread_rwlock_rdlock(&c->gate);
-    int rc = atomic_load(&c->gone) ? -ESHUTDOWN : fn(c, j);
+    *fenced = atomic_load(&c->gone);
+    int rc = *fenced ? 0 : fn(c, j);
     pthread_rwlock_unlock(&c->gate);
     return rc;
 }
@@ -822,6 +824,7 @@ static void run(struct nconn *c, struct job *j)
     struct export *x = (struct export *)c->exp;
     uint64_t size = x->e.src->size;
     bool range_ok = j->off <= size && j->len <= size - j->off;
+    bool fenced;
     int rc;
     if (j->err) {
         reply(c, j, NULL, 0, NULL);
@@ -873,15 +876,15 @@ static void run(struct nconn *c, struct job *j)
         return;
     }
     case NBD_CMD_WRITE:
-        rc = gated(c, j, op_write);
+        rc = gated(c, j, op_write, &fenced);
         free(j->wdata);
         j->wdata = NULL;
         if (j->budget) {
             r3_net_budget_release(c->nc, j->budget);
             j->budget = 0;
         }
-        if (rc == -ESHUTDOWN)
-            return;                       /* fenced: the client is gone */
+        if (fenced)
+            return;                       /* the client is gone */
         j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         if (rc == 0)
             atomic_fetch_add_explicit(&c->wbytes, j->len, memory_order_relaxed);
@@ -893,8 +896,8 @@ static void run(struct nconn *c, struct job *j)
         else if (!range_ok)
             j->err = j->type == NBD_CMD_TRIM ? NBD_EINVAL : NBD_ENOSPC;
         else {
-            rc = gated(c, j, j->type == NBD_CMD_TRIM ? op_trim : op_zero);
-            if (rc == -ESHUTDOWN)
+            rc = gated(c, j, j->type == NBD_CMD_TRIM ? op_trim : op_zero, &fenced);
+            if (fenced)
                 return;
             j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         }

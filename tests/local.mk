@@ -197,3 +197,14 @@ TESTS += tests/unit/test_cov_nbd_written
 tests_unit_test_cov_nbd_written_SOURCES = tests/unit/test_cov_nbd_written.c
 tests_unit_test_cov_nbd_written_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_cov_nbd_written_LDADD = $(UNIT_LDADD)
+# covnbd (wave 6): the mount side of nbd/ (mount.c, fuse.c, kernel.c absent paths, strategy checks)
+check_PROGRAMS += tests/unit/test_cov_nbd_mount
+TESTS += tests/unit/test_cov_nbd_mount
+tests_unit_test_cov_nbd_mount_SOURCES = tests/unit/test_cov_nbd_mount.c
+tests_unit_test_cov_nbd_mount_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_nbd_mount_LDADD = $(UNIT_LDADD)
+check_PROGRAMS += tests/unit/test_cov_nbd_faults
+TESTS += tests/unit/test_cov_nbd_faults
+tests_unit_test_cov_nbd_faults_SOURCES = tests/unit/test_cov_nbd_faults.c
+tests_unit_test_cov_nbd_faults_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_nbd_faults_LDADD = $(UNIT_LDADD)

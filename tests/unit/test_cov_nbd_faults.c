@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbd/server.c serving a source that fails on command (a backend of the
+ * test's own, through the library's source seam), read by the real client
+ * (nbd/client.c): every errno a source may return reaches the client as the
+ * NBD error the protocol has for it (and back as the client's -errno and
+ * sentence), for reads, writes, FUA writes and flushes; block status that
+ * fails at once or part way (what was found is still said); READs split
+ * into data and hole chunks with the hole never read, an extent query that
+ * fails inside such a READ (the bytes are read instead), a read that fails
+ * inside one, and a source whose extent queries are slow (READs stop
+ * asking after a few). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include "testutil.h"
+#include "internal.h"
+#include "nbd/proto.h"
+#include "nbd/server.h"
+#include "nbd/client.h"
+
+#define SIZE (1u << 20)
+#define HOLE_OFF (256u << 10)     /* [HOLE_OFF, HOLE_END) reads as zeros and says so */
+#define HOLE_END (512u << 10)
+
+struct faulty {
+    struct r3_source s;           /* first: the library's view */
+    unsigned char *mem;
+    atomic_int fail_read, fail_write, fail_flush, fail_extent;
+    atomic_int extent_ok;         /* with fail_extent: this many queries succeed first */
+    atomic_int extent_delay_us;
+    atomic_ulong bytes_read, extent_calls;
+    atomic_bool short_runs;       /* DATA extents of 4 KiB at most */
+};
+
+static int f_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
+{
+    struct faulty *f = (struct faulty *)s;
+    int e = atomic_load(&f->fail_read);
+    if (e)
+        return -e;
+    memcpy(buf, f->mem + off, len);
+    atomic_fetch_add(&f->bytes_read, len);
+    return 0;
+}
+
+static int f_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
+{
+    struct faulty *f = (struct faulty *)s;
+    int e = atomic_load(&f->fail_write);
+    if (e)
+        return -e;
+    memcpy(f->mem + off, buf, len);
+    return 0;
+}
+
+static int f_flush(struct r3_source *s)
+{
+    struct faulty *f = (struct faulty *)s;
+    return -atomic_load(&f->fail_flush);
+}
+
+static int f_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+    struct faulty *f = (struct faulty *)s;
+    atomic_fetch_add(&f->extent_calls, 1);
+    int d = atomic_load(&f->extent_delay_us);
+    if (d) {
+        struct timespec ts = { 0, d * 1000L };
+        nanosleep(&ts, NULL);
+    }
+    int e = atomic_load(&f->fail_extent);
+    if (e && atomic_fetch_sub(&f->extent_ok, 1) <= 0)
+        return -e;
+    uint64_t end = off + len;
+    if (off >= HOLE_OFF && off < HOLE_END) {
+        *run = (end < HOLE_END ? end : HOLE_END) - off;
+        return R3_EXTENT_ZERO;
+    }
+    uint64_t stop = off < HOLE_OFF ? HOLE_OFF : SIZE;
+    *run = (end < stop ? end : stop) - off;
+    if (atomic_load(&f->short_runs) && *run > 4096)
+        *run = 4096;
+    return R3_EXTENT_DATA;
+}
+
+static void f_close(struct r3_source *s)
+{
+    struct faulty *f = (struct faulty *)s;
+    free(f->mem);
+    free(f);
+}
+
+static const struct r3_source_ops fops = {
+    .scheme = "faulty", .read = f_read, .write = f_write, .flush = f_flush,
+    .extent = f_extent, .close = f_close,
+};
+
+static char *dir;
+static char sock_path[256];
+static struct faulty *fs;
+static struct r3_nbd_server *srv;
+static struct r3_nbd_client *cl;
+
+#define ERR_IS(s) ck_assert_msg(strcmp(r3_last_error(), (s)) == 0, "error '%s', not '%s'", r3_last_error(), (s))
+
+static void setup(void)
+{
+    dir = tu_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    snprintf(sock_path, sizeof sock_path, "%s/s", dir);
+    fs = calloc(1, sizeof *fs);
+    fs->s.ops = &fops;
+    fs->s.size = SIZE;
+    fs->s.align = 1;
+    fs->mem = calloc(1, SIZE);
+    tu_fill(fs->mem, HOLE_OFF, 0, 3);
+    tu_fill(fs->mem + HOLE_END, SIZE - HOLE_END, HOLE_END, 3);
+    static struct r3_nbd_export ex[2];
+    ex[0] = (struct r3_nbd_export){ .name = "", .src = &fs->s };
+    ex[1] = (struct r3_nbd_export){ .name = "ro", .src = &fs->s, .readonly = true };
+    struct r3_nbd_server_opts o = { .listen = sock_path, .exports = ex, .nexports = 2, .workers = 2 };
+    ck_assert_msg(r3_nbd_server_start(&o, &srv) == 0, "%s", r3_last_error());
+    struct r3_nbd_client_opts co = { .unix_path = sock_path, .connect_timeout_ms = 10000, .timeout_ms = 10000 };
+    ck_assert_msg(r3_nbd_client_connect(&co, &cl) == 0, "%s", r3_last_error());
+    ck_assert(r3_nbd_client_has_extents(cl));
+}
+
+static void teardown(void)
+{
+    r3_nbd_client_close(cl);
+    cl = NULL;
+    r3_nbd_server_stop(srv);
+    srv = NULL;
+    r3_source_close(&fs->s);
+    fs = NULL;
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static char want[512];
+
+static const char *sentence(const char *cmd, int err)
+{
+    snprintf(want, sizeof want, "nbd+unix %s export '': the server answered the %s: %s", sock_path, cmd,
+             strerror(err));
+    return want;
+}
+
+/* Each errno a source returns, as the client sees it: the protocol has
+ * EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN. */
+static const struct { int src, seen; } emap[] = {
+    { EPERM, EPERM }, { EROFS, EPERM }, { EACCES, EPERM }, { ENOMEM, ENOMEM }, { EINVAL, EINVAL },
+    { ENOSPC, ENOSPC }, { EFBIG, ENOSPC }, { EOVERFLOW, EOVERFLOW }, { ENOTSUP, ENOTSUP },
+    { ESHUTDOWN, ESHUTDOWN }, { EIO, EIO }, { ETIMEDOUT, EIO }, { ECONNRESET, EIO },
+};
+
+START_TEST(read_errors)
+{
+    char b[4096];
+    for (size_t i = 0; i < sizeof emap / sizeof emap[0]; i++) {
+        atomic_store(&fs->fail_read, emap[i].src);
+        ck_assert_int_eq(r3_nbd_client_pread(cl, b, sizeof b, 8192), -emap[i].seen);
+        ERR_IS(sentence("read", emap[i].seen));
+    }
+    /* the connection is fine after all of them */
+    atomic_store(&fs->fail_read, 0);
+    ck_assert_int_eq(r3_nbd_client_pread(cl, b, sizeof b, 8192), 0);
+    ck_assert_int_eq(tu_check(b, sizeof b, 8192, 3), -1);
+}
+END_TEST
+
+START_TEST(write_and_flush_errors)
+{
+    char b[4096], r[4096];
+    tu_fill(b, sizeof b, 0, 9);
+    for (size_t i = 0; i < sizeof emap / sizeof emap[0]; i++) {
+        atomic_store(&fs->fail_write, emap[i].src);
+        ck_assert_int_eq(r3_nbd_client_pwrite(cl, b, sizeof b, 4096, false), -emap[i].seen);
+        ERR_IS(sentence("write", emap[i].seen));
+        atomic_store(&fs->fail_write, 0);
+        atomic_store(&fs->fail_flush, emap[i].src);
+        ck_assert_int_eq(r3_nbd_client_flush(cl), -emap[i].seen);
+        ERR_IS(sentence("flush", emap[i].seen));
+        /* FUA: the data lands, the flush after it fails, and that is the answer */
+        ck_assert_int_eq(r3_nbd_client_pwrite(cl, b, sizeof b, 4096 * (i + 2), true), -emap[i].seen);
+        ERR_IS(sentence("write", emap[i].seen));
+        ck_assert_int_eq(memcmp(fs->mem + 4096 * (i + 2), b, sizeof b), 0);
+        atomic_store(&fs->fail_flush, 0);
+    }
+    /* nothing of the refused writes landed */
+    ck_assert_int_eq(tu_check(fs->mem + 4096, 4096, 4096, 3), -1);
+    ck_assert_int_eq(r3_nbd_client_pwrite(cl, b, sizeof b, 4096, true), 0);
+    ck_assert_int_eq(r3_nbd_client_pread(cl, r, sizeof r, 4096), 0);
+    ck_assert_int_eq(memcmp(r, b, sizeof b), 0);
+    ck_assert_int_eq(r3_nbd_client_flush(cl), 0);
+}
+END_TEST
+
+START_TEST(readonly_export)
+{
+    struct r3_nbd_client *ro;
+    struct r3_nbd_client_opts co = { .unix_path = sock_path, .export_name = "ro", .connect_timeout_ms = 10000,
+                                     .timeout_ms = 10000 };
+    ck_assert_msg(r3_nbd_client_connect(&co, &ro) == 0, "%s", r3_last_error());
+    ck_assert(r3_nbd_client_flags(ro) & NBD_FLAG_READ_ONLY);
+    char b[4096] = { 1 };
+    ck_assert_int_eq(r3_nbd_client_pwrite(ro, b, sizeof b, 0, false), -EROFS);
+    ck_assert_int_eq(tu_check(fs->mem, 4096, 0, 3), -1);
+    ck_assert_int_eq(r3_nbd_client_pread(ro, b, sizeof b, 0), 0);
+    ck_assert_int_eq(tu_check(b, sizeof b, 0, 3), -1);
+    r3_nbd_client_close(ro);
+}
+END_TEST
+
+START_TEST(block_status_errors)
+{
+    uint64_t run = 0;
+    /* the map as it is */
+    ck_assert_int_eq(r3_nbd_client_block_status(cl, 0, SIZE, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, HOLE_OFF);
+    ck_assert_int_eq(r3_nbd_client_block_status(cl, HOLE_OFF + 4096, SIZE - HOLE_OFF - 4096, &run),
+                     R3_EXTENT_ZERO);
+    ck_assert_uint_eq(run, HOLE_END - HOLE_OFF - 4096);
+    /* short DATA runs are merged into one descriptor */
+    atomic_store(&fs->short_runs, true);
+    ck_assert_int_eq(r3_nbd_client_block_status(cl, 0, 65536, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, 65536);
+    /* the second query fails: the first one's answer is still true */
+    atomic_store(&fs->extent_ok, 1);
+    atomic_store(&fs->fail_extent, EIO);
+    ck_assert_int_eq(r3_nbd_client_block_status(cl, 0, 65536, &run), R3_EXTENT_DATA);
+    ck_assert_uint_eq(run, 4096);
+    /* the first fails: an error */
+    for (size_t i = 0; i < sizeof emap / sizeof emap[0]; i++) {
+        atomic_store(&fs->extent_ok, 0);
+        atomic_store(&fs->fail_extent, emap[i].src);
+        ck_assert_int_eq(r3_nbd_client_block_status(cl, 0, 65536, &run), -emap[i].seen);
+        ERR_IS(sentence("block status query", emap[i].seen));
+    }
+    /* out of range, empty: refused by the server before the source */
+    atomic_store(&fs->fail_extent, 0);
+    unsigned long calls = atomic_load(&fs->extent_calls);
+    ck_assert_int_eq(r3_nbd_client_block_status(cl, SIZE - 4096, 8192, &run), -EINVAL);
+    ck_assert_uint_eq(atomic_load(&fs->extent_calls), calls);
+}
+END_TEST
+
+/* A READ across the hole: the hole comes as a hole chunk, never read. */
+START_TEST(read_holes_paths)
+{
+    size_t len = 512u << 10;
+    char *b = malloc(len);
+    unsigned long before = atomic_load(&fs->bytes_read);
+    ck_assert_int_eq(r3_nbd_client_pread(cl, b, len, 128u << 10), 0);
+    ck_assert_int_eq(tu_check(b, HOLE_OFF - (128u << 10), 128u << 10, 3), -1);
+    for (size_t i = HOLE_OFF - (128u << 10); i < HOLE_END - (128u << 10); i++)
+        ck_assert_int_eq(b[i], 0);
+    ck_assert_int_eq(tu_check(b + (HOLE_END - (128u << 10)), (128u << 10), HOLE_END, 3), -1);
+    ck_assert_uint_eq(atomic_load(&fs->bytes_read) - before, len - (HOLE_END - HOLE_OFF));
+
+    /* the extent query fails: the whole range is read instead, right */
+    atomic_store(&fs->extent_ok, 0);
+    atomic_store(&fs->fail_extent, EIO);
+    memset(b, 0x55, len);
+    before = atomic_load(&fs->bytes_read);
+    ck_assert_int_eq(r3_nbd_client_pread(cl, b, len, 128u << 10), 0);
+    ck_assert_uint_eq(atomic_load(&fs->bytes_read) - before, len);
+    ck_assert_int_eq(tu_check(b, HOLE_OFF - (128u << 10), 128u << 10, 3), -1);
+    ck_assert_int_eq(b[HOLE_OFF - (128u << 10)], 0);
+
+    /* a read that fails inside a READ with holes: the READ fails */
+    atomic_store(&fs->fail_extent, 0);
+    atomic_store(&fs->fail_read, ENOSPC);
+    ck_assert_int_eq(r3_nbd_client_pread(cl, b, len, 128u << 10), -ENOSPC);
+    ERR_IS(sentence("read", ENOSPC));
+    atomic_store(&fs->fail_read, 0);
+
+    /* the hole alone */
+    memset(b, 0x55, 65536);
+    before = atomic_load(&fs->bytes_read);
+    ck_assert_int_eq(r3_nbd_client_pread(cl, b, 65536, HOLE_OFF), 0);
+    ck_assert_uint_eq(atomic_load(&fs->bytes_read), before);
+    for (size_t i = 0; i < 65536; i++)
+        ck_assert_int_eq(b[i], 0);
+    free(b);
+}
+END_TEST
+
+/* Extent queries slower than a round trip: after a few, READs stop asking
+ * (and read the hole like data); block status still asks. */
+START_TEST(slow_extents)
+{
+    atomic_store(&fs->extent_delay_us, 2000);
+    char *b = malloc(65536);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(r3_nbd_client_pread(cl, b, 65536, HOLE_OFF), 0);
+    unsigned long calls = atomic_load(&fs->extent_calls);
+    ck_assert_uint_ge(calls, 3);
+    unsigned long before = atomic_load(&fs->bytes_read);
+    for (int i = 0; i < 3; i++) {
+        memset(b, 0x55, 65536);
+        ck_assert_int_eq(r3_nbd_client_pread(cl, b, 65536, HOLE_OFF), 0);
+        ck_assert_int_eq(b[100], 0);
+    }
+    ck_assert_uint_eq(atomic_load(&fs->extent_calls), calls);
+    ck_assert_uint_eq(atomic_load(&fs->bytes_read) - before, 3 * 65536);
+    uint64_t run;
+    ck_assert_int_eq(r3_nbd_client_block_status(cl, HOLE_OFF, 65536, &run), R3_EXTENT_ZERO);
+    ck_assert_uint_gt(atomic_load(&fs->extent_calls), calls);
+    free(b);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cov_nbd_faults");
+    TCase *t = tcase_create("faults");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, read_errors);
+    tcase_add_test(t, write_and_flush_errors);
+    tcase_add_test(t, readonly_export);
+    tcase_add_test(t, block_status_errors);
+    tcase_add_test(t, read_holes_paths);
+    tcase_add_test(t, slow_extents);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(suite());
+}
