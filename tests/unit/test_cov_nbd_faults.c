@@ -13,6 +13,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include "testutil.h"
 #include "internal.h"
 #include "nbd/proto.h"
@@ -312,6 +315,205 @@ START_TEST(slow_extents)
 }
 END_TEST
 
+/* ---- a scripted client for what the real one never sends (CACHE,
+ * WRITE_ZEROES, TRIM): EXPORT_NAME, then simple replies. */
+
+static int raw_connect(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = { 20, 0 };           /* hang guard */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static int raw_open(void)
+{
+    int fd = raw_connect(sock_path);
+    unsigned char g[18], h[20];
+    ck_assert(tu_recv_all(fd, g, 18));
+    r3_nbd_put32(h, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    r3_nbd_put64(h + 4, NBD_IHAVEOPT);
+    r3_nbd_put32(h + 12, NBD_OPT_EXPORT_NAME);
+    r3_nbd_put32(h + 16, 0);
+    tu_send_all(fd, h, 20);
+    unsigned char r[10];
+    ck_assert(tu_recv_all(fd, r, 10));
+    ck_assert_uint_eq(r3_nbd_get64(r), SIZE);
+    uint16_t fl = r3_nbd_get16(r + 8);
+    ck_assert(fl & NBD_FLAG_SEND_CACHE);
+    ck_assert(fl & NBD_FLAG_SEND_WRITE_ZEROES);
+    ck_assert(fl & NBD_FLAG_SEND_TRIM);
+    return fd;
+}
+
+/* One request, its simple reply's error. */
+static uint32_t raw_req(int fd, uint16_t type, uint16_t flags, uint64_t off, uint32_t len)
+{
+    static uint64_t cookie = 100;
+    unsigned char h[NBD_REQUEST_SIZE], r[16];
+    r3_nbd_put32(h, NBD_REQUEST_MAGIC);
+    r3_nbd_put16(h + 4, flags);
+    r3_nbd_put16(h + 6, type);
+    r3_nbd_put64(h + 8, ++cookie);
+    r3_nbd_put64(h + 16, off);
+    r3_nbd_put32(h + 24, len);
+    tu_send_all(fd, h, sizeof h);
+    ck_assert_msg(tu_recv_all(fd, r, 16), "no reply to command %u", type);
+    ck_assert(r3_nbd_get32(r) == NBD_SIMPLE_REPLY_MAGIC);
+    ck_assert(r3_nbd_get64(r + 8) == cookie);
+    return r3_nbd_get32(r + 4);
+}
+
+START_TEST(scripted_commands)
+{
+    int fd = raw_open();
+    /* CACHE reads through the source: its errors are the reply */
+    unsigned long before = atomic_load(&fs->bytes_read);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_CACHE, 0, 0, 3u << 18), 0);
+    ck_assert_uint_eq(atomic_load(&fs->bytes_read) - before, 3u << 18);
+    atomic_store(&fs->fail_read, ENOMEM);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_CACHE, 0, 0, 65536), NBD_ENOMEM);
+    atomic_store(&fs->fail_read, 0);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_CACHE, 0, SIZE, 1), NBD_EINVAL);
+    /* WRITE_ZEROES: a failing source, and one that says ESHUTDOWN (replied,
+     * not taken for the server's own fence) */
+    atomic_store(&fs->fail_write, ENOSPC);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_WRITE_ZEROES, 0, 0, 4096), NBD_ENOSPC);
+    atomic_store(&fs->fail_write, ESHUTDOWN);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_WRITE_ZEROES, 0, 0, 4096), NBD_ESHUTDOWN);
+    ck_assert_int_eq(tu_check(fs->mem, 4096, 0, 3), -1);      /* nothing landed */
+    atomic_store(&fs->fail_write, 0);
+    /* zeroes that land, the FUA flush after them fails */
+    atomic_store(&fs->fail_flush, EIO);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_FUA, 8192, 4096), NBD_EIO);
+    for (int i = 0; i < 4096; i++)
+        ck_assert_int_eq(fs->mem[8192 + i], 0);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_WRITE_ZEROES, 0, SIZE - 4096, 8192), NBD_ENOSPC);
+    /* TRIM is advisory; with FUA it flushes, and says so when that fails */
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_TRIM, 0, 0, 4096), 0);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 0, 4096), NBD_EIO);
+    atomic_store(&fs->fail_flush, 0);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 0, 4096), 0);
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_TRIM, 0, SIZE, 4096), NBD_EINVAL);
+    ck_assert_int_eq(tu_check(fs->mem, 4096, 0, 3), -1);      /* trim kept the data */
+    /* a flag the command does not take, a command nobody knows */
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_FLUSH, NBD_CMD_FLAG_REQ_ONE, 0, 0), NBD_EINVAL);
+    ck_assert_uint_eq(raw_req(fd, 42, 0, 0, 0), NBD_EINVAL);
+    /* block status without the meta context negotiated */
+    ck_assert_uint_eq(raw_req(fd, NBD_CMD_BLOCK_STATUS, 0, 0, 4096), NBD_EINVAL);
+    close(fd);
+}
+END_TEST
+
+/* ---- server options */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
+static char logbuf[8192];
+
+static void log_line(void *arg, const char *line)
+{
+    (void)arg;
+    pthread_mutex_lock(&log_mu);
+    size_t n = strlen(logbuf);
+    snprintf(logbuf + n, sizeof logbuf - n, "%s\n", line);
+    pthread_cond_broadcast(&log_cv);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void log_wait(const char *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 20;
+    pthread_mutex_lock(&log_mu);
+    while (!strstr(logbuf, s))
+        if (pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
+            break;
+    bool ok = strstr(logbuf, s) != NULL;
+    pthread_mutex_unlock(&log_mu);
+    ck_assert_msg(ok, "no log line with '%s' in:\n%s", s, logbuf);
+}
+
+START_TEST(server_options)
+{
+    struct r3_nbd_export e = { .name = "", .src = &fs->s };
+    struct r3_nbd_server *s = (void *)1;
+    struct r3_nbd_server_opts o = { .listen = "127.0.0.1:notaport", .exports = &e, .nexports = 1 };
+    ck_assert_int_lt(r3_nbd_server_start(&o, &s), 0);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strncmp(r3_last_error(), "nbd: ", 5) == 0, "%s", r3_last_error());
+    /* TLS required, nothing to do it with */
+    o.listen = "127.0.0.1:0";
+    o.tls_required = true;
+    ck_assert_int_eq(r3_nbd_server_start(&o, &s), -EINVAL);
+    ck_assert_str_eq(r3_last_error(), "nbd: TLS is required but no certificates or PSK file were given");
+    o.tls_required = false;
+    /* certificates that are not there */
+    char tdir[300];
+    snprintf(tdir, sizeof tdir, "%s/no-certs", dir);
+    o.tls_dir = tdir;
+    ck_assert_int_lt(r3_nbd_server_start(&o, &s), 0);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(r3_last_error(), "no-certs"), "%s", r3_last_error());
+    o.tls_dir = NULL;
+    /* an export name longer than the protocol's */
+    char *name = malloc(NBD_MAX_NAME + 2);
+    memset(name, 'n', NBD_MAX_NAME + 1);
+    name[NBD_MAX_NAME + 1] = 0;
+    e.name = name;
+    ck_assert_int_eq(r3_nbd_server_start(&o, &s), -EINVAL);
+    ck_assert_str_eq(r3_last_error(), "nbd: export name too long");
+    free(name);
+    e.name = NULL;                         /* NULL is the default export */
+    /* on TCP, port 0: a real port; far too many workers and a huge
+     * max_request are brought back to their bounds */
+    o.workers = 1000;
+    o.max_request = ~0u;
+    ck_assert_msg(r3_nbd_server_start(&o, &s) == 0, "%s", r3_last_error());
+    int port = r3_nbd_server_port(s);
+    ck_assert_int_gt(port, 0);
+    struct r3_nbd_client *c;
+    struct r3_nbd_client_opts co = { .host = "127.0.0.1", .port = port, .connect_timeout_ms = 10000,
+                                     .timeout_ms = 10000 };
+    ck_assert_msg(r3_nbd_client_connect(&co, &c) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(r3_nbd_server_conns(s), 1);
+    char b[4096];
+    ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 0), 0);
+    ck_assert_int_eq(tu_check(b, sizeof b, 0, 3), -1);
+    r3_nbd_client_close(c);
+    r3_nbd_server_stop(s);
+    ck_assert_int_eq(r3_nbd_server_port(srv), 0);             /* a Unix socket */
+}
+END_TEST
+
+/* A client that says nothing after the greeting is closed at the
+ * handshake deadline, with the reason in the log line. */
+START_TEST(handshake_deadline)
+{
+    struct r3_nbd_export e = { .name = "", .src = &fs->s };
+    char p[300];
+    snprintf(p, sizeof p, "unix:%s/h", dir);
+    struct r3_nbd_server_opts o = { .listen = p, .exports = &e, .nexports = 1, .handshake_timeout_ms = 300,
+                                    .log = log_line };
+    struct r3_nbd_server *s;
+    logbuf[0] = 0;
+    ck_assert_msg(r3_nbd_server_start(&o, &s) == 0, "%s", r3_last_error());
+    int fd = raw_connect(p + 5);
+    unsigned char g[18], x;
+    ck_assert(tu_recv_all(fd, g, 18));
+    log_wait("no handshake within 300 ms");
+    log_wait("no export chosen");
+    ck_assert_int_eq(recv(fd, &x, 1, 0), 0);                   /* and closed */
+    close(fd);
+    r3_nbd_server_stop(s);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_faults");
@@ -324,6 +526,9 @@ static Suite *suite(void)
     tcase_add_test(t, block_status_errors);
     tcase_add_test(t, read_holes_paths);
     tcase_add_test(t, slow_extents);
+    tcase_add_test(t, scripted_commands);
+    tcase_add_test(t, server_options);
+    tcase_add_test(t, handshake_deadline);
     suite_add_tcase(s, t);
     return s;
 }
