@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include "testutil.h"
 #include "internal.h"
 #include "nbd/proto.h"
@@ -291,13 +292,17 @@ START_TEST(fuse_server_gone)
     o.client.timeout_ms = 5000;
     struct r3_nbd_mount *m;
     ck_assert_msg(r3_nbd_mount_open(&o, &m) == 0, "%s", r3_last_error());
-    int fd = open(file, O_RDONLY);
+    int fd = open(file, O_RDWR);
     ck_assert_int_ge(fd, 0);
     char b[4096];
     ck_assert_int_eq(pread(fd, b, sizeof b, 0), (ssize_t)sizeof b);
     r3_nbd_server_stop(srv);
     srv = NULL;
     ck_assert_int_eq(pread(fd, b, sizeof b, SIZE / 2), -1);
+    ck_assert_int_eq(errno, EIO);
+    ck_assert_int_eq(pwrite(fd, b, sizeof b, 0), -1);          /* writes too */
+    ck_assert_int_eq(errno, EIO);
+    ck_assert_int_eq(fsync(fd), -1);
     ck_assert_int_eq(errno, EIO);
     close(fd);
     ck_assert_int_eq(r3_nbd_mount_close(m), 0);
@@ -436,6 +441,50 @@ START_TEST(strategy_refusals)
 }
 END_TEST
 
+/* r3_nbd_mount_wait returns when the file is unmounted from outside. */
+static void *waiter(void *arg)
+{
+    r3_nbd_mount_wait(arg);
+    return NULL;
+}
+
+START_TEST(fuse_unmounted_outside)
+{
+    serve(false);
+    struct r3_nbd_mount_opts o = mopts();
+    struct r3_nbd_mount *m;
+    ck_assert_msg(r3_nbd_mount_open(&o, &m) == 0, "%s", r3_last_error());
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, waiter, m), 0);
+    ck_assert_int_eq(umount2(mnt, 0), 0);
+    pthread_join(t, NULL);                  /* a hang here is the failure (the case's timeout) */
+    ck_assert(!mounted());
+    ck_assert_int_eq(r3_nbd_mount_close(m), 0);
+}
+END_TEST
+
+/* Someone still holds the file at close: the mount goes anyway (forced),
+ * and the holder's I/O fails instead of keeping it busy. */
+START_TEST(fuse_busy_close)
+{
+    serve(false);
+    struct r3_nbd_mount_opts o = mopts();
+    struct r3_nbd_mount *m;
+    ck_assert_msg(r3_nbd_mount_open(&o, &m) == 0, "%s", r3_last_error());
+    int fd = open(file, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    char b[4096];
+    ck_assert_int_eq(pread(fd, b, sizeof b, 0), (ssize_t)sizeof b);
+    ck_assert_int_eq(r3_nbd_mount_close(m), 0);
+    ck_assert(!mounted());
+    ck_assert_int_eq(pread(fd, b, sizeof b, SIZE / 2), -1);
+    close(fd);
+    for (int i = 0; i < 2000 && r3_nbd_server_conns(srv) > 0; i++)
+        usleep(5000);
+    ck_assert_uint_eq(r3_nbd_server_conns(srv), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_mount");
@@ -453,6 +502,8 @@ static Suite *suite(void)
         tcase_add_test(t, prepare_then_connect);
         tcase_add_test(t, prepare_wrong_size);
         tcase_add_test(t, prepare_never_connected);
+        tcase_add_test(t, fuse_unmounted_outside);
+        tcase_add_test(t, fuse_busy_close);
     } else {
         printf("SKIP (the FUSE cases): %s\n", why);
     }

@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
+#include "nbd/client.h"
 
 #define FSIZE (4u << 20)
 #define MAXREQ (1u << 20)
@@ -949,6 +950,57 @@ START_TEST(start_refused)
 }
 END_TEST
 
+/* The real client over STARTTLS with a PSK: the TLS side of the
+ * negotiation (options before TLS forgotten, structured replies and the
+ * meta context asked again inside), data both ways; a wrong key and a
+ * client without TLS are refused with their sentences. */
+START_TEST(tls_psk_client)
+{
+    char psk[300];
+    snprintf(psk, sizeof psk, "%s/psk", dir);
+    FILE *f = fopen(psk, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "alice:00112233445566778899aabbccddeeff\n");
+    fclose(f);
+    start(false, psk);
+    struct r3_nbd_client *c = NULL;
+    struct r3_nbd_client_opts o = { .unix_path = sock_path, .tls = true, .tls_psk = psk, .tls_user = "alice",
+                                    .connect_timeout_ms = 10000, .timeout_ms = 10000 };
+    ck_assert_msg(r3_nbd_client_connect(&o, &c) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(r3_nbd_client_size(c), FSIZE);
+    ck_assert(r3_nbd_client_has_extents(c));
+    char *b = malloc(65536);
+    ck_assert_int_eq(r3_nbd_client_pread(c, b, 65536, 1 << 20), 0);
+    ck_assert_int_eq(tu_check(b, 65536, 1 << 20, 7), -1);
+    tu_fill(b, 4096, 0, 12);
+    ck_assert_int_eq(r3_nbd_client_pwrite(c, b, 4096, 2 << 20, true), 0);
+    r3_nbd_client_close(c);
+    log_wait(" tls export '': ");
+    char r[4096];
+    ck_assert_int_eq(r3_source_read(fsrc, r, 4096, 2 << 20), 0);
+    ck_assert_int_eq(memcmp(r, b, 4096), 0);
+    free(b);
+
+    /* the same identity, another key */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s/bad", dir);
+    f = fopen(bad, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "alice:ffeeddccbbaa99887766554433221100\n");
+    fclose(f);
+    o.tls_psk = bad;
+    c = (void *)1;
+    ck_assert_int_lt(r3_nbd_client_connect(&o, &c), 0);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(strstr(r3_last_error(), sock_path), "%s", r3_last_error());
+    /* no TLS at all: the export is refused, TLS is required */
+    struct r3_nbd_client_opts p = { .unix_path = sock_path, .connect_timeout_ms = 10000 };
+    ck_assert_int_eq(r3_nbd_client_connect(&p, &c), -ECONNREFUSED);
+    ck_assert_msg(strstr(r3_last_error(), "the server refused export ''"), "%s", r3_last_error());
+    ck_assert_msg(strstr(r3_last_error(), "TLS is required"), "%s", r3_last_error());
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_server");
@@ -968,6 +1020,7 @@ static Suite *suite(void)
     tcase_add_test(t, read_batch);
     tcase_add_test(t, write_then_disc);
     tcase_add_test(t, start_refused);
+    tcase_add_test(t, tls_psk_client);
     suite_add_tcase(s, t);
     return s;
 }
