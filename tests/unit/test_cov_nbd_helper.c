@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
+#include <signal.h>
 #include "testutil.h"
 #include "internal.h"
 #include "nbd/server.h"
@@ -207,6 +209,106 @@ START_TEST(program_refuses)
 }
 END_TEST
 
+static bool mounted(void)
+{
+    FILE *f = fopen("/proc/self/mounts", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[1024];
+    bool found = false;
+    while (fgets(line, sizeof line, f))
+        found |= strstr(line, "r3:covhelper") != NULL;
+    fclose(f);
+    return found;
+}
+
+/* Hang guard 20 s: the mount must go by itself. */
+static void wait_unmounted(void)
+{
+    for (int i = 0; i < 4000 && mounted(); i++)
+        usleep(5000);
+    ck_assert(!mounted());
+}
+
+/* The owner is killed (SIGKILL: no close, no atexit) while the helper
+ * serves its mount: the helper notices, unmounts and cleans up. */
+START_TEST(owner_killed)
+{
+    serve(sock_path);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    pid_t owner = fork();
+    if (owner == 0) {
+        struct r3_nbd_mount_opts o = mopts();
+        struct r3_nbd_helper *h;
+        char ok = r3_nbd_helper_spawn(&o, &h) == 0 && r3_nbd_helper_mount(h) == 0 &&
+                  r3_nbd_helper_ready(h) == 0 ? 'y' : 'n';
+        ssize_t w = write(p[1], &ok, 1);
+        (void)w;
+        for (;;)
+            pause();
+    }
+    close(p[1]);
+    char ok = 0;
+    ck_assert_int_eq(read(p[0], &ok, 1), 1);
+    close(p[0]);
+    ck_assert_int_eq(ok, 'y');
+    ck_assert(mounted());
+    char want[300];
+    snprintf(want, sizeof want, "%s/h", mnt);
+    read_back(want);
+    usleep(450000);                        /* a few of the helper's owner checks pass */
+    kill(owner, SIGKILL);
+    ck_assert_int_eq(waitpid(owner, NULL, 0), owner);
+    wait_unmounted();
+}
+END_TEST
+
+/* The pid of our child running prog (comm), or 0. */
+static pid_t child_named(const char *comm)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    pid_t found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        char p[300], line[512];
+        snprintf(p, sizeof p, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue;
+        if (fgets(line, sizeof line, f)) {
+            char *l = strchr(line, '('), *r = strrchr(line, ')');
+            int ppid = 0;
+            if (l && r && sscanf(r + 1, " %*c %d", &ppid) == 1 && ppid == getpid() &&
+                (size_t)(r - l - 1) == strlen(comm) && strncmp(l + 1, comm, strlen(comm)) == 0)
+                found = atoi(e->d_name);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+/* The helper itself is killed: its guard detaches the mount (no mount
+ * left saying "Transport endpoint is not connected"), and stop says the
+ * helper did not end cleanly. */
+START_TEST(helper_killed)
+{
+    serve(sock_path);
+    struct r3_nbd_mount_opts o = mopts();
+    struct r3_nbd_helper *h;
+    ck_assert_msg(r3_nbd_helper_spawn(&o, &h) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_nbd_helper_mount(h) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_nbd_helper_ready(h) == 0, "%s", r3_last_error());
+    ck_assert(mounted());
+    pid_t hp = child_named("r3-nbd-helper");
+    ck_assert_int_gt(hp, 0);
+    ck_assert_int_eq(kill(hp, SIGKILL), 0);
+    wait_unmounted();
+    ck_assert_int_eq(r3_nbd_helper_stop(h), -EIO);
+    ck_assert_str_eq(r3_last_error(), "nbd mount: the mount helper did not unmount cleanly");
+}
+END_TEST
+
 int main(void)
 {
     char why[256];
@@ -224,6 +326,8 @@ int main(void)
     tcase_add_test(t, no_server);
     tcase_add_test(t, owner_gives_up);
     tcase_add_test(t, program_refuses);
+    tcase_add_test(t, owner_killed);
+    tcase_add_test(t, helper_killed);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
