@@ -1001,6 +1001,64 @@ START_TEST(tls_psk_client)
 }
 END_TEST
 
+/* Wait (20 s at most) until s appears n times in the log. */
+static void log_count_wait(const char *s, int n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 20;
+    int k = 0;
+    pthread_mutex_lock(&log_mu);
+    for (;;) {
+        k = 0;
+        for (const char *p = logbuf; (p = strstr(p, s)); p += strlen(s))
+            k++;
+        if (k >= n || pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&log_mu);
+    ck_assert_msg(k == n, "%d lines with '%s', not %d, in:\n%s", k, s, n, logbuf);
+}
+
+/* A client that hangs up right after each option: the server's reply
+ * cannot go out (EPIPE on a Unix socket), and each connection ends with
+ * that reason, whatever the option was. */
+START_TEST(hangup_after_each_option)
+{
+    start(true, NULL);
+    unsigned char b[128];
+    const uint16_t inf[] = { NBD_INFO_NAME, NBD_INFO_DESCRIPTION, NBD_INFO_BLOCK_SIZE };
+    const char *const q[] = { NBD_META_ALLOCATION };
+    int n = 0;
+    for (int k = 0; k < 11; k++, n++) {
+        int fd = cl(FIXED);
+        if (k >= 4 && k <= 6) {
+            opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+            rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+        }
+        switch (k) {
+        case 0: opt(fd, NBD_OPT_INFO, b, go_data(b, "two", inf, 3)); break;
+        case 1: opt(fd, NBD_OPT_GO, b, go_data(b, "", NULL, 0)); break;
+        case 2: opt(fd, NBD_OPT_LIST, NULL, 0); break;
+        case 3: opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0); break;
+        case 4: opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", q, 1)); break;
+        case 5: opt(fd, NBD_OPT_LIST_META_CONTEXT, b, meta_data(b, "", NULL, 0)); break;
+        case 6: opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", NULL, 0)); break;
+        case 7: opt(fd, 99, b, 8); break;
+        case 8: opt(fd, NBD_OPT_EXPORT_NAME, "two", 3); break;
+        case 9: opt(fd, NBD_OPT_STARTTLS, NULL, 0); break;
+        case 10: opt(fd, NBD_OPT_INFO, b, 3); break;
+        }
+        close(fd);
+    }
+    log_count_wait("no export chosen", n);
+    log_count_wait("peer closed during the handshake", n);
+    for (int i = 0; i < 4000 && r3_nbd_server_conns(srv) > 0; i++)   /* the line comes first */
+        usleep(5000);
+    ck_assert_uint_eq(r3_nbd_server_conns(srv), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_server");
@@ -1021,6 +1079,7 @@ static Suite *suite(void)
     tcase_add_test(t, write_then_disc);
     tcase_add_test(t, start_refused);
     tcase_add_test(t, tls_psk_client);
+    tcase_add_test(t, hangup_after_each_option);
     suite_add_tcase(s, t);
     return s;
 }
