@@ -1240,7 +1240,7 @@ static int on_handshake(struct r3_net_conn *nc)
         return 0;
     if (rc == -ETIMEDOUT)
         r3_net_conn_why(nc, "handshake not finished within %u ms", s->o.handshake_timeout_ms);
-    else if (rc == -EPIPE)
+    else if (rc == -EPIPE || rc == -ECONNRESET)   /* reset: it left a reply unread */
         r3_net_conn_why(nc, "peer closed during the handshake");
     else if (rc < 0)
         r3_net_conn_why(nc, "handshake: %s", r3_last_error());

@@ -1021,8 +1021,9 @@ static void log_count_wait(const char *s, int n)
 }
 
 /* A client that hangs up right after each option: the server's reply
- * cannot go out (EPIPE on a Unix socket), and each connection ends with
- * that reason, whatever the option was. */
+ * cannot go out (EPIPE on a Unix socket), or went out and was left unread
+ * (the server's next read is reset); each connection ends with the same
+ * reason, whatever the option was. */
 START_TEST(hangup_after_each_option)
 {
     start(true, NULL);
@@ -1030,7 +1031,7 @@ START_TEST(hangup_after_each_option)
     const uint16_t inf[] = { NBD_INFO_NAME, NBD_INFO_DESCRIPTION, NBD_INFO_BLOCK_SIZE };
     const char *const q[] = { NBD_META_ALLOCATION };
     int n = 0;
-    for (int k = 0; k < 11; k++, n++) {
+    for (int k = 0; k < 12; k++, n++) {
         int fd = cl(FIXED);
         if (k >= 4 && k <= 6) {
             opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
@@ -1048,6 +1049,10 @@ START_TEST(hangup_after_each_option)
         case 8: opt(fd, NBD_OPT_EXPORT_NAME, "two", 3); break;
         case 9: opt(fd, NBD_OPT_STARTTLS, NULL, 0); break;
         case 10: opt(fd, NBD_OPT_INFO, b, 3); break;
+        case 11:                          /* the reply came and is left unread: a reset, same reason */
+            opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+            ck_assert_int_eq(recv(fd, b, 1, MSG_PEEK), 1);
+            break;
         }
         close(fd);
     }
