@@ -1151,7 +1151,9 @@ static int read_request(struct r3_net_conn *nc)
             j->err = NBD_EINVAL;
         else if (j->len > s->o.max_request)
             j->err = NBD_EOVERFLOW;
-        else if ((rc = r3_net_budget_acquire(nc, j->len)) < 0) {   /* mem: too, a copy now */
+        else if ((rc = r3_net_budget_acquire(nc, j->len)) == -EMSGSIZE)
+            j->err = NBD_EOVERFLOW;       /* more than this connection may hold at once */
+        else if (rc < 0) {                /* mem: too, a copy now */
             free(j);
             return rc;
         } else {
@@ -1160,9 +1162,15 @@ static int read_request(struct r3_net_conn *nc)
     } else if (j->type == NBD_CMD_WRITE) {
         /* The payload must be consumed to stay in step, but a refused one
          * is never allocated: it is discarded in small pieces. */
-        if (j->len > s->o.max_request || !range_ok || x->e.readonly || j->len == 0) {
-            j->err = x->e.readonly ? NBD_EPERM : j->len > s->o.max_request ? NBD_EOVERFLOW
-                     : j->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
+        bool refused = j->len > s->o.max_request || !range_ok || x->e.readonly || j->len == 0;
+        if (!refused && (rc = r3_net_budget_acquire(nc, j->len)) == -EMSGSIZE) {
+            refused = true;               /* more than this connection may hold at once */
+            j->err = NBD_EOVERFLOW;
+        }
+        if (refused) {
+            if (!j->err)
+                j->err = x->e.readonly ? NBD_EPERM : j->len > s->o.max_request ? NBD_EOVERFLOW
+                         : j->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
             if (j->len > 64u * s->o.max_request) {
                 r3_net_conn_why(nc, "a WRITE of %u bytes (too much to skip)", j->len);
                 free(j);
@@ -1170,7 +1178,7 @@ static int read_request(struct r3_net_conn *nc)
                 return -EPROTO;
             }
             rc = r3_io_skip(c->io, j->len);
-        } else if ((rc = r3_net_budget_acquire(nc, j->len)) == 0) {
+        } else if (rc == 0) {
             j->budget = j->len;
             j->wdata = malloc(j->len);
             rc = j->wdata ? r3_io_read_all(c->io, j->wdata, j->len) : -ENOMEM;

@@ -514,6 +514,44 @@ START_TEST(handshake_deadline)
 }
 END_TEST
 
+/* A request within max_request but larger than what one connection may
+ * hold in flight (max_inflight): refused with EOVERFLOW, the connection
+ * goes on (it was closed without a reply). */
+START_TEST(larger_than_budget)
+{
+    struct r3_source *mem;
+    TU_OPEN("mem:?size=1M", &mem);
+    struct r3_nbd_export e[2] = { { .name = "", .src = &fs->s }, { .name = "mem", .src = mem } };
+    char p[300];
+    snprintf(p, sizeof p, "%s/b", dir);
+    struct r3_nbd_server_opts o = { .listen = p, .exports = e, .nexports = 2, .max_inflight = 256u << 10 };
+    struct r3_nbd_server *s;
+    ck_assert_msg(r3_nbd_server_start(&o, &s) == 0, "%s", r3_last_error());
+    char *b = malloc(512u << 10);
+    for (int k = 0; k < 2; k++) {
+        struct r3_nbd_client *c;
+        struct r3_nbd_client_opts co = { .unix_path = p, .export_name = k ? "mem" : "",
+                                         .connect_timeout_ms = 10000, .timeout_ms = 10000 };
+        ck_assert_msg(r3_nbd_client_connect(&co, &c) == 0, "%s", r3_last_error());
+        ck_assert_int_eq(r3_nbd_client_pread(c, b, 512u << 10, 0), -EOVERFLOW);
+        ck_assert(strstr(r3_last_error(), "the server answered the read: Value too large"));
+        tu_fill(b, 512u << 10, 0, 13);
+        ck_assert_int_eq(r3_nbd_client_pwrite(c, b, 512u << 10, 0, false), -EOVERFLOW);
+        ck_assert(strstr(r3_last_error(), "the server answered the write: Value too large"));
+        /* still connected, nothing of the refused write landed */
+        ck_assert_int_eq(r3_nbd_client_pread(c, b, 128u << 10, 0), 0);
+        if (k == 0)
+            ck_assert_int_eq(tu_check(b, 128u << 10, 0, 3), -1);
+        for (size_t i = 0; k == 1 && i < (128u << 10); i++)
+            ck_assert_int_eq(b[i], 0);                    /* mem: still zeros */
+        r3_nbd_client_close(c);
+    }
+    free(b);
+    r3_nbd_server_stop(s);
+    r3_source_close(mem);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_faults");
@@ -529,6 +567,7 @@ static Suite *suite(void)
     tcase_add_test(t, scripted_commands);
     tcase_add_test(t, server_options);
     tcase_add_test(t, handshake_deadline);
+    tcase_add_test(t, larger_than_budget);
     suite_add_tcase(s, t);
     return s;
 }
