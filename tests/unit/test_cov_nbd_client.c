@@ -1390,6 +1390,31 @@ static void s_die_mid_reply(int fd)
     case 5:                                       /* no reply at all */
         wait_gone(fd);
         break;
+    default: {                                    /* 6..: a structured chunk cut at `cut` bytes */
+        static const struct { uint16_t type; uint32_t len, cut; } k[] = {
+            { NBD_REPLY_TYPE_OFFSET_DATA, 8 + 4096, 18 },   /* in its length field */
+            { NBD_REPLY_TYPE_OFFSET_DATA, 8 + 4096, 24 },   /* in its offset */
+            { NBD_REPLY_TYPE_OFFSET_HOLE, 12, 26 },         /* in the hole's offset and length */
+            { NBD_REPLY_TYPE_BLOCK_STATUS, 12, 25 },        /* in the descriptor */
+            { 0x42, 100000, 20 },                           /* informational, too long */
+            { 0x42, 100, 70 },                              /* informational, cut */
+            { NBD_REPLY_TYPE_ERROR, 20, 26 },               /* an error chunk, cut */
+        };
+        int i = die_how - 6;
+        unsigned char h[64] = { 0 };
+        r3_nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+        r3_nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
+        r3_nbd_put16(h + 6, k[i].type);
+        r3_nbd_put64(h + 8, r.cookie);
+        r3_nbd_put32(h + 16, k[i].len);
+        r3_nbd_put64(h + 20, r.off);
+        if (k[i].type == NBD_REPLY_TYPE_BLOCK_STATUS)
+            r3_nbd_put32(h + 20, 7);                      /* our context id */
+        tu_send_all(fd, h, k[i].cut < sizeof h ? k[i].cut : sizeof h);
+        if (k[i].len > 65536)
+            wait_gone(fd);
+        break;
+    }
     }
     free(d);
 }
@@ -1402,12 +1427,28 @@ START_TEST(server_dies_mid_reply)
         "the server closed the connection",
         "protocol error from the server: a reply to a request we did not send",
         "the server closed the connection",
+        NULL,
+        "the server closed the connection",
+        "the server closed the connection",
+        "the server closed the connection",
+        "the server closed the connection",
+        "protocol error from the server: a chunk of more than 64 KiB that is not data",
+        "the server closed the connection",
+        "the server closed the connection",
     };
     char b[8192], want[512];
-    for (die_how = 0; die_how < 5; die_how++) {
+    for (die_how = 0; die_how < (int)(sizeof why / sizeof why[0]); die_how++) {
+        if (!why[die_how])
+            continue;                             /* no reply: request_timeout */
         struct r3_nbd_client *c;
         ck_assert_int_eq(connect_with(s_die_mid_reply, opts(), &c), 0);
-        ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 4096), -EIO);
+        if (die_how == 9) {
+            uint64_t run;
+            ck_assert(r3_nbd_client_has_extents(c));
+            ck_assert_int_eq(r3_nbd_client_block_status(c, 4096, 8192, &run), -EIO);
+        } else {
+            ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 4096), -EIO);
+        }
         snprintf(want, sizeof want, "nbd+unix %s export '': %s", sock_path, why[die_how]);
         ck_assert_msg(strcmp(r3_last_error(), want) == 0, "case %d: '%s'", die_how, r3_last_error());
         /* and the next request says the connection is lost, at once */
@@ -1436,6 +1477,37 @@ START_TEST(request_timeout)
     ck_assert_str_eq(r3_last_error(), want);
     ck_assert_int_eq(r3_nbd_client_flush(c), -EIO);
     ERR_HAS("the connection is lost: no reply to a read");
+    r3_nbd_client_close(c);
+    srv_join();
+}
+END_TEST
+
+/* An error chunk whose error is 0 is still an error (EIO), and the
+ * connection goes on. */
+static void s_error_zero(int fd)
+{
+    if (!std_hs(fd, false, 1 << 20, FLAGS_RW, 0))
+        return;
+    struct req r;
+    if (!req_in(fd, &r, NULL, 0))
+        return;
+    error_chunk(fd, r.cookie, 0, "zero", 4);
+    if (!req_in(fd, &r, NULL, 0))
+        return;
+    simple(fd, r.cookie, 0, NULL, 0);
+    drain(fd);
+}
+
+START_TEST(error_chunk_zero)
+{
+    struct r3_nbd_client *c;
+    ck_assert_int_eq(connect_with(s_error_zero, opts(), &c), 0);
+    char b[512], want[512];
+    ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 0), -EIO);
+    snprintf(want, sizeof want, "nbd+unix %s export '': the server answered the read: Input/output error",
+             sock_path);
+    ck_assert_str_eq(r3_last_error(), want);
+    ck_assert_int_eq(r3_nbd_client_flush(c), 0);
     r3_nbd_client_close(c);
     srv_join();
 }
@@ -1477,6 +1549,7 @@ static Suite *suite(void)
     tcase_add_test(t, handshake_hangups);
     tcase_add_test(t, server_dies_mid_reply);
     tcase_add_test(t, request_timeout);
+    tcase_add_test(t, error_chunk_zero);
     suite_add_tcase(s, t);
     return s;
 }
