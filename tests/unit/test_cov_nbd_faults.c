@@ -213,6 +213,21 @@ START_TEST(readonly_export)
     ck_assert_int_eq(r3_nbd_client_pread(ro, b, sizeof b, 0), 0);
     ck_assert_int_eq(tu_check(b, sizeof b, 0, 3), -1);
     r3_nbd_client_close(ro);
+    /* a read-only source makes a read-only export, whatever the export said */
+    fs->s.flags |= R3_SRC_RDONLY;
+    struct r3_nbd_export e = { .name = "", .src = &fs->s };
+    char p[300];
+    snprintf(p, sizeof p, "%s/ro", dir);
+    struct r3_nbd_server_opts so = { .listen = p, .exports = &e, .nexports = 1 };
+    struct r3_nbd_server *s;
+    ck_assert_msg(r3_nbd_server_start(&so, &s) == 0, "%s", r3_last_error());
+    co.unix_path = p;
+    co.export_name = NULL;
+    ck_assert_msg(r3_nbd_client_connect(&co, &ro) == 0, "%s", r3_last_error());
+    ck_assert(r3_nbd_client_flags(ro) & NBD_FLAG_READ_ONLY);
+    r3_nbd_client_close(ro);
+    r3_nbd_server_stop(s);
+    fs->s.flags &= ~(unsigned)R3_SRC_RDONLY;
 }
 END_TEST
 

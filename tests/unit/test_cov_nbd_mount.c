@@ -266,6 +266,8 @@ START_TEST(fuse_readonly)
     serve(true);
     struct r3_nbd_mount_opts o = mopts();
     o.name = "ro";
+    if (!r3_nbd_kernel_available())
+        o.mode = R3_NBD_MOUNT_AUTO;        /* AUTO is FUSE where the kernel has no NBD */
     struct r3_nbd_mount *m;
     ck_assert_msg(r3_nbd_mount_open(&o, &m) == 0, "%s", r3_last_error());
     char p[300];
@@ -485,6 +487,29 @@ START_TEST(fuse_busy_close)
 }
 END_TEST
 
+/* Prepared read-write, the export turns out read-only: the file becomes
+ * read-only when the client attaches. */
+START_TEST(prepare_readonly_export)
+{
+    serve(true);
+    struct r3_nbd_mount_opts o = mopts();
+    o.size = SIZE;
+    o.mode = R3_NBD_MOUNT_AUTO;            /* FUSE here: no /dev/nbd* */
+    struct r3_nbd_mount *m;
+    ck_assert_msg(r3_nbd_mount_prepare(&o, &m) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_nbd_mount_connect(m, &o) == 0, "%s", r3_last_error());
+    ck_assert_int_eq(open(file, O_RDWR), -1);
+    ck_assert_int_eq(errno, EROFS);
+    int fd = open(file, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    char b[4096];
+    ck_assert_int_eq(pread(fd, b, sizeof b, 4096), (ssize_t)sizeof b);
+    ck_assert_int_eq(tu_check(b, sizeof b, 4096, 5), -1);
+    close(fd);
+    ck_assert_int_eq(r3_nbd_mount_close(m), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_mount");
@@ -504,6 +529,7 @@ static Suite *suite(void)
         tcase_add_test(t, prepare_never_connected);
         tcase_add_test(t, fuse_unmounted_outside);
         tcase_add_test(t, fuse_busy_close);
+        tcase_add_test(t, prepare_readonly_export);
     } else {
         printf("SKIP (the FUSE cases): %s\n", why);
     }
