@@ -309,6 +309,25 @@ START_TEST(helper_killed)
 }
 END_TEST
 
+/* The helper dies before it could say anything (no early mount: it waits
+ * for the server first): the owner hears that, not a hang. */
+START_TEST(helper_dies_before_ready)
+{
+    struct r3_nbd_mount_opts o = mopts();
+    o.size = 0;
+    struct r3_nbd_helper *h;
+    ck_assert_msg(r3_nbd_helper_spawn(&o, &h) == 0, "%s", r3_last_error());
+    pid_t hp = 0;
+    for (int i = 0; i < 4000 && !(hp = child_named("r3-nbd-helper")); i++)   /* once exec'd */
+        usleep(5000);
+    ck_assert_int_gt(hp, 0);
+    ck_assert_int_eq(kill(hp, SIGKILL), 0);
+    ck_assert_int_eq(r3_nbd_helper_mount(h), -EIO);
+    ck_assert_str_eq(r3_last_error(), "nbd mount: the mount helper died before the mount was ready");
+    ck_assert_int_eq(r3_nbd_helper_stop(h), -EIO);
+}
+END_TEST
+
 int main(void)
 {
     char why[256];
@@ -328,6 +347,7 @@ int main(void)
     tcase_add_test(t, program_refuses);
     tcase_add_test(t, owner_killed);
     tcase_add_test(t, helper_killed);
+    tcase_add_test(t, helper_dies_before_ready);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
