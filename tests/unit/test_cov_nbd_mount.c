@@ -529,6 +529,44 @@ START_TEST(prepare_readonly_export)
 }
 END_TEST
 
+/* An export whose size is not a whole number of pages: the last page's
+ * read is cut at the end, and reads there return just the tail. */
+START_TEST(fuse_odd_size)
+{
+    struct r3_source *odd;
+    char path[300], uri[320];
+    snprintf(path, sizeof path, "%s/odd", dir);
+    int ofd = open(path, O_CREAT | O_RDWR, 0600);
+    ck_assert_int_ge(ofd, 0);
+    char t[100];
+    tu_fill(t, sizeof t, SIZE, 21);
+    ck_assert_int_eq(pwrite(ofd, t, sizeof t, SIZE), (ssize_t)sizeof t);
+    close(ofd);
+    snprintf(uri, sizeof uri, "file://%s", path);
+    TU_OPEN(uri, &odd);
+    ck_assert_uint_eq(odd->size, SIZE + 100);
+    struct r3_nbd_export e = { .name = "", .src = odd };
+    struct r3_nbd_server_opts so = { .listen = sock_path, .exports = &e, .nexports = 1 };
+    ck_assert_msg(r3_nbd_server_start(&so, &srv) == 0, "%s", r3_last_error());
+    struct r3_nbd_mount_opts o = mopts();
+    struct r3_nbd_mount *m;
+    ck_assert_msg(r3_nbd_mount_open(&o, &m) == 0, "%s", r3_last_error());
+    int fd = open(file, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    struct stat st;
+    ck_assert_int_eq(fstat(fd, &st), 0);
+    ck_assert_int_eq(st.st_size, SIZE + 100);
+    char b[4096];
+    ck_assert_int_eq(pread(fd, b, sizeof b, SIZE), 100);
+    ck_assert_int_eq(tu_check(b, 100, SIZE, 21), -1);
+    close(fd);
+    ck_assert_int_eq(r3_nbd_mount_close(m), 0);
+    r3_nbd_server_stop(srv);
+    srv = NULL;
+    r3_source_close(odd);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_mount");
@@ -549,6 +587,7 @@ static Suite *suite(void)
         tcase_add_test(t, fuse_unmounted_outside);
         tcase_add_test(t, fuse_busy_close);
         tcase_add_test(t, prepare_readonly_export);
+        tcase_add_test(t, fuse_odd_size);
     } else {
         printf("SKIP (the FUSE cases): %s\n", why);
     }
