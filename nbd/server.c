@@ -619,14 +619,16 @@ static bool peer_gone(struct nconn *c)
     return !atomic_load(&c->disc) && !disc_pending(c);
 }
 
-/* Run a mutating request under the gate; -ESHUTDOWN once fenced (the write
- * is dropped and nothing is replied). */
-static int gated(struct nconn *c, struct job *j, int (*fn)(struct nconn *, struct job *))
+/* Run a mutating request under the gate; *fenced once fenced (the write is
+ * dropped and nothing is replied). Not an errno: a source may itself answer
+ * -ESHUTDOWN (an nbd:// source whose server is leaving), which is replied. */
+static int gated(struct nconn *c, struct job *j, int (*fn)(struct nconn *, struct job *), bool *fenced)
 {
     if (peer_gone(c))
         fence(c);
     pthread_rwlock_rdlock(&c->gate);
-    int rc = atomic_load(&c->gone) ? -ESHUTDOWN : fn(c, j);
+    *fenced = atomic_load(&c->gone);
+    int rc = *fenced ? 0 : fn(c, j);
     pthread_rwlock_unlock(&c->gate);
     return rc;
 }
@@ -822,6 +824,7 @@ static void run(struct nconn *c, struct job *j)
     struct export *x = (struct export *)c->exp;
     uint64_t size = x->e.src->size;
     bool range_ok = j->off <= size && j->len <= size - j->off;
+    bool fenced;
     int rc;
     if (j->err) {
         reply(c, j, NULL, 0, NULL);
@@ -873,15 +876,15 @@ static void run(struct nconn *c, struct job *j)
         return;
     }
     case NBD_CMD_WRITE:
-        rc = gated(c, j, op_write);
+        rc = gated(c, j, op_write, &fenced);
         free(j->wdata);
         j->wdata = NULL;
         if (j->budget) {
             r3_net_budget_release(c->nc, j->budget);
             j->budget = 0;
         }
-        if (rc == -ESHUTDOWN)
-            return;                       /* fenced: the client is gone */
+        if (fenced)
+            return;                       /* the client is gone */
         j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         if (rc == 0)
             atomic_fetch_add_explicit(&c->wbytes, j->len, memory_order_relaxed);
@@ -893,8 +896,8 @@ static void run(struct nconn *c, struct job *j)
         else if (!range_ok)
             j->err = j->type == NBD_CMD_TRIM ? NBD_EINVAL : NBD_ENOSPC;
         else {
-            rc = gated(c, j, j->type == NBD_CMD_TRIM ? op_trim : op_zero);
-            if (rc == -ESHUTDOWN)
+            rc = gated(c, j, j->type == NBD_CMD_TRIM ? op_trim : op_zero, &fenced);
+            if (fenced)
                 return;
             j->err = rc < 0 ? to_nbd_errno(rc) : 0;
         }
@@ -1148,7 +1151,9 @@ static int read_request(struct r3_net_conn *nc)
             j->err = NBD_EINVAL;
         else if (j->len > s->o.max_request)
             j->err = NBD_EOVERFLOW;
-        else if ((rc = r3_net_budget_acquire(nc, j->len)) < 0) {   /* mem: too, a copy now */
+        else if ((rc = r3_net_budget_acquire(nc, j->len)) == -EMSGSIZE)
+            j->err = NBD_EOVERFLOW;       /* more than this connection may hold at once */
+        else if (rc < 0) {                /* mem: too, a copy now */
             free(j);
             return rc;
         } else {
@@ -1157,9 +1162,15 @@ static int read_request(struct r3_net_conn *nc)
     } else if (j->type == NBD_CMD_WRITE) {
         /* The payload must be consumed to stay in step, but a refused one
          * is never allocated: it is discarded in small pieces. */
-        if (j->len > s->o.max_request || !range_ok || x->e.readonly || j->len == 0) {
-            j->err = x->e.readonly ? NBD_EPERM : j->len > s->o.max_request ? NBD_EOVERFLOW
-                     : j->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
+        bool refused = j->len > s->o.max_request || !range_ok || x->e.readonly || j->len == 0;
+        if (!refused && (rc = r3_net_budget_acquire(nc, j->len)) == -EMSGSIZE) {
+            refused = true;               /* more than this connection may hold at once */
+            j->err = NBD_EOVERFLOW;
+        }
+        if (refused) {
+            if (!j->err)
+                j->err = x->e.readonly ? NBD_EPERM : j->len > s->o.max_request ? NBD_EOVERFLOW
+                         : j->len == 0 ? NBD_EINVAL : NBD_ENOSPC;
             if (j->len > 64u * s->o.max_request) {
                 r3_net_conn_why(nc, "a WRITE of %u bytes (too much to skip)", j->len);
                 free(j);
@@ -1167,7 +1178,7 @@ static int read_request(struct r3_net_conn *nc)
                 return -EPROTO;
             }
             rc = r3_io_skip(c->io, j->len);
-        } else if ((rc = r3_net_budget_acquire(nc, j->len)) == 0) {
+        } else if (rc == 0) {
             j->budget = j->len;
             j->wdata = malloc(j->len);
             rc = j->wdata ? r3_io_read_all(c->io, j->wdata, j->len) : -ENOMEM;
@@ -1237,7 +1248,7 @@ static int on_handshake(struct r3_net_conn *nc)
         return 0;
     if (rc == -ETIMEDOUT)
         r3_net_conn_why(nc, "handshake not finished within %u ms", s->o.handshake_timeout_ms);
-    else if (rc == -EPIPE)
+    else if (rc == -EPIPE || rc == -ECONNRESET)   /* reset: it left a reply unread */
         r3_net_conn_why(nc, "peer closed during the handshake");
     else if (rc < 0)
         r3_net_conn_why(nc, "handshake: %s", r3_last_error());

@@ -1241,6 +1241,278 @@ START_TEST(source_block_size)
 }
 END_TEST
 
+/* ---- servers that stop talking, or die, at each step (covnbd) */
+
+/* Waits until the client hangs up (it gives up at its deadline). */
+static void wait_gone(int fd)
+{
+    char b[256];
+    while (recv(fd, b, sizeof b, 0) > 0)
+        ;
+}
+
+static void s_silent(int fd) { wait_gone(fd); }
+static void s_close_at_once(int fd) { (void)fd; }
+
+static void s_not_nbd(int fd)
+{
+    tu_send_all(fd, "HTTP/1.1 200 OK\r\n\r\n", 18);
+    wait_gone(fd);
+}
+
+static void s_silent_in_options(int fd)
+{
+    if (greet(fd, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+        wait_gone(fd);
+}
+
+static void s_huge_opt_reply(int fd)
+{
+    if (!greet(fd, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+        return;
+    uint32_t opt = opt_in(fd, NULL, 0, NULL);
+    unsigned char h[20];
+    r3_nbd_put64(h, NBD_REP_MAGIC);
+    r3_nbd_put32(h + 8, opt);
+    r3_nbd_put32(h + 12, NBD_REP_ACK);
+    r3_nbd_put32(h + 16, 1u << 20);
+    tu_send_all(fd, h, 20);
+    wait_gone(fd);
+}
+
+/* Answers options until `last`, then hangs up without a reply. */
+static uint32_t close_on;
+static void s_close_on(int fd)
+{
+    uint32_t opt;
+    if (!greet(fd, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+        return;
+    while ((opt = opt_in(fd, NULL, 0, NULL)) != 0 && opt != close_on)
+        rep(fd, opt, NBD_REP_ACK, NULL, 0);        /* structured on, no meta context */
+}
+
+/* Not fixed newstyle: EXPORT_NAME straight away, and no answer to it. */
+static void s_silent_export_name(int fd)
+{
+    if (greet(fd, NBD_FLAG_NO_ZEROES) && opt_in(fd, NULL, 0, NULL) == NBD_OPT_EXPORT_NAME)
+        wait_gone(fd);
+}
+
+START_TEST(handshake_stalls)
+{
+    struct r3_nbd_client *c;
+    struct r3_nbd_client_opts o = opts();
+    o.connect_timeout_ms = 300;
+    char want[512];
+
+    ck_assert_int_eq(connect_with(s_silent, o, &c), -ETIMEDOUT);
+    snprintf(want, sizeof want, "nbd+unix %s export '': the server sent no NBD greeting within 300 ms"
+             " (connect_timeout)", sock_path);
+    ck_assert_str_eq(r3_last_error(), want);
+    srv_join();
+
+    ck_assert_int_eq(connect_with(s_silent_in_options, o, &c), -ETIMEDOUT);
+    snprintf(want, sizeof want, "nbd+unix %s export '': the NBD handshake did not finish within 300 ms"
+             " (connect_timeout)", sock_path);
+    ck_assert_str_eq(r3_last_error(), want);
+    srv_join();
+
+    ck_assert_int_eq(connect_with(s_silent_export_name, o, &c), -ETIMEDOUT);
+    ck_assert_str_eq(r3_last_error(), want);
+    ck_assert_ptr_null(c);
+    srv_join();
+}
+END_TEST
+
+START_TEST(handshake_hangups)
+{
+    struct r3_nbd_client *c;
+    ck_assert_int_eq(connect_with(s_close_at_once, opts(), &c), -EPROTO);
+    ERR_HAS("the server closed the connection before the NBD greeting");
+    srv_join();
+    ck_assert_int_eq(connect_with(s_not_nbd, opts(), &c), -EPROTO);
+    ERR_HAS("not an NBD server (its greeting is not NBDMAGIC)");
+    srv_join();
+    ck_assert_int_eq(connect_with(s_huge_opt_reply, opts(), &c), -EPROTO);
+    ERR_HAS("option reply too large");
+    srv_join();
+    /* a hang-up in answer to each option the client sends */
+    static const uint32_t at[] = { NBD_OPT_STRUCTURED_REPLY, NBD_OPT_SET_META_CONTEXT, NBD_OPT_GO };
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        close_on = at[i];
+        memset(&seen, 0, sizeof seen);
+        ck_assert_int_eq(connect_with(s_close_on, opts(), &c), -EPROTO);
+        ck_assert_ptr_null(c);
+        ERR_HAS("the server closed the connection during the NBD handshake");
+        srv_join();
+        ck_assert_uint_eq(seen.opts[seen.nopts - 1], at[i]);
+    }
+}
+END_TEST
+
+/* After the handshake: the server dies in the middle of a reply. */
+static int die_how;
+static void s_die_mid_reply(int fd)
+{
+    if (!std_hs(fd, die_how >= 2, 1 << 20, FLAGS_RW, 0))
+        return;
+    struct req r;
+    if (!req_in(fd, &r, NULL, 0))
+        return;
+    char *d = calloc(1, r.len);
+    switch (die_how) {
+    case 0:                                       /* a simple reply, half its data */
+        simple(fd, r.cookie, 0, d, r.len / 2);
+        break;
+    case 1:                                       /* a reply to a cookie never sent */
+        simple(fd, r.cookie + 1000, 0, NULL, 0);
+        wait_gone(fd);
+        break;
+    case 2: {                                     /* a data chunk, half its data */
+        unsigned char h[28];
+        r3_nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+        r3_nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
+        r3_nbd_put16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
+        r3_nbd_put64(h + 8, r.cookie);
+        r3_nbd_put32(h + 16, 8 + r.len);
+        r3_nbd_put64(h + 20, r.off);
+        tu_send_all(fd, h, 28);
+        tu_send_all(fd, d, r.len / 2);
+        break;
+    }
+    case 3:                                       /* a chunk for a cookie never sent */
+        data_chunk(fd, NBD_REPLY_FLAG_DONE, r.cookie ^ 0x5a5a0000, r.off, d, r.len);
+        wait_gone(fd);
+        break;
+    case 4:                                       /* a structured header cut short */
+        tu_send_all(fd, "\x66\x8e\x33\xef\x00\x01\x00\x01\x00\x00", 10);
+        break;
+    case 5:                                       /* no reply at all */
+        wait_gone(fd);
+        break;
+    default: {                                    /* 6..: a structured chunk cut at `cut` bytes */
+        static const struct { uint16_t type; uint32_t len, cut; } k[] = {
+            { NBD_REPLY_TYPE_OFFSET_DATA, 8 + 4096, 18 },   /* in its length field */
+            { NBD_REPLY_TYPE_OFFSET_DATA, 8 + 4096, 24 },   /* in its offset */
+            { NBD_REPLY_TYPE_OFFSET_HOLE, 12, 26 },         /* in the hole's offset and length */
+            { NBD_REPLY_TYPE_BLOCK_STATUS, 12, 25 },        /* in the descriptor */
+            { 0x42, 100000, 20 },                           /* informational, too long */
+            { 0x42, 100, 70 },                              /* informational, cut */
+            { NBD_REPLY_TYPE_ERROR, 20, 26 },               /* an error chunk, cut */
+        };
+        int i = die_how - 6;
+        unsigned char h[64] = { 0 };
+        r3_nbd_put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+        r3_nbd_put16(h + 4, NBD_REPLY_FLAG_DONE);
+        r3_nbd_put16(h + 6, k[i].type);
+        r3_nbd_put64(h + 8, r.cookie);
+        r3_nbd_put32(h + 16, k[i].len);
+        r3_nbd_put64(h + 20, r.off);
+        if (k[i].type == NBD_REPLY_TYPE_BLOCK_STATUS)
+            r3_nbd_put32(h + 20, 7);                      /* our context id */
+        tu_send_all(fd, h, k[i].cut < sizeof h ? k[i].cut : sizeof h);
+        if (k[i].len > 65536)
+            wait_gone(fd);
+        break;
+    }
+    }
+    free(d);
+}
+
+START_TEST(server_dies_mid_reply)
+{
+    static const char *const why[] = {
+        "the server closed the connection",
+        "protocol error from the server: a reply to a request we did not send",
+        "the server closed the connection",
+        "protocol error from the server: a reply to a request we did not send",
+        "the server closed the connection",
+        NULL,
+        "the server closed the connection",
+        "the server closed the connection",
+        "the server closed the connection",
+        "the server closed the connection",
+        "protocol error from the server: a chunk of more than 64 KiB that is not data",
+        "the server closed the connection",
+        "the server closed the connection",
+    };
+    char b[8192], want[512];
+    for (die_how = 0; die_how < (int)(sizeof why / sizeof why[0]); die_how++) {
+        if (!why[die_how])
+            continue;                             /* no reply: request_timeout */
+        struct r3_nbd_client *c;
+        ck_assert_int_eq(connect_with(s_die_mid_reply, opts(), &c), 0);
+        if (die_how == 9) {
+            uint64_t run;
+            ck_assert(r3_nbd_client_has_extents(c));
+            ck_assert_int_eq(r3_nbd_client_block_status(c, 4096, 8192, &run), -EIO);
+        } else {
+            ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 4096), -EIO);
+        }
+        snprintf(want, sizeof want, "nbd+unix %s export '': %s", sock_path, why[die_how]);
+        ck_assert_msg(strcmp(r3_last_error(), want) == 0, "case %d: '%s'", die_how, r3_last_error());
+        /* and the next request says the connection is lost, at once */
+        ck_assert_int_eq(r3_nbd_client_pread(c, b, 512, 0), -EIO);
+        snprintf(want, sizeof want, "nbd+unix %s export '': the connection is lost: %s", sock_path,
+                 why[die_how]);
+        ck_assert_msg(strcmp(r3_last_error(), want) == 0, "case %d: '%s'", die_how, r3_last_error());
+        r3_nbd_client_close(c);
+        srv_join();
+    }
+}
+END_TEST
+
+/* No reply within timeout_ms: -ETIMEDOUT saying which request. */
+START_TEST(request_timeout)
+{
+    struct r3_nbd_client *c;
+    struct r3_nbd_client_opts o = opts();
+    o.timeout_ms = 300;
+    die_how = 5;
+    ck_assert_int_eq(connect_with(s_die_mid_reply, o, &c), 0);
+    char b[4096], want[512];
+    ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 8192), -ETIMEDOUT);
+    snprintf(want, sizeof want, "nbd+unix %s export '': no reply to a read of 4096 bytes at 8192 within"
+             " 300 ms (timeout)", sock_path);
+    ck_assert_str_eq(r3_last_error(), want);
+    ck_assert_int_eq(r3_nbd_client_flush(c), -EIO);
+    ERR_HAS("the connection is lost: no reply to a read");
+    r3_nbd_client_close(c);
+    srv_join();
+}
+END_TEST
+
+/* An error chunk whose error is 0 is still an error (EIO), and the
+ * connection goes on. */
+static void s_error_zero(int fd)
+{
+    if (!std_hs(fd, false, 1 << 20, FLAGS_RW, 0))
+        return;
+    struct req r;
+    if (!req_in(fd, &r, NULL, 0))
+        return;
+    error_chunk(fd, r.cookie, 0, "zero", 4);
+    if (!req_in(fd, &r, NULL, 0))
+        return;
+    simple(fd, r.cookie, 0, NULL, 0);
+    drain(fd);
+}
+
+START_TEST(error_chunk_zero)
+{
+    struct r3_nbd_client *c;
+    ck_assert_int_eq(connect_with(s_error_zero, opts(), &c), 0);
+    char b[512], want[512];
+    ck_assert_int_eq(r3_nbd_client_pread(c, b, sizeof b, 0), -EIO);
+    snprintf(want, sizeof want, "nbd+unix %s export '': the server answered the read: Input/output error",
+             sock_path);
+    ck_assert_str_eq(r3_last_error(), want);
+    ck_assert_int_eq(r3_nbd_client_flush(c), 0);
+    r3_nbd_client_close(c);
+    srv_join();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_client");
@@ -1273,6 +1545,11 @@ static Suite *suite(void)
     tcase_add_test(t, source_uri_errors);
     tcase_add_test(t, source_uri_units);
     tcase_add_test(t, source_block_size);
+    tcase_add_test(t, handshake_stalls);
+    tcase_add_test(t, handshake_hangups);
+    tcase_add_test(t, server_dies_mid_reply);
+    tcase_add_test(t, request_timeout);
+    tcase_add_test(t, error_chunk_zero);
     suite_add_tcase(s, t);
     return s;
 }

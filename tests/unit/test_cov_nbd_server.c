@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
+#include "nbd/client.h"
 
 #define FSIZE (4u << 20)
 #define MAXREQ (1u << 20)
@@ -949,6 +950,120 @@ START_TEST(start_refused)
 }
 END_TEST
 
+/* The real client over STARTTLS with a PSK: the TLS side of the
+ * negotiation (options before TLS forgotten, structured replies and the
+ * meta context asked again inside), data both ways; a wrong key and a
+ * client without TLS are refused with their sentences. */
+START_TEST(tls_psk_client)
+{
+    char psk[300];
+    snprintf(psk, sizeof psk, "%s/psk", dir);
+    FILE *f = fopen(psk, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "alice:00112233445566778899aabbccddeeff\n");
+    fclose(f);
+    start(false, psk);
+    struct r3_nbd_client *c = NULL;
+    struct r3_nbd_client_opts o = { .unix_path = sock_path, .tls = true, .tls_psk = psk, .tls_user = "alice",
+                                    .connect_timeout_ms = 10000, .timeout_ms = 10000 };
+    ck_assert_msg(r3_nbd_client_connect(&o, &c) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(r3_nbd_client_size(c), FSIZE);
+    ck_assert(r3_nbd_client_has_extents(c));
+    char *b = malloc(65536);
+    ck_assert_int_eq(r3_nbd_client_pread(c, b, 65536, 1 << 20), 0);
+    ck_assert_int_eq(tu_check(b, 65536, 1 << 20, 7), -1);
+    tu_fill(b, 4096, 0, 12);
+    ck_assert_int_eq(r3_nbd_client_pwrite(c, b, 4096, 2 << 20, true), 0);
+    r3_nbd_client_close(c);
+    log_wait(" tls export '': ");
+    char r[4096];
+    ck_assert_int_eq(r3_source_read(fsrc, r, 4096, 2 << 20), 0);
+    ck_assert_int_eq(memcmp(r, b, 4096), 0);
+    free(b);
+
+    /* the same identity, another key */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s/bad", dir);
+    f = fopen(bad, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "alice:ffeeddccbbaa99887766554433221100\n");
+    fclose(f);
+    o.tls_psk = bad;
+    c = (void *)1;
+    ck_assert_int_lt(r3_nbd_client_connect(&o, &c), 0);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(strstr(r3_last_error(), sock_path), "%s", r3_last_error());
+    /* no TLS at all: the export is refused, TLS is required */
+    struct r3_nbd_client_opts p = { .unix_path = sock_path, .connect_timeout_ms = 10000 };
+    ck_assert_int_eq(r3_nbd_client_connect(&p, &c), -ECONNREFUSED);
+    ck_assert_msg(strstr(r3_last_error(), "the server refused export ''"), "%s", r3_last_error());
+    ck_assert_msg(strstr(r3_last_error(), "TLS is required"), "%s", r3_last_error());
+}
+END_TEST
+
+/* Wait (20 s at most) until s appears n times in the log. */
+static void log_count_wait(const char *s, int n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 20;
+    int k = 0;
+    pthread_mutex_lock(&log_mu);
+    for (;;) {
+        k = 0;
+        for (const char *p = logbuf; (p = strstr(p, s)); p += strlen(s))
+            k++;
+        if (k >= n || pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&log_mu);
+    ck_assert_msg(k == n, "%d lines with '%s', not %d, in:\n%s", k, s, n, logbuf);
+}
+
+/* A client that hangs up right after each option: the server's reply
+ * cannot go out (EPIPE on a Unix socket), or went out and was left unread
+ * (the server's next read is reset); each connection ends with the same
+ * reason, whatever the option was. */
+START_TEST(hangup_after_each_option)
+{
+    start(true, NULL);
+    unsigned char b[128];
+    const uint16_t inf[] = { NBD_INFO_NAME, NBD_INFO_DESCRIPTION, NBD_INFO_BLOCK_SIZE };
+    const char *const q[] = { NBD_META_ALLOCATION };
+    int n = 0;
+    for (int k = 0; k < 12; k++, n++) {
+        int fd = cl(FIXED);
+        if (k >= 4 && k <= 6) {
+            opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+            rep_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+        }
+        switch (k) {
+        case 0: opt(fd, NBD_OPT_INFO, b, go_data(b, "two", inf, 3)); break;
+        case 1: opt(fd, NBD_OPT_GO, b, go_data(b, "", NULL, 0)); break;
+        case 2: opt(fd, NBD_OPT_LIST, NULL, 0); break;
+        case 3: opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0); break;
+        case 4: opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", q, 1)); break;
+        case 5: opt(fd, NBD_OPT_LIST_META_CONTEXT, b, meta_data(b, "", NULL, 0)); break;
+        case 6: opt(fd, NBD_OPT_SET_META_CONTEXT, b, meta_data(b, "", NULL, 0)); break;
+        case 7: opt(fd, 99, b, 8); break;
+        case 8: opt(fd, NBD_OPT_EXPORT_NAME, "two", 3); break;
+        case 9: opt(fd, NBD_OPT_STARTTLS, NULL, 0); break;
+        case 10: opt(fd, NBD_OPT_INFO, b, 3); break;
+        case 11:                          /* the reply came and is left unread: a reset, same reason */
+            opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+            ck_assert_int_eq(recv(fd, b, 1, MSG_PEEK), 1);
+            break;
+        }
+        close(fd);
+    }
+    log_count_wait("no export chosen", n);
+    log_count_wait("peer closed during the handshake", n);
+    for (int i = 0; i < 4000 && r3_nbd_server_conns(srv) > 0; i++)   /* the line comes first */
+        usleep(5000);
+    ck_assert_uint_eq(r3_nbd_server_conns(srv), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_nbd_server");
@@ -968,6 +1083,8 @@ static Suite *suite(void)
     tcase_add_test(t, read_batch);
     tcase_add_test(t, write_then_disc);
     tcase_add_test(t, start_refused);
+    tcase_add_test(t, tls_psk_client);
+    tcase_add_test(t, hangup_after_each_option);
     suite_add_tcase(s, t);
     return s;
 }
