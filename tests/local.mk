@@ -197,3 +197,14 @@ TESTS += tests/unit/test_cov_nbd_written
 tests_unit_test_cov_nbd_written_SOURCES = tests/unit/test_cov_nbd_written.c
 tests_unit_test_cov_nbd_written_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_cov_nbd_written_LDADD = $(UNIT_LDADD)
+# ---- coverage of issue 15 (covsrcfs): behaviour tests for src/ and filesync/ paths
+check_PROGRAMS += tests/unit/test_cov_src_wire
+TESTS += tests/unit/test_cov_src_wire
+tests_unit_test_cov_src_wire_SOURCES = tests/unit/test_cov_src_wire.c
+tests_unit_test_cov_src_wire_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS)
+tests_unit_test_cov_src_wire_LDADD = $(UNIT_LDADD) $(MSGPACK_LIBS)
+check_PROGRAMS += tests/unit/test_cov_fs_conn
+TESTS += tests/unit/test_cov_fs_conn
+tests_unit_test_cov_fs_conn_SOURCES = tests/unit/test_cov_fs_conn.c
+tests_unit_test_cov_fs_conn_CFLAGS = $(UNIT_CFLAGS) $(MSGPACK_CFLAGS) $(OPENSSL_CFLAGS)
+tests_unit_test_cov_fs_conn_LDADD = $(UNIT_LDADD)
