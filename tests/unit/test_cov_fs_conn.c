@@ -509,6 +509,63 @@ START_TEST(msg_helpers_and_names)
 }
 END_TEST
 
+/* ---- reporting: lines and progress reach the callbacks, or nothing does */
+struct rep_seen { int lines, progress, finals; uint64_t done, total; char last[64]; };
+static void rep_line(void *arg, int kind, const char *text)
+{
+    struct rep_seen *r = arg;
+    r->lines++;
+    snprintf(r->last, sizeof r->last, "%d %s", kind, text);
+}
+static void rep_progress(void *arg, const char *what, uint64_t done, uint64_t total, double secs, bool final)
+{
+    struct rep_seen *r = arg;
+    ck_assert_str_eq(what, "copy");
+    ck_assert(secs >= 0);
+    r->progress++;
+    r->finals += final;
+    r->done = done;
+    r->total = total;
+}
+
+START_TEST(report_lines_and_progress)
+{
+    struct rep_seen seen = { 0 };
+    struct fs_report none = { 0 }, rep = { .line = rep_line, .progress = rep_progress, .arg = &seen };
+    fs_say(NULL, FS_SAY_OUT, "nobody %d", 1);
+    fs_say(&none, FS_SAY_OUT, "nobody %d", 2);
+    fs_say(&rep, FS_SAY_DIAG, "round %d done", 3);
+    ck_assert_int_eq(seen.lines, 1);
+    ck_assert_str_eq(seen.last, "1 round 3 done");
+
+    struct fs_progress p;
+    fs_progress_start(&p, &rep, "copy", 1u << 20);        /* small: not shown */
+    fs_progress_add(&p, 1u << 20);
+    fs_progress_end(&p);
+    fs_progress_start(&p, &none, "copy", 64u << 20);      /* no callback: not shown */
+    fs_progress_add(&p, 1u << 20);
+    fs_progress_end(&p);
+    ck_assert_int_eq(seen.progress, 0);
+
+    fs_progress_start(&p, &rep, "copy", 64u << 20);
+    fs_progress_end(&p);                                  /* nothing done: no final either */
+    ck_assert_int_eq(seen.progress, 0);
+    fs_progress_start(&p, &rep, "copy", 64u << 20);
+    fs_progress_add(&p, 1u << 20);                        /* within 200 ms of the start: quiet */
+    ck_assert_int_eq(seen.progress, 0);
+    p.last -= 300000000u;                                 /* 300 ms later */
+    fs_progress_add(&p, 1u << 20);
+    ck_assert_int_eq(seen.progress, 1);
+    ck_assert_int_eq(seen.finals, 0);
+    ck_assert(seen.done == (2u << 20) && seen.total == (64u << 20));
+    fs_progress_end(&p);
+    ck_assert_int_eq(seen.progress, 2);
+    ck_assert_int_eq(seen.finals, 1);
+    fs_progress_end(&p);                                  /* once */
+    ck_assert_int_eq(seen.progress, 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cov_fs_conn");
@@ -522,6 +579,7 @@ int main(void)
     tcase_add_test(tc, run_send_kill);
     tcase_add_test(tc, queue_limits);
     tcase_add_test(tc, msg_helpers_and_names);
+    tcase_add_test(tc, report_lines_and_progress);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
