@@ -242,6 +242,13 @@ static void stop_peer(pthread_t t)
     atomic_store(&pstop, 1);
     pthread_join(t, NULL);
     ck_assert_msg(prc == 0, "%s", r3_last_error());
+    /* a reconnect the peer made before it saw the stop waits in the listen
+     * queue: drop it, or the next case would accept it */
+    int fl = fcntl(lfd, F_GETFL);
+    fcntl(lfd, F_SETFL, fl | O_NONBLOCK);
+    for (int fd; (fd = accept(lfd, NULL, NULL)) >= 0;)
+        close(fd);
+    fcntl(lfd, F_SETFL, fl);
 }
 
 /* One receiver, one connection: the script, then the line that ends it. */

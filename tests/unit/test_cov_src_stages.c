@@ -255,6 +255,7 @@ START_TEST(push_track)
     ck_assert_int_eq(r3_push_track(p, R3_TRACK_TAKE, &l, &n), -EINVAL);
     ERR_IS("push: writes are not being tracked");
     r3_source_close(p);
+    r3_source_close(remote);             /* the stage wraps inner; the remote stays ours */
 }
 END_TEST
 
