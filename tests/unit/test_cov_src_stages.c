@@ -21,13 +21,16 @@
  * test's; read/write are on a small buffer. */
 struct fake {
     struct r3_source src;
-    unsigned char data[8192];
+    bool fail_reads;
+    unsigned char data[32768];
     int extent_rc;
     uint64_t extent_run;
     unsigned closed;
 };
 static int fake_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
+    if (((struct fake *)s)->fail_reads)
+        return r3_error(-EIO, "fake: read of %zu bytes at %llu failed", len, (unsigned long long)off);
     memcpy(buf, ((struct fake *)s)->data + off, len);
     return 0;
 }
@@ -225,6 +228,58 @@ START_TEST(cache_order_and_peek)
 }
 END_TEST
 
+/* pull: only the chunks with a priority >= 0, highest... lowest first; a
+ * remote that fails makes the wait say so */
+static int64_t even_only(void *arg, uint64_t chunk)
+{
+    (void)arg;
+    return chunk % 2 ? -1 : (int64_t)(100 - chunk);
+}
+
+static void pull_over(bool fail, int want_rc, uint64_t want_pulled)
+{
+    struct fake *remote = fake_new(&fake_ops, 32768, 1, 0);
+    remote->fail_reads = fail;
+    for (int i = 0; i < 32768; i++)
+        remote->data[i] = (unsigned char)(i / 4096 + 1);
+    struct r3_source *local, *c, *p;
+    TU_OPEN("mem:?size=32K&chunk=4K", &local);
+    struct r3_cache_opts co;
+    r3_cache_opts_init(&co);
+    co.chunk = 4096;
+    ck_assert_int_eq(r3_stage_cache_open(&remote->src, local, &co, &c), 0);
+    struct r3_pull_opts po;
+    r3_pull_opts_init(&po);
+    po.workers = 2;
+    po.priority = even_only;
+    ck_assert_msg(r3_stage_pull_open(c, &po, &p) == 0, "%s", r3_last_error());
+    ck_assert_int_eq(r3_pull_wait(p), want_rc);
+    if (want_rc < 0)
+        ERR_IS("pull: a background fetch failed");
+    struct r3_pull_progress pp;
+    ck_assert_int_eq(r3_pull_progress(p, &pp), 0);
+    ck_assert_uint_eq(pp.chunks_pulled, want_pulled);
+    for (uint64_t i = 0; i < 8; i++)           /* odd chunks were never asked for */
+        ck_assert_msg(r3_cache_is_local(c, i) == (!fail && i % 2 == 0), "chunk %llu", (unsigned long long)i);
+    if (!fail) {
+        unsigned char b[4];
+        ck_assert_int_eq(r3_source_read(local, b, 4, 4 * 4096), 0);   /* pulled into the local side */
+        ck_assert_uint_eq(b[0], 5);
+    }
+    ck_assert_int_eq(r3_pull_stop(p), 0);
+    ck_assert_int_eq(r3_pull_stop(p), 0);
+    r3_source_close(p);                      /* and the cache, the remote, the local */
+    ck_assert_uint_eq(remote->closed, 1);
+    free(remote);
+}
+
+START_TEST(pull_priority_and_failure)
+{
+    pull_over(false, 0, 4);
+    pull_over(true, -EIO, 0);
+}
+END_TEST
+
 START_TEST(push_track)
 {
     struct r3_source *inner, *remote, *p;
@@ -366,6 +421,7 @@ int main(void)
     tcase_add_test(tc, open_refusals);
     tcase_add_test(tc, cache_order_and_peek);
     tcase_add_test(tc, push_track);
+    tcase_add_test(tc, pull_priority_and_failure);
     tcase_add_test(tc, pipeline_refusals);
     tcase_add_test(tc, framework_answers);
     suite_add_tcase(s, tc);
