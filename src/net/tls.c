@@ -436,6 +436,26 @@ static bool version_error(int e)
            r == SSL_R_NO_PROTOCOLS_AVAILABLE;
 }
 
+/* One SSL_accept/SSL_connect step. Its writes go through write(2) too: a
+ * peer that closed before or during the handshake must give an error, not
+ * SIGPIPE (as r3_tls_io_write; errno is kept for the sentence). */
+static int handshake_step(SSL *ssl, bool server)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
+    int e = errno;
+    if (r != 1 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return r;
+}
+
 static int handshake(struct r3_tls_ctx *c, struct r3_io *io, const char *host, int timeout_ms)
 {
     char eb[160], unknown_id[64] = "";
@@ -469,7 +489,7 @@ static int handshake(struct r3_tls_ctx *c, struct r3_io *io, const char *host, i
     if (io->rdeadline && io->rdeadline < deadline)
         deadline = io->rdeadline;
     for (;;) {
-        int r = c->server ? SSL_accept(ssl) : SSL_connect(ssl);
+        int r = handshake_step(ssl, c->server);
         if (r == 1)
             break;
         int e = SSL_get_error(ssl, r);
