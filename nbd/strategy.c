@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +50,6 @@ struct r3_nbd_region {
     uint64_t *pushed;
     size_t npushed, cap;
     char dir[PATH_MAX], sock[PATH_MAX + 16], mdir[PATH_MAX + 16];
-    _Atomic bool first_read;        /* the program's first fetch was served */
 };
 
 
@@ -120,17 +118,6 @@ static void on_push(void *arg, const uint64_t *chunks, size_t k)
         n->npushed += k;
     }
     pthread_mutex_unlock(&n->mu);
-}
-
-/* The pull yields the CPUs (r3_pull_yield) from the open until the
- * program's first read that had to fetch: the open's set-up and that first
- * read are what a program waits for at its start. */
-static void on_fill(void *arg, uint64_t chunk, int why)
-{
-    struct r3_nbd_region *n = arg;
-    (void)chunk;
-    if (why == R3_FETCH_READ && !atomic_exchange(&n->first_read, true) && n->pipe && n->pipe->pull)
-        r3_pull_yield(n->pipe->pull, false);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -223,8 +210,8 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
             .pull_workers = o->prefetch == R3_PREFETCH_NONE ? 0 : o->pull_workers,
             .push_workers = o->push_workers ? o->push_workers : 1,
             .push_interval_ms = o->push_interval_ms,
-            .after_push = on_push, .on_fill = on_fill, .hook_arg = n,
-            .pull_yield = true,              /* until the first read (on_fill) */
+            .after_push = on_push, .hook_arg = n,
+            .pull_yield = true,              /* until the mount is ready */
         };
         rc = r3_pipeline_open(src, &po, &n->pipe);
         if (rc < 0) {
@@ -267,6 +254,8 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
     /* the helper connected to the server meanwhile */
     if ((rc = r3_nbd_helper_ready(n->mnt)) < 0)
         goto fail;
+    if (n->pipe && n->pipe->pull)
+        r3_pull_yield(n->pipe->pull, false);
     *out = &n->r;
     return 0;
 fail: {
