@@ -211,7 +211,6 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
             .push_workers = o->push_workers ? o->push_workers : 1,
             .push_interval_ms = o->push_interval_ms,
             .after_push = on_push, .hook_arg = n,
-            .pull_yield = true,              /* until the mount is ready */
         };
         rc = r3_pipeline_open(src, &po, &n->pipe);
         if (rc < 0) {
@@ -254,8 +253,6 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
     /* the helper connected to the server meanwhile */
     if ((rc = r3_nbd_helper_ready(n->mnt)) < 0)
         goto fail;
-    if (n->pipe && n->pipe->pull)
-        r3_pull_yield(n->pipe->pull, false);
     *out = &n->r;
     return 0;
 fail: {

@@ -75,8 +75,6 @@ struct r3_pull_opts {
     unsigned workers;                                  /* 0 = no background pull */
     int64_t (*priority)(void *arg, uint64_t chunk);    /* NULL = ascending */
     void *arg;
-    /* Start yielding (see r3_pull_yield) until r3_pull_yield(pull, false). */
-    bool yield;
 };
 struct r3_pull_progress {
     uint64_t chunks_total, chunks_local, chunks_pulled, bytes_pulled;
@@ -89,10 +87,6 @@ int  r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *opts
 int  r3_pull_progress(struct r3_source *pull, struct r3_pull_progress *p);
 int  r3_pull_wait(struct r3_source *pull);         /* until done; 0 or first error */
 int  r3_pull_stop(struct r3_source *pull);         /* stop workers (idempotent) */
-/* While on, fetches that never wait (a memory or page-cache source: CPU
- * work) run at most one per CPU but one at a time, leaving a CPU to the
- * caller's set-up; a source with latency keeps every worker busy. */
-int  r3_pull_yield(struct r3_source *pull, bool on);
 
 /* ---- push: a dirty bitmap; writes go to inner and mark chunks dirty;
  * workers copy dirty chunks (read from inner) to `remote` (borrowed) every
@@ -185,7 +179,6 @@ struct r3_pipeline_opts {
      * push_workers, push_interval_ms, delay_us and stats must be 0: the spec
      * says it all (else -EINVAL); local needs a cache stage in it. */
     const char *spec;
-    bool pull_yield;              /* the pull stage starts yielding (r3_pull_opts.yield) */
 };
 struct r3_pipeline {
     struct r3_source *top;        /* the last stage built (push if any, else pull, else cache) */

@@ -9,8 +9,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <unistd.h>
 #include "internal.h"
 
 struct pull_stage {
@@ -22,10 +20,6 @@ struct pull_stage {
     _Atomic uint64_t pulled, bytes;
     _Atomic int error;
     _Atomic bool stop;
-    _Atomic bool local;           /* the last fetch never waited: it was CPU work */
-    _Atomic bool yielding;        /* r3_pull_yield: the owner is setting up */
-    unsigned cpu_slots, cpu_busy; /* fetches of CPU work at once (under m) */
-    pthread_cond_t slot_cv;
     unsigned nworkers;
     pthread_t *workers;
     pthread_mutex_t m;
@@ -41,43 +35,6 @@ static struct pull_stage *as_pull(struct r3_source *s)
     return s && s->ops == &pull_ops ? (struct pull_stage *)s : NULL;
 }
 
-/* Voluntary context switches of this thread so far: a fetch that added none
- * never waited on a socket, a disk or a timer. */
-static long waits(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_nvcsw : -1;
-}
-
-/* A source that answers without waiting (memory, the page cache) costs the
- * CPU alone, and many workers copying from it took both cores from a
- * region's set-up (its FUSE mount, handshake and first read: an
- * nbd-managed open at 16 MiB waited 27 ms for its first byte, 6 ms without
- * pull). So while the owner says it is setting up (r3_pull_yield) and
- * fetches do not wait, at most cpu_slots of them run at once. A source with
- * latency (network, disk, delay) keeps every worker busy, and after the
- * set-up all of them copy again (read throughput needs them). */
-static bool take_slot(struct pull_stage *p)
-{
-    if (!atomic_load(&p->yielding) || !atomic_load(&p->local))
-        return false;
-    pthread_mutex_lock(&p->m);
-    while (p->cpu_busy >= p->cpu_slots && atomic_load(&p->yielding) && atomic_load(&p->local) &&
-           !atomic_load(&p->stop))
-        pthread_cond_wait(&p->slot_cv, &p->m);
-    p->cpu_busy++;
-    pthread_mutex_unlock(&p->m);
-    return true;
-}
-
-static void give_slot(struct pull_stage *p)
-{
-    pthread_mutex_lock(&p->m);
-    p->cpu_busy--;
-    pthread_cond_signal(&p->slot_cv);
-    pthread_mutex_unlock(&p->m);
-}
-
 static void *pull_worker(void *arg)
 {
     struct pull_stage *p = arg;
@@ -89,18 +46,7 @@ static void *pull_worker(void *arg)
         uint64_t idx = p->order[i];
         if (r3_cache_is_local(p->cache, idx))
             continue;
-        bool slot = take_slot(p);
-        long w0 = waits();
         int rc = r3_cache_fetch_counted(p->cache, idx, R3_FETCH_PULL);
-        long w1 = waits();
-        bool local = w0 >= 0 && w1 == w0;
-        if (atomic_exchange(&p->local, local) && !local) {
-            pthread_mutex_lock(&p->m);          /* waiting for a slot is over */
-            pthread_cond_broadcast(&p->slot_cv);
-            pthread_mutex_unlock(&p->m);
-        }
-        if (slot)
-            give_slot(p);
         /* 2: the remote said the chunk is zero; the cache recorded it as
          * present without reading it (it still counts as pulled) */
         if (rc == 1 || rc == 2) {
@@ -194,20 +140,6 @@ int r3_pull_wait(struct r3_source *s)
     return 0;
 }
 
-int r3_pull_yield(struct r3_source *s, bool on)
-{
-    struct pull_stage *p = as_pull(s);
-    if (!p)
-        return not_pull(s);
-    atomic_store(&p->yielding, on);
-    if (!on) {
-        pthread_mutex_lock(&p->m);
-        pthread_cond_broadcast(&p->slot_cv);
-        pthread_mutex_unlock(&p->m);
-    }
-    return 0;
-}
-
 int r3_pull_stop(struct r3_source *s)
 {
     struct pull_stage *p = as_pull(s);
@@ -215,7 +147,6 @@ int r3_pull_stop(struct r3_source *s)
         return not_pull(s);
     atomic_store(&p->stop, true);
     pthread_mutex_lock(&p->m);
-    pthread_cond_broadcast(&p->slot_cv);
     bool join = !p->joined;
     p->joined = true;
     pthread_mutex_unlock(&p->m);
@@ -232,7 +163,6 @@ static void pull_close(struct r3_source *s)
     r3_source_close(p->cache);
     pthread_mutex_destroy(&p->m);
     pthread_cond_destroy(&p->done_cv);
-    pthread_cond_destroy(&p->slot_cv);
     free(p->workers);
     free(p->order);
     free(p);
@@ -263,11 +193,6 @@ int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
     p->cache = cache;
     pthread_mutex_init(&p->m, NULL);
     pthread_cond_init(&p->done_cv, NULL);
-    pthread_cond_init(&p->slot_cv, NULL);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    p->cpu_slots = ncpu > 1 ? (unsigned)ncpu - 1 : 1;   /* one CPU stays the program's */
-    atomic_store(&p->local, true);      /* until a fetch waits */
-    atomic_store(&p->yielding, o->yield);
     r3_stage_init(&p->src, &pull_ops, cache);
     int rc = o->workers ? build_order(p, o) : 0;
     if (rc == 0 && o->workers && !(p->workers = calloc(o->workers, sizeof *p->workers)))
@@ -292,7 +217,6 @@ int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
             pthread_join(p->workers[i], NULL);
         pthread_mutex_destroy(&p->m);
         pthread_cond_destroy(&p->done_cv);
-        pthread_cond_destroy(&p->slot_cv);
         free(p->workers);
         free(p->order);
         free(p);

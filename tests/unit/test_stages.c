@@ -274,99 +274,6 @@ START_TEST(test_pull_priority)
 }
 END_TEST
 
-/* A source whose reads take 300 us: spinning (CPU work, never a wait) or
- * sleeping (a wait), counting the reads inside at once. */
-struct busy {
-    struct r3_source src;
-    bool sleep;
-    _Atomic int inside, most, reads;
-};
-
-static int busy_read(struct r3_source *s, void *b, size_t len, uint64_t off)
-{
-    struct busy *o = (struct busy *)s;
-    int n = atomic_fetch_add(&o->inside, 1) + 1;
-    int m = atomic_load(&o->most);
-    while (n > m && !atomic_compare_exchange_weak(&o->most, &m, n))
-        ;
-    if (o->sleep) {
-        usleep(300);
-    } else {
-        struct timespec t0, t;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        do
-            clock_gettime(CLOCK_MONOTONIC, &t);
-        while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 300000);
-    }
-    memset(b, 0x5a, len);
-    atomic_fetch_add(&o->reads, 1);
-    atomic_fetch_sub(&o->inside, 1);
-    (void)off;
-    return 0;
-}
-
-static void busy_close(struct r3_source *s) { free(s); }
-
-static const struct r3_source_ops busy_ops = { .scheme = "busy", .read = busy_read, .close = busy_close };
-
-static struct r3_source *busy_pull(struct busy **out, bool sleep, uint64_t chunks, bool yield)
-{
-    struct busy *o = calloc(1, sizeof *o);
-    o->sleep = sleep;
-    o->src.ops = &busy_ops;
-    o->src.size = chunks * CH;
-    o->src.align = 1;
-    o->src.flags = R3_SRC_PARALLEL | R3_SRC_RDONLY;
-    struct r3_source *local, *c, *p;
-    ck_assert_int_eq(r3_mem_create(o->src.size, &local), 0);
-    struct r3_cache_opts co = { .chunk = CH };
-    ck_assert_int_eq(r3_stage_cache_open(&o->src, local, &co, &c), 0);
-    struct r3_pull_opts po = { .workers = 8, .yield = yield };
-    ck_assert_int_eq(r3_stage_pull_open(c, &po, &p), 0);
-    *out = o;
-    return p;
-}
-
-/* While yielding, fetches that never wait use one CPU less than there are
- * (at least one); fetches that wait, and every fetch once the yield is
- * over, run on all the workers. */
-START_TEST(test_pull_yield)
-{
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int slots = ncpu > 1 ? (int)ncpu - 1 : 1;
-    struct busy *o;
-    struct r3_source *p = busy_pull(&o, false, 64, true);
-    ck_assert_int_eq(r3_pull_wait(p), 0);
-    ck_assert_int_eq(atomic_load(&o->reads), 64);
-    ck_assert_msg(atomic_load(&o->most) <= slots, "%d CPU-bound fetches at once, %d CPUs",
-                  atomic_load(&o->most), (int)ncpu);
-    r3_source_close(p);
-
-    /* the yield ends: the spinning workers overlap (8 on fewer CPUs) */
-    if (slots < 8) {
-        p = busy_pull(&o, false, 4096, true);
-        while (atomic_load(&o->reads) < 8)
-            usleep(1000);
-        ck_assert_int_eq(r3_pull_yield(p, false), 0);
-        ck_assert_int_eq(r3_pull_wait(p), 0);
-        ck_assert_msg(atomic_load(&o->most) > slots, "still %d at most after the yield", atomic_load(&o->most));
-        r3_source_close(p);
-    }
-
-    /* fetches that sleep are not CPU work: all 8 workers wait at once */
-    p = busy_pull(&o, true, 256, true);
-    ck_assert_int_eq(r3_pull_wait(p), 0);
-    ck_assert_int_eq(atomic_load(&o->reads), 256);
-    ck_assert_int_gt(atomic_load(&o->most), 1);
-    r3_source_close(p);
-
-    struct r3_source *m;
-    ck_assert_int_eq(r3_mem_create(CH, &m), 0);
-    ck_assert_int_eq(r3_pull_yield(m, true), -EINVAL);
-    r3_source_close(m);
-}
-END_TEST
-
 static int collect_calls;
 static int mark_chunk_7(void *arg, struct r3_source *push)
 {
@@ -1014,7 +921,6 @@ int main(void)
     tcase_add_test(tc, test_cache_write_through);
     tcase_add_test(tc, test_pull_races_readers);
     tcase_add_test(tc, test_pull_priority);
-    tcase_add_test(tc, test_pull_yield);
     tcase_add_test(tc, test_push);
     tcase_add_test(tc, test_push_interval);
     tcase_add_test(tc, test_lock);
