@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include "testutil.h"
 #include "internal.h"
@@ -41,7 +42,7 @@ struct ssrc {
     int ext_mode;
     uint64_t ext_cap;            /* longest run one answer gives (0: no cap) */
     _Atomic uint64_t fail_from;  /* reads at or past this offset fail (UINT64_MAX: none) */
-    _Atomic uint64_t nreads, nextents;
+    _Atomic uint64_t nreads, nextents, nwrites;
     _Atomic uint64_t readmap[4]; /* chunks read (first 256) */
 };
 
@@ -73,6 +74,7 @@ static int ss_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 static int ss_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct ssrc *x = (struct ssrc *)s;
+    atomic_fetch_add(&x->nwrites, 1);
     memcpy(x->buf + off, buf, len);
     return 0;
 }
@@ -522,6 +524,269 @@ START_TEST(drop_shared_with_child)
 }
 END_TEST
 
+/* ---- max_resident */
+
+static void evict_opts(struct r3_region_opts *o)
+{
+    opts(o);
+    o->fault_threads = 1;
+    o->max_resident = 16 * CH;
+}
+
+/* Touch every chunk of [c0, c1) (a read of one byte each), checking it. */
+static void read_chunks(struct r3_region *r, uint64_t c0, uint64_t c1, unsigned seed)
+{
+    volatile uint8_t *p = r->base;
+    for (uint64_t c = c0; c < c1; c++)
+        ck_assert_msg(p[c * CH + 77] == pat(c * CH + 77, seed), "chunk %llu", (unsigned long long)c);
+}
+
+/* Hash tracking under max_resident: chunks only read are evicted clean
+ * (nothing written to the source); a written chunk whose page the program
+ * dropped goes back with zeros there and its written bytes, and reads back
+ * so after being faulted in again. */
+START_TEST(evict_hash_clean_and_dropped)
+{
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 41);
+    struct r3_region_opts o;
+    evict_opts(&o);
+    o.uffd_no_wp_async = true;
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    read_chunks(r, 0, 48, 41);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_gt(st.chunks_evicted, 0);
+    ck_assert_uint_eq(atomic_load(&x->nwrites), 0);        /* all clean */
+    /* chunk 50: written, one page dropped, then pushed out by others */
+    memset(p + 50 * CH, 0x66, 3 * 4096);
+    ck_assert_int_eq(madvise(p + 50 * CH + 4096, 4096, MADV_DONTNEED), 0);
+    read_chunks(r, 0, 40, 41);
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_gt(atomic_load(&x->nwrites), 0);        /* it went back */
+    ck_assert_uint_eq(x->buf[50 * CH + 5], 0x66);
+    ck_assert_uint_eq(x->buf[50 * CH + 4096 + 5], 0);
+    ck_assert_uint_eq(x->buf[50 * CH + 8192 + 5], 0x66);
+    ck_assert_uint_eq(x->buf[50 * CH + 3 * 4096], pat(50 * CH + 3 * 4096, 41));
+    ck_assert_uint_eq(p[50 * CH + 5], 0x66);
+    ck_assert_uint_eq(p[50 * CH + 4096 + 5], 0);
+    ck_assert_uint_eq(p[50 * CH + 3 * 4096], pat(50 * CH + 3 * 4096, 41));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
+/* Chunks a forked child shares cannot be moved out (EBUSY): the evictor
+ * puts them back and takes others; the parent reads and writes on under
+ * the budget, the child keeps the bytes of the fork. */
+START_TEST(evict_shared_with_child)
+{
+    struct ssrc *x = ss_new(&plain_ops, 8 * MiB);
+    pat_fill(x->buf, 8 * MiB, 0, 43);
+    struct r3_region_opts o;
+    evict_opts(&o);
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    read_chunks(r, 0, 8, 43);
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    r3_region_fork_prepare(r);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        close(go[1]);
+        char c;
+        if (read(go[0], &c, 1) != 0)
+            _exit(2);
+        for (uint64_t k = 0; k < 8; k++)
+            if (p[k * CH + 77] != pat(k * CH + 77, 43))
+                _exit(3);
+        _exit(p[100 * CH + 5] == pat(100 * CH + 5, 43) ? 0 : 4);
+    }
+    ck_assert_int_ge(pid, 0);
+    r3_region_fork_done(r);
+    close(go[0]);
+    for (int round = 0; round < 2; round++) {
+        read_chunks(r, 8, 64, 43);
+        read_chunks(r, 0, 8, 43);
+    }
+    memset(p + 100 * CH, 0x21, CH);                         /* the child needs the old bytes */
+    read_chunks(r, 64, 96, 43);
+    struct r3_region_stats st;
+    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    ck_assert_uint_gt(st.chunks_evicted, 0);
+    ck_assert_uint_eq(x->buf[100 * CH + 5], 0x21);          /* evicted: written back */
+    ck_assert_uint_eq(p[100 * CH + 5], 0x21);
+    close(go[1]);
+    ck_assert_int_eq(wait_child(pid), 0);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
+/* ---- migration's write tracking and access order */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+START_TEST(track_and_order)
+{
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 47);
+    struct r3_region_opts o;
+    opts(&o);
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    uint64_t *l = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(r3_region_track(r, R3_TRACK_TAKE, &l, &n), -EINVAL);
+    ck_assert_msg(strstr(r3_last_error(), "not being tracked"), "%s", r3_last_error());
+    p[9 * CH] = 1;                                          /* before the start: not listed */
+    ck_assert_int_eq(r3_region_track(r, R3_TRACK_START, NULL, NULL), 0);
+    p[3 * CH + 5] = 2;
+    p[40 * CH] = 3;
+    (void)*(volatile uint8_t *)(p + 20 * CH);               /* read only */
+    ck_assert_msg(r3_region_track(r, R3_TRACK_TAKE, &l, &n) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(l[0], 3);
+    ck_assert_uint_eq(l[1], 40);
+    free(l);
+    ck_assert_int_eq(r3_region_track(r, 99, &l, &n), -EINVAL);
+    ck_assert_msg(strstr(r3_last_error(), "bad track operation 99"), "%s", r3_last_error());
+    ck_assert_int_eq(r3_region_track(r, R3_TRACK_STOP, NULL, NULL), 0);
+    ck_assert_int_eq(r3_region_track(r, R3_TRACK_TAKE, &l, &n), -EINVAL);
+    /* first-fault order: 9 first; 3, 40, 20 (0 was never touched) */
+    ck_assert_int_eq(r3_region_access_order(r, &l, &n), 0);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(l[0], 9);
+    qsort(l, n, sizeof *l, cmp_u64);
+    ck_assert_uint_eq(l[0], 3);
+    ck_assert_uint_eq(l[1], 9);
+    ck_assert_uint_eq(l[2], 20);
+    ck_assert_uint_eq(l[3], 40);
+    free(l);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ck_assert_uint_eq(x->buf[3 * CH + 5], 2);
+    ss_free(x);
+    /* a copy-on-write region tracks nothing */
+    x = ss_new(&plain_ops, MiB);
+    opts(&o);
+    o.copy_on_write = true;
+    r = open_on(x, &o);
+    ck_assert_int_eq(r3_region_track(r, R3_TRACK_START, NULL, NULL), -ENOTSUP);
+    ck_assert_msg(strstr(r3_last_error(), "copy-on-write region does not track"), "%s", r3_last_error());
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
+/* ---- access logs */
+
+static char *tmpd;
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Open a 4 MiB region with prefetch_file holding text: 0, or the error
+ * (whose sentence must hold want). */
+static void log_case(const char *text, const char *want)
+{
+    char *path;
+    ck_assert_int_ge(asprintf(&path, "%s/log", tmpd), 0);
+    write_text(path, text);
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    struct r3_region_opts o;
+    opts(&o);
+    o.prefetch = R3_PREFETCH_HOT;
+    o.prefetch_file = path;
+    struct r3_region *r;
+    int rc = r3_region_open(&o, &x->src, &r);
+    if (!want) {
+        ck_assert_msg(rc == 0, "%s", r3_last_error());
+        ck_assert_int_eq(r3_region_close(r), 0);
+    } else {
+        ck_assert_int_eq(rc, -EINVAL);
+        ck_assert_msg(strstr(r3_last_error(), want), "%s: %s", want, r3_last_error());
+    }
+    ss_free(x);
+    free(path);
+}
+
+START_TEST(access_logs)
+{
+    tmpd = tu_tmpdir();
+    /* CRLF lines, comments, blank lines, a chunk twice: accepted */
+    log_case("r3-access-log 1\r\n# made by hand\r\n\r\nchunk 65536\r\n5\r\n5\r\n0\r\n", NULL);
+    char long_line[200];
+    memset(long_line, '1', sizeof long_line);
+    long_line[sizeof long_line - 1] = 0;
+    char *t;
+    ck_assert_int_ge(asprintf(&t, "r3-access-log 1\nchunk 65536\n%s\n", long_line), 0);
+    log_case(t, "line 3: line too long");
+    free(t);
+    log_case("r3-access-log 1\nchunks 65536\n", "line 2: expected \"chunk <bytes>\"");
+    /* 65 lines for 64 chunks (the last one a repeat): refused */
+    char *body = strdup("r3-access-log 1\nchunk 65536\n");
+    for (int i = 0; i < 65; i++) {
+        char *b2;
+        ck_assert_int_ge(asprintf(&b2, "%s%d\n", body, i < 64 ? i : 0), 0);
+        free(body);
+        body = b2;
+    }
+    log_case(body, "more lines than the region has chunks");
+    free(body);
+    char *missing;
+    ck_assert_int_ge(asprintf(&missing, "%s/none/log", tmpd), 0);
+    struct ssrc *x = ss_new(&plain_ops, MiB);
+    struct r3_region_opts o;
+    opts(&o);
+    o.prefetch = R3_PREFETCH_HOT;
+    o.prefetch_file = missing;
+    struct r3_region *r;
+    ck_assert_int_eq(r3_region_open(&o, &x->src, &r), -ENOENT);
+    ck_assert_msg(strstr(r3_last_error(), "cannot open the prefetch log"), "%s", r3_last_error());
+    ss_free(x);
+    /* record_access where it cannot be written: the close says so */
+    x = ss_new(&plain_ops, MiB);
+    opts(&o);
+    o.record_access = missing;
+    r = open_on(x, &o);
+    (void)*(volatile uint8_t *)r->base;
+    ck_assert_int_eq(r3_region_close(r), -ENOENT);
+    ck_assert_msg(strstr(r3_last_error(), "cannot write the access log"), "%s", r3_last_error());
+    ss_free(x);
+    /* ... or where a directory is in the way of the rename */
+    char *dirpath;
+    ck_assert_int_ge(asprintf(&dirpath, "%s/adir", tmpd), 0);
+    ck_assert_int_eq(mkdir(dirpath, 0700), 0);
+    char *inside;
+    ck_assert_int_ge(asprintf(&inside, "%s/x", dirpath), 0);
+    write_text(inside, "x");                                /* not empty: rename cannot replace it */
+    x = ss_new(&plain_ops, MiB);
+    opts(&o);
+    o.record_access = dirpath;
+    r = open_on(x, &o);
+    (void)*(volatile uint8_t *)r->base;
+    ck_assert_int_lt(r3_region_close(r), 0);
+    ck_assert_msg(strstr(r3_last_error(), "cannot rename the access log"), "%s", r3_last_error());
+    ss_free(x);
+    free(inside);
+    free(dirpath);
+    free(missing);
+    tu_rmrf(tmpd);
+    free(tmpd);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_uffd_paths");
@@ -535,6 +800,10 @@ static Suite *suite(void)
     tcase_add_test(t, fork_children);
     tcase_add_test(t, fork_child_read_fails);
     tcase_add_test(t, drop_shared_with_child);
+    tcase_add_test(t, evict_hash_clean_and_dropped);
+    tcase_add_test(t, evict_shared_with_child);
+    tcase_add_test(t, track_and_order);
+    tcase_add_test(t, access_logs);
     suite_add_tcase(s, t);
     return s;
 }
