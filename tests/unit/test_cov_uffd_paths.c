@@ -260,7 +260,7 @@ END_TEST
  * the source is not asked again about its word. */
 START_TEST(zero_invalidated)
 {
-    struct ssrc *x = ss_new(&remote_ops, 4 * MiB);
+    struct ssrc *x = ss_new(&remote_ops, 8 * MiB);
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -281,9 +281,22 @@ START_TEST(zero_invalidated)
     ck_assert_int_eq(r3_region_invalidate(r, bad, 2), -EINVAL);
     ck_assert_msg(strstr(r3_last_error(), "chunk 4 is not in the region (or not ascending)"), "%s",
                   r3_last_error());
-    uint64_t far[] = { 64 };
+    uint64_t far[] = { 128 };
     ck_assert_int_eq(r3_region_invalidate(r, far, 1), -EINVAL);
     ck_assert_int_eq(r3_region_invalidate(r, NULL, 0), 0);
+    /* more chunks than the drop area holds at once (4 MiB): all remote
+     * again, all read from the source's new bytes */
+    pat_fill(x->buf, 8 * MiB, 0, 13);
+    ck_assert_uint_eq(p[5 * CH + 7], 0);                    /* changed behind r3's back: not seen */
+    uint64_t all[100];
+    for (uint64_t c = 0; c < 100; c++) {
+        (void)p[c * CH];
+        all[c] = c;
+    }
+    ck_assert_msg(r3_region_invalidate(r, all, 100) == 0, "%s", r3_last_error());
+    for (uint64_t c = 0; c < 128; c++)
+        ck_assert_msg(p[c * CH + 7] == pat(c * CH + 7, 13), "chunk %llu",
+                      (unsigned long long)c);
     ck_assert_int_eq(r3_region_close(r), 0);
     ss_free(x);
 }
@@ -577,9 +590,9 @@ START_TEST(evict_hash_clean_and_dropped)
 }
 END_TEST
 
-/* Chunks a forked child shares cannot be moved out (EBUSY): the evictor
- * puts them back and takes others; the parent reads and writes on under
- * the budget, the child keeps the bytes of the fork. */
+/* Eviction while a forked child shares the region: the parent reads and
+ * writes on under the budget (a chunk the child still needs is given to it
+ * before its write-back), the child keeps the bytes of the fork. */
 START_TEST(evict_shared_with_child)
 {
     struct ssrc *x = ss_new(&plain_ops, 8 * MiB);
@@ -608,7 +621,7 @@ START_TEST(evict_shared_with_child)
     r3_region_fork_done(r);
     close(go[0]);
     for (int round = 0; round < 2; round++) {
-        read_chunks(r, 8, 64, 43);
+        read_chunks(r, 8, 128, 43);
         read_chunks(r, 0, 8, 43);
     }
     memset(p + 100 * CH, 0x21, CH);                         /* the child needs the old bytes */
@@ -616,7 +629,8 @@ START_TEST(evict_shared_with_child)
     struct r3_region_stats st;
     ck_assert_int_eq(r3_region_stats(r, &st), 0);
     ck_assert_uint_gt(st.chunks_evicted, 0);
-    ck_assert_uint_eq(x->buf[100 * CH + 5], 0x21);          /* evicted: written back */
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[100 * CH + 5], 0x21);
     ck_assert_uint_eq(p[100 * CH + 5], 0x21);
     close(go[1]);
     ck_assert_int_eq(wait_child(pid), 0);
