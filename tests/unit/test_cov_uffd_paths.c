@@ -42,6 +42,7 @@ struct ssrc {
     int ext_mode;
     uint64_t ext_cap;            /* longest run one answer gives (0: no cap) */
     _Atomic uint64_t fail_from;  /* reads at or past this offset fail (UINT64_MAX: none) */
+    _Atomic bool fail_writes;
     _Atomic uint64_t nreads, nextents, nwrites;
     _Atomic uint64_t readmap[4]; /* chunks read (first 256) */
 };
@@ -74,8 +75,10 @@ static int ss_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 static int ss_write(struct r3_source *s, const void *buf, size_t len, uint64_t off)
 {
     struct ssrc *x = (struct ssrc *)s;
-    atomic_fetch_add(&x->nwrites, 1);
+    if (atomic_load(&x->fail_writes))
+        return r3_error(-EIO, "test: the source refuses writes at %llu", (unsigned long long)off);
     memcpy(x->buf + off, buf, len);
+    atomic_fetch_add(&x->nwrites, 1);          /* after: a reader that sees it sees the bytes */
     return 0;
 }
 
@@ -575,8 +578,10 @@ START_TEST(evict_hash_clean_and_dropped)
     /* chunk 50: written, one page dropped, then pushed out by others */
     memset(p + 50 * CH, 0x66, 3 * 4096);
     ck_assert_int_eq(madvise(p + 50 * CH + 4096, 4096, MADV_DONTNEED), 0);
-    read_chunks(r, 0, 40, 41);
-    ck_assert_int_eq(r3_region_stats(r, &st), 0);
+    /* other chunks until the hand has taken chunk 50 out (the only written
+     * one: the first write to the source is its) */
+    for (int round = 0; round < 100 && atomic_load(&x->nwrites) == 0; round++)
+        read_chunks(r, 0, 48, 41);
     ck_assert_uint_gt(atomic_load(&x->nwrites), 0);        /* it went back */
     ck_assert_uint_eq(x->buf[50 * CH + 5], 0x66);
     ck_assert_uint_eq(x->buf[50 * CH + 4096 + 5], 0);
@@ -801,6 +806,93 @@ START_TEST(access_logs)
 }
 END_TEST
 
+/* A page the program unmapped inside a chunk never filled: the fill of the
+ * chunk (a copy, or zero pages) skips it and installs the rest; the page
+ * stays unmapped (the region does not map it again). */
+static sigjmp_buf segv_jb;
+
+static void on_segv(int sig)
+{
+    (void)sig;
+    siglongjmp(segv_jb, 1);
+}
+
+static bool touch_segv(volatile uint8_t *p)
+{
+    struct sigaction sa = { .sa_handler = on_segv }, old;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old);
+    bool hit = false;
+    if (sigsetjmp(segv_jb, 1) == 0)
+        (void)*p;
+    else
+        hit = true;
+    sigaction(SIGSEGV, &old, NULL);
+    return hit;
+}
+
+START_TEST(fill_around_unmapped)
+{
+    struct ssrc *x = ss_new(&remote_ops, 8 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 53);                       /* [4, 8) MiB: zeros */
+    struct r3_region_opts o;
+    opts(&o);
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    ck_assert_int_eq(munmap(p + 5 * CH + 3 * 4096, 4096), 0);
+    ck_assert_int_eq(munmap(p + 70 * CH + 5 * 4096, 4096), 0);
+    ck_assert_uint_eq(p[5 * CH + 7], pat(5 * CH + 7, 53));  /* before the hole */
+    ck_assert_uint_eq(p[5 * CH + 4 * 4096 + 7], pat(5 * CH + 4 * 4096 + 7, 53));   /* after */
+    ck_assert_uint_eq(p[6 * CH - 1], pat(6 * CH - 1, 53));
+    ck_assert(touch_segv(p + 5 * CH + 3 * 4096));
+    ck_assert_uint_eq(p[70 * CH + 7], 0);                   /* zero pages around a hole */
+    ck_assert_uint_eq(p[70 * CH + 6 * 4096], 0);
+    ck_assert(touch_segv(p + 70 * CH + 5 * 4096 + 1));
+    ck_assert_uint_eq(zero_chunks(r), 1);
+    /* written next to the hole: goes back; the hole's bytes stay the source's */
+    p[5 * CH + 4 * 4096] = 0x77;
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[5 * CH + 4 * 4096], 0x77);
+    ck_assert_uint_eq(x->buf[5 * CH + 3 * 4096 + 9], pat(5 * CH + 3 * 4096 + 9, 53));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
+/* The source refuses writes: the sync fails with its sentence and the
+ * chunks stay unsynced; once it takes writes again, the next sync writes
+ * them (pages and all) and nothing stays owed. */
+START_TEST(write_back_fails_then_works)
+{
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 59);
+    struct r3_region_opts o;
+    opts(&o);
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    memset(p + 2 * CH + 4096, 0x31, 8192);
+    p[9 * CH] = 0x32;
+    atomic_store(&x->fail_writes, true);
+    ck_assert_int_eq(r3_region_sync(r), -EIO);
+    ck_assert_msg(strstr(r3_last_error(), "test: the source refuses writes"), "%s", r3_last_error());
+    uint64_t chunks = 0, bytes = 0;
+    ck_assert_int_eq(r->ops->unsynced(r, &chunks, &bytes), 0);
+    ck_assert_uint_eq(chunks, 2);
+    ck_assert_uint_eq(bytes, 2 * CH);
+    ck_assert_uint_eq(x->buf[2 * CH + 4096], pat(2 * CH + 4096, 59));
+    atomic_store(&x->fail_writes, false);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[2 * CH + 4096], 0x31);
+    ck_assert_uint_eq(x->buf[2 * CH + 4096 + 8191], 0x31);
+    ck_assert_uint_eq(x->buf[2 * CH + 4095], pat(2 * CH + 4095, 59));
+    ck_assert_uint_eq(x->buf[9 * CH], 0x32);
+    ck_assert_int_eq(r->ops->unsynced(r, &chunks, &bytes), 0);
+    ck_assert_uint_eq(chunks, 0);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_uffd_paths");
@@ -818,6 +910,8 @@ static Suite *suite(void)
     tcase_add_test(t, evict_shared_with_child);
     tcase_add_test(t, track_and_order);
     tcase_add_test(t, access_logs);
+    tcase_add_test(t, fill_around_unmapped);
+    tcase_add_test(t, write_back_fails_then_works);
     suite_add_tcase(s, t);
     return s;
 }
