@@ -17,11 +17,13 @@
  *  - invalidate of chunks shared with a child (drop.c): the move fails, the
  *    madvise way drops them; the region then reads the source's new bytes
  *    and the child keeps its own. */
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include "testutil.h"
@@ -893,6 +895,103 @@ START_TEST(write_back_fails_then_works)
 }
 END_TEST
 
+/* ---- opening under limits */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1;                            /* (the directory's own fd) */
+}
+
+/* With fewer and fewer file descriptors allowed, the open fails at each of
+ * its steps (userfaultfd, eventfds, epoll sets, the staging area's
+ * userfaultfd) with a sentence, and leaves no descriptor open behind; with
+ * enough, it works. A budget with copy_on_write is refused. */
+START_TEST(open_under_limits)
+{
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 61);
+    struct r3_region_opts o;
+    struct r3_region *r;
+    opts(&o);
+    o.copy_on_write = true;
+    o.max_resident = 16 * CH;
+    ck_assert_int_eq(r3_region_open(&o, &x->src, &r), -EINVAL);
+    ck_assert_msg(strstr(r3_last_error(), "max_resident cannot be used with copy_on_write"), "%s",
+                  r3_last_error());
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int before = count_fds();
+    int low = dup(0);
+    ck_assert_int_ge(low, 0);
+    close(low);
+    int failed = 0, worked = 0;
+    for (int k = 0; k < 24 && !worked; k++) {
+        evict_opts(&o);
+        struct rlimit lim = { (rlim_t)(low + k), old.rlim_max };
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+        r3_error_clear();
+        int rc = r3_region_open(&o, &x->src, &r);
+        if (rc == 0) {
+            ck_assert_uint_eq(((volatile uint8_t *)r->base)[CH + 3], pat(CH + 3, 61));
+            ck_assert_int_eq(r3_region_close(r), 0);
+            worked = 1;
+        } else {
+            ck_assert_msg(r3_last_error()[0] != 0, "fd limit %d: %d without a sentence", low + k, rc);
+            failed++;
+        }
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+        ck_assert_msg(count_fds() == before, "fd limit %d: %d descriptors left open", low + k,
+                      count_fds() - before);
+    }
+    ck_assert_int_gt(failed, 3);
+    ck_assert(worked);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    /* an address space too small for the mapping (sanitizers reserve
+     * terabytes of shadow: not there) */
+    struct ssrc *big = ss_new(&plain_ops, 1);
+    big->src.size = UINT64_C(64) << 30;
+    struct rlimit as_old, as = { (rlim_t)8 << 30, RLIM_INFINITY };
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &as_old), 0);
+    as.rlim_max = as_old.rlim_max;
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &as), 0);
+    opts(&o);
+    ck_assert_int_eq(r3_region_open(&o, &big->src, &r), -ENOMEM);
+    ck_assert_msg(strstr(r3_last_error(), "uffd: cannot map 64 GiB"), "%s", r3_last_error());
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &as_old), 0);
+    ss_free(big);
+#endif
+    ss_free(x);
+}
+END_TEST
+
+/* Chunks of 2 MiB (huge-page sized: the mapping keeps THP allowed): data
+ * in, writes back. */
+START_TEST(huge_chunks)
+{
+    struct ssrc *x = ss_new(&plain_ops, 8 * MiB);
+    pat_fill(x->buf, 8 * MiB, 0, 67);
+    struct r3_region_opts o;
+    opts(&o);
+    o.chunk = 2 * MiB;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, &x->src, &r) == 0, "%s", r3_last_error());
+    uint8_t *p = r->base;
+    ck_assert_uint_eq(p[3 * MiB + 11], pat(3 * MiB + 11, 67));
+    p[5 * MiB] = 0x42;
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[5 * MiB], 0x42);
+    ck_assert_uint_eq(x->buf[5 * MiB + 1], pat(5 * MiB + 1, 67));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_uffd_paths");
@@ -912,6 +1011,8 @@ static Suite *suite(void)
     tcase_add_test(t, access_logs);
     tcase_add_test(t, fill_around_unmapped);
     tcase_add_test(t, write_back_fails_then_works);
+    tcase_add_test(t, open_under_limits);
+    tcase_add_test(t, huge_chunks);
     suite_add_tcase(s, t);
     return s;
 }
