@@ -399,9 +399,11 @@ START_TEST(fork_children)
     pat_fill(x->buf, 4 * MiB, 0, 23);
     struct r3_region_opts o;
     opts(&o);
+    o.fault_threads = 1;        /* chunk 1 is FILLED once the next fault is served */
     struct r3_region *r = open_on(x, &o);
     uint8_t *p = r->base;
     ck_assert_uint_eq(p[CH + 1], pat(CH + 1, 23));          /* chunk 1 filled */
+    ck_assert_uint_eq(p[8 * CH + 1], pat(8 * CH + 1, 23));
     int go[2], done[2];
     ck_assert_int_eq(pipe(go), 0);
     ck_assert_int_eq(pipe(done), 0);
@@ -992,6 +994,50 @@ START_TEST(huge_chunks)
 }
 END_TEST
 
+/* The parent writes back a chunk a living child still needs, and the
+ * source cannot give the child's copy first: the sync fails and says why,
+ * nothing is written; once the source reads again the sync works and the
+ * child still sees the bytes of the fork. */
+START_TEST(fork_preserve_fails)
+{
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 71);
+    struct r3_region_opts o;
+    opts(&o);
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    ck_assert_uint_eq(p[1], pat(1, 71));
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    r3_region_fork_prepare(r);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        close(go[1]);
+        char c;
+        if (read(go[0], &c, 1) != 0)
+            _exit(2);
+        _exit(p[40 * CH + 9] == pat(40 * CH + 9, 71) ? 0 : 3);
+    }
+    ck_assert_int_ge(pid, 0);
+    r3_region_fork_done(r);
+    close(go[0]);
+    p[40 * CH + 9] = 0x55;                                  /* filled (read) before the failure */
+    atomic_store(&x->fail_from, 2 * MiB);
+    ck_assert_int_eq(r3_region_sync(r), -EIO);
+    ck_assert_msg(strstr(r3_last_error(), "keeping a forked child's copy before writing back") &&
+                  strstr(r3_last_error(), "test: no reads past"), "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[40 * CH + 9], pat(40 * CH + 9, 71));
+    atomic_store(&x->fail_from, UINT64_MAX);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[40 * CH + 9], 0x55);
+    close(go[1]);
+    ck_assert_int_eq(wait_child(pid), 0);
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_uffd_paths");
@@ -1013,6 +1059,7 @@ static Suite *suite(void)
     tcase_add_test(t, write_back_fails_then_works);
     tcase_add_test(t, open_under_limits);
     tcase_add_test(t, huge_chunks);
+    tcase_add_test(t, fork_preserve_fails);
     suite_add_tcase(s, t);
     return s;
 }
