@@ -1038,6 +1038,63 @@ START_TEST(fork_preserve_fails)
 }
 END_TEST
 
+/* Hash tracking needs the source's bytes of a page the program unmapped;
+ * when the source cannot give them the sync fails with its sentence and
+ * nothing is lost: once it reads again, the next sync writes what was
+ * written. */
+START_TEST(hash_collect_read_fails)
+{
+    struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
+    pat_fill(x->buf, 4 * MiB, 0, 73);
+    struct r3_region_opts o;
+    opts(&o);
+    o.uffd_no_wp_async = true;
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    ck_assert_uint_eq(p[3 * CH + 1], pat(3 * CH + 1, 73));
+    ck_assert_int_eq(munmap(p + 3 * CH + 4096, 4096), 0);
+    p[5 * CH + 2] = 0x19;
+    atomic_store(&x->fail_from, 0);
+    ck_assert_int_eq(r3_region_sync(r), -EIO);
+    ck_assert_msg(strstr(r3_last_error(), "test: no reads past 0"), "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[5 * CH + 2], pat(5 * CH + 2, 73));
+    atomic_store(&x->fail_from, UINT64_MAX);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[5 * CH + 2], 0x19);
+    ck_assert_uint_eq(x->buf[3 * CH + 4096 + 3], pat(3 * CH + 4096 + 3, 73));
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
+/* Pages the program dropped before their chunk was ever filled read as
+ * zeros, in a zero chunk (zero pages) as in a data chunk (copied around
+ * them); a write there goes back. */
+START_TEST(dropped_before_fill)
+{
+    struct ssrc *x = ss_new(&remote_ops, 8 * MiB);
+    pat_fill(x->buf + 4 * MiB, 4 * MiB, 4 * MiB, 79);        /* [0, 4) MiB: zeros */
+    struct r3_region_opts o;
+    opts(&o);
+    struct r3_region *r = open_on(x, &o);
+    uint8_t *p = r->base;
+    ck_assert_int_eq(madvise(p + 7 * CH + 4096, 8192, MADV_DONTNEED), 0);
+    ck_assert_int_eq(madvise(p + 90 * CH + 4096, 4096, MADV_DONTNEED), 0);
+    ck_assert_uint_eq(p[7 * CH + 4096 + 1], 0);
+    ck_assert_uint_eq(p[7 * CH + 1], 0);
+    ck_assert_uint_eq(zero_chunks(r), 1);
+    ck_assert_uint_eq(p[90 * CH + 4096 + 1], 0);            /* dropped: zeros */
+    ck_assert_uint_eq(p[90 * CH + 1], pat(90 * CH + 1, 79));
+    ck_assert_uint_eq(p[90 * CH + 8192 + 1], pat(90 * CH + 8192 + 1, 79));
+    p[7 * CH + 4096 + 2] = 0x3c;
+    ck_assert_msg(r3_region_sync(r) == 0, "%s", r3_last_error());
+    ck_assert_uint_eq(x->buf[7 * CH + 4096 + 2], 0x3c);
+    ck_assert_uint_eq(x->buf[90 * CH + 4096 + 1], 0);       /* the drop is a write of zeros */
+    ck_assert_int_eq(r3_region_close(r), 0);
+    ss_free(x);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_uffd_paths");
@@ -1060,6 +1117,8 @@ static Suite *suite(void)
     tcase_add_test(t, open_under_limits);
     tcase_add_test(t, huge_chunks);
     tcase_add_test(t, fork_preserve_fails);
+    tcase_add_test(t, hash_collect_read_fails);
+    tcase_add_test(t, dropped_before_fill);
     suite_add_tcase(s, t);
     return s;
 }
