@@ -39,6 +39,7 @@ enum { EXT_TRUTH, EXT_FAIL };
 
 struct ssrc {
     struct r3_source src;
+    pthread_mutex_t m;           /* the bytes change under it (a server's own order) */
     uint8_t *buf;
     uint64_t size;
     int ext_mode;
@@ -70,7 +71,9 @@ static int ss_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
     uint64_t c = off / CH;
     if (c < 256)
         atomic_fetch_or(&x->readmap[c / 64], UINT64_C(1) << (c % 64));
+    pthread_mutex_lock(&x->m);
     memcpy(buf, x->buf + off, len);
+    pthread_mutex_unlock(&x->m);
     return 0;
 }
 
@@ -79,7 +82,9 @@ static int ss_write(struct r3_source *s, const void *buf, size_t len, uint64_t o
     struct ssrc *x = (struct ssrc *)s;
     if (atomic_load(&x->fail_writes))
         return r3_error(-EIO, "test: the source refuses writes at %llu", (unsigned long long)off);
+    pthread_mutex_lock(&x->m);
     memcpy(x->buf + off, buf, len);
+    pthread_mutex_unlock(&x->m);
     atomic_fetch_add(&x->nwrites, 1);          /* after: a reader that sees it sees the bytes */
     return 0;
 }
@@ -104,10 +109,12 @@ static int ss_extent(struct r3_source *s, uint64_t off, uint64_t len, uint64_t *
         return r3_error(-EIO, "test: extent query failed");
     if (x->ext_cap && len > x->ext_cap)
         len = x->ext_cap;
+    pthread_mutex_lock(&x->m);
     bool z = x->buf[off] == 0;
     uint64_t n = 1;
     while (n < len && (x->buf[off + n] == 0) == z)
         n++;
+    pthread_mutex_unlock(&x->m);
     *run = n;
     return z ? R3_EXTENT_ZERO : R3_EXTENT_DATA;
 }
@@ -133,13 +140,23 @@ static struct ssrc *ss_new(const struct r3_source_ops *ops, uint64_t size)
     x->buf = calloc(1, size);
     ck_assert_ptr_nonnull(x->buf);
     x->size = size;
+    pthread_mutex_init(&x->m, NULL);
     atomic_init(&x->fail_from, UINT64_MAX);
     x->src = (struct r3_source){ .ops = ops, .size = size, .align = 1, .flags = R3_SRC_PARALLEL };
     return x;
 }
 
+/* Change the source's bytes (as another writer would, while the region runs). */
+static void ss_pat(struct ssrc *x, uint8_t *b, size_t n, uint64_t off, unsigned seed)
+{
+    pthread_mutex_lock(&x->m);
+    pat_fill(b, n, off, seed);
+    pthread_mutex_unlock(&x->m);
+}
+
 static void ss_free(struct ssrc *x)
 {
+    pthread_mutex_destroy(&x->m);
     free(x->buf);
     free(x);
 }
@@ -177,7 +194,7 @@ static uint64_t zero_chunks(struct r3_region *r)
 START_TEST(zero_remote_once)
 {
     struct ssrc *x = ss_new(&remote_ops, 8 * MiB);
-    pat_fill(x->buf + 2 * MiB, MiB, 2 * MiB, 3);           /* data in [2, 3) MiB */
+    ss_pat(x, x->buf + 2 * MiB, MiB, 2 * MiB, 3);           /* data in [2, 3) MiB */
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -210,7 +227,7 @@ START_TEST(zero_extent_fails)
 {
     struct ssrc *x = ss_new(&remote_ops, 4 * MiB);
     x->ext_mode = EXT_FAIL;
-    pat_fill(x->buf + MiB, CH, MiB, 5);
+    ss_pat(x, x->buf + MiB, CH, MiB, 5);
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -238,8 +255,8 @@ START_TEST(zero_local_runs)
     uint64_t size = 4 * MiB + 100;
     struct ssrc *x = ss_new(&local_ops, size);
     x->ext_cap = 192 * KiB;
-    pat_fill(x->buf, 100 * KiB, 0, 9);
-    pat_fill(x->buf + MiB, 4 * KiB, MiB, 9);
+    ss_pat(x, x->buf, 100 * KiB, 0, 9);
+    ss_pat(x, x->buf + MiB, 4 * KiB, MiB, 9);
     struct r3_region_opts o;
     opts(&o);
     o.size = 4 * MiB;                                       /* whole chunks */
@@ -273,7 +290,7 @@ START_TEST(zero_invalidated)
     ck_assert_uint_eq(p[3 * CH + 1], 0);
     ck_assert_uint_eq(p[4 * CH + 1], 0);
     ck_assert_uint_eq(atomic_load(&x->nreads), 0);
-    pat_fill(x->buf + 3 * CH, CH, 3 * CH, 11);              /* the source changes */
+    ss_pat(x, x->buf + 3 * CH, CH, 3 * CH, 11);              /* the source changes */
     uint64_t list[] = { 3 };
     ck_assert_msg(r3_region_invalidate(r, list, 1) == 0, "%s", r3_last_error());
     ck_assert_uint_eq(p[3 * CH + 1], pat(3 * CH + 1, 11));
@@ -291,7 +308,7 @@ START_TEST(zero_invalidated)
     ck_assert_int_eq(r3_region_invalidate(r, NULL, 0), 0);
     /* more chunks than the drop area holds at once (4 MiB): all remote
      * again, all read from the source's new bytes */
-    pat_fill(x->buf, 8 * MiB, 0, 13);
+    ss_pat(x, x->buf, 8 * MiB, 0, 13);
     ck_assert_uint_eq(p[5 * CH + 7], 0);                    /* changed behind r3's back: not seen */
     uint64_t all[100];
     for (uint64_t c = 0; c < 100; c++) {
@@ -315,7 +332,7 @@ START_TEST(hash_tracking_edges)
 {
     uint64_t size = MiB + 3000;
     struct ssrc *x = ss_new(&plain_ops, size);
-    pat_fill(x->buf, size, 0, 17);
+    ss_pat(x, x->buf, size, 0, 17);
     uint8_t *want = malloc(size);
     memcpy(want, x->buf, size);
     struct r3_region_opts o;
@@ -396,7 +413,7 @@ static int wait_child(pid_t pid)
 START_TEST(fork_children)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 23);
+    ss_pat(x, x->buf, 4 * MiB, 0, 23);
     struct r3_region_opts o;
     opts(&o);
     o.fault_threads = 1;        /* chunk 1 is FILLED once the next fault is served */
@@ -463,7 +480,7 @@ END_TEST
 START_TEST(fork_child_read_fails)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 29);
+    ss_pat(x, x->buf, 4 * MiB, 0, 29);
     struct r3_region_opts o;
     opts(&o);
     o.hooks.on_error = on_error;
@@ -504,7 +521,7 @@ END_TEST
 START_TEST(drop_shared_with_child)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 31);
+    ss_pat(x, x->buf, 4 * MiB, 0, 31);
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -528,8 +545,8 @@ START_TEST(drop_shared_with_child)
     r3_region_fork_done(r);
     close(go[0]);
     ck_assert_uint_eq(p[6 * CH + 1], pat(6 * CH + 1, 31));  /* filled after the fork: moves */
-    pat_fill(x->buf + 2 * CH, 2 * CH, 2 * CH, 37);          /* the source changes */
-    pat_fill(x->buf + 5 * CH, 2 * CH, 5 * CH, 37);
+    ss_pat(x, x->buf + 2 * CH, 2 * CH, 2 * CH, 37);          /* the source changes */
+    ss_pat(x, x->buf + 5 * CH, 2 * CH, 5 * CH, 37);
     uint64_t list[] = { 2, 3, 5, 6 };
     ck_assert_msg(r3_region_invalidate(r, list, 4) == 0, "%s", r3_last_error());
     ck_assert_uint_eq(p[2 * CH + 1], pat(2 * CH + 1, 37));
@@ -568,7 +585,7 @@ static void read_chunks(struct r3_region *r, uint64_t c0, uint64_t c1, unsigned 
 START_TEST(evict_hash_clean_and_dropped)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 41);
+    ss_pat(x, x->buf, 4 * MiB, 0, 41);
     struct r3_region_opts o;
     evict_opts(&o);
     o.uffd_no_wp_async = true;
@@ -605,7 +622,7 @@ END_TEST
 START_TEST(evict_shared_with_child)
 {
     struct ssrc *x = ss_new(&plain_ops, 8 * MiB);
-    pat_fill(x->buf, 8 * MiB, 0, 43);
+    ss_pat(x, x->buf, 8 * MiB, 0, 43);
     struct r3_region_opts o;
     evict_opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -659,7 +676,7 @@ static int cmp_u64(const void *a, const void *b)
 START_TEST(track_and_order)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 47);
+    ss_pat(x, x->buf, 4 * MiB, 0, 47);
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -838,7 +855,7 @@ static bool touch_segv(volatile uint8_t *p)
 START_TEST(fill_around_unmapped)
 {
     struct ssrc *x = ss_new(&remote_ops, 8 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 53);                       /* [4, 8) MiB: zeros */
+    ss_pat(x, x->buf, 4 * MiB, 0, 53);                       /* [4, 8) MiB: zeros */
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -869,7 +886,7 @@ END_TEST
 START_TEST(write_back_fails_then_works)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 59);
+    ss_pat(x, x->buf, 4 * MiB, 0, 59);
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -917,7 +934,7 @@ static int count_fds(void)
 START_TEST(open_under_limits)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 61);
+    ss_pat(x, x->buf, 4 * MiB, 0, 61);
     struct r3_region_opts o;
     struct r3_region *r;
     opts(&o);
@@ -977,7 +994,7 @@ END_TEST
 START_TEST(huge_chunks)
 {
     struct ssrc *x = ss_new(&plain_ops, 8 * MiB);
-    pat_fill(x->buf, 8 * MiB, 0, 67);
+    ss_pat(x, x->buf, 8 * MiB, 0, 67);
     struct r3_region_opts o;
     opts(&o);
     o.chunk = 2 * MiB;
@@ -1001,7 +1018,7 @@ END_TEST
 START_TEST(fork_preserve_fails)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 71);
+    ss_pat(x, x->buf, 4 * MiB, 0, 71);
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
@@ -1045,7 +1062,7 @@ END_TEST
 START_TEST(hash_collect_read_fails)
 {
     struct ssrc *x = ss_new(&plain_ops, 4 * MiB);
-    pat_fill(x->buf, 4 * MiB, 0, 73);
+    ss_pat(x, x->buf, 4 * MiB, 0, 73);
     struct r3_region_opts o;
     opts(&o);
     o.uffd_no_wp_async = true;
@@ -1073,7 +1090,7 @@ END_TEST
 START_TEST(dropped_before_fill)
 {
     struct ssrc *x = ss_new(&remote_ops, 8 * MiB);
-    pat_fill(x->buf + 4 * MiB, 4 * MiB, 4 * MiB, 79);        /* [0, 4) MiB: zeros */
+    ss_pat(x, x->buf + 4 * MiB, 4 * MiB, 4 * MiB, 79);        /* [0, 4) MiB: zeros */
     struct r3_region_opts o;
     opts(&o);
     struct r3_region *r = open_on(x, &o);
