@@ -16,7 +16,18 @@
  *    and the region's hook is told;
  *  - invalidate of chunks shared with a child (drop.c): the move fails, the
  *    madvise way drops them; the region then reads the source's new bytes
- *    and the child keeps its own. */
+ *    and the child keeps its own (this case found fills that ended after
+ *    the drop and undid it);
+ *  - max_resident with hash tracking (clean evictions write nothing, a
+ *    dropped page goes back as zeros) and with a child;
+ *  - migration's write tracking and first-fault order; access logs that
+ *    cannot be parsed, opened, written or renamed;
+ *  - fills around pages the program unmapped; write-backs the source
+ *    refuses (the sync says so, the next one writes); opening under
+ *    shrinking fd limits (a sentence, no descriptor left behind) and a too
+ *    small address space; 2 MiB chunks.
+ * The scripted source counts its reads, writes and extent questions, so
+ * "not read" and "asked once" are checked, not assumed. */
 #include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
