@@ -274,3 +274,10 @@ TESTS += tests/unit/test_cov_src_env
 tests_unit_test_cov_src_env_SOURCES = tests/unit/test_cov_src_env.c src/preload/env.c
 tests_unit_test_cov_src_env_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_cov_src_env_LDADD = $(UNIT_LDADD)
+# covuffd (wave 6): zero fills against a scripted source, hash tracking's
+# edges, forked children and invalidate of shared chunks
+check_PROGRAMS += tests/unit/test_cov_uffd_paths
+TESTS += tests/unit/test_cov_uffd_paths
+tests_unit_test_cov_uffd_paths_SOURCES = tests/unit/test_cov_uffd_paths.c
+tests_unit_test_cov_uffd_paths_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_cov_uffd_paths_LDADD = $(UNIT_LDADD)

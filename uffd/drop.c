@@ -143,6 +143,19 @@ int r3u_drop(struct r3u_region *r, const uint64_t *list, size_t n)
     /* the source changed there: its zeros are not known any more */
     for (size_t i = 0; i < n; i++)
         r3u_zero_dead(r, list[i], list[i]);
+    /* A fill r3 started (a fault the program has already seen end, a pull
+     * worker) may still be finishing: the chunk turns FILLED and the cache
+     * LOCAL at its very end, which would undo the drop below (the pages
+     * gone, the chunk "filled": zeros). Let it end first. */
+    for (size_t i = 0; i < n; i++) {
+        for (unsigned tries = 1;; tries++) {
+            uint8_t st = atomic_load_explicit(&r->filled[list[i]], memory_order_acquire);
+            if (st != R3U_INSTALLING && st != R3U_ZEROING && st != R3U_EVICTING &&
+                !r3_cache_is_fetching(r->p->cache, list[i]))
+                break;
+            r3u_layout_wait(r, tries);
+        }
+    }
     size_t alen;
     if (n == 0 || area_open(r, &alen) < 0)
         return drop_madvise(r, list, n);

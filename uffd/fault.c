@@ -304,17 +304,31 @@ static size_t read_more(struct r3u_handler *h)
         room = R3U_BATCH;
     if (!room)
         return 0;
+    /* Counted from before the read: the thread that made the event (an
+     * munmap) goes on once the message is read, before it is handled. */
+    atomic_fetch_add(&r->ev_busy, 1);
     ssize_t n = read(r->uffd, &h->q[h->qlen], room * sizeof h->q[0]);
-    if (n <= 0)
+    if (n <= 0) {
+        atomic_fetch_sub(&r->ev_busy, 1);
         return 0;
+    }
     size_t k = (size_t)n / sizeof h->q[0];
     for (size_t i = h->qlen; i < h->qlen + k; i++)
         if (h->q[i].event != UFFD_EVENT_PAGEFAULT) {
             handle_event(r, &h->q[i]);
             h->q[i].event = 0;          /* done */
         }
+    atomic_fetch_sub(&r->ev_busy, 1);
     h->qlen += k;
     return k;
+}
+
+void r3u_events_settle(struct r3u_region *r)
+{
+    if (r3u_in_handler(r))
+        return;                       /* (its own events are handled) */
+    for (unsigned tries = 1; atomic_load(&r->ev_busy) > 0; tries++)
+        r3u_layout_wait(r, tries);
 }
 
 bool r3u_in_handler(struct r3u_region *r)

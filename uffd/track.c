@@ -82,6 +82,7 @@ static int collect_scan(struct r3u_region *r, struct r3_source *push)
 
 static int collect_hash(struct r3u_region *r, struct r3_source *push)
 {
+    r3u_events_settle(r);          /* an unmapped page is never read below */
     for (uint64_t c = 0; c < r->nchunks; c++) {
         if (!atomic_load_explicit(&r->filled[c], memory_order_acquire))
             continue;

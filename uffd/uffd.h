@@ -111,6 +111,7 @@ struct r3u_region {
     _Atomic uint64_t last_fault;  /* chunk of the latest fault (sequential detection) */
     _Atomic bool last_write;      /* the latest fault was a write (zero fills, view.c) */
     _Atomic bool stopping;
+    _Atomic int ev_busy;          /* handlers between reading messages and handling their events */
     _Atomic int reported;         /* on_error told once */
     /* forked children (fork.c) */
     _Atomic bool forking;         /* between fork_prepare and fork_done */
@@ -193,6 +194,10 @@ void r3u_handlers_stop(struct r3u_region *r);
 void r3u_layout_wait(struct r3u_region *r, unsigned tries);
 /* Is this thread one of r's fault handlers? (fills by handlers are faults) */
 bool r3u_in_handler(struct r3u_region *r);
+/* Before r3 reads the region's memory itself: every event already read
+ * (an UNMAP, a REMOVE its maker has returned from) is handled, so the gone
+ * and zero bits are current. */
+void r3u_events_settle(struct r3u_region *r);
 /* The handler serving a fault on this thread (NULL if none). */
 struct r3u_handler *r3u_current(struct r3u_region *r);
 /* Record the time the current fault's thread was blocked (once). */

@@ -292,6 +292,7 @@ static int view_read(struct r3_source *s, void *buf, size_t len, uint64_t off)
 {
     struct r3u_region *r = (struct r3u_region *)((char *)s - offsetof(struct r3u_region, view));
     uint8_t *out = buf;
+    r3u_events_settle(r);          /* the gone bits are current */
     while (len) {
         if (off >= r->maplen) {
             memset(out, 0, len);
