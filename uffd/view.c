@@ -143,18 +143,7 @@ int r3u_install(struct r3u_region *r, uint64_t off, const void *buf, size_t len)
                 r3u_bit_clear(r->zpage, pg);
         }
     }
-    if (rc == 0 && whole < len) {
-        /* A source whose size is not page aligned: pad the last page. */
-        uint8_t *tail = calloc(1, r->pagesz);
-        if (!tail)
-            return r3_error(-ENOMEM, "uffd: out of memory");
-        uint64_t o = off + whole;
-        if (!r3u_bit(r->zpage, o >> r->page_shift))
-            memcpy(tail, b + whole, len - whole);
-        r3u_bit_clear(r->zpage, o >> r->page_shift);
-        rc = copy_range(r, o, tail, r->pagesz, &n_new, dw);
-        free(tail);
-    }
+    /* (len is whole pages: fills are whole chunks, see r3u_track_filled) */
     return rc;
 }
 

@@ -9,6 +9,7 @@
  * away by mremap. Plus the open's refusals of a chunk below the page size
  * and of an unknown prefetch order. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -357,6 +358,34 @@ START_TEST(open_refusals)
 }
 END_TEST
 
+/* A region longer than its source is refused (so every fill is a whole
+ * chunk: uffd/view.c and uffd/track.c rely on it), and the source is
+ * closed with the refusal. */
+START_TEST(short_source_tail)
+{
+    char *dir = tu_tmpdir(), *path, *uri;
+    ck_assert_int_ge(asprintf(&path, "%s/f", dir), 0);
+    ck_assert_int_ge(asprintf(&uri, "file://%s", path), 0);
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, 100000), 0);
+    close(fd);
+    struct r3_source *src;
+    TU_OPEN(uri, &src);
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.size = 128 * 1024;
+    struct r3_region *r = (void *)1;
+    ck_assert_int_eq(r3_region_open(&o, src, &r), -EINVAL);
+    ck_assert_ptr_null(r);
+    ck_assert_str_eq(r3_last_error(), "the source holds 100000 bytes, less than the region size 131072");
+    free(uri);
+    free(path);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cov_uffd");
@@ -366,6 +395,7 @@ static Suite *suite(void)
     tcase_add_test(t, page_first_chunk_fails);
     tcase_add_test(t, mremap_caught);
     tcase_add_test(t, read_without_filling);
+    tcase_add_test(t, short_source_tail);
     tcase_add_test(t, open_refusals);
     suite_add_tcase(s, t);
     return s;
