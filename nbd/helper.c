@@ -113,8 +113,7 @@ static void start_guard(const struct r3_nbd_mount_opts *o)
         pid_t u = fork();
         if (u == 0) {
             execlp("fusermount3", "fusermount3", "-u", "-z", "-q", dir, (char *)NULL);
-            r3_cover_flush();
-            _exit(127);
+            r3_cover_exit(127);
         }
         if (u > 0)
             waitpid(u, NULL, 0);
@@ -127,8 +126,7 @@ static void start_guard(const struct r3_nbd_mount_opts *o)
         *slash = '\0';
         rmdir(dir);
     }
-    r3_cover_flush();
-    _exit(0);
+    r3_cover_exit(0);
 }
 
 struct r3_nbd_helper {
@@ -187,7 +185,7 @@ static int wait_byte(int ctl, int pfd)
 void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
 {
     if (getppid() != owner)          /* the owner ended before we started */
-        _exit(0);
+        r3_cover_exit(0);
     /* Leave the owner's session (no terminal signals), its fds and handlers. */
     setsid();
     for (int s = 1; s < NSIG; s++)
@@ -212,7 +210,7 @@ void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
     r3_thread_mark_internal();
     int pfd = owner_pidfd(owner);
     if (getppid() != owner)
-        _exit(0);
+        r3_cover_exit(0);
 
     char c;
     struct r3_nbd_mount *m = NULL;
@@ -221,21 +219,18 @@ void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
     if (early && rc == 0 && send_msg(ctl, rc, r3_nbd_mount_path(m)) < 0) {
         /* the owner gave up before the mount was ready: unmounted, done */
         r3_nbd_mount_close(m);
-        r3_cover_flush();
-        _exit(0);
+        r3_cover_exit(0);
     }
     if (early && rc < 0) {
         send_msg(ctl, rc, r3_last_error());
         if (m)
             r3_nbd_mount_close(m);
-        r3_cover_flush();
-        _exit(1);
+        r3_cover_exit(1);
     }
     if (!wait_byte(ctl, pfd)) {             /* the owner gave up (or ended) before the server was up */
         if (m)
             r3_nbd_mount_close(m);
-        r3_cover_flush();
-        _exit(0);
+        r3_cover_exit(0);
     }
     if (early) {
         rc = r3_nbd_mount_connect(m, o);
@@ -247,8 +242,7 @@ void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
     if (send_msg(ctl, rc, rc < 0 ? r3_last_error() : "") < 0 || rc < 0) {
         if (m)
             r3_nbd_mount_close(m);
-        r3_cover_flush();
-        _exit(1);
+        r3_cover_exit(1);
     }
     /* Until the owner closes or dies; a dying owner may be waiting on the
      * mount itself (see owner_dying): unmounting aborts its requests. */
@@ -282,8 +276,7 @@ void r3_nbd_helper_run(const struct r3_nbd_mount_opts *o, int ctl, pid_t owner)
             rmdir(dir);
         }
     }
-    r3_cover_flush();
-    _exit(rc < 0 ? 1 : 0);
+    r3_cover_exit(rc < 0 ? 1 : 0);
 }
 
 const char *r3_nbd_helper_program(void)

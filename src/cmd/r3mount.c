@@ -309,8 +309,7 @@ static int do_unmount(const char *arg)
         pid_t c = fork();
         if (c == 0) {
             sync_files(mnt);
-            r3_cover_flush();
-            _exit(0);
+            r3_cover_exit(0);
         }
         int done = c < 0;
         for (int i = 0; i < 6000 && !done; i++) {
@@ -889,8 +888,7 @@ int main(int argc, char **argv)
         int rc = chdir("/");
         (void)rc;
         int st = run(&o, p[1]);
-        r3_cover_flush();
-        _exit(st);
+        r3_cover_exit(st);
     }
     close(p[1]);
     char msg[1200];

@@ -940,6 +940,52 @@ START_TEST(write_then_disc)
 }
 END_TEST
 
+/* Many small WRITEs, a DISC and the FIN, sent at once: a worker that meets
+ * the FIN while the reader has not reached the DISC finds it in the socket
+ * behind the other writes, so every write lands. */
+START_TEST(writes_then_disc_at_once)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    enum { N = 12, W = 4096 };
+    static unsigned char msg[N * (28 + W) + 28];
+    size_t at = 0;
+    for (int i = 0; i < N; i++) {
+        unsigned char *q = msg + at;
+        memset(q, 0, 28);
+        r3_nbd_put32(q, NBD_REQUEST_MAGIC);
+        r3_nbd_put16(q + 6, NBD_CMD_WRITE);
+        r3_nbd_put64(q + 8, (uint64_t)i + 1);
+        r3_nbd_put64(q + 16, (1u << 20) + (uint64_t)i * W);
+        r3_nbd_put32(q + 24, W);
+        tu_fill((char *)q + 28, W, (1u << 20) + (uint64_t)i * W, 6);
+        at += 28 + W;
+    }
+    memset(msg + at, 0, 28);
+    r3_nbd_put32(msg + at, NBD_REQUEST_MAGIC);
+    r3_nbd_put16(msg + at + 6, NBD_CMD_DISC);
+    at += 28;
+    tu_send_all(fd, msg, at);
+    shutdown(fd, SHUT_WR);
+    log_wait("client disconnected");
+    close(fd);
+    char rb[N * W];
+    int landed = 0;
+    for (int i = 0; i < 3000 && landed != -1; i++) {
+        int ffd = open(file_path, O_RDONLY);
+        ck_assert_int_eq(pread(ffd, rb, sizeof rb, 1 << 20), (ssize_t)sizeof rb);
+        close(ffd);
+        landed = tu_check(rb, sizeof rb, 1 << 20, 6);
+        if (landed != -1)
+            usleep(10000);
+    }
+    ck_assert_msg(landed == -1, "byte %d of the writes did not land", landed);
+}
+END_TEST
+
 START_TEST(start_refused)
 {
     struct r3_nbd_server_opts o = { 0 };
@@ -1084,6 +1130,7 @@ static Suite *suite(void)
     tcase_add_test(t, readonly_and_cut);
     tcase_add_test(t, read_batch);
     tcase_add_test(t, write_then_disc);
+    tcase_add_test(t, writes_then_disc_at_once);
     tcase_add_test(t, start_refused);
     tcase_add_test(t, tls_psk_client);
     tcase_add_test(t, hangup_after_each_option);
