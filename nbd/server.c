@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "internal.h"
@@ -27,6 +28,7 @@
 #define ZERO_SIZE (1u << 20)
 #define WORKER_IDLE_MS 50         /* a worker with nothing to do for this long exits */
 #define PEEK_MAX (64u << 10)      /* input looked at for a DISC behind the peer's FIN */
+#define PEEK_CAP (64u << 20)      /* at most, whatever the socket holds */
 #define BATCH_MAX 32              /* small READs of an in-memory source answered together */
 #define BATCH_ONE (64u << 10)     /* ... each at most this long */
 #define META_ID 1                 /* our id of base:allocation */
@@ -96,6 +98,11 @@ struct nconn {
     atomic_bool disc;             /* NBD_CMD_DISC seen: finish what is queued */
     atomic_bool ending;           /* no more requests will come: workers leave once idle */
     atomic_uint_fast64_t nreq, rbytes, wbytes;
+    /* Where the reader is in the request stream, for disc_pending: while
+     * not reading, the socket's next bytes are `rest` payload bytes of the
+     * request it parsed last, then whole requests; rgen counts its stops. */
+    atomic_bool reading;
+    atomic_uint_fast64_t rest, rgen;
 };
 
 /* ---- handshake */
@@ -566,37 +573,67 @@ static void reply(struct nconn *c, struct job *j, const void *data, size_t len, 
 }
 
 /* Is a DISC waiting in the socket behind the requests not read yet? (plain
- * connections; a TLS stream cannot be looked into) */
+ * connections; a TLS stream cannot be looked into) The socket is looked at
+ * only while the reader stands still, from where it stands (past the
+ * payload it has yet to take); a reader that moved meanwhile is waited for:
+ * the peer's FIN is in, so it reaches the DISC or the end soon. */
 static bool disc_pending(struct nconn *c)
 {
     if (r3_io_is_tls(c->io))
         return false;
-    unsigned char *b = malloc(PEEK_MAX);
-    if (!b)
-        return false;
-    ssize_t n = recv(c->io->fd, b, PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
-    bool found = false;
-    size_t have = n > 0 ? (size_t)n : 0;
-    for (size_t p = 0; have - p >= NBD_REQUEST_SIZE;) {
-        const unsigned char *h = b + p;
-        if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
-            break;
-        if (r3_nbd_get16(h + 6) == NBD_CMD_DISC) {
-            found = true;
-            break;
+    uint64_t deadline = r3_now_ns() + 2000000000u;
+    for (;;) {
+        if (atomic_load(&c->disc))
+            return true;
+        if (atomic_load(&c->gone))
+            return false;
+        uint64_t g0 = atomic_load(&c->rgen);
+        uint64_t skip = atomic_load(&c->rest);
+        if (!atomic_load(&c->reading)) {
+            int avail = 0;
+            if (ioctl(c->io->fd, FIONREAD, &avail) < 0 || avail < 0)
+                avail = 0;
+            size_t cap = (size_t)avail < PEEK_MAX ? PEEK_MAX : (size_t)avail > PEEK_CAP ? PEEK_CAP : (size_t)avail;
+            unsigned char *b = malloc(cap);
+            if (!b)
+                return false;
+            ssize_t n = recv(c->io->fd, b, cap, MSG_PEEK | MSG_DONTWAIT);
+            bool found = false;
+            size_t have = n > 0 ? (size_t)n : 0;
+            for (uint64_t p = skip; p <= have && have - p >= NBD_REQUEST_SIZE;) {
+                const unsigned char *h = b + p;
+                if (r3_nbd_get32(h) != NBD_REQUEST_MAGIC)
+                    break;
+                if (r3_nbd_get16(h + 6) == NBD_CMD_DISC) {
+                    found = true;
+                    break;
+                }
+                p += NBD_REQUEST_SIZE + (r3_nbd_get16(h + 6) == NBD_CMD_WRITE ? r3_nbd_get32(h + 24) : 0);
+            }
+            free(b);
+            if (!atomic_load(&c->reading) && atomic_load(&c->rgen) == g0)
+                return found;             /* the reader did not move: the look was exact */
         }
-        uint64_t skip = NBD_REQUEST_SIZE + (r3_nbd_get16(h + 6) == NBD_CMD_WRITE ? r3_nbd_get32(h + 24) : 0);
-        if (skip > have - p)
-            break;                        /* the rest is not here yet */
-        p += (size_t)skip;
+        if (r3_now_ns() > deadline)
+            return false;
+        usleep(200);
     }
-    free(b);
-    return found;
 }
 
-/* Fence: after this no write of the connection is running and none will
- * start, so a write that outlived its client cannot land after newer data
- * written through another connection. */
+/* The reader stops (rest: payload bytes of the parsed request still in the
+ * socket) or goes on reading. */
+static void reader_stop(struct nconn *c, uint64_t rest)
+{
+    atomic_store(&c->rest, rest);
+    atomic_store(&c->reading, false);
+    atomic_fetch_add(&c->rgen, 1);
+}
+
+static void reader_go(struct nconn *c)
+{
+    atomic_store(&c->reading, true);
+}
+
 static void fence(struct nconn *c)
 {
     if (atomic_load(&c->gone))
@@ -1147,11 +1184,16 @@ static int read_request(struct r3_net_conn *nc)
     atomic_fetch_add_explicit(&c->nreq, 1, memory_order_relaxed);
     bool range_ok = j->off <= size && j->len <= size - j->off;
     if (j->type == NBD_CMD_READ) {
+        if (j->len > 0 && range_ok && j->len <= s->o.max_request) {
+            reader_stop(c, 0);            /* a budget wait: the reader stands still */
+            rc = r3_net_budget_acquire(nc, j->len);
+            reader_go(c);
+        }
         if (j->len == 0 || !range_ok)
             j->err = NBD_EINVAL;
         else if (j->len > s->o.max_request)
             j->err = NBD_EOVERFLOW;
-        else if ((rc = r3_net_budget_acquire(nc, j->len)) == -EMSGSIZE)
+        else if (rc == -EMSGSIZE)
             j->err = NBD_EOVERFLOW;       /* more than this connection may hold at once */
         else if (rc < 0) {                /* mem: too, a copy now */
             free(j);
@@ -1163,7 +1205,12 @@ static int read_request(struct r3_net_conn *nc)
         /* The payload must be consumed to stay in step, but a refused one
          * is never allocated: it is discarded in small pieces. */
         bool refused = j->len > s->o.max_request || !range_ok || x->e.readonly || j->len == 0;
-        if (!refused && (rc = r3_net_budget_acquire(nc, j->len)) == -EMSGSIZE) {
+        if (!refused) {                   /* (the payload still in the socket while it waits) */
+            reader_stop(c, j->len);
+            rc = r3_net_budget_acquire(nc, j->len);
+            reader_go(c);
+        }
+        if (!refused && rc == -EMSGSIZE) {
             refused = true;               /* more than this connection may hold at once */
             j->err = NBD_EOVERFLOW;
         }
@@ -1210,7 +1257,9 @@ static int read_request(struct r3_net_conn *nc)
 static int on_readable(struct r3_net_conn *nc)
 {
     struct nconn *c = nc->data;
+    reader_go(c);
     int rc = read_request(nc);
+    reader_stop(c, 0);
     if (rc != 0) {
         pthread_mutex_lock(&c->mu);
         atomic_store(&c->ending, true);
