@@ -634,6 +634,9 @@ static void reader_go(struct nconn *c)
     atomic_store(&c->reading, true);
 }
 
+/* Fence: after this no write of the connection is running and none will
+ * start, so a write that outlived its client cannot land after newer data
+ * written through another connection. */
 static void fence(struct nconn *c)
 {
     if (atomic_load(&c->gone))
