@@ -15,6 +15,8 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include "testutil.h"
+#include "tu_certs.h"
+#include "tu_log.h"
 #include "internal.h"
 #include "filesync/filesync.h"
 
@@ -25,68 +27,13 @@ static char *tmp;
 static char sock[600], hubaddr[620];
 
 /* ---- the hub's lines, waited on */
-static pthread_mutex_t lmu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t lcv = PTHREAD_COND_INITIALIZER;
-static char lines[1 << 16];
-static size_t nlines;
-
 static void on_line(void *arg, int kind, const char *text)
 {
     (void)arg;
     (void)kind;
-    pthread_mutex_lock(&lmu);
-    size_t n = strlen(text);
-    if (nlines + n + 2 < sizeof lines) {
-        memcpy(lines + nlines, text, n);
-        nlines += n;
-        lines[nlines++] = '\n';
-        lines[nlines] = 0;
-    }
-    pthread_cond_broadcast(&lcv);
-    pthread_mutex_unlock(&lmu);
+    tu_log_add(text);
 }
 
-static void clear_lines(void)
-{
-    pthread_mutex_lock(&lmu);
-    nlines = 0;
-    lines[0] = 0;
-    pthread_mutex_unlock(&lmu);
-}
-
-/* Wait (up to 20 s) for a line holding text. */
-static bool wait_line(const char *text)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    pthread_mutex_lock(&lmu);
-    bool ok;
-    while (!(ok = strstr(lines, text) != NULL))
-        if (pthread_cond_timedwait(&lcv, &lmu, &ts) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&lmu);
-    return ok;
-}
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    ck_assert_msg(system(cmd) == 0, "failed: %s", cmd);
-}
-
-#define KEY "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out"
-static void cert(const char *name, const char *subj)
-{
-    sh("cd '%s' && " KEY " %s.key 2>/dev/null && openssl req -new -key %s.key -subj '%s' -out %s.csr "
-       "2>/dev/null && openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-       "-out %s.pem 2>/dev/null", tmp, name, name, subj, name, name, name);
-}
 
 static struct fs_hub_opts hub_o;
 static atomic_int hub_stop;
@@ -105,24 +52,22 @@ static void setup(void)
 {
     tmp = tu_tmpdir();
     ck_assert_ptr_nonnull(tmp);
-    sh("cd '%s' && " KEY " ca.key 2>/dev/null && openssl req -x509 -new -key ca.key -subj '/CN=cov ca' "
-       "-days 2 -out ca.pem 2>/dev/null", tmp);
-    cert("hub", "/CN=hub");
-    cert("a", "/CN=syncA");
-    cert("nocn", "/O=r3 test");
+    tu_ca(tmp, "ca", "cov ca");
+    tu_cert(tmp, "hub", "/CN=hub", "ca", NULL);
+    tu_cert(tmp, "a", "/CN=syncA", "ca", NULL);
+    tu_cert(tmp, "nocn", "/O=r3 test", "ca", NULL);
     snprintf(p_ca, sizeof p_ca, "%s/ca.pem", tmp);
     snprintf(p_hub, sizeof p_hub, "%s/hub.pem", tmp);
     snprintf(p_hubk, sizeof p_hubk, "%s/hub.key", tmp);
     snprintf(sock, sizeof sock, "%s/hub.sock", tmp);
     snprintf(hubaddr, sizeof hubaddr, "unix:%s", sock);
-    nlines = 0;
-    lines[0] = 0;
+    tu_log_clear();
     hub_o = (struct fs_hub_opts){ .listen = hubaddr, .verbose = true,
                                   .tls = { .cert = p_hub, .key = p_hubk, .ca = p_ca },
                                   .report = { .line = on_line } };
     atomic_store(&hub_stop, 0);
     ck_assert_int_eq(pthread_create(&hub_t, NULL, hub_main, NULL), 0);
-    ck_assert_msg(wait_line("listening on unix:"), "the hub did not start: %s", lines);
+    ck_assert_msg(tu_log_wait("listening on unix:"), "the hub did not start: %s", tu_log_buf);
 }
 
 static void teardown(void)
@@ -265,8 +210,8 @@ START_TEST(hello_refusals)
     ck_assert_int_eq(fs_conn_hello(c, "recv", 10000), -EACCES);
     ERR_IS("the hub refused: the client certificate has no common name");
     fs_conn_free(c);
-    ck_assert(wait_line("refused: the client certificate has no common name"));
-    ck_assert(wait_line("refused: unknown role"));
+    ck_assert(tu_log_wait("refused: the client certificate has no common name"));
+    ck_assert(tu_log_wait("refused: unknown role"));
 }
 END_TEST
 
@@ -328,10 +273,10 @@ START_TEST(adv_refusals)
 
     /* two advertisers of one id: the file id is the first one's */
     struct fs_conn *a1 = join("a", "adv"), *a2 = join("a", "adv");
-    clear_lines();
+    tu_log_clear();
     FILE1(a1);
     sendm(a1, "uu", (uint64_t)FS_END, (uint64_t)1);          /* a1 stays: answered by nothing */
-    ck_assert(wait_line("advertises f.bin (100000 bytes)"));
+    ck_assert(tu_log_wait("advertises f.bin (100000 bytes)"));
     sendm(a2, "uusuu", (uint64_t)FS_FILE, (uint64_t)1, "g.bin", (uint64_t)10, (uint64_t)65536);
     refused(a2, "file id in use by another advertiser");
     a2 = join("a", "adv");
@@ -340,7 +285,7 @@ START_TEST(adv_refusals)
     /* a message for a file nobody has: dropped, the connection stays */
     a2 = join("a", "adv");
     sendm(a2, "uuu", (uint64_t)FS_SIZE, (uint64_t)4242, (uint64_t)5);
-    ck_assert(wait_line("message for unknown file 4242 dropped"));
+    ck_assert(tu_log_wait("message for unknown file 4242 dropped"));
     sendm(a2, "u", (uint64_t)77);
     refused(a2, "message type 77 not allowed for an advertiser");
     fs_conn_free(a1);
@@ -362,9 +307,9 @@ START_TEST(recv_refusals_and_relay)
     struct got g;
     struct fs_conn *adv = join("a", "adv");
     uint64_t adv_id = adv->id;
-    clear_lines();
+    tu_log_clear();
     FILE1(adv);
-    ck_assert(wait_line("advertises f.bin"));
+    ck_assert(tu_log_wait("advertises f.bin"));
     struct fs_conn *rc = join("a", "recv");
     ck_assert_int_eq(next(rc, &g), 0);
     ck_assert(g.type == FS_FILE && g.v[0] == 1 && strcmp(g.s, "f.bin") == 0);
@@ -436,7 +381,7 @@ START_TEST(run_and_dial_refusals)
     ck_assert_msg(strncmp(r3_last_error(), want, strlen(want)) == 0, "%s", r3_last_error());
     ck_assert_msg(strstr(r3_last_error(), "giving up. Last error: "), "%s", r3_last_error());
     ck_assert_uint_ge(d.attempts, 2);
-    ck_assert(wait_line("(retrying)"));
+    ck_assert(tu_log_wait("(retrying)"));
     /* stopped: at once */
     atomic_store(&dstop, 1);
     d.started = false;

@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include "testutil.h"
+#include "tu_certs.h"
+#include "tu_log.h"
 #include "internal.h"
 #include "filesync/filesync.h"
 
@@ -28,77 +30,22 @@ static char hubaddr[620], p_ca[700], p_a[700], p_ak[700];
 static int lfd = -1;
 static struct r3_tls_ctx *sctx;
 
-static pthread_mutex_t lmu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t lcv = PTHREAD_COND_INITIALIZER;
-static char lines[1 << 16];
-static size_t nlines;
-
 static void on_line(void *arg, int kind, const char *text)
 {
     (void)arg;
     (void)kind;
-    pthread_mutex_lock(&lmu);
-    size_t n = strlen(text);
-    if (nlines + n + 2 < sizeof lines) {
-        memcpy(lines + nlines, text, n);
-        nlines += n;
-        lines[nlines++] = '\n';
-        lines[nlines] = 0;
-    }
-    pthread_cond_broadcast(&lcv);
-    pthread_mutex_unlock(&lmu);
+    tu_log_add(text);
 }
+#define WAIT_LINE(t) ck_assert_msg(tu_log_wait(t), "no line '%s' in:\n%s", (t), tu_log_buf)
 
-static void clear_lines(void)
-{
-    pthread_mutex_lock(&lmu);
-    nlines = 0;
-    lines[0] = 0;
-    pthread_mutex_unlock(&lmu);
-}
-
-static bool wait_line(const char *text)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    pthread_mutex_lock(&lmu);
-    bool ok;
-    while (!(ok = strstr(lines, text) != NULL))
-        if (pthread_cond_timedwait(&lcv, &lmu, &ts) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&lmu);
-    return ok;
-}
-#define WAIT_LINE(t) ck_assert_msg(wait_line(t), "no line '%s' in:\n%s", (t), lines)
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    ck_assert_msg(system(cmd) == 0, "failed: %s", cmd);
-}
-
-#define KEY "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out"
-static void cert(const char *name, const char *subj)
-{
-    sh("cd '%s' && " KEY " %s.key 2>/dev/null && openssl req -new -key %s.key -subj '%s' -out %s.csr "
-       "2>/dev/null && openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-       "-out %s.pem 2>/dev/null", tmp, name, name, subj, name, name, name);
-}
 
 static void setup(void)
 {
     tmp = tu_tmpdir();
     ck_assert_ptr_nonnull(tmp);
-    sh("cd '%s' && " KEY " ca.key 2>/dev/null && openssl req -x509 -new -key ca.key -subj '/CN=cov ca' "
-       "-days 2 -out ca.pem 2>/dev/null", tmp);
-    cert("hub", "/CN=hub");
-    cert("a", "/CN=syncA");
+    tu_ca(tmp, "ca", "cov ca");
+    tu_cert(tmp, "hub", "/CN=hub", "ca", NULL);
+    tu_cert(tmp, "a", "/CN=syncA", "ca", NULL);
     char hc[700], hk[700];
     snprintf(p_ca, sizeof p_ca, "%s/ca.pem", tmp);
     snprintf(p_a, sizeof p_a, "%s/a.pem", tmp);
@@ -114,8 +61,7 @@ static void setup(void)
     ck_assert_int_ge(lfd, 0);
     ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
     ck_assert_int_eq(listen(lfd, 8), 0);
-    nlines = 0;
-    lines[0] = 0;
+    tu_log_clear();
 }
 
 static void teardown(void)
@@ -253,7 +199,7 @@ static void stop_peer(pthread_t t)
 
 /* One receiver, one connection: the script, then the line that ends it. */
 #define RECV_CASE(line, ...) do { \
-        clear_lines(); \
+        tu_log_clear(); \
         pthread_t t_ = start_recv(); \
         struct r3_io io_; \
         hub_accept(&io_, "recv", 7); \
@@ -361,7 +307,7 @@ START_TEST(adv_scripts)
     uint32_t bl;
 
 #define ADV_CASE(line, ...) do { \
-        clear_lines(); \
+        tu_log_clear(); \
         pthread_t t_ = start_adv(files, 1); \
         struct r3_io io_; \
         hub_accept(&io_, "adv", 8); \

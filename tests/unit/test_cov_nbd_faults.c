@@ -17,6 +17,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include "testutil.h"
+#include "tu_log.h"
 #include "internal.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -426,33 +427,13 @@ END_TEST
 
 /* ---- server options */
 
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
-static char logbuf[8192];
-
 static void log_line(void *arg, const char *line)
 {
     (void)arg;
-    pthread_mutex_lock(&log_mu);
-    size_t n = strlen(logbuf);
-    snprintf(logbuf + n, sizeof logbuf - n, "%s\n", line);
-    pthread_cond_broadcast(&log_cv);
-    pthread_mutex_unlock(&log_mu);
+    tu_log_add(line);
 }
 
-static void log_wait(const char *s)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    pthread_mutex_lock(&log_mu);
-    while (!strstr(logbuf, s))
-        if (pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
-            break;
-    bool ok = strstr(logbuf, s) != NULL;
-    pthread_mutex_unlock(&log_mu);
-    ck_assert_msg(ok, "no log line with '%s' in:\n%s", s, logbuf);
-}
+#define log_wait(s) TU_LOG_WAIT(s)
 
 START_TEST(server_options)
 {
@@ -516,7 +497,7 @@ START_TEST(handshake_deadline)
     struct r3_nbd_server_opts o = { .listen = p, .exports = &e, .nexports = 1, .handshake_timeout_ms = 300,
                                     .log = log_line };
     struct r3_nbd_server *s;
-    logbuf[0] = 0;
+    tu_log_clear();
     ck_assert_msg(r3_nbd_server_start(&o, &s) == 0, "%s", r3_last_error());
     int fd = raw_connect(p + 5);
     unsigned char g[18], x;

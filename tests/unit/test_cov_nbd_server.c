@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include "testutil.h"
+#include "tu_log.h"
 #include "internal.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -26,34 +27,13 @@ static char *dir;
 static char sock_path[256], file_path[256];
 static struct r3_source *fsrc, *msrc;
 static struct r3_nbd_server *srv;
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
-static char logbuf[16384];
-
 static void log_line(void *arg, const char *line)
 {
     (void)arg;
-    pthread_mutex_lock(&log_mu);
-    size_t n = strlen(logbuf);
-    snprintf(logbuf + n, sizeof logbuf - n, "%s\n", line);
-    pthread_cond_broadcast(&log_cv);
-    pthread_mutex_unlock(&log_mu);
+    tu_log_add(line);
 }
 
-/* Wait (20 s at most, a hang guard) for a log line holding s. */
-static void log_wait(const char *s)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    pthread_mutex_lock(&log_mu);
-    while (!strstr(logbuf, s))
-        if (pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
-            break;
-    bool ok = strstr(logbuf, s) != NULL;
-    pthread_mutex_unlock(&log_mu);
-    ck_assert_msg(ok, "no log line with '%s' in:\n%s", s, logbuf);
-}
+#define log_wait(s) TU_LOG_WAIT(s)
 
 /* The file: 4 MiB, data (pattern 7) in [0, 64K) and [1M, 1M + 64K), holes elsewhere. */
 static void setup(void)
@@ -81,7 +61,7 @@ static void setup(void)
     tu_fill(m, 1 << 20, 0, 9);
     ck_assert_int_eq(r3_source_write(msrc, m, 1 << 20, 0), 0);
     free(m);
-    logbuf[0] = 0;
+    tu_log_clear();
 }
 
 static void teardown(void)
@@ -1050,20 +1030,8 @@ END_TEST
 /* Wait (20 s at most) until s appears n times in the log. */
 static void log_count_wait(const char *s, int n)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    int k = 0;
-    pthread_mutex_lock(&log_mu);
-    for (;;) {
-        k = 0;
-        for (const char *p = logbuf; (p = strstr(p, s)); p += strlen(s))
-            k++;
-        if (k >= n || pthread_cond_timedwait(&log_cv, &log_mu, &ts) != 0)
-            break;
-    }
-    pthread_mutex_unlock(&log_mu);
-    ck_assert_msg(k == n, "%d lines with '%s', not %d, in:\n%s", k, s, n, logbuf);
+    int k = tu_log_wait_n(s, n);
+    ck_assert_msg(k == n, "%d lines with '%s', not %d, in:\n%s", k, s, n, tu_log_buf);
 }
 
 /* A client that hangs up right after each option: the server's reply

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <sys/socket.h>
 #include "testutil.h"
+#include "tu_certs.h"
 #include "internal.h"
 #include "net/net.h"
 
@@ -21,30 +22,6 @@
 
 static char *tmp;
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    ck_assert_msg(system(cmd) == 0, "failed: %s", cmd);
-}
-
-#define KEY "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out"
-static void ca(const char *name)
-{
-    sh("cd '%s' && " KEY " %s.key 2>/dev/null && openssl req -x509 -new -key %s.key -subj '/CN=%s' "
-       "-days 2 -out %s.pem 2>/dev/null", tmp, name, name, name, name);
-}
-static void cert(const char *name, const char *cn, const char *by)
-{
-    sh("cd '%s' && " KEY " %s.key 2>/dev/null && openssl req -new -key %s.key -subj '/CN=%s' -out %s.csr "
-       "2>/dev/null && printf 'subjectAltName=DNS:%s\\n' > %s.ext && openssl x509 -req -in %s.csr "
-       "-CA %s.pem -CAkey %s.key -CAcreateserial -days 2 -extfile %s.ext -out %s.pem 2>/dev/null",
-       tmp, name, name, cn, name, cn, name, name, by, by, name, name);
-}
 
 static char *path(const char *name)
 {
@@ -67,10 +44,10 @@ static void setup(void)
 {
     tmp = tu_tmpdir();
     ck_assert_ptr_nonnull(tmp);
-    ca("ca");
-    ca("ca2");
-    cert("srv", "localhost", "ca");
-    cert("other", "localhost", "ca2");
+    tu_ca(tmp, "ca", "ca");
+    tu_ca(tmp, "ca2", "ca2");
+    tu_cert(tmp, "srv", "/CN=localhost", "ca", "localhost");
+    tu_cert(tmp, "other", "/CN=localhost", "ca2", "localhost");
     put("junk.pem", "not a PEM file\n");
 }
 
@@ -118,7 +95,7 @@ START_TEST(ctx_refusals)
     ck_assert_int_eq(srv((struct r3_tls_opts){ 0 }), -EINVAL);
     ERR_IS("TLS server: needs a certificate and a key (or a PSK file)");
     snprintf(d, sizeof d, "%s", path("empty"));
-    sh("mkdir '%s'", d);
+    tu_sh("mkdir '%s'", d);
     ck_assert_int_eq(srv((struct r3_tls_opts){ .dir = d }), -EINVAL);
     snprintf(want, sizeof want, "TLS server: needs a certificate and a key (or a PSK file) in %s", d);
     ERR_IS(want);
