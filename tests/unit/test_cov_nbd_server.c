@@ -75,6 +75,8 @@ static void teardown(void)
     free(dir);
 }
 
+static size_t start_inflight;           /* the server's max_inflight: 0 = its default */
+
 static void start(bool list, const char *psk)
 {
     static struct r3_nbd_export ex[2];
@@ -84,7 +86,7 @@ static void start(bool list, const char *psk)
     snprintf(listen, sizeof listen, "unix:%s", sock_path);
     struct r3_nbd_server_opts o = { .listen = listen, .exports = ex, .nexports = 2, .workers = 2,
                                     .max_request = MAXREQ, .list_exports = list, .tls_psk = psk,
-                                    .log = log_line };
+                                    .max_inflight = start_inflight, .log = log_line };
     ck_assert_msg(r3_nbd_server_start(&o, &srv) == 0, "%s", r3_last_error());
 }
 
@@ -923,9 +925,11 @@ END_TEST
 /* Many small WRITEs, a DISC and the FIN, sent at once: a worker that meets
  * the FIN while the reader has not reached the DISC finds it in the socket
  * behind the other writes, so every write lands. */
-START_TEST(writes_then_disc_at_once)
+static void writes_then_disc(size_t inflight)
 {
+    start_inflight = inflight;
     start(false, NULL);
+    start_inflight = 0;
     int fd = cl(FIXED);
     uint64_t size;
     uint16_t flags;
@@ -963,6 +967,22 @@ START_TEST(writes_then_disc_at_once)
             usleep(10000);
     }
     ck_assert_msg(landed == -1, "byte %d of the writes did not land", landed);
+}
+
+START_TEST(writes_then_disc_at_once)
+{
+    writes_then_disc(0);
+}
+END_TEST
+
+/* The same with an in-flight budget of two writes: the reader waits for
+ * budget with the later writes and the DISC still in the socket when the
+ * FIN arrives, so the server finds the DISC by looking into the socket
+ * (disc_pending), past the payload the reader has yet to take. */
+START_TEST(writes_then_disc_budget)
+{
+    writes_then_disc(2 * 4096);
+    log_wait("client disconnected");
 }
 END_TEST
 
@@ -1099,6 +1119,7 @@ static Suite *suite(void)
     tcase_add_test(t, read_batch);
     tcase_add_test(t, write_then_disc);
     tcase_add_test(t, writes_then_disc_at_once);
+    tcase_add_test(t, writes_then_disc_budget);
     tcase_add_test(t, start_refused);
     tcase_add_test(t, tls_psk_client);
     tcase_add_test(t, hangup_after_each_option);
