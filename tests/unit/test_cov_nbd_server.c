@@ -986,6 +986,50 @@ START_TEST(writes_then_disc_budget)
 }
 END_TEST
 
+static void *no_op(void *arg)
+{
+    return arg;
+}
+
+/* No worker thread can start (every new thread's stack would be larger
+ * than the address space): the connection's requests run on its reader
+ * rather than never, and are answered; the write lands in the file. */
+START_TEST(no_worker_thread)
+{
+    start(false, NULL);
+    int fd = cl(FIXED);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    pthread_attr_t a, old;
+    ck_assert_int_eq(pthread_getattr_default_np(&old), 0);
+    ck_assert_int_eq(pthread_attr_init(&a), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0);
+    ck_assert_int_eq(pthread_setattr_default_np(&a), 0);
+    pthread_t t;
+    int prc = pthread_create(&t, NULL, no_op, NULL);      /* the premise */
+    unsigned char w[8192], rb[8192];
+    tu_fill(w, sizeof w, 3u << 20, 9);
+    req(fd, 0, NBD_CMD_WRITE, 3u << 20, sizeof w, w);
+    uint32_t werr = simple_err(fd);
+    req(fd, 0, NBD_CMD_FLUSH, 0, 0, NULL);
+    uint32_t ferr = simple_err(fd);
+    ck_assert_int_eq(pthread_setattr_default_np(&old), 0);
+    pthread_attr_destroy(&a);
+    pthread_attr_destroy(&old);
+    if (prc == 0)
+        pthread_join(t, NULL);
+    ck_assert_msg(prc != 0, "a thread with a 64 TiB stack started: the test proves nothing");
+    ck_assert_uint_eq(werr, 0);
+    ck_assert_uint_eq(ferr, 0);
+    close(fd);
+    int ffd = open(file_path, O_RDONLY);
+    ck_assert_int_eq(pread(ffd, rb, sizeof rb, 3u << 20), (ssize_t)sizeof rb);
+    close(ffd);
+    ck_assert_int_eq(tu_check(rb, sizeof rb, 3u << 20, 9), -1);
+}
+END_TEST
+
 START_TEST(start_refused)
 {
     struct r3_nbd_server_opts o = { 0 };
@@ -1120,6 +1164,7 @@ static Suite *suite(void)
     tcase_add_test(t, write_then_disc);
     tcase_add_test(t, writes_then_disc_at_once);
     tcase_add_test(t, writes_then_disc_budget);
+    tcase_add_test(t, no_worker_thread);
     tcase_add_test(t, start_refused);
     tcase_add_test(t, tls_psk_client);
     tcase_add_test(t, hangup_after_each_option);
