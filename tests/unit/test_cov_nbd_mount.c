@@ -398,6 +398,29 @@ START_TEST(prepare_never_connected)
 }
 END_TEST
 
+/* No FUSE thread can start (every new thread's stack would be larger than
+ * the address space): the prepare says so, and no mount is left behind. */
+START_TEST(prepare_no_threads)
+{
+    struct r3_nbd_mount_opts o = mopts();
+    o.size = SIZE;
+    pthread_attr_t a, old;
+    ck_assert_int_eq(pthread_getattr_default_np(&old), 0);
+    ck_assert_int_eq(pthread_attr_init(&a), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0);
+    ck_assert_int_eq(pthread_setattr_default_np(&a), 0);
+    struct r3_nbd_mount *m = (void *)1;
+    int rc = r3_nbd_mount_prepare(&o, &m);
+    ck_assert_int_eq(pthread_setattr_default_np(&old), 0);
+    pthread_attr_destroy(&a);
+    pthread_attr_destroy(&old);
+    ck_assert_int_eq(rc, -EAGAIN);
+    ck_assert_ptr_null(m);
+    ERR_HAS("fuse: cannot start threads");
+    ck_assert(!mounted());
+}
+END_TEST
+
 /* ---- the nbd strategies' option checks (before anything is started) */
 
 START_TEST(strategy_refusals)
@@ -584,6 +607,7 @@ static Suite *suite(void)
         tcase_add_test(t, prepare_then_connect);
         tcase_add_test(t, prepare_wrong_size);
         tcase_add_test(t, prepare_never_connected);
+    tcase_add_test(t, prepare_no_threads);
         tcase_add_test(t, fuse_unmounted_outside);
         tcase_add_test(t, fuse_busy_close);
         tcase_add_test(t, prepare_readonly_export);

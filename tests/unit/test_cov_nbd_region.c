@@ -8,6 +8,7 @@
  * directory left empty at close. */
 #include <errno.h>
 #include <dirent.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include "testutil.h"
 #include "internal.h"
@@ -46,8 +47,13 @@ static void setup(void)
     memset(&hk, 0, sizeof hk);
 }
 
+static char full[300];                   /* a small tmpfs, when a test made one */
+
 static void teardown(void)
 {
+    if (full[0])
+        umount2(full, MNT_DETACH);
+    full[0] = 0;
     tu_rmrf(dir);
     free(dir);
 }
@@ -150,6 +156,71 @@ static void one(const char *strategy)
     free(b);
 }
 
+/* The source's disk fills up under the mapping: the region's sync says
+ * so in a sentence (nothing hangs), and once there is room again a sync
+ * lands every byte. nbd-managed keeps the bytes that did not fit in its
+ * cache; nbd-direct is a file in the page cache, and the kernel drops
+ * pages whose write-back failed (as for any file after a failed fsync):
+ * there the program writes them again. */
+static void disk_full(const char *strategy, bool keeps)
+{
+    snprintf(full, sizeof full, "%s/full", dir);
+    ck_assert_int_eq(mkdir(full, 0700), 0);
+    if (mount("tmpfs", full, "tmpfs", 0, "size=1m") != 0) {
+        printf("%s: skipped: cannot mount a tmpfs (%s)\n", strategy, strerror(errno));
+        full[0] = 0;
+        return;
+    }
+    char uri[400], filler[400], wd[300];
+    snprintf(uri, sizeof uri, "file://%s/data?size=1M", full);
+    snprintf(filler, sizeof filler, "%s/filler", full);
+    snprintf(wd, sizeof wd, "%s/work", dir);
+    ck_assert_int_eq(mkdir(wd, 0700), 0);
+    struct r3_source *src, *check;
+    TU_OPEN(uri, &src);
+    /* all but 128 KiB of the tmpfs taken */
+    FILE *f = fopen(filler, "w");
+    ck_assert_ptr_nonnull(f);
+    static char z[SIZE - 2 * CH];
+    memset(z, 1, sizeof z);
+    ck_assert_uint_eq(fwrite(z, 1, sizeof z, f), sizeof z);
+    ck_assert_int_eq(fclose(f), 0);
+
+    struct r3_region_opts o;
+    r3_region_opts_init(&o);
+    o.strategy = strategy;
+    o.workdir = wd;
+    o.nbd_mount = "fuse";
+    o.chunk = CH;
+    struct r3_region *r;
+    ck_assert_msg(r3_region_open(&o, src, &r) == 0, "%s: %s", strategy, r3_last_error());
+    tu_fill(r->base, 8 * CH, 0, 11);                   /* 512 KiB: more than fits */
+    int rc = r3_region_sync(r);
+    ck_assert_msg(rc < 0, "%s: a sync onto a full disk succeeded", strategy);
+    const char *why = r3_last_error();
+    ck_assert_msg(strstr(why, "No space left on device") || strstr(why, "Input/output error"),
+                  "%s: sentence: %s", strategy, why);
+    printf("%s: sync on a full disk: %s\n", strategy, why);
+    /* room again: a sync now lands every byte */
+    ck_assert_int_eq(unlink(filler), 0);
+    if (!keeps)
+        tu_fill(r->base, 8 * CH, 0, 11);
+    ck_assert_msg(r3_region_sync(r) == 0, "%s: %s", strategy, r3_last_error());
+    TU_OPEN(uri, &check);
+    char *b = malloc(8 * CH);
+    ck_assert_int_eq(r3_source_read(check, b, 8 * CH, 0), 0);
+    ck_assert_int_eq(tu_check(b, 8 * CH, 0, 11), -1);
+    free(b);
+    r3_source_close(check);
+    ck_assert_int_eq(r3_region_close(r), 0);
+}
+
+START_TEST(direct_disk_full) { disk_full("nbd-direct", false); }
+END_TEST
+
+START_TEST(managed_disk_full) { disk_full("nbd-managed", true); }
+END_TEST
+
 START_TEST(direct) { one("nbd-direct"); }
 END_TEST
 
@@ -168,6 +239,8 @@ int main(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 60);
     tcase_add_test(t, direct);
+    tcase_add_test(t, direct_disk_full);
+    tcase_add_test(t, managed_disk_full);
     tcase_add_test(t, managed);
     suite_add_tcase(s, t);
     return tu_run(s);
