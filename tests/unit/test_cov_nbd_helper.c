@@ -174,6 +174,25 @@ START_TEST(owner_gives_up)
 }
 END_TEST
 
+/* The same without an early mount (no size known): the helper waits for
+ * the server, hears that the owner stopped, and ends with 0. */
+static pid_t child_named(const char *comm);
+
+START_TEST(owner_gives_up_before_server)
+{
+    struct r3_nbd_mount_opts o = mopts();
+    o.size = 0;
+    struct r3_nbd_helper *h;
+    ck_assert_msg(r3_nbd_helper_spawn(&o, &h) == 0, "%s", r3_last_error());
+    pid_t hp = 0;
+    for (int i = 0; i < 4000 && !(hp = child_named("r3-nbd-helper")); i++)   /* once exec'd */
+        usleep(5000);
+    ck_assert_int_gt(hp, 0);
+    int rc = r3_nbd_helper_stop(h);
+    ck_assert_msg(rc == 0, "%d %s", rc, r3_last_error());
+}
+END_TEST
+
 static int run_prog(const char *arg, char *err, size_t n)
 {
     const char *prog = r3_nbd_helper_program();
@@ -350,6 +369,7 @@ int main(void)
     tcase_add_test(t, early_mount_fails);
     tcase_add_test(t, no_server);
     tcase_add_test(t, owner_gives_up);
+    tcase_add_test(t, owner_gives_up_before_server);
     tcase_add_test(t, program_refuses);
     tcase_add_test(t, owner_killed);
     tcase_add_test(t, helper_killed);
