@@ -513,9 +513,29 @@ static void to_pool(struct r3_net_server *s, struct conn *c)
         if (r3_thread_create(&t, pool_main, s) == 0) {
             pthread_detach(t);
         } else {
+            /* No thread at all would ever take the queue: its connections
+             * are closed with the reason rather than left waiting. */
             pthread_mutex_lock(&s->mu);
             s->nthreads--;
+            struct conn *orphans = NULL;
+            if (s->nthreads == 0) {
+                orphans = s->qhead;
+                s->qhead = s->qtail = NULL;
+                s->nqueued = 0;
+            }
             pthread_mutex_unlock(&s->mu);
+            while (orphans) {
+                struct conn *o = orphans;
+                orphans = o->pool_next;
+                r3_net_conn_close(&o->pub, "no thread could be started to serve it");
+                pthread_mutex_lock(&o->mu);
+                o->in_pool = false;
+                o->refs--;
+                bool fin = finish_ready(o);
+                pthread_mutex_unlock(&o->mu);
+                if (fin)
+                    destroy(o);
+            }
         }
     }
 }

@@ -1030,6 +1030,49 @@ START_TEST(no_worker_thread)
 }
 END_TEST
 
+/* No thread can start to serve a new connection (the server's pool has
+ * none left): the connection is closed with the reason in the log, not
+ * left waiting; with threads again the next client is served. */
+START_TEST(no_pool_thread)
+{
+    start(false, NULL);
+    pthread_attr_t a, old;
+    ck_assert_int_eq(pthread_getattr_default_np(&old), 0);
+    ck_assert_int_eq(pthread_attr_init(&a), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0);
+    ck_assert_int_eq(pthread_setattr_default_np(&a), 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strcpy(sa.sun_path, sock_path);
+    int crc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    struct timeval tv = { 20, 0 };           /* hang guard */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    unsigned char f[4];
+    r3_nbd_put32(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+    tu_send_all(fd, f, 4);
+    char b[256];
+    ssize_t n;
+    while ((n = recv(fd, b, sizeof b, 0)) > 0)
+        ;
+    int e = errno;
+    ck_assert_int_eq(pthread_setattr_default_np(&old), 0);
+    pthread_attr_destroy(&a);
+    pthread_attr_destroy(&old);
+    ck_assert_int_eq(crc, 0);
+    ck_assert_msg(n == 0 || e == ECONNRESET, "the connection was left waiting: %s", strerror(e));
+    close(fd);
+    log_wait("no thread could be started to serve it");
+    /* threads again: served */
+    fd = cl(FIXED);
+    uint64_t size;
+    uint16_t flags;
+    go(fd, "", &size, &flags);
+    ck_assert_uint_eq(size, FSIZE);
+    close(fd);
+}
+END_TEST
+
 START_TEST(start_refused)
 {
     struct r3_nbd_server_opts o = { 0 };
@@ -1165,6 +1208,7 @@ static Suite *suite(void)
     tcase_add_test(t, writes_then_disc_at_once);
     tcase_add_test(t, writes_then_disc_budget);
     tcase_add_test(t, no_worker_thread);
+    tcase_add_test(t, no_pool_thread);
     tcase_add_test(t, start_refused);
     tcase_add_test(t, tls_psk_client);
     tcase_add_test(t, hangup_after_each_option);
