@@ -6,7 +6,8 @@
  * a connection becomes readable it is handed (EPOLLONESHOT) to a pool of
  * threads created on demand (at most max_threads, exiting when idle), which
  * runs the protocol's handshake or on_readable and gives the connection
- * back. Output goes through a per-connection queue written without waiting;
+ * back (when no pool thread runs and none can start, the connections
+ * waiting for one are closed with that reason). Output goes through a per-connection queue written without waiting;
  * what the socket does not take is sent by the epoll thread on EPOLLOUT, so
  * a client that does not read stalls only itself (and is closed after
  * send_timeout_ms without progress). A global byte budget bounds request
