@@ -95,7 +95,7 @@ START_TEST(whole_life)
 }
 END_TEST
 
-#ifndef __SANITIZE_THREAD__            /* see the suite below */
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)   /* see the suite below */
 /* TCP is never a region's own mount: no command line for it, the forked
  * copy of this process runs the helper. */
 START_TEST(tcp_forked)
@@ -253,11 +253,18 @@ static void wait_unmounted(void)
  * serves its mount: the helper notices, unmounts and cleans up. */
 START_TEST(owner_killed)
 {
-    serve(sock_path);
-    int p[2];
+    /* The owner is forked before the server's threads start: a forked copy
+     * of a threaded process may find the allocator locked by a thread it
+     * does not have (ASan's allocator has no fork handlers). */
+    int p[2], go[2];
     ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(pipe(go), 0);
     pid_t owner = fork();
     if (owner == 0) {
+        close(go[1]);
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
         struct r3_nbd_mount_opts o = mopts();
         struct r3_nbd_helper *h;
         char ok = r3_nbd_helper_spawn(&o, &h) == 0 && r3_nbd_helper_mount(h) == 0 &&
@@ -268,6 +275,10 @@ START_TEST(owner_killed)
             pause();
     }
     close(p[1]);
+    close(go[0]);
+    serve(sock_path);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    close(go[1]);
     char ok = 0;
     ck_assert_int_eq(read(p[0], &ok, 1), 1);
     close(p[0]);
@@ -360,10 +371,13 @@ int main(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 60);
     tcase_add_test(t, whole_life);
-#ifndef __SANITIZE_THREAD__
-    /* A forked copy of a threaded process that starts threads of its own is
-     * what ThreadSanitizer cannot follow ("dup thread with used id"): the
-     * forked helper is tested in the plain and ASan builds. */
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+    /* The forked helper is a copy of this threaded process (the server's
+     * threads) that allocates and starts threads of its own: ThreadSanitizer
+     * cannot follow it ("dup thread with used id"), and under ASan the copy
+     * may find the allocator locked by a thread it does not have (a hang:
+     * GCC 12's ASan allocator has no fork handlers; glibc's malloc has).
+     * It is tested in the plain build. */
     tcase_add_test(t, tcp_forked);
 #endif
     tcase_add_test(t, early_mount_fails);
