@@ -7,6 +7,7 @@
  * gets the chunks written), stats, the access order, and the scratch
  * directory left empty at close. */
 #include <errno.h>
+#include <sched.h>
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -166,7 +167,10 @@ static void disk_full(const char *strategy, bool keeps)
 {
     snprintf(full, sizeof full, "%s/full", dir);
     ck_assert_int_eq(mkdir(full, 0700), 0);
-    if (mount("tmpfs", full, "tmpfs", 0, "size=1m") != 0) {
+    /* in a mount namespace of this test's own: the tmpfs goes with it,
+     * whatever way the test ends */
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", full, "tmpfs", 0, "size=1m") != 0) {
         printf("%s: skipped: cannot mount a tmpfs (%s)\n", strategy, strerror(errno));
         full[0] = 0;
         return;
