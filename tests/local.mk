@@ -4,7 +4,7 @@
 # (tests/integration/), which start real servers on free loopback ports.
 # tests/common/ holds what tests share: the pattern, the temp-dir fixture,
 # the certificate maker and the skip-when-the-kernel-lacks-it helper.
-noinst_HEADERS += tests/unit/testutil.h tests/unit/tu_log.h tests/unit/tu_certs.h tests/common/pattern.h tests/common/tmpdir.h \
+noinst_HEADERS += tests/unit/testutil.h tests/unit/tu_log.h tests/unit/tu_certs.h tests/unit/tu_threads.h tests/common/pattern.h tests/common/tmpdir.h \
 	tests/common/requires.h tests/uffd/pattern.h
 EXTRA_DIST += tests/integration/lib.sh tests/common/certs.sh tests/common/pattern.py
 

@@ -174,25 +174,6 @@ START_TEST(owner_gives_up)
 }
 END_TEST
 
-/* The same without an early mount (no size known): the helper waits for
- * the server, hears that the owner stopped, and ends with 0. */
-static pid_t child_named(const char *comm);
-
-START_TEST(owner_gives_up_before_server)
-{
-    struct r3_nbd_mount_opts o = mopts();
-    o.size = 0;
-    struct r3_nbd_helper *h;
-    ck_assert_msg(r3_nbd_helper_spawn(&o, &h) == 0, "%s", r3_last_error());
-    pid_t hp = 0;
-    for (int i = 0; i < 4000 && !(hp = child_named("r3-nbd-helper")); i++)   /* once exec'd */
-        usleep(5000);
-    ck_assert_int_gt(hp, 0);
-    int rc = r3_nbd_helper_stop(h);
-    ck_assert_msg(rc == 0, "%d %s", rc, r3_last_error());
-}
-END_TEST
-
 static int run_prog(const char *arg, char *err, size_t n)
 {
     const char *prog = r3_nbd_helper_program();
@@ -342,20 +323,39 @@ END_TEST
 
 /* The helper dies before it could say anything (no early mount: it waits
  * for the server first): the owner hears that, not a hang. */
-START_TEST(helper_dies_before_ready)
+/* A helper without an early mount (no size known), once it runs: it
+ * waits for the owner to say the server is up. Its pid. */
+static pid_t spawn_waiting(struct r3_nbd_helper **h)
 {
     struct r3_nbd_mount_opts o = mopts();
     o.size = 0;
-    struct r3_nbd_helper *h;
-    ck_assert_msg(r3_nbd_helper_spawn(&o, &h) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_nbd_helper_spawn(&o, h) == 0, "%s", r3_last_error());
     pid_t hp = 0;
     for (int i = 0; i < 4000 && !(hp = child_named("r3-nbd-helper")); i++)   /* once exec'd */
         usleep(5000);
     ck_assert_int_gt(hp, 0);
+    return hp;
+}
+
+START_TEST(helper_dies_before_ready)
+{
+    struct r3_nbd_helper *h;
+    pid_t hp = spawn_waiting(&h);
     ck_assert_int_eq(kill(hp, SIGKILL), 0);
     ck_assert_int_eq(r3_nbd_helper_mount(h), -EIO);
     ck_assert_str_eq(r3_last_error(), "nbd mount: the mount helper died before the mount was ready");
     ck_assert_int_eq(r3_nbd_helper_stop(h), -EIO);
+}
+END_TEST
+
+/* The owner stops while such a helper waits for the server: the helper
+ * hears it and ends with 0. */
+START_TEST(owner_gives_up_before_server)
+{
+    struct r3_nbd_helper *h;
+    spawn_waiting(&h);
+    int rc = r3_nbd_helper_stop(h);
+    ck_assert_msg(rc == 0, "%d %s", rc, r3_last_error());
 }
 END_TEST
 

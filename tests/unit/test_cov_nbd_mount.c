@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include "testutil.h"
+#include "tu_threads.h"
 #include "internal.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -404,16 +405,11 @@ START_TEST(prepare_no_threads)
 {
     struct r3_nbd_mount_opts o = mopts();
     o.size = SIZE;
-    pthread_attr_t a, old;
-    ck_assert_int_eq(pthread_getattr_default_np(&old), 0);
-    ck_assert_int_eq(pthread_attr_init(&a), 0);
-    ck_assert_int_eq(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0);
-    ck_assert_int_eq(pthread_setattr_default_np(&a), 0);
+    pthread_attr_t old;
+    tu_threads_refuse(&old);
     struct r3_nbd_mount *m = (void *)1;
     int rc = r3_nbd_mount_prepare(&o, &m);
-    ck_assert_int_eq(pthread_setattr_default_np(&old), 0);
-    pthread_attr_destroy(&a);
-    pthread_attr_destroy(&old);
+    tu_threads_restore(&old);
     ck_assert_int_eq(rc, -EAGAIN);
     ck_assert_ptr_null(m);
     ERR_HAS("fuse: cannot start threads");

@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include "testutil.h"
+#include "tu_threads.h"
 #include "tu_log.h"
 #include "internal.h"
 #include "nbd/proto.h"
@@ -1001,11 +1002,8 @@ START_TEST(no_worker_thread)
     uint64_t size;
     uint16_t flags;
     go(fd, "", &size, &flags);
-    pthread_attr_t a, old;
-    ck_assert_int_eq(pthread_getattr_default_np(&old), 0);
-    ck_assert_int_eq(pthread_attr_init(&a), 0);
-    ck_assert_int_eq(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0);
-    ck_assert_int_eq(pthread_setattr_default_np(&a), 0);
+    pthread_attr_t old;
+    tu_threads_refuse(&old);
     pthread_t t;
     int prc = pthread_create(&t, NULL, no_op, NULL);      /* the premise */
     unsigned char w[8192], rb[8192];
@@ -1014,9 +1012,7 @@ START_TEST(no_worker_thread)
     uint32_t werr = simple_err(fd);
     req(fd, 0, NBD_CMD_FLUSH, 0, 0, NULL);
     uint32_t ferr = simple_err(fd);
-    ck_assert_int_eq(pthread_setattr_default_np(&old), 0);
-    pthread_attr_destroy(&a);
-    pthread_attr_destroy(&old);
+    tu_threads_restore(&old);
     if (prc == 0)
         pthread_join(t, NULL);
     ck_assert_msg(prc != 0, "a thread with a 64 TiB stack started: the test proves nothing");
@@ -1036,11 +1032,8 @@ END_TEST
 START_TEST(no_pool_thread)
 {
     start(false, NULL);
-    pthread_attr_t a, old;
-    ck_assert_int_eq(pthread_getattr_default_np(&old), 0);
-    ck_assert_int_eq(pthread_attr_init(&a), 0);
-    ck_assert_int_eq(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0);
-    ck_assert_int_eq(pthread_setattr_default_np(&a), 0);
+    pthread_attr_t old;
+    tu_threads_refuse(&old);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -1056,9 +1049,7 @@ START_TEST(no_pool_thread)
     while ((n = recv(fd, b, sizeof b, 0)) > 0)
         ;
     int e = errno;
-    ck_assert_int_eq(pthread_setattr_default_np(&old), 0);
-    pthread_attr_destroy(&a);
-    pthread_attr_destroy(&old);
+    tu_threads_restore(&old);
     ck_assert_int_eq(crc, 0);
     ck_assert_msg(n == 0 || e == ECONNRESET, "the connection was left waiting: %s", strerror(e));
     close(fd);
