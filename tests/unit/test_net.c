@@ -441,8 +441,13 @@ START_TEST(server_slow_reader)
         ck_assert_int_eq(readn(good, buf, 16 << 10, 2000), 0);
         ck_assert_msg(r3_now_ns() - t0 < 1000000000ull, "good client waited");
     }
-    /* the bad client is stalled, holding no more than its share of the budget */
+    /* the bad client is stalled, holding no more than its share of the budget
+     * (waited for, 10 s at most: a slow build takes longer to fill it) */
     size_t used = r3_net_server_inflight(s);
+    for (int i = 0; i < 1000 && used < (1u << 20); i++) {
+        usleep(10000);
+        used = r3_net_server_inflight(s);
+    }
     ck_assert_msg(used >= (1u << 20) && used <= (2u << 20) + (16u << 10), "in flight: %zu", used);   /* + a good reply being released */
     /* and it is closed after send_timeout_ms without progress */
     char tmp;
