@@ -7,9 +7,10 @@
  * threads created on demand (at most max_threads, exiting when idle), which
  * runs the protocol's handshake or on_readable and gives the connection
  * back (when no pool thread runs and none can start, the connections
- * waiting for one are closed with that reason). Output goes through a per-connection queue written without waiting;
- * what the socket does not take is sent by the epoll thread on EPOLLOUT, so
- * a client that does not read stalls only itself (and is closed after
+ * waiting for one are closed with that reason). Output goes through a
+ * per-connection queue written without waiting; what the socket does not
+ * take is sent by the epoll thread on EPOLLOUT, so a client that does not
+ * read stalls only itself (and is closed after
  * send_timeout_ms without progress). A global byte budget bounds request
  * and reply memory. A 250 ms tick enforces the handshake deadline (from
  * accept) and the send timeout. Freed connections go to a graveyard that the
@@ -452,6 +453,19 @@ idle:
     pthread_mutex_unlock(&c->mu);
 }
 
+/* The pool is done with c (served, or never to be): give back the pool's
+ * reference, and tear c down if that was the last thing holding it. */
+static void pool_release(struct conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->in_pool = false;
+    c->refs--;
+    bool fin = finish_ready(c);
+    pthread_mutex_unlock(&c->mu);
+    if (fin)
+        destroy(c);
+}
+
 static void *pool_main(void *arg)
 {
     struct r3_net_server *s = arg;
@@ -475,13 +489,7 @@ static void *pool_main(void *arg)
         s->nqueued--;
         pthread_mutex_unlock(&s->mu);
         serve_one(s, c);
-        pthread_mutex_lock(&c->mu);
-        c->in_pool = false;
-        c->refs--;
-        bool fin = finish_ready(c);
-        pthread_mutex_unlock(&c->mu);
-        if (fin)
-            destroy(c);
+        pool_release(c);
         pthread_mutex_lock(&s->mu);
     }
     s->nthreads--;
@@ -529,13 +537,7 @@ static void to_pool(struct r3_net_server *s, struct conn *c)
                 struct conn *o = orphans;
                 orphans = o->pool_next;
                 r3_net_conn_close(&o->pub, "no thread could be started to serve it");
-                pthread_mutex_lock(&o->mu);
-                o->in_pool = false;
-                o->refs--;
-                bool fin = finish_ready(o);
-                pthread_mutex_unlock(&o->mu);
-                if (fin)
-                    destroy(o);
+                pool_release(o);
             }
         }
     }
