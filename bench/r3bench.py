@@ -76,7 +76,7 @@ MODES = {
                   sources=["mem", "file", "dir", "r3", "s3"], sources_rtt=["mem", "r3", "nbd"],
                   sources_samples=2,
                   pull=8, chunks=["4K", "64K", "1M"], dirty_sizes=["16M", "64M"],
-                  fs_size="8M", fs_shares=[1, 10], fio_seconds=1, nbd_rounds=1, peer_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
+                  fs_size="8M", fs_shares=[1, 10], fio_seconds="500ms", nbd_rounds=1, peer_seconds=1, fio_size="16M", src_size="4M", wire_size="8M",
                   pipe_size="16M", open_workers=[1, 16], mig_size="32M", mig_shares=[10],
                   mig_rtts=[0], budget=60),
     # quick: every experiment within 10 minutes in all on 2 shared cores (the
