@@ -379,6 +379,13 @@ int r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **out
         rc = r3_error(-errno, "fuse: mountpoint %s: %s", o->mountpoint, strerror(errno));
         goto fail;
     }
+    struct stat st;
+    if (stat(f->mnt, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        /* The kernel mounts a file-system root onto a file too: the disk
+         * file would then be a path nobody can open. */
+        rc = r3_error(-ENOTDIR, "fuse: mountpoint %s is not a directory", o->mountpoint);
+        goto fail;
+    }
     if (!f->name || !f->name[0] || strchr(f->name, '/')) {
         rc = r3_error(-EINVAL, "fuse: bad file name");
         goto fail;

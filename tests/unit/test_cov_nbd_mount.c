@@ -174,6 +174,19 @@ START_TEST(unreachable)
     snprintf(want, sizeof want, "fuse: mountpoint %s: No such file or directory", missing);
     ck_assert_str_eq(r3_last_error(), want);
     ck_assert_ptr_null(m);
+    /* a regular file as the mountpoint: the kernel would mount onto it */
+    char plain[300];
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    int pfd = open(plain, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    ck_assert_int_ge(pfd, 0);
+    close(pfd);
+    o.mountpoint = plain;
+    ck_assert_int_eq(r3_nbd_mount_open(&o, &m), -ENOTDIR);
+    snprintf(want, sizeof want, "fuse: mountpoint %s is not a directory", plain);
+    ck_assert_str_eq(r3_last_error(), want);
+    ck_assert_ptr_null(m);
+    ck_assert_int_ne(umount2(plain, MNT_DETACH), 0);     /* nothing was mounted there */
+    unlink(plain);
     /* every refused mount closed its connection: none is left on the server */
     for (int i = 0; i < 2000 && r3_nbd_server_conns(srv) > 0; i++)
         usleep(5000);
