@@ -296,7 +296,7 @@ int main(int argc, char **argv)
     }
     if (want("first_chunk")) {
         uint64_t stride = 16 * (uint64_t)chunk;   /* never a chunk next to a filled one */
-        struct r3_region *r = region(mem_source(size), chunk, 0, getenv("FT") ? atoi(getenv("FT")) : 0);
+        struct r3_region *r = region(mem_source(size), chunk, 0, 0);
         row("first_chunk_us", "uffd", chunk, size, first_touch_median_us(r->base, size, stride, 500, 200), "us");
         row("first_chunk_b2b_us", "uffd", chunk, size,
             first_touch_median_us((char *)r->base + 8 * (uint64_t)chunk, size - 8 * (uint64_t)chunk, stride, 500, 0), "us");
