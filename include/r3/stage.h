@@ -75,6 +75,7 @@ struct r3_pull_opts {
     unsigned workers;                                  /* 0 = no background pull */
     int64_t (*priority)(void *arg, uint64_t chunk);    /* NULL = ascending */
     void *arg;
+    bool held;                    /* workers wait for r3_pull_start (or wait/stop) */
 };
 struct r3_pull_progress {
     uint64_t chunks_total, chunks_local, chunks_pulled, bytes_pulled;
@@ -87,6 +88,7 @@ int  r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *opts
 int  r3_pull_progress(struct r3_source *pull, struct r3_pull_progress *p);
 int  r3_pull_wait(struct r3_source *pull);         /* until done; 0 or first error */
 int  r3_pull_stop(struct r3_source *pull);         /* stop workers (idempotent) */
+int  r3_pull_start(struct r3_source *pull);        /* let held workers go (idempotent) */
 
 /* ---- push: a dirty bitmap; writes go to inner and mark chunks dirty;
  * workers copy dirty chunks (read from inner) to `remote` (borrowed) every
@@ -175,6 +177,7 @@ struct r3_pipeline_opts {
     int  (*collect)(void *arg, struct r3_source *push);
     void (*after_push)(void *arg, const uint64_t *chunks, size_t n);
     void *hook_arg;
+    bool pull_held;               /* the pull stage's workers wait for r3_pull_start */
     /* The stages as a string (grammar above). When set, chunk, pull_workers,
      * push_workers, push_interval_ms, delay_us and stats must be 0: the spec
      * says it all (else -EINVAL); local needs a cache stage in it. */

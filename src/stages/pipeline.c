@@ -234,7 +234,8 @@ static int open_step(const struct step *st, const struct r3_pipeline_opts *o, bo
     }
     case K_PULL: {
         struct r3_pull_opts po = { .struct_size = sizeof po, .workers = st->workers,
-                                   .priority = o->priority, .arg = o->priority_arg };
+                                   .priority = o->priority, .arg = o->priority_arg,
+                                   .held = o->pull_held };
         if ((rc = r3_stage_pull_open(*top, &po, &s)) == 0)
             p->pull = s;
         break;

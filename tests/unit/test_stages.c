@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,6 +272,65 @@ START_TEST(test_pull_priority)
     ck_assert_int_eq(r3_mem_create(CH, &m), 0);
     ck_assert_int_eq(r3_stage_pull_open(m, &po, &p), -EINVAL);
     r3_source_close(m);
+}
+END_TEST
+
+static _Atomic int fill_nice = 100, fills_seen;
+
+static void nice_fill(void *arg, uint64_t chunk, int why)
+{
+    (void)arg;
+    (void)chunk;
+    if (why == R3_FETCH_PULL) {
+        atomic_store(&fill_nice, getpriority(PRIO_PROCESS, 0));     /* this thread's */
+        atomic_fetch_add(&fills_seen, 1);
+    }
+}
+
+/* Held workers pull nothing until r3_pull_start; they run 10 nice steps
+ * below the opener; a held stage closes (and r3_pull_wait returns)
+ * without a start. */
+START_TEST(test_pull_held)
+{
+    struct rec *r = rec_new(16 * CH, CH, 5);
+    struct r3_source *local, *c, *p;
+    ck_assert_int_eq(r3_mem_create(16 * CH, &local), 0);
+    struct r3_cache_opts co = { .chunk = CH, .on_fill = nice_fill };
+    ck_assert_int_eq(r3_stage_cache_open(&r->src, local, &co, &c), 0);
+    struct r3_pull_opts po = { .workers = 4, .held = true };
+    ck_assert_int_eq(r3_stage_pull_open(c, &po, &p), 0);
+    usleep(100 * 1000);
+    struct r3_pull_progress pr;
+    ck_assert_int_eq(r3_pull_progress(p, &pr), 0);
+    ck_assert_uint_eq(pr.chunks_pulled, 0);
+    ck_assert_uint_eq(pr.chunks_local, 0);
+    ck_assert(!pr.done);
+    ck_assert_int_eq(atomic_load(&fills_seen), 0);
+    ck_assert_int_eq(r3_pull_start(p), 0);
+    ck_assert_int_eq(r3_pull_start(p), 0);                 /* idempotent */
+    ck_assert_int_eq(r3_pull_wait(p), 0);
+    ck_assert_int_eq(r3_pull_progress(p, &pr), 0);
+    ck_assert_uint_eq(pr.chunks_pulled, 16);
+    ck_assert(pr.done);
+    ck_assert_int_eq(atomic_load(&fills_seen), 16);
+    int mine = getpriority(PRIO_PROCESS, 0);
+    ck_assert_int_eq(atomic_load(&fill_nice), mine + 10 > 19 ? 19 : mine + 10);
+    r3_source_close(p);
+
+    /* never started: close stops the held workers; wait lets them go */
+    for (int how = 0; how < 2; how++) {
+        r = rec_new(16 * CH, CH, 5);
+        ck_assert_int_eq(r3_mem_create(16 * CH, &local), 0);
+        ck_assert_int_eq(r3_stage_cache_open(&r->src, local, &co, &c), 0);
+        ck_assert_int_eq(r3_stage_pull_open(c, &po, &p), 0);
+        if (how == 1) {
+            ck_assert_int_eq(r3_pull_wait(p), 0);
+            ck_assert_int_eq(r3_pull_progress(p, &pr), 0);
+            ck_assert_uint_eq(pr.chunks_local, 16);
+        }
+        r3_source_close(p);
+    }
+    ck_assert_int_eq(r3_pull_start(NULL), -EINVAL);
 }
 END_TEST
 
@@ -921,6 +981,7 @@ int main(void)
     tcase_add_test(tc, test_cache_write_through);
     tcase_add_test(tc, test_pull_races_readers);
     tcase_add_test(tc, test_pull_priority);
+    tcase_add_test(tc, test_pull_held);
     tcase_add_test(tc, test_push);
     tcase_add_test(tc, test_push_interval);
     tcase_add_test(tc, test_lock);
