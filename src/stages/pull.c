@@ -287,11 +287,9 @@ int r3_stage_pull_open(struct r3_source *cache, const struct r3_pull_opts *o,
         rc = r3_error(-ENOMEM, "pull: out of memory");
     p->want = o->workers;
     if (rc == 0 && o->workers) {
-        p->running = 1;
+        p->running = p->nworkers = 1;       /* set before the first worker can read them */
         if ((rc = r3_thread_create(&p->workers[0], pull_first, p)) < 0)
-            p->running = 0;
-        else
-            p->nworkers = 1;
+            p->running = p->nworkers = 0;
     }
     if (rc < 0) {
         p->cache = NULL;                    /* the caller keeps the cache */
