@@ -18,5 +18,9 @@ EXTRA_DIST += bench/nbd.sh
 pkglibexec_PROGRAMS = nbd/r3-nbd-helper
 nbd_r3_nbd_helper_SOURCES = nbd/helper_prog.c
 nbd_r3_nbd_helper_LDADD = libr3core.la
+if R3_STATIC_HELPER
+# started on every nbd region's open: static, it needs no dynamic loader
+nbd_r3_nbd_helper_LDFLAGS = -all-static
+endif
 libr3core_la_CFLAGS += -DR3_NBD_HELPER_BUILD='"$(abs_top_builddir)/nbd/r3-nbd-helper"' \
 	-DR3_NBD_HELPER_INSTALLED='"$(pkglibexecdir)/r3-nbd-helper"'
