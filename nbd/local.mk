@@ -22,5 +22,10 @@ if R3_STATIC_HELPER
 # started on every nbd region's open: static, it needs no dynamic loader
 nbd_r3_nbd_helper_LDFLAGS = -all-static
 endif
-libr3core_la_CFLAGS += -DR3_NBD_HELPER_BUILD='"$(abs_top_builddir)/nbd/r3-nbd-helper"' \
+# r3run's shim carries its own copy of the library (src/preload/local.mk):
+# it execs the same helper, so the helper never runs as a fork of the program
+# (whose command line a `pkill -f program` would match).
+R3_NBD_HELPER_DEFS = -DR3_NBD_HELPER_BUILD='"$(abs_top_builddir)/nbd/r3-nbd-helper"' \
 	-DR3_NBD_HELPER_INSTALLED='"$(pkglibexecdir)/r3-nbd-helper"'
+libr3core_la_CFLAGS += $(R3_NBD_HELPER_DEFS)
+libr3shim_la_CFLAGS += $(R3_NBD_HELPER_DEFS)

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct r3_nbd_region {
     struct r3_source *written;      /* direct: the pass-through that notes writes (owns src) */
     struct r3_region_hooks hooks;
     int fd;
+    _Atomic int wb_fd;              /* fd, for the push rounds' write-back kick; -1 when none */
     uint64_t syncs, chunks_reported;
     pthread_mutex_t mu;             /* pushed: chunks of managed push rounds since after_sync */
     uint64_t *pushed;
@@ -57,6 +59,7 @@ static void teardown(struct r3_nbd_region *n)
 {
     if (n->r.base && n->r.base != MAP_FAILED)
         munmap(n->r.base, n->r.len);
+    atomic_store(&n->wb_fd, -1);
     if (n->fd >= 0)
         close(n->fd);
     r3_nbd_helper_stop(n->mnt);
@@ -120,6 +123,22 @@ static void on_push(void *arg, const uint64_t *chunks, size_t k)
     pthread_mutex_unlock(&n->mu);
 }
 
+/* The push stage's collect hook, before each round (its ticker thread):
+ * pages the program wrote through the mapping sit in the kernel's page
+ * cache until the kernel writes them back (up to 30 s) and only then reach
+ * the push stage. Start their write-back now, without waiting for it: what
+ * was written before this round is pushed by the next one, so
+ * --push-interval bounds what a SIGKILL loses (to about two intervals). */
+static int kick_writeback(void *arg, struct r3_source *push)
+{
+    (void)push;
+    struct r3_nbd_region *n = arg;
+    int fd = atomic_load(&n->wb_fd);
+    if (fd >= 0)
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -162,6 +181,7 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
         return r3_error(-ENOMEM, "nbd region: out of memory");
     }
     n->fd = -1;
+    atomic_init(&n->wb_fd, -1);
     n->managed = managed;
     n->r.ops = managed ? &r3_strategy_nbd_managed : &r3_strategy_nbd_direct;
     n->r.src = src;
@@ -213,6 +233,7 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
             .push_workers = o->push_workers ? o->push_workers : 1,
             .push_interval_ms = o->push_interval_ms,
             .after_push = on_push, .hook_arg = n,
+            .collect = o->push_interval_ms ? kick_writeback : NULL,
         };
         rc = r3_pipeline_open(src, &po, &n->pipe);
         if (rc < 0) {
@@ -255,6 +276,7 @@ static int region_open(const struct r3_region_opts *o, struct r3_source *src, st
     /* the helper connected to the server meanwhile */
     if ((rc = r3_nbd_helper_ready(n->mnt)) < 0)
         goto fail;
+    atomic_store(&n->wb_fd, n->fd);
     if (n->pipe && n->pipe->pull)
         r3_pull_start(n->pipe->pull);
     *out = &n->r;

@@ -42,8 +42,9 @@ static struct pull_stage *as_pull(struct r3_source *s)
 }
 
 /* Pull workers yield the CPU to the program and to r3's demand path:
- * they run PULL_NICE steps below the process (at most 19; on Linux a nice
- * value is a thread's own, and threads it starts inherit it). At 0 ms,
+ * they run PULL_NICE steps below the thread that opens the stage (at most
+ * 19; on Linux a nice value is a thread's own, and threads it starts
+ * inherit it). At 0 ms,
  * sixteen workers copying at full speed starved an nbd-managed open and
  * its mount helper (exp. 6). Where the remote has a round trip the
  * workers mostly wait and lose nothing. */
@@ -215,11 +216,14 @@ int r3_pull_wait(struct r3_source *s)
 /* The first worker first: once it has ended, no worker is started. */
 static void join_all(struct pull_stage *p)
 {
-    if (!p->nworkers)
+    pthread_mutex_lock(&p->m);              /* the first worker adds to nworkers */
+    unsigned n = p->nworkers;
+    pthread_mutex_unlock(&p->m);
+    if (!n)
         return;
     pthread_join(p->workers[0], NULL);
     pthread_mutex_lock(&p->m);
-    unsigned n = p->nworkers;
+    n = p->nworkers;
     pthread_mutex_unlock(&p->m);
     for (unsigned i = 1; i < n; i++)
         pthread_join(p->workers[i], NULL);
