@@ -457,6 +457,18 @@ const char *r3_nbd_helper_path(const struct r3_nbd_helper *h)
     return h->path;
 }
 
+int r3_nbd_helper_ended(const struct r3_nbd_helper *h, char *why, size_t n)
+{
+    siginfo_t si = { 0 };
+    if (!h || waitid(P_PID, (id_t)h->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+        return 0;
+    if (si.si_code == CLD_EXITED)
+        snprintf(why, n, "exited with status %d", si.si_status);
+    else
+        snprintf(why, n, "was killed by signal %d (%s)", si.si_status, strsignal(si.si_status));
+    return 1;
+}
+
 int r3_nbd_helper_stop(struct r3_nbd_helper *h)
 {
     if (!h)

@@ -32,6 +32,9 @@ int  r3_nbd_helper_spawn(const struct r3_nbd_mount_opts *o, struct r3_nbd_helper
 int  r3_nbd_helper_mount(struct r3_nbd_helper *h);
 int  r3_nbd_helper_ready(struct r3_nbd_helper *h);
 const char *r3_nbd_helper_path(const struct r3_nbd_helper *h);
+/* 0 while the helper runs; else it has ended (left for stop to reap) and
+ * why is written to why: "was killed by signal 9 (Killed)", "exited with status 1". */
+int  r3_nbd_helper_ended(const struct r3_nbd_helper *h, char *why, size_t n);
 /* Ask the helper to unmount, wait for it, free. 0 or -errno. */
 int  r3_nbd_helper_stop(struct r3_nbd_helper *h);
 

@@ -306,10 +306,14 @@ static int region_sync(struct r3_region *r)
     int rc = 0;
     if (n->hooks.before_sync && (rc = n->hooks.before_sync(n->hooks.arg, r)) < 0)
         return rc;
-    if (msync(r->base, r->len, MS_SYNC) < 0)
-        return r3_error(-errno, "nbd region: msync: %s", strerror(errno));
-    if (fsync(n->fd) < 0)
-        return r3_error(-errno, "nbd region: fsync: %s", strerror(errno));
+    if (msync(r->base, r->len, MS_SYNC) < 0 || fsync(n->fd) < 0) {
+        int e = errno;
+        char why[128];
+        if (r3_nbd_helper_ended(n->mnt, why, sizeof why))
+            return r3_error(-e, "nbd region: the mount helper (r3-nbd-helper) %s, so the"
+                            " region's writes since the last sync cannot be written back", why);
+        return r3_error(-e, "nbd region: writing the mapping back: %s", strerror(e));
+    }
     /* fsync sent an NBD flush and its reply came after the served source's
      * flush returned: for nbd-managed a push round plus the write-behind in
      * flight, then the remote's flush. Nothing is left to flush here (a

@@ -105,6 +105,9 @@ time.sleep(30)' 2> err
     settle || t_fail "$s: killed helper: left behind: $(left_behind)"
     kill "$owner" 2>/dev/null || true      # the program ($prog is its timeout's shell)
     wait "$prog" 2>/dev/null || true
+    # its final sync fails, and says why in one sentence
+    grep -q "the mount helper (r3-nbd-helper) was killed by signal 9" err ||
+        t_fail "$s: killed helper: the program's stderr does not say so: $(cat err)"
     rm -f ready
     settle || t_fail "$s: killed helper, then the program: left behind: $(left_behind)"
     t_log "$s: mount helper killed: nothing left behind"
