@@ -86,6 +86,23 @@ START_TEST(test_mem)
         ck_assert_int_eq(z[i], 0);
     conformance(s);
     r3_source_close(s);
+
+    /* A large first write at an odd offset that ends at the end (its pages
+     * are made present at once, the first one shared with bytes before it)
+     * reads back, and the bytes before it are still zeros. */
+    TU_OPEN("mem:?size=1M", &s);
+    size_t n = 100001;
+    uint64_t off = s->size - n;
+    char *buf = malloc(n + 4096), *back = malloc(n + 4096);
+    tu_fill(buf, n, off, 9);
+    ck_assert_int_eq(r3_source_write(s, buf, n, off), 0);
+    ck_assert_int_eq(r3_source_read(s, back, n + 4096, off - 4096), 0);
+    for (size_t i = 0; i < 4096; i++)
+        ck_assert_int_eq(back[i], 0);
+    ck_assert_int_eq(tu_check(back + 4096, n, off, 9), -1);
+    free(buf);
+    free(back);
+    r3_source_close(s);
 }
 END_TEST
 
