@@ -58,6 +58,9 @@ int r3_wire_open(const struct r3_uri *u, struct r3_source **out);
  * copy-free serving (the NBD server sends from them directly); NULL for
  * any other source. Valid until the source is closed; concurrent writes show. */
 void *r3_source_direct(struct r3_source *s, uint64_t off, size_t len);
+/* Its pages made present before a write through that pointer: one madvise
+ * instead of a page fault per 4 KiB (15 times cheaper in this VM). */
+void r3_source_direct_populate(struct r3_source *s, uint64_t off, size_t len);
 /* A mem source of size bytes, without a URI (used by the pipeline builder). */
 int r3_mem_create(uint64_t size, struct r3_source **out);
 

@@ -177,6 +177,14 @@ int r3_mem_create(uint64_t size, struct r3_source **out)
     return 0;
 }
 
+/* Before a write through r3_source_direct's pointer (the cache's fetch):
+ * the pages of [off, off+len) made present at once (see populate). */
+void r3_source_direct_populate(struct r3_source *s, uint64_t off, size_t len)
+{
+    if (s && s->ops == &mem_ops && off <= s->size && len <= s->size - off && len >= 2 * 4096)
+        populate((struct mem_source *)s, off, len);
+}
+
 /* For reading only: a write through the pointer would not be seen by
  * extent queries. */
 void *r3_source_direct(struct r3_source *s, uint64_t off, size_t len)

@@ -354,6 +354,7 @@ int r3_cache_fetch_counted(struct r3_source *s, uint64_t idx, int why)
     }
     void *d = r3_source_direct(c->local, off, len);
     if (d) {                   /* straight into the local memory: no second copy */
+        r3_source_direct_populate(c->local, off, len);
         chunk_wr_lock(c, idx);
         rc = remote_io(c, d, len, off, false);
         chunk_wr_unlock(c, idx);
