@@ -13,6 +13,7 @@
  * 10 ms; an intermittent SIGBUS on the mapping under heavy load (seen with
  * 4 as well, much rarer, cause not found) got more frequent: 4 stays. */
 #define R3_NBD_FUSE_THREADS 4
+#define R3_NBD_FUSE_THREAD_NAME "r3-fuse"   /* their name (top -H, /proc/PID/task/TID/comm) */
 
 struct r3_nbd_fuse_opts {
     const char *mountpoint;       /* an existing directory */
@@ -31,6 +32,13 @@ int  r3_nbd_fuse_mount(const struct r3_nbd_fuse_opts *o, struct r3_nbd_fuse **ou
  * starts): give it now, or the error (reads and writes fail with it). Reads,
  * writes and fsync wait for this; lookups, opens and getattr do not. */
 void r3_nbd_fuse_attach(struct r3_nbd_fuse *f, struct r3_nbd_client *c, int err);
+/* r3_nbd_fuse_mount starts one request thread; this starts the others
+ * (opts.threads in all). Call it from the thread that mounted, before
+ * r3_nbd_fuse_unmount; where a thread cannot start, fewer serve. */
+void r3_nbd_fuse_grow(struct r3_nbd_fuse *f);
+/* Until a read has been answered, the mount ends, or ms have passed. */
+void r3_nbd_fuse_wait_read(struct r3_nbd_fuse *f, unsigned ms);
+
 /* MOUNTPOINT/NAME */
 const char *r3_nbd_fuse_path(const struct r3_nbd_fuse *f);
 /* Blocks until the filesystem is unmounted from outside (umount, fusermount3 -u)

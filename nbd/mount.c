@@ -85,6 +85,7 @@ int r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **o
         free(m);
         return rc;
     }
+    r3_nbd_fuse_grow(m->fuse);
     *out = m;
     return 0;
 }
@@ -124,6 +125,15 @@ int r3_nbd_mount_connect(struct r3_nbd_mount *m, const struct r3_nbd_mount_opts 
     }
     r3_nbd_fuse_attach(m->fuse, m->client, rc);
     return rc;
+}
+
+void r3_nbd_mount_grow(struct r3_nbd_mount *m, unsigned ms)
+{
+    if (m->kernel)
+        return;
+    if (ms)
+        r3_nbd_fuse_wait_read(m->fuse, ms);
+    r3_nbd_fuse_grow(m->fuse);
 }
 
 const char *r3_nbd_mount_path(const struct r3_nbd_mount *m)

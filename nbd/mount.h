@@ -33,6 +33,11 @@ int  r3_nbd_mount_open(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **
  * kernel's (use r3_nbd_mount_open). Close with r3_nbd_mount_close. */
 int  r3_nbd_mount_prepare(const struct r3_nbd_mount_opts *o, struct r3_nbd_mount **out);
 int  r3_nbd_mount_connect(struct r3_nbd_mount *m, const struct r3_nbd_mount_opts *o);
+/* A prepared FUSE mount serves with one thread until this starts the
+ * others (fuse_threads). Before starting them, it waits (at most ms) for
+ * the first read to be answered: the owner's first access then does not
+ * share the CPU with thread starts. */
+void r3_nbd_mount_grow(struct r3_nbd_mount *m, unsigned ms);
 const char *r3_nbd_mount_path(const struct r3_nbd_mount *m);
 bool r3_nbd_mount_is_kernel(const struct r3_nbd_mount *m);
 /* FUSE: blocks until unmounted from outside; kernel: returns at once. */

@@ -484,7 +484,9 @@ static void *pool_get(struct export *x, size_t len, size_t *cap)
     pthread_mutex_unlock(&x->pool_mu);
     for (*cap = 65536; *cap < len; *cap *= 2)
         ;
-    return malloc(*cap);
+    void *b = malloc(*cap);
+    r3_mem_populate(b, *cap);           /* kept in the pool: populated once */
+    return b;
 }
 
 static void pool_put(struct export *x, void *b, size_t cap)

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
@@ -70,7 +71,8 @@ static void teardown(struct r3_nbd_region *n)
         r3_source_close(n->written);        /* owns the source */
     else
         r3_source_close(n->r.src);
-    if (n->mdir[0])
+    /* A helper killed before its guard started leaves its mount: detach it. */
+    if (n->mdir[0] && rmdir(n->mdir) < 0 && errno == EBUSY && umount2(n->mdir, MNT_DETACH) == 0)
         rmdir(n->mdir);
     if (n->dir[0])
         rmdir(n->dir);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -52,6 +53,17 @@ int r3_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 
 /* In .bss: costs no memory until read, then maps the kernel's zero page. */
 static char zeros[R3_ZEROS_LEN];
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23          /* Linux 5.14 */
+#endif
+
+void r3_mem_populate(void *p, size_t len)
+{
+    uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + len) & ~(page - 1);
+    if (p && b > a)
+        (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+}
 
 const void *r3_zeros(void)
 {

@@ -366,6 +366,78 @@ START_TEST(prepare_then_connect)
 }
 END_TEST
 
+/* This process's FUSE request threads (by their name). */
+static int nthreads_here(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        char p[300], name[64] = "";
+        snprintf(p, sizeof p, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = e->d_name[0] != '.' ? fopen(p, "r") : NULL;
+        if (f && fgets(name, sizeof name, f))
+            n += strcmp(name, R3_NBD_FUSE_THREAD_NAME "\n") == 0;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* A thread names itself once it runs: wait for that (bounded). */
+static void expect_threads(int want)
+{
+    for (int i = 0; i < 2000 && nthreads_here() != want; i++)
+        usleep(1000);
+    ck_assert_int_eq(nthreads_here(), want);
+}
+
+/* A prepared mount serves with one thread; grow waits for the first read
+ * (or its bound) and then starts the rest. */
+START_TEST(prepare_grows)
+{
+    serve(false);
+    struct r3_nbd_mount_opts o = mopts();
+    o.size = SIZE;
+    o.fuse_threads = 3;
+    struct r3_nbd_mount *m;
+    expect_threads(0);
+    ck_assert_msg(r3_nbd_mount_prepare(&o, &m) == 0, "%s", r3_last_error());
+    expect_threads(1);
+    ck_assert_msg(r3_nbd_mount_connect(m, &o) == 0, "%s", r3_last_error());
+    /* no read yet: grow waits out its bound */
+    uint64_t t0 = r3_now_ns();
+    r3_nbd_mount_grow(m, 100);
+    uint64_t waited = r3_now_ns() - t0;
+    ck_assert_msg(waited >= 90000000u, "grow waited %llu ns, not 100 ms", (unsigned long long)waited);
+    expect_threads(3);
+    ck_assert_int_eq(r3_nbd_mount_close(m), 0);
+    expect_threads(0);
+
+    /* a read answered: grow does not wait */
+    ck_assert_msg(r3_nbd_mount_prepare(&o, &m) == 0, "%s", r3_last_error());
+    ck_assert_msg(r3_nbd_mount_connect(m, &o) == 0, "%s", r3_last_error());
+    int fd = open(file, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    char buf[4096];
+    ck_assert_int_eq(pread(fd, buf, sizeof buf, 8192), (ssize_t)sizeof buf);
+    ck_assert_int_eq(tu_check(buf, sizeof buf, 8192, 5), -1);
+    expect_threads(1);
+    t0 = r3_now_ns();
+    r3_nbd_mount_grow(m, 20000);
+    waited = r3_now_ns() - t0;
+    ck_assert_msg(waited < 5000000000u, "grow waited %llu ns after a read", (unsigned long long)waited);
+    expect_threads(3);
+    /* the grown mount serves reads from several threads */
+    ck_assert_int_eq(pread(fd, buf, sizeof buf, 4096 * 7), (ssize_t)sizeof buf);
+    ck_assert_int_eq(tu_check(buf, sizeof buf, 4096 * 7, 5), -1);
+    close(fd);
+    ck_assert_int_eq(r3_nbd_mount_close(m), 0);
+    ck_assert(!mounted());
+}
+END_TEST
+
 START_TEST(prepare_wrong_size)
 {
     serve(false);
@@ -614,6 +686,7 @@ static Suite *suite(void)
         tcase_add_test(t, fuse_readonly);
         tcase_add_test(t, fuse_server_gone);
         tcase_add_test(t, prepare_then_connect);
+        tcase_add_test(t, prepare_grows);
         tcase_add_test(t, prepare_wrong_size);
         tcase_add_test(t, prepare_never_connected);
     tcase_add_test(t, prepare_no_threads);
